@@ -1,0 +1,3 @@
+"""hotserve: low-latency model serving (Open Inference Protocol, dynamic batching)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,38 @@
+"""`hotserve` command line: one entry point, each package owns its subcommands.
+
+Training and export live in packages that need the `train` extra (torch); they are
+imported only when their subcommand runs, so the server's install never needs torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> module defining `add_arguments(parser)` and `run(args) -> int`
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("training.cli", "train a model and write a versioned checkpoint"),
+    "export": ("exporters.cli", "export a checkpoint to ONNX into a model repository"),
+    "serve": ("server.serve", "serve a model repository over HTTP"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotserve", description="train, export and serve models")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The HotserveError family: facts about what went wrong, no HTTP status codes.
+
+`server/api/error_handlers.py` maps each class to a status in one table.
+"""
+
+from __future__ import annotations
+
+
+class HotserveError(Exception):
+    """Base of every error the server answers on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- input -----------------------------------------------------------------
+
+
+class InvalidInput(HotserveError):
+    """A request that can never succeed as sent; names the field, expected vs got."""
+
+    def __init__(self, field: str, expected: str | None = None, got: str | None = None,
+                 detail: str | None = None) -> None:
+        if detail is not None:
+            message = f"{field}: {detail}"
+        else:
+            message = f"{field}: expected {expected}, got {got}"
+        super().__init__(message)
+        self.field = field
+        self.expected = expected
+        self.got = got
+
+
+class PayloadTooLarge(HotserveError):
+    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(f"request body of {size_bytes} bytes exceeds the limit of {limit_bytes} bytes")
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+
+
+# --- lookup ----------------------------------------------------------------
+
+
+class ModelNotFound(HotserveError):
+    def __init__(self, name: str, version: int | str | None = None) -> None:
+        what = f"model {name!r}" if version is None else f"model {name!r} version {version}"
+        super().__init__(f"{what} not found")
+        self.name = name
+        self.version = version
+
+
+# --- capacity --------------------------------------------------------------
+
+
+class Overloaded(HotserveError):
+    """The version's queue is full; the client should retry after `retry_after_s`."""
+
+    def __init__(self, name: str, version: int, queue_size: int, retry_after_s: int = 1) -> None:
+        super().__init__(f"model {name!r} version {version} is overloaded: queue of {queue_size} is full")
+        self.retry_after_s = retry_after_s
+
+
+class ModelNotReady(HotserveError):
+    """Not loaded yet, failed, unloading, or the server is draining."""
+
+
+class DeadlineExceeded(HotserveError):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"deadline of {timeout_s * 1000:.0f} ms passed before inference ran")
+        self.timeout_s = timeout_s
+
+
+# --- dependencies ----------------------------------------------------------
+
+
+class FeatureStoreUnavailable(HotserveError):
+    """The feature store could not answer (Redis down, timeout)."""
+
+
+# --- execution -------------------------------------------------------------
+
+
+class InferenceFailed(HotserveError):
+    """The runtime raised while running a batch."""
+
+
+class ModelLoadFailed(HotserveError):
+    """A version could not be loaded: missing/corrupt files, sha256 mismatch, warm-up failure."""

@@ -1,0 +1,202 @@
+"""`model.json`: the one contract between exporters (writers) and the server (reader).
+
+Defined once here and imported by `exporters/` and `training/`; the server's base
+install needs nothing beyond pydantic to read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MANIFEST_FILENAME = "model.json"
+ONNX_FILENAME = "model.onnx"
+SCHEMA_VERSION = 1
+
+Datatype = Literal[
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    """One named input or output of the ONNX graph, in v2 protocol terms."""
+
+    name: str
+    datatype: Datatype
+    shape: list[int]
+    """Dimensions; -1 marks a dynamic axis. The first axis is the batch axis."""
+
+
+class BatchingPolicy(_Strict):
+    """How the server's dynamic batcher treats this version (Triton's `dynamic_batching`)."""
+
+    enabled: bool = True
+    """False: every request runs alone (still bounded by `max_queue_size`)."""
+    max_batch_size: int = Field(default=64, ge=1)
+    """Most rows one runtime call sees."""
+    max_queue_delay_ms: float = Field(default=2.0, ge=0)
+    """Longest a first waiting row is held back hoping for company."""
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    """Row counts worth dispatching at as soon as they are reached."""
+    max_queue_size: int = Field(default=1024, ge=1)
+    """Most requests waiting; beyond it a request is refused at once (429)."""
+    instances: int = Field(default=1, ge=1)
+    """Batches run at once (worker threads of this version)."""
+    allow_split: bool = False
+    """A request with more rows than `max_batch_size` is split instead of refused."""
+    default_timeout_ms: float | None = Field(default=None, gt=0)
+    """Deadline for requests that carry none; None: no deadline."""
+
+    @model_validator(mode="after")
+    def _preferred_fit(self) -> BatchingPolicy:
+        bad = [s for s in self.preferred_batch_sizes if not 1 <= s <= self.max_batch_size]
+        if bad:
+            raise ValueError(f"preferred_batch_sizes {bad} outside 1..max_batch_size")
+        return self
+
+
+class FeatureSpec(_Strict):
+    """How v1 records become the model's input tensor.
+
+    `columns` is the order of the input tensor's last axis. Each column comes from
+    the request (`request_features`) or from the feature store, looked up by
+    `entity_key` (`store_features`).
+    """
+
+    input: str
+    """Name of the ONNX input the columns are assembled into."""
+    columns: list[str]
+    request_features: list[str]
+    store_features: list[str] = Field(default_factory=list)
+    entity_key: str | None = None
+    defaults: dict[str, float] = Field(default_factory=dict)
+    """Values used for store features the store has no value for (absent: error)."""
+
+    @model_validator(mode="after")
+    def _columns_covered(self) -> FeatureSpec:
+        sources = set(self.request_features) | set(self.store_features)
+        missing = [c for c in self.columns if c not in sources]
+        if missing:
+            raise ValueError(f"columns {missing} come from neither request nor store")
+        if self.store_features and not self.entity_key:
+            raise ValueError("store_features need an entity_key")
+        return self
+
+
+class Histogram(_Strict):
+    """Reference distribution of one quantity: bin edges and the share in each bin."""
+
+    name: str
+    bin_edges: list[float]
+    """len(proportions) + 1 ascending edges; values outside fall in the end bins."""
+    proportions: list[float]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Histogram:
+        if len(self.bin_edges) != len(self.proportions) + 1:
+            raise ValueError("bin_edges must have one more entry than proportions")
+        return self
+
+
+class DriftReference(_Strict):
+    """Training-data statistics that live traffic is compared against (PSI)."""
+
+    features: list[Histogram] = Field(default_factory=list)
+    prediction: Histogram | None = None
+    sample_size: int = 0
+
+
+class Lineage(_Strict):
+    """Where a version came from; copied from the checkpoint's `metadata.json`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    architecture: str
+    checkpoint: str | None = None
+    """Path of the checkpoint folder this was exported from."""
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    dataset_path: str | None = None
+    dataset_sha256: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    seed: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    parent_version: int | None = None
+
+
+class ExportInfo(_Strict):
+    """How `model.onnx` was produced and how closely it matches PyTorch."""
+
+    opset: int
+    exported_at: str
+    parity_max_abs_diff: float
+    parity_rows: int
+    optimized: bool = False
+    quantization: Literal["int8"] | None = None
+    fp16: bool = False
+    metric_deltas: dict[str, float] = Field(default_factory=dict)
+    """Metric change against the float model (quantised exports)."""
+    library_versions: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelManifest(_Strict):
+    """Everything the server needs to know about one model version besides the graph."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: int = Field(ge=1)
+    platform: Literal["onnxruntime_onnx"] = "onnxruntime_onnx"
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    batching: BatchingPolicy = Field(default_factory=BatchingPolicy)
+    features: FeatureSpec | None = None
+    drift: DriftReference | None = None
+    lineage: Lineage
+    export: ExportInfo | None = None
+    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _feature_input_exists(self) -> ModelManifest:
+        if self.features and self.features.input not in {i.name for i in self.inputs}:
+            raise ValueError(f"features.input {self.features.input!r} is not a model input")
+        return self
+
+    @classmethod
+    def read(cls, version_dir: Path) -> ModelManifest:
+        """Parse `<version_dir>/model.json`; raises pydantic.ValidationError or OSError."""
+        return cls.model_validate_json((version_dir / MANIFEST_FILENAME).read_bytes())
+
+    def write(self, version_dir: Path) -> None:
+        """Write `<version_dir>/model.json` (callers make the folder appear atomically)."""
+        (version_dir / MANIFEST_FILENAME).write_text(self.model_dump_json(indent=2) + "\n")
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (model files can be large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()

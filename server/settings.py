@@ -1,0 +1,54 @@
+"""Process settings: every `HOTSERVE_*` environment variable, read once by the entry point.
+
+Per-model behaviour (batching, features) lives in `model.json`, not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server configuration; `hotserve serve` flags use the same names."""
+
+    model_config = SettingsConfigDict(env_prefix="HOTSERVE_", extra="ignore")
+
+    model_repository: Path = Path("model_repository")
+    """Folder holding `<model>/<version>/model.onnx` + `model.json`."""
+    host: str = "127.0.0.1"
+    """Interface to bind; containers set 0.0.0.0."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    redis_url: str = ""
+    """Redis for features and control state; empty: embedded in-process store."""
+    admin_token: SecretStr | None = None
+    """Bearer token for `/admin` and the repository extension; unset: admin API off."""
+    execution_providers: str = "CUDAExecutionProvider,CPUExecutionProvider"
+    """onnxruntime providers in order of preference; unavailable ones are skipped."""
+    intra_op_threads: int = Field(default=0, ge=0)
+    """onnxruntime threads inside one operator; 0: onnxruntime's default."""
+    inter_op_threads: int = Field(default=0, ge=0)
+    """onnxruntime threads across operators; 0: onnxruntime's default."""
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = False
+    """Per-request access log lines (costly at high request rates)."""
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    """How long SIGTERM waits for queued and running batches before exiting."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def provider_preference(self) -> list[str]:
+        return [p.strip() for p in self.execution_providers.split(",") if p.strip()]
+
+    @property
+    def admin_enabled(self) -> bool:
+        return self.admin_token is not None and bool(self.admin_token.get_secret_value())

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job: set up, train + export the demo model if the repository is empty, serve it.
+# Embedded defaults: no Redis needed. Override with HOTSERVE_* environment variables.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup-env.sh train
+export PATH="$PWD/.venv/bin:$PATH"
+
+repo="${HOTSERVE_MODEL_REPOSITORY:-model_repository}"
+checkpoints="${HOTSERVE_CHECKPOINTS:-checkpoints}"
+if [ -z "$(ls -A "$repo" 2>/dev/null)" ]; then
+  echo "== model repository '$repo' is empty: training and exporting the demo model"
+  hotserve train --name fraud --arch mlp --dataset demo:fraud --checkpoints "$checkpoints"
+  hotserve export "$checkpoints/fraud" --repository "$repo"
+fi
+echo "== serving '$repo' on http://${HOTSERVE_HOST:-127.0.0.1}:${HOTSERVE_PORT:-8080}"
+exec hotserve serve --model-repository "$repo"

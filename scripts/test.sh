@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, set up from scratch on a fresh Debian/Ubuntu machine (run as root there:
+# it may apt-get install redis-server and the deploy validation tools).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup-env.sh "train,dev"
+bash scripts/ensure-redis.sh
+bash scripts/ci-tools.sh
+export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
+export HOTSERVE_TEST_REDIS_URL="${HOTSERVE_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

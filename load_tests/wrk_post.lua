@@ -1,0 +1,25 @@
+-- wrk script: POSTs one fixed request body (read from a file, so binary bodies work) and prints
+-- a machine-readable summary line. Configured by environment variables:
+--   WRK_BODY              path of the request body file (required)
+--   WRK_CONTENT_TYPE      Content-Type header (default application/json)
+--   WRK_HEADER_LENGTH     Inference-Header-Content-Length (binary tensor extension), if set
+local body_path = assert(os.getenv("WRK_BODY"), "WRK_BODY must name the body file")
+local fh = assert(io.open(body_path, "rb"))
+wrk.method = "POST"
+wrk.body = fh:read("*a")
+fh:close()
+wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE") or "application/json"
+local header_length = os.getenv("WRK_HEADER_LENGTH")
+if header_length and header_length ~= "" then
+  wrk.headers["Inference-Header-Content-Length"] = header_length
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "status_errors": %d, "connect_errors": %d, ' ..
+    '"read_errors": %d, "write_errors": %d, "timeouts": %d, "p50_us": %d, "p90_us": %d, ' ..
+    '"p99_us": %d, "mean_us": %.1f, "max_us": %d}\n',
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
+end

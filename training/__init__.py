@@ -1,0 +1,4 @@
+"""Training: datasets, PyTorch models, the training loop and versioned checkpoints with lineage.
+
+Needs the `train` extra (torch); nothing in `server/` imports this package.
+"""

@@ -1,0 +1,5 @@
+"""Datasets for training: built-in demo generators and users' CSV/Parquet tables, with lineage digests."""
+
+from training.datasets.dataset import Dataset, DatasetError, DatasetSpec, load_dataset
+
+__all__ = ["Dataset", "DatasetError", "DatasetSpec", "load_dataset"]

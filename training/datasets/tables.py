@@ -1,0 +1,125 @@
+"""Users' CSV/Parquet tables (and the fraud demo frame) -> validated float32 feature matrix + labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.datasets.dataset import Dataset, DatasetError, DatasetSpec
+
+DEFAULT_LABEL = "label"
+READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a `.csv` or `.parquet` file into a DataFrame."""
+    source = str(path)
+    if not path.is_file():
+        raise DatasetError(source, "file not found")
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DatasetError(source, f"unsupported file type {path.suffix!r}; expected one of {sorted(READERS)}")
+    try:
+        frame = reader(path)
+    except pd.errors.EmptyDataError:
+        raise DatasetError(source, "table is empty (no columns or rows)") from None
+    except (ValueError, OSError) as exc:
+        raise DatasetError(source, f"cannot read {path.suffix} file: {exc}") from exc
+    if not isinstance(frame, pd.DataFrame):
+        raise DatasetError(source, f"reader returned {type(frame).__name__}, not a table")
+    return frame
+
+
+def _numeric_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    """The column as float64; refuses non-numeric values and NaN/missing cells, naming the first one."""
+    values = frame[column]
+    if pd.api.types.is_bool_dtype(values):
+        values = values.astype(np.float64)
+    converted = pd.to_numeric(values, errors="coerce")
+    not_numeric = converted.isna() & values.notna()
+    if not_numeric.any():
+        row = int(np.flatnonzero(not_numeric.to_numpy())[0])
+        raise DatasetError(
+            source,
+            f"non-numeric value {values.iloc[row]!r} at row {row} "
+            f"({int(not_numeric.sum())} non-numeric rows)",
+            column,
+        )
+    array = converted.to_numpy(dtype=np.float64)
+    missing = ~np.isfinite(array)
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise DatasetError(
+            source, f"NaN, infinite or missing value at row {row} ({int(missing.sum())} such rows)", column
+        )
+    return array
+
+
+def _require_columns(frame: pd.DataFrame, wanted: list[str], role: str, source: str) -> None:
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise DatasetError(
+            source, f"{role} column missing from the table (columns present: {list(frame.columns)})", missing[0]
+        )
+
+
+def _subset(chosen: list[str], of: list[str], role: str, source: str) -> None:
+    outside = [c for c in chosen if c not in of]
+    if outside:
+        raise DatasetError(source, f"{role} column is not one of the features {of}", outside[0])
+
+
+def tabular_dataset(frame: pd.DataFrame, spec: DatasetSpec, sha256: str) -> Dataset:
+    """Validate a table against `spec` and return the dataset with the spec's defaults resolved."""
+    source = spec.source
+    label = spec.label or DEFAULT_LABEL
+    _require_columns(frame, [label], "label", source)
+    if spec.entity_key is not None:
+        _require_columns(frame, [spec.entity_key], "entity key", source)
+    excluded = {label, spec.entity_key}
+    features = spec.features if spec.features is not None else [c for c in frame.columns if c not in excluded]
+    if not features:
+        raise DatasetError(source, "no feature columns: give --features or add columns besides the label")
+    _require_columns(frame, features, "feature", source)
+    overlap = [c for c in features if c in excluded]
+    if overlap:
+        raise DatasetError(source, "listed as a feature and as the label or entity key", overlap[0])
+    if len(frame) == 0:
+        raise DatasetError(source, f"table is empty: 0 rows (columns: {list(frame.columns)})")
+
+    categorical = list(spec.categorical or [])
+    _subset(categorical, features, "categorical", source)
+    request = list(spec.request_features) if spec.request_features is not None else list(features)
+    _subset(request, features, "request feature", source)
+    store = [c for c in features if c not in request]
+    if store and spec.entity_key is None:
+        raise DatasetError(source, f"store features {store} need an entity key column (--entity-key)")
+
+    inputs = np.stack([_numeric_column(frame, c, source) for c in features], axis=1).astype(np.float32)
+    labels = _numeric_column(frame, label, source)
+    bad_labels = ~np.isin(labels, (0.0, 1.0))
+    if bad_labels.any():
+        row = int(np.flatnonzero(bad_labels)[0])
+        raise DatasetError(source, f"labels must be 0 or 1; got {labels[row]!r} at row {row}", label)
+
+    resolved = spec.model_copy(
+        update={
+            "features": list(features),
+            "label": label,
+            "request_features": request,
+            "categorical": categorical,
+        }
+    )
+    return Dataset(
+        spec=resolved,
+        sha256=sha256,
+        inputs=inputs,
+        labels=labels.astype(np.float32),
+        columns=tuple(features),
+        categorical=tuple(categorical),
+        request_features=tuple(request),
+        store_features=tuple(store),
+        entity_key=spec.entity_key,
+    )

@@ -1,0 +1,212 @@
+"""Model architectures by name: each maps preprocessed inputs to one logit per row.
+
+`build_model` wraps a body with its preprocessing and a sigmoid, so every trained and
+exported module takes raw inputs and returns probabilities. Adding an architecture is one
+body class and one `ARCHITECTURES` entry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from training.tabular_layer import TabularPreprocessor
+from training.tabular_transform import TabularTransform
+
+
+class MLP(nn.Module):
+    """Feed-forward network over a preprocessed feature vector."""
+
+    def __init__(self, input_dim: int, hidden: list[int], dropout: float = 0.1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = input_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention from plain Linear/matmul/softmax (exports to ONNX in any mode)."""
+
+    def __init__(self, d_model: int, heads: int) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model {d_model} is not divisible by heads {heads}")
+        self.heads = heads
+        self.head_dim = d_model // heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, d_model = x.shape
+        qkv = self.qkv(x).reshape(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        context = torch.matmul(torch.softmax(scores, dim=-1), v)
+        return self.out(context.transpose(1, 2).reshape(batch, length, d_model))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer encoder layer (attention + GELU feed-forward, both residual)."""
+
+    def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attention = SelfAttention(d_model, heads)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff1 = nn.Linear(d_model, ff_dim)
+        self.ff2 = nn.Linear(ff_dim, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.norm1(x)))
+        return x + self.dropout(self.ff2(F.gelu(self.ff1(self.norm2(x)))))
+
+
+class SequenceTransformer(nn.Module):
+    """Encoder over `[N, seq_len, token_dim]` float tokens, mean-pooled into one logit.
+
+    Built from explicit layers rather than nn.TransformerEncoder, whose inference fast
+    path (fused kernels, nested tensors) is a known hazard for `torch.onnx.export`.
+    """
+
+    def __init__(
+        self,
+        seq_len: int,
+        token_dim: int,
+        d_model: int = 256,
+        layers: int = 4,
+        heads: int = 4,
+        ff_dim: int = 512,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.embed = nn.Linear(token_dim, d_model)
+        self.position = nn.Parameter(torch.zeros(1, seq_len, d_model))
+        nn.init.normal_(self.position, std=0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(d_model, heads, ff_dim, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens) + self.position
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x).mean(dim=1)).squeeze(-1)
+
+
+class ProbabilityModel(nn.Module):
+    """Raw inputs -> preprocessing -> body logits -> sigmoid probabilities `[N]`."""
+
+    def __init__(self, preprocess: nn.Module, body: nn.Module) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.body = body
+
+    def logits(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.body(self.preprocess(raw))
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(raw))
+
+
+BodyBuilder = Callable[[tuple[int, ...], dict[str, Any]], nn.Module]
+"""(input shape after preprocessing, without the batch axis; architecture kwargs) -> body."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registered architecture: what it reads and how its body is built."""
+
+    name: str
+    input_name: str
+    """Name of the model's single input tensor (the ONNX input name)."""
+    input_rank: int
+    """Rank of a raw input batch: 2 for tabular `[N, F]`, 3 for token sequences `[N, L, D]`."""
+    build_body: BodyBuilder
+    default_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tabular(self) -> bool:
+        return self.input_rank == 2
+
+
+def _mlp(shape: tuple[int, ...], kwargs: dict[str, Any]) -> nn.Module:
+    return MLP(input_dim=shape[0], hidden=list(kwargs["hidden"]), dropout=float(kwargs["dropout"]))
+
+
+def _transformer(shape: tuple[int, ...], kwargs: dict[str, Any]) -> nn.Module:
+    return SequenceTransformer(seq_len=shape[0], token_dim=shape[1], **kwargs)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "mlp": Architecture("mlp", "features", 2, _mlp, {"hidden": [64, 32], "dropout": 0.1}),
+    "transformer": Architecture(
+        "transformer",
+        "tokens",
+        3,
+        _transformer,
+        {"d_model": 256, "layers": 4, "heads": 4, "ff_dim": 512, "dropout": 0.1},
+    ),
+}
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}") from None
+
+
+def resolve_kwargs(architecture: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The architecture's defaults updated by `overrides`; unknown keys are refused by name."""
+    spec = get_architecture(architecture)
+    unknown = sorted(set(overrides) - set(spec.default_kwargs))
+    if unknown:
+        raise ValueError(
+            f"architecture {architecture!r} has no parameter(s) {unknown}; known: {sorted(spec.default_kwargs)}"
+        )
+    return {**spec.default_kwargs, **overrides}
+
+
+def build_model(
+    architecture: str,
+    input_shape: tuple[int, ...],
+    kwargs: dict[str, Any],
+    transform: TabularTransform | None = None,
+) -> ProbabilityModel:
+    """Build a raw-input, probability-output model.
+
+    `input_shape` is one raw row's shape (no batch axis). Tabular architectures need the
+    fitted `transform`, whose buffers become the model's first layer.
+    """
+    spec = get_architecture(architecture)
+    if len(input_shape) + 1 != spec.input_rank:
+        raise ValueError(
+            f"architecture {architecture!r} reads rank-{spec.input_rank} batches; "
+            f"got rows of shape {list(input_shape)}"
+        )
+    preprocess: nn.Module
+    if spec.tabular:
+        if transform is None:
+            raise ValueError(f"architecture {architecture!r} needs a fitted tabular transform")
+        if len(transform.columns) != input_shape[0]:
+            raise ValueError(f"transform expects {len(transform.columns)} columns, rows have {input_shape[0]}")
+        preprocess = TabularPreprocessor(transform)
+        body_shape: tuple[int, ...] = (transform.output_dim,)
+    else:
+        preprocess = nn.Identity()
+        body_shape = input_shape
+    return ProbabilityModel(preprocess, spec.build_body(body_shape, resolve_kwargs(architecture, kwargs)))

@@ -1,0 +1,63 @@
+"""Reference statistics of the training data, recorded in checkpoints for the server's drift monitor (PSI)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from server.registry.manifest import DriftReference, Histogram
+
+DEFAULT_BINS = 10
+
+
+def _edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """Bin edges: midpoints between distinct values when there are few, training quantiles otherwise."""
+    distinct = np.unique(values)
+    if distinct.size <= bins:
+        if distinct.size == 1:
+            return np.array([distinct[0] - 0.5, distinct[0] + 0.5])
+        middles = (distinct[:-1] + distinct[1:]) / 2.0
+        first_gap = distinct[1] - distinct[0]
+        last_gap = distinct[-1] - distinct[-2]
+        return np.concatenate(([distinct[0] - first_gap / 2.0], middles, [distinct[-1] + last_gap / 2.0]))
+    edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)))
+    return edges
+
+
+def histogram(name: str, values: np.ndarray, bins: int = DEFAULT_BINS, edges: np.ndarray | None = None) -> Histogram:
+    """Histogram of `values` with proportions summing to 1; values outside the edges count in the end bins."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    if flat.size == 0:
+        raise ValueError(f"{name}: cannot describe zero values")
+    if edges is None:
+        edges = _edges(flat, bins)
+    counts, _ = np.histogram(np.clip(flat, edges[0], edges[-1]), bins=edges)
+    return Histogram(
+        name=name,
+        bin_edges=[float(e) for e in edges],
+        proportions=[float(c) for c in counts / counts.sum()],
+    )
+
+
+def prediction_histogram(probabilities: np.ndarray, bins: int = DEFAULT_BINS) -> Histogram:
+    """Predicted-probability distribution: quantile edges inside, widened to span all of [0, 1]."""
+    flat = np.asarray(probabilities, dtype=np.float64).ravel()
+    inner = np.quantile(flat, np.linspace(0.0, 1.0, bins + 1))[1:-1]
+    edges = np.unique(np.concatenate(([0.0], np.clip(inner, 0.0, 1.0), [1.0])))
+    return histogram("probability", flat, edges=edges)
+
+
+def drift_reference(
+    inputs: np.ndarray,
+    columns: Sequence[str],
+    probabilities: np.ndarray,
+    bins: int = DEFAULT_BINS,
+) -> DriftReference:
+    """Per-feature histograms of the raw training columns (tabular only) and of the predictions."""
+    features = [histogram(name, inputs[:, i], bins) for i, name in enumerate(columns)] if columns else []
+    return DriftReference(
+        features=features,
+        prediction=prediction_histogram(probabilities, bins),
+        sample_size=int(inputs.shape[0]),
+    )

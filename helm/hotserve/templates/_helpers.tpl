@@ -1,0 +1,100 @@
+{{/* Names, labels and derived values shared by every template. */}}
+
+{{- define "hotserve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "hotserve.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "hotserve.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "hotserve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hotserve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "hotserve.labels" -}}
+helm.sh/chart: {{ include "hotserve.chart" . }}
+{{ include "hotserve.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: hotserve
+{{- end }}
+
+{{- define "hotserve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "hotserve.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when a digest is pinned. */}}
+{{- define "hotserve.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "hotserve.redisName" -}}
+{{- printf "%s-redis" (include "hotserve.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The HOTSERVE_REDIS_URL value: external URL, the bundled Redis, or "" (embedded store). */}}
+{{- define "hotserve.redisUrl" -}}
+{{- if and .Values.redis.url .Values.redis.deploy.enabled }}
+{{- fail "set either redis.url (external Redis) or redis.deploy.enabled (bundled Redis), not both" }}
+{{- end }}
+{{- if .Values.redis.deploy.enabled }}
+{{- printf "redis://%s:6379/0" (include "hotserve.redisName" .) }}
+{{- else }}
+{{- .Values.redis.url }}
+{{- end }}
+{{- end }}
+
+{{/* Secret holding the admin token, or "" when the admin API is off. */}}
+{{- define "hotserve.adminSecretName" -}}
+{{- if .Values.adminToken.existingSecret }}
+{{- .Values.adminToken.existingSecret }}
+{{- else if .Values.adminToken.value }}
+{{- printf "%s-admin" (include "hotserve.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "hotserve.modelsClaimName" -}}
+{{- default (printf "%s-models" (include "hotserve.fullname" .)) .Values.modelRepository.pvc.existingClaim }}
+{{- end }}
+
+{{/* preStop + drain + 10 s of slack unless set explicitly; an explicit value must still cover both. */}}
+{{- define "hotserve.terminationGracePeriodSeconds" -}}
+{{- $drain := add (int .Values.lifecycle.preStopSleepSeconds) (int (ceil .Values.server.shutdownGraceS)) }}
+{{- $explicit := .Values.lifecycle.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $explicit }}
+{{- add $drain 10 }}
+{{- else if le (int $explicit) $drain }}
+{{- fail (printf "lifecycle.terminationGracePeriodSeconds (%d) must exceed lifecycle.preStopSleepSeconds + server.shutdownGraceS (%d), or in-flight requests are killed" (int $explicit) $drain) }}
+{{- else }}
+{{- $explicit }}
+{{- end }}
+{{- end }}
+
+{{/* The server pods only (the optional bundled Redis shares the instance labels). */}}
+{{- define "hotserve.serverSelectorLabels" -}}
+{{ include "hotserve.selectorLabels" . }}
+app.kubernetes.io/component: server
+{{- end }}

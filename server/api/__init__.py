@@ -1,0 +1,1 @@
+"""HTTP edge: routes, dependencies and the error table; no model execution happens here."""

@@ -1,0 +1,81 @@
+"""What the HTTP edge needs from the engine, as Protocols, and the FastAPI dependency aliases.
+
+`server/registry/registry.py` (`ModelRegistry`, `ServedVersion`) implements these; tests
+pass small fakes. Routes reach app-wide objects only through the aliases below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+from fastapi import Depends, Request
+
+from server.api.inflight import InflightRequests
+from server.metrics.instruments import Metrics
+from server.registry.manifest import ModelManifest
+from server.settings import Settings
+
+
+class ServedModel(Protocol):
+    """One loaded, routable model version (`ServedVersion`)."""
+
+    name: str
+    version: int
+    manifest: ModelManifest
+    provider: str
+
+    async def infer(self, inputs: dict[str, np.ndarray], rows: int,
+                    deadline: float | None) -> dict[str, np.ndarray]: ...
+
+
+class VersionStatusView(Protocol):
+    """One model version found in the repository and its state."""
+
+    name: str
+    version: int
+    state: Any
+    """READY | LOADING | UNAVAILABLE | FAILED (an Enum or its string value)."""
+    reason: str | None
+
+
+class Registry(Protocol):
+    """The engine's `ModelRegistry` as the edge uses it."""
+
+    async def start(self) -> None: ...
+
+    def resolve(self, name: str, version: int | None = None) -> ServedModel: ...
+
+    def statuses(self) -> Sequence[VersionStatusView]: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def close(self, timeout_s: float) -> None: ...
+
+
+def state_name(state: Any) -> str:
+    """`READY` for `VersionState.READY` or `"READY"`."""
+    return str(getattr(state, "value", state))
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """App-wide objects the routes use, built once by the lifespan in `server/app.py`."""
+
+    settings: Settings
+    registry: Registry
+    metrics: Metrics
+    inflight: InflightRequests
+
+
+async def _edge(request: Request) -> Edge:
+    edge: Edge = request.app.state.edge
+    return edge
+
+
+# One async provider: FastAPI would run a plain `def` one in its thread pool, and
+# one dependency instead of four keeps the per-request resolution cost down.
+EdgeDep = Annotated[Edge, Depends(_edge)]

@@ -1,0 +1,100 @@
+"""The one table from `HotserveError` class to HTTP status, and every error body as `{"error": ...}`.
+
+Starlette dispatches exception handlers along the MRO, so one handler on the base
+class covers the family; the table is looked up the same way. Framework errors
+(unknown route 404, 405, body/param validation 422) are rewritten into the same form.
+Anything unexpected is logged with its traceback and answered with a generic 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.errors import (
+    DeadlineExceeded,
+    FeatureStoreUnavailable,
+    HotserveError,
+    InferenceFailed,
+    InvalidInput,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    PayloadTooLarge,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[BaseException], int] = {
+    InvalidInput: 400,
+    ModelNotFound: 404,
+    PayloadTooLarge: 413,
+    Overloaded: 429,
+    ModelNotReady: 503,
+    FeatureStoreUnavailable: 503,
+    DeadlineExceeded: 504,
+    InferenceFailed: 500,
+    ModelLoadFailed: 500,
+    HotserveError: 500,
+}
+
+
+def status_for(exc: BaseException) -> int:
+    """HTTP status of any exception: the nearest class in the table along the MRO, else 500."""
+    for cls in type(exc).__mro__:
+        status = STATUS_BY_ERROR.get(cls)
+        if status is not None:
+            return status
+    return 500
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps({"error": message}), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+async def _hotserve_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HotserveError)
+    status = status_for(exc)
+    headers = None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(max(1, exc.retry_after_s))}
+    if status >= 500 and status != 503 and status != 504:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return error_response(status, exc.message, headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} not allowed on {request.url.path}"
+    return error_response(exc.status_code, message, dict(exc.headers) if exc.headers else None)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+        for err in exc.errors())
+    return error_response(422, problems or "invalid request")
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HotserveError, _hotserve_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,109 @@
+"""Server and model health/metadata routes (v2): liveness, readiness, model metadata.
+
+Readiness is false until every model has a ready serving version, and false again
+as soon as graceful shutdown starts, so load balancers stop sending traffic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Response
+
+import server
+from server.api.deps import EdgeDep, ServedModel, state_name
+from server.api.inference import parse_version
+from server.errors import ModelNotReady
+from server.registry.manifest import ModelManifest
+
+router = APIRouter()
+
+EXTENSIONS = ["binary_tensor_data", "parameters"]
+"""v2 extensions this server speaks (advertised at `GET /v2`)."""
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+
+
+@router.get("/v2")
+async def server_metadata() -> Response:
+    return _json({"name": "hotserve", "version": server.__version__, "extensions": EXTENSIONS})
+
+
+@router.get("/v2/health/live")
+async def live() -> Response:
+    return _json({"live": True})
+
+
+@router.get("/v2/health/ready")
+async def ready(edge: EdgeDep) -> Response:
+    is_ready = edge.registry.ready and not edge.inflight.draining
+    return _json({"ready": is_ready}, 200 if is_ready else 503)
+
+
+@router.get("/v2/models/{name}")
+async def model_metadata(name: str, edge: EdgeDep) -> Response:
+    served = edge.registry.resolve(name)
+    return _json(_metadata(served, _versions(edge, name)))
+
+
+@router.get("/v2/models/{name}/versions/{version}")
+async def version_metadata(name: str, version: str, edge: EdgeDep) -> Response:
+    served = edge.registry.resolve(name, parse_version(name, version))
+    return _json(_metadata(served, _versions(edge, name)))
+
+
+@router.get("/v2/models/{name}/ready")
+async def model_ready(name: str, edge: EdgeDep) -> Response:
+    return _readiness(edge, name, None)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready")
+async def version_ready(name: str, version: str, edge: EdgeDep) -> Response:
+    return _readiness(edge, name, parse_version(name, version))
+
+
+def _readiness(edge: EdgeDep, name: str, version: int | None) -> Response:
+    """200 `{"ready": true}` or 503 `{"ready": false}`; unknown model/version -> 404."""
+    try:
+        served = edge.registry.resolve(name, version)
+    except ModelNotReady:
+        return _json({"name": name, "ready": False}, 503)
+    if edge.inflight.draining:
+        return _json({"name": name, "ready": False}, 503)
+    return _json({"name": served.name, "version": str(served.version), "ready": True})
+
+
+def _versions(edge: EdgeDep, name: str) -> list[str]:
+    return [str(s.version) for s in edge.registry.statuses()
+            if s.name == name and state_name(s.state) == "READY"]
+
+
+def _metadata(served: ServedModel, versions: list[str]) -> dict[str, Any]:
+    manifest: ModelManifest = served.manifest
+    lineage = manifest.lineage
+    return {
+        "name": served.name,
+        "versions": versions,
+        "platform": manifest.platform,
+        "inputs": [spec.model_dump() for spec in manifest.inputs],
+        "outputs": [spec.model_dump() for spec in manifest.outputs],
+        "hotserve": {
+            "version": str(served.version),
+            "execution_provider": served.provider,
+            "batching": manifest.batching.model_dump(),
+            "features": manifest.features.model_dump() if manifest.features else None,
+            "lineage": {
+                "architecture": lineage.architecture,
+                "git_commit": lineage.git_commit,
+                "git_dirty": lineage.git_dirty,
+                "dataset_path": lineage.dataset_path,
+                "dataset_sha256": lineage.dataset_sha256,
+                "metrics": lineage.metrics,
+                "parent_version": lineage.parent_version,
+            },
+            "onnx_sha256": manifest.onnx_sha256,
+        },
+    }

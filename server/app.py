@@ -1,0 +1,56 @@
+"""`create_app`: the one composition root. Builds metrics, the model registry and the edge state,
+starts the registry before serving, and closes it (draining batches) on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import server
+from server.api import health, inference
+from server.api import metrics as metrics_route
+from server.api.deps import Edge, Registry
+from server.api.error_handlers import install_error_handlers
+from server.api.inflight import InflightRequests
+from server.metrics.instruments import Metrics
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, registry: Registry | None = None,
+               metrics: Metrics | None = None) -> FastAPI:
+    """The hotserve ASGI app. Tests may inject a registry (and the metrics it records into)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app_metrics = metrics if metrics is not None else Metrics()
+        if registry is None:
+            from server.registry.registry import ModelRegistry
+            app_registry: Registry = ModelRegistry(settings, app_metrics)
+        else:
+            app_registry = registry
+        edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
+                    inflight=InflightRequests(app_metrics))
+        app.state.edge = edge
+        await app_registry.start()
+        logger.info("serving %s on %s:%d (ready=%s)", settings.model_repository, settings.host,
+                    settings.port, app_registry.ready)
+        try:
+            yield
+        finally:
+            # Graceful shutdown already waited for in-flight requests; the registry gets
+            # what is left of the grace period to finish queued batches.
+            await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
+
+    app = FastAPI(title="hotserve", version=server.__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    app.include_router(inference.router)
+    app.include_router(health.router)
+    app.include_router(metrics_route.router)
+    return app

@@ -1,0 +1,76 @@
+"""Per-version lookups the decoders need, built once from a `ModelManifest` and cached.
+
+Non-finite policy (NaN, +-Inf): the tensor named by `manifest.features.input` (the
+tabular features a v1 record is assembled into) must be finite, whichever protocol
+or encoding carried it; tabular models have no meaning for NaN and would answer
+garbage. Other floating-point inputs (images, embeddings, raw tensors) pass through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.protocol.datatypes import numpy_dtype
+from server.registry.manifest import ModelManifest, TensorSpec
+
+_CACHE_LIMIT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class InputSchema:
+    """One model input: what a request tensor must look like."""
+
+    spec: TensorSpec
+    dtype: np.dtype
+    finite: bool
+    """Reject NaN/Inf (see module docstring)."""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def datatype(self) -> str:
+        return self.spec.datatype
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSchema:
+    """Inputs by name, output names and the v1 feature layout of one version."""
+
+    manifest: ModelManifest
+    inputs: dict[str, InputSchema]
+    output_names: tuple[str, ...]
+    output_datatypes: dict[str, str]
+
+    @classmethod
+    def from_manifest(cls, manifest: ModelManifest) -> ModelSchema:
+        finite_input = manifest.features.input if manifest.features else None
+        inputs = {
+            spec.name: InputSchema(spec=spec, dtype=numpy_dtype(spec.datatype),
+                                   finite=spec.name == finite_input)
+            for spec in manifest.inputs
+        }
+        return cls(
+            manifest=manifest,
+            inputs=inputs,
+            output_names=tuple(spec.name for spec in manifest.outputs),
+            output_datatypes={spec.name: spec.datatype for spec in manifest.outputs},
+        )
+
+
+_schemas: dict[int, ModelSchema] = {}
+
+
+def schema_for(manifest: ModelManifest) -> ModelSchema:
+    """The cached schema of a manifest (keyed by object identity: manifests are frozen)."""
+    schema = _schemas.get(id(manifest))
+    if schema is not None and schema.manifest is manifest:
+        return schema
+    if len(_schemas) >= _CACHE_LIMIT:
+        _schemas.clear()
+    schema = ModelSchema.from_manifest(manifest)
+    _schemas[id(manifest)] = schema
+    return schema

@@ -1,0 +1,115 @@
+"""v1 `:predict` records: `{"instances": [...]}` -> the model's input tensor, outputs -> predictions.
+
+A model with a feature spec takes one record (an object) per instance; its fields are
+assembled into `features.input` in `features.columns` order. Records must hold exactly
+the request features (plus the entity key, which the feature-store join will use):
+a missing field, an unknown field or a non-number is refused naming instance and
+field. A model without a feature spec takes instances as raw rows of its single input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from server.errors import InvalidInput
+from server.protocol.schema import ModelSchema
+from server.protocol.tensors import check_header, tensor_from_json
+from server.registry.manifest import FeatureSpec
+
+Record = dict[str, Any]
+
+
+def parse_instances(body: bytes) -> list[Any]:
+    """The non-empty `instances` list of a v1 body."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput("body", expected="a JSON object", got=f"invalid JSON ({exc})") from None
+    instances = doc.get("instances") if isinstance(doc, dict) else None
+    if not isinstance(instances, list) or not instances:
+        got = type(doc).__name__ if not isinstance(doc, dict) else repr(instances)
+        raise InvalidInput("instances", expected="a non-empty list", got=got)
+    return instances
+
+
+def check_records(instances: list[Any], spec: FeatureSpec) -> list[Record]:
+    """Refuse records that are not objects, miss a request feature, or carry unknown fields."""
+    allowed = set(spec.request_features)
+    if spec.entity_key:
+        allowed.add(spec.entity_key)
+    for index, record in enumerate(instances):
+        if not isinstance(record, dict):
+            raise InvalidInput(f"instances[{index}]", expected="an object of features",
+                               got=type(record).__name__)
+        for name in spec.request_features:
+            if name not in record:
+                raise InvalidInput(f"instances[{index}].{name}", detail="missing")
+        if len(record) > len(spec.request_features):
+            for name in record:
+                if name not in allowed:
+                    raise InvalidInput(f"instances[{index}].{name}",
+                                       detail=f"unknown field; the model takes {sorted(allowed)}")
+    return instances
+
+
+def assemble_features(records: list[Record], spec: FeatureSpec, schema: ModelSchema) -> np.ndarray:
+    """Build the `features.input` tensor, one row per record in `columns` order."""
+    columns = spec.columns
+    rows: list[list[float | int]] = []
+    for index, record in enumerate(records):
+        row = []
+        for name in columns:
+            value = record[name]
+            if type(value) not in (int, float):
+                raise InvalidInput(f"instances[{index}].{name}", expected="a number",
+                                   got=type(value).__name__)
+            row.append(value)
+        rows.append(row)
+    dtype = schema.inputs[spec.input].dtype
+    tensor = np.asarray(rows, dtype=dtype)
+    if tensor.dtype.kind == "f":
+        finite = np.isfinite(tensor)
+        if not finite.all():
+            row_index, col_index = np.argwhere(~finite)[0]
+            raise InvalidInput(f"instances[{row_index}].{columns[col_index]}",
+                               expected=f"a finite {schema.inputs[spec.input].datatype}",
+                               got=str(tensor[row_index, col_index]))
+    return tensor
+
+
+def raw_tensor(instances: list[Any], schema: ModelSchema) -> tuple[str, np.ndarray]:
+    """Instances as rows of the model's single input (models without a feature spec)."""
+    if len(schema.inputs) != 1:
+        raise InvalidInput("instances", detail=f"the model has inputs {list(schema.inputs)} and no "
+                                               "feature spec; use the v2 protocol")
+    (input_schema,) = schema.inputs.values()
+    try:
+        shape = list(np.asarray(instances).shape)
+    except ValueError:
+        raise InvalidInput("instances", expected="rows of equal shape", got="ragged nesting") from None
+    check_header(input_schema, input_schema.datatype, shape, "instances")
+    return input_schema.name, tensor_from_json(input_schema, shape, instances, "instances")
+
+
+def encode_predictions(model_name: str, model_version: int, results: dict[str, np.ndarray],
+                       output_names: tuple[str, ...]) -> bytes:
+    """`{"predictions", "model_name", "model_version"}`: one value per instance, or one object of
+    outputs per instance when the model has several outputs."""
+    arrays = {name: _jsonable(results[name]) for name in output_names}
+    if len(arrays) == 1:
+        (predictions,) = arrays.values()
+    else:
+        rows = len(next(iter(arrays.values())))
+        predictions = [{name: arr[i] for name, arr in arrays.items()} for i in range(rows)]
+    return orjson.dumps({"predictions": predictions, "model_name": model_name,
+                         "model_version": str(model_version)}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _jsonable(array: np.ndarray) -> Any:
+    if array.dtype.kind in "OSU":
+        return np.vectorize(lambda b: b.decode(errors="replace") if isinstance(b, bytes) else str(b),
+                            otypes=[object])(array).tolist()
+    return np.ascontiguousarray(array)

@@ -1,0 +1,180 @@
+"""v2 (Open Inference Protocol) infer request: JSON or JSON + binary tensor data -> validated tensors.
+
+Binary extension (Triton/KServe): the `Inference-Header-Content-Length` header gives
+the length of the leading JSON; inputs with `parameters.binary_data_size` take their
+bytes, in input order, from what follows. Outputs are sent binary when the request
+says `outputs[i].parameters.binary_data` or, for outputs without that, the request
+parameter `binary_data_output`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from server.errors import InvalidInput
+from server.protocol.schema import ModelSchema
+from server.protocol.tensors import check_header, tensor_from_binary, tensor_from_json
+
+HEADER_LENGTH = "inference-header-content-length"
+"""Request/response header of the binary extension (lower-case, as ASGI delivers headers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """A decoded, validated v2 request: one tensor per model input, equal row counts."""
+
+    id: Any
+    parameters: dict[str, Any] | None
+    inputs: dict[str, np.ndarray]
+    rows: int
+    outputs: list[RequestedOutput]
+    """The outputs to return, in order; every model output when the request names none."""
+    timeout_us: int | None
+    """Triton's `timeout` request parameter (microseconds); None when absent or 0."""
+
+
+def decode_infer_request(body: bytes, header_length: str | None, schema: ModelSchema) -> InferRequest:
+    """Parse and validate a v2 infer body against the model; raises InvalidInput naming the field."""
+    json_part, binary = _split_body(body, header_length)
+    try:
+        doc = orjson.loads(json_part)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput("body", expected="a JSON object", got=f"invalid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("body", expected="a JSON object", got=type(doc).__name__)
+
+    parameters = _optional_dict(doc.get("parameters"), "parameters")
+    inputs, rows = _decode_inputs(doc.get("inputs"), binary, schema)
+    binary_default = _flag(parameters, "binary_data_output", "parameters.binary_data_output")
+    outputs = _decode_outputs(doc.get("outputs"), binary_default, schema)
+    return InferRequest(id=doc.get("id"), parameters=parameters, inputs=inputs, rows=rows,
+                        outputs=outputs, timeout_us=_timeout_us(parameters))
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryview, memoryview | None]:
+    if header_length is None:
+        return body, None
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise InvalidInput("Inference-Header-Content-Length", expected="an integer",
+                           got=repr(header_length)) from None
+    if not 0 < length <= len(body):
+        raise InvalidInput("Inference-Header-Content-Length",
+                           expected=f"1..{len(body)} (the body length)", got=str(length))
+    view = memoryview(body)
+    return view[:length], view[length:]
+
+
+def _decode_inputs(raw_inputs: Any, binary: memoryview | None,
+                   schema: ModelSchema) -> tuple[dict[str, np.ndarray], int]:
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("inputs", expected="a non-empty list",
+                           got=repr(raw_inputs) if raw_inputs is None else type(raw_inputs).__name__)
+    tensors: dict[str, np.ndarray] = {}
+    offset = 0
+    rows: int | None = None
+    rows_from = ""
+    for index, item in enumerate(raw_inputs):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"inputs[{index}]", expected="an object", got=type(item).__name__)
+        name = item.get("name")
+        input_schema = schema.inputs.get(name) if isinstance(name, str) else None
+        if input_schema is None:
+            raise InvalidInput(f"inputs[{index}].name", expected=f"one of {sorted(schema.inputs)}",
+                               got=repr(name))
+        field = f"inputs.{name}"
+        if name in tensors:
+            raise InvalidInput(field, detail="given more than once")
+        shape = check_header(input_schema, item.get("datatype"), item.get("shape"), field)
+        params = _optional_dict(item.get("parameters"), f"{field}.parameters")
+        size = params.get("binary_data_size") if params else None
+        if size is not None:
+            if binary is None:
+                raise InvalidInput(f"{field}.parameters.binary_data_size",
+                                   detail="needs the Inference-Header-Content-Length header")
+            if type(size) is not int or size < 0 or offset + size > len(binary):
+                raise InvalidInput(f"{field}.parameters.binary_data_size",
+                                   expected=f"0..{len(binary) - offset} (binary bytes left)", got=repr(size))
+            if "data" in item:
+                raise InvalidInput(field, detail="has both data and binary_data_size")
+            tensor = tensor_from_binary(input_schema, shape, binary[offset:offset + size], field)
+            offset += size
+        else:
+            if "data" not in item:
+                raise InvalidInput(f"{field}.data", detail="missing (and no binary_data_size)")
+            tensor = tensor_from_json(input_schema, shape, item["data"], field)
+        if rows is None:
+            rows, rows_from = shape[0], name
+        elif shape[0] != rows:
+            raise InvalidInput(f"{field}.shape", expected=f"{rows} rows like input {rows_from!r}",
+                               got=f"{shape[0]} rows")
+        tensors[name] = tensor
+    missing = [n for n in schema.inputs if n not in tensors]
+    if missing:
+        raise InvalidInput("inputs", expected=f"inputs {list(schema.inputs)}", got=f"{missing} missing")
+    if binary is not None and offset != len(binary):
+        raise InvalidInput("binary_data_size", expected=f"sizes summing to {len(binary)} binary bytes",
+                           got=f"{offset} bytes claimed")
+    assert rows is not None
+    return tensors, rows
+
+
+def _decode_outputs(raw_outputs: Any, binary_default: bool, schema: ModelSchema) -> list[RequestedOutput]:
+    if raw_outputs is None:
+        return [RequestedOutput(name, binary_default) for name in schema.output_names]
+    if not isinstance(raw_outputs, list):
+        raise InvalidInput("outputs", expected="a list", got=type(raw_outputs).__name__)
+    requested: list[RequestedOutput] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw_outputs):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"outputs[{index}]", expected="an object", got=type(item).__name__)
+        name = item.get("name")
+        if name not in schema.output_datatypes:
+            raise InvalidInput(f"outputs[{index}].name", expected=f"one of {list(schema.output_names)}",
+                               got=repr(name))
+        if name in seen:
+            raise InvalidInput(f"outputs.{name}", detail="requested more than once")
+        seen.add(name)
+        params = _optional_dict(item.get("parameters"), f"outputs.{name}.parameters")
+        binary = binary_default
+        if params and "binary_data" in params:
+            binary = _flag(params, "binary_data", f"outputs.{name}.parameters.binary_data")
+        requested.append(RequestedOutput(name, binary))
+    return requested
+
+
+def _timeout_us(parameters: dict[str, Any] | None) -> int | None:
+    if not parameters or "timeout" not in parameters:
+        return None
+    value = parameters["timeout"]
+    if type(value) is not int or value < 0:
+        raise InvalidInput("parameters.timeout", expected="non-negative integer microseconds",
+                           got=repr(value))
+    return value or None
+
+
+def _optional_dict(value: Any, field: str) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise InvalidInput(field, expected="an object", got=type(value).__name__)
+
+
+def _flag(params: dict[str, Any] | None, key: str, field: str) -> bool:
+    if not params or key not in params:
+        return False
+    value = params[key]
+    if not isinstance(value, bool):
+        raise InvalidInput(field, expected="true or false", got=repr(value))
+    return value

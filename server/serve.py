@@ -1,0 +1,130 @@
+"""`hotserve serve`: settings from flags and env, uvicorn (uvloop + httptools), graceful shutdown.
+
+Every `Settings` field is a flag of the same name (`model_repository` ->
+`--model-repository`); a flag overrides its `HOTSERVE_*` variable.
+
+Graceful shutdown: uvicorn's own SIGTERM handling closes the listening sockets and
+then waits for connections, so a load balancer still routing here would see
+refused connections while readiness is still true. `DrainingServer` takes over the
+signal: readiness turns false and new inference gets 503 at once, accepted requests
+finish (bounded by `shutdown_grace_s`), and only then does uvicorn shut down and the
+lifespan close the registry. The process exits 0. A second signal forces the exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import SecretStr, ValidationError
+
+from server.api.deps import Edge
+from server.app import create_app
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per `Settings` field; unset flags leave the env/default value alone."""
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = f"HOTSERVE_{name.upper()}"
+        description = (field.description or name.replace("_", " ")).replace("%", "%%")
+        help_text = f"{description} (env {env}; default {_default_text(field.default)})"
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
+                                help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from env, with the flags given on the command line taking precedence."""
+    overrides = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
+    return Settings(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"hotserve serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
+    )
+    server = DrainingServer(config, app, settings.shutdown_grace_s)
+    server.run()
+    return 0 if server.started else 1
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain step between the signal and closing the sockets."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_s: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._grace_s = grace_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+        self._drain_task: asyncio.Future[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs as a signal.signal handler on the loop's thread, between two bytecodes:
+        # plain attribute writes are safe, scheduling goes through call_soon_threadsafe.
+        # Not calling super() also keeps uvicorn from re-raising the signal after
+        # shutdown, which would end the process with -SIGTERM instead of 0.
+        edge: Edge | None = getattr(self._app.state, "edge", None)
+        if self._draining or self.should_exit:
+            logger.warning("second %s: exiting without waiting", signal.Signals(sig).name)
+            self.should_exit = True
+            self.force_exit = True
+            return
+        if edge is None or self._loop is None or not self.started:
+            self.should_exit = True  # still starting: nothing accepted yet
+            return
+        self._draining = True
+        edge.inflight.begin_drain(self._grace_s)
+        logger.info("%s: draining %d in-flight requests (grace %.1f s)",
+                    signal.Signals(sig).name, edge.inflight.count, self._grace_s)
+        self._loop.call_soon_threadsafe(self._start_drain, edge)
+
+    def _start_drain(self, edge: Edge) -> None:
+        self._drain_task = asyncio.ensure_future(self._drain(edge))
+
+    async def _drain(self, edge: Edge) -> None:
+        idle = await edge.inflight.wait_idle(edge.inflight.grace_left(self._grace_s))
+        if not idle:
+            logger.warning("grace period over with %d requests still in flight", edge.inflight.count)
+        self.should_exit = True
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return "set"
+    return "unset" if value is None or value == "" else str(value)

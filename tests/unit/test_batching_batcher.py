@@ -1,0 +1,320 @@
+"""The dynamic batcher against fake runtimes: rows, reasons, admission, deadlines, failures, drain.
+
+Time is driven by `threading.Event` gates on the runtime, never by sleeps; `asyncio.wait_for`
+only guards against hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import numpy as np
+import pytest
+
+from server.batching.batcher import Batcher
+from server.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
+from server.metrics.instruments import Metrics
+from server.registry.manifest import BatchingPolicy
+from server.runtime.base import Runtime
+from server.runtime.executor import RuntimeExecutor
+from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest
+
+T = TypeVar("T")
+HANG_GUARD_S = 20.0
+LONG_DELAY_MS = 600_000.0  # a partial batch would wait ten minutes: only other rules can send it
+
+
+BatcherFactory = Callable[..., tuple[Batcher, Metrics]]
+
+
+@pytest.fixture
+def make_batcher() -> Iterator[BatcherFactory]:
+    executors: list[RuntimeExecutor] = []
+
+    def factory(runtime: Runtime, features: int = 3, **policy: object) -> tuple[Batcher, Metrics]:
+        manifest = fake_manifest(features=features, batching=BatchingPolicy(**policy))  # type: ignore[arg-type]
+        executor = RuntimeExecutor(runtime, manifest.batching.instances, "test-batcher")
+        executors.append(executor)
+        metrics = Metrics()
+        return Batcher(manifest, executor, metrics), metrics
+
+    yield factory
+    for runtime_executor in executors:
+        if isinstance(runtime_executor.runtime, SlowRuntime):
+            runtime_executor.runtime.gate.set()
+        runtime_executor.shutdown(wait=True)
+
+
+def rows_of(request_id: int, rows: int, features: int = 3) -> dict[str, np.ndarray]:
+    """Rows that identify their request: value = request_id * 1000 + row * 10 + column."""
+    base = request_id * 1000 + np.arange(rows)[:, None] * 10 + np.arange(features)[None, :]
+    return {"x": base.astype(np.float32)}
+
+
+def batches(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "hotserve_batches_total", {"model": "echo", "version": "1", "reason": reason})
+    return value or 0.0
+
+
+async def guarded(awaitable: Awaitable[T]) -> T:
+    return await asyncio.wait_for(awaitable, HANG_GUARD_S)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Yield to the loop until `condition` holds (tasks reaching their first await)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+def submit(batcher: Batcher, request_id: int, rows: int,
+           deadline: float | None = None) -> asyncio.Task[dict[str, np.ndarray]]:
+    return asyncio.create_task(batcher.submit(rows_of(request_id, rows), rows, deadline))
+
+
+async def test_each_caller_gets_exactly_its_own_rows_under_concurrency(make_batcher: BatcherFactory) -> None:
+    runtime = EchoRuntime()
+    batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=1, instances=2,
+                                    max_queue_size=1000)
+    sizes = [1 + (i * 7) % 5 for i in range(300)]
+    results = await guarded(asyncio.gather(
+        *(batcher.submit(rows_of(i, n), n, None) for i, n in enumerate(sizes))))
+    for i, (n, out) in enumerate(zip(sizes, results, strict=True)):
+        np.testing.assert_array_equal(out["y"], rows_of(i, n)["x"])
+    assert sum(runtime.batch_rows) == sum(sizes)
+    assert max(runtime.batch_rows) > max(sizes), "requests were never batched together"
+    assert max(runtime.batch_rows) <= 8
+
+
+async def test_idle_batcher_dispatches_a_lone_request_at_once(make_batcher: BatcherFactory) -> None:
+    runtime = EchoRuntime()
+    batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=LONG_DELAY_MS)
+    out = await guarded(batcher.submit(rows_of(1, 2), 2, None))
+    np.testing.assert_array_equal(out["y"], rows_of(1, 2)["x"])
+    assert batches(metrics, "idle") == 1
+    assert runtime.batch_rows == [2]
+
+
+async def test_full_batch_dispatches_before_the_delay(make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, metrics = make_batcher(runtime, max_batch_size=4, max_queue_delay_ms=LONG_DELAY_MS)
+    first = submit(batcher, 0, 1)
+    second = submit(batcher, 1, 1)
+    await until(lambda: batcher.queued == 1)
+    runtime.gate.set()
+    await guarded(first)
+    # The worker is free and one row waits for company: the batcher is collecting.
+    await until(lambda: batcher.running == 0)
+    assert not second.done()
+    rest = [submit(batcher, i, 1) for i in range(2, 5)]
+    await guarded(asyncio.gather(second, *rest))
+    assert batches(metrics, "full") == 1
+    assert batches(metrics, "delay") == 0
+    assert runtime.batch_rows == [1, 4]
+
+
+async def test_work_piled_up_behind_a_busy_worker_goes_as_one_full_batch(
+        make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, metrics = make_batcher(runtime, max_batch_size=4, max_queue_delay_ms=LONG_DELAY_MS)
+    tasks = [submit(batcher, i, 1) for i in range(5)]
+    await until(lambda: batcher.queued == 4)
+    runtime.gate.set()
+    await guarded(asyncio.gather(*tasks))
+    assert runtime.batch_rows == [1, 4]
+    assert batches(metrics, "idle") == 1
+    assert batches(metrics, "full") == 1
+
+
+async def test_preferred_size_dispatches_before_the_delay(make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, metrics = make_batcher(runtime, max_batch_size=8, preferred_batch_sizes=[2],
+                                    max_queue_delay_ms=LONG_DELAY_MS)
+    tasks = [submit(batcher, i, 1) for i in range(4)]
+    await until(lambda: batcher.queued == 3)
+    runtime.gate.set()
+    await guarded(asyncio.gather(*tasks[:3]))
+    # One row is left waiting for a partner; a second one completes a preferred batch.
+    tasks.append(submit(batcher, 4, 1))
+    await guarded(asyncio.gather(*tasks))
+    assert runtime.batch_rows == [1, 2, 2]
+    assert batches(metrics, "preferred") == 2
+
+
+async def test_partial_batch_leaves_when_the_delay_runs_out(make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=1)
+    tasks = [submit(batcher, i, 1) for i in range(3)]
+    await until(lambda: batcher.queued == 2)
+    runtime.gate.set()
+    await guarded(asyncio.gather(*tasks))
+    assert runtime.batch_rows == [1, 2]
+    assert batches(metrics, "delay") == 1
+
+
+async def test_full_queue_refuses_at_once_with_retry_after(make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_size=2, max_queue_delay_ms=0)
+    tasks = [submit(batcher, i, 1) for i in range(3)]  # one runs, two wait
+    await until(lambda: batcher.queued == 2)
+    with pytest.raises(Overloaded) as refused:
+        await batcher.submit(rows_of(9, 1), 1, None)
+    assert refused.value.retry_after_s >= 1
+    runtime.gate.set()
+    await guarded(asyncio.gather(*tasks))
+
+
+async def test_expired_deadline_is_answered_and_never_reaches_the_runtime(
+        make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=0)
+    running = submit(batcher, 0, 1)
+    late = submit(batcher, 1, 2, deadline=time.monotonic() + 0.005)
+    with pytest.raises(DeadlineExceeded):
+        await guarded(late)  # answered while the worker is still blocked
+    assert batcher.queued == 0
+    runtime.gate.set()
+    await guarded(running)
+    assert runtime.batch_rows == [1]
+
+
+async def test_deadline_already_passed_is_refused_without_queueing(make_batcher: BatcherFactory) -> None:
+    runtime = EchoRuntime()
+    batcher, _ = make_batcher(runtime)
+    with pytest.raises(DeadlineExceeded):
+        await batcher.submit(rows_of(0, 1), 1, time.monotonic() - 1.0)
+    assert runtime.batch_rows == []
+
+
+async def test_cancelled_caller_is_skipped(make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=0)
+    running = submit(batcher, 0, 1)
+    gone = submit(batcher, 1, 2)
+    kept = submit(batcher, 2, 3)
+    await until(lambda: batcher.queued == 2)
+    gone.cancel()
+    await until(lambda: batcher.queued == 1)
+    runtime.gate.set()
+    out = await guarded(kept)
+    await guarded(running)
+    np.testing.assert_array_equal(out["y"], rows_of(2, 3)["x"])
+    assert runtime.batch_rows == [1, 3]
+
+
+async def test_runtime_failure_fails_only_that_batch(make_batcher: BatcherFactory) -> None:
+    runtime = FailingRuntime(poison=-1.0)
+    batcher, _ = make_batcher(runtime, max_batch_size=8)
+    poisoned = {"x": np.full((2, 3), -1.0, dtype=np.float32)}
+    with pytest.raises(InferenceFailed, match="injected runtime failure"):
+        await guarded(batcher.submit(poisoned, 2, None))
+    out = await guarded(batcher.submit(rows_of(5, 2), 2, None))
+    np.testing.assert_array_equal(out["y"], rows_of(5, 2)["x"])
+
+
+async def test_runtime_failure_reaches_every_caller_of_the_batch(make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=0)
+    failing = FailingRuntime()
+    first = submit(batcher, 0, 1)
+    await until(lambda: batcher.running == 1)
+    batcher._executor.runtime = failing  # the next batch will hit a failing runtime
+    same_batch = [submit(batcher, i, 1) for i in (1, 2)]
+    await until(lambda: batcher.queued == 2)
+    runtime.gate.set()
+    await guarded(first)
+    outcomes = await guarded(asyncio.gather(*same_batch, return_exceptions=True))
+    assert all(isinstance(o, InferenceFailed) for o in outcomes)
+
+
+class WrongRowsRuntime(EchoRuntime):
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"][:-1]}
+
+
+async def test_output_rows_differing_from_input_rows_fail_the_batch(make_batcher: BatcherFactory) -> None:
+    batcher, _ = make_batcher(WrongRowsRuntime())
+    with pytest.raises(InferenceFailed, match="output 'y' has 1 rows for a batch of 2 rows"):
+        await guarded(batcher.submit(rows_of(0, 2), 2, None))
+
+
+async def test_oversized_request_is_refused_without_allow_split(make_batcher: BatcherFactory) -> None:
+    runtime = EchoRuntime()
+    batcher, _ = make_batcher(runtime, max_batch_size=4)
+    with pytest.raises(InvalidInput) as refused:
+        await batcher.submit(rows_of(0, 5), 5, None)
+    assert refused.value.field == "inputs"
+    assert "at most 4 rows" in refused.value.message and "5 rows" in refused.value.message
+    assert runtime.batch_rows == []
+
+
+async def test_oversized_request_is_split_and_reassembled_in_order(make_batcher: BatcherFactory) -> None:
+    runtime = EchoRuntime()
+    batcher, _ = make_batcher(runtime, max_batch_size=4, allow_split=True, max_queue_delay_ms=0)
+    out = await guarded(batcher.submit(rows_of(7, 10), 10, None))
+    np.testing.assert_array_equal(out["y"], rows_of(7, 10)["x"])
+    assert sum(runtime.batch_rows) == 10
+    assert max(runtime.batch_rows) <= 4
+
+
+async def test_disabled_batching_runs_every_request_alone(make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, metrics = make_batcher(runtime, enabled=False, max_batch_size=8,
+                                    max_queue_delay_ms=LONG_DELAY_MS)
+    tasks = [submit(batcher, i, n) for i, n in enumerate([1, 2, 3])]
+    await until(lambda: batcher.queued == 2)
+    runtime.gate.set()
+    results = await guarded(asyncio.gather(*tasks))
+    assert runtime.batch_rows == [1, 2, 3]
+    for i, (n, out) in enumerate(zip([1, 2, 3], results, strict=True)):
+        np.testing.assert_array_equal(out["y"], rows_of(i, n)["x"])
+    assert batches(metrics, "idle") == 1
+    assert batches(metrics, "full") == 2
+
+
+async def test_requests_with_different_dynamic_dims_are_never_concatenated(
+        make_batcher: BatcherFactory) -> None:
+    runtime = EchoRuntime(features=-1)
+    batcher, _ = make_batcher(runtime, features=-1, max_batch_size=16, max_queue_delay_ms=0)
+    widths = [2 + i % 3 for i in range(60)]
+    results = await guarded(asyncio.gather(
+        *(batcher.submit(rows_of(i, 1 + i % 2, w), 1 + i % 2, None) for i, w in enumerate(widths))))
+    for i, (w, out) in enumerate(zip(widths, results, strict=True)):
+        np.testing.assert_array_equal(out["y"], rows_of(i, 1 + i % 2, w)["x"])
+
+
+async def test_close_refuses_new_requests_and_drains_queued_and_running(
+        make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, _ = make_batcher(runtime, max_batch_size=2, max_queue_delay_ms=LONG_DELAY_MS)
+    tasks = [submit(batcher, i, 1) for i in range(4)]
+    await until(lambda: batcher.queued == 3)
+    closing = asyncio.create_task(batcher.close(timeout_s=HANG_GUARD_S))
+    await until(lambda: batcher._closing)
+    with pytest.raises(ModelNotReady):
+        await batcher.submit(rows_of(9, 1), 1, None)
+    runtime.gate.set()
+    assert await guarded(closing) is True
+    results = await guarded(asyncio.gather(*tasks))
+    for i, out in enumerate(results):
+        np.testing.assert_array_equal(out["y"], rows_of(i, 1)["x"])
+    assert sum(runtime.batch_rows) == 4
+
+
+async def test_close_gives_up_after_its_timeout_and_answers_the_queue(make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=0)
+    running = submit(batcher, 0, 1)
+    queued = submit(batcher, 1, 1)
+    await until(lambda: batcher.queued == 1)
+    assert await guarded(batcher.close(timeout_s=0.01)) is False
+    with pytest.raises(ModelNotReady, match="closed before the request ran"):
+        await guarded(queued)
+    runtime.gate.set()
+    await guarded(running)

@@ -27,8 +27,8 @@ STORE_FEATURES = ["cust_txn_count_7d", "cust_avg_amount_30d", "cust_chargeback_r
 CATEGORICAL = ["merchant_category"]
 
 # Log-odds shift per merchant category (e.g. electronics and gift cards are riskier).
-_CATEGORY_RISK = np.array([-0.6, -0.4, -0.3, 0.0, 0.0, 0.2, 0.3, 0.5, 0.8, 1.0, 1.3, -0.2])
-_INTERCEPT = -6.2
+_CATEGORY_RISK = np.array([-1.0, -0.6, -0.5, 0.0, 0.0, 0.3, 0.5, 0.8, 1.3, 1.6, 2.1, -0.3])
+_INTERCEPT = -8.6
 
 
 def digest_params(rows: int, seed: int) -> dict[str, Any]:
@@ -55,14 +55,14 @@ def generate(rows: int = DEFAULT_ROWS, seed: int = 0) -> pd.DataFrame:
 
     logit = (
         _INTERCEPT
-        + 1.1 * np.log(amount / avg_amount[customer])
+        + 1.75 * np.log(amount / avg_amount[customer])
         + _CATEGORY_RISK[category]
-        + 1.0 * ((hour <= 5) | (hour >= 23))
-        + 0.7 * online
-        + 0.45 * np.log1p(distance)
-        + 25.0 * chargeback_rate[customer]
-        - 0.5 * np.log(account_age[customer] / 365.0)
-        + 0.04 * txn_count[customer]
+        + 1.6 * ((hour <= 5) | (hour >= 23))
+        + 1.1 * online
+        + 0.7 * np.log1p(distance)
+        + 40.0 * chargeback_rate[customer]
+        - 0.8 * np.log(account_age[customer] / 365.0)
+        + 0.065 * txn_count[customer]
     )
     label = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
 

@@ -1,4 +1,5 @@
-"""Small real stand-ins for engine parts: runtimes that echo, block or fail, and a manifest maker.
+"""Small real stand-ins for engine parts: runtimes that echo, block or fail, a manifest maker,
+and a tiny real ONNX graph for tests that need onnxruntime itself.
 
 Used by the engine's unit tests and usable by the HTTP edge's tests: they satisfy the
 `server.runtime.base.Runtime` protocol without onnxruntime.
@@ -7,6 +8,7 @@ Used by the engine's unit tests and usable by the HTTP edge's tests: they satisf
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -78,3 +80,36 @@ class FailingRuntime(EchoRuntime):
         if self.poison is None or bool(np.any(inputs["x"] == self.poison)):
             raise RuntimeError("injected runtime failure")
         return super().run(inputs)
+
+
+def write_tiny_mlp(path: Path, features: int = 3, outputs: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Write a real ONNX graph `y = sigmoid(x @ W + b)` with a dynamic batch axis; return (W, b).
+
+    Input `x` FP32 [N, features], output `y` FP32 [N, outputs]. Built with `onnx.helper`
+    (imported here so that importing this module never needs onnx).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=(features, outputs)).astype(np.float32)
+    bias = rng.normal(size=(outputs,)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]),
+         helper.make_node("Add", ["xw", "b"], ["logits"]),
+         helper.make_node("Sigmoid", ["logits"], ["y"])],
+        "tiny_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", outputs])],
+        initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return weight, bias
+
+
+def tiny_mlp_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """What `write_tiny_mlp`'s graph computes, in numpy."""
+    return 1.0 / (1.0 + np.exp(-(x @ weight + bias)))

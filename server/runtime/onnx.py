@@ -1,0 +1,151 @@
+"""`OnnxRuntime`: one onnxruntime session per model version, the adapter below the executor.
+
+The only module that imports onnxruntime: its exceptions become `ModelLoadFailed` (session
+creation) or `InferenceFailed` (a run). Providers come from the settings' preference order,
+filtered by what this onnxruntime build offers; the one actually in use is read back from the
+session, because onnxruntime-gpu lists CUDA even on a machine without a GPU and then quietly
+falls back to CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from server.errors import InferenceFailed, ModelLoadFailed
+from server.registry.manifest import Datatype, TensorSpec
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+
+ORT_DATATYPES: dict[str, Datatype] = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+"""onnxruntime type string -> v2 datatype."""
+
+NUMPY_DTYPES: dict[Datatype, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+"""v2 datatype -> the numpy dtype onnxruntime takes and returns for it."""
+
+
+def choose_providers(preference: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The preferred providers this build offers, in preference order; ModelLoadFailed if none."""
+    chosen = [p for p in preference if p in available]
+    if not chosen:
+        raise ModelLoadFailed(
+            f"none of the execution providers {list(preference)} is available; "
+            f"this onnxruntime offers {list(available)}")
+    return chosen
+
+
+def _tensor_spec(arg: Any) -> TensorSpec:
+    datatype = ORT_DATATYPES.get(arg.type)
+    if datatype is None:
+        raise ModelLoadFailed(f"graph tensor {arg.name!r} has unsupported type {arg.type}")
+    shape = [dim if isinstance(dim, int) and dim >= 0 else -1 for dim in arg.shape]
+    return TensorSpec(name=arg.name, datatype=datatype, shape=shape)
+
+
+class OnnxRuntime:
+    """Runs whole batches through one `InferenceSession`; thread-safe for concurrent `run`."""
+
+    def __init__(self, model_path: Path, providers: Sequence[str], intra_op_threads: int = 0,
+                 inter_op_threads: int = 0) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        chosen = choose_providers(providers, ort.get_available_providers())
+        try:
+            self._session = ort.InferenceSession(str(model_path), sess_options=options,
+                                                 providers=chosen)
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ModelLoadFailed(f"onnxruntime could not load {model_path.name}: {error}") from error
+        in_use = self._session.get_providers()
+        self._provider = in_use[0]
+        if self._provider != chosen[0]:
+            log.warning("%s: asked for %s, onnxruntime is using %s", model_path, chosen, in_use)
+        self.inputs = [_tensor_spec(arg) for arg in self._session.get_inputs()]
+        self.outputs = [_tensor_spec(arg) for arg in self._session.get_outputs()]
+        self._output_names = [spec.name for spec in self.outputs]
+        self._output_dtypes = {spec.name: NUMPY_DTYPES[spec.datatype] for spec in self.outputs}
+        self._iobinding = _IoBindingRunner(self._session, "cuda") if self._provider == CUDA else None
+
+    @property
+    def provider(self) -> str:
+        """The execution provider onnxruntime put first for this session."""
+        return self._provider
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self._session  # a local reference keeps a concurrent close() harmless
+        if session is None:
+            raise InferenceFailed("runtime is closed")
+        try:
+            if self._iobinding is not None:
+                values = self._iobinding.run(inputs, self._output_names)
+            else:
+                values = session.run(self._output_names, inputs)
+        except Exception as error:
+            raise InferenceFailed(f"onnxruntime failed: {error}") from error
+        return self._checked(values, rows=next(iter(inputs.values())).shape[0])
+
+    def _checked(self, values: Sequence[np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        outputs: dict[str, np.ndarray] = {}
+        for name, value in zip(self._output_names, values, strict=True):
+            expected = self._output_dtypes[name]
+            if value.dtype != expected and not (expected.kind == "O" and value.dtype.kind in "OSU"):
+                raise InferenceFailed(f"output {name!r} has dtype {value.dtype}, graph declares {expected}")
+            if value.ndim == 0 or value.shape[0] != rows:
+                got = "no batch axis" if value.ndim == 0 else f"{value.shape[0]} rows"
+                raise InferenceFailed(f"output {name!r} has {got} for {rows} input rows")
+            outputs[name] = value
+        return outputs
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]
+
+
+class _IoBindingRunner:
+    """The CUDA path: inputs copied to the device once, outputs allocated there by onnxruntime
+    and copied back in one step, instead of `session.run`'s per-call staging.
+
+    `device` is "cuda" in production; it is a parameter so the binding logic itself can be
+    exercised on CPU-only machines with "cpu".
+    """
+
+    def __init__(self, session: ort.InferenceSession, device: str, device_id: int = 0) -> None:
+        self._session = session
+        self._device = device
+        self._device_id = device_id
+
+    def run(self, inputs: dict[str, np.ndarray], output_names: Sequence[str]) -> list[np.ndarray]:
+        binding = self._session.io_binding()
+        for name, array in inputs.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in output_names:
+            binding.bind_output(name, self._device, self._device_id)
+        self._session.run_with_iobinding(binding)
+        values: list[np.ndarray] = binding.copy_outputs_to_cpu()
+        return values

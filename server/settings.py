@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     """Largest request body accepted; larger ones get 413."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """How long SIGTERM waits for queued and running batches before exiting."""
+    control_state_path: Path | None = None
+    """JSON file holding aliases (e.g. `production`); unset: `<model_repository>/.hotserve/control.json`."""
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,0 +1,121 @@
+"""`hotserve export`: the command line over `exporters.pipeline.export_checkpoint`.
+
+Imported when the `hotserve` parser is built, so torch and onnx are imported only in `run`.
+Exit codes: 0 published; 1 refused (checkpoint unusable, version exists, export failed);
+3 the model failed its parity or metric check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from exporters.options import (
+    DEFAULT_OPSET,
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    INT8_TOLERANCE,
+    MAX_AUC_DROP,
+    MIN_OPSET,
+)
+from server.settings import Settings
+
+EXIT_REFUSED = 1
+EXIT_PARITY = 3
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    default_repository = os.environ.get("HOTSERVE_MODEL_REPOSITORY") or str(
+        Settings.model_fields["model_repository"].default
+    )
+    parser.add_argument("checkpoint", type=Path,
+                        help="a checkpoint version folder (checkpoints/fraud/3) or a model folder "
+                             "(checkpoints/fraud: its latest version)")
+    parser.add_argument("--repository", type=Path, default=Path(default_repository),
+                        help="model repository to publish <model>/<version>/ into "
+                             "(default: $HOTSERVE_MODEL_REPOSITORY or %(default)s)")
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
+                        help="skip the offline onnxruntime graph optimisation (basic level)")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--quantize", choices=["int8"],
+                           help="dynamic int8 quantisation (CPU targets); records metric deltas")
+    precision.add_argument("--fp16", action="store_true",
+                           help="float16 weights and compute for GPU targets; inputs/outputs stay FP32")
+    parser.add_argument("--tolerance", type=_non_negative_float, default=FP32_TOLERANCE,
+                        help="max |onnx - torch| for fp32 graphs (default %(default)s)")
+    parser.add_argument("--reduced-tolerance", type=_non_negative_float, default=None,
+                        help="max |onnx - torch| for the int8/fp16 graph "
+                             f"(default {INT8_TOLERANCE} int8, {FP16_TOLERANCE} fp16)")
+    parser.add_argument("--max-auc-drop", type=_non_negative_float, default=MAX_AUC_DROP,
+                        help="largest AUC loss an int8/fp16 model may cause on the held-out rows "
+                             "(default %(default)s)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset (default %(default)s, at least {MIN_OPSET})")
+    parser.add_argument("--max-batch-size", type=_positive_int, default=None,
+                        help="override the architecture's batching default")
+    parser.add_argument("--max-queue-delay-ms", type=_non_negative_float, default=None,
+                        help="override the architecture's batching default")
+
+
+def _format_size(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e5 else f"{size_bytes / 1e3:.1f} kB"
+
+
+def run(args: argparse.Namespace) -> int:
+    from exporters.errors import ExportError, MetricRegression, ParityError
+    from exporters.options import ExportOptions
+    from exporters.pipeline import export_checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        options = ExportOptions(
+            optimize=args.optimize,
+            quantize=args.quantize,
+            fp16=args.fp16,
+            reduced_tolerance=args.reduced_tolerance,
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_ms=args.max_queue_delay_ms,
+            tolerance=args.tolerance,
+            max_auc_drop=args.max_auc_drop,
+            opset=args.opset,
+        )
+        result = export_checkpoint(args.checkpoint, args.repository, options)
+    except (ParityError, MetricRegression) as exc:
+        print(f"hotserve export: REFUSED, model does not match its checkpoint: {exc}",
+              file=sys.stderr)
+        return EXIT_PARITY
+    except ExportError as exc:
+        print(f"hotserve export: error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+    export = result.manifest.export
+    print(f"published {result.version_dir} from {result.checkpoint} in {result.seconds:.1f} s")
+    for report in result.parity:
+        print(f"  parity {report.stage}: max |onnx - torch| = {report.max_abs_diff:.3g} "
+              f"(tolerance {report.tolerance:.3g}, {report.rows} rows)")
+    if export is not None and export.metric_deltas:
+        deltas = ", ".join(f"{name} {value:+.4f}" for name, value in export.metric_deltas.items())
+        print(f"  metric change vs float model: {deltas}")
+    print(f"  model.onnx {_format_size(result.model_size_bytes)} "
+          f"(float graph {_format_size(result.float_size_bytes)}), "
+          f"sha256 {result.manifest.onnx_sha256}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0

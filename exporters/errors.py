@@ -1,0 +1,72 @@
+"""Why an export stopped: facts for the `hotserve export` user, no tracebacks needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ExportError(Exception):
+    """Base of every failure `hotserve export` reports on purpose."""
+
+
+class CheckpointUnusable(ExportError):
+    """The checkpoint to export is missing, unreadable or inconsistent."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"checkpoint {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class VersionExists(ExportError):
+    """The repository already holds this model version; versions are never overwritten."""
+
+    def __init__(self, version_dir: Path) -> None:
+        super().__init__(
+            f"{version_dir} already exists; a published version is never overwritten "
+            "(train a new checkpoint version, or export into another repository)"
+        )
+        self.version_dir = version_dir
+
+
+class SignatureMismatch(ExportError):
+    """The ONNX graph's inputs/outputs differ from the checkpoint's declared signature."""
+
+    def __init__(self, what: str, expected: object, got: object) -> None:
+        super().__init__(f"ONNX {what}: expected {expected}, got {got}")
+        self.what = what
+        self.expected = expected
+        self.got = got
+
+
+class ParityError(ExportError):
+    """The ONNX model's outputs stray from PyTorch's by more than the tolerance."""
+
+    def __init__(self, stage: str, max_abs_diff: float, tolerance: float, rows: int,
+                 worst_row: int) -> None:
+        super().__init__(
+            f"parity check failed for the {stage} model: max |onnx - torch| = {max_abs_diff:.3g} "
+            f"over {rows} held-out rows (worst row {worst_row}) exceeds tolerance {tolerance:.3g}"
+        )
+        self.stage = stage
+        self.max_abs_diff = max_abs_diff
+        self.tolerance = tolerance
+        self.rows = rows
+        self.worst_row = worst_row
+
+
+class MetricRegression(ExportError):
+    """A reduced-precision model loses more of a metric than allowed."""
+
+    def __init__(self, stage: str, metric: str, float_value: float, reduced_value: float,
+                 max_drop: float) -> None:
+        super().__init__(
+            f"{stage} model {metric} = {reduced_value:.4f} vs {float_value:.4f} for the float "
+            f"model on the held-out rows: a drop of {float_value - reduced_value:.4f} exceeds "
+            f"the allowed {max_drop:.4f}"
+        )
+        self.stage = stage
+        self.metric = metric
+        self.float_value = float_value
+        self.reduced_value = reduced_value
+        self.max_drop = max_drop

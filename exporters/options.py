@@ -1,0 +1,61 @@
+"""What an export is asked to do: precision, checks and batching overrides, with their defaults.
+
+Free of torch/onnx imports so `exporters/cli.py` can show the defaults in `--help`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from exporters.errors import ExportError
+
+FP32_TOLERANCE = 1e-4
+"""Max |onnx - torch| for a full-precision graph: only kernel rounding differs."""
+FP16_TOLERANCE = 1e-2
+"""Half precision keeps ~3 significant digits; judged mainly by the metric change."""
+INT8_TOLERANCE = 5e-2
+"""Dynamic int8 quantisation moves logits; judged mainly by the metric change."""
+MAX_AUC_DROP = 0.01
+"""Largest AUC loss on the held-out rows a reduced-precision model may cause."""
+DEFAULT_OPSET = 18
+"""The torch exporter's native opset; lower ones go through the ONNX version converter."""
+MIN_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What `hotserve export` was asked to do beyond the plain fp32 export."""
+
+    optimize: bool = True
+    quantize: Literal["int8"] | None = None
+    fp16: bool = False
+    tolerance: float = FP32_TOLERANCE
+    """Max |onnx - torch| for the fp32 graphs."""
+    reduced_tolerance: float | None = None
+    """Max |onnx - torch| for the int8/fp16 graph; None: that precision's default."""
+    max_auc_drop: float = MAX_AUC_DROP
+    opset: int = DEFAULT_OPSET
+    max_batch_size: int | None = None
+    max_queue_delay_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.quantize is not None and self.fp16:
+            raise ExportError("choose one of --quantize int8 and --fp16, not both")
+        if self.opset < MIN_OPSET:
+            raise ExportError(f"opset {self.opset} is too old; use {MIN_OPSET} or newer")
+        for name in ("tolerance", "reduced_tolerance", "max_auc_drop"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ExportError(f"{name} must be >= 0, got {value}")
+
+    @property
+    def reduced_stage(self) -> Literal["int8", "fp16"] | None:
+        """The reduced-precision variant to publish, or None for the float graph."""
+        return "fp16" if self.fp16 else self.quantize
+
+    @property
+    def reduced_tolerance_or_default(self) -> float:
+        if self.reduced_tolerance is not None:
+            return self.reduced_tolerance
+        return FP16_TOLERANCE if self.fp16 else INT8_TOLERANCE

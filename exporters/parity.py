@@ -1,0 +1,105 @@
+"""Parity proof: the ONNX model under onnxruntime (CPU) against the PyTorch module.
+
+Every graph `pipeline.export_checkpoint` may publish passes through `compare` on the
+checkpoint's held-out rows; a model that strays beyond the tolerance is never written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from exporters.errors import ExportError, ParityError
+
+CHUNK_ROWS = 256
+"""Rows per forward pass, bounding memory for large held-out sets and big models."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How far one ONNX graph's outputs are from PyTorch's on the held-out rows."""
+
+    stage: str
+    rows: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    worst_row: int
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+
+def _chunks(inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    rows = {len(inputs[name]) for name in names}
+    if len(rows) != 1:
+        raise ExportError(f"held-out inputs disagree on their row count: {sorted(rows)}")
+    total = rows.pop()
+    if total == 0:
+        raise ExportError("the checkpoint holds no held-out rows to check parity on")
+    return [
+        {name: np.ascontiguousarray(inputs[name][start:start + CHUNK_ROWS]) for name in names}
+        for start in range(0, total, CHUNK_ROWS)
+    ]
+
+
+def torch_outputs(module: torch.nn.Module, inputs: Mapping[str, np.ndarray],
+                  input_names: Sequence[str]) -> list[np.ndarray]:
+    """The module's outputs on `inputs` (positional in `input_names` order), chunk by chunk."""
+    module.eval()
+    pieces: list[list[np.ndarray]] = []
+    with torch.no_grad():
+        for chunk in _chunks(inputs, input_names):
+            result = module(*(torch.from_numpy(chunk[name]) for name in input_names))
+            tensors = result if isinstance(result, (tuple, list)) else (result,)
+            pieces.append([t.detach().cpu().numpy() for t in tensors])
+    return [np.concatenate(parts) for parts in zip(*pieces, strict=True)]
+
+
+def onnx_outputs(path: Path, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The ONNX graph's outputs on `inputs` under onnxruntime's CPU provider."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    pieces = [session.run(None, chunk) for chunk in _chunks(inputs, names)]
+    return [np.concatenate(parts) for parts in zip(*pieces, strict=True)]
+
+
+def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
+            tolerance: float) -> ParityReport:
+    """Measure `candidate` against `reference` output by output; raise ParityError if too far.
+
+    NaN or infinite outputs count as an infinite difference.
+    """
+    if len(reference) != len(candidate):
+        raise ExportError(
+            f"{stage} model returns {len(candidate)} outputs, PyTorch returns {len(reference)}"
+        )
+    worst, worst_row, total, count, rows = 0.0, 0, 0.0, 0, 0
+    for expected, got in zip(reference, candidate, strict=True):
+        if expected.shape != got.shape:
+            raise ExportError(
+                f"{stage} model output shape {list(got.shape)} differs from PyTorch's "
+                f"{list(expected.shape)}"
+            )
+        diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+        diff = np.where(np.isfinite(diff), diff, np.inf).reshape(len(diff), -1).max(axis=1)
+        rows = len(diff)
+        if rows == 0:
+            continue
+        row = int(np.argmax(diff))
+        if diff[row] > worst or count == 0:
+            worst, worst_row = float(diff[row]), row
+        total += float(diff.sum())
+        count += rows
+    report = ParityReport(stage=stage, rows=rows, max_abs_diff=worst,
+                          mean_abs_diff=total / count if count else 0.0, worst_row=worst_row,
+                          tolerance=tolerance)
+    if not report.passed:
+        raise ParityError(stage, report.max_abs_diff, tolerance, report.rows, report.worst_row)
+    return report

@@ -1,0 +1,193 @@
+"""`export_checkpoint`: checkpoint -> checked ONNX graph -> published repository version.
+
+The control path `hotserve export` runs, offline. Steps, each a module of this package:
+load (`source`), export fp32 (`onnx_export`), parity against PyTorch (`parity`), optional
+basic graph optimisation kept only if parity still holds (`optimize`), optional int8/fp16
+variant judged by parity and metric change (`precision`), `model.json` (`manifest_builder`),
+atomic publish (`repository`). Any failure leaves the repository untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from exporters import manifest_builder, onnx_export, optimize, parity, precision, source
+from exporters.errors import ExportError, MetricRegression
+from exporters.options import ExportOptions
+from exporters.repository import VersionStaging, ensure_absent, version_dir
+from server.registry.manifest import ONNX_FILENAME, ExportInfo, ModelManifest
+from training.checkpoints import LoadedCheckpoint
+from training.metrics import evaluate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was published and the evidence that it matches the checkpoint."""
+
+    checkpoint: Path
+    version_dir: Path
+    manifest: ModelManifest
+    parity: list[parity.ParityReport]
+    """Every graph checked, in order; the last one is the published graph."""
+    float_size_bytes: int
+    model_size_bytes: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """A candidate ONNX file and its outputs on the held-out rows."""
+
+    path: Path
+    outputs: list[np.ndarray]
+
+
+@dataclass
+class _Run:
+    """State of one export while its graphs are built in the staging folder's `work/`."""
+
+    loaded: LoadedCheckpoint
+    holdout: dict[str, np.ndarray]
+    reference: list[np.ndarray]
+    """PyTorch's outputs on the held-out rows: what every graph must reproduce."""
+    work: Path
+    options: ExportOptions
+    reports: list[parity.ParityReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def checked(self, stage: str, path: Path, tolerance: float) -> _Graph:
+        """Full ONNX check, signature check and parity of `path`; recorded in `reports`."""
+        metadata = self.loaded.metadata
+        onnx_export.check_model(path)
+        onnx_export.verify_signature(path, metadata.inputs, metadata.outputs)
+        outputs = parity.onnx_outputs(path, self.holdout)
+        report = parity.compare(stage, self.reference, outputs, tolerance)
+        self.reports.append(report)
+        return _Graph(path, outputs)
+
+
+def _float_graph(run: _Run) -> tuple[_Graph, bool]:
+    """The fp32 graph, basic-optimised when that keeps parity; and whether it is."""
+    metadata = run.loaded.metadata
+    fp32_path = run.work / "fp32.onnx"
+    onnx_export.export_onnx(run.loaded.module, onnx_export.example_batch(run.holdout, metadata.inputs),
+                            metadata.inputs, metadata.outputs, fp32_path, run.options.opset)
+    graph = run.checked("fp32", fp32_path, run.options.tolerance)
+    if not run.options.optimize:
+        return graph, False
+    optimized_path = run.work / "optimized.onnx"
+    try:
+        optimize.optimize_graph(fp32_path, optimized_path)
+        return run.checked("optimised fp32", optimized_path, run.options.tolerance), True
+    except ExportError as exc:
+        note = f"kept the unoptimised graph: {exc}"
+        run.notes.append(note)
+        logger.warning(note)
+        return graph, False
+
+
+def _metric_deltas(stage: str, float_probabilities: np.ndarray, reduced_probabilities: np.ndarray,
+                   labels: np.ndarray, max_auc_drop: float) -> dict[str, float]:
+    """Reduced minus float metrics; raises MetricRegression if AUC falls too far."""
+    try:
+        float_metrics = evaluate(float_probabilities, labels)
+        reduced_metrics = evaluate(reduced_probabilities, labels)
+    except ValueError as exc:
+        raise ExportError(f"cannot measure the {stage} model's metric change: {exc}") from exc
+    if float_metrics["auc"] - reduced_metrics["auc"] > max_auc_drop:
+        raise MetricRegression(stage, "auc", float_metrics["auc"], reduced_metrics["auc"],
+                               max_auc_drop)
+    return {name: reduced_metrics[name] - float_metrics[name] for name in float_metrics}
+
+
+def _reduced_graph(run: _Run, stage: str, float_graph: _Graph) -> tuple[_Graph, dict[str, float]]:
+    """The int8 or fp16 variant of `float_graph` and its metric change against it."""
+    path = run.work / f"{stage}.onnx"
+    if stage == "int8":
+        precision.quantize_int8(float_graph.path, path, run.work)
+    else:
+        precision.convert_fp16(float_graph.path, path)
+    graph = run.checked(stage, path, run.options.reduced_tolerance_or_default)
+    deltas = _metric_deltas(stage, float_graph.outputs[0], graph.outputs[0],
+                            np.asarray(run.loaded.holdout_labels), run.options.max_auc_drop)
+    return graph, deltas
+
+
+def _default_opset(path: Path) -> int:
+    model = onnx.load(str(path), load_external_data=False)
+    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def export_checkpoint(checkpoint: Path, repository: Path,
+                      options: ExportOptions | None = None) -> ExportResult:
+    """Export `checkpoint` (version or model folder) into `repository` as a new version.
+
+    Raises ExportError (CheckpointUnusable, VersionExists, ParityError, MetricRegression,
+    SignatureMismatch) with the facts; nothing is written to the repository then.
+    """
+    options = options or ExportOptions()
+    started = time.monotonic()
+    checkpoint_dir = source.resolve_checkpoint(checkpoint)
+    loaded = source.open_checkpoint(checkpoint_dir)
+    metadata = loaded.metadata
+    target = version_dir(repository, metadata.name, metadata.version)
+    ensure_absent(target)  # fail before minutes of work, not after
+    holdout = source.holdout_arrays(loaded)
+    reference = parity.torch_outputs(loaded.module, holdout, [s.name for s in metadata.inputs])
+
+    with VersionStaging(target) as staging:
+        run = _Run(loaded, holdout, reference, staging.folder / "work", options)
+        run.work.mkdir()
+        logger.info("exporting %s version %d to ONNX", metadata.name, metadata.version)
+        float_graph, optimized = _float_graph(run)
+        final, metric_deltas = float_graph, {}
+        if options.reduced_stage is not None:
+            final, metric_deltas = _reduced_graph(run, options.reduced_stage, float_graph)
+        float_size = float_graph.path.stat().st_size
+        model_path = staging.folder / ONNX_FILENAME
+        os.replace(final.path, model_path)
+        shutil.rmtree(run.work)
+
+        export_info = ExportInfo(
+            opset=_default_opset(model_path),
+            exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            parity_max_abs_diff=run.reports[-1].max_abs_diff,
+            parity_rows=run.reports[-1].rows,
+            optimized=optimized,
+            quantization=options.quantize,
+            fp16=options.fp16,
+            metric_deltas=metric_deltas,
+            library_versions=manifest_builder.library_versions(),
+        )
+        batching = manifest_builder.batching_policy(metadata.architecture, options.max_batch_size,
+                                                    options.max_queue_delay_ms)
+        manifest = manifest_builder.build_manifest(metadata, checkpoint_dir, model_path, batching,
+                                                   export_info)
+        manifest.write(staging.folder)
+        ModelManifest.read(staging.folder)  # what the server will parse must round-trip
+        published = staging.publish()
+
+    seconds = time.monotonic() - started
+    logger.info("published %s in %.1f s", published, seconds)
+    return ExportResult(
+        checkpoint=checkpoint_dir,
+        version_dir=published,
+        manifest=manifest,
+        parity=run.reports,
+        float_size_bytes=float_size,
+        model_size_bytes=(published / ONNX_FILENAME).stat().st_size,
+        seconds=seconds,
+        notes=run.notes,
+    )

@@ -1,0 +1,85 @@
+"""Publishing into the model repository: `<repo>/<model>/<version>/` appears complete or not at all.
+
+A version is assembled in a hidden staging folder next to its final place (same file
+system, so the final `os.rename` is atomic) and renamed into place; the server's scan
+never sees a half-written version. Published versions are never overwritten.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from exporters.errors import ExportError, VersionExists
+
+STAGING_PREFIX = ".staging-"
+"""Hidden, non-numeric names: the server's repository scan skips them."""
+
+
+def version_dir(repository: Path, name: str, version: int) -> Path:
+    """Where version `version` of model `name` lives in `repository`."""
+    return repository / name / str(version)
+
+
+def ensure_absent(target: Path) -> None:
+    """Raise VersionExists if `target` (a version folder) already exists, even empty."""
+    if target.exists() or target.is_symlink():
+        raise VersionExists(target)
+
+
+class VersionStaging:
+    """A staging folder for one version; `publish()` renames it into place.
+
+    Used as a context manager: leaving the block without publishing (an error, a parity
+    failure) deletes the staging folder, so failed exports leave nothing behind.
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.path: Path | None = None
+
+    def __enter__(self) -> VersionStaging:
+        ensure_absent(self.target)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{self.target.name}-",
+                                              dir=self.target.parent))
+        except OSError as exc:
+            raise ExportError(f"cannot create a staging folder in {self.target.parent}: {exc}") from exc
+        return self
+
+    @property
+    def folder(self) -> Path:
+        """The staging folder; valid inside the context, before `publish()`."""
+        if self.path is None:
+            raise RuntimeError("the staging folder exists only inside the context, before publish()")
+        return self.path
+
+    def publish(self) -> Path:
+        """Atomically rename the staging folder to the version folder.
+
+        A rename onto an existing non-empty folder fails (ENOTEMPTY/EEXIST) rather than
+        replacing it, so a version published concurrently by another export wins and this
+        one is refused; the pre-check refuses an existing empty folder too.
+        """
+        staged = self.folder
+        ensure_absent(self.target)
+        os.chmod(staged, 0o755)  # mkdtemp creates 0700; the server may run as another user
+        try:
+            os.rename(staged, self.target)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise VersionExists(self.target) from exc
+            raise ExportError(f"cannot publish {self.target}: {exc}") from exc
+        self.path = None
+        return self.target
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None

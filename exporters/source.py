@@ -1,0 +1,83 @@
+"""Finding and loading the checkpoint to export (`training.checkpoints` is the only reader).
+
+Accepts a version folder (`checkpoints/fraud/3`) or a model folder (`checkpoints/fraud`,
+meaning its latest version) and turns every way a checkpoint can be unusable into one
+`CheckpointUnusable` naming the path and the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from exporters.errors import CheckpointUnusable
+from training.checkpoints import CheckpointError, LoadedCheckpoint, latest_checkpoint, load_checkpoint
+
+_VERSION_FILES = ("metadata.json", "checkpoint.pt")
+
+_NUMPY_DTYPES: dict[str, type[np.generic]] = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """The version folder `path` names: itself, or the latest version under a model folder."""
+    if not path.exists():
+        raise CheckpointUnusable(path, "no such file or directory")
+    if not path.is_dir():
+        raise CheckpointUnusable(
+            path, "is a file; expected a version folder (checkpoints/<name>/<version>) "
+                  "or a model folder (checkpoints/<name>)"
+        )
+    if path.name.isdigit() or any((path / name).exists() for name in _VERSION_FILES):
+        return path
+    try:
+        latest = latest_checkpoint(path.parent, path.name)
+    except CheckpointError as exc:
+        raise CheckpointUnusable(path, str(exc)) from exc
+    if latest is None:
+        raise CheckpointUnusable(path, "holds no checkpoint versions (numbered folders)")
+    return latest
+
+
+def open_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Load a version folder, checking it carries held-out rows for every declared input."""
+    try:
+        loaded = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointUnusable(path, str(exc)) from exc
+    metadata = loaded.metadata
+    labels = np.asarray(loaded.holdout_labels)
+    for spec in metadata.inputs:
+        rows = loaded.holdout_inputs.get(spec.name)
+        if rows is None:
+            raise CheckpointUnusable(
+                path, f"held-out rows lack input {spec.name!r} (have {sorted(loaded.holdout_inputs)})"
+            )
+        if len(rows) == 0 or len(rows) != len(labels):
+            raise CheckpointUnusable(
+                path, f"held-out input {spec.name!r} has {len(rows)} rows for {len(labels)} labels"
+            )
+        expected = spec.shape[1:]
+        got = list(np.shape(rows)[1:])
+        if len(expected) != len(got) or any(e not in (-1, g) for e, g in zip(expected, got)):
+            raise CheckpointUnusable(
+                path, f"held-out input {spec.name!r} rows have shape {got}, "
+                      f"the signature declares {expected}"
+            )
+    return loaded
+
+
+def holdout_arrays(loaded: LoadedCheckpoint) -> dict[str, np.ndarray]:
+    """Held-out rows per input, cast to the declared datatype (onnxruntime checks dtypes)."""
+    arrays = {}
+    for spec in loaded.metadata.inputs:
+        dtype = _NUMPY_DTYPES.get(spec.datatype)
+        if dtype is None:
+            raise CheckpointUnusable(loaded.path, f"input {spec.name!r} has datatype "
+                                                  f"{spec.datatype}, which parity cannot feed")
+        arrays[spec.name] = np.ascontiguousarray(loaded.holdout_inputs[spec.name], dtype=dtype)
+    return arrays

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -143,7 +142,3 @@ async def serving(settings: Settings, registry: FakeRegistry) -> AsyncIterator[h
 def unused_tcp_port() -> int:
     return free_port()
 
-
-def as_json_value(value: Any) -> Any:
-    """numpy -> plain JSON-able Python (for building request bodies)."""
-    return np.asarray(value).tolist()

@@ -69,7 +69,8 @@ def assemble_features(records: list[Record], spec: FeatureSpec, schema: ModelSch
             row.append(value)
         rows.append(row)
     dtype = schema.inputs[spec.input].dtype
-    tensor = np.asarray(rows, dtype=dtype)
+    with np.errstate(over="ignore"):  # overflow becomes inf, reported below
+        tensor = np.asarray(rows, dtype=dtype)
     if tensor.dtype.kind == "f":
         finite = np.isfinite(tensor)
         if not finite.all():

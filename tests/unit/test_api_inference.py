@@ -1,0 +1,179 @@
+"""Inference routes over a fake registry: v2 JSON/binary, v1, deadlines, errors, metrics, draining."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from conftest import FakeRegistry, FakeServedVersion, make_manifest, serving
+from server.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
+from server.registry.manifest import FeatureSpec
+from server.settings import Settings
+
+SPEC = FeatureSpec(input="features", columns=["a", "b"], request_features=["a", "b"])
+
+
+def _tabular(version: int) -> FakeServedVersion:
+    manifest = make_manifest("tab", [("features", "FP32", [-1, 2])],
+                             [("score", "FP32", [-1, 1]), ("label", "INT64", [-1])],
+                             version=version, features=SPEC)
+
+    def compute(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        score = inputs["features"].sum(axis=1, keepdims=True) * version
+        return {"score": score, "label": (score[:, 0] > 5).astype(np.int64)}
+
+    return FakeServedVersion(manifest, compute)
+
+
+@pytest.fixture
+def versions() -> dict[int, FakeServedVersion]:
+    return {1: _tabular(1), 2: _tabular(2)}
+
+
+@pytest.fixture
+async def client(settings: Settings, versions: dict[int, FakeServedVersion]) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(settings, FakeRegistry(list(versions.values()))) as c:
+        yield c
+
+
+def _v2(rows: list[list[float]], **extra: object) -> bytes:
+    return orjson.dumps({"id": "req-7", "inputs": [
+        {"name": "features", "datatype": "FP32", "shape": [len(rows), 2], "data": rows}], **extra})
+
+
+async def test_v2_json_infer_answers_every_output_of_the_serving_version(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v2/models/tab/infer", content=_v2([[1, 2], [3, 4]], parameters={"k": "v"}))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    doc = response.json()
+    assert doc["model_name"] == "tab" and doc["model_version"] == "2" and doc["id"] == "req-7"
+    assert doc["parameters"] == {"k": "v"}
+    assert doc["outputs"] == [
+        {"name": "score", "datatype": "FP32", "shape": [2, 1], "data": [6.0, 14.0]},
+        {"name": "label", "datatype": "INT64", "shape": [2], "data": [1, 1]},
+    ]
+
+
+async def test_pinned_version_answers_from_that_version(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v2/models/tab/versions/1/infer",
+                                 content=_v2([[1, 2]], outputs=[{"name": "score"}]))
+    assert response.status_code == 200
+    doc = response.json()
+    assert doc["model_version"] == "1"
+    assert [o["name"] for o in doc["outputs"]] == ["score"] and doc["outputs"][0]["data"] == [3.0]
+
+
+async def test_binary_request_and_response_round_trip(client: httpx.AsyncClient) -> None:
+    values = np.array([[1, 2], [3, 4.5]], dtype=np.float32)
+    header = orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 2],
+                                       "parameters": {"binary_data_size": values.nbytes}}],
+                           "outputs": [{"name": "score", "parameters": {"binary_data": True}},
+                                       {"name": "label"}]})
+    response = await client.post("/v2/models/tab/infer", content=header + values.tobytes(),
+                                 headers={"Inference-Header-Content-Length": str(len(header)),
+                                          "Content-Type": "application/octet-stream"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    length = int(response.headers["inference-header-content-length"])
+    doc = orjson.loads(response.content[:length])
+    score, label = doc["outputs"]
+    assert score["parameters"] == {"binary_data_size": 8} and "data" not in score
+    np.testing.assert_array_equal(np.frombuffer(response.content[length:], dtype=np.float32), [6.0, 15.0])
+    assert label["data"] == [1, 1]
+
+
+async def test_v1_predict_assembles_records_and_returns_predictions(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/models/tab:predict",
+                                 json={"instances": [{"a": 1, "b": 2}, {"b": 0.5, "a": 0}]})
+    assert response.status_code == 200
+    assert response.json() == {"predictions": [{"score": [6.0], "label": 1}, {"score": [1.0], "label": 0}],
+                               "model_name": "tab", "model_version": "2"}
+    bad = await client.post("/v1/models/tab:predict", json={"instances": [{"a": 1, "b": 2}, {"a": 1}]})
+    assert bad.status_code == 400 and bad.json() == {"error": "instances[1].b: missing"}
+
+
+async def test_deadline_is_the_sooner_of_timeout_parameter_and_header(
+        client: httpx.AsyncClient, versions: dict[int, FakeServedVersion]) -> None:
+    before = time.monotonic()
+    await client.post("/v2/models/tab/infer", content=_v2([[1, 2]], parameters={"timeout": 60_000_000}),
+                      headers={"Hotserve-Timeout-Ms": "1000"})
+    after = time.monotonic()
+    deadline = versions[2].calls[-1][2]
+    assert deadline is not None and before + 1.0 <= deadline <= after + 1.0
+    await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]))
+    assert versions[2].calls[-1][2] is None
+    bad = await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]), headers={"Hotserve-Timeout-Ms": "-3"})
+    assert bad.status_code == 400
+    assert bad.json() == {"error": "Hotserve-Timeout-Ms: expected a positive number of milliseconds, got '-3'"}
+
+
+@pytest.mark.parametrize("error, status, message", [
+    (Overloaded("tab", 2, queue_size=4, retry_after_s=3), 429, "model 'tab' version 2 is overloaded: queue of 4 is full"),
+    (DeadlineExceeded(0.05), 504, "deadline of 50 ms passed before inference ran"),
+    (InferenceFailed("onnxruntime: bad shape"), 500, "onnxruntime: bad shape"),
+    (ModelNotReady("model 'tab' version 2 is closing"), 503, "model 'tab' version 2 is closing"),
+    (InvalidInput("inputs", detail="3 rows exceed max_batch_size 2"), 400, "inputs: 3 rows exceed max_batch_size 2"),
+    (RuntimeError("secret internals"), 500, "internal server error"),
+])
+async def test_engine_errors_map_to_their_status_and_message(
+        client: httpx.AsyncClient, versions: dict[int, FakeServedVersion],
+        error: Exception, status: int, message: str) -> None:
+    versions[2].error = error
+    response = await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]))
+    assert response.status_code == status
+    assert response.json() == {"error": message}
+    if status == 429:
+        assert response.headers["retry-after"] == "3"
+    versions[2].error = None
+    assert (await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]))).status_code == 200
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/v2/models/nope/infer", "model 'nope' not found"),
+    ("/v2/models/tab/versions/9/infer", "model 'tab' version 9 not found"),
+    ("/v2/models/tab/versions/latest/infer", "model 'tab' version latest not found"),
+    ("/v1/models/nope:predict", "model 'nope' not found"),
+])
+async def test_unknown_models_and_versions_are_404(client: httpx.AsyncClient, path: str, message: str) -> None:
+    response = await client.post(path, content=_v2([[1, 2]]))
+    assert response.status_code == 404 and response.json() == {"error": message}
+
+
+async def test_bodies_over_the_limit_are_413_declared_or_streamed(client: httpx.AsyncClient) -> None:
+    big = b" " * 5000
+    declared = await client.post("/v2/models/tab/infer", content=big)
+    assert declared.status_code == 413
+    assert declared.json() == {"error": "request body of 5000 bytes exceeds the limit of 4096 bytes"}
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b" " * 1000
+
+    streamed = await client.post("/v2/models/tab/infer", content=chunks())
+    assert streamed.status_code == 413
+    assert streamed.json() == {"error": "request body of 5000 bytes exceeds the limit of 4096 bytes"}
+
+
+async def test_draining_refuses_new_inference_with_503(client: httpx.AsyncClient) -> None:
+    client.app.state.edge.inflight.begin_drain(5.0)  # type: ignore[attr-defined]
+    response = await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]))
+    assert response.status_code == 503 and response.json() == {"error": "server is shutting down"}
+    assert (await client.get("/v2/health/ready")).status_code == 503
+
+
+async def test_request_metrics_count_codes_with_resolved_labels_only(client: httpx.AsyncClient) -> None:
+    await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]))
+    await client.post("/v2/models/tab/infer", content=b"{")
+    await client.post("/v2/models/unknown-name/infer", content=_v2([[1, 2]]))
+    text = (await client.get("/metrics")).text
+    assert 'hotserve_requests_total{code="200",model="tab",protocol="v2",version="2"} 1.0' in text
+    assert 'hotserve_requests_total{code="400",model="tab",protocol="v2",version="2"} 1.0' in text
+    assert 'hotserve_requests_total{code="404",model="",protocol="v2",version=""} 1.0' in text
+    assert "unknown-name" not in text
+    assert 'hotserve_request_duration_seconds_count{model="tab",protocol="v2",version="2"} 2.0' in text
+    assert "hotserve_inflight_requests 0.0" in text

@@ -1,0 +1,87 @@
+"""v1 records -> feature tensor, raw rows, and predictions encoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from conftest import make_manifest
+from server.errors import InvalidInput
+from server.protocol.schema import ModelSchema
+from server.protocol.v1 import assemble_features, check_records, encode_predictions, parse_instances, raw_tensor
+from server.registry.manifest import FeatureSpec
+
+SPEC = FeatureSpec(input="features", columns=["amount", "age", "hour"],
+                   request_features=["hour", "amount", "age"], entity_key="customer_id")
+SCHEMA = ModelSchema.from_manifest(make_manifest(
+    "tab", [("features", "FP32", [-1, 3])], [("score", "FP32", [-1, 1])], features=SPEC))
+
+
+def _records(*records: dict[str, Any]) -> list[dict[str, Any]]:
+    return check_records(parse_instances(orjson.dumps({"instances": list(records)})), SPEC)
+
+
+def test_records_are_assembled_in_column_order() -> None:
+    records = _records({"age": 30, "hour": 2, "amount": 12.5, "customer_id": "c1"},
+                       {"hour": 23, "amount": 1, "age": 61.5})
+    tensor = assemble_features(records, SPEC, SCHEMA)
+    assert tensor.dtype == np.float32
+    assert tensor.tolist() == [[12.5, 30.0, 2.0], [1.0, 61.5, 23.0]]
+
+
+@pytest.mark.parametrize("records, message", [
+    ([{"age": 1, "hour": 2}], "instances\\[0\\].amount: missing"),
+    ([{"age": 1, "hour": 2, "amount": 3}, {"age": 1, "hour": 2, "amount": 3, "colour": "red"}],
+     "instances\\[1\\].colour: unknown field; the model takes \\['age', 'amount', 'customer_id', 'hour'\\]"),
+    ([7], "instances\\[0\\]: expected an object of features, got int"),
+])
+def test_bad_records_name_instance_and_field(records: list[Any], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        check_records(records, SPEC)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("12", "instances\\[0\\].amount: expected a number, got str"),
+    (None, "instances\\[0\\].amount: expected a number, got NoneType"),
+    (True, "instances\\[0\\].amount: expected a number, got bool"),
+    (1e39, "instances\\[0\\].amount: expected a finite FP32, got inf"),
+])
+def test_non_numeric_or_non_finite_values_name_instance_and_field(value: Any, message: str) -> None:
+    records = _records({"age": 1, "hour": 2, "amount": value})
+    with pytest.raises(InvalidInput, match=message):
+        assemble_features(records, SPEC, SCHEMA)
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{}", "instances: expected a non-empty list, got None"),
+    (b'{"instances": []}', "instances: expected a non-empty list, got \\[\\]"),
+    (b"[]", "instances: expected a non-empty list, got list"),
+    (b"{", "body: expected a JSON object"),
+])
+def test_bodies_without_instances_are_refused(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_instances(body)
+
+
+def test_models_without_feature_spec_take_raw_rows_of_their_single_input() -> None:
+    schema = ModelSchema.from_manifest(make_manifest("raw", [("x", "INT64", [-1, 2])], [("y", "FP32", [-1])]))
+    name, tensor = raw_tensor([[1, 2], [3, 4], [5, 6]], schema)
+    assert name == "x" and tensor.dtype == np.int64 and tensor.tolist() == [[1, 2], [3, 4], [5, 6]]
+    with pytest.raises(InvalidInput, match="instances.shape: expected \\[-1, 2\\], got \\[1, 3\\]"):
+        raw_tensor([[1, 2, 3]], schema)
+    two_inputs = ModelSchema.from_manifest(make_manifest(
+        "two", [("a", "FP32", [-1]), ("b", "FP32", [-1])], [("y", "FP32", [-1])]))
+    with pytest.raises(InvalidInput, match="inputs \\['a', 'b'\\] and no feature spec; use the v2 protocol"):
+        raw_tensor([1.0], two_inputs)
+
+
+def test_predictions_are_rows_of_the_single_output_or_objects_of_several() -> None:
+    score = np.array([[0.25], [0.75]], dtype=np.float32)
+    label = np.array([0, 1], dtype=np.int64)
+    one = orjson.loads(encode_predictions("m", 2, {"score": score, "label": label}, ("score",)))
+    assert one == {"predictions": [[0.25], [0.75]], "model_name": "m", "model_version": "2"}
+    both = orjson.loads(encode_predictions("m", 2, {"score": score, "label": label}, ("score", "label")))
+    assert both["predictions"] == [{"score": [0.25], "label": 0}, {"score": [0.75], "label": 1}]

@@ -1,0 +1,251 @@
+"""v2 request decoding/validation and response encoding, JSON and binary extension."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from conftest import make_manifest
+from server.errors import InvalidInput
+from server.protocol.datatypes import NUMPY_DTYPES, tensor_to_bytes
+from server.protocol.schema import ModelSchema, schema_for
+from server.protocol.v2_request import InferRequest, RequestedOutput, decode_infer_request
+from server.protocol.v2_response import encode_infer_response
+from server.registry.manifest import FeatureSpec
+
+ALL_TYPES = sorted(NUMPY_DTYPES)
+
+
+def _schema_all_types() -> ModelSchema:
+    specs = [(f"in_{t.lower()}", t, [-1, 2]) for t in ALL_TYPES]
+    return ModelSchema.from_manifest(make_manifest("all", specs, [("out", "FP32", [-1, 1])]))
+
+
+def _tabular_schema() -> ModelSchema:
+    features = FeatureSpec(input="features", columns=["a", "b"], request_features=["a", "b"])
+    return schema_for(make_manifest("tab", [("features", "FP32", [-1, 2])],
+                                    [("score", "FP32", [-1, 1]), ("label", "INT64", [-1])],
+                                    features=features))
+
+
+def _sample(datatype: str) -> list[list[Any]]:
+    return {
+        "BOOL": [[True, False], [False, True]],
+        "BYTES": [["ab", ""], ["c\u00e9", "d"]],
+        "FP16": [[0.5, -1.0], [2.0, 3.5]],
+        "FP32": [[0.25, -1.0], [2.0, 3.5]],
+        "FP64": [[0.1, -1.0], [2.0, 1e300]],
+    }.get(datatype, [[1, 2], [3, 4]])
+
+
+def _body(inputs: list[dict[str, Any]], **extra: Any) -> bytes:
+    return orjson.dumps({"inputs": inputs, **extra})
+
+
+def _tab_input(data: Any, shape: Any = None, **extra: Any) -> dict[str, Any]:
+    return {"name": "features", "datatype": "FP32", "shape": shape or [2, 2], "data": data, **extra}
+
+
+def test_every_datatype_decodes_from_nested_and_flat_json() -> None:
+    schema = _schema_all_types()
+    for nested in (True, False):
+        inputs = []
+        for t in ALL_TYPES:
+            data = _sample(t)
+            inputs.append({"name": f"in_{t.lower()}", "datatype": t, "shape": [2, 2],
+                           "data": data if nested else [v for row in data for v in row]})
+        decoded = decode_infer_request(_body(inputs), None, schema)
+        assert decoded.rows == 2
+        for t in ALL_TYPES:
+            tensor = decoded.inputs[f"in_{t.lower()}"]
+            assert tensor.shape == (2, 2) and tensor.dtype == NUMPY_DTYPES[t]
+            expected = _sample(t)
+            if t == "BYTES":
+                expected = [[s.encode() for s in row] for row in expected]
+            assert tensor.tolist() == expected
+
+
+def test_every_datatype_decodes_from_binary_data() -> None:
+    schema = _schema_all_types()
+    inputs, blobs = [], []
+    arrays = {}
+    for t in ALL_TYPES:
+        data = _sample(t)
+        array = (np.array([[s.encode() for s in row] for row in data], dtype=object) if t == "BYTES"
+                 else np.asarray(data, dtype=NUMPY_DTYPES[t]))
+        raw = tensor_to_bytes(array)
+        arrays[t] = array
+        blobs.append(raw)
+        inputs.append({"name": f"in_{t.lower()}", "datatype": t, "shape": [2, 2],
+                       "parameters": {"binary_data_size": len(raw)}})
+    header = _body(inputs)
+    decoded = decode_infer_request(header + b"".join(blobs), str(len(header)), schema)
+    for t in ALL_TYPES:
+        np.testing.assert_array_equal(decoded.inputs[f"in_{t.lower()}"], arrays[t])
+
+
+@pytest.mark.parametrize("datatype", ALL_TYPES)
+def test_every_datatype_encodes_as_json_and_binary(datatype: str) -> None:
+    data = _sample(datatype)
+    array = (np.array([[s.encode() for s in row] for row in data], dtype=object) if datatype == "BYTES"
+             else np.asarray(data, dtype=NUMPY_DTYPES[datatype]))
+    for binary in (False, True):
+        request = InferRequest(id="r1", parameters={"p": 1}, inputs={}, rows=2,
+                               outputs=[RequestedOutput("out", binary)], timeout_us=None)
+        body, header_length = encode_infer_response("m", 3, request, {"out": array, "other": array})
+        doc = orjson.loads(body[:header_length] if binary else body)
+        assert doc["model_name"] == "m" and doc["model_version"] == "3"
+        assert doc["id"] == "r1" and doc["parameters"] == {"p": 1}
+        (out,) = doc["outputs"]
+        assert out["name"] == "out" and out["datatype"] == datatype and out["shape"] == [2, 2]
+        if binary:
+            assert header_length is not None
+            assert out["parameters"]["binary_data_size"] == len(body) - header_length
+            assert body[header_length:] == tensor_to_bytes(array)
+        else:
+            assert header_length is None
+            flat = [v for row in data for v in row]
+            if datatype in ("FP16", "FP32"):
+                np.testing.assert_allclose(out["data"], np.asarray(flat, dtype=NUMPY_DTYPES[datatype]))
+            else:
+                assert out["data"] == flat
+
+
+def test_requested_outputs_choose_which_and_how_each_is_sent() -> None:
+    schema = _tabular_schema()
+    body = _body([_tab_input([[1, 2], [3, 4]])], parameters={"binary_data_output": True},
+                 outputs=[{"name": "label", "parameters": {"binary_data": False}}])
+    decoded = decode_infer_request(body, None, schema)
+    assert decoded.outputs == [RequestedOutput("label", False)]
+    everything = decode_infer_request(_body([_tab_input([[1, 2], [3, 4]])],
+                                            parameters={"binary_data_output": True}), None, schema)
+    assert everything.outputs == [RequestedOutput("score", True), RequestedOutput("label", True)]
+
+
+@pytest.mark.parametrize("timeout, expected", [(2500, 2500), (0, None)])
+def test_timeout_parameter_is_read_in_microseconds(timeout: int, expected: int | None) -> None:
+    body = _body([_tab_input([[1, 2], [3, 4]])], parameters={"timeout": timeout})
+    assert decode_infer_request(body, None, _tabular_schema()).timeout_us == expected
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "body: expected a JSON object, got invalid JSON"),
+    (b"[1]", "body: expected a JSON object, got list"),
+    (_body([]), "inputs: expected a non-empty list"),
+    (_body([{"name": "nope", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]),
+     "inputs\\[0\\].name: expected one of \\['features'\\], got 'nope'"),
+    (_body([_tab_input([[1, 2], [3, 4]], datatype="FP64")], ),
+     "inputs.features.datatype: expected FP32, got 'FP64'"),
+    (_body([_tab_input([1, 2, 3, 4], shape=[4])]), "inputs.features.shape: expected 2 non-negative dims"),
+    (_body([_tab_input([1, 2, 3, 4, 5, 6], shape=[2, 3])]),
+     "inputs.features.shape: expected \\[-1, 2\\], got \\[2, 3\\] \\(axis 1 is 3\\)"),
+    (_body([_tab_input([], shape=[0, 2])]), "inputs.features.shape: expected at least one row"),
+    (_body([_tab_input([1, 2, 3])]), "inputs.features.data: expected 4 values for shape \\[2, 2\\], got 3"),
+    (_body([_tab_input([[1, 2], [3]])]), "inputs.features.data: expected a flat or evenly nested list"),
+    (_body([_tab_input([1, "2", 3, 4])]), "inputs.features.data: expected FP32 values, got strings"),
+    (_body([_tab_input([1, None, 3, 4])]), "expected FP32 values, got mixed or null values"),
+    (_body([_tab_input([True, False, True, True])]), "expected FP32 values, got booleans"),
+    (_body([_tab_input([1, 2, 3, 1e39])]), "inputs.features.data: expected finite numbers, got inf at index \\[1, 1\\]"),
+    (_body([_tab_input([[1, 2], [3, 4]]), _tab_input([[1, 2], [3, 4]])]), "inputs.features: given more than once"),
+    (_body([{"name": "features", "datatype": "FP32", "shape": [2, 2]}]), "inputs.features.data: missing"),
+    (_body([_tab_input([1, 2, 3, 4])], outputs=[{"name": "nah"}]),
+     "outputs\\[0\\].name: expected one of \\['score', 'label'\\], got 'nah'"),
+    (_body([_tab_input([1, 2, 3, 4])], outputs=[{"name": "score"}, {"name": "score"}]),
+     "outputs.score: requested more than once"),
+    (_body([_tab_input([1, 2, 3, 4])], parameters={"binary_data_output": "yes"}),
+     "parameters.binary_data_output: expected true or false, got 'yes'"),
+    (_body([_tab_input([1, 2, 3, 4])], parameters={"timeout": 1.5}),
+     "parameters.timeout: expected non-negative integer microseconds, got 1.5"),
+    (_body([_tab_input([1, 2, 3, 4], parameters={"binary_data_size": 16})]),
+     "binary_data_size: needs the Inference-Header-Content-Length header"),
+])
+def test_malformed_json_requests_are_refused_naming_the_field(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        decode_infer_request(body, None, _tabular_schema())
+
+
+def _int_schema(datatype: str) -> ModelSchema:
+    return ModelSchema.from_manifest(make_manifest("i", [("x", datatype, [-1])], [("y", "FP32", [-1])]))
+
+
+@pytest.mark.parametrize("datatype, data, message", [
+    ("INT32", [1, 2.5], "inputs.x.data: expected INT32 values, got floats"),
+    ("UINT8", [1, 256], "expected UINT8 values in \\[0, 255\\], got values in \\[1, 256\\]"),
+    ("INT8", [-129, 0], "expected INT8 values in \\[-128, 127\\]"),
+    ("BOOL", [1, 0], "expected BOOL values, got integers"),
+    ("BYTES", ["a", 1], "expected BYTES values as strings, got int at index 1"),
+])
+def test_values_outside_the_datatype_are_refused(datatype: str, data: list[Any], message: str) -> None:
+    body = _body([{"name": "x", "datatype": datatype, "shape": [2], "data": data}])
+    with pytest.raises(InvalidInput, match=message):
+        decode_infer_request(body, None, _int_schema(datatype))
+
+
+def test_inputs_with_different_row_counts_are_refused() -> None:
+    schema = ModelSchema.from_manifest(make_manifest(
+        "two", [("a", "FP32", [-1, 1]), ("b", "INT64", [-1])], [("y", "FP32", [-1])]))
+    body = _body([{"name": "a", "datatype": "FP32", "shape": [2, 1], "data": [1, 2]},
+                  {"name": "b", "datatype": "INT64", "shape": [3], "data": [1, 2, 3]}])
+    with pytest.raises(InvalidInput, match="inputs.b.shape: expected 2 rows like input 'a', got 3 rows"):
+        decode_infer_request(body, None, schema)
+    missing = _body([{"name": "a", "datatype": "FP32", "shape": [2, 1], "data": [1, 2]}])
+    with pytest.raises(InvalidInput, match="inputs: expected inputs \\['a', 'b'\\], got \\['b'\\] missing"):
+        decode_infer_request(missing, None, schema)
+
+
+def _binary_body(values: np.ndarray, claimed: int | None = None, extra: bytes = b"") -> tuple[bytes, str]:
+    raw = values.tobytes()
+    header = _body([{"name": "features", "datatype": "FP32", "shape": list(values.shape),
+                     "parameters": {"binary_data_size": len(raw) if claimed is None else claimed}}])
+    return header + raw + extra, str(len(header))
+
+
+def test_binary_nan_in_tabular_features_is_refused() -> None:
+    body, length = _binary_body(np.array([[1.0, np.nan]], dtype=np.float32))
+    with pytest.raises(InvalidInput, match="inputs.features.data: expected finite numbers, got nan at index \\[0, 1\\]"):
+        decode_infer_request(body, length, _tabular_schema())
+
+
+def test_binary_nan_passes_for_inputs_without_the_finite_rule() -> None:
+    schema = _int_schema("FP32")
+    raw = np.array([np.nan, 1.0], dtype=np.float32).tobytes()
+    header = _body([{"name": "x", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}])
+    decoded = decode_infer_request(header + raw, str(len(header)), schema)
+    assert np.isnan(decoded.inputs["x"][0])
+
+
+@pytest.mark.parametrize("case, message", [
+    ("short_claim", "expected 8 bytes for FP32 shape \\[1, 2\\], got 4 bytes"),
+    ("over_claim", "binary_data_size: expected 0..8 \\(binary bytes left\\), got 12"),
+    ("leftover", "binary_data_size: expected sizes summing to 12 binary bytes, got 8 bytes claimed"),
+    ("header_too_long", "Inference-Header-Content-Length: expected 1\\.\\."),
+    ("header_not_int", "Inference-Header-Content-Length: expected an integer, got 'abc'"),
+])
+def test_wrong_binary_sizes_are_refused(case: str, message: str) -> None:
+    values = np.array([[1.0, 2.0]], dtype=np.float32)
+    body, length = {
+        "short_claim": lambda: _binary_body(values, claimed=4),
+        "over_claim": lambda: _binary_body(values, claimed=12),
+        "leftover": lambda: _binary_body(values, extra=b"\x00" * 4),
+        "header_too_long": lambda: (_binary_body(values)[0], "100000"),
+        "header_not_int": lambda: (_binary_body(values)[0], "abc"),
+    }[case]()
+    with pytest.raises(InvalidInput, match=message):
+        decode_infer_request(body, length, _tabular_schema())
+
+
+def test_binary_and_json_inputs_mix_in_one_request() -> None:
+    schema = ModelSchema.from_manifest(make_manifest(
+        "two", [("a", "FP32", [-1, 1]), ("b", "BYTES", [-1])], [("y", "FP32", [-1])]))
+    words = np.array([b"x", b"yz"], dtype=object)
+    raw = tensor_to_bytes(words)
+    header = _body([{"name": "a", "datatype": "FP32", "shape": [2, 1], "data": [1, 2]},
+                    {"name": "b", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(raw)}}])
+    decoded = decode_infer_request(header + raw, str(len(header)), schema)
+    assert decoded.inputs["b"].tolist() == [b"x", b"yz"]
+    assert decoded.inputs["a"].tolist() == [[1.0], [2.0]]
+    assert struct.unpack_from("<I", raw)[0] == 1

@@ -1,0 +1,202 @@
+"""The image's install steps (docker/install.sh) in a fresh venv give a server that becomes ready.
+
+Runs the very script the Dockerfile runs, on a copy of the build context filtered by
+.dockerignore, then starts `hotserve serve` the way the image does (env only) on a tiny
+ONNX model made here, and probes it with the image's HEALTHCHECK script.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.registry.manifest import ModelManifest, Lineage, TensorSpec, sha256_file
+from tests.deploy.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+READY_WAIT_S = 90.0
+WEIGHTS = np.arange(8, dtype=np.float32).reshape(4, 2)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _dockerignore_patterns() -> list[tuple[bool, str]]:
+    patterns = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            negated = line.startswith("!")
+            patterns.append((negated, line.lstrip("!").rstrip("/")))
+    return patterns
+
+
+def _ignored(relative: str, patterns: list[tuple[bool, str]]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    ignored = False
+    for negated, pattern in patterns:
+        if any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
+def copy_build_context(dest: Path) -> list[str]:
+    """Copy what `docker build .` would send; returns the copied relative paths."""
+    patterns = _dockerignore_patterns()
+    copied = []
+    for path in sorted(REPO.rglob("*")):
+        relative = path.relative_to(REPO).as_posix()
+        if path.is_file() and not _ignored(relative, patterns):
+            target = dest / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            copied.append(relative)
+    return copied
+
+
+def write_tiny_model(repository: Path) -> None:
+    """`tiny` v1: y = x @ W for x of shape [-1, 4]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        initializer=[numpy_helper.from_array(WEIGHTS, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    version_dir = repository / "tiny" / "1"
+    version_dir.mkdir(parents=True)
+    onnx.save(model, version_dir / "model.onnx")
+    ModelManifest(
+        name="tiny", version=1,
+        inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 4])],
+        outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, 2])],
+        lineage=Lineage(architecture="matmul"),
+        onnx_sha256=sha256_file(version_dir / "model.onnx"),
+    ).write(version_dir)
+
+
+def healthcheck(venv: Path, context: Path, port: int) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command, with the venv's interpreter as `python`."""
+    return subprocess.run([str(venv / "bin" / "python"), str(context / "docker" / "healthcheck.py")],
+                          env={"HOTSERVE_PORT": str(port), "PATH": os.environ.get("PATH", "")},
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(venv, build context) after running docker/install.sh exactly as the image build does."""
+    root = tmp_path_factory.mktemp("image")
+    context = root / "context"
+    copied = copy_build_context(context)
+    assert "pyproject.toml" in copied and "docker/install.sh" in copied
+    assert not any(p.startswith((".venv/", ".git/", "tests/", "helm/")) for p in copied)
+    venv = root / "venv"
+    result = subprocess.run(["sh", str(context / "docker" / "install.sh"), str(venv), str(context), "cpu"],
+                            env={**os.environ, "PYTHON": sys.executable}, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, f"install.sh failed:\n{result.stdout}\n{result.stderr}"
+    return venv, context
+
+
+def test_install_has_the_server_without_torch_or_the_gpu_wheel(installed: tuple[Path, Path]) -> None:
+    venv, _ = installed
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c",
+         "import importlib.metadata as m, importlib.util as u, json; "
+         "print(json.dumps({'torch': u.find_spec('torch') is not None, "
+         "'dists': sorted(d.metadata['Name'].lower() for d in m.distributions())}))"],
+        capture_output=True, text=True, check=True, timeout=60)
+    facts = json.loads(probe.stdout)
+    assert facts["torch"] is False
+    assert "hotserve" in facts["dists"] and "onnxruntime" in facts["dists"]
+    assert "onnxruntime-gpu" not in facts["dists"]
+    assert (venv / "bin" / "hotserve").is_file()
+
+
+@pytest.fixture
+def server(installed: tuple[Path, Path], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    venv, _ = installed
+    repository = tmp_path / "models"
+    write_tiny_model(repository)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSERVE_")}
+    # What the image sets, except the interface: tests bind loopback only.
+    env.update(HOTSERVE_MODEL_REPOSITORY=str(repository), HOTSERVE_HOST="127.0.0.1",
+               HOTSERVE_PORT=str(port), HOTSERVE_EXECUTION_PROVIDERS="CPUExecutionProvider",
+               HOTSERVE_SHUTDOWN_GRACE_S="5", PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen([str(venv / "bin" / "hotserve"), "serve"], cwd=tmp_path, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+
+
+def test_installed_server_becomes_ready_serves_and_drains_on_sigterm(
+        installed: tuple[Path, Path], server: tuple[subprocess.Popen[bytes], int],
+        tmp_path: Path) -> None:
+    venv, context = installed
+    process, port = server
+    deadline = time.monotonic() + READY_WAIT_S
+    while (check := healthcheck(venv, context, port)).returncode != 0:
+        assert process.poll() is None, (
+            f"server exited {process.returncode}:\n{(tmp_path / 'server.log').read_text()}")
+        assert time.monotonic() < deadline, (
+            f"not ready after {READY_WAIT_S}s: {check.stderr}\n{(tmp_path / 'server.log').read_text()}")
+        time.sleep(0.2)
+
+    x = np.array([[1, 0, 0, 0], [0, 1, 1, 1]], dtype=np.float32)
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
+                        "data": x.ravel().tolist()}]}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/tiny/infer",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    (output,) = answer["outputs"]
+    assert output["name"] == "y" and output["shape"] == [2, 2]
+    np.testing.assert_allclose(np.array(output["data"]).reshape(2, 2), x @ WEIGHTS, rtol=1e-6)
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, (tmp_path / "server.log").read_text()
+    after = healthcheck(venv, context, port)
+    assert after.returncode == 1 and "not ready" in after.stderr
+
+
+def test_healthcheck_fails_with_the_reason_when_nothing_listens(installed: tuple[Path, Path]) -> None:
+    venv, context = installed
+    port = _free_port()
+    result = healthcheck(venv, context, port)
+    assert result.returncode == 1
+    assert f"http://127.0.0.1:{port}/v2/health/ready" in result.stderr

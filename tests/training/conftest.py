@@ -20,6 +20,12 @@ TINY_MLP = TrainConfig(
 
 
 @pytest.fixture(scope="session")
+def tiny_mlp() -> TrainConfig:
+    """A small, fast mlp configuration."""
+    return TINY_MLP
+
+
+@pytest.fixture(scope="session")
 def tiny_fraud() -> Dataset:
     """800 demo transactions (about 30 frauds)."""
     return load_dataset(DatasetSpec(source="demo:fraud", rows=800, seed=1))

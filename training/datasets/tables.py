@@ -102,7 +102,7 @@ def tabular_dataset(frame: pd.DataFrame, spec: DatasetSpec, sha256: str) -> Data
     bad_labels = ~np.isin(labels, (0.0, 1.0))
     if bad_labels.any():
         row = int(np.flatnonzero(bad_labels)[0])
-        raise DatasetError(source, f"labels must be 0 or 1; got {labels[row]!r} at row {row}", label)
+        raise DatasetError(source, f"labels must be 0 or 1; got {float(labels[row])!r} at row {row}", label)
 
     resolved = spec.model_copy(
         update={

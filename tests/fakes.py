@@ -113,3 +113,27 @@ def write_tiny_mlp(path: Path, features: int = 3, outputs: int = 2, seed: int = 
 def tiny_mlp_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """What `write_tiny_mlp`'s graph computes, in numpy."""
     return 1.0 / (1.0 + np.exp(-(x @ weight + bias)))
+
+
+def write_model_version(repository: Path, name: str, version: int, features: int = 3,
+                        outputs: int = 2, batching: BatchingPolicy | None = None,
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Write `<repository>/<name>/<version>/` with a tiny MLP and a matching `model.json`.
+
+    The weights depend on `version`, so answers tell versions apart. Returns (W, b).
+    """
+    from server.registry.manifest import sha256_file
+
+    folder = repository / name / str(version)
+    folder.mkdir(parents=True)
+    weight, bias = write_tiny_mlp(folder / "model.onnx", features, outputs, seed=version)
+    ModelManifest(
+        name=name,
+        version=version,
+        inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, features])],
+        outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, outputs])],
+        batching=batching or BatchingPolicy(max_batch_size=8),
+        lineage=Lineage(architecture="tiny_mlp"),
+        onnx_sha256=sha256_file(folder / "model.onnx"),
+    ).write(folder)
+    return weight, bias

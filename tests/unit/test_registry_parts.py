@@ -1,0 +1,111 @@
+"""Repository scan, control state file, loader checks and ServedVersion defaults, one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.errors import DeadlineExceeded, ModelLoadFailed
+from server.metrics.instruments import Metrics
+from server.registry.control_state import ControlSnapshot, FileControlState
+from server.registry.loader import check_graph, read_manifest, verify_model_file, warm_up_inputs
+from server.registry.manifest import BatchingPolicy, Lineage, ModelManifest, TensorSpec
+from server.registry.repository import scan_repository
+from server.registry.served import ServedVersion
+from tests.fakes import EchoRuntime, SlowRuntime, fake_manifest, write_model_version
+
+
+def test_scan_keeps_positive_integer_version_folders_only(tmp_path: Path) -> None:
+    for folder in ["a/1", "a/10", "a/2", "a/0", "a/007", "a/v3", "a/.tmp-4", "b/x", ".hotserve/1",
+                   "bad name/1"]:
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "a" / "5").write_text("a file, not a folder")
+    assert scan_repository(tmp_path) == {"a": [1, 2, 10]}
+
+
+async def test_control_state_round_trips_atomically(tmp_path: Path) -> None:
+    state = FileControlState(tmp_path / "state" / "control.json")
+    assert await state.read() == ControlSnapshot()
+    snapshot = ControlSnapshot().with_alias("mlp", "production", 3).with_alias("mlp", "canary", 4)
+    await state.write(snapshot)
+    assert await state.read() == snapshot
+    assert snapshot.alias("mlp", "production") == 3
+    assert snapshot.alias("other", "production") is None
+    assert [p.name for p in (tmp_path / "state").iterdir()] == ["control.json"]
+
+
+async def test_invalid_control_state_is_refused_not_guessed(tmp_path: Path) -> None:
+    path = tmp_path / "control.json"
+    path.write_text('{"models": {"mlp": {"aliases": {"production": 0}}}}')
+    with pytest.raises(ValueError, match=r"control state .*control.json is invalid"):
+        await FileControlState(path).read()
+
+
+def test_missing_model_json_and_model_file_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadFailed, match=r"model.json is missing"):
+        read_manifest(tmp_path, "mlp", 1)
+    write_model_version(tmp_path, "mlp", 1)
+    folder = tmp_path / "mlp" / "1"
+    manifest = read_manifest(folder, "mlp", 1)
+    (folder / "model.onnx").unlink()
+    with pytest.raises(ModelLoadFailed, match=r"model.onnx is missing"):
+        verify_model_file(folder, manifest)
+
+
+def test_manifest_must_describe_its_own_folder(tmp_path: Path) -> None:
+    write_model_version(tmp_path, "mlp", 1)
+    with pytest.raises(ModelLoadFailed, match="describes 'mlp' version 1, but sits in the folder "
+                                              "of 'mlp' version 2"):
+        read_manifest(tmp_path / "mlp" / "1", "mlp", 2)
+
+
+def manifest_with(inputs: list[TensorSpec], max_batch_size: int = 8) -> ModelManifest:
+    return ModelManifest(name="m", version=1, inputs=inputs,
+                         outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, 3])],
+                         batching=BatchingPolicy(max_batch_size=max_batch_size),
+                         lineage=Lineage(architecture="t"), onnx_sha256="0" * 64)
+
+
+def test_graph_with_a_fixed_batch_axis_cannot_batch() -> None:
+    runtime = EchoRuntime()
+    runtime.inputs = [TensorSpec(name="x", datatype="FP32", shape=[1, 3])]
+    manifest = manifest_with([TensorSpec(name="x", datatype="FP32", shape=[-1, 3])])
+    with pytest.raises(ModelLoadFailed, match="fixes the batch axis at 1"):
+        check_graph(manifest, runtime)
+    check_graph(manifest_with(manifest.inputs, max_batch_size=1), runtime)
+
+
+def test_graph_check_names_missing_inputs_and_wrong_datatypes() -> None:
+    runtime = EchoRuntime()
+    with pytest.raises(ModelLoadFailed, match=r"declared but absent \['z'\].*undeclared \['x'\]"):
+        check_graph(manifest_with([TensorSpec(name="z", datatype="FP32", shape=[-1, 3])]), runtime)
+    with pytest.raises(ModelLoadFailed, match="model.json says INT64, the graph has FP32"):
+        check_graph(manifest_with([TensorSpec(name="x", datatype="INT64", shape=[-1, 3])]), runtime)
+
+
+def test_warm_up_inputs_cover_every_input_at_the_asked_rows() -> None:
+    manifest = manifest_with([TensorSpec(name="x", datatype="FP16", shape=[-1, 3]),
+                              TensorSpec(name="ids", datatype="INT64", shape=[-1, -1]),
+                              TensorSpec(name="text", datatype="BYTES", shape=[-1])])
+    inputs = warm_up_inputs(manifest, 8)
+    assert {k: (v.shape, v.dtype.str) for k, v in inputs.items()} == {
+        "x": ((8, 3), "<f2"), "ids": ((8, 1), "<i8"), "text": ((8,), "|O")}
+    assert not inputs["x"].any()
+
+
+async def test_served_version_applies_the_manifest_default_timeout() -> None:
+    runtime = SlowRuntime()
+    manifest = fake_manifest(batching=BatchingPolicy(default_timeout_ms=5, max_queue_delay_ms=0))
+    served = ServedVersion(manifest, runtime, Metrics())
+    first = asyncio.create_task(served.infer({"x": np.zeros((1, 3), np.float32)}, 1, None))
+    await asyncio.sleep(0)
+    with pytest.raises(DeadlineExceeded):  # queued behind a blocked worker past its 5 ms
+        await asyncio.wait_for(served.infer({"x": np.ones((2, 3), np.float32)}, 2, None), 20)
+    runtime.gate.set()
+    await asyncio.wait_for(first, 20)
+    assert await served.close(timeout_s=5)
+    assert runtime.closed
+    assert runtime.batch_rows == [1]

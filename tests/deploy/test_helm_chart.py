@@ -15,6 +15,7 @@ from tests.deploy.conftest import (
     KUBE_VERSION,
     Render,
     by_kind,
+    find_tool,
     missing_tool,
     one,
     run,
@@ -210,3 +211,12 @@ def test_model_repository_from_an_image_uses_an_init_container(render: Render) -
     assert init["command"] == ["cp", "-R", "/models/.", "/mnt/models/"]
     assert {"name": "models", "emptyDir": {"sizeLimit": "2Gi"}} in pod["volumes"]
     assert not by_kind(docs, "PersistentVolumeClaim")
+
+
+def test_chart_yaml_files_pass_yamllint() -> None:
+    yamllint = find_tool("yamllint")
+    config = ("{extends: default, rules: {line-length: {max: 120}, document-start: disable, "
+              "truthy: {check-keys: false}}}")
+    files = [CHART / "Chart.yaml", CHART / "values.yaml", GPU_VALUES,
+             *sorted((CHART / "rules").glob("*.yaml"))]
+    run([yamllint, "--strict", "-d", config, *map(str, files)])

@@ -26,7 +26,7 @@ from functools import partial
 import numpy as np
 
 from server.batching.pending import PendingRequest
-from server.batching.policy import REASONS, BatchConfig, decide
+from server.batching.policy import REASONS, BatchConfig, Reason, decide
 from server.errors import (
     DeadlineExceeded,
     HotserveError,
@@ -227,7 +227,7 @@ class Batcher:
 
     # --- dispatch --------------------------------------------------------------
 
-    def _dispatch(self, take: int, reason: str, now: float) -> None:
+    def _dispatch(self, take: int, reason: Reason, now: float) -> None:
         queue = self._queue
         entries: list[PendingRequest] = []
         rows = 0

@@ -79,19 +79,19 @@ class OnnxRuntime:
         options.inter_op_num_threads = inter_op_threads
         chosen = choose_providers(providers, ort.get_available_providers())
         try:
-            self._session = ort.InferenceSession(str(model_path), sess_options=options,
-                                                 providers=chosen)
+            session = ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise ModelLoadFailed(f"onnxruntime could not load {model_path.name}: {error}") from error
-        in_use = self._session.get_providers()
+        self._session: ort.InferenceSession | None = session
+        in_use: list[str] = session.get_providers()
         self._provider = in_use[0]
         if self._provider != chosen[0]:
             log.warning("%s: asked for %s, onnxruntime is using %s", model_path, chosen, in_use)
-        self.inputs = [_tensor_spec(arg) for arg in self._session.get_inputs()]
-        self.outputs = [_tensor_spec(arg) for arg in self._session.get_outputs()]
+        self.inputs = [_tensor_spec(arg) for arg in session.get_inputs()]
+        self.outputs = [_tensor_spec(arg) for arg in session.get_outputs()]
         self._output_names = [spec.name for spec in self.outputs]
         self._output_dtypes = {spec.name: NUMPY_DTYPES[spec.datatype] for spec in self.outputs}
-        self._iobinding = _IoBindingRunner(self._session, "cuda") if self._provider == CUDA else None
+        self._iobinding = _IoBindingRunner("cuda") if self._provider == CUDA else None
 
     @property
     def provider(self) -> str:
@@ -104,7 +104,7 @@ class OnnxRuntime:
             raise InferenceFailed("runtime is closed")
         try:
             if self._iobinding is not None:
-                values = self._iobinding.run(inputs, self._output_names)
+                values = self._iobinding.run(session, inputs, self._output_names)
             else:
                 values = session.run(self._output_names, inputs)
         except Exception as error:
@@ -124,7 +124,7 @@ class OnnxRuntime:
         return outputs
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session = None
 
 
 class _IoBindingRunner:
@@ -135,17 +135,17 @@ class _IoBindingRunner:
     exercised on CPU-only machines with "cpu".
     """
 
-    def __init__(self, session: ort.InferenceSession, device: str, device_id: int = 0) -> None:
-        self._session = session
+    def __init__(self, device: str, device_id: int = 0) -> None:
         self._device = device
         self._device_id = device_id
 
-    def run(self, inputs: dict[str, np.ndarray], output_names: Sequence[str]) -> list[np.ndarray]:
-        binding = self._session.io_binding()
+    def run(self, session: ort.InferenceSession, inputs: dict[str, np.ndarray],
+            output_names: Sequence[str]) -> list[np.ndarray]:
+        binding = session.io_binding()
         for name, array in inputs.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
         for name in output_names:
             binding.bind_output(name, self._device, self._device_id)
-        self._session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         values: list[np.ndarray] = binding.copy_outputs_to_cpu()
         return values

@@ -75,8 +75,7 @@ def test_io_binding_path_gives_the_same_numbers(mlp: tuple[Path, np.ndarray, np.
     path, weight, bias = mlp
     runtime = OnnxRuntime(path, [CPU])
     x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
-    binding = _IoBindingRunner(runtime._session, "cpu")
-    (y,) = binding.run({"x": x}, ["y"])
+    (y,) = _IoBindingRunner("cpu").run(runtime._session, {"x": x}, ["y"])
     np.testing.assert_allclose(y, tiny_mlp_reference(x, weight, bias), rtol=1e-5)
 
 

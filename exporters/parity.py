@@ -2,6 +2,7 @@
 
 Every graph `pipeline.export_checkpoint` may publish passes through `compare` on the
 checkpoint's held-out rows; a model that strays beyond the tolerance is never written.
+Reduced-precision graphs are also judged by `metric_change` against the float graph.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from exporters.errors import ExportError, ParityError
+from exporters.errors import ExportError, MetricRegression, ParityError
+from training.metrics import evaluate
 
 CHUNK_ROWS = 256
 """Rows per forward pass, bounding memory for large held-out sets and big models."""
@@ -103,3 +105,17 @@ def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.
     if not report.passed:
         raise ParityError(stage, report.max_abs_diff, tolerance, report.rows, report.worst_row)
     return report
+
+
+def metric_change(stage: str, float_probabilities: np.ndarray, reduced_probabilities: np.ndarray,
+                  labels: np.ndarray, max_auc_drop: float) -> dict[str, float]:
+    """Reduced minus float `auc`, `accuracy`, `log_loss`; MetricRegression if AUC falls too far."""
+    try:
+        float_metrics = evaluate(float_probabilities, labels)
+        reduced_metrics = evaluate(reduced_probabilities, labels)
+    except ValueError as exc:
+        raise ExportError(f"cannot measure the {stage} model's metric change: {exc}") from exc
+    if float_metrics["auc"] - reduced_metrics["auc"] > max_auc_drop:
+        raise MetricRegression(stage, "auc", float_metrics["auc"], reduced_metrics["auc"],
+                               max_auc_drop)
+    return {name: reduced_metrics[name] - float_metrics[name] for name in float_metrics}

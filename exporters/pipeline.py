@@ -21,12 +21,11 @@ import numpy as np
 import onnx
 
 from exporters import manifest_builder, onnx_export, optimize, parity, precision, source
-from exporters.errors import ExportError, MetricRegression
+from exporters.errors import ExportError
 from exporters.options import ExportOptions
 from exporters.repository import VersionStaging, ensure_absent, version_dir
 from server.registry.manifest import ONNX_FILENAME, ExportInfo, ModelManifest
 from training.checkpoints import LoadedCheckpoint
-from training.metrics import evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +42,7 @@ class ExportResult:
     float_size_bytes: int
     model_size_bytes: int
     seconds: float
+    """From the loaded checkpoint to the published version."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -98,20 +98,6 @@ def _float_graph(run: _Run) -> tuple[_Graph, bool]:
         return graph, False
 
 
-def _metric_deltas(stage: str, float_probabilities: np.ndarray, reduced_probabilities: np.ndarray,
-                   labels: np.ndarray, max_auc_drop: float) -> dict[str, float]:
-    """Reduced minus float metrics; raises MetricRegression if AUC falls too far."""
-    try:
-        float_metrics = evaluate(float_probabilities, labels)
-        reduced_metrics = evaluate(reduced_probabilities, labels)
-    except ValueError as exc:
-        raise ExportError(f"cannot measure the {stage} model's metric change: {exc}") from exc
-    if float_metrics["auc"] - reduced_metrics["auc"] > max_auc_drop:
-        raise MetricRegression(stage, "auc", float_metrics["auc"], reduced_metrics["auc"],
-                               max_auc_drop)
-    return {name: reduced_metrics[name] - float_metrics[name] for name in float_metrics}
-
-
 def _reduced_graph(run: _Run, stage: str, float_graph: _Graph) -> tuple[_Graph, dict[str, float]]:
     """The int8 or fp16 variant of `float_graph` and its metric change against it."""
     path = run.work / f"{stage}.onnx"
@@ -120,7 +106,7 @@ def _reduced_graph(run: _Run, stage: str, float_graph: _Graph) -> tuple[_Graph, 
     else:
         precision.convert_fp16(float_graph.path, path)
     graph = run.checked(stage, path, run.options.reduced_tolerance_or_default)
-    deltas = _metric_deltas(stage, float_graph.outputs[0], graph.outputs[0],
+    deltas = parity.metric_change(stage, float_graph.outputs[0], graph.outputs[0],
                             np.asarray(run.loaded.holdout_labels), run.options.max_auc_drop)
     return graph, deltas
 
@@ -137,10 +123,16 @@ def export_checkpoint(checkpoint: Path, repository: Path,
     Raises ExportError (CheckpointUnusable, VersionExists, ParityError, MetricRegression,
     SignatureMismatch) with the facts; nothing is written to the repository then.
     """
+    return export_loaded(source.open_checkpoint(source.resolve_checkpoint(checkpoint)), repository,
+                         options)
+
+
+def export_loaded(loaded: LoadedCheckpoint, repository: Path,
+                  options: ExportOptions | None = None) -> ExportResult:
+    """Export an already loaded checkpoint (`export_checkpoint` past finding and loading it)."""
     options = options or ExportOptions()
     started = time.monotonic()
-    checkpoint_dir = source.resolve_checkpoint(checkpoint)
-    loaded = source.open_checkpoint(checkpoint_dir)
+    checkpoint_dir = loaded.path
     metadata = loaded.metadata
     target = version_dir(repository, metadata.name, metadata.version)
     ensure_absent(target)  # fail before minutes of work, not after

@@ -34,50 +34,42 @@ def resolve_checkpoint(path: Path) -> Path:
         )
     if path.name.isdigit() or any((path / name).exists() for name in _VERSION_FILES):
         return path
-    try:
-        latest = latest_checkpoint(path.parent, path.name)
-    except CheckpointError as exc:
-        raise CheckpointUnusable(path, str(exc)) from exc
+    latest = latest_checkpoint(path.parent, path.name)
     if latest is None:
         raise CheckpointUnusable(path, "holds no checkpoint versions (numbered folders)")
     return latest
 
 
 def open_checkpoint(path: Path) -> LoadedCheckpoint:
-    """Load a version folder, checking it carries held-out rows for every declared input."""
+    """Load a version folder; every load failure becomes CheckpointUnusable."""
     try:
-        loaded = load_checkpoint(path)
+        return load_checkpoint(path)
     except CheckpointError as exc:
-        raise CheckpointUnusable(path, str(exc)) from exc
-    metadata = loaded.metadata
-    labels = np.asarray(loaded.holdout_labels)
-    for spec in metadata.inputs:
-        rows = loaded.holdout_inputs.get(spec.name)
-        if rows is None:
-            raise CheckpointUnusable(
-                path, f"held-out rows lack input {spec.name!r} (have {sorted(loaded.holdout_inputs)})"
-            )
-        if len(rows) == 0 or len(rows) != len(labels):
-            raise CheckpointUnusable(
-                path, f"held-out input {spec.name!r} has {len(rows)} rows for {len(labels)} labels"
-            )
-        expected = spec.shape[1:]
-        got = list(np.shape(rows)[1:])
-        if len(expected) != len(got) or any(e not in (-1, g) for e, g in zip(expected, got)):
-            raise CheckpointUnusable(
-                path, f"held-out input {spec.name!r} rows have shape {got}, "
-                      f"the signature declares {expected}"
-            )
-    return loaded
+        raise CheckpointUnusable(path, exc.problem) from exc
 
 
 def holdout_arrays(loaded: LoadedCheckpoint) -> dict[str, np.ndarray]:
-    """Held-out rows per input, cast to the declared datatype (onnxruntime checks dtypes)."""
+    """Held-out rows per declared input, checked against the signature and cast to its datatype.
+
+    onnxruntime refuses inputs of another dtype, and parity needs rows for every input.
+    """
+    labels = np.asarray(loaded.holdout_labels)
     arrays = {}
     for spec in loaded.metadata.inputs:
+        rows = loaded.holdout_inputs.get(spec.name)
+        if rows is None:
+            raise CheckpointUnusable(loaded.path, f"held-out rows lack input {spec.name!r} "
+                                                  f"(have {sorted(loaded.holdout_inputs)})")
+        if len(rows) == 0 or len(rows) != len(labels):
+            raise CheckpointUnusable(loaded.path, f"held-out input {spec.name!r} has {len(rows)} "
+                                                  f"rows for {len(labels)} labels")
+        expected, got = spec.shape[1:], list(np.shape(rows)[1:])
+        if len(expected) != len(got) or any(e not in (-1, g) for e, g in zip(expected, got)):
+            raise CheckpointUnusable(loaded.path, f"held-out input {spec.name!r} rows have shape "
+                                                  f"{got}, the signature declares {expected}")
         dtype = _NUMPY_DTYPES.get(spec.datatype)
         if dtype is None:
             raise CheckpointUnusable(loaded.path, f"input {spec.name!r} has datatype "
                                                   f"{spec.datatype}, which parity cannot feed")
-        arrays[spec.name] = np.ascontiguousarray(loaded.holdout_inputs[spec.name], dtype=dtype)
+        arrays[spec.name] = np.ascontiguousarray(rows, dtype=dtype)
     return arrays

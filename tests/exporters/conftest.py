@@ -1,0 +1,68 @@
+"""Tiny trained checkpoints (fraud mlp, sequence transformer) and their exports, shared per session.
+
+Real training, real torch export and real onnxruntime throughout; the models are sized so
+the whole exporters suite stays fast on two cores. Session fixtures are read-only: tests
+that write export into their own `tmp_path` repositories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporters.pipeline import ExportResult, export_checkpoint
+from training.datasets import DatasetSpec, load_dataset
+from training.trainer import TrainConfig, train
+
+TINY_MLP = TrainConfig(
+    name="fraud",
+    architecture="mlp",
+    architecture_kwargs={"hidden": [16], "dropout": 0.0},
+    epochs=2,
+    batch_size=128,
+    lr=0.01,
+    holdout_rows=256,
+    quiet=True,
+)
+TINY_TRANSFORMER = TrainConfig(
+    name="sequences",
+    architecture="transformer",
+    architecture_kwargs={"d_model": 32, "layers": 1, "heads": 2, "ff_dim": 64, "dropout": 0.0},
+    epochs=1,
+    batch_size=64,
+    holdout_rows=128,
+    quiet=True,
+)
+
+
+@pytest.fixture(scope="session")
+def checkpoints_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="session")
+def mlp_checkpoint(checkpoints_root: Path) -> Path:
+    """`<root>/fraud/1`: an mlp over 1,500 demo transactions (raw features, baked-in preprocessing)."""
+    dataset = load_dataset(DatasetSpec(source="demo:fraud", rows=1500, seed=3))
+    return train(dataset, TINY_MLP, checkpoints_root).path
+
+
+@pytest.fixture(scope="session")
+def transformer_checkpoint(checkpoints_root: Path) -> Path:
+    """`<root>/sequences/1`: a one-block transformer over 400 demo sequences `[N, 32, 64]`."""
+    dataset = load_dataset(DatasetSpec(source="demo:sequences", rows=400, seed=3))
+    return train(dataset, TINY_TRANSFORMER, checkpoints_root).path
+
+
+@pytest.fixture(scope="session")
+def exported_mlp(mlp_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    """The mlp checkpoint exported with default options (fp32, optimised)."""
+    return export_checkpoint(mlp_checkpoint, tmp_path_factory.mktemp("repository"))
+
+
+@pytest.fixture(scope="session")
+def exported_transformer(transformer_checkpoint: Path,
+                         tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    """The transformer checkpoint exported with default options (fp32, optimised)."""
+    return export_checkpoint(transformer_checkpoint, tmp_path_factory.mktemp("repository"))

@@ -17,6 +17,7 @@ from server.api.deps import Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
 from server.metrics.instruments import Metrics
+from server.registry.registry import ModelRegistry
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -29,11 +30,7 @@ def create_app(settings: Settings, registry: Registry | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app_metrics = metrics if metrics is not None else Metrics()
-        if registry is None:
-            from server.registry.registry import ModelRegistry
-            app_registry: Registry = ModelRegistry(settings, app_metrics)
-        else:
-            app_registry = registry
+        app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
                     inflight=InflightRequests(app_metrics))
         app.state.edge = edge

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-
-from conftest import FakeRegistry, FakeServedVersion, make_manifest, serving
+from edge_fakes import FakeRegistry, FakeServedVersion, make_manifest, serving
 from server.api.error_handlers import STATUS_BY_ERROR, status_for
 from server.errors import (
     DeadlineExceeded,

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from conftest import FakeRegistry, FakeServedVersion, make_manifest, serving
+from edge_fakes import FakeRegistry, FakeServedVersion, make_manifest, serving
 from server.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
 from server.registry.manifest import FeatureSpec
 from server.settings import Settings

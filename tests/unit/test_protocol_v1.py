@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from conftest import make_manifest
+from edge_fakes import make_manifest
 from server.errors import InvalidInput
 from server.protocol.schema import ModelSchema
 from server.protocol.v1 import assemble_features, check_records, encode_predictions, parse_instances, raw_tensor

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from conftest import make_manifest
+from edge_fakes import make_manifest
 from server.errors import InvalidInput
 from server.protocol.datatypes import NUMPY_DTYPES, tensor_to_bytes
 from server.protocol.schema import ModelSchema, schema_for

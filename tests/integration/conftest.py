@@ -1,0 +1,41 @@
+"""Integration fixtures: a repository of tiny ONNX models and the `hotserve serve` processes over it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onnx_models import write_corrupt, write_multi, write_slow, write_tabular
+from server_process import ServerProcess, start_server
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tab v1 + v2 (feature spec), multi (five dtypes), slow_tiny (queue of one)."""
+    root = tmp_path_factory.mktemp("repository")
+    write_tabular(root, 1)
+    write_tabular(root, 2)
+    write_multi(root)
+    write_slow(root, "slow_tiny", max_queue_size=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = start_server(repository, tmp_path_factory.mktemp("logs") / "server.log", "/v2/health/ready")
+    yield process
+    code = process.stop()
+    assert code == 0, process.log()
+
+
+@pytest.fixture(scope="module")
+def draining_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with a slow model and a corrupt one (so the server as a whole never turns ready)."""
+    root = tmp_path_factory.mktemp("drain_repository")
+    write_slow(root, "slow", max_queue_size=16)
+    write_corrupt(root, "broken")
+    process = start_server(root, tmp_path_factory.mktemp("logs") / "drain.log", "/v2/models/slow/ready")
+    yield process
+    process.stop()

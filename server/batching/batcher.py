@@ -252,16 +252,24 @@ class Batcher:
         if not entries:
             self._check_drained()
             return
-        if len(entries) == 1:
-            inputs = entries[0].inputs
-        else:
-            inputs = {name: np.concatenate([entry.inputs[name] for entry in entries])
-                      for name in self._input_names}
+        assert self._loop is not None
         self._running += 1
+        try:
+            if len(entries) == 1:
+                inputs = entries[0].inputs
+            else:
+                inputs = {name: np.concatenate([entry.inputs[name] for entry in entries])
+                          for name in self._input_names}
+            self._executor.submit(self._loop, inputs, partial(self._finish, entries, rows))
+        except Exception as error:
+            # Popped entries must never be left without an answer. The surrounding _pump
+            # loop goes on with the rest of the queue.
+            self._running -= 1
+            self._fail(entries, rows, error)
+            self._check_drained()
+            return
         self._m_batches[reason].inc()
         self._m_batch_size.observe(rows)
-        assert self._loop is not None
-        self._executor.submit(self._loop, inputs, partial(self._finish, entries, rows))
 
     def _finish(self, entries: list[PendingRequest], rows: int,
                 outputs: Outputs | None, error: BaseException | None, run_s: float) -> None:
@@ -272,14 +280,7 @@ class Batcher:
             assert outputs is not None
             error = self._check_rows(outputs, rows)
         if error is not None:
-            if not isinstance(error, HotserveError):
-                log.error("model %r version %d: runtime raised on a batch of %d rows",
-                          self.name, self.version, rows, exc_info=error)
-                error = InferenceFailed(f"model {self.name!r} version {self.version}: "
-                                        f"runtime raised {type(error).__name__}: {error}")
-            for entry in entries:
-                if not entry.future.done():
-                    entry.future.set_exception(error)
+            self._fail(entries, rows, error)
         elif len(entries) == 1:
             if not entries[0].future.done():
                 entries[0].future.set_result(outputs)  # type: ignore[arg-type]
@@ -293,6 +294,17 @@ class Batcher:
                 start = end
         self._pump()
         self._check_drained()
+
+    def _fail(self, entries: list[PendingRequest], rows: int, error: BaseException) -> None:
+        """Answer every caller of one batch with the same error (InferenceFailed if foreign)."""
+        if not isinstance(error, HotserveError):
+            log.error("model %r version %d: batch of %d rows failed", self.name, self.version,
+                      rows, exc_info=error)
+            error = InferenceFailed(f"model {self.name!r} version {self.version}: "
+                                    f"runtime raised {type(error).__name__}: {error}")
+        for entry in entries:
+            if not entry.future.done():
+                entry.future.set_exception(error)
 
     def _check_rows(self, outputs: Outputs, rows: int) -> InferenceFailed | None:
         for name, array in outputs.items():

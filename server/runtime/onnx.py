@@ -65,7 +65,8 @@ def _tensor_spec(arg: Any) -> TensorSpec:
     datatype = ORT_DATATYPES.get(arg.type)
     if datatype is None:
         raise ModelLoadFailed(f"graph tensor {arg.name!r} has unsupported type {arg.type}")
-    shape = [dim if isinstance(dim, int) and dim >= 0 else -1 for dim in arg.shape]
+    # Symbolic or unknown dims become -1; an unknown rank becomes [] (checked at run time).
+    shape = [dim if isinstance(dim, int) and dim >= 0 else -1 for dim in arg.shape or []]
     return TensorSpec(name=arg.name, datatype=datatype, shape=shape)
 
 

@@ -233,6 +233,14 @@ async def test_runtime_failure_reaches_every_caller_of_the_batch(make_batcher: B
     assert all(isinstance(o, InferenceFailed) for o in outcomes)
 
 
+async def test_batch_that_cannot_be_handed_to_a_worker_is_answered(make_batcher: BatcherFactory) -> None:
+    batcher, _ = make_batcher(EchoRuntime())
+    batcher._executor.shutdown(wait=True)  # the pool refuses new work from now on
+    with pytest.raises(InferenceFailed, match="RuntimeError"):
+        await guarded(batcher.submit(rows_of(0, 1), 1, None))
+    assert batcher.running == 0
+
+
 class WrongRowsRuntime(EchoRuntime):
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"y": inputs["x"][:-1]}

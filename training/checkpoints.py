@@ -83,26 +83,29 @@ class CheckpointMetadata(BaseModel):
 
     def lineage(self, checkpoint_dir: Path) -> Lineage:
         """This version's lineage for `model.json`, pointing at `checkpoint_dir`."""
-        return Lineage(
-            architecture=self.architecture,
-            checkpoint=str(checkpoint_dir.resolve()),
-            hyperparameters=self.hyperparameters,
-            metrics=self.metrics,
-            dataset_path=self.dataset_path,
-            dataset_sha256=self.dataset_sha256,
-            git_commit=self.git_commit,
-            git_dirty=self.git_dirty,
-            library_versions=self.library_versions,
-            seed=self.seed,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            parent_version=self.parent_version,
-            name=self.name,
-            version=self.version,
-            architecture_kwargs=self.architecture_kwargs,
-            best_epoch=self.best_epoch,
-            epochs_completed=self.epochs_completed,
-            dataset_rows=self.dataset_rows,
+        # Lineage allows extra fields: the version's identity and run shape travel with it.
+        return Lineage.model_validate(
+            {
+                "architecture": self.architecture,
+                "checkpoint": str(checkpoint_dir.resolve()),
+                "hyperparameters": self.hyperparameters,
+                "metrics": self.metrics,
+                "dataset_path": self.dataset_path,
+                "dataset_sha256": self.dataset_sha256,
+                "git_commit": self.git_commit,
+                "git_dirty": self.git_dirty,
+                "library_versions": self.library_versions,
+                "seed": self.seed,
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "parent_version": self.parent_version,
+                "name": self.name,
+                "version": self.version,
+                "architecture_kwargs": self.architecture_kwargs,
+                "best_epoch": self.best_epoch,
+                "epochs_completed": self.epochs_completed,
+                "dataset_rows": self.dataset_rows,
+            }
         )
 
 

@@ -34,7 +34,8 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        logits: torch.Tensor = self.net(x)
+        return logits.squeeze(-1)
 
 
 class SelfAttention(nn.Module):
@@ -55,7 +56,8 @@ class SelfAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
         context = torch.matmul(torch.softmax(scores, dim=-1), v)
-        return self.out(context.transpose(1, 2).reshape(batch, length, d_model))
+        projected: torch.Tensor = self.out(context.transpose(1, 2).reshape(batch, length, d_model))
+        return projected
 
 
 class EncoderBlock(nn.Module):
@@ -72,7 +74,8 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attention(self.norm1(x)))
-        return x + self.dropout(self.ff2(F.gelu(self.ff1(self.norm2(x)))))
+        out: torch.Tensor = x + self.dropout(self.ff2(F.gelu(self.ff1(self.norm2(x)))))
+        return out
 
 
 class SequenceTransformer(nn.Module):
@@ -104,7 +107,8 @@ class SequenceTransformer(nn.Module):
         x = self.embed(tokens) + self.position
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm(x).mean(dim=1)).squeeze(-1)
+        logits: torch.Tensor = self.head(self.norm(x).mean(dim=1))
+        return logits.squeeze(-1)
 
 
 class ProbabilityModel(nn.Module):
@@ -116,7 +120,8 @@ class ProbabilityModel(nn.Module):
         self.body = body
 
     def logits(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.body(self.preprocess(raw))
+        logits: torch.Tensor = self.body(self.preprocess(raw))
+        return logits
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(raw))

@@ -47,7 +47,7 @@ def _numeric_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray
             f"({int(not_numeric.sum())} non-numeric rows)",
             column,
         )
-    array = converted.to_numpy(dtype=np.float64)
+    array: np.ndarray = converted.to_numpy(dtype=np.float64)
     missing = ~np.isfinite(array)
     if missing.any():
         row = int(np.flatnonzero(missing)[0])

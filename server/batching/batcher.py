@@ -323,6 +323,11 @@ class Batcher:
         return self._queued
 
     @property
+    def closing(self) -> bool:
+        """True once `close()` started: new requests are refused."""
+        return self._closing
+
+    @property
     def running(self) -> int:
         """Batches on workers right now."""
         return self._running

@@ -218,24 +218,37 @@ async def test_runtime_failure_fails_only_that_batch(make_batcher: BatcherFactor
     np.testing.assert_array_equal(out["y"], rows_of(5, 2)["x"])
 
 
-async def test_runtime_failure_reaches_every_caller_of_the_batch(make_batcher: BatcherFactory) -> None:
-    runtime = SlowRuntime()
-    batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=0)
-    failing = FailingRuntime()
+class SlowPoisonRuntime(SlowRuntime):
+    """Blocks on the gate, then fails any batch holding a -1."""
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super().run(inputs)
+        if bool(np.any(inputs["x"] == -1.0)):
+            raise RuntimeError("poisoned batch")
+        return out
+
+
+async def test_runtime_failure_reaches_every_caller_of_the_batch_and_no_other(
+        make_batcher: BatcherFactory) -> None:
+    runtime = SlowPoisonRuntime()
+    batcher, _ = make_batcher(runtime, max_batch_size=2, max_queue_delay_ms=0)
     first = submit(batcher, 0, 1)
-    await until(lambda: batcher.running == 1)
-    batcher._executor.runtime = failing  # the next batch will hit a failing runtime
-    same_batch = [submit(batcher, i, 1) for i in (1, 2)]
-    await until(lambda: batcher.queued == 2)
+    same_batch = [asyncio.create_task(batcher.submit({"x": np.full((1, 3), -1.0, np.float32)}, 1, None)),
+                  submit(batcher, 1, 1)]
+    next_batch = submit(batcher, 2, 1)
+    await until(lambda: batcher.queued == 3)
     runtime.gate.set()
     await guarded(first)
     outcomes = await guarded(asyncio.gather(*same_batch, return_exceptions=True))
-    assert all(isinstance(o, InferenceFailed) for o in outcomes)
+    assert all(isinstance(o, InferenceFailed) and "poisoned batch" in o.message for o in outcomes)
+    np.testing.assert_array_equal((await guarded(next_batch))["y"], rows_of(2, 1)["x"])
+    assert runtime.batch_rows == [1, 2, 1]
 
 
-async def test_batch_that_cannot_be_handed_to_a_worker_is_answered(make_batcher: BatcherFactory) -> None:
-    batcher, _ = make_batcher(EchoRuntime())
-    batcher._executor.shutdown(wait=True)  # the pool refuses new work from now on
+async def test_batch_that_cannot_be_handed_to_a_worker_is_answered() -> None:
+    executor = RuntimeExecutor(EchoRuntime(), 1, "test-batcher")
+    batcher = Batcher(fake_manifest(), executor, Metrics())
+    executor.shutdown(wait=True)  # the pool refuses new work from now on
     with pytest.raises(InferenceFailed, match="RuntimeError"):
         await guarded(batcher.submit(rows_of(0, 1), 1, None))
     assert batcher.running == 0
@@ -304,7 +317,7 @@ async def test_close_refuses_new_requests_and_drains_queued_and_running(
     tasks = [submit(batcher, i, 1) for i in range(4)]
     await until(lambda: batcher.queued == 3)
     closing = asyncio.create_task(batcher.close(timeout_s=HANG_GUARD_S))
-    await until(lambda: batcher._closing)
+    await until(lambda: batcher.closing)
     with pytest.raises(ModelNotReady):
         await batcher.submit(rows_of(9, 1), 1, None)
     runtime.gate.set()

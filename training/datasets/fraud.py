@@ -14,7 +14,7 @@ import pandas as pd
 
 from training.datasets.dataset import DatasetSpec
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when the generator's output changes, so old digests never describe new data."""
 DEFAULT_ROWS = 20_000
 ROWS_PER_CUSTOMER = 20

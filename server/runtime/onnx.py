@@ -92,6 +92,7 @@ class OnnxRuntime:
         self.outputs = [_tensor_spec(arg) for arg in session.get_outputs()]
         self._output_names = [spec.name for spec in self.outputs]
         self._output_dtypes = {spec.name: NUMPY_DTYPES[spec.datatype] for spec in self.outputs}
+        self._text_inputs = [spec.name for spec in self.inputs if spec.datatype == "BYTES"]
         self._iobinding = _IoBindingRunner("cuda") if self._provider == CUDA else None
 
     @property
@@ -103,6 +104,8 @@ class OnnxRuntime:
         session = self._session  # a local reference keeps a concurrent close() harmless
         if session is None:
             raise InferenceFailed("runtime is closed")
+        if self._text_inputs:
+            inputs = _with_text_inputs(inputs, self._text_inputs)
         try:
             if self._iobinding is not None:
                 values = self._iobinding.run(session, inputs, self._output_names)
@@ -126,6 +129,20 @@ class OnnxRuntime:
 
     def close(self) -> None:
         self._session = None
+
+
+def _with_text_inputs(inputs: dict[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """BYTES tensors arrive as object arrays of `bytes`; onnxruntime would store `str(b"..")`
+    (the repr) in a string tensor, so they are decoded as UTF-8 first."""
+    converted = dict(inputs)
+    for name in names:
+        array = inputs[name]
+        try:
+            text = [item.decode() if isinstance(item, bytes) else item for item in array.ravel()]
+        except UnicodeDecodeError as error:
+            raise InferenceFailed(f"input {name!r}: BYTES element is not UTF-8 text ({error})") from error
+        converted[name] = np.array(text, dtype=object).reshape(array.shape)
+    return converted
 
 
 class _IoBindingRunner:

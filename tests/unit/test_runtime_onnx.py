@@ -92,3 +92,22 @@ async def test_executor_runs_off_the_loop_and_returns_outputs(
             await executor.run({"x": np.ones((3, 4), dtype=np.float32)})
     finally:
         executor.shutdown(wait=True)
+
+
+def test_bytes_inputs_reach_a_string_graph_as_text(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["o"])], "strings",
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("o", TensorProto.STRING, ["N"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    runtime = OnnxRuntime(path, [CPU])
+    assert runtime.inputs == [TensorSpec(name="s", datatype="BYTES", shape=[-1])]
+    out = runtime.run({"s": np.array([b"caf\xc3\xa9", b""], dtype=object)})
+    assert out["o"].tolist() == ["caf\u00e9", ""]
+    with pytest.raises(InferenceFailed, match="not UTF-8"):
+        runtime.run({"s": np.array([b"\xff"], dtype=object)})

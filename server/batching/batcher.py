@@ -124,6 +124,8 @@ class Batcher:
         except BaseException:
             for entry in entries:
                 self._leave(entry)
+                if entry.future.done() and not entry.future.cancelled():
+                    entry.future.exception()  # retrieved: one chunk's error is the answer
                 entry.future.cancel()
             raise
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}

@@ -284,6 +284,19 @@ async def test_oversized_request_is_split_and_reassembled_in_order(make_batcher:
     assert max(runtime.batch_rows) <= 4
 
 
+async def test_split_request_fails_as_a_whole_when_a_chunk_expires(make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, _ = make_batcher(runtime, max_batch_size=2, allow_split=True, max_queue_delay_ms=0)
+    running = submit(batcher, 0, 1)
+    split = asyncio.create_task(batcher.submit(rows_of(1, 5), 5, time.monotonic() + 0.005))
+    with pytest.raises(DeadlineExceeded):
+        await guarded(split)
+    assert batcher.queued == 0
+    runtime.gate.set()
+    await guarded(running)
+    assert runtime.batch_rows == [1]
+
+
 async def test_disabled_batching_runs_every_request_alone(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, metrics = make_batcher(runtime, enabled=False, max_batch_size=8,

@@ -1,7 +1,12 @@
-"""`hotserve train`: defaults, options, resume and error reporting through the real entry point."""
+"""`hotserve train`: defaults, options, resume and error reporting through `training.cli`.
+
+The parser is built from `training.cli` alone (as `server.cli` builds its `train` subparser),
+so these tests do not depend on the other subcommands' modules.
+"""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +14,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from server.cli import main
+from training import cli
 from training.checkpoints import load_checkpoint, read_metadata
 from training.datasets import fraud
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str]) -> int:
+    """`hotserve ARGV` for the `train` subcommand."""
+    assert argv[0] == "train"
+    parser = argparse.ArgumentParser(prog="hotserve train")
+    cli.add_arguments(parser)
+    return cli.run(parser.parse_args(argv[1:]))
+
+
 TINY = ["--rows", "600", "--epochs", "2", "--hidden", "8", "--quiet"]
 
 

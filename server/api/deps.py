@@ -22,10 +22,19 @@ from server.settings import Settings
 class ServedModel(Protocol):
     """One loaded, routable model version (`ServedVersion`)."""
 
-    name: str
-    version: int
-    manifest: ModelManifest
-    provider: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def manifest(self) -> ModelManifest: ...
+
+    @property
+    def provider(self) -> str:
+        """Execution provider in use."""
+        ...
 
     async def infer(self, inputs: dict[str, np.ndarray], rows: int,
                     deadline: float | None) -> dict[str, np.ndarray]: ...
@@ -34,11 +43,19 @@ class ServedModel(Protocol):
 class VersionStatusView(Protocol):
     """One model version found in the repository and its state."""
 
-    name: str
-    version: int
-    state: Any
-    """READY | LOADING | UNAVAILABLE | FAILED (an Enum or its string value)."""
-    reason: str | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def state(self) -> Any:
+        """READY | LOADING | UNAVAILABLE | FAILED (an Enum or its string value)."""
+        ...
+
+    @property
+    def reason(self) -> str | None: ...
 
 
 class Registry(Protocol):

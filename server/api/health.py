@@ -12,7 +12,7 @@ import orjson
 from fastapi import APIRouter, Response
 
 import server
-from server.api.deps import EdgeDep, ServedModel, state_name
+from server.api.deps import Edge, EdgeDep, ServedModel, state_name
 from server.api.inference import parse_version
 from server.errors import ModelNotReady
 from server.registry.manifest import ModelManifest
@@ -46,13 +46,13 @@ async def ready(edge: EdgeDep) -> Response:
 @router.get("/v2/models/{name}")
 async def model_metadata(name: str, edge: EdgeDep) -> Response:
     served = edge.registry.resolve(name)
-    return _json(_metadata(served, _versions(edge, name)))
+    return _json(_metadata(served, edge, name))
 
 
 @router.get("/v2/models/{name}/versions/{version}")
 async def version_metadata(name: str, version: str, edge: EdgeDep) -> Response:
     served = edge.registry.resolve(name, parse_version(name, version))
-    return _json(_metadata(served, _versions(edge, name)))
+    return _json(_metadata(served, edge, name))
 
 
 @router.get("/v2/models/{name}/ready")
@@ -65,7 +65,7 @@ async def version_ready(name: str, version: str, edge: EdgeDep) -> Response:
     return _readiness(edge, name, parse_version(name, version))
 
 
-def _readiness(edge: EdgeDep, name: str, version: int | None) -> Response:
+def _readiness(edge: Edge, name: str, version: int | None) -> Response:
     """200 `{"ready": true}` or 503 `{"ready": false}`; unknown model/version -> 404."""
     try:
         served = edge.registry.resolve(name, version)
@@ -76,34 +76,31 @@ def _readiness(edge: EdgeDep, name: str, version: int | None) -> Response:
     return _json({"name": served.name, "version": str(served.version), "ready": True})
 
 
-def _versions(edge: EdgeDep, name: str) -> list[str]:
-    return [str(s.version) for s in edge.registry.statuses()
-            if s.name == name and state_name(s.state) == "READY"]
-
-
-def _metadata(served: ServedModel, versions: list[str]) -> dict[str, Any]:
+def _metadata(served: ServedModel, edge: Edge, name: str) -> dict[str, Any]:
+    statuses = [s for s in edge.registry.statuses() if s.name == name]
     manifest: ModelManifest = served.manifest
     lineage = manifest.lineage
     return {
         "name": served.name,
-        "versions": versions,
+        "versions": [str(s.version) for s in statuses if state_name(s.state) == "READY"],
         "platform": manifest.platform,
         "inputs": [spec.model_dump() for spec in manifest.inputs],
         "outputs": [spec.model_dump() for spec in manifest.outputs],
-        "hotserve": {
-            "version": str(served.version),
-            "execution_provider": served.provider,
-            "batching": manifest.batching.model_dump(),
-            "features": manifest.features.model_dump() if manifest.features else None,
-            "lineage": {
-                "architecture": lineage.architecture,
-                "git_commit": lineage.git_commit,
-                "git_dirty": lineage.git_dirty,
-                "dataset_path": lineage.dataset_path,
-                "dataset_sha256": lineage.dataset_sha256,
-                "metrics": lineage.metrics,
-                "parent_version": lineage.parent_version,
-            },
-            "onnx_sha256": manifest.onnx_sha256,
+        # hotserve extras beside the v2 fields (clients ignore fields they do not know)
+        "version": str(served.version),
+        "execution_provider": served.provider,
+        "batching": manifest.batching.model_dump(),
+        "features": manifest.features.model_dump() if manifest.features else None,
+        "lineage": {
+            "architecture": lineage.architecture,
+            "git_commit": lineage.git_commit,
+            "git_dirty": lineage.git_dirty,
+            "dataset_path": lineage.dataset_path,
+            "dataset_sha256": lineage.dataset_sha256,
+            "metrics": lineage.metrics,
+            "parent_version": lineage.parent_version,
         },
+        "onnx_sha256": manifest.onnx_sha256,
+        "version_states": [{"version": str(s.version), "state": state_name(s.state), "reason": s.reason}
+                           for s in statuses],
     }

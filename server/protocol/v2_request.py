@@ -89,10 +89,10 @@ def _decode_inputs(raw_inputs: Any, binary: memoryview | None,
         if not isinstance(item, dict):
             raise InvalidInput(f"inputs[{index}]", expected="an object", got=type(item).__name__)
         name = item.get("name")
-        input_schema = schema.inputs.get(name) if isinstance(name, str) else None
-        if input_schema is None:
+        if not isinstance(name, str) or name not in schema.inputs:
             raise InvalidInput(f"inputs[{index}].name", expected=f"one of {sorted(schema.inputs)}",
                                got=repr(name))
+        input_schema = schema.inputs[name]
         field = f"inputs.{name}"
         if name in tensors:
             raise InvalidInput(field, detail="given more than once")

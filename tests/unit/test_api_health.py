@@ -37,13 +37,15 @@ async def test_model_metadata_has_v2_fields_provider_batching_and_lineage(settin
         assert doc["name"] == "m" and doc["versions"] == ["1", "3"] and doc["platform"] == "onnxruntime_onnx"
         assert doc["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
         assert doc["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1]}]
-        extras = doc["hotserve"]
+        extras = doc
         assert extras["version"] == "3" and extras["execution_provider"] == "CPUExecutionProvider"
         assert extras["batching"]["max_batch_size"] == 64
         assert extras["lineage"]["git_commit"] == "abc123"
         assert extras["lineage"]["dataset_sha256"] == "d" * 64 and extras["lineage"]["metrics"] == {"auc": 0.9}
+        assert extras["version_states"] == [{"version": "1", "state": "READY", "reason": None},
+                                            {"version": "3", "state": "READY", "reason": None}]
         pinned = (await client.get("/v2/models/m/versions/1")).json()
-        assert pinned["hotserve"]["version"] == "1"
+        assert pinned["version"] == "1"
         missing = await client.get("/v2/models/m/versions/2")
         assert missing.status_code == 404 and missing.json() == {"error": "model 'm' version 2 not found"}
 

@@ -16,6 +16,7 @@ from server.api import metrics as metrics_route
 from server.api.deps import Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
+from server.api.request_metrics import RequestMetrics
 from server.metrics.instruments import Metrics
 from server.registry.registry import ModelRegistry
 from server.settings import Settings
@@ -32,7 +33,8 @@ def create_app(settings: Settings, registry: Registry | None = None,
         app_metrics = metrics if metrics is not None else Metrics()
         app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
-                    inflight=InflightRequests(app_metrics))
+                    inflight=InflightRequests(app_metrics),
+                    request_metrics=RequestMetrics(app_metrics))
         app.state.edge = edge
         await app_registry.start()
         logger.info("serving %s on %s:%d (ready=%s)", settings.model_repository, settings.host,

@@ -12,6 +12,7 @@ from server.errors import InvalidInput, PayloadTooLarge
 
 
 async def read_body(request: Request, limit_bytes: int) -> bytes:
+    """The whole body, or PayloadTooLarge as soon as it is known to exceed `limit_bytes`."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:

@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import Depends, Request
 
 from server.api.inflight import InflightRequests
+from server.api.request_metrics import RequestMetrics
 from server.metrics.instruments import Metrics
 from server.registry.manifest import ModelManifest
 from server.settings import Settings
@@ -86,6 +87,7 @@ class Edge:
     registry: Registry
     metrics: Metrics
     inflight: InflightRequests
+    request_metrics: RequestMetrics
 
 
 async def _edge(request: Request) -> Edge:

@@ -91,10 +91,8 @@ async def _handle(edge: Edge, request: Request, name: str, version: int | None,
     finally:
         if entered:
             edge.inflight.exit()
-        metrics = edge.metrics
-        metrics.requests.labels(model_label, version_label, protocol, str(code)).inc()
-        metrics.request_duration.labels(model_label, version_label, protocol).observe(
-            time.monotonic() - arrived)
+        edge.request_metrics.record(model_label, version_label, protocol, code,
+                                    time.monotonic() - arrived)
 
 
 async def _infer_v2(served: ServedModel, body: bytes, request: Request, arrived: float) -> Response:

@@ -18,7 +18,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_tabular(root, 1)
     write_tabular(root, 2)
     write_multi(root)
-    write_slow(root, "slow_tiny", max_queue_size=1)
+    write_slow(root, "slow_tiny", max_queue_size=1, matmuls=24)  # ~0.25 s a run
     return root
 
 
@@ -34,7 +34,7 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def draining_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with a slow model and a corrupt one (so the server as a whole never turns ready)."""
     root = tmp_path_factory.mktemp("drain_repository")
-    write_slow(root, "slow", max_queue_size=16)
+    write_slow(root, "slow", max_queue_size=16, matmuls=48)  # ~0.5 s a run
     write_corrupt(root, "broken")
     process = start_server(root, tmp_path_factory.mktemp("logs") / "drain.log", "/v2/models/slow/ready")
     yield process

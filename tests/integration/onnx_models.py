@@ -66,9 +66,9 @@ def multi_model() -> onnx.ModelProto:
     return _model(nodes, inputs, outputs, initializers, "multi")
 
 
-def slow_model(size: int = 1024, matmuls: int = 6) -> onnx.ModelProto:
+def slow_model(size: int, matmuls: int) -> onnx.ModelProto:
     """y = x, after `matmuls` products of size x size zero matrices derived from x (so nothing
-    can be constant-folded away): ~0.2 s per run on this machine, for queueing tests."""
+    can be constant-folded away); with size 1024 each product costs ~10 ms on one core here."""
     nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
              helper.make_node("Mul", ["s", "zero"], ["s0"]),
              helper.make_node("Expand", ["s0", "square"], ["m0"])]
@@ -118,8 +118,10 @@ def write_multi(repository: Path) -> Path:
                          BatchingPolicy(max_batch_size=16, max_queue_delay_ms=1.0))
 
 
-def write_slow(repository: Path, name: str, max_queue_size: int) -> Path:
-    return write_version(repository, name, 1, slow_model(), [("x", "FP32", [-1, 1])], [("y", "FP32", [-1, 1])],
+def write_slow(repository: Path, name: str, max_queue_size: int, matmuls: int) -> Path:
+    """One row at a time through a graph slow enough (`matmuls`) to keep a queue filled."""
+    return write_version(repository, name, 1, slow_model(1024, matmuls), [("x", "FP32", [-1, 1])],
+                         [("y", "FP32", [-1, 1])],
                          BatchingPolicy(max_batch_size=1, max_queue_delay_ms=0.0,
                                         max_queue_size=max_queue_size))
 

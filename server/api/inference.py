@@ -47,7 +47,7 @@ async def infer(name: str, request: Request, edge: EdgeDep) -> Response:
 @router.post("/v2/models/{name}/versions/{version}/infer", responses=_ERROR_RESPONSES)
 async def infer_version(name: str, version: str, request: Request, edge: EdgeDep) -> Response:
     """v2 infer on a pinned version."""
-    return await _handle(edge, request, name, parse_version(name, version), "v2", _infer_v2)
+    return await _handle(edge, request, name, version, "v2", _infer_v2)
 
 
 @router.post("/v1/models/{name}:predict", responses=_ERROR_RESPONSES)
@@ -63,7 +63,7 @@ def parse_version(name: str, version: str) -> int:
     return int(version)
 
 
-async def _handle(edge: Edge, request: Request, name: str, version: int | None,
+async def _handle(edge: Edge, request: Request, name: str, version: str | None,
                   protocol: str, handler: Handler) -> Response:
     """Admission, body, metrics and the in-flight count around one protocol handler."""
     arrived = time.monotonic()
@@ -75,7 +75,7 @@ async def _handle(edge: Edge, request: Request, name: str, version: int | None,
             raise ModelNotReady("server is shutting down")
         edge.inflight.enter()
         entered = True
-        served = edge.registry.resolve(name, version)
+        served = edge.registry.resolve(name, None if version is None else parse_version(name, version))
         # Label only resolved names: a client cannot mint new time series with bad names.
         model_label, version_label = served.name, str(served.version)
         body = await read_body(request, edge.settings.max_request_bytes)

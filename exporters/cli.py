@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     from exporters.options import ExportOptions
     from exporters.pipeline import export_checkpoint
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Progress from this package only; torch/onnxscript/quantiser INFO chatter stays hidden.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("exporters").setLevel(logging.INFO)
     try:
         options = ExportOptions(
             optimize=args.optimize,

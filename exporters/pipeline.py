@@ -23,8 +23,9 @@ import onnx
 from exporters import manifest_builder, onnx_export, optimize, parity, precision, source
 from exporters.errors import ExportError
 from exporters.options import ExportOptions
-from exporters.repository import VersionStaging, ensure_absent, version_dir
+from exporters.repository import VersionStaging, ensure_absent
 from server.registry.manifest import ONNX_FILENAME, ExportInfo, ModelManifest
+from server.registry.repository import version_dir
 from training.checkpoints import LoadedCheckpoint
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,6 @@ def _float_graph(run: _Run) -> tuple[_Graph, bool]:
     except ExportError as exc:
         note = f"kept the unoptimised graph: {exc}"
         run.notes.append(note)
-        logger.warning(note)
         return graph, False
 
 
@@ -113,7 +113,8 @@ def _reduced_graph(run: _Run, stage: str, float_graph: _Graph) -> tuple[_Graph, 
 
 def _default_opset(path: Path) -> int:
     model = onnx.load(str(path), load_external_data=False)
-    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    return next(int(entry.version) for entry in model.opset_import
+                if entry.domain in ("", "ai.onnx"))
 
 
 def export_checkpoint(checkpoint: Path, repository: Path,
@@ -144,7 +145,8 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path,
         run.work.mkdir()
         logger.info("exporting %s version %d to ONNX", metadata.name, metadata.version)
         float_graph, optimized = _float_graph(run)
-        final, metric_deltas = float_graph, {}
+        final = float_graph
+        metric_deltas: dict[str, float] = {}
         if options.reduced_stage is not None:
             final, metric_deltas = _reduced_graph(run, options.reduced_stage, float_graph)
         float_size = float_graph.path.stat().st_size
@@ -172,7 +174,6 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path,
         published = staging.publish()
 
     seconds = time.monotonic() - started
-    logger.info("published %s in %.1f s", published, seconds)
     return ExportResult(
         checkpoint=checkpoint_dir,
         version_dir=published,

@@ -17,12 +17,7 @@ from types import TracebackType
 from exporters.errors import ExportError, VersionExists
 
 STAGING_PREFIX = ".staging-"
-"""Hidden, non-numeric names: the server's repository scan skips them."""
-
-
-def version_dir(repository: Path, name: str, version: int) -> Path:
-    """Where version `version` of model `name` lives in `repository`."""
-    return repository / name / str(version)
+"""Hidden, non-numeric names: the server's repository scan (`scan_repository`) skips them."""
 
 
 def ensure_absent(target: Path) -> None:

@@ -17,6 +17,7 @@ from exporters.pipeline import ExportResult, export_loaded
 from server.registry.manifest import ONNX_FILENAME
 from training.checkpoints import load_checkpoint
 from training.datasets import fraud
+from training.models import ProbabilityModel
 
 
 def _session(result: ExportResult) -> ort.InferenceSession:
@@ -26,7 +27,7 @@ def _session(result: ExportResult) -> ort.InferenceSession:
 
 def _torch(module: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return module(torch.from_numpy(rows)).numpy()
+        return np.asarray(module(torch.from_numpy(rows)).numpy())
 
 
 @pytest.mark.parametrize("exported", ["exported_mlp", "exported_transformer"])
@@ -81,8 +82,9 @@ def test_raw_feature_rows_need_no_client_side_preprocessing(exported_mlp: Export
 
     onnx_probabilities = _session(exported_mlp).run(None, {"features": raw})[0]
     # The trainer's path: transform in numpy, then the body, then the sigmoid.
+    assert isinstance(loaded.module, ProbabilityModel)
+    body = loaded.module.body
     with torch.no_grad():
-        body = loaded.module.body  # type: ignore[union-attr]
         pipeline = torch.sigmoid(body(torch.from_numpy(transform.apply(raw)))).numpy()
 
     np.testing.assert_allclose(onnx_probabilities, pipeline, atol=FP32_TOLERANCE, rtol=0)
@@ -101,7 +103,7 @@ class ExportDivergent(torch.nn.Module):
         self.inner = inner
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        probability = self.inner(features)
+        probability: torch.Tensor = self.inner(features)
         return probability * 0.5 if torch.compiler.is_exporting() else probability
 
 

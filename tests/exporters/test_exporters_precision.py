@@ -20,7 +20,7 @@ from training.metrics import evaluate
 
 def _run(version_dir: Path, name: str, rows: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(version_dir / ONNX_FILENAME), providers=["CPUExecutionProvider"])
-    return session.run(None, {name: rows})[0]
+    return np.asarray(session.run(None, {name: rows})[0])
 
 
 def _op_types(version_dir: Path) -> set[str]:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from server.api.body import read_body
 from server.api.deps import Edge, EdgeDep, ServedModel
 from server.api.error_handlers import status_for
-from server.errors import FeatureStoreUnavailable, InvalidInput, ModelNotFound, ModelNotReady
+from server.errors import InvalidInput, ModelNotFound, ModelNotReady
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
 from server.protocol.schema import schema_for
 from server.protocol.v1 import assemble_features, check_records, encode_predictions, parse_instances, raw_tensor
@@ -120,12 +120,6 @@ async def _predict_v1(served: ServedModel, body: bytes, request: Request, arrive
         if len(schema.inputs) != 1:
             raise InvalidInput("instances", detail=f"the model has inputs {list(schema.inputs)} besides "
                                                    f"{spec.input!r}; use the v2 protocol")
-        if spec.store_features:
-            # The feature-store join (server/features/join.py) fills these in; until a
-            # store is wired into the edge, such models cannot be served over v1.
-            raise FeatureStoreUnavailable(
-                f"model {served.name!r} needs store features {spec.store_features} "
-                "and this server has no feature store join")
         records = check_records(instances, spec)
         inputs = {spec.input: assemble_features(records, spec, schema)}
     results = await served.infer(inputs, len(instances), deadline)

@@ -1,10 +1,11 @@
 """v1 `:predict` records: `{"instances": [...]}` -> the model's input tensor, outputs -> predictions.
 
 A model with a feature spec takes one record (an object) per instance; its fields are
-assembled into `features.input` in `features.columns` order. Records must hold exactly
-the request features (plus the entity key, which the feature-store join will use):
-a missing field, an unknown field or a non-number is refused naming instance and
-field. A model without a feature spec takes instances as raw rows of its single input.
+assembled into `features.input` in `features.columns` order. Until a feature-store join
+fills in store features, records carry every column (request and store features, plus
+optionally the entity key): a missing field, an unknown field or a non-number is refused
+naming instance and field. A model without a feature spec takes instances as raw rows of
+its single input.
 """
 
 from __future__ import annotations
@@ -36,18 +37,21 @@ def parse_instances(body: bytes) -> list[Any]:
 
 
 def check_records(instances: list[Any], spec: FeatureSpec) -> list[Record]:
-    """Refuse records that are not objects, miss a request feature, or carry unknown fields."""
-    allowed = set(spec.request_features)
+    """Refuse records that are not objects, miss a column, or carry unknown fields."""
+    allowed = set(spec.columns)
     if spec.entity_key:
         allowed.add(spec.entity_key)
+    store_features = set(spec.store_features)
     for index, record in enumerate(instances):
         if not isinstance(record, dict):
             raise InvalidInput(f"instances[{index}]", expected="an object of features",
                                got=type(record).__name__)
-        for name in spec.request_features:
+        for name in spec.columns:
             if name not in record:
-                raise InvalidInput(f"instances[{index}].{name}", detail="missing")
-        if len(record) > len(spec.request_features):
+                detail = ("missing (a store feature: with no feature store configured, "
+                          "records must carry it)" if name in store_features else "missing")
+                raise InvalidInput(f"instances[{index}].{name}", detail=detail)
+        if len(record) > len(spec.columns):
             for name in record:
                 if name not in allowed:
                     raise InvalidInput(f"instances[{index}].{name}",

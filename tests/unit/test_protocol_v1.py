@@ -43,6 +43,21 @@ def test_bad_records_name_instance_and_field(records: list[Any], message: str) -
         check_records(records, SPEC)
 
 
+STORE_SPEC = FeatureSpec(input="features", columns=["amount", "age", "hour"],
+                         request_features=["amount", "hour"], store_features=["age"],
+                         entity_key="customer_id")
+
+
+def test_records_may_carry_store_features_when_no_store_joins_them() -> None:
+    records = check_records([{"amount": 3, "hour": 2, "age": 40, "customer_id": "c9"}], STORE_SPEC)
+    assert assemble_features(records, STORE_SPEC, SCHEMA).tolist() == [[3.0, 40.0, 2.0]]
+
+
+def test_missing_store_feature_says_it_is_a_store_feature() -> None:
+    with pytest.raises(InvalidInput, match=r"instances\[0\]\.age: missing \(a store feature"):
+        check_records([{"amount": 3, "hour": 2, "customer_id": "c9"}], STORE_SPEC)
+
+
 @pytest.mark.parametrize("value, message", [
     ("12", "instances\\[0\\].amount: expected a number, got str"),
     (None, "instances\\[0\\].amount: expected a number, got NoneType"),

@@ -107,7 +107,7 @@ def _reduced_graph(run: _Run, stage: str, float_graph: _Graph) -> tuple[_Graph, 
         precision.convert_fp16(float_graph.path, path)
     graph = run.checked(stage, path, run.options.reduced_tolerance_or_default)
     deltas = parity.metric_change(stage, float_graph.outputs[0], graph.outputs[0],
-                            np.asarray(run.loaded.holdout_labels), run.options.max_auc_drop)
+                                  np.asarray(run.loaded.holdout_labels), run.options.max_auc_drop)
     return graph, deltas
 
 

@@ -7,6 +7,7 @@ never sees a half-written version. Published versions are never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -30,16 +31,19 @@ class VersionStaging:
     """A staging folder for one version; `publish()` renames it into place.
 
     Used as a context manager: leaving the block without publishing (an error, a parity
-    failure) deletes the staging folder, so failed exports leave nothing behind.
+    failure) deletes the staging folder, and the model folder if this export created it,
+    so failed exports leave nothing behind.
     """
 
     def __init__(self, target: Path) -> None:
         self.target = target
         self.path: Path | None = None
+        self._created_model_dir = False
 
     def __enter__(self) -> VersionStaging:
         ensure_absent(self.target)
         try:
+            self._created_model_dir = not self.target.parent.exists()
             self.target.parent.mkdir(parents=True, exist_ok=True)
             self.path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{self.target.name}-",
                                               dir=self.target.parent))
@@ -75,6 +79,10 @@ class VersionStaging:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self.path is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            self.path = None
+        if self.path is None:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path = None
+        if self._created_model_dir:
+            with contextlib.suppress(OSError):  # not empty: another export published meanwhile
+                self.target.parent.rmdir()

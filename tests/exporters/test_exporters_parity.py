@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from exporters.errors import ExportError, MetricRegression, ParityError
+from exporters.errors import ExportError, MetricRegression, ParityError, SignatureMismatch
 from exporters.options import FP32_TOLERANCE
 from exporters.parity import compare, metric_change
 from exporters.pipeline import ExportResult, export_loaded
@@ -119,7 +119,7 @@ def test_graph_that_strays_from_torch_is_refused_and_nothing_is_published(
     assert failure.value.max_abs_diff > 1e-3
     assert failure.value.rows == len(loaded.holdout_labels)
     assert "exceeds tolerance 0.0001" in str(failure.value)
-    assert list((tmp_path / "fraud").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_compare_reports_worst_row_and_refuses_beyond_tolerance() -> None:
@@ -165,3 +165,28 @@ def test_metric_change_refuses_an_auc_drop_beyond_the_limit() -> None:
     with pytest.raises(MetricRegression, match="auc = 0.7500 vs 1.0000"):
         metric_change("int8", np.array([0.1, 0.4, 0.6, 0.9]), np.array([0.1, 0.7, 0.6, 0.9]),
                       labels, max_auc_drop=0.01)
+
+
+class ColumnOutput(torch.nn.Module):
+    """Returns `[N, 1]` where the checkpoint's signature declares `probability` as `[N]`."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        probability: torch.Tensor = self.inner(features)
+        return probability.unsqueeze(-1)
+
+
+def test_graph_whose_output_differs_from_the_declared_signature_is_refused(
+        mlp_checkpoint: Path, tmp_path: Path) -> None:
+    loaded = load_checkpoint(mlp_checkpoint)
+    reshaped = dataclasses.replace(loaded, module=ColumnOutput(loaded.module).eval())
+
+    with pytest.raises(SignatureMismatch) as failure:
+        export_loaded(reshaped, tmp_path)
+
+    assert failure.value.what == "outputs"
+    assert "'shape': [-1, 1]" in str(failure.value) and "'shape': [-1]" in str(failure.value)
+    assert list(tmp_path.iterdir()) == []

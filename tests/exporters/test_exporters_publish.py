@@ -115,7 +115,15 @@ def test_failed_staging_leaves_nothing_behind(tmp_path: Path) -> None:
         (staging.folder / "model.onnx").write_bytes(b"half a graph")
         raise RuntimeError("boom")
 
-    assert list(target.parent.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_staging_keeps_a_model_folder_that_existed_before(tmp_path: Path) -> None:
+    (tmp_path / "fraud" / "1").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="boom"), VersionStaging(tmp_path / "fraud" / "2"):
+        raise RuntimeError("boom")
+
+    assert [p.name for p in (tmp_path / "fraud").iterdir()] == ["1"]
 
 
 def test_publish_loses_to_a_version_published_meanwhile(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from exporters.options import ExportOptions
 from exporters.pipeline import ExportResult, export_checkpoint
 from training.datasets import DatasetSpec, load_dataset
 from training.trainer import TrainConfig, train
@@ -66,3 +67,10 @@ def exported_transformer(transformer_checkpoint: Path,
                          tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
     """The transformer checkpoint exported with default options (fp32, optimised)."""
     return export_checkpoint(transformer_checkpoint, tmp_path_factory.mktemp("repository"))
+
+
+@pytest.fixture(scope="session")
+def exported_mlp_int8(mlp_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    """The mlp checkpoint exported with dynamic int8 quantisation."""
+    return export_checkpoint(mlp_checkpoint, tmp_path_factory.mktemp("repository"),
+                             ExportOptions(quantize="int8"))

@@ -28,8 +28,8 @@ def _op_types(version_dir: Path) -> set[str]:
 
 
 def test_int8_export_records_metric_change_against_the_float_graph(
-        mlp_checkpoint: Path, exported_mlp: ExportResult, tmp_path: Path) -> None:
-    result = export_checkpoint(mlp_checkpoint, tmp_path, ExportOptions(quantize="int8"))
+        mlp_checkpoint: Path, exported_mlp: ExportResult, exported_mlp_int8: ExportResult) -> None:
+    result = exported_mlp_int8
 
     export = ModelManifest.read(result.version_dir).export
     assert export is not None and export.quantization == "int8" and not export.fp16

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 
 from exporters.errors import ExportError
@@ -32,3 +33,33 @@ def optimize_graph(source: Path, target: Path) -> None:
         raise ExportError(f"onnxruntime could not optimise {source.name}: {exc}") from exc
     if not target.is_file():
         raise ExportError(f"onnxruntime wrote no optimised model to {target}")
+    _drop_unused_domains(target)
+
+
+def _drop_unused_domains(path: Path) -> None:
+    """Keep only the opset imports the graph's nodes use.
+
+    onnxruntime saves every domain it knows (`com.microsoft.nchwc`, `org.pytorch.aten`, ...)
+    into `opset_import`, though a basic-level graph uses none; other runtimes and tools
+    need not know those domains, so declaring them would make the model look less portable.
+    """
+    model = onnx.load(str(path))
+    used = _node_domains(model.graph) | {""}
+    for function in model.functions:
+        used |= {function.domain} | {node.domain or "" for node in function.node}
+    kept = [entry for entry in model.opset_import if (entry.domain or "") in used]
+    if len(kept) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+        onnx.save(model, str(path))
+
+
+def _node_domains(graph: onnx.GraphProto) -> set[str]:
+    """Domains of every node in `graph` and its subgraphs (If/Loop/Scan bodies)."""
+    domains: set[str] = set()
+    for node in graph.node:
+        domains.add(node.domain or "")
+        for attribute in node.attribute:
+            for subgraph in [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]:
+                domains |= _node_domains(subgraph)
+    return domains

@@ -33,13 +33,13 @@ def optimize_graph(source: Path, target: Path) -> None:
         raise ExportError(f"onnxruntime could not optimise {source.name}: {exc}") from exc
     if not target.is_file():
         raise ExportError(f"onnxruntime wrote no optimised model to {target}")
-    _drop_unused_domains(target)
+    prune_opset_imports(target)
 
 
-def _drop_unused_domains(path: Path) -> None:
+def prune_opset_imports(path: Path) -> None:
     """Keep only the opset imports the graph's nodes use.
 
-    onnxruntime saves every domain it knows (`com.microsoft.nchwc`, `org.pytorch.aten`, ...)
+    onnxruntime (here, and in quantisation pre-processing) saves every domain it knows (`com.microsoft.nchwc`, `org.pytorch.aten`, ...)
     into `opset_import`, though a basic-level graph uses none; other runtimes and tools
     need not know those domains, so declaring them would make the model look less portable.
     """

@@ -15,6 +15,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
 from exporters.errors import ExportError
+from exporters.optimize import prune_opset_imports
 
 
 def quantize_int8(source: Path, target: Path, workdir: Path) -> None:
@@ -29,6 +30,7 @@ def quantize_int8(source: Path, target: Path, workdir: Path) -> None:
     try:
         quant_pre_process(str(source), str(prepared))
         quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8)
+        prune_opset_imports(target)
     except Exception as exc:  # quantiser failures surface as assorted onnx/ort/python errors
         raise ExportError(f"int8 quantisation of {source.name} failed: {exc}") from exc
     finally:

@@ -35,6 +35,8 @@ def test_int8_export_records_metric_change_against_the_float_graph(
     assert export is not None and export.quantization == "int8" and not export.fp16
     assert set(export.metric_deltas) == {"auc", "accuracy", "log_loss"}
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= _op_types(result.version_dir)
+    opset_import = onnx.load(str(result.version_dir / ONNX_FILENAME)).opset_import
+    assert [entry.domain for entry in opset_import] == [""]
     assert result.parity[-1].stage == "int8"
     assert export.parity_max_abs_diff <= INT8_TOLERANCE
     # The deltas are exactly int8-minus-float on the held-out rows, float being the fp32 export.

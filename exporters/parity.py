@@ -30,6 +30,7 @@ class ParityReport:
     rows: int
     max_abs_diff: float
     mean_abs_diff: float
+    """Mean over rows of each row's largest difference."""
     worst_row: int
     tolerance: float
 
@@ -74,15 +75,16 @@ def onnx_outputs(path: Path, inputs: Mapping[str, np.ndarray]) -> list[np.ndarra
 
 def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
             tolerance: float) -> ParityReport:
-    """Measure `candidate` against `reference` output by output; raise ParityError if too far.
+    """Measure `candidate` against `reference` row by row; raise ParityError if too far.
 
-    NaN or infinite outputs count as an infinite difference.
+    A row's difference is its largest absolute difference over every output element;
+    NaN or infinite outputs count as infinitely far.
     """
     if len(reference) != len(candidate):
         raise ExportError(
             f"{stage} model returns {len(candidate)} outputs, PyTorch returns {len(reference)}"
         )
-    worst, worst_row, total, count, rows = 0.0, 0, 0.0, 0, 0
+    per_output = []
     for expected, got in zip(reference, candidate, strict=True):
         if expected.shape != got.shape:
             raise ExportError(
@@ -90,18 +92,20 @@ def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.
                 f"{list(expected.shape)}"
             )
         diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-        diff = np.where(np.isfinite(diff), diff, np.inf).reshape(len(diff), -1).max(axis=1)
-        rows = len(diff)
-        if rows == 0:
-            continue
-        row = int(np.argmax(diff))
-        if diff[row] > worst or count == 0:
-            worst, worst_row = float(diff[row]), row
-        total += float(diff.sum())
-        count += rows
-    report = ParityReport(stage=stage, rows=rows, max_abs_diff=worst,
-                          mean_abs_diff=total / count if count else 0.0, worst_row=worst_row,
-                          tolerance=tolerance)
+        diff = np.where(np.isfinite(diff), diff, np.inf)
+        per_output.append(diff.reshape(len(diff), -1).max(axis=1, initial=0.0))
+    if len({len(d) for d in per_output}) > 1:
+        raise ExportError(f"{stage} model outputs disagree on their row count")
+    per_row = np.max(per_output, axis=0) if per_output else np.zeros(0)
+    rows = len(per_row)
+    report = ParityReport(
+        stage=stage,
+        rows=rows,
+        max_abs_diff=float(per_row.max(initial=0.0)),
+        mean_abs_diff=float(per_row.mean()) if rows else 0.0,
+        worst_row=int(np.argmax(per_row)) if rows else 0,
+        tolerance=tolerance,
+    )
     if not report.passed:
         raise ParityError(stage, report.max_abs_diff, tolerance, report.rows, report.worst_row)
     return report

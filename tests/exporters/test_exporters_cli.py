@@ -67,3 +67,15 @@ def test_export_arguments_import_neither_torch_nor_onnx() -> None:
     out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_export_failing_parity_exits_3_and_publishes_nothing(
+        transformer_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # int8 weights always move some output a little; a zero tolerance cannot be met.
+    code = main(["export", str(transformer_checkpoint), "--repository", str(tmp_path),
+                 "--quantize", "int8", "--reduced-tolerance", "0"])
+
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "REFUSED" in err and "parity check failed for the int8 model" in err
+    assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,9 @@
 """`create_app`: the one composition root. Builds metrics, the model registry and the edge state,
 starts the registry before serving, and closes it (draining batches) on shutdown.
+
+`HotserveApp` sends the three inference routes straight to `server/api/inference.py`
+(plain ASGI, the hot path) and everything else (health, metadata, metrics, admin)
+through FastAPI.
 """
 
 from __future__ import annotations
@@ -7,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -24,8 +30,20 @@ from server.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+class HotserveApp(FastAPI):
+    """FastAPI with an inference fast lane in front of its router."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            route = inference.match_route(scope["path"])
+            if route is not None:
+                await inference.handle(self.state.edge, route, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, registry: Registry | None = None,
-               metrics: Metrics | None = None) -> FastAPI:
+               metrics: Metrics | None = None) -> HotserveApp:
     """The hotserve ASGI app. Tests may inject a registry (and the metrics it records into)."""
 
     @asynccontextmanager
@@ -46,10 +64,9 @@ def create_app(settings: Settings, registry: Registry | None = None,
             # what is left of the grace period to finish queued batches.
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
 
-    app = FastAPI(title="hotserve", version=server.__version__, lifespan=lifespan,
+    app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    app.include_router(inference.router)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     return app

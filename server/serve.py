@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -79,6 +80,17 @@ def run(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
+def tune_gc() -> None:
+    """Keep the cyclic GC off the tail latency once the app is loaded.
+
+    Everything alive after startup (frameworks, sessions, manifests) is moved out of the
+    collector's sight: otherwise the periodic full collections walk that whole heap while
+    requests wait, which showed up as 30-50 ms stalls at the p99 of the demo model under load.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn's server with a drain step between the signal and closing the sockets."""
 
@@ -93,6 +105,7 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        tune_gc()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a signal.signal handler on the loop's thread, between two bytecodes:

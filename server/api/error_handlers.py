@@ -59,15 +59,21 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
                     media_type="application/json", headers=headers)
 
 
+def describe_error(exc: HotserveError, where: str) -> tuple[int, str, dict[str, str]]:
+    """(status, message, extra headers) of a HotserveError; logs the server's own failures."""
+    status = status_for(exc)
+    headers = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(max(1, exc.retry_after_s))
+    if status >= 500 and status not in (503, 504):
+        logger.error("%s failed: %s", where, exc.message)
+    return status, exc.message, headers
+
+
 async def _hotserve_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HotserveError)
-    status = status_for(exc)
-    headers = None
-    if isinstance(exc, Overloaded):
-        headers = {"Retry-After": str(max(1, exc.retry_after_s))}
-    if status >= 500 and status != 503 and status != 504:
-        logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return error_response(status, exc.message, headers)
+    status, message, headers = describe_error(exc, f"{request.method} {request.url.path}")
+    return error_response(status, message, headers or None)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -70,6 +70,7 @@ class Batcher:
         self._timer_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._idle_pump_scheduled = False
         self._drained: asyncio.Event | None = None
 
         labels = (self.name, str(self.version))
@@ -140,7 +141,15 @@ class Batcher:
         idle_arrival = self._queued == 0 and self._running < self._instances
         self._queue.append(entry)
         self._queued += 1
-        self._pump(idle_arrival)
+        if idle_arrival:
+            # Dispatch on the next loop turn, not inline: requests whose bytes arrived in
+            # the same turn (their handlers run before it) join this batch. One client pays
+            # one loop turn; under load the loop stops paying a thread hop per request.
+            if not self._idle_pump_scheduled:
+                self._idle_pump_scheduled = True
+                loop.call_soon(self._pump_idle)
+        else:
+            self._pump()
         if entry.queued:
             if deadline is not None:
                 entry.timer = loop.call_later(deadline - now, self._expire, entry)
@@ -165,6 +174,10 @@ class Batcher:
         self._leave(entry)
 
     # --- collect ---------------------------------------------------------------
+
+    def _pump_idle(self) -> None:
+        self._idle_pump_scheduled = False
+        self._pump(idle_arrival=True)
 
     def _pump(self, idle_arrival: bool = False, not_before: float = 0.0) -> None:
         """Dispatch batches while a worker is free and the policy says go; else arm the timer."""

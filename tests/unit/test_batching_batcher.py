@@ -78,6 +78,13 @@ def submit(batcher: Batcher, request_id: int, rows: int,
     return asyncio.create_task(batcher.submit(rows_of(request_id, rows), rows, deadline))
 
 
+async def occupy(batcher: Batcher, request_id: int, rows: int) -> asyncio.Task[dict[str, np.ndarray]]:
+    """Submit a request and wait until it holds the (only) worker, so later ones queue."""
+    task = submit(batcher, request_id, rows)
+    await until(lambda: batcher.running == 1)
+    return task
+
+
 async def test_each_caller_gets_exactly_its_own_rows_under_concurrency(make_batcher: BatcherFactory) -> None:
     runtime = EchoRuntime()
     batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=1, instances=2,
@@ -101,10 +108,22 @@ async def test_idle_batcher_dispatches_a_lone_request_at_once(make_batcher: Batc
     assert runtime.batch_rows == [2]
 
 
+async def test_requests_reaching_an_idle_batcher_in_one_loop_turn_share_its_batch(
+        make_batcher: BatcherFactory) -> None:
+    runtime = EchoRuntime()
+    batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=LONG_DELAY_MS)
+    tasks = [submit(batcher, i, 2) for i in range(3)]  # all submit before the loop turns
+    results = await guarded(asyncio.gather(*tasks))
+    for i, out in enumerate(results):
+        np.testing.assert_array_equal(out["y"], rows_of(i, 2)["x"])
+    assert runtime.batch_rows == [6]
+    assert batches(metrics, "idle") == 1
+
+
 async def test_full_batch_dispatches_before_the_delay(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, metrics = make_batcher(runtime, max_batch_size=4, max_queue_delay_ms=LONG_DELAY_MS)
-    first = submit(batcher, 0, 1)
+    first = await occupy(batcher, 0, 1)
     second = submit(batcher, 1, 1)
     await until(lambda: batcher.queued == 1)
     runtime.gate.set()
@@ -123,7 +142,7 @@ async def test_work_piled_up_behind_a_busy_worker_goes_as_one_full_batch(
         make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, metrics = make_batcher(runtime, max_batch_size=4, max_queue_delay_ms=LONG_DELAY_MS)
-    tasks = [submit(batcher, i, 1) for i in range(5)]
+    tasks = [await occupy(batcher, 0, 1), *(submit(batcher, i, 1) for i in range(1, 5))]
     await until(lambda: batcher.queued == 4)
     runtime.gate.set()
     await guarded(asyncio.gather(*tasks))
@@ -136,7 +155,7 @@ async def test_preferred_size_dispatches_before_the_delay(make_batcher: BatcherF
     runtime = SlowRuntime()
     batcher, metrics = make_batcher(runtime, max_batch_size=8, preferred_batch_sizes=[2],
                                     max_queue_delay_ms=LONG_DELAY_MS)
-    tasks = [submit(batcher, i, 1) for i in range(4)]
+    tasks = [await occupy(batcher, 0, 1), *(submit(batcher, i, 1) for i in range(1, 4))]
     await until(lambda: batcher.queued == 3)
     runtime.gate.set()
     await guarded(asyncio.gather(*tasks[:3]))
@@ -150,7 +169,7 @@ async def test_preferred_size_dispatches_before_the_delay(make_batcher: BatcherF
 async def test_partial_batch_leaves_when_the_delay_runs_out(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=1)
-    tasks = [submit(batcher, i, 1) for i in range(3)]
+    tasks = [await occupy(batcher, 0, 1), *(submit(batcher, i, 1) for i in range(1, 3))]
     await until(lambda: batcher.queued == 2)
     runtime.gate.set()
     await guarded(asyncio.gather(*tasks))
@@ -161,7 +180,7 @@ async def test_partial_batch_leaves_when_the_delay_runs_out(make_batcher: Batche
 async def test_full_queue_refuses_at_once_with_retry_after(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_size=2, max_queue_delay_ms=0)
-    tasks = [submit(batcher, i, 1) for i in range(3)]  # one runs, two wait
+    tasks = [await occupy(batcher, 0, 1), *(submit(batcher, i, 1) for i in range(1, 3))]  # one runs, two wait
     await until(lambda: batcher.queued == 2)
     with pytest.raises(Overloaded) as refused:
         await batcher.submit(rows_of(9, 1), 1, None)
@@ -174,7 +193,7 @@ async def test_expired_deadline_is_answered_and_never_reaches_the_runtime(
         make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=0)
-    running = submit(batcher, 0, 1)
+    running = await occupy(batcher, 0, 1)
     late = submit(batcher, 1, 2, deadline=time.monotonic() + 0.005)
     with pytest.raises(DeadlineExceeded):
         await guarded(late)  # answered while the worker is still blocked
@@ -195,7 +214,7 @@ async def test_deadline_already_passed_is_refused_without_queueing(make_batcher:
 async def test_cancelled_caller_is_skipped(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=0)
-    running = submit(batcher, 0, 1)
+    running = await occupy(batcher, 0, 1)
     gone = submit(batcher, 1, 2)
     kept = submit(batcher, 2, 3)
     await until(lambda: batcher.queued == 2)
@@ -232,7 +251,7 @@ async def test_runtime_failure_reaches_every_caller_of_the_batch_and_no_other(
         make_batcher: BatcherFactory) -> None:
     runtime = SlowPoisonRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=2, max_queue_delay_ms=0)
-    first = submit(batcher, 0, 1)
+    first = await occupy(batcher, 0, 1)
     same_batch = [asyncio.create_task(batcher.submit({"x": np.full((1, 3), -1.0, np.float32)}, 1, None)),
                   submit(batcher, 1, 1)]
     next_batch = submit(batcher, 2, 1)
@@ -287,7 +306,7 @@ async def test_oversized_request_is_split_and_reassembled_in_order(make_batcher:
 async def test_split_request_fails_as_a_whole_when_a_chunk_expires(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=2, allow_split=True, max_queue_delay_ms=0)
-    running = submit(batcher, 0, 1)
+    running = await occupy(batcher, 0, 1)
     split = asyncio.create_task(batcher.submit(rows_of(1, 5), 5, time.monotonic() + 0.005))
     with pytest.raises(DeadlineExceeded):
         await guarded(split)
@@ -301,7 +320,7 @@ async def test_disabled_batching_runs_every_request_alone(make_batcher: BatcherF
     runtime = SlowRuntime()
     batcher, metrics = make_batcher(runtime, enabled=False, max_batch_size=8,
                                     max_queue_delay_ms=LONG_DELAY_MS)
-    tasks = [submit(batcher, i, n) for i, n in enumerate([1, 2, 3])]
+    tasks = [await occupy(batcher, 0, 1), submit(batcher, 1, 2), submit(batcher, 2, 3)]
     await until(lambda: batcher.queued == 2)
     runtime.gate.set()
     results = await guarded(asyncio.gather(*tasks))
@@ -327,7 +346,7 @@ async def test_close_refuses_new_requests_and_drains_queued_and_running(
         make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=2, max_queue_delay_ms=LONG_DELAY_MS)
-    tasks = [submit(batcher, i, 1) for i in range(4)]
+    tasks = [await occupy(batcher, 0, 1), *(submit(batcher, i, 1) for i in range(1, 4))]
     await until(lambda: batcher.queued == 3)
     closing = asyncio.create_task(batcher.close(timeout_s=HANG_GUARD_S))
     await until(lambda: batcher.closing)
@@ -344,7 +363,7 @@ async def test_close_refuses_new_requests_and_drains_queued_and_running(
 async def test_close_gives_up_after_its_timeout_and_answers_the_queue(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=0)
-    running = submit(batcher, 0, 1)
+    running = await occupy(batcher, 0, 1)
     queued = submit(batcher, 1, 1)
     await until(lambda: batcher.queued == 1)
     assert await guarded(batcher.close(timeout_s=0.01)) is False

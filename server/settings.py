@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     """onnxruntime threads inside one operator; 0: onnxruntime's default."""
     inter_op_threads: int = Field(default=0, ge=0)
     """onnxruntime threads across operators; 0: onnxruntime's default."""
+    intra_op_spinning: bool = False
+    """Let idle onnxruntime threads spin waiting for work: a little less latency per call, but
+    they burn the cores the event loop needs (off by default: a server is never alone on its cores)."""
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
     """Per-request access log lines (costly at high request rates)."""

@@ -117,7 +117,8 @@ def open_version(folder: Path, name: str, version: int, settings: Settings) -> t
     model_path = verify_model_file(folder, manifest)
     runtime = OnnxRuntime(model_path, settings.provider_preference,
                           intra_op_threads=settings.intra_op_threads,
-                          inter_op_threads=settings.inter_op_threads)
+                          inter_op_threads=settings.inter_op_threads,
+                          spinning=settings.intra_op_spinning)
     try:
         check_graph(manifest, runtime)
     except BaseException:

@@ -74,10 +74,13 @@ class OnnxRuntime:
     """Runs whole batches through one `InferenceSession`; thread-safe for concurrent `run`."""
 
     def __init__(self, model_path: Path, providers: Sequence[str], intra_op_threads: int = 0,
-                 inter_op_threads: int = 0) -> None:
+                 inter_op_threads: int = 0, spinning: bool = False) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
+        spin = "1" if spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         chosen = choose_providers(providers, ort.get_available_providers())
         try:
             session = ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)

@@ -72,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the architecture's batching default")
     parser.add_argument("--max-queue-delay-ms", type=_non_negative_float, default=None,
                         help="override the architecture's batching default")
+    parser.add_argument("--instances", type=_positive_int, default=None,
+                        help="batches run at once by the server (override the architecture's default)")
 
 
 def _format_size(size_bytes: int) -> str:
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             reduced_tolerance=args.reduced_tolerance,
             max_batch_size=args.max_batch_size,
             max_queue_delay_ms=args.max_queue_delay_ms,
+            instances=args.instances,
             tolerance=args.tolerance,
             max_auc_drop=args.max_auc_drop,
             opset=args.opset,

@@ -38,6 +38,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     max_batch_size: int | None = None
     max_queue_delay_ms: float | None = None
+    instances: int | None = None
 
     def __post_init__(self) -> None:
         if self.quantize is not None and self.fp16:

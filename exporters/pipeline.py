@@ -166,7 +166,7 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path,
             library_versions=manifest_builder.library_versions(),
         )
         batching = manifest_builder.batching_policy(metadata.architecture, options.max_batch_size,
-                                                    options.max_queue_delay_ms)
+                                                    options.max_queue_delay_ms, options.instances)
         manifest = manifest_builder.build_manifest(metadata, checkpoint_dir, model_path, batching,
                                                    export_info)
         manifest.write(staging.folder)

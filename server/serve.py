@@ -25,7 +25,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from server.api.deps import Edge
 from server.app import create_app
@@ -138,6 +138,4 @@ class DrainingServer(uvicorn.Server):
 
 
 def _default_text(value: Any) -> str:
-    if isinstance(value, SecretStr):
-        return "set"
     return "unset" if value is None or value == "" else str(value)

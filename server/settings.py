@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,10 +23,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     """Interface to bind; containers set 0.0.0.0."""
     port: int = Field(default=8080, ge=1, le=65535)
-    redis_url: str = ""
-    """Redis for features and control state; empty: embedded in-process store."""
-    admin_token: SecretStr | None = None
-    """Bearer token for `/admin` and the repository extension; unset: admin API off."""
     execution_providers: str = "CUDAExecutionProvider,CPUExecutionProvider"
     """onnxruntime providers in order of preference; unavailable ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)
@@ -54,7 +50,3 @@ class Settings(BaseSettings):
     @property
     def provider_preference(self) -> list[str]:
         return [p.strip() for p in self.execution_providers.split(",") if p.strip()]
-
-    @property
-    def admin_enabled(self) -> bool:
-        return self.admin_token is not None and bool(self.admin_token.get_secret_value())

@@ -17,7 +17,8 @@ def test_export_publishes_the_latest_version_of_a_model_folder(
     repository = tmp_path / "repository"
 
     code = main(["export", str(transformer_checkpoint.parent), "--repository", str(repository),
-                 "--no-optimize", "--max-batch-size", "16", "--max-queue-delay-ms", "1"])
+                 "--no-optimize", "--max-batch-size", "16", "--max-queue-delay-ms", "1",
+                 "--instances", "1"])
 
     assert code == 0
     version_dir = repository / "sequences" / "1"
@@ -28,6 +29,7 @@ def test_export_publishes_the_latest_version_of_a_model_folder(
     assert manifest.export is not None and not manifest.export.optimized
     assert (manifest.batching.max_batch_size, manifest.batching.max_queue_delay_ms) == (16, 1.0)
     assert manifest.batching.preferred_batch_sizes == [8, 16]
+    assert manifest.batching.instances == 1
 
 
 def test_export_of_a_missing_checkpoint_exits_1_with_the_path(

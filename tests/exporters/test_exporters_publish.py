@@ -70,6 +70,7 @@ def test_batching_defaults_follow_the_architecture(exported_mlp: ExportResult,
     assert (mlp.max_batch_size, mlp.max_queue_delay_ms) == (64, 2.0)
     assert transformer.max_batch_size == 32
     assert transformer.preferred_batch_sizes == [8, 16, 32]
+    assert (mlp.instances, transformer.instances) == (1, 2)
 
 
 def test_batching_overrides_drop_preferred_sizes_that_no_longer_fit() -> None:
@@ -77,6 +78,7 @@ def test_batching_overrides_drop_preferred_sizes_that_no_longer_fit() -> None:
     assert (policy.max_batch_size, policy.max_queue_delay_ms) == (16, 0.5)
     assert policy.preferred_batch_sizes == [8, 16]
     assert batching_policy("some-new-arch").max_batch_size == 64
+    assert batching_policy("transformer", instances=3).instances == 3
 
 
 def test_existing_version_is_refused_and_left_untouched(exported_mlp: ExportResult) -> None:

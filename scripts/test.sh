@@ -8,4 +8,7 @@ bash scripts/ensure-redis.sh
 bash scripts/ci-tools.sh
 export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
 export HOTSERVE_TEST_REDIS_URL="${HOTSERVE_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
+echo "== mypy --strict (server, training, exporters)"
+.venv/bin/mypy
+echo "== pytest"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

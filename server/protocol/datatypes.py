@@ -13,23 +13,10 @@ from typing import Final
 import numpy as np
 
 from server.errors import InvalidInput
+from server.registry.manifest import NUMPY_DTYPES
 
-NUMPY_DTYPES: Final[dict[str, np.dtype]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(object),
-}
-"""v2 datatype -> numpy dtype (little-endian native layout for the binary extension)."""
+__all__ = ["NUMPY_DTYPES", "numpy_dtype", "v2_datatype", "tensor_to_bytes", "tensor_from_bytes"]
+
 
 _DATATYPES_BY_DTYPE: Final[dict[np.dtype, str]] = {dt: name for name, dt in NUMPY_DTYPES.items()}
 _LENGTH = struct.Struct("<I")

@@ -18,6 +18,7 @@ from server.errors import HotserveError, ModelLoadFailed
 from server.metrics.instruments import Metrics
 from server.registry.manifest import (
     MANIFEST_FILENAME,
+    NUMPY_DTYPES,
     ONNX_FILENAME,
     ModelManifest,
     TensorSpec,
@@ -25,7 +26,7 @@ from server.registry.manifest import (
 )
 from server.registry.served import ServedVersion
 from server.runtime.base import Runtime
-from server.runtime.onnx import NUMPY_DTYPES, OnnxRuntime
+from server.runtime.onnx import OnnxRuntime
 from server.settings import Settings
 
 

@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILENAME = "model.json"
@@ -31,6 +32,24 @@ Datatype = Literal[
     "FP64",
     "BYTES",
 ]
+
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+"""v2 datatype -> the numpy dtype its tensors have in the server and in onnxruntime
+(BYTES: object arrays of `bytes`)."""
 
 
 class _Strict(BaseModel):

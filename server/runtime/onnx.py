@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from server.errors import InferenceFailed, ModelLoadFailed
-from server.registry.manifest import Datatype, TensorSpec
+from server.registry.manifest import NUMPY_DTYPES, Datatype, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,6 @@ ORT_DATATYPES: dict[str, Datatype] = {
 }
 """onnxruntime type string -> v2 datatype."""
 
-NUMPY_DTYPES: dict[Datatype, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(object),
-}
-"""v2 datatype -> the numpy dtype onnxruntime takes and returns for it."""
 
 
 def choose_providers(preference: Sequence[str], available: Sequence[str]) -> list[str]:

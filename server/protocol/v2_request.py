@@ -80,7 +80,8 @@ def _decode_inputs(raw_inputs: Any, binary: memoryview | None,
                    schema: ModelSchema) -> tuple[dict[str, np.ndarray], int]:
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("inputs", expected="a non-empty list",
-                           got=repr(raw_inputs) if raw_inputs is None else type(raw_inputs).__name__)
+                           got="an empty list" if raw_inputs == [] else
+                           repr(raw_inputs) if raw_inputs is None else type(raw_inputs).__name__)
     tensors: dict[str, np.ndarray] = {}
     offset = 0
     rows: int | None = None

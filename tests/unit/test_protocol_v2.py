@@ -135,7 +135,7 @@ def test_timeout_parameter_is_read_in_microseconds(timeout: int, expected: int |
 @pytest.mark.parametrize("body, message", [
     (b"{not json", "body: expected a JSON object, got invalid JSON"),
     (b"[1]", "body: expected a JSON object, got list"),
-    (_body([]), "inputs: expected a non-empty list"),
+    (_body([]), "inputs: expected a non-empty list, got an empty list"),
     (_body([{"name": "nope", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]),
      "inputs\\[0\\].name: expected one of \\['features'\\], got 'nope'"),
     (_body([_tab_input([[1, 2], [3, 4]], datatype="FP64")], ),

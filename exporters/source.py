@@ -12,15 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from exporters.errors import CheckpointUnusable
+from server.registry.manifest import NUMPY_DTYPES
 from training.checkpoints import CheckpointError, LoadedCheckpoint, latest_checkpoint, load_checkpoint
 
 _VERSION_FILES = ("metadata.json", "checkpoint.pt")
-
-_NUMPY_DTYPES: dict[str, type[np.generic]] = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -67,9 +62,8 @@ def holdout_arrays(loaded: LoadedCheckpoint) -> dict[str, np.ndarray]:
         if len(expected) != len(got) or any(e not in (-1, g) for e, g in zip(expected, got)):
             raise CheckpointUnusable(loaded.path, f"held-out input {spec.name!r} rows have shape "
                                                   f"{got}, the signature declares {expected}")
-        dtype = _NUMPY_DTYPES.get(spec.datatype)
-        if dtype is None:
+        if spec.datatype == "BYTES":
             raise CheckpointUnusable(loaded.path, f"input {spec.name!r} has datatype "
                                                   f"{spec.datatype}, which parity cannot feed")
-        arrays[spec.name] = np.ascontiguousarray(rows, dtype=dtype)
+        arrays[spec.name] = np.ascontiguousarray(rows, dtype=NUMPY_DTYPES[spec.datatype])
     return arrays

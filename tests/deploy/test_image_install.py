@@ -2,7 +2,8 @@
 
 Runs the very script the Dockerfile runs, on a copy of the build context filtered by
 .dockerignore, then starts `hotserve serve` the way the image does (env only) on a tiny
-ONNX model made here, and probes it with the image's HEALTHCHECK script.
+ONNX model (tests/fakes.py, as scripts/build-image-offline.sh uses), and probes it with the
+image's HEALTHCHECK script.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.registry.manifest import ModelManifest, Lineage, TensorSpec, sha256_file
 from tests.deploy.conftest import REPO
+from tests.fakes import tiny_mlp_reference, write_model_version
 
 pytestmark = pytest.mark.integration
 
 READY_WAIT_S = 90.0
-WEIGHTS = np.arange(8, dtype=np.float32).reshape(4, 2)
 
 
 def _free_port() -> int:
@@ -73,31 +73,6 @@ def copy_build_context(dest: Path) -> list[str]:
     return copied
 
 
-def write_tiny_model(repository: Path) -> None:
-    """`tiny` v1: y = x @ W for x of shape [-1, 4]."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
-        initializer=[numpy_helper.from_array(WEIGHTS, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    version_dir = repository / "tiny" / "1"
-    version_dir.mkdir(parents=True)
-    onnx.save(model, version_dir / "model.onnx")
-    ModelManifest(
-        name="tiny", version=1,
-        inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, 4])],
-        outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, 2])],
-        lineage=Lineage(architecture="matmul"),
-        onnx_sha256=sha256_file(version_dir / "model.onnx"),
-    ).write(version_dir)
-
-
 def healthcheck(venv: Path, context: Path, port: int) -> subprocess.CompletedProcess[str]:
     """The image's HEALTHCHECK command, with the venv's interpreter as `python`."""
     return subprocess.run([str(venv / "bin" / "python"), str(context / "docker" / "healthcheck.py")],
@@ -137,10 +112,12 @@ def test_install_has_the_server_without_torch_or_the_gpu_wheel(installed: tuple[
 
 
 @pytest.fixture
-def server(installed: tuple[Path, Path], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def server(installed: tuple[Path, Path], tmp_path: Path,
+           ) -> Iterator[tuple[subprocess.Popen[bytes], int, tuple[np.ndarray, np.ndarray]]]:
+    """(process, port, (W, b) of the served `tiny` model)."""
     venv, _ = installed
     repository = tmp_path / "models"
-    write_tiny_model(repository)
+    weight, bias = write_model_version(repository, "tiny", 1, features=4)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSERVE_")}
     # What the image sets, except the interface: tests bind loopback only.
@@ -151,7 +128,7 @@ def server(installed: tuple[Path, Path], tmp_path: Path) -> Iterator[tuple[subpr
     process = subprocess.Popen([str(venv / "bin" / "hotserve"), "serve"], cwd=tmp_path, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield process, port
+        yield process, port, (weight, bias)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -164,10 +141,11 @@ def server(installed: tuple[Path, Path], tmp_path: Path) -> Iterator[tuple[subpr
 
 
 def test_installed_server_becomes_ready_serves_and_drains_on_sigterm(
-        installed: tuple[Path, Path], server: tuple[subprocess.Popen[bytes], int],
+        installed: tuple[Path, Path],
+        server: tuple[subprocess.Popen[bytes], int, tuple[np.ndarray, np.ndarray]],
         tmp_path: Path) -> None:
     venv, context = installed
-    process, port = server
+    process, port, (weight, bias) = server
     deadline = time.monotonic() + READY_WAIT_S
     while (check := healthcheck(venv, context, port)).returncode != 0:
         assert process.poll() is None, (
@@ -186,7 +164,8 @@ def test_installed_server_becomes_ready_serves_and_drains_on_sigterm(
         answer = json.loads(response.read())
     (output,) = answer["outputs"]
     assert output["name"] == "y" and output["shape"] == [2, 2]
-    np.testing.assert_allclose(np.array(output["data"]).reshape(2, 2), x @ WEIGHTS, rtol=1e-6)
+    np.testing.assert_allclose(np.array(output["data"]).reshape(2, 2),
+                               tiny_mlp_reference(x, weight, bias), rtol=1e-5)
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0, (tmp_path / "server.log").read_text()

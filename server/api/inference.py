@@ -133,8 +133,8 @@ def _headers_of(scope: Scope) -> dict[bytes, bytes]:
 async def _read_body(receive: Receive, declared: bytes | None, limit_bytes: int) -> bytes:
     """The whole body; PayloadTooLarge as soon as it is known to exceed `limit_bytes`.
 
-    A declared Content-Length over the limit is refused before reading; a chunked body is
-    counted as it streams.
+    A declared Content-Length over the limit is refused before reading; a body without one
+    (chunked) is counted as it arrives, including when it all comes in one message.
     """
     if declared is not None:
         try:
@@ -144,22 +144,19 @@ async def _read_body(receive: Receive, declared: bytes | None, limit_bytes: int)
                                got=repr(declared.decode(errors="replace"))) from None
         if size > limit_bytes:
             raise PayloadTooLarge(size, limit_bytes)
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    received = len(body)
-    while message.get("more_body", False):
+    chunks: list[bytes] = []
+    received = 0
+    while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise asyncio.CancelledError
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
         received += len(chunk)
         if received > limit_bytes:
             raise PayloadTooLarge(received, limit_bytes)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _text(value: bytes | None) -> str | None:

@@ -177,3 +177,33 @@ async def test_request_metrics_count_codes_with_resolved_labels_only(client: htt
     assert "unknown-name" not in text
     assert 'hotserve_request_duration_seconds_count{model="tab",protocol="v2",version="2"} 2.0' in text
     assert "hotserve_inflight_requests 0.0" in text
+
+
+async def _call_asgi(client: httpx.AsyncClient, path: str,
+                     messages: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Drive the app's ASGI callable with exactly these receive messages (no Content-Length)."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(b"transfer-encoding", b"chunked")], "server": ("hotserve", 80),
+             "client": ("127.0.0.1", 1), "root_path": ""}
+    pending = list(messages)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return pending.pop(0)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await client.app(scope, receive, send)  # type: ignore[attr-defined]
+    return sent
+
+
+async def test_chunked_body_over_the_limit_is_413_even_when_it_arrives_in_one_message(
+        client: httpx.AsyncClient, versions: dict[int, FakeServedVersion]) -> None:
+    sent = await _call_asgi(client, "/v2/models/tab/infer",
+                            [{"type": "http.request", "body": b" " * 5000, "more_body": False}])
+    assert sent[0]["status"] == 413
+    assert orjson.loads(sent[1]["body"]) == {  # type: ignore[arg-type]
+        "error": "request body of 5000 bytes exceeds the limit of 4096 bytes"}
+    assert versions[2].calls == []

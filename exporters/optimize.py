@@ -18,9 +18,6 @@ import onnxruntime as ort
 
 from exporters.errors import ExportError
 
-OPTIMIZATION_LEVEL = "basic"
-"""Recorded so a reader of the export knows which rewrites the stored graph already has."""
-
 
 def optimize_graph(source: Path, target: Path) -> None:
     """Write `source` with onnxruntime's basic, provider-portable optimisations to `target`."""

@@ -25,8 +25,6 @@ class TabularPreprocessor(nn.Module):
 
     def __init__(self, transform: TabularTransform) -> None:
         super().__init__()
-        self.input_dim = len(transform.columns)
-        self.output_dim = transform.output_dim
         sources, values = transform.one_hot_sources()
 
         def floats(values: list[float]) -> torch.Tensor:

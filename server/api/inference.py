@@ -42,6 +42,10 @@ _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete: nobody to answer."""
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """An inference request's target, parsed from its path."""
@@ -102,10 +106,12 @@ async def handle(edge: Edge, route: Route, scope: Scope, receive: Receive, send:
             answer = await _infer_v2(served, body, headers, arrived)
         else:
             answer = await _predict_v1(served, body, headers, arrived)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, _ClientGone) as exc:
         edge.request_metrics.record(model_label, version_label, route.protocol, 499,
                                     time.monotonic() - arrived)  # client gone (nginx's code)
-        raise
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return
     except Exception as exc:  # every failure becomes an answer; nothing reaches the client raw
         answer = _error_answer(exc, route)
     finally:
@@ -149,7 +155,7 @@ async def _read_body(receive: Receive, declared: bytes | None, limit_bytes: int)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError
+            raise _ClientGone
         chunk: bytes = message.get("body", b"")
         received += len(chunk)
         if received > limit_bytes:

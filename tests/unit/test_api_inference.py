@@ -207,3 +207,13 @@ async def test_chunked_body_over_the_limit_is_413_even_when_it_arrives_in_one_me
     assert orjson.loads(sent[1]["body"]) == {  # type: ignore[arg-type]
         "error": "request body of 5000 bytes exceeds the limit of 4096 bytes"}
     assert versions[2].calls == []
+
+
+async def test_client_leaving_mid_body_is_counted_499_and_not_answered(client: httpx.AsyncClient) -> None:
+    sent = await _call_asgi(client, "/v2/models/tab/infer",
+                            [{"type": "http.request", "body": b'{"inputs": ', "more_body": True},
+                             {"type": "http.disconnect"}])
+    assert sent == []
+    text = (await client.get("/metrics")).text
+    assert 'hotserve_requests_total{code="499",model="tab",protocol="v2",version="2"} 1.0' in text
+    assert "hotserve_inflight_requests 0.0" in text

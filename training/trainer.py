@@ -185,8 +185,12 @@ class Trainer:
                 group["lr"], group["weight_decay"] = config.lr, config.weight_decay
             first_epoch = self.parent.metadata.best_epoch + 1
             # The parent's weights are the baseline: a resumed run never saves anything worse.
+            # Should they stay best, so do the parent's metrics (train_loss included).
             model.eval()
-            best_metrics = evaluate(_probabilities(model, x_val, raw=False), y_val)
+            best_metrics = {
+                **self.parent.metadata.metrics,
+                **evaluate(_probabilities(model, x_val, raw=False), y_val),
+            }
             best_loss, best_epoch = best_metrics["log_loss"], self.parent.metadata.best_epoch
             best_state = copy.deepcopy(model.state_dict())
             best_optimizer = copy.deepcopy(optimizer.state_dict())

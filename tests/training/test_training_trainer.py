@@ -76,6 +76,17 @@ def test_resume_continues_epochs_and_records_parent(tiny_mlp: TrainConfig, tiny_
     assert steps_after == steps_before + steps_per_epoch * (meta.best_epoch - trained.metadata.best_epoch)
 
 
+def test_resume_that_never_beats_the_parent_keeps_its_weights_and_metrics(
+        tiny_mlp: TrainConfig, tiny_fraud: Dataset, trained: TrainResult, root: Path) -> None:
+    parent = load_checkpoint(trained.path)
+    child = train(tiny_fraud, replace(tiny_mlp, epochs=2, lr=0.0, patience=5), root, parent=parent)
+    assert child.metadata.best_epoch == trained.metadata.best_epoch
+    assert child.metadata.metrics == trained.metadata.metrics  # train_loss included
+    saved = load_checkpoint(child.path).module.state_dict()
+    for name, tensor in load_checkpoint(trained.path).module.state_dict().items():
+        assert torch.equal(saved[name], tensor), name
+
+
 def test_resume_refuses_data_with_other_columns(tiny_mlp: TrainConfig, trained: TrainResult, root: Path) -> None:
     other = load_dataset(DatasetSpec(rows=800, seed=1, features=["amount", "hour_of_day"], request_features=None))
     with pytest.raises(TrainingError, match="resumed checkpoint reads columns"):

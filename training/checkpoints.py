@@ -61,7 +61,8 @@ class CheckpointMetadata(BaseModel):
     """Validation metrics of the saved (best) epoch: auc, accuracy, log_loss."""
     best_epoch: int = Field(ge=1)
     epochs_completed: int = Field(ge=1)
-    """Epochs run in total, including those of parent checkpoints."""
+    """Number of the last epoch run. A resumed run continues from its parent's best epoch
+    (the weights it saved), so epochs the parent ran after that one are not counted."""
     dataset: DatasetSpec
     """How to load the training data again (used by `--resume`)."""
     dataset_path: str

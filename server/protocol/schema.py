@@ -38,12 +38,11 @@ class InputSchema:
 
 @dataclass(frozen=True, slots=True)
 class ModelSchema:
-    """Inputs by name, output names and the v1 feature layout of one version."""
+    """Inputs by name and output names of one version."""
 
     manifest: ModelManifest
     inputs: dict[str, InputSchema]
     output_names: tuple[str, ...]
-    output_datatypes: dict[str, str]
 
     @classmethod
     def from_manifest(cls, manifest: ModelManifest) -> ModelSchema:
@@ -57,7 +56,6 @@ class ModelSchema:
             manifest=manifest,
             inputs=inputs,
             output_names=tuple(spec.name for spec in manifest.outputs),
-            output_datatypes={spec.name: spec.datatype for spec in manifest.outputs},
         )
 
 

@@ -142,7 +142,7 @@ def _decode_outputs(raw_outputs: Any, binary_default: bool, schema: ModelSchema)
         if not isinstance(item, dict):
             raise InvalidInput(f"outputs[{index}]", expected="an object", got=type(item).__name__)
         name = item.get("name")
-        if name not in schema.output_datatypes:
+        if name not in schema.output_names:
             raise InvalidInput(f"outputs[{index}].name", expected=f"one of {list(schema.output_names)}",
                                got=repr(name))
         if name in seen:

@@ -154,6 +154,8 @@ def test_timeout_parameter_is_read_in_microseconds(timeout: int, expected: int |
     (_body([{"name": "features", "datatype": "FP32", "shape": [2, 2]}]), "inputs.features.data: missing"),
     (_body([_tab_input([1, 2, 3, 4])], outputs=[{"name": "nah"}]),
      "outputs\\[0\\].name: expected one of \\['score', 'label'\\], got 'nah'"),
+    (_body([_tab_input([1, 2, 3, 4])], outputs=[{"name": ["score"]}]),
+     "outputs\\[0\\].name: expected one of \\['score', 'label'\\], got \\['score'\\]"),
     (_body([_tab_input([1, 2, 3, 4])], outputs=[{"name": "score"}, {"name": "score"}]),
      "outputs.score: requested more than once"),
     (_body([_tab_input([1, 2, 3, 4])], parameters={"binary_data_output": "yes"}),

@@ -52,7 +52,7 @@ class EchoRuntime:
 
 
 class SlowRuntime(EchoRuntime):
-    """An EchoRuntime whose every run blocks until `gate` is set; `entered` is set once a run waits.
+    """An EchoRuntime whose every run blocks until `gate` is set.
 
     Lets a test hold all workers busy while it queues requests, then release them.
     """
@@ -60,10 +60,8 @@ class SlowRuntime(EchoRuntime):
     def __init__(self, features: int = 3) -> None:
         super().__init__(features)
         self.gate = threading.Event()
-        self.entered = threading.Event()
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.entered.set()
         if not self.gate.wait(timeout=30):
             raise TimeoutError("SlowRuntime gate was never opened")
         return super().run(inputs)

@@ -35,8 +35,3 @@ class PendingRequest:
         """Fires at the deadline to answer the caller while it still waits in the queue."""
         self.queued = True
         """True until the request leaves the queue (dispatched, expired or abandoned)."""
-
-    @property
-    def waiting(self) -> bool:
-        """Still in the queue with a caller that wants the answer."""
-        return self.queued and not self.future.done()

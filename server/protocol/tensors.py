@@ -59,9 +59,15 @@ def tensor_from_json(schema: InputSchema, shape: list[int], data: Any, field: st
 
 
 def tensor_from_binary(schema: InputSchema, shape: list[int], raw: memoryview, field: str) -> np.ndarray:
-    """Turn binary extension bytes into a tensor of `shape`."""
+    """Turn binary extension bytes into a tensor of `shape`.
+
+    BYTES elements must be UTF-8: the runtime hands them to onnxruntime string tensors,
+    and one undecodable element found there would fail the whole shared batch with a 500.
+    """
     array = tensor_from_bytes(raw, schema.datatype, shape, f"{field}.parameters.binary_data_size")
-    if schema.finite:
+    if schema.datatype == "BYTES":
+        _check_utf8(array, f"{field}.data")
+    elif schema.finite:
         check_finite(array, f"{field}.data")
     return array
 
@@ -76,6 +82,15 @@ def check_finite(array: np.ndarray, field: str) -> None:
         value = array[tuple(bad)]
         raise InvalidInput(field, expected="finite numbers",
                            got=f"{value} at index {bad.tolist()}")
+
+
+def _check_utf8(array: np.ndarray, field: str) -> None:
+    for index, item in enumerate(array.ravel()):
+        try:
+            item.decode()
+        except UnicodeDecodeError as error:
+            raise InvalidInput(field, expected="UTF-8 text in every BYTES element",
+                               got=f"{error.reason} in element {index}") from None
 
 
 def _numbers_from_json(schema: InputSchema, data: Any, field: str) -> np.ndarray:

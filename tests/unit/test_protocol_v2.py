@@ -251,3 +251,12 @@ def test_binary_and_json_inputs_mix_in_one_request() -> None:
     assert decoded.inputs["b"].tolist() == [b"x", b"yz"]
     assert decoded.inputs["a"].tolist() == [[1.0], [2.0]]
     assert struct.unpack_from("<I", raw)[0] == 1
+
+
+def test_binary_bytes_element_that_is_not_utf8_is_refused_naming_it() -> None:
+    schema = _int_schema("BYTES")
+    raw = tensor_to_bytes(np.array([b"ok", b"\xff\xfe"], dtype=object))
+    header = _body([{"name": "x", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(raw)}}])
+    with pytest.raises(InvalidInput, match="inputs.x.data: expected UTF-8 text in every BYTES element, "
+                                           "got invalid start byte in element 1"):
+        decode_infer_request(header + raw, str(len(header)), schema)

@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULTS: dict[str, Any] = {"epochs": 20, "batch_size": 256, "lr": 1e-3, "patience": 3, "seed": 0}
+from training.config import TrainConfig
+
+DEFAULTS: dict[str, Any] = {
+    key: getattr(TrainConfig(), key) for key in ("epochs", "batch_size", "lr", "patience", "seed")
+}
+"""The TrainConfig defaults a flag (or, with --resume, the parent) can override."""
 DEMO_FOR_RANK = {2: "demo:fraud", 3: "demo:sequences"}
 
 
@@ -80,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from training.checkpoints import CheckpointError, load_checkpoint
     from training.datasets import DatasetError, DatasetSpec, load_dataset
     from training.models import get_architecture
-    from training.trainer import TrainConfig, TrainingError, train
+    from training.trainer import TrainingError, train
 
     try:
         parent = load_checkpoint(args.resume) if args.resume is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import random
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from server.registry.manifest import TensorSpec
 from training.checkpoints import CHECKPOINT_FORMAT, CheckpointMetadata, LoadedCheckpoint, write_checkpoint
+from training.config import TrainConfig
 from training.datasets import Dataset
 from training.metrics import evaluate
 from training.models import ProbabilityModel, build_model, get_architecture, resolve_kwargs
@@ -29,33 +30,6 @@ EVAL_CHUNK_ROWS = 1024
 
 class TrainingError(ValueError):
     """Training cannot start with this data and configuration (the message says why)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What a run trains and how; everything here is recorded in the checkpoint's metadata."""
-
-    name: str = "fraud"
-    architecture: str = "mlp"
-    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 20
-    """Epochs to run (after the parent's, when resuming), unless early stopping ends sooner."""
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 3
-    """Epochs without a lower validation loss before stopping."""
-    seed: int = 0
-    val_fraction: float = 0.2
-    holdout_rows: int = 1024
-    """Validation rows stored in the checkpoint for exporters' parity checks."""
-    quiet: bool = False
-
-    def hyperparameters(self) -> dict[str, Any]:
-        values = asdict(self)
-        for key in ("name", "architecture", "architecture_kwargs", "seed", "quiet"):
-            values.pop(key)
-        return values
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from training.datasets import Dataset, DatasetSpec, load_dataset
-from training.trainer import TrainConfig, TrainResult, train
+from training.config import TrainConfig
+from training.trainer import TrainResult, train
 
 TINY_MLP = TrainConfig(
     name="tiny",

@@ -15,7 +15,8 @@ from server.registry.manifest import Lineage, TensorSpec
 from training.checkpoints import load_checkpoint
 from training.datasets import Dataset, DatasetSpec, load_dataset
 from training.metrics import evaluate
-from training.trainer import TrainConfig, TrainingError, TrainResult, train
+from training.config import TrainConfig
+from training.trainer import TrainingError, TrainResult, train
 
 
 def test_same_seed_and_data_give_the_same_metrics(tiny_mlp: TrainConfig, tiny_fraud: Dataset, root: Path) -> None:

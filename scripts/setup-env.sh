@@ -14,11 +14,6 @@ if [ ! -x .venv/bin/python ]; then
   fi
   .venv/bin/python -m pip install -q --upgrade pip
 fi
-# PyPI's Linux torch wheels depend on gigabytes of CUDA libraries; PyTorch's CPU index has the
-# same release (`2.13.0+cpu` satisfies the extra's `torch==2.13.0`, and pip prefers it). Only
-# asked while torch is missing, so later runs need no index beyond the usual ones.
-torch_index=()
-if [[ ",$extras," == *",train,"* ]] && ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  torch_index=(--extra-index-url "${HOTSERVE_TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}")
-fi
-.venv/bin/python -m pip install -q "${torch_index[@]}" -e ".[${extras}]"
+# torch is pinned (==2.13.0) in the `train` extra: this project's machines carry that release's CPU
+# wheel, and pip takes it; an unpinned torch would download gigabytes of CUDA.
+.venv/bin/python -m pip install -q -e ".[${extras}]"

@@ -106,8 +106,12 @@ class Trainer:
                 f"architecture {config.architecture!r} reads rank-{self.spec.input_rank} inputs; "
                 f"dataset {dataset.spec.source} has rows of shape {list(dataset.inputs.shape[1:])}"
             )
-        if config.epochs < 1 or config.batch_size < 1 or config.patience < 1:
-            raise TrainingError("epochs, batch_size and patience must be positive")
+        counts = {"epochs": config.epochs, "batch_size": config.batch_size, "patience": config.patience,
+                  "holdout_rows": config.holdout_rows}
+        bad = {name: value for name, value in counts.items() if value < 1}
+        if bad:
+            # holdout_rows too: a checkpoint without held-out rows cannot be parity-checked or exported.
+            raise TrainingError(f"{', '.join(counts)} must be positive; got {bad}")
 
     def _transform(self, train_rows: np.ndarray) -> TabularTransform | None:
         if not self.spec.tabular:

@@ -177,3 +177,9 @@ def test_too_few_positive_rows_is_refused(tiny_mlp: TrainConfig, tiny_fraud: Dat
     few = replace(tiny_fraud, labels=labels)
     with pytest.raises(TrainingError, match="need at least 2 rows of label 1"):
         train(few, tiny_mlp, root)
+
+
+def test_run_without_held_out_rows_is_refused(tiny_mlp: TrainConfig, tiny_fraud: Dataset, root: Path) -> None:
+    with pytest.raises(TrainingError, match=r"must be positive; got \{'holdout_rows': 0\}"):
+        train(tiny_fraud, replace(tiny_mlp, holdout_rows=0), root)
+    assert not root.exists()

@@ -26,8 +26,7 @@ class Settings(BaseSettings):
     execution_providers: str = "CUDAExecutionProvider,CPUExecutionProvider"
     """onnxruntime providers in order of preference; unavailable ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)
-    """onnxruntime threads inside one operator; 0: onnxruntime's default, or for a model with
-    several `instances` the usable cores divided among them."""
+    """onnxruntime threads inside one operator; 0: onnxruntime's default."""
     inter_op_threads: int = Field(default=0, ge=0)
     """onnxruntime threads across operators; 0: onnxruntime's default."""
     intra_op_spinning: bool = False

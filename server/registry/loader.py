@@ -9,7 +9,6 @@ version's own executor; the event loop never blocks.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import numpy as np
@@ -113,20 +112,12 @@ def warm_up_inputs(manifest: ModelManifest, rows: int) -> dict[str, np.ndarray]:
     return inputs
 
 
-def intra_op_threads(settings: Settings, instances: int) -> int:
-    """Threads per session: the setting, or with several instances the usable cores shared among
-    them, so that concurrent batches do not oversubscribe the cores (0: onnxruntime's default)."""
-    if settings.intra_op_threads or instances == 1:
-        return settings.intra_op_threads
-    return max(1, len(os.sched_getaffinity(0)) // instances)
-
-
 def open_version(folder: Path, name: str, version: int, settings: Settings) -> tuple[ModelManifest, Runtime]:
     """Blocking part of a load: manifest, sha256, session, graph check. Call off the loop."""
     manifest = read_manifest(folder, name, version)
     model_path = verify_model_file(folder, manifest)
     runtime = OnnxRuntime(model_path, settings.provider_preference,
-                          intra_op_threads=intra_op_threads(settings, manifest.batching.instances),
+                          intra_op_threads=settings.intra_op_threads,
                           inter_op_threads=settings.inter_op_threads,
                           spinning=settings.intra_op_spinning)
     try:

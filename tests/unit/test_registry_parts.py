@@ -11,11 +11,10 @@ import pytest
 from server.errors import DeadlineExceeded, ModelLoadFailed
 from server.metrics.instruments import Metrics
 from server.registry.control_state import ControlSnapshot, FileControlState
-from server.registry.loader import check_graph, intra_op_threads, read_manifest, verify_model_file, warm_up_inputs
+from server.registry.loader import check_graph, read_manifest, verify_model_file, warm_up_inputs
 from server.registry.manifest import BatchingPolicy, Lineage, ModelManifest, TensorSpec
 from server.registry.repository import scan_repository
 from server.registry.served import ServedVersion
-from server.settings import Settings
 from tests.fakes import EchoRuntime, SlowRuntime, fake_manifest, write_model_version
 
 
@@ -110,11 +109,3 @@ async def test_served_version_applies_the_manifest_default_timeout() -> None:
     assert await served.close(timeout_s=5)
     assert runtime.closed
     assert runtime.batch_rows == [1]
-
-
-def test_several_instances_share_the_cores_unless_threads_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    assert intra_op_threads(Settings(intra_op_threads=0), instances=1) == 0  # onnxruntime's own default
-    assert intra_op_threads(Settings(intra_op_threads=0), instances=2) == 2
-    assert intra_op_threads(Settings(intra_op_threads=0), instances=8) == 1
-    assert intra_op_threads(Settings(intra_op_threads=3), instances=2) == 3

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from server.registry.manifest import DriftReference, Histogram
+from server.registry.manifest import DriftReference, ReferenceHistogram
 
 DEFAULT_BINS = 10
 
@@ -25,7 +25,7 @@ def _edges(values: np.ndarray, bins: int) -> np.ndarray:
     return edges
 
 
-def histogram(name: str, values: np.ndarray, bins: int = DEFAULT_BINS, edges: np.ndarray | None = None) -> Histogram:
+def histogram(name: str, values: np.ndarray, bins: int = DEFAULT_BINS, edges: np.ndarray | None = None) -> ReferenceHistogram:
     """Histogram of `values` with proportions summing to 1; values outside the edges count in the end bins."""
     flat = np.asarray(values, dtype=np.float64).ravel()
     if flat.size == 0:
@@ -33,14 +33,14 @@ def histogram(name: str, values: np.ndarray, bins: int = DEFAULT_BINS, edges: np
     if edges is None:
         edges = _edges(flat, bins)
     counts, _ = np.histogram(np.clip(flat, edges[0], edges[-1]), bins=edges)
-    return Histogram(
+    return ReferenceHistogram(
         name=name,
         bin_edges=[float(e) for e in edges],
         proportions=[float(c) for c in counts / counts.sum()],
     )
 
 
-def prediction_histogram(probabilities: np.ndarray, bins: int = DEFAULT_BINS) -> Histogram:
+def prediction_histogram(probabilities: np.ndarray, bins: int = DEFAULT_BINS) -> ReferenceHistogram:
     """Predicted-probability distribution: quantile edges inside, widened to span all of [0, 1]."""
     flat = np.asarray(probabilities, dtype=np.float64).ravel()
     inner = np.quantile(flat, np.linspace(0.0, 1.0, bins + 1))[1:-1]
@@ -52,6 +52,7 @@ def drift_reference(
     inputs: np.ndarray,
     columns: Sequence[str],
     probabilities: np.ndarray,
+    prediction_output: str,
     bins: int = DEFAULT_BINS,
 ) -> DriftReference:
     """Per-feature histograms of the raw training columns (tabular only) and of the predictions."""
@@ -59,5 +60,6 @@ def drift_reference(
     return DriftReference(
         features=features,
         prediction=prediction_histogram(probabilities, bins),
+        prediction_output=prediction_output,
         sample_size=int(inputs.shape[0]),
     )

@@ -121,8 +121,10 @@ class FeatureSpec(_Strict):
         return self
 
 
-class Histogram(_Strict):
-    """Reference distribution of one quantity: bin edges and the share in each bin."""
+class ReferenceHistogram(_Strict):
+    """Training-time distribution of one quantity (a feature column or the prediction): bin
+    edges and the share of the reference rows in each bin. Drift monitoring bins live values
+    on these same edges."""
 
     name: str
     bin_edges: list[float]
@@ -130,7 +132,7 @@ class Histogram(_Strict):
     proportions: list[float]
 
     @model_validator(mode="after")
-    def _consistent(self) -> Histogram:
+    def _consistent(self) -> ReferenceHistogram:
         if len(self.bin_edges) != len(self.proportions) + 1:
             raise ValueError("bin_edges must have one more entry than proportions")
         return self
@@ -139,8 +141,12 @@ class Histogram(_Strict):
 class DriftReference(_Strict):
     """Training-data statistics that live traffic is compared against (PSI)."""
 
-    features: list[Histogram] = Field(default_factory=list)
-    prediction: Histogram | None = None
+    features: list[ReferenceHistogram] = Field(default_factory=list)
+    """One per tabular feature column, named as in `features.columns`."""
+    prediction: ReferenceHistogram | None = None
+    """Distribution of `prediction_output`'s values on the reference rows."""
+    prediction_output: str | None = None
+    """Which model output `prediction` describes (None: the first output)."""
     sample_size: int = 0
 
 

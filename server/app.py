@@ -1,9 +1,9 @@
 """`create_app`: the one composition root. Builds metrics, the model registry and the edge state,
 starts the registry before serving, and closes it (draining batches) on shutdown.
 
-`HotserveApp` sends the three inference routes straight to `server/api/inference.py`
-(plain ASGI, the hot path) and everything else (health, metadata, metrics, admin)
-through FastAPI.
+`HotserveApp` passes every request through the request-context step (`server/api/context.py`),
+then sends the three inference routes straight to `server/api/inference.py` (plain ASGI, the
+hot path) and everything else (health, metadata, metrics, admin) through FastAPI.
 """
 
 from __future__ import annotations
@@ -11,19 +11,21 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 import server
 from server.api import health, inference
 from server.api import metrics as metrics_route
+from server.api.context import RequestContext
 from server.api.deps import Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
 from server.api.request_metrics import RequestMetrics
 from server.metrics.instruments import Metrics
+from server.protocol.paths import match_inference_path
 from server.registry.registry import ModelRegistry
 from server.settings import Settings
 
@@ -31,13 +33,20 @@ logger = logging.getLogger(__name__)
 
 
 class HotserveApp(FastAPI):
-    """FastAPI with an inference fast lane in front of its router."""
+    """FastAPI with the request-context step and an inference fast lane in front of its router."""
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._entry = RequestContext(self._dispatch)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            route = inference.match_route(scope["path"])
-            if route is not None:
-                await inference.handle(self.state.edge, route, scope, receive, send)
+            target = match_inference_path(scope["path"])
+            if target is not None:
+                await inference.handle(self.state.edge, target, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 

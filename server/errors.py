@@ -50,6 +50,23 @@ class ModelNotFound(HotserveError):
         self.version = version
 
 
+# --- state -----------------------------------------------------------------
+
+
+class Conflict(HotserveError):
+    """The request contradicts the current state (a version not ready, a stale revision)."""
+
+
+class ControlConflict(Conflict):
+    """A control-state write based on a revision that is no longer the stored one."""
+
+    def __init__(self, expected_revision: int, stored_revision: int) -> None:
+        super().__init__(f"control state changed meanwhile: expected revision {expected_revision}, "
+                         f"stored revision is {stored_revision}; read it again and retry")
+        self.expected_revision = expected_revision
+        self.stored_revision = stored_revision
+
+
 # --- capacity --------------------------------------------------------------
 
 

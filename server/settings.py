@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     """How long SIGTERM waits for queued and running batches before exiting."""
     control_state_path: Path | None = None
     """JSON file holding aliases (e.g. `production`); unset: `<model_repository>/.hotserve/control.json`."""
+    control_poll_interval_s: float = Field(default=2.0, gt=0)
+    """How often the control-state file is re-read for changes made by another process."""
 
     @field_validator("log_level", mode="before")
     @classmethod

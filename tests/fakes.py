@@ -1,32 +1,63 @@
-"""Small real stand-ins for engine parts: runtimes that echo, block or fail, a manifest maker,
-and a tiny real ONNX graph for tests that need onnxruntime itself.
+"""The one set of small real stand-ins for tests of the engine and of the HTTP edge.
 
-Used by the engine's unit tests and usable by the HTTP edge's tests: they satisfy the
-`server.runtime.base.Runtime` protocol without onnxruntime.
+Engine: runtimes that echo, block or fail (they satisfy `server.runtime.base.Runtime`
+without onnxruntime), a tiny real ONNX graph and repository writer for tests that need
+onnxruntime itself. Edge: `FakeRegistry` and `FakeServedVersion` implement what the edge
+calls (`server/api/deps.py`) over numpy functions; `serving` runs the real app (lifespan
+included) over them through ASGI. One manifest factory (`make_manifest`) for both.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import numpy as np
 
-from server.registry.manifest import BatchingPolicy, Lineage, ModelManifest, TensorSpec
+from server.app import create_app
+from server.errors import ModelNotFound, ModelNotReady
+from server.metrics.instruments import Metrics
+from server.protocol.schema import ModelSchema
+from server.registry.manifest import BatchingPolicy, FeatureSpec, Lineage, ModelManifest, TensorSpec
+from server.request import InferenceRequest, Tensors
+from server.settings import Settings
+
+Compute = Callable[[Tensors], Tensors]
+
+
+def make_manifest(name: str, inputs: list[tuple[str, str, list[int]]],
+                  outputs: list[tuple[str, str, list[int]]], version: int = 1,
+                  features: FeatureSpec | None = None, batching: BatchingPolicy | None = None,
+                  onnx_sha256: str = "0" * 64) -> ModelManifest:
+    """A valid `ModelManifest` with test lineage."""
+    return ModelManifest(
+        name=name, version=version,
+        inputs=[TensorSpec(name=n, datatype=d, shape=s) for n, d, s in inputs],  # type: ignore[arg-type]
+        outputs=[TensorSpec(name=n, datatype=d, shape=s) for n, d, s in outputs],  # type: ignore[arg-type]
+        features=features, batching=batching or BatchingPolicy(),
+        lineage=Lineage(architecture="test", git_commit="abc123", dataset_sha256="d" * 64,
+                        metrics={"auc": 0.9}),
+        onnx_sha256=onnx_sha256,
+    )
 
 
 def fake_manifest(name: str = "echo", version: int = 1, features: int = 3,
                   batching: BatchingPolicy | None = None) -> ModelManifest:
     """A manifest with one FP32 input `x` [-1, features] and one FP32 output `y` of the same shape."""
-    return ModelManifest(
-        name=name,
-        version=version,
-        inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, features])],
-        outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, features])],
-        batching=batching or BatchingPolicy(),
-        lineage=Lineage(architecture="fake"),
-        onnx_sha256="0" * 64,
-    )
+    return make_manifest(name, [("x", "FP32", [-1, features])], [("y", "FP32", [-1, features])],
+                         version=version, batching=batching)
+
+
+def request(inputs: Tensors, rows: int | None = None, deadline: float | None = None) -> InferenceRequest:
+    """An `InferenceRequest` arriving now; `rows` defaults to the first input's batch axis."""
+    if rows is None:
+        rows = int(next(iter(inputs.values())).shape[0])
+    return InferenceRequest(inputs, rows, time.monotonic(), deadline)
 
 
 class EchoRuntime:
@@ -78,6 +109,101 @@ class FailingRuntime(EchoRuntime):
         if self.poison is None or bool(np.any(inputs["x"] == self.poison)):
             raise RuntimeError("injected runtime failure")
         return super().run(inputs)
+
+
+@dataclass
+class FakeServedVersion:
+    """A served version that computes its outputs with a numpy function, or raises `error`."""
+
+    manifest: ModelManifest
+    compute: Compute
+    provider: str = "CPUExecutionProvider"
+    error: Exception | None = None
+    calls: list[InferenceRequest] = field(default_factory=list)
+    leases: int = 0
+
+    def __post_init__(self) -> None:
+        self.schema = ModelSchema.from_manifest(self.manifest)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    @property
+    def default_timeout_s(self) -> float | None:
+        timeout_ms = self.manifest.batching.default_timeout_ms
+        return None if timeout_ms is None else timeout_ms / 1000.0
+
+    async def infer(self, request: InferenceRequest) -> Tensors:
+        self.calls.append(request)
+        if self.error is not None:
+            raise self.error
+        return self.compute(request.inputs)
+
+    def release(self) -> None:
+        self.leases -= 1
+
+
+@dataclass
+class FakeStatus:
+    name: str
+    version: int
+    state: str
+    reason: str | None = None
+
+
+class FakeRegistry:
+    """The engine seam over a fixed set of versions; the highest version of a model serves."""
+
+    def __init__(self, versions: list[FakeServedVersion], not_ready: frozenset[str] = frozenset()) -> None:
+        self.versions = {(v.name, v.version): v for v in versions}
+        self.not_ready = not_ready
+        self.started = False
+        self.closed_with: float | None = None
+
+    async def start(self) -> None:
+        self.started = True
+
+    def acquire(self, name: str, version: int | None = None) -> FakeServedVersion:
+        served = self.resolve(name, version)
+        served.leases += 1
+        return served
+
+    def resolve(self, name: str, version: int | None = None) -> FakeServedVersion:
+        known = sorted(v for (n, v) in self.versions if n == name)
+        if not known and name not in self.not_ready:
+            raise ModelNotFound(name)
+        if name in self.not_ready:
+            raise ModelNotReady(f"model {name!r} is not ready")
+        chosen = known[-1] if version is None else version
+        if chosen not in known:
+            raise ModelNotFound(name, version)
+        return self.versions[(name, chosen)]
+
+    def statuses(self) -> list[FakeStatus]:
+        return [FakeStatus(n, v, "READY") for (n, v) in self.versions]
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.not_ready
+
+    async def close(self, timeout_s: float) -> None:
+        self.closed_with = timeout_s
+
+
+@asynccontextmanager
+async def serving(settings: Settings, registry: FakeRegistry) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app over a fake registry, lifespan run, reached in-process through ASGI."""
+    app = create_app(settings, registry=registry, metrics=Metrics())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hotserve") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
 
 
 def write_tiny_mlp(path: Path, features: int = 3, outputs: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

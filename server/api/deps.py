@@ -1,6 +1,6 @@
 """What the HTTP edge needs from the engine, as Protocols, and the FastAPI dependency aliases.
 
-`server/registry/registry.py` (`ModelRegistry`, `ServedVersion`) implements these; tests
+`server/registry/` (`ModelRegistry`, `ServedVersion`) implements these; tests
 pass small fakes. Routes reach app-wide objects only through the aliases below.
 """
 
@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
-import numpy as np
 from fastapi import Depends, Request
 
 from server.api.inflight import InflightRequests
 from server.api.request_metrics import RequestMetrics
 from server.metrics.instruments import Metrics
+from server.protocol.schema import ModelSchema
 from server.registry.manifest import ModelManifest
+from server.request import InferenceRequest, Tensors
 from server.settings import Settings
 
 
@@ -33,12 +34,23 @@ class ServedModel(Protocol):
     def manifest(self) -> ModelManifest: ...
 
     @property
+    def schema(self) -> ModelSchema:
+        """What requests are decoded and checked against."""
+        ...
+
+    @property
+    def default_timeout_s(self) -> float | None: ...
+
+    @property
     def provider(self) -> str:
         """Execution provider in use."""
         ...
 
-    async def infer(self, inputs: dict[str, np.ndarray], rows: int,
-                    deadline: float | None) -> dict[str, np.ndarray]: ...
+    async def infer(self, request: InferenceRequest) -> Tensors: ...
+
+    def release(self) -> None:
+        """Give back the lease `Registry.acquire` took."""
+        ...
 
 
 class VersionStatusView(Protocol):
@@ -64,7 +76,13 @@ class Registry(Protocol):
 
     async def start(self) -> None: ...
 
-    def resolve(self, name: str, version: int | None = None) -> ServedModel: ...
+    def acquire(self, name: str, version: int | None = None) -> ServedModel:
+        """Route a request and lease the version; the caller releases it once answered."""
+        ...
+
+    def resolve(self, name: str, version: int | None = None) -> ServedModel:
+        """The version a request would be routed to (metadata, readiness; no lease)."""
+        ...
 
     def statuses(self) -> Sequence[VersionStatusView]: ...
 

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.errors import (
+    Conflict,
     DeadlineExceeded,
     FeatureStoreUnavailable,
     HotserveError,
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: dict[type[BaseException], int] = {
     InvalidInput: 400,
     ModelNotFound: 404,
+    Conflict: 409,
     PayloadTooLarge: 413,
     Overloaded: 429,
     ModelNotReady: 503,
@@ -54,8 +56,13 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
+def error_body(message: str) -> bytes:
+    """The one shape of every error body, in both lanes: `{"error": "..."}` (the v2 form)."""
+    return orjson.dumps({"error": message})
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps({"error": message}), status_code=status,
+    return Response(error_body(message), status_code=status,
                     media_type="application/json", headers=headers)
 
 

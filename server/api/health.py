@@ -13,8 +13,8 @@ from fastapi import APIRouter, Response
 
 import server
 from server.api.deps import Edge, EdgeDep, ServedModel, state_name
-from server.api.inference import parse_version
 from server.errors import ModelNotReady
+from server.protocol.paths import parse_version
 from server.registry.manifest import ModelManifest
 
 router = APIRouter()

@@ -12,47 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-import orjson
+from starlette.types import Receive, Scope, Send
 
+from server.api.context import request_id_of
 from server.api.deps import Edge, ServedModel
-from server.api.error_handlers import describe_error
-from server.errors import HotserveError, InvalidInput, ModelNotFound, ModelNotReady, PayloadTooLarge
+from server.api.error_handlers import describe_error, error_body
+from server.errors import HotserveError, InvalidInput, ModelNotReady, PayloadTooLarge
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
-from server.protocol.schema import schema_for
+from server.protocol.paths import InferenceTarget, parse_version
 from server.protocol.v1 import assemble_features, check_records, encode_predictions, parse_instances, raw_tensor
 from server.protocol.v2_request import HEADER_LENGTH, decode_infer_request
 from server.protocol.v2_response import encode_infer_response
+from server.request import InferenceRequest, Tensors
 
 logger = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-_V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
-_V1_PREDICT = re.compile(r"/v1/models/([^/]+):predict")
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 
 
 class _ClientGone(Exception):
     """The client disconnected before its request body was complete: nobody to answer."""
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """An inference request's target, parsed from its path."""
-
-    protocol: str  # "v1" | "v2"
-    name: str
-    version: str | None
 
 
 @dataclass(slots=True)
@@ -63,62 +46,49 @@ class Answer:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def match_route(path: str) -> Route | None:
-    """The inference route a path is for, or None (FastAPI handles everything else)."""
-    if m := _V2_INFER.fullmatch(path):
-        return Route("v2", m.group(1), m.group(2))
-    if m := _V1_PREDICT.fullmatch(path):
-        return Route("v1", m.group(1), None)
-    return None
-
-
-def parse_version(name: str, version: str) -> int:
-    """Versions are positive integers; anything else cannot exist (404)."""
-    if not version.isdigit() or int(version) < 1:
-        raise ModelNotFound(name, version)
-    return int(version)
-
-
-async def handle(edge: Edge, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer one inference request: admission, body, protocol handler, metrics, response."""
+async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer one inference request: admission, route + lease, body, protocol handler, metrics."""
     arrived = time.monotonic()
     model_label = version_label = ""
     entered = False
+    served: ServedModel | None = None
     answer: Answer
     if scope["method"] != "POST":
-        await _send(send, Answer(405, orjson.dumps(
-            {"error": f"method {scope['method']} not allowed on {scope['path']}"}),
-            headers=((b"allow", b"POST"),)))
+        await _send(send, Answer(405, error_body(f"method {scope['method']} not allowed on {scope['path']}"),
+                                 headers=((b"allow", b"POST"),)))
         return
     try:
         if edge.inflight.draining:
             raise ModelNotReady("server is shutting down")
         edge.inflight.enter()
         entered = True
-        served = edge.registry.resolve(
-            route.name, None if route.version is None else parse_version(route.name, route.version))
+        # Routed (and leased) before the body is read: a swap while it arrives cannot strand it.
+        served = edge.registry.acquire(
+            target.name, None if target.version is None else parse_version(target.name, target.version))
         # Label only resolved names: a client cannot mint new time series with bad names.
         model_label, version_label = served.name, str(served.version)
         headers = _headers_of(scope)
         body = await _read_body(receive, headers.get(b"content-length"),
                                 edge.settings.max_request_bytes)
-        if route.protocol == "v2":
-            answer = await _infer_v2(served, body, headers, arrived)
+        if target.protocol == "v2":
+            answer = await _infer_v2(served, body, headers, arrived, request_id_of(scope))
         else:
-            answer = await _predict_v1(served, body, headers, arrived)
+            answer = await _predict_v1(served, body, headers, arrived, request_id_of(scope))
     except (asyncio.CancelledError, _ClientGone) as exc:
-        edge.request_metrics.record(model_label, version_label, route.protocol, 499,
+        edge.request_metrics.record(model_label, version_label, target.protocol, 499,
                                     time.monotonic() - arrived)  # client gone (nginx's code)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return
     except Exception as exc:  # every failure becomes an answer; nothing reaches the client raw
-        answer = _error_answer(exc, route)
+        answer = _error_answer(exc, target)
     finally:
+        if served is not None:
+            served.release()
         if entered:
             edge.inflight.exit()
     await _send(send, answer)
-    edge.request_metrics.record(model_label, version_label, route.protocol, answer.status,
+    edge.request_metrics.record(model_label, version_label, target.protocol, answer.status,
                                 time.monotonic() - arrived)
 
 
@@ -170,11 +140,12 @@ def _text(value: bytes | None) -> str | None:
 
 
 async def _infer_v2(served: ServedModel, body: bytes, headers: dict[bytes, bytes],
-                    arrived: float) -> Answer:
-    schema = schema_for(served.manifest)
-    decoded = decode_infer_request(body, _text(headers.get(HEADER_LENGTH.encode())), schema)
-    deadline = deadline_from(arrived, decoded.timeout_us, _text(headers.get(TIMEOUT_HEADER.encode())))
-    results = await served.infer(decoded.inputs, decoded.rows, deadline)
+                    arrived: float, request_id: str) -> Answer:
+    decoded = decode_infer_request(body, _text(headers.get(HEADER_LENGTH.encode())), served.schema)
+    deadline = deadline_from(arrived, decoded.timeout_us, _text(headers.get(TIMEOUT_HEADER.encode())),
+                             served.default_timeout_s)
+    results = await served.infer(InferenceRequest(decoded.inputs, decoded.rows, arrived, deadline,
+                                                  request_id))
     content, header_length = encode_infer_response(served.name, served.version, decoded, results)
     if header_length is None:
         return Answer(200, content)
@@ -183,12 +154,13 @@ async def _infer_v2(served: ServedModel, body: bytes, headers: dict[bytes, bytes
 
 
 async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, bytes],
-                      arrived: float) -> Answer:
-    schema = schema_for(served.manifest)
-    deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())))
+                      arrived: float, request_id: str) -> Answer:
+    schema = served.schema
+    deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())),
+                             served.default_timeout_s)
     instances = parse_instances(body)
     spec = served.manifest.features
-    inputs: dict[str, np.ndarray]
+    inputs: Tensors
     if spec is None:
         input_name, tensor = raw_tensor(instances, schema)
         inputs = {input_name: tensor}
@@ -198,16 +170,16 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
                                                    f"{spec.input!r}; use the v2 protocol")
         records = check_records(instances, spec)
         inputs = {spec.input: assemble_features(records, spec, schema)}
-    results = await served.infer(inputs, len(instances), deadline)
+    results = await served.infer(InferenceRequest(inputs, len(instances), arrived, deadline, request_id))
     return Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
 
 
-def _error_answer(exc: Exception, route: Route) -> Answer:
+def _error_answer(exc: Exception, target: InferenceTarget) -> Answer:
     """The `{"error": ...}` answer for any failure, with the status from the one error table."""
-    where = f"{route.protocol} inference for {route.name!r}"
+    where = f"{target.protocol} inference for {target.name!r}"
     if not isinstance(exc, HotserveError):
         logger.exception("unhandled error on %s", where)
-        return Answer(500, orjson.dumps({"error": "internal server error"}))
+        return Answer(500, error_body("internal server error"))
     status, message, headers = describe_error(exc, where)
-    return Answer(status, orjson.dumps({"error": message}), headers=tuple(
+    return Answer(status, error_body(message), headers=tuple(
         (k.lower().encode(), v.encode()) for k, v in headers.items()))

@@ -37,7 +37,8 @@ from server.errors import (
 )
 from server.metrics.instruments import Metrics
 from server.registry.manifest import ModelManifest
-from server.runtime.executor import Outputs, RuntimeExecutor
+from server.request import InferenceRequest, Tensors
+from server.runtime.executor import RuntimeExecutor
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,14 @@ class Batcher:
 
     # --- admission -------------------------------------------------------------
 
-    async def submit(self, inputs: Outputs, rows: int, deadline: float | None) -> Outputs:
-        """Run `rows` rows of `inputs` in some batch and return every output, only these rows.
+    async def submit(self, request: InferenceRequest) -> Tensors:
+        """Run the request's rows in some batch and return every output, only these rows.
 
-        `deadline` is an absolute `time.monotonic()`; the request never runs after it.
+        The request never runs after its `deadline` (an absolute `time.monotonic()`).
         """
         if self._closing:
             raise ModelNotReady(f"model {self.name!r} version {self.version} is shutting down")
+        rows = request.rows
         if rows < 1:
             raise InvalidInput(field="inputs", expected="at least 1 row", got=f"{rows} rows")
         if rows > self._max_batch_size:
@@ -97,27 +99,28 @@ class Batcher:
                     field="inputs",
                     expected=f"at most {self._max_batch_size} rows (max_batch_size)",
                     got=f"{rows} rows")
-            return await self._submit_split(inputs, rows, deadline)
+            return await self._submit_split(request)
         if self._queued >= self._max_queue_size:
             raise Overloaded(self.name, self.version, self._max_queue_size)
 
-        entry = self._enqueue(inputs, rows, deadline, time.monotonic())
+        entry = self._enqueue(request, time.monotonic())
         try:
             return await entry.future
         except asyncio.CancelledError:
             self._leave(entry)
             raise
 
-    async def _submit_split(self, inputs: Outputs, rows: int, deadline: float | None) -> Outputs:
+    async def _submit_split(self, request: InferenceRequest) -> Tensors:
         """Queue an oversized request as in-order chunks of `max_batch_size` rows, then reassemble."""
-        size = self._max_batch_size
+        size, rows = self._max_batch_size, request.rows
         starts = range(0, rows, size)
         if self._queued + len(starts) > self._max_queue_size:
             raise Overloaded(self.name, self.version, self._max_queue_size)
         now = time.monotonic()
         entries = [
-            self._enqueue({name: array[start:start + size] for name, array in inputs.items()},
-                          min(size, rows - start), deadline, now)
+            self._enqueue(request.with_inputs(
+                {name: array[start:start + size] for name, array in request.inputs.items()},
+                min(size, rows - start)), now)
             for start in starts
         ]
         try:
@@ -131,13 +134,14 @@ class Batcher:
             raise
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
-    def _enqueue(self, inputs: Outputs, rows: int, deadline: float | None, now: float) -> PendingRequest:
+    def _enqueue(self, request: InferenceRequest, now: float) -> PendingRequest:
+        deadline = request.deadline
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded(0.0)
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        entry = PendingRequest(inputs, rows, loop.create_future(), now, deadline)
+        entry = PendingRequest(request, loop.create_future(), now)
         idle_arrival = self._queued == 0 and self._running < self._instances
         self._queue.append(entry)
         self._queued += 1
@@ -221,7 +225,7 @@ class Batcher:
                 return
             yield entry.rows
 
-    def _shape_key(self, inputs: Outputs) -> ShapeKey:
+    def _shape_key(self, inputs: Tensors) -> ShapeKey:
         return tuple(inputs[name].shape[1:] for name in self._input_names)
 
     def _arm(self, wake_at: float) -> None:
@@ -287,7 +291,7 @@ class Batcher:
         self._m_batch_size.observe(rows)
 
     def _finish(self, entries: list[PendingRequest], rows: int,
-                outputs: Outputs | None, error: BaseException | None, run_s: float) -> None:
+                outputs: Tensors | None, error: BaseException | None, run_s: float) -> None:
         """On the loop: hand each caller its rows (or the batch's one error), then refill."""
         self._running -= 1
         self._m_inference_duration.observe(run_s)
@@ -321,7 +325,7 @@ class Batcher:
             if not entry.future.done():
                 entry.future.set_exception(error)
 
-    def _check_rows(self, outputs: Outputs, rows: int) -> InferenceFailed | None:
+    def _check_rows(self, outputs: Tensors, rows: int) -> InferenceFailed | None:
         for name, array in outputs.items():
             got = array.shape[0] if isinstance(array, np.ndarray) and array.ndim else None
             if got != rows:

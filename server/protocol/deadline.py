@@ -1,7 +1,8 @@
 """Request deadline: Triton's `timeout` parameter (microseconds) or `Hotserve-Timeout-Ms`.
 
 Both are durations from arrival; the result is an absolute `time.monotonic()` value.
-When both are given, the sooner wins.
+When both are given, the sooner wins; with neither, the version's default timeout
+(`batching.default_timeout_ms`) counts from arrival too. Computed once, at the edge.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from server.errors import InvalidInput
 TIMEOUT_HEADER = "hotserve-timeout-ms"
 
 
-def deadline_from(arrived: float, timeout_us: int | None, header_ms: str | None) -> float | None:
+def deadline_from(arrived: float, timeout_us: int | None, header_ms: str | None,
+                  default_timeout_s: float | None = None) -> float | None:
     """Absolute deadline for a request that arrived at `arrived` (monotonic), or None."""
     timeouts_s: list[float] = []
     if timeout_us:
@@ -27,4 +29,6 @@ def deadline_from(arrived: float, timeout_us: int | None, header_ms: str | None)
             raise InvalidInput("Hotserve-Timeout-Ms", expected="a positive number of milliseconds",
                                got=repr(header_ms))
         timeouts_s.append(value / 1000)
-    return arrived + min(timeouts_s) if timeouts_s else None
+    if timeouts_s:
+        return arrived + min(timeouts_s)
+    return None if default_timeout_s is None else arrived + default_timeout_s

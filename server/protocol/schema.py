@@ -1,4 +1,5 @@
-"""Per-version lookups the decoders need, built once from a `ModelManifest` and cached.
+"""Per-version lookups the decoders need, built once from a `ModelManifest` when the version loads
+(`ServedVersion.schema`).
 
 Non-finite policy (NaN, +-Inf): the tensor named by `manifest.features.input` (the
 tabular features a v1 record is assembled into) must be finite, whichever protocol
@@ -14,8 +15,6 @@ import numpy as np
 
 from server.protocol.datatypes import numpy_dtype
 from server.registry.manifest import ModelManifest, TensorSpec
-
-_CACHE_LIMIT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +56,3 @@ class ModelSchema:
             inputs=inputs,
             output_names=tuple(spec.name for spec in manifest.outputs),
         )
-
-
-_schemas: dict[int, ModelSchema] = {}
-
-
-def schema_for(manifest: ModelManifest) -> ModelSchema:
-    """The cached schema of a manifest (keyed by object identity: manifests are frozen)."""
-    schema = _schemas.get(id(manifest))
-    if schema is not None and schema.manifest is manifest:
-        return schema
-    if len(_schemas) >= _CACHE_LIMIT:
-        _schemas.clear()
-    schema = ModelSchema.from_manifest(manifest)
-    _schemas[id(manifest)] = schema
-    return schema

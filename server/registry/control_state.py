@@ -1,51 +1,105 @@
-"""Where routing decisions live between restarts: aliases per model (control path).
+"""The desired routing state (control path): aliases, traffic and shadow per model, with a revision.
 
-`ControlState` is the seam: the registry reads a `ControlSnapshot` at start and writes
-whole snapshots back. `FileControlState` keeps it in one JSON file written atomically
-(temp file + fsync + rename), so a crash never leaves half a file; a Redis implementation,
-shared by every replica, plugs in behind the same protocol.
+`ControlSnapshot` is what operators change and `registry.apply()` makes true; every path
+to the running state (start-up, an admin call, a change published by another replica)
+ends in that one `apply`. `ControlState` is the store: `write(snapshot, expected_revision)`
+is a compare-and-set (a stale writer gets `ControlConflict`), `watch()` yields each newer
+snapshot. `FileControlState` keeps one JSON file written atomically (temp file + fsync +
+rename), so a crash never leaves half a file; a Redis implementation, shared by every
+replica, plugs in behind the same protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import tempfile
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
+
+from server.errors import ControlConflict
 
 PRODUCTION = "production"
 CANARY = "canary"
+HISTORY_LIMIT = 50
+"""Production changes kept per model (rollback needs the previous one; more helps audits)."""
 
 
-class ModelControl(BaseModel):
-    """Routing state of one model."""
-
+class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProductionChange(_Frozen):
+    """One change of a model's `production` alias."""
+
+    version: PositiveInt
+    previous: PositiveInt | None = None
+    at: str
+    """UTC time of the change, ISO 8601."""
+    by: str | None = None
+    """Who made it (the admin token's name)."""
+
+
+class ShadowPolicy(_Frozen):
+    """A version that receives a copy of a share of unpinned traffic; its answers are only compared."""
+
+    version: PositiveInt
+    share: float = Field(default=1.0, gt=0.0, le=1.0)
+    tolerance: float = Field(default=1e-4, ge=0.0)
+    """Largest absolute output difference still counted as agreement."""
+
+
+class ModelControl(_Frozen):
+    """Desired routing state of one model."""
 
     aliases: dict[str, PositiveInt] = Field(default_factory=dict)
-    """Alias name (`production`, `canary`) -> version."""
+    """Alias name (`production`, `canary`, any other) -> version."""
+    traffic: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    """Weights (summing to 100) over aliases or version numbers for unpinned requests;
+    empty: everything goes to `production`."""
+    shadow: ShadowPolicy | None = None
+    history: list[ProductionChange] = Field(default_factory=list)
+    """Past `production` changes, oldest first, at most `HISTORY_LIMIT`."""
 
 
-class ControlSnapshot(BaseModel):
-    """Routing state of every model, as stored."""
+class ControlSnapshot(_Frozen):
+    """Desired routing state of every model, as stored; `revision` grows by one per write."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+    revision: NonNegativeInt = 0
     models: dict[str, ModelControl] = Field(default_factory=dict)
+
+    def model(self, name: str) -> ModelControl:
+        return self.models.get(name) or ModelControl()
 
     def alias(self, model: str, alias: str) -> int | None:
         """The version `alias` names for `model`, or None when unset."""
-        control = self.models.get(model)
-        return None if control is None else control.aliases.get(alias)
+        return self.model(model).aliases.get(alias)
 
-    def with_alias(self, model: str, alias: str, version: int) -> ControlSnapshot:
-        """A copy with `model`'s `alias` pointing at `version`."""
-        current = self.models.get(model, ModelControl())
-        updated = current.model_copy(update={"aliases": {**current.aliases, alias: version}})
-        return self.model_copy(update={"models": {**self.models, model: updated}})
+    def with_model(self, name: str, control: ModelControl) -> ControlSnapshot:
+        """A copy with `name`'s state replaced (same revision: `write` assigns the next one)."""
+        return self.model_copy(update={"models": {**self.models, name: control}})
+
+    def with_alias(self, model: str, alias: str, version: int, by: str | None = None) -> ControlSnapshot:
+        """A copy with `model`'s `alias` pointing at `version`; a `production` change is recorded
+        in the model's history."""
+        current = self.model(model)
+        update: dict[str, object] = {"aliases": {**current.aliases, alias: version}}
+        previous = current.aliases.get(alias)
+        if alias == PRODUCTION and previous != version:
+            change = ProductionChange(version=version, previous=previous, by=by,
+                                      at=datetime.now(UTC).isoformat(timespec="seconds"))
+            update["history"] = [*current.history, change][-HISTORY_LIMIT:]
+        return self.with_model(model, current.model_copy(update=update))
+
+    def previous_production(self, model: str) -> int | None:
+        """The version `production` named before its current one (what a rollback returns to)."""
+        history = self.model(model).history
+        return history[-1].previous if history else None
 
 
 class ControlState(Protocol):
@@ -53,20 +107,61 @@ class ControlState(Protocol):
 
     async def read(self) -> ControlSnapshot: ...
 
-    async def write(self, snapshot: ControlSnapshot) -> None: ...
+    async def write(self, snapshot: ControlSnapshot, expected_revision: int) -> ControlSnapshot:
+        """Store `snapshot` as revision `expected_revision + 1` if the stored revision is still
+        `expected_revision`; else raise `ControlConflict`. Returns what was stored."""
+        ...
+
+    def watch(self, after_revision: int) -> AsyncIterator[ControlSnapshot]:
+        """Each snapshot newer than the last one seen (starting after `after_revision`), as it
+        is written by anyone."""
+        ...
 
 
 class FileControlState:
-    """The snapshot as one JSON file; absent file = no aliases set."""
+    """The snapshot as one JSON file; absent file = revision 0, no aliases set.
 
-    def __init__(self, path: Path) -> None:
+    `watch()` wakes on this process's writes at once and notices other processes' writes
+    by polling the file every `poll_interval_s`.
+    """
+
+    def __init__(self, path: Path, poll_interval_s: float = 2.0) -> None:
         self.path = path
+        self.poll_interval_s = poll_interval_s
+        self._lock = asyncio.Lock()
+        self._written = asyncio.Condition()
+        self._writes = 0
 
     async def read(self) -> ControlSnapshot:
         return await asyncio.to_thread(self._read)
 
-    async def write(self, snapshot: ControlSnapshot) -> None:
-        await asyncio.to_thread(self._write, snapshot)
+    async def write(self, snapshot: ControlSnapshot, expected_revision: int) -> ControlSnapshot:
+        async with self._lock:
+            stored = await asyncio.to_thread(self._compare_and_write, snapshot, expected_revision)
+        self._writes += 1
+        async with self._written:
+            self._written.notify_all()
+        return stored
+
+    async def watch(self, after_revision: int) -> AsyncIterator[ControlSnapshot]:
+        seen = after_revision
+        while True:
+            writes = self._writes
+            try:
+                snapshot = await self.read()
+            except ValueError:
+                snapshot = None  # a hand-edited file that does not parse: keep the last routing
+            if snapshot is not None and snapshot.revision > seen:
+                seen = snapshot.revision
+                yield snapshot
+                continue
+            if writes != self._writes:
+                continue  # written here while we were reading: read again
+            async with self._written:
+                try:
+                    await asyncio.wait_for(self._written.wait(), self.poll_interval_s)
+                except TimeoutError:
+                    pass
 
     def _read(self) -> ControlSnapshot:
         try:
@@ -80,8 +175,22 @@ class FileControlState:
             # traffic to the very version an operator rolled back from.
             raise ValueError(f"control state {self.path} is invalid: {error}") from error
 
-    def _write(self, snapshot: ControlSnapshot) -> None:
+    def _compare_and_write(self, snapshot: ControlSnapshot, expected_revision: int) -> ControlSnapshot:
+        """Under an exclusive `flock` (other processes, e.g. a second server on the same file)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)  # released when the descriptor closes
+            current = self._read()
+            if current.revision != expected_revision:
+                raise ControlConflict(expected_revision, current.revision)
+            stored = snapshot.model_copy(update={"revision": expected_revision + 1})
+            self._write(stored)
+            return stored
+        finally:
+            os.close(dir_fd)
+
+    def _write(self, snapshot: ControlSnapshot) -> None:
         payload = snapshot.model_dump_json(indent=2).encode() + b"\n"
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:

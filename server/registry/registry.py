@@ -1,30 +1,40 @@
-"""`ModelRegistry`: which versions exist, which one serves each model, and their lifecycle.
+"""`ModelRegistry`: the versions of the repository, their lifecycle, and the routing table.
 
-Control path: `start()` scans the repository, reads the `production` alias of every model
-from the control state and loads that version (off the loop: read, sha256, session, graph
-check, warm-up). Without an alias the newest version that loads serves, and a failing newer
-version is skipped; a pinned alias is honoured exactly — if that version fails the model
-serves nothing rather than a version the operator did not choose (an alias naming a version
-no longer in the repository is logged and ignored). A failure is logged with
-its reason, counted, shown by `statuses()`, and never receives traffic; other models serve.
+Control path, one way in: `apply(snapshot)` makes a `ControlSnapshot` (the desired routing
+state) true. Under the control lock it loads what the snapshot routes to (off the loop:
+read, sha256, session, graph check, warm-up), builds a new immutable `RoutingTable` and
+publishes it by replacing one reference, then drains and unloads the versions nothing routes
+to any more, each once its request leases reach zero. Start-up is `scan` + `apply(stored
+snapshot)`; a watcher applies every newer snapshot the control state reports (written by an
+admin call, by another process, by another replica).
 
-Request path: `resolve()` is two dict lookups and returns a `ServedVersion`.
+Which version serves unpinned requests: the one the `production` alias names. If that one
+fails to load, the version serving before keeps serving (at start-up there is none: the
+model serves nothing rather than a version the operator did not choose). Without an alias
+the version serving keeps serving, and at start-up the newest version that loads serves
+(a failing newer version is skipped). An alias naming a version not in the repository is
+logged and ignored. A failure is logged with its reason, counted, shown by `statuses()`,
+and never receives traffic; other models serve.
+
+Request path: `acquire()` is one lookup in the published table plus a lease; the edge calls
+`release()` on the version once the request is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-from dataclasses import dataclass
+from types import MappingProxyType
 
 from server.errors import ModelLoadFailed, ModelNotFound, ModelNotReady
 from server.metrics.instruments import Metrics
-from server.registry.control_state import PRODUCTION, ControlState, FileControlState
+from server.registry.control_state import PRODUCTION, ControlSnapshot, ControlState, FileControlState, ModelControl
 from server.registry.loader import load_version
 from server.registry.repository import scan_repository, version_dir
 from server.registry.served import ServedVersion
+from server.registry.versions import VersionSlot, VersionState, VersionStatus
+from server.routing.table import ModelRoutes, RoutingTable
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,73 +42,132 @@ log = logging.getLogger(__name__)
 __all__ = ["ModelRegistry", "ServedVersion", "VersionState", "VersionStatus"]
 
 
-class VersionState(str, enum.Enum):
-    READY = "READY"
-    """Loaded, warmed up, taking requests."""
-    LOADING = "LOADING"
-    UNAVAILABLE = "UNAVAILABLE"
-    """In the repository but not loaded (not the serving version, or unloaded)."""
-    FAILED = "FAILED"
-    """Tried and failed to load; `reason` says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class VersionStatus:
-    name: str
-    version: int
-    state: VersionState
-    reason: str | None = None
-
-
-@dataclass(slots=True)
-class _Slot:
-    state: VersionState = VersionState.UNAVAILABLE
-    reason: str | None = None
-    served: ServedVersion | None = None
-
-
 class ModelRegistry:
-    """Every model version of the repository and the one serving each model."""
+    """Every model version of the repository, the routing table over the loaded ones, and `apply`."""
 
     def __init__(self, settings: Settings, metrics: Metrics,
                  control_state: ControlState | None = None) -> None:
         self._settings = settings
         self._metrics = metrics
         self._root = settings.model_repository
-        self._control = control_state or FileControlState(
-            settings.control_state_path or self._root / ".hotserve" / "control.json")
-        self._slots: dict[str, dict[int, _Slot]] = {}
-        self._serving: dict[str, ServedVersion] = {}
+        self.control: ControlState = control_state or FileControlState(
+            settings.control_state_path or self._root / ".hotserve" / "control.json",
+            poll_interval_s=settings.control_poll_interval_s)
+        """Where the desired state is stored; admin operations write it, then `apply` it."""
+        self._slots: dict[str, dict[int, VersionSlot]] = {}
+        self._table = RoutingTable()
+        self._applied = ControlSnapshot()
+        self._lock = asyncio.Lock()
+        self._draining: set[asyncio.Task[bool]] = set()
+        self._watcher: asyncio.Task[None] | None = None
         self._started = False
         self._closing = False
 
+    # --- control path -----------------------------------------------------------------------
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Serialises control operations (held by `apply`; admin read-modify-write cycles)."""
+        return self._lock
+
+    @property
+    def table(self) -> RoutingTable:
+        """The published routing table."""
+        return self._table
+
+    @property
+    def applied(self) -> ControlSnapshot:
+        """The last snapshot `apply` made true."""
+        return self._applied
+
     async def start(self) -> None:
-        """Scan the repository and load each model's serving version (models load concurrently)."""
+        """Scan the repository, apply the stored control snapshot, then follow its changes."""
         found = await asyncio.to_thread(scan_repository, self._root)
-        snapshot = await self._control.read()
-        self._slots = {name: {v: _Slot() for v in versions} for name, versions in found.items()}
-        await asyncio.gather(*(self._start_model(name, snapshot.alias(name, PRODUCTION))
-                               for name in found))
+        self._slots = {name: {v: VersionSlot() for v in versions} for name, versions in found.items()}
+        await self.apply(await self.control.read())
         self._started = True
         log.info("model repository %s: %d model(s), serving %s", self._root, len(found),
-                 ", ".join(f"{s.name} v{s.version} on {s.provider}" for s in self._serving.values())
+                 ", ".join(f"{r.name} v{r.default.version} on {r.default.provider}"
+                           for r in self._table.models.values() if r.default is not None)
                  or "nothing")
+        self._watcher = asyncio.create_task(self._follow(), name="hotserve-control-watch")
 
-    async def _start_model(self, name: str, pinned: int | None) -> None:
-        newest_first = sorted(self._slots[name], reverse=True)
-        if pinned is not None and pinned not in self._slots[name]:
-            log.error("model %r: production alias names version %d, which is not in the "
-                      "repository (versions %s); serving the newest that loads instead",
-                      name, pinned, sorted(self._slots[name]))
-            pinned = None
-        for version in [pinned] if pinned is not None else newest_first:
-            served = await self._load(name, version)
-            if served is not None:
-                self._serving[name] = served
-                return
+    async def apply(self, snapshot: ControlSnapshot) -> RoutingTable:
+        """Make `snapshot` the running state; returns the routing table it published.
+
+        Loads concurrently across models; versions no longer routed to are drained and
+        unloaded before this returns (outside the lock: new control operations need not wait).
+        """
+        async with self._lock:
+            if self._closing:
+                raise ModelNotReady("server is shutting down")
+            names = sorted(self._slots)
+            defaults = await asyncio.gather(*(self._apply_model(name, snapshot.model(name))
+                                              for name in names))
+            retired: list[ServedVersion] = []
+            models: dict[str, ModelRoutes] = {}
+            for name, default in zip(names, defaults, strict=True):
+                aliases = {alias: v for alias, v in snapshot.model(name).aliases.items()
+                           if v in self._slots[name]}
+                keep = {v for v in aliases.values()} | ({default.version} if default else set())
+                retired += self._detach(name, keep)
+                models[name] = ModelRoutes(
+                    name=name, default=default, aliases=MappingProxyType(aliases),
+                    versions=MappingProxyType({v: slot.served for v, slot in self._slots[name].items()
+                                               if slot.routable and slot.served is not None}))
+            table = RoutingTable(revision=snapshot.revision, models=MappingProxyType(models))
+            self._table = table  # publish: one reference swap
+            self._applied = snapshot
+        if retired:
+            await asyncio.gather(*(self._drain(served) for served in retired))
+        return table
+
+    async def _follow(self) -> None:
+        """Apply every newer snapshot the control state reports, until closed."""
+        async for snapshot in self.control.watch(self._applied.revision):
+            if snapshot.revision <= self._applied.revision:
+                continue  # already applied (e.g. by the admin call that wrote it)
+            try:
+                await self.apply(snapshot)
+            except ModelNotReady:
+                return  # shutting down
+            except Exception:
+                log.exception("applying control revision %d failed; keeping revision %d",
+                              snapshot.revision, self._applied.revision)
+
+    async def _apply_model(self, name: str, control: ModelControl) -> ServedVersion | None:
+        """Load what `control` routes to; return the version unpinned requests should go to."""
+        slots = self._slots[name]
+        for alias, version in sorted(control.aliases.items()):
+            if version not in slots:
+                log.error("model %r: alias %r names version %d, which is not in the repository "
+                          "(versions %s); ignored", name, alias, version, sorted(slots))
+        targets = sorted({v for v in control.aliases.values() if v in slots}, reverse=True)
+        for version in targets:
+            if not slots[version].routable:
+                await self._load(name, version)
+        current = self._table.lookup(name)
+        pinned = control.aliases.get(PRODUCTION)
+        if pinned is not None and pinned in slots:
+            if slots[pinned].routable:
+                return slots[pinned].served
+            if current is not None:
+                log.error("model %r: production version %d is not ready; version %d keeps serving",
+                          name, pinned, current.version)
+            else:
+                log.error("model %r: production version %d could not be loaded; the model "
+                          "answers 503 until it is", name, pinned)
+            return current
+        if current is not None and self._table.serves(current):
+            return current
+        for version in sorted(slots, reverse=True):
+            slot = slots[version]
+            if slot.routable or (slot.state is not VersionState.FAILED and await self._load(name, version)):
+                return slot.served
         log.error("model %r: no version could be loaded; it answers 503 until one is", name)
+        return None
 
-    async def _load(self, name: str, version: int) -> ServedVersion | None:
+    async def _load(self, name: str, version: int) -> bool:
         slot = self._slots[name][version]
         slot.state, slot.reason = VersionState.LOADING, None
         started = time.perf_counter()
@@ -118,39 +187,74 @@ class ModelRegistry:
             self._metrics.model_ready.labels(name, str(version)).set(1)
             log.info("model %r version %d ready on %s in %.2f s", name, version,
                      served.provider, elapsed)
-            return served
+            return True
         slot.state, slot.reason = VersionState.FAILED, reason
         self._metrics.model_loads.labels(name, "failure").inc()
         self._metrics.model_load_duration.labels(name).observe(time.perf_counter() - started)
         self._metrics.model_ready.labels(name, str(version)).set(0)
         log.error("model %r version %d failed to load: %s", name, version, reason)
-        return None
+        return False
 
-    def resolve(self, name: str, version: int | None = None) -> ServedVersion:
-        """The version to run: the serving one, or `version` exactly.
+    def _detach(self, name: str, keep: set[int]) -> list[ServedVersion]:
+        """Take loaded versions not in `keep` out of their slots (they will be drained)."""
+        detached = []
+        for version, slot in self._slots[name].items():
+            if slot.served is not None and version not in keep:
+                detached.append(slot.served)
+                slot.served, slot.state, slot.reason = None, VersionState.UNAVAILABLE, None
+                self._metrics.model_ready.labels(name, str(version)).set(0)
+        return detached
+
+    async def _drain(self, served: ServedVersion) -> bool:
+        """Wait for the leases of a version that left the routing table, then unload it."""
+        task = asyncio.ensure_future(served.drain(self._settings.shutdown_grace_s))
+        self._draining.add(task)
+        try:
+            drained = await task
+        finally:
+            self._draining.discard(task)
+        if not drained:
+            log.warning("model %r version %d: unloaded with work still running", served.name,
+                        served.version)
+        log.info("model %r version %d drained and unloaded", served.name, served.version)
+        return drained
+
+    # --- request path -----------------------------------------------------------------------
+
+    def acquire(self, name: str, version: int | None = None) -> ServedVersion:
+        """The version a request goes to, with a lease taken on it: the caller must `release()` it.
 
         ModelNotFound for an unknown model or a version not in the repository; ModelNotReady
         for one that exists but is not loaded and ready, or while shutting down.
         """
+        served = self._table.lookup(name, version)
+        if served is None or self._closing:
+            raise self._unroutable(name, version)
+        served.lease()
+        return served
+
+    def resolve(self, name: str, version: int | None = None) -> ServedVersion:
+        """Like `acquire` without a lease: for metadata and readiness, which run nothing."""
+        served = self._table.lookup(name, version)
+        if served is None or self._closing:
+            raise self._unroutable(name, version)
+        return served
+
+    def _unroutable(self, name: str, version: int | None) -> Exception:
         if self._closing:
-            raise ModelNotReady("server is shutting down")
-        if version is None:
-            served = self._serving.get(name)
-            if served is not None:
-                return served
-            if name not in self._slots:
-                raise ModelNotFound(name)
-            raise ModelNotReady(f"model {name!r} has no ready version")
+            return ModelNotReady("server is shutting down")
         slots = self._slots.get(name)
         if slots is None:
-            raise ModelNotFound(name)
+            return ModelNotFound(name)
+        if version is None:
+            return ModelNotReady(f"model {name!r} has no ready version")
         slot = slots.get(version)
         if slot is None:
-            raise ModelNotFound(name, version)
-        if slot.served is not None and slot.state is VersionState.READY:
-            return slot.served
+            return ModelNotFound(name, version)
         detail = f": {slot.reason}" if slot.reason else ""
-        raise ModelNotReady(f"model {name!r} version {version} is {slot.state.value}{detail}")
+        return ModelNotReady(f"model {name!r} version {version} is {slot.state.value}{detail}")
+
+    # --- state ------------------------------------------------------------------------------
 
     def statuses(self) -> list[VersionStatus]:
         """Every model version found in the repository with its state (and FAILED reason)."""
@@ -160,20 +264,24 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        """`start()` finished, not shutting down, and every model has a ready serving version."""
+        """`start()` finished, not shutting down, and every model has a version serving it."""
         return self._started and not self._closing and all(
-            name in self._serving for name in self._slots)
+            self._table.lookup(name) is not None for name in self._slots)
 
     async def close(self, timeout_s: float) -> None:
-        """Stop admitting; let queued and running batches finish (at most `timeout_s`); close runtimes."""
+        """Stop routing; let routed, queued and running work finish (at most `timeout_s`); unload."""
         self._closing = True
-        loaded = [(name, version, slot) for name, slots in self._slots.items()
-                  for version, slot in slots.items() if slot.served is not None]
-        results = await asyncio.gather(*(slot.served.close(timeout_s)  # type: ignore[union-attr]
-                                         for _, _, slot in loaded))
-        for (name, version, slot), drained in zip(loaded, results, strict=True):
+        if self._watcher is not None:
+            self._watcher.cancel()
+        async with self._lock:
+            loaded = [slot.served for slots in self._slots.values() for slot in slots.values()
+                      if slot.served is not None]
+            for name in self._slots:
+                self._detach(name, keep=set())
+            self._table = RoutingTable(revision=self._table.revision)
+        results = await asyncio.gather(*(served.drain(timeout_s) for served in loaded),
+                                       *self._draining)
+        for served, drained in zip(loaded, results, strict=False):
             if not drained:
-                log.warning("model %r version %d: closed with work still running", name, version)
-            slot.served, slot.state = None, VersionState.UNAVAILABLE
-            self._metrics.model_ready.labels(name, str(version)).set(0)
-        self._serving.clear()
+                log.warning("model %r version %d: closed with work still running", served.name,
+                            served.version)

@@ -1,6 +1,9 @@
 """`ServedVersion`: one loaded model version as the request path sees it (runtime + pool + batcher).
 
-`registry.resolve()` hands these to the HTTP edge; `infer` is the only call on the request path.
+The routing table hands these to the HTTP edge with a **lease** taken (`lease()`); the edge
+releases it once the request is answered. `drain()` waits for the leases to reach zero before
+it closes the batcher, so a request routed here before a swap is still answered by this
+version, even when its body was still arriving as the swap happened.
 """
 
 from __future__ import annotations
@@ -8,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
-
 from server.batching.batcher import Batcher
 from server.metrics.instruments import Metrics
+from server.protocol.schema import ModelSchema
 from server.registry.manifest import ModelManifest
+from server.request import InferenceRequest, Tensors
 from server.runtime.base import Runtime
 from server.runtime.executor import RuntimeExecutor
 
@@ -24,32 +27,70 @@ class ServedVersion:
         self.name = manifest.name
         self.version = manifest.version
         self.manifest = manifest
+        self.schema = ModelSchema.from_manifest(manifest)
+        """What the decoders check requests against; built once per loaded version."""
         self.runtime = runtime
         self.executor = RuntimeExecutor(runtime, manifest.batching.instances,
                                         thread_name=f"hotserve-{manifest.name}-v{manifest.version}")
         self.batcher = Batcher(manifest, self.executor, metrics)
-        timeout_ms = manifest.batching.default_timeout_ms
-        self._default_timeout_s = None if timeout_ms is None else timeout_ms / 1000.0
+        self._leases = 0
+        self._released: asyncio.Event | None = None
 
     @property
     def provider(self) -> str:
         """Execution provider in use, for model metadata."""
         return self.runtime.provider
 
-    async def infer(self, inputs: dict[str, np.ndarray], rows: int,
-                    deadline: float | None) -> dict[str, np.ndarray]:
-        """Run validated `inputs` (`rows` rows each) and return every output for exactly those rows.
+    @property
+    def default_timeout_s(self) -> float | None:
+        """Deadline (from arrival) of requests that carry none: `batching.default_timeout_ms`."""
+        timeout_ms = self.manifest.batching.default_timeout_ms
+        return None if timeout_ms is None else timeout_ms / 1000.0
 
-        `deadline` is an absolute `time.monotonic()`; None falls back to the manifest's
-        `batching.default_timeout_ms`. Raises Overloaded, DeadlineExceeded, InvalidInput (too
-        many rows without `allow_split`), InferenceFailed, ModelNotReady (closing).
+    # --- request path ---------------------------------------------------------------------
+
+    def lease(self) -> None:
+        """A request was routed here: keep this version alive until `release()`."""
+        self._leases += 1
+
+    def release(self) -> None:
+        """The leased request was answered (or abandoned)."""
+        self._leases -= 1
+        if self._leases == 0 and self._released is not None:
+            self._released.set()
+
+    @property
+    def leases(self) -> int:
+        """Requests routed to this version and not yet answered."""
+        return self._leases
+
+    async def infer(self, request: InferenceRequest) -> Tensors:
+        """Run a validated request and return every output for exactly its rows.
+
+        Raises Overloaded, DeadlineExceeded, InvalidInput (too many rows without
+        `allow_split`), InferenceFailed, ModelNotReady (closed).
         """
-        if deadline is None and self._default_timeout_s is not None:
-            deadline = time.monotonic() + self._default_timeout_s
-        return await self.batcher.submit(inputs, rows, deadline)
+        return await self.batcher.submit(request)
+
+    # --- control path ---------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait (up to `timeout_s`) until no request holds a lease, then `close()` with what is left.
+
+        Call only once the version is out of the routing table, so no new lease can be taken.
+        Returns whether every routed request finished.
+        """
+        deadline = time.monotonic() + timeout_s
+        if self._leases:
+            self._released = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._released.wait(), timeout_s)
+            except TimeoutError:
+                pass
+        return await self.close(max(0.0, deadline - time.monotonic()))
 
     async def close(self, timeout_s: float) -> bool:
-        """Stop admitting, drain for up to `timeout_s`, shut the worker pool and the runtime.
+        """Stop admitting, drain the batcher for up to `timeout_s`, shut the pool and the runtime.
 
         Returns whether every accepted request finished.
         """
@@ -61,4 +102,4 @@ class ServedVersion:
             # session reference, so the running call finishes on its own reference.
             self.executor.shutdown(wait=False)
         self.runtime.close()
-        return drained
+        return drained and self._leases == 0

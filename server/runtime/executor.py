@@ -13,12 +13,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
+from server.request import Tensors
 from server.runtime.base import Runtime
 
-Outputs = dict[str, np.ndarray]
-BatchDone = Callable[[Outputs | None, BaseException | None, float], None]
+BatchDone = Callable[[Tensors | None, BaseException | None, float], None]
 """Called on the loop thread with (outputs, error, run seconds); exactly one of the first two is set."""
 
 
@@ -32,16 +30,16 @@ class RuntimeExecutor:
         self.instances = instances
         self._pool = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=thread_name)
 
-    def submit(self, loop: asyncio.AbstractEventLoop, inputs: Outputs, on_done: BatchDone) -> None:
+    def submit(self, loop: asyncio.AbstractEventLoop, inputs: Tensors, on_done: BatchDone) -> None:
         """Run a batch on a worker; `on_done` is later called on `loop`. Hot path: no task, no future."""
         self._pool.submit(self._run, loop, inputs, on_done)
 
-    async def run(self, inputs: Outputs) -> Outputs:
+    async def run(self, inputs: Tensors) -> Tensors:
         """Run one batch and await its outputs (warm-up and other control-path calls)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Outputs] = loop.create_future()
+        future: asyncio.Future[Tensors] = loop.create_future()
 
-        def resolve(outputs: Outputs | None, error: BaseException | None, _run_s: float) -> None:
+        def resolve(outputs: Tensors | None, error: BaseException | None, _run_s: float) -> None:
             if future.done():
                 return
             if error is not None:
@@ -53,7 +51,7 @@ class RuntimeExecutor:
         self.submit(loop, inputs, resolve)
         return await future
 
-    def _run(self, loop: asyncio.AbstractEventLoop, inputs: Outputs, on_done: BatchDone) -> None:
+    def _run(self, loop: asyncio.AbstractEventLoop, inputs: Tensors, on_done: BatchDone) -> None:
         started = time.perf_counter()
         try:
             outputs = self.runtime.run(inputs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from edge_fakes import FakeRegistry, FakeServedVersion, make_manifest, serving
 from server.api.error_handlers import STATUS_BY_ERROR, status_for
 from server.errors import (
     DeadlineExceeded,
@@ -14,6 +13,7 @@ from server.errors import (
     PayloadTooLarge,
 )
 from server.settings import Settings
+from tests.fakes import FakeRegistry, FakeServedVersion, make_manifest, serving
 
 
 def _version(name: str = "m", version: int = 1) -> FakeServedVersion:

@@ -10,10 +10,10 @@ import numpy as np
 import orjson
 import pytest
 
-from edge_fakes import FakeRegistry, FakeServedVersion, make_manifest, serving
 from server.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
 from server.registry.manifest import FeatureSpec
 from server.settings import Settings
+from tests.fakes import FakeRegistry, FakeServedVersion, make_manifest, serving
 
 SPEC = FeatureSpec(input="features", columns=["a", "b"], request_features=["a", "b"])
 
@@ -103,10 +103,10 @@ async def test_deadline_is_the_sooner_of_timeout_parameter_and_header(
     await client.post("/v2/models/tab/infer", content=_v2([[1, 2]], parameters={"timeout": 60_000_000}),
                       headers={"Hotserve-Timeout-Ms": "1000"})
     after = time.monotonic()
-    deadline = versions[2].calls[-1][2]
+    deadline = versions[2].calls[-1].deadline
     assert deadline is not None and before + 1.0 <= deadline <= after + 1.0
     await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]))
-    assert versions[2].calls[-1][2] is None
+    assert versions[2].calls[-1].deadline is None
     bad = await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]), headers={"Hotserve-Timeout-Ms": "-3"})
     assert bad.status_code == 400
     assert bad.json() == {"error": "Hotserve-Timeout-Ms: expected a positive number of milliseconds, got '-3'"}
@@ -217,3 +217,37 @@ async def test_client_leaving_mid_body_is_counted_499_and_not_answered(client: h
     text = (await client.get("/metrics")).text
     assert 'hotserve_requests_total{code="499",model="tab",protocol="v2",version="2"} 1.0' in text
     assert "hotserve_inflight_requests 0.0" in text
+
+
+async def test_request_id_is_taken_from_the_client_echoed_and_carried_to_the_engine(
+        client: httpx.AsyncClient, versions: dict[int, FakeServedVersion]) -> None:
+    sent = await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]),
+                             headers={"x-request-id": "client-id-42"})
+    assert sent.headers["x-request-id"] == "client-id-42"
+    assert versions[2].calls[-1].request_id == "client-id-42"
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traced = await client.post("/v1/models/tab:predict", json={"instances": [{"a": 1, "b": 2}]},
+                               headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+    assert traced.headers["x-request-id"] == trace
+    generated = await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]),
+                                  headers={"x-request-id": "bad id with spaces"})
+    assert len(generated.headers["x-request-id"]) == 32
+    assert generated.headers["x-request-id"] == versions[2].calls[-1].request_id
+
+
+async def test_both_lanes_echo_the_request_id_and_share_the_error_body(client: httpx.AsyncClient) -> None:
+    fast = await client.post("/v2/models/nope/infer", content=_v2([[1, 2]]), headers={"x-request-id": "a1"})
+    routed = await client.get("/v2/models/nope", headers={"x-request-id": "b2"})
+    assert (fast.status_code, fast.headers["x-request-id"]) == (404, "a1")
+    assert (routed.status_code, routed.headers["x-request-id"]) == (404, "b2")
+    assert fast.json() == routed.json() == {"error": "model 'nope' not found"}
+
+
+async def test_every_routed_request_gives_its_lease_back(
+        client: httpx.AsyncClient, versions: dict[int, FakeServedVersion]) -> None:
+    versions[2].error = InvalidInput("features", detail="refused by the fake")
+    await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]))
+    versions[2].error = None
+    await client.post("/v2/models/tab/infer", content=b"{not json")
+    await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]))
+    assert versions[2].leases == 0 and len(versions[2].calls) == 2

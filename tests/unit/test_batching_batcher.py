@@ -20,7 +20,7 @@ from server.metrics.instruments import Metrics
 from server.registry.manifest import BatchingPolicy
 from server.runtime.base import Runtime
 from server.runtime.executor import RuntimeExecutor
-from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest
+from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request
 
 T = TypeVar("T")
 HANG_GUARD_S = 20.0
@@ -75,7 +75,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 def submit(batcher: Batcher, request_id: int, rows: int,
            deadline: float | None = None) -> asyncio.Task[dict[str, np.ndarray]]:
-    return asyncio.create_task(batcher.submit(rows_of(request_id, rows), rows, deadline))
+    return asyncio.create_task(batcher.submit(request(rows_of(request_id, rows), rows, deadline)))
 
 
 async def occupy(batcher: Batcher, request_id: int, rows: int) -> asyncio.Task[dict[str, np.ndarray]]:
@@ -91,7 +91,7 @@ async def test_each_caller_gets_exactly_its_own_rows_under_concurrency(make_batc
                                     max_queue_size=1000)
     sizes = [1 + (i * 7) % 5 for i in range(300)]
     results = await guarded(asyncio.gather(
-        *(batcher.submit(rows_of(i, n), n, None) for i, n in enumerate(sizes))))
+        *(batcher.submit(request(rows_of(i, n), n, None)) for i, n in enumerate(sizes))))
     for i, (n, out) in enumerate(zip(sizes, results, strict=True)):
         np.testing.assert_array_equal(out["y"], rows_of(i, n)["x"])
     assert sum(runtime.batch_rows) == sum(sizes)
@@ -102,7 +102,7 @@ async def test_each_caller_gets_exactly_its_own_rows_under_concurrency(make_batc
 async def test_idle_batcher_dispatches_a_lone_request_at_once(make_batcher: BatcherFactory) -> None:
     runtime = EchoRuntime()
     batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=LONG_DELAY_MS)
-    out = await guarded(batcher.submit(rows_of(1, 2), 2, None))
+    out = await guarded(batcher.submit(request(rows_of(1, 2), 2, None)))
     np.testing.assert_array_equal(out["y"], rows_of(1, 2)["x"])
     assert batches(metrics, "idle") == 1
     assert runtime.batch_rows == [2]
@@ -183,7 +183,7 @@ async def test_full_queue_refuses_at_once_with_retry_after(make_batcher: Batcher
     tasks = [await occupy(batcher, 0, 1), *(submit(batcher, i, 1) for i in range(1, 3))]  # one runs, two wait
     await until(lambda: batcher.queued == 2)
     with pytest.raises(Overloaded) as refused:
-        await batcher.submit(rows_of(9, 1), 1, None)
+        await batcher.submit(request(rows_of(9, 1), 1, None))
     assert refused.value.retry_after_s >= 1
     runtime.gate.set()
     await guarded(asyncio.gather(*tasks))
@@ -207,7 +207,7 @@ async def test_deadline_already_passed_is_refused_without_queueing(make_batcher:
     runtime = EchoRuntime()
     batcher, _ = make_batcher(runtime)
     with pytest.raises(DeadlineExceeded):
-        await batcher.submit(rows_of(0, 1), 1, time.monotonic() - 1.0)
+        await batcher.submit(request(rows_of(0, 1), 1, time.monotonic() - 1.0))
     assert runtime.batch_rows == []
 
 
@@ -232,8 +232,8 @@ async def test_runtime_failure_fails_only_that_batch(make_batcher: BatcherFactor
     batcher, _ = make_batcher(runtime, max_batch_size=8)
     poisoned = {"x": np.full((2, 3), -1.0, dtype=np.float32)}
     with pytest.raises(InferenceFailed, match="injected runtime failure"):
-        await guarded(batcher.submit(poisoned, 2, None))
-    out = await guarded(batcher.submit(rows_of(5, 2), 2, None))
+        await guarded(batcher.submit(request(poisoned, 2, None)))
+    out = await guarded(batcher.submit(request(rows_of(5, 2), 2, None)))
     np.testing.assert_array_equal(out["y"], rows_of(5, 2)["x"])
 
 
@@ -252,7 +252,7 @@ async def test_runtime_failure_reaches_every_caller_of_the_batch_and_no_other(
     runtime = SlowPoisonRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=2, max_queue_delay_ms=0)
     first = await occupy(batcher, 0, 1)
-    same_batch = [asyncio.create_task(batcher.submit({"x": np.full((1, 3), -1.0, np.float32)}, 1, None)),
+    same_batch = [asyncio.create_task(batcher.submit(request({"x": np.full((1, 3), -1.0, np.float32)}, 1, None))),
                   submit(batcher, 1, 1)]
     next_batch = submit(batcher, 2, 1)
     await until(lambda: batcher.queued == 3)
@@ -269,7 +269,7 @@ async def test_batch_that_cannot_be_handed_to_a_worker_is_answered() -> None:
     batcher = Batcher(fake_manifest(), executor, Metrics())
     executor.shutdown(wait=True)  # the pool refuses new work from now on
     with pytest.raises(InferenceFailed, match="RuntimeError"):
-        await guarded(batcher.submit(rows_of(0, 1), 1, None))
+        await guarded(batcher.submit(request(rows_of(0, 1), 1, None)))
     assert batcher.running == 0
 
 
@@ -281,14 +281,14 @@ class WrongRowsRuntime(EchoRuntime):
 async def test_output_rows_differing_from_input_rows_fail_the_batch(make_batcher: BatcherFactory) -> None:
     batcher, _ = make_batcher(WrongRowsRuntime())
     with pytest.raises(InferenceFailed, match="output 'y' has 1 rows for a batch of 2 rows"):
-        await guarded(batcher.submit(rows_of(0, 2), 2, None))
+        await guarded(batcher.submit(request(rows_of(0, 2), 2, None)))
 
 
 async def test_oversized_request_is_refused_without_allow_split(make_batcher: BatcherFactory) -> None:
     runtime = EchoRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=4)
     with pytest.raises(InvalidInput) as refused:
-        await batcher.submit(rows_of(0, 5), 5, None)
+        await batcher.submit(request(rows_of(0, 5), 5, None))
     assert refused.value.field == "inputs"
     assert "at most 4 rows" in refused.value.message and "5 rows" in refused.value.message
     assert runtime.batch_rows == []
@@ -297,7 +297,7 @@ async def test_oversized_request_is_refused_without_allow_split(make_batcher: Ba
 async def test_oversized_request_is_split_and_reassembled_in_order(make_batcher: BatcherFactory) -> None:
     runtime = EchoRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=4, allow_split=True, max_queue_delay_ms=0)
-    out = await guarded(batcher.submit(rows_of(7, 10), 10, None))
+    out = await guarded(batcher.submit(request(rows_of(7, 10), 10, None)))
     np.testing.assert_array_equal(out["y"], rows_of(7, 10)["x"])
     assert sum(runtime.batch_rows) == 10
     assert max(runtime.batch_rows) <= 4
@@ -307,7 +307,7 @@ async def test_split_request_fails_as_a_whole_when_a_chunk_expires(make_batcher:
     runtime = SlowRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=2, allow_split=True, max_queue_delay_ms=0)
     running = await occupy(batcher, 0, 1)
-    split = asyncio.create_task(batcher.submit(rows_of(1, 5), 5, time.monotonic() + 0.005))
+    split = asyncio.create_task(batcher.submit(request(rows_of(1, 5), 5, time.monotonic() + 0.005)))
     with pytest.raises(DeadlineExceeded):
         await guarded(split)
     assert batcher.queued == 0
@@ -337,7 +337,7 @@ async def test_requests_with_different_dynamic_dims_are_never_concatenated(
     batcher, _ = make_batcher(runtime, features=-1, max_batch_size=16, max_queue_delay_ms=0)
     widths = [2 + i % 3 for i in range(60)]
     results = await guarded(asyncio.gather(
-        *(batcher.submit(rows_of(i, 1 + i % 2, w), 1 + i % 2, None) for i, w in enumerate(widths))))
+        *(batcher.submit(request(rows_of(i, 1 + i % 2, w), 1 + i % 2, None)) for i, w in enumerate(widths))))
     for i, (w, out) in enumerate(zip(widths, results, strict=True)):
         np.testing.assert_array_equal(out["y"], rows_of(i, 1 + i % 2, w)["x"])
 
@@ -351,7 +351,7 @@ async def test_close_refuses_new_requests_and_drains_queued_and_running(
     closing = asyncio.create_task(batcher.close(timeout_s=HANG_GUARD_S))
     await until(lambda: batcher.closing)
     with pytest.raises(ModelNotReady):
-        await batcher.submit(rows_of(9, 1), 1, None)
+        await batcher.submit(request(rows_of(9, 1), 1, None))
     runtime.gate.set()
     assert await guarded(closing) is True
     results = await guarded(asyncio.gather(*tasks))

@@ -8,11 +8,11 @@ import numpy as np
 import orjson
 import pytest
 
-from edge_fakes import make_manifest
 from server.errors import InvalidInput
 from server.protocol.schema import ModelSchema
 from server.protocol.v1 import assemble_features, check_records, encode_predictions, parse_instances, raw_tensor
 from server.registry.manifest import FeatureSpec
+from tests.fakes import make_manifest
 
 SPEC = FeatureSpec(input="features", columns=["amount", "age", "hour"],
                    request_features=["hour", "amount", "age"], entity_key="customer_id")

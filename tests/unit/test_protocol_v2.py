@@ -9,13 +9,13 @@ import numpy as np
 import orjson
 import pytest
 
-from edge_fakes import make_manifest
 from server.errors import InvalidInput
 from server.protocol.datatypes import NUMPY_DTYPES, tensor_to_bytes
-from server.protocol.schema import ModelSchema, schema_for
+from server.protocol.schema import ModelSchema
 from server.protocol.v2_request import InferRequest, RequestedOutput, decode_infer_request
 from server.protocol.v2_response import encode_infer_response
 from server.registry.manifest import FeatureSpec
+from tests.fakes import make_manifest
 
 ALL_TYPES = sorted(NUMPY_DTYPES)
 
@@ -27,7 +27,7 @@ def _schema_all_types() -> ModelSchema:
 
 def _tabular_schema() -> ModelSchema:
     features = FeatureSpec(input="features", columns=["a", "b"], request_features=["a", "b"])
-    return schema_for(make_manifest("tab", [("features", "FP32", [-1, 2])],
+    return ModelSchema.from_manifest(make_manifest("tab", [("features", "FP32", [-1, 2])],
                                     [("score", "FP32", [-1, 1]), ("label", "INT64", [-1])],
                                     features=features))
 

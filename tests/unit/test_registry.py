@@ -13,7 +13,7 @@ from server.metrics.instruments import Metrics
 from server.registry.manifest import sha256_file
 from server.registry.registry import ModelRegistry, VersionState, VersionStatus
 from server.settings import Settings
-from tests.fakes import tiny_mlp_reference, write_model_version
+from tests.fakes import request, tiny_mlp_reference, write_model_version
 
 
 def settings_for(repository: Path, **overrides: object) -> Settings:
@@ -46,7 +46,7 @@ async def test_serves_the_latest_version_without_an_alias(tmp_path: Path) -> Non
         served = registry.resolve("mlp")
         assert (served.version, served.provider) == (2, "CPUExecutionProvider")
         x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
-        out = await served.infer({"x": x}, 2, None)
+        out = await served.infer(request({"x": x}, 2, None))
         np.testing.assert_allclose(out["y"], tiny_mlp_reference(x, weight, bias), rtol=1e-5)
         assert registry.ready
         assert registry.statuses() == [VersionStatus("mlp", 1, VersionState.UNAVAILABLE),
@@ -207,7 +207,7 @@ async def test_close_stops_serving_and_reports_not_ready(tmp_path: Path) -> None
     with pytest.raises(ModelNotReady, match="shutting down"):
         registry.resolve("mlp")
     with pytest.raises(ModelNotReady):
-        await served.infer({"x": np.zeros((1, 3), dtype=np.float32)}, 1, None)
+        await served.infer(request({"x": np.zeros((1, 3), dtype=np.float32)}, 1, None))
     assert metrics.registry.get_sample_value(
         "hotserve_model_ready", {"model": "mlp", "version": "1"}) == 0
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from server.errors import DeadlineExceeded, ModelLoadFailed
+from server.errors import ControlConflict, DeadlineExceeded, ModelLoadFailed
 from server.metrics.instruments import Metrics
+from server.protocol.deadline import deadline_from
 from server.registry.control_state import ControlSnapshot, FileControlState
 from server.registry.loader import check_graph, read_manifest, verify_model_file, warm_up_inputs
 from server.registry.manifest import BatchingPolicy, Lineage, ModelManifest, TensorSpec
 from server.registry.repository import scan_repository
 from server.registry.served import ServedVersion
-from tests.fakes import EchoRuntime, SlowRuntime, fake_manifest, write_model_version
+from tests.fakes import EchoRuntime, SlowRuntime, fake_manifest, request, write_model_version
 
 
 def test_scan_keeps_positive_integer_version_folders_only(tmp_path: Path) -> None:
@@ -30,11 +32,51 @@ async def test_control_state_round_trips_atomically(tmp_path: Path) -> None:
     state = FileControlState(tmp_path / "state" / "control.json")
     assert await state.read() == ControlSnapshot()
     snapshot = ControlSnapshot().with_alias("mlp", "production", 3).with_alias("mlp", "canary", 4)
-    await state.write(snapshot)
-    assert await state.read() == snapshot
+    stored = await state.write(snapshot, expected_revision=0)
+    assert stored == snapshot.model_copy(update={"revision": 1})
+    assert await state.read() == stored
     assert snapshot.alias("mlp", "production") == 3
     assert snapshot.alias("other", "production") is None
     assert [p.name for p in (tmp_path / "state").iterdir()] == ["control.json"]
+
+
+async def test_control_state_write_is_compare_and_set_on_the_revision(tmp_path: Path) -> None:
+    state = FileControlState(tmp_path / "control.json")
+    first = await state.write(ControlSnapshot().with_alias("mlp", "production", 1), expected_revision=0)
+    with pytest.raises(ControlConflict, match="expected revision 0, stored revision is 1"):
+        await state.write(ControlSnapshot().with_alias("mlp", "production", 2), expected_revision=0)
+    assert await state.read() == first
+    second = await state.write(first.with_alias("mlp", "production", 2), expected_revision=1)
+    assert (second.revision, second.alias("mlp", "production")) == (2, 2)
+
+
+def test_production_history_keeps_the_previous_version_for_rollback() -> None:
+    snapshot = ControlSnapshot().with_alias("m", "production", 1, by="alice")
+    snapshot = snapshot.with_alias("m", "canary", 3).with_alias("m", "production", 2, by="bob")
+    assert snapshot.previous_production("m") == 1
+    assert [(c.version, c.previous, c.by) for c in snapshot.model("m").history] == [
+        (1, None, "alice"), (2, 1, "bob")]
+    assert snapshot.with_alias("m", "production", 2).model("m").history == snapshot.model("m").history
+    assert ControlSnapshot().previous_production("m") is None
+
+
+async def test_control_state_watch_yields_each_newer_snapshot(tmp_path: Path) -> None:
+    state = FileControlState(tmp_path / "control.json", poll_interval_s=30)
+    changes = state.watch(after_revision=0)
+    next_change = asyncio.ensure_future(anext(changes))
+    stored = await state.write(ControlSnapshot().with_alias("m", "production", 5), expected_revision=0)
+    assert await asyncio.wait_for(next_change, 10) == stored
+    await changes.aclose()
+
+
+async def test_control_state_watch_sees_another_writer_by_polling(tmp_path: Path) -> None:
+    path = tmp_path / "control.json"
+    watcher = FileControlState(path, poll_interval_s=0.01)
+    changes = watcher.watch(after_revision=0)
+    next_change = asyncio.ensure_future(anext(changes))
+    stored = await FileControlState(path).write(ControlSnapshot().with_alias("m", "production", 2), 0)
+    assert await asyncio.wait_for(next_change, 10) == stored
+    await changes.aclose()
 
 
 async def test_invalid_control_state_is_refused_not_guessed(tmp_path: Path) -> None:
@@ -100,10 +142,15 @@ async def test_served_version_applies_the_manifest_default_timeout() -> None:
     runtime = SlowRuntime()
     manifest = fake_manifest(batching=BatchingPolicy(default_timeout_ms=5, max_queue_delay_ms=0))
     served = ServedVersion(manifest, runtime, Metrics())
-    first = asyncio.create_task(served.infer({"x": np.zeros((1, 3), np.float32)}, 1, None))
+    assert served.default_timeout_s == 0.005
+    first = asyncio.create_task(served.infer(request({"x": np.zeros((1, 3), np.float32)}, 1, None)))
     await asyncio.sleep(0)
+    # The edge computes the deadline once, from arrival: with none requested, the manifest's.
+    arrived = time.monotonic()
+    deadline = deadline_from(arrived, None, None, served.default_timeout_s)
+    assert deadline == arrived + 0.005
     with pytest.raises(DeadlineExceeded):  # queued behind a blocked worker past its 5 ms
-        await asyncio.wait_for(served.infer({"x": np.ones((2, 3), np.float32)}, 2, None), 20)
+        await asyncio.wait_for(served.infer(request({"x": np.ones((2, 3), np.float32)}, 2, deadline)), 20)
     runtime.gate.set()
     await asyncio.wait_for(first, 20)
     assert await served.close(timeout_s=5)

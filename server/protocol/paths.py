@@ -1,0 +1,40 @@
+"""Which inference endpoint a URL path names, and the version in it (request path, first step).
+
+The inference routes are matched here rather than by FastAPI's router: `HotserveApp` sends
+them down the plain-ASGI fast lane (`server/api/inference.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from server.errors import ModelNotFound
+
+_V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+_V1_PREDICT = re.compile(r"/v1/models/([^/]+):predict")
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceTarget:
+    """What an inference request's path asks for: protocol, model, and an optional pinned version."""
+
+    protocol: str  # "v1" | "v2"
+    name: str
+    version: str | None
+
+
+def match_inference_path(path: str) -> InferenceTarget | None:
+    """The inference endpoint a path is for, or None (FastAPI handles everything else)."""
+    if m := _V2_INFER.fullmatch(path):
+        return InferenceTarget("v2", m.group(1), m.group(2))
+    if m := _V1_PREDICT.fullmatch(path):
+        return InferenceTarget("v1", m.group(1), None)
+    return None
+
+
+def parse_version(name: str, version: str) -> int:
+    """Versions are positive integers; anything else cannot exist (404)."""
+    if not version.isdigit() or int(version) < 1:
+        raise ModelNotFound(name, version)
+    return int(version)

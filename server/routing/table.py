@@ -1,0 +1,52 @@
+"""The routing table: which loaded version answers a request for a model (request path).
+
+Immutable: the registry builds a new table from the control snapshot and the versions that
+are READY, and publishes it by replacing one reference under its control lock. A request
+routes against whichever table it found when it arrived and takes a lease on the version it
+got (`ServedVersion.lease`), so publishing a new table never strands a request. Routing picks
+a version and runs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from server.registry.served import ServedVersion
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoutes:
+    """One model's routable versions and where unpinned requests go."""
+
+    name: str
+    default: ServedVersion | None
+    """Where unpinned requests go (the `production` version); None: nothing can serve them."""
+    versions: Mapping[int, ServedVersion]
+    """Every READY version, for requests pinned to one (`/versions/{v}`)."""
+    aliases: Mapping[str, int]
+    """Alias -> version, as applied from the control snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """Every model's routes at one control revision."""
+
+    revision: int = 0
+    models: Mapping[str, ModelRoutes] = field(default_factory=lambda: MappingProxyType({}))
+
+    def lookup(self, name: str, version: int | None = None) -> ServedVersion | None:
+        """The version a request for `name` (pinned to `version`, if given) goes to; None when
+        there is none to route to (the registry explains why)."""
+        routes = self.models.get(name)
+        if routes is None:
+            return None
+        if version is None:
+            return routes.default
+        return routes.versions.get(version)
+
+    def serves(self, served: ServedVersion) -> bool:
+        """Whether `served` can still receive requests through this table."""
+        routes = self.models.get(served.name)
+        return routes is not None and routes.versions.get(served.version) is served

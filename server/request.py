@@ -8,7 +8,7 @@ handing one validated request to its backend: no layer re-derives what the edge 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,9 +16,12 @@ Tensors = dict[str, np.ndarray]
 """Tensors by name: a request's inputs, a batch, a version's outputs (batch axis first)."""
 
 
-@dataclass(frozen=True, slots=True)
-class InferenceRequest:
-    """A decoded request ready to run: `rows` rows of every model input."""
+class InferenceRequest(NamedTuple):
+    """A decoded request ready to run: `rows` rows of every model input.
+
+    Immutable. A NamedTuple rather than a frozen dataclass: built once per request on the
+    hot path, where a frozen dataclass's `__init__` costs five times as much.
+    """
 
     inputs: Tensors
     rows: int
@@ -35,5 +38,4 @@ class InferenceRequest:
 
     def with_inputs(self, inputs: Tensors, rows: int) -> InferenceRequest:
         """The same request carrying other tensors (a split chunk, joined features)."""
-        return InferenceRequest(inputs, rows, self.arrived, self.deadline, self.request_id,
-                                self.entity_keys, self.routing_key)
+        return self._replace(inputs=inputs, rows=rows)

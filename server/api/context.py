@@ -9,6 +9,7 @@ of uvicorn's `ProxyHeadersMiddleware`: no Request object, one wrapped `send`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from contextvars import ContextVar
@@ -48,8 +49,13 @@ def incoming_request_id(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, 
     return None
 
 
+_PROCESS_PREFIX = os.urandom(8).hex()
+_sequence = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return os.urandom(16).hex()
+    """32 hex digits: a random per-process prefix and a counter (unique without a syscall each)."""
+    return f"{_PROCESS_PREFIX}{next(_sequence):016x}"
 
 
 class RequestContext:

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from load_tests.server_process import ServerProcess, start_server
 from onnx_models import write_corrupt, write_multi, write_slow, write_tabular
-from server_process import ServerProcess, start_server
+
+
+def start_test_server(repository: Path, log_path: Path, ready_path: str) -> ServerProcess:
+    """`hotserve serve` on `repository` (CPU, one intra-op thread, 64 KiB bodies, 30 s grace), ready."""
+    return start_server(
+        repository, log_path, ready_path=ready_path, grace_s=30.0,
+        flags=["--log-level", "info", "--max-request-bytes", "65536"],
+        env={"HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider", "HOTSERVE_INTRA_OP_THREADS": "1"})
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +32,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(repository, tmp_path_factory.mktemp("logs") / "server.log", "/v2/health/ready")
+    process = start_test_server(repository, tmp_path_factory.mktemp("logs") / "server.log", "/v2/health/ready")
     yield process
     code = process.stop()
     assert code == 0, process.log()
@@ -36,6 +44,6 @@ def draining_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     root = tmp_path_factory.mktemp("drain_repository")
     write_slow(root, "slow", max_queue_size=16, matmuls=48)  # ~0.5 s a run
     write_corrupt(root, "broken")
-    process = start_server(root, tmp_path_factory.mktemp("logs") / "drain.log", "/v2/models/slow/ready")
+    process = start_test_server(root, tmp_path_factory.mktemp("logs") / "drain.log", "/v2/models/slow/ready")
     yield process
     process.stop()

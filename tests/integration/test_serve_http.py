@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from onnx_models import TAB_COLUMNS
-from server_process import ServerProcess
+from load_tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from server_process import ServerProcess
+from load_tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -177,7 +177,8 @@ def run_wrk(url: str, body: bytes, content_type: str, header_length: int | None,
            "-s", str(LUA_SCRIPT), url]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK_JSON "))
-    return json.loads(line.removeprefix("WRK_JSON "))
+    stats: dict[str, float] = json.loads(line.removeprefix("WRK_JSON "))
+    return stats
 
 
 def measure(urls: dict[str, str], manifest: ModelManifest, protocols: list[str],

@@ -115,7 +115,8 @@ def start_server(repository: Path, log_path: Path, *, ready_path: str | None = "
         process = subprocess.Popen([*command, *flags], cwd=cwd or REPO_ROOT,
                                    env={**inherited, **settings, **(env or {})},
                                    stdout=log_file, stderr=subprocess.STDOUT)
-    server = ServerProcess(process, port, log_path, stop_timeout_s=(30.0 if grace_s is None else grace_s) + STOP_MARGIN_S)
+    grace = 30.0 if grace_s is None else grace_s  # 30 s: the settings' default
+    server = ServerProcess(process, port, log_path, stop_timeout_s=grace + STOP_MARGIN_S)
     if ready_path is not None:
         try:
             server.wait_ready(ready_path, startup_timeout_s)

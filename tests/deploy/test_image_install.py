@@ -106,7 +106,8 @@ def test_install_has_the_server_without_torch_or_the_gpu_wheel(installed: tuple[
 
 
 @pytest.fixture
-def server(installed: tuple[Path, Path], tmp_path: Path) -> Iterator[tuple[ServerProcess, tuple[np.ndarray, np.ndarray]]]:
+def server(installed: tuple[Path, Path],
+           tmp_path: Path) -> Iterator[tuple[ServerProcess, tuple[np.ndarray, np.ndarray]]]:
     """(the installed `hotserve serve`, (W, b) of the served `tiny` model)."""
     venv, _ = installed
     repository = tmp_path / "models"

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from gated_serve import GateClient
+from gated_serve import GateClient, GatedServer
 from load_tests.server_process import ServerProcess, start_server
 from onnx_models import write_corrupt, write_gated, write_multi, write_tabular
 
 GATED_SERVE = Path(__file__).with_name("gated_serve.py")
 
 
-def start_gated_server(repository: Path, log_dir: Path, ready_path: str) -> tuple[ServerProcess, GateClient]:
+def start_gated_server(repository: Path, log_dir: Path, ready_path: str) -> GatedServer:
     """`hotserve serve` on `repository` (CPU, one intra-op thread, 64 KiB bodies, 30 s grace), ready."""
     gate = GateClient(log_dir / "gate.sock")
     server = start_server(
@@ -27,7 +27,7 @@ def start_gated_server(repository: Path, log_dir: Path, ready_path: str) -> tupl
         command=[sys.executable, str(GATED_SERVE), str(gate.socket_path), "serve"],
         flags=["--log-level", "info", "--max-request-bytes", "65536"], grace_s=30.0,
         env={"HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider", "HOTSERVE_INTRA_OP_THREADS": "1"})
-    return server, gate
+    return GatedServer(server, gate)
 
 
 @pytest.fixture(scope="session")
@@ -42,41 +42,30 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def served(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, GateClient]]:
-    server, gate = start_gated_server(repository, tmp_path_factory.mktemp("logs"), "/v2/health/ready")
-    yield server, gate
-    code = server.stop()
-    assert code == 0, server.log()
+def served(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatedServer]:
+    served = start_gated_server(repository, tmp_path_factory.mktemp("logs"), "/v2/health/ready")
+    yield served
+    code = served.server.stop()
+    assert code == 0, served.server.log()
 
 
 @pytest.fixture(scope="session")
-def server(served: tuple[ServerProcess, GateClient]) -> ServerProcess:
-    return served[0]
+def server(served: GatedServer) -> ServerProcess:
+    return served.server
 
 
 @pytest.fixture(scope="session")
-def gate(served: tuple[ServerProcess, GateClient]) -> GateClient:
+def gate(served: GatedServer) -> GateClient:
     """The gate of `server`'s gated models."""
-    return served[1]
+    return served.gate
 
 
 @pytest.fixture(scope="module")
-def draining(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, GateClient]]:
+def draining(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatedServer]:
     """A server with a gated model and a corrupt one (so the server as a whole never turns ready)."""
     root = tmp_path_factory.mktemp("drain_repository")
     write_gated(root, "gated", max_queue_size=16)
     write_corrupt(root, "broken")
-    server, gate = start_gated_server(root, tmp_path_factory.mktemp("drain_logs"), "/v2/models/gated/ready")
-    yield server, gate
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def draining_server(draining: tuple[ServerProcess, GateClient]) -> ServerProcess:
-    return draining[0]
-
-
-@pytest.fixture(scope="module")
-def draining_gate(draining: tuple[ServerProcess, GateClient]) -> GateClient:
-    """The gate of `draining_server`'s gated model."""
-    return draining[1]
+    served = start_gated_server(root, tmp_path_factory.mktemp("drain_logs"), "/v2/models/gated/ready")
+    yield served
+    served.server.stop()

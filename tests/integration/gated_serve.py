@@ -24,7 +24,10 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from load_tests.server_process import ServerProcess
 
 GATED_PREFIX = "gated"
 HOLD_LIMIT_S = 120.0
@@ -175,6 +178,13 @@ class GateClient:
             raise AssertionError(f"gate {command!r}: no answer in {self._timeout_s} s") from None
         if answer != "ok":
             raise AssertionError(f"gate {command!r}: {answer or 'no answer'}")
+
+
+class GatedServer(NamedTuple):
+    """A server started through this launcher, and its gate."""
+
+    server: ServerProcess
+    gate: GateClient
 
 
 def main(argv: Sequence[str]) -> int:

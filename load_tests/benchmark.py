@@ -14,25 +14,22 @@ Mean batch sizes come from the server's own `hotserve_batch_size` histogram.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from load_tests.server_process import ServerProcess, start_server
 from server.registry.manifest import ONNX_FILENAME, ModelManifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,41 +143,10 @@ def bodies(manifest: ModelManifest, rows: int) -> dict[str, tuple[bytes, str, in
 # --- server process --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serving(repo: Path, log: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "HOTSERVE_MODEL_REPOSITORY": str(repo), "HOTSERVE_PORT": str(port),
-           "HOTSERVE_HOST": "127.0.0.1", "HOTSERVE_LOG_LEVEL": "warning"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(BIN / "hotserve"), "serve"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
-                with contextlib.suppress(OSError):
-                    with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as r:
-                        if r.status == 200:
-                            break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server not ready after 120 s; see {log}")
-                time.sleep(0.2)
-            yield url
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def serving(repo: Path, log: Path) -> ServerProcess:
+    """This checkout's server on `repo`, ready; the caller's `HOTSERVE_*` tuning reaches it."""
+    tuning = {k: v for k, v in os.environ.items() if k.startswith("HOTSERVE_")}
+    return start_server(repo, log, env={**tuning, "HOTSERVE_LOG_LEVEL": "warning"}, startup_timeout_s=120)
 
 
 def batch_stats(url: str, model: str) -> tuple[float, float]:
@@ -211,7 +177,8 @@ def run_wrk(url: str, body: bytes, content_type: str, header_length: int | None,
            "-s", str(LUA_SCRIPT), url]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK_JSON "))
-    return json.loads(line.removeprefix("WRK_JSON "))
+    stats: dict[str, float] = json.loads(line.removeprefix("WRK_JSON "))
+    return stats
 
 
 def measure(urls: dict[str, str], manifest: ModelManifest, protocols: list[str],
@@ -390,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                                           [int(b) for b in args.batch_sizes.split(",")])
             with serving(args.repository, RESULTS / f"server-{name}-batching.log") as on, \
                     serving(off_repo, RESULTS / f"server-{name}-no-batching.log") as off:
-                results += measure({"batching": on, "no batching": off}, manifest, protocols,
-                                   clients, args.duration, work)
+                results += measure({"batching": on.base_url, "no batching": off.base_url}, manifest,
+                                   protocols, clients, args.duration, work)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(args.out, results, ceilings, args, started)

@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 import os
 import struct
+import urllib.request
+from typing import Any
 
 from locust import FastHttpUser, between, events, task
+from locust.env import Environment
 
 MODEL = os.environ.get("HOTSERVE_BENCH_MODEL", "fraud")
 
@@ -29,10 +32,8 @@ class _Model:
     columns: list[str] = []
 
 
-@events.test_start.add_listener
-def _read_metadata(environment, **_kwargs):  # type: ignore[no-untyped-def]
-    import urllib.request
-
+@events.test_start.add_listener  # type: ignore[untyped-decorator]  # EventHook.add_listener is unannotated
+def _read_metadata(environment: Environment, **_kwargs: Any) -> None:
     with urllib.request.urlopen(f"{environment.host}/v2/models/{MODEL}", timeout=10) as r:
         meta = json.load(r)
     spec = meta["inputs"][0]
@@ -67,7 +68,9 @@ class PredictionClient(FastHttpUser):
                         "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}],
             "parameters": {"binary_data_output": True},
         }).encode()
-        with self.client.post(f"/v2/models/{MODEL}/infer", data=header + raw, name="v2 binary",
+        # locust annotates `data` as str | dict, but sends bytes as they are (its docstring says so).
+        with self.client.post(f"/v2/models/{MODEL}/infer", data=header + raw,  # type: ignore[arg-type]
+                              name="v2 binary",
                               headers={"Content-Type": "application/octet-stream",
                                        "Inference-Header-Content-Length": str(len(header))},
                               catch_response=True) as r:

@@ -3,12 +3,15 @@
 # it may apt-get install redis-server and the deploy validation tools).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/setup-env.sh "train,dev"
+# `load` too: mypy checks load_tests/ against locust's own annotations.
+bash scripts/setup-env.sh "train,dev,load"
 bash scripts/ensure-redis.sh
 bash scripts/ci-tools.sh
 export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
 export HOTSERVE_TEST_REDIS_URL="${HOTSERVE_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
-echo "== mypy --strict (server, training, exporters)"
+echo "== ruff (pyflakes, import order, pyupgrade, pycodestyle)"
+.venv/bin/ruff check .
+echo "== mypy --strict (server, training, exporters, load_tests)"
 .venv/bin/mypy
 echo "== pytest"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

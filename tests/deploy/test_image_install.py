@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,18 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from load_tests.server_process import ServerProcess, free_port, start_server
 from tests.deploy.conftest import REPO
 from tests.fakes import tiny_mlp_reference, write_model_version
 
 pytestmark = pytest.mark.integration
 
 READY_WAIT_S = 90.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _dockerignore_patterns() -> list[tuple[bool, str]]:
@@ -112,52 +106,35 @@ def test_install_has_the_server_without_torch_or_the_gpu_wheel(installed: tuple[
 
 
 @pytest.fixture
-def server(installed: tuple[Path, Path], tmp_path: Path,
-           ) -> Iterator[tuple[subprocess.Popen[bytes], int, tuple[np.ndarray, np.ndarray]]]:
-    """(process, port, (W, b) of the served `tiny` model)."""
+def server(installed: tuple[Path, Path],
+           tmp_path: Path) -> Iterator[tuple[ServerProcess, tuple[np.ndarray, np.ndarray]]]:
+    """(the installed `hotserve serve`, (W, b) of the served `tiny` model)."""
     venv, _ = installed
     repository = tmp_path / "models"
     weight, bias = write_model_version(repository, "tiny", 1, features=4)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSERVE_")}
-    # What the image sets, except the interface: tests bind loopback only.
-    env.update(HOTSERVE_MODEL_REPOSITORY=str(repository), HOTSERVE_HOST="127.0.0.1",
-               HOTSERVE_PORT=str(port), HOTSERVE_EXECUTION_PROVIDERS="CPUExecutionProvider",
-               HOTSERVE_SHUTDOWN_GRACE_S="5", PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen([str(venv / "bin" / "hotserve"), "serve"], cwd=tmp_path, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield process, port, (weight, bias)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
+    # What the image sets, except the interface: tests bind loopback only. Started the way the
+    # image starts it (env only), with the installed code, not this checkout's.
+    with start_server(repository, tmp_path / "server.log", ready_path=None, grace_s=5,
+                      command=[str(venv / "bin" / "hotserve"), "serve"], from_checkout=False, cwd=tmp_path,
+                      env={"HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
+                           "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}"}) as served:
+        yield served, (weight, bias)
 
 
 def test_installed_server_becomes_ready_serves_and_drains_on_sigterm(
-        installed: tuple[Path, Path],
-        server: tuple[subprocess.Popen[bytes], int, tuple[np.ndarray, np.ndarray]],
-        tmp_path: Path) -> None:
+        installed: tuple[Path, Path], server: tuple[ServerProcess, tuple[np.ndarray, np.ndarray]]) -> None:
     venv, context = installed
-    process, port, (weight, bias) = server
+    served, (weight, bias) = server
     deadline = time.monotonic() + READY_WAIT_S
-    while (check := healthcheck(venv, context, port)).returncode != 0:
-        assert process.poll() is None, (
-            f"server exited {process.returncode}:\n{(tmp_path / 'server.log').read_text()}")
-        assert time.monotonic() < deadline, (
-            f"not ready after {READY_WAIT_S}s: {check.stderr}\n{(tmp_path / 'server.log').read_text()}")
+    while (check := healthcheck(venv, context, served.port)).returncode != 0:
+        assert served.process.poll() is None, f"server exited {served.process.returncode}:\n{served.log()}"
+        assert time.monotonic() < deadline, f"not ready after {READY_WAIT_S}s: {check.stderr}\n{served.log()}"
         time.sleep(0.2)
 
     x = np.array([[1, 0, 0, 0], [0, 1, 1, 1]], dtype=np.float32)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
                         "data": x.ravel().tolist()}]}
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/tiny/infer",
+    request = urllib.request.Request(f"{served.base_url}/v2/models/tiny/infer",
                                      data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -167,15 +144,15 @@ def test_installed_server_becomes_ready_serves_and_drains_on_sigterm(
     np.testing.assert_allclose(np.array(output["data"]).reshape(2, 2),
                                tiny_mlp_reference(x, weight, bias), rtol=1e-5)
 
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0, (tmp_path / "server.log").read_text()
-    after = healthcheck(venv, context, port)
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=30) == 0, served.log()
+    after = healthcheck(venv, context, served.port)
     assert after.returncode == 1 and "not ready" in after.stderr
 
 
 def test_healthcheck_fails_with_the_reason_when_nothing_listens(installed: tuple[Path, Path]) -> None:
     venv, context = installed
-    port = _free_port()
+    port = free_port()
     result = healthcheck(venv, context, port)
     assert result.returncode == 1
     assert f"http://127.0.0.1:{port}/v2/health/ready" in result.stderr

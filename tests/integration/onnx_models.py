@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from gated_serve import GATED_PREFIX
 from server.registry.manifest import (
     ONNX_FILENAME,
     BatchingPolicy,
@@ -66,20 +67,11 @@ def multi_model() -> onnx.ModelProto:
     return _model(nodes, inputs, outputs, initializers, "multi")
 
 
-def slow_model(size: int, matmuls: int) -> onnx.ModelProto:
-    """y = x, after `matmuls` products of size x size zero matrices derived from x (so nothing
-    can be constant-folded away); with size 1024 each product costs ~10 ms on one core here."""
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
-             helper.make_node("Mul", ["s", "zero"], ["s0"]),
-             helper.make_node("Expand", ["s0", "square"], ["m0"])]
-    for i in range(matmuls):
-        nodes.append(helper.make_node("MatMul", [f"m{i}", "m0"], [f"m{i + 1}"]))
-    nodes += [helper.make_node("ReduceSum", [f"m{matmuls}"], ["t"], keepdims=0),
-              helper.make_node("Add", ["x", "t"], ["y"])]
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])],
-                  [numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
-                   numpy_helper.from_array(np.array([size, size], dtype=np.int64), "square")], "slow")
+def identity_model() -> onnx.ModelProto:
+    """y = x: x FP32 [n, 1] -> y FP32 [n, 1]."""
+    return _model([helper.make_node("Identity", ["x"], ["y"])],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])], [], "identity")
 
 
 def write_version(repository: Path, name: str, version: int, model: onnx.ModelProto,
@@ -118,9 +110,12 @@ def write_multi(repository: Path) -> Path:
                          BatchingPolicy(max_batch_size=16, max_queue_delay_ms=1.0))
 
 
-def write_slow(repository: Path, name: str, max_queue_size: int, matmuls: int) -> Path:
-    """One row at a time through a graph slow enough (`matmuls`) to keep a queue filled."""
-    return write_version(repository, name, 1, slow_model(1024, matmuls), [("x", "FP32", [-1, 1])],
+def write_gated(repository: Path, name: str, max_queue_size: int) -> Path:
+    """One row at a time through y = x, for `gated_serve.py` to hold: its gate, not the graph,
+    decides when each run happens, so a test can keep a queue filled as long as it needs."""
+    if not name.startswith(GATED_PREFIX):
+        raise ValueError(f"gated_serve.py holds only models named {GATED_PREFIX}*, got {name!r}")
+    return write_version(repository, name, 1, identity_model(), [("x", "FP32", [-1, 1])],
                          [("y", "FP32", [-1, 1])],
                          BatchingPolicy(max_batch_size=1, max_queue_delay_ms=0.0,
                                         max_queue_size=max_queue_size))

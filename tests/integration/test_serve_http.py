@@ -12,8 +12,9 @@ import onnxruntime as ort
 import orjson
 import pytest
 
+from gated_serve import GateClient
+from load_tests.server_process import ServerProcess
 from onnx_models import TAB_COLUMNS
-from server_process import ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -161,18 +162,26 @@ async def test_error_cases_get_their_status_and_message_while_others_are_served(
             assert ok.status_code == 200
 
 
-async def test_full_queue_answers_429_with_retry_after(server: ServerProcess) -> None:
+async def test_full_queue_answers_429_with_retry_after(server: ServerProcess, gate: GateClient) -> None:
     body = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]})
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
-        responses = await asyncio.gather(*(client.post("/v2/models/slow_tiny/infer", content=body)
-                                           for _ in range(8)))
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client, gate.held(), asyncio.timeout(60):
+        running = asyncio.create_task(client.post("/v2/models/gated_tiny/infer", content=body))
+        await gate.wait_entered(1)  # the one worker is busy: of the next seven, one fits the queue of 1
+        later = [asyncio.create_task(client.post("/v2/models/gated_tiny/infer", content=body))
+                 for _ in range(7)]
+        waiting = set(later)
+        while len(waiting) > 1:
+            _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         other = await client.post("/v2/models/tab/infer", content=_v2_json(_features(seed=4, rows=1)))
+        await gate.open()
+        responses = await asyncio.gather(running, *later)
     codes = sorted(r.status_code for r in responses)
     refused = [r for r in responses if r.status_code == 429]
     assert refused and set(codes) == {200, 429}, codes
+    assert codes == [200] * 2 + [429] * 6
     for response in refused:
         assert int(response.headers["retry-after"]) >= 1
-        assert response.json() == {"error": "model 'slow_tiny' version 1 is overloaded: queue of 1 is full"}
+        assert response.json() == {"error": "model 'gated_tiny' version 1 is overloaded: queue of 1 is full"}
     assert other.status_code == 200
 
 

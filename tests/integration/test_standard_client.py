@@ -15,7 +15,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from server_process import ServerProcess
+from load_tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training.datasets import Dataset, DatasetSpec, load_dataset
 from training.config import TrainConfig
+from training.datasets import Dataset, DatasetSpec, load_dataset
 from training.trainer import TrainResult, train
 
 TINY_MLP = TrainConfig(

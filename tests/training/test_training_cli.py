@@ -51,7 +51,8 @@ def test_defaults_train_the_fraud_mlp_on_demo_data(tmp_path: Path, monkeypatch: 
 def test_resume_writes_a_child_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "ck"
     assert main(["train", *TINY, "--checkpoints", str(root), "--name", "m"]) == 0
-    assert main(["train", "--resume", str(root / "m" / "1"), "--epochs", "1", "--checkpoints", str(root), "--quiet"]) == 0
+    assert main(["train", "--resume", str(root / "m" / "1"), "--epochs", "1", "--checkpoints", str(root),
+                 "--quiet"]) == 0
     child = load_checkpoint(root / "m" / "2").metadata
     parent = read_metadata(root / "m" / "1")
     assert child.parent_version == 1

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from server.registry.manifest import sha256_file
-from training.datasets import DatasetError, DatasetSpec, load_dataset
-from training.datasets import fraud
+from training.datasets import DatasetError, DatasetSpec, fraud, load_dataset
 
 TABLE_FEATURES = ["amount", "merchant_category", "cust_txn_count_7d"]
 

@@ -13,9 +13,9 @@ import torch
 
 from server.registry.manifest import Lineage, TensorSpec
 from training.checkpoints import load_checkpoint
+from training.config import TrainConfig
 from training.datasets import Dataset, DatasetSpec, load_dataset
 from training.metrics import evaluate
-from training.config import TrainConfig
 from training.trainer import TrainingError, TrainResult, train
 
 
@@ -58,7 +58,8 @@ def test_early_stopping_ends_after_patience_epochs_without_improvement(tiny_mlp:
     assert all(h.metrics["log_loss"] >= best for h in result.history)
 
 
-def test_resume_continues_epochs_and_records_parent(tiny_mlp: TrainConfig, tiny_fraud: Dataset, trained: TrainResult) -> None:
+def test_resume_continues_epochs_and_records_parent(tiny_mlp: TrainConfig, tiny_fraud: Dataset,
+                                                    trained: TrainResult) -> None:
     parent = load_checkpoint(trained.path)
     steps_before = max(int(s["step"]) for s in parent.optimizer_state["state"].values())
     child = train(tiny_fraud, replace(tiny_mlp, epochs=2, patience=5), trained.path.parent.parent, parent=parent)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
@@ -19,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 import server
 from server.api import health, inference
 from server.api import metrics as metrics_route
-from server.api.context import RequestContext
+from server.api.context import begin_request, echo_request_id, end_request
 from server.api.deps import Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
@@ -35,20 +34,19 @@ logger = logging.getLogger(__name__)
 class HotserveApp(FastAPI):
     """FastAPI with the request-context step and an inference fast lane in front of its router."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._entry = RequestContext(self._dispatch)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._entry(scope, receive, send)
-
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request_id, token = begin_request(scope)  # the request-context step, for both lanes
+        try:
             target = match_inference_path(scope["path"])
             if target is not None:
                 await inference.handle(self.state.edge, target, scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, echo_request_id(send, request_id))
+        finally:
+            end_request(token)
 
 
 def create_app(settings: Settings, registry: Registry | None = None,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
 
-from server.api.context import request_id_of
+from server.api.context import REQUEST_ID_HEADER, SCOPE_KEY
 from server.api.deps import Edge, ServedModel
 from server.api.error_handlers import describe_error, error_body
 from server.errors import HotserveError, InvalidInput, ModelNotReady, PayloadTooLarge
@@ -53,8 +53,9 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
     entered = False
     served: ServedModel | None = None
     answer: Answer
+    request_id: str = scope[SCOPE_KEY]
     if scope["method"] != "POST":
-        await _send(send, Answer(405, error_body(f"method {scope['method']} not allowed on {scope['path']}"),
+        await _send(send, request_id, Answer(405, error_body(f"method {scope['method']} not allowed on {scope['path']}"),
                                  headers=((b"allow", b"POST"),)))
         return
     try:
@@ -71,9 +72,9 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         body = await _read_body(receive, headers.get(b"content-length"),
                                 edge.settings.max_request_bytes)
         if target.protocol == "v2":
-            answer = await _infer_v2(served, body, headers, arrived, request_id_of(scope))
+            answer = await _infer_v2(served, body, headers, arrived, request_id)
         else:
-            answer = await _predict_v1(served, body, headers, arrived, request_id_of(scope))
+            answer = await _predict_v1(served, body, headers, arrived, request_id)
     except (asyncio.CancelledError, _ClientGone) as exc:
         edge.request_metrics.record(model_label, version_label, target.protocol, 499,
                                     time.monotonic() - arrived)  # client gone (nginx's code)
@@ -87,15 +88,16 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
             served.release()
         if entered:
             edge.inflight.exit()
-    await _send(send, answer)
+    await _send(send, request_id, answer)
     edge.request_metrics.record(model_label, version_label, target.protocol, answer.status,
                                 time.monotonic() - arrived)
 
 
-async def _send(send: Send, answer: Answer) -> None:
+async def _send(send: Send, request_id: str, answer: Answer) -> None:
     await send({"type": "http.response.start", "status": answer.status, "headers": [
         (b"content-type", answer.content_type),
         (b"content-length", str(len(answer.body)).encode()),
+        (REQUEST_ID_HEADER, request_id.encode()),
         *answer.headers,
     ]})
     await send({"type": "http.response.body", "body": answer.body})

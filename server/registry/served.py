@@ -33,6 +33,9 @@ class ServedVersion:
         self.executor = RuntimeExecutor(runtime, manifest.batching.instances,
                                         thread_name=f"hotserve-{manifest.name}-v{manifest.version}")
         self.batcher = Batcher(manifest, self.executor, metrics)
+        timeout_ms = manifest.batching.default_timeout_ms
+        self.default_timeout_s = None if timeout_ms is None else timeout_ms / 1000.0
+        """Deadline (from arrival) of requests that carry none: `batching.default_timeout_ms`."""
         self._leases = 0
         self._released: asyncio.Event | None = None
 
@@ -40,12 +43,6 @@ class ServedVersion:
     def provider(self) -> str:
         """Execution provider in use, for model metadata."""
         return self.runtime.provider
-
-    @property
-    def default_timeout_s(self) -> float | None:
-        """Deadline (from arrival) of requests that carry none: `batching.default_timeout_ms`."""
-        timeout_ms = self.manifest.batching.default_timeout_ms
-        return None if timeout_ms is None else timeout_ms / 1000.0
 
     # --- request path ---------------------------------------------------------------------
 

@@ -24,11 +24,15 @@ def quantize_int8(source: Path, target: Path, workdir: Path) -> None:
     Runs onnxruntime's recommended pre-processing first (symbolic shape inference and
     basic optimisation): it also replaces the exporter's `value_info` entries for weights,
     which otherwise contradict the quantiser's transposed Gemm weights and fail its shape
-    inference.
+    inference. Graphs symbolic shape inference cannot complete (ONNX-ML operators of
+    imported scikit-learn models) are pre-processed with ONNX shape inference alone.
     """
     prepared = workdir / f"{source.stem}.quant-prep.onnx"
     try:
-        quant_pre_process(str(source), str(prepared))
+        try:
+            quant_pre_process(str(source), str(prepared))
+        except Exception:  # "Incomplete symbolic shape inference": ONNX's own inference suffices
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8)
         prune_opset_imports(target)
     except Exception as exc:  # quantiser failures surface as assorted onnx/ort/python errors

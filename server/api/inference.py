@@ -187,6 +187,9 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
     schema = schema_for(served.manifest)
     deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())))
     instances = parse_instances(body)
+    if not schema.batch_axis:
+        raise InvalidInput("instances", detail="the model has no batch axis, so instances cannot be "
+                                               "its rows; use the v2 protocol")
     spec = served.manifest.features
     inputs: dict[str, np.ndarray]
     if spec is None:

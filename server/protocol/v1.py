@@ -107,8 +107,11 @@ def encode_predictions(model_name: str, model_version: int, results: dict[str, n
     if len(arrays) == 1:
         (predictions,) = arrays.values()
     else:
-        rows = len(next(iter(arrays.values())))
-        predictions = [{name: arr[i] for name, arr in arrays.items()} for i in range(rows)]
+        # Python values per row: orjson serialises numpy arrays, not every numpy scalar type
+        # (onnxruntime's int64 outputs are `longlong`).
+        lists = {name: arr.tolist() if isinstance(arr, np.ndarray) else arr
+                 for name, arr in arrays.items()}
+        predictions = [dict(zip(lists, row, strict=True)) for row in zip(*lists.values(), strict=True)]
     return orjson.dumps({"predictions": predictions, "model_name": model_name,
                          "model_version": str(model_version)}, option=orjson.OPT_SERIALIZE_NUMPY)
 

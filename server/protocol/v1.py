@@ -107,11 +107,12 @@ def encode_predictions(model_name: str, model_version: int, results: dict[str, n
     if len(arrays) == 1:
         (predictions,) = arrays.values()
     else:
-        # Python values per row: orjson serialises numpy arrays, not every numpy scalar type
-        # (onnxruntime's int64 outputs are `longlong`).
-        lists = {name: arr.tolist() if isinstance(arr, np.ndarray) else arr
-                 for name, arr in arrays.items()}
-        predictions = [dict(zip(lists, row, strict=True)) for row in zip(*lists.values(), strict=True)]
+        # orjson serialises numpy arrays and float scalars, but not every integer scalar type
+        # (onnxruntime's int64 outputs are `longlong`): 1-D integer outputs become Python ints.
+        columns = {name: arr.tolist() if isinstance(arr, np.ndarray) and arr.ndim == 1
+                   and arr.dtype.kind in "iub" else arr for name, arr in arrays.items()}
+        rows = len(next(iter(columns.values())))
+        predictions = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
     return orjson.dumps({"predictions": predictions, "model_name": model_name,
                          "model_version": str(model_version)}, option=orjson.OPT_SERIALIZE_NUMPY)
 

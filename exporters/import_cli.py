@@ -111,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from exporters.errors import ExportError, MetricRegression, ParityError
-    from exporters.importer import ImportOptions, import_model
+    from exporters.import_options import ImportOptions
+    from exporters.importer import import_model
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:

@@ -52,15 +52,7 @@ def read_manifest(folder: Path, name: str, version: int) -> ModelManifest:
 def verify_model_file(folder: Path, manifest: ModelManifest) -> Path:
     """The ONNX file's sha256 must equal `onnx_sha256` in the manifest."""
     path = folder / ONNX_FILENAME
-    try:
-        digest = sha256_file(path)
-    except FileNotFoundError:
-        raise ModelLoadFailed(f"{path} is missing") from None
-    except OSError as error:
-        raise ModelLoadFailed(f"{path} cannot be read: {error}") from error
-    if digest != manifest.onnx_sha256:
-        raise ModelLoadFailed(f"{path} has sha256 {digest}, {MANIFEST_FILENAME} expects "
-                              f"{manifest.onnx_sha256}: the file is corrupt or was replaced")
+    _check_sha256(path, manifest.onnx_sha256, "", "file")
     return path
 
 
@@ -69,17 +61,22 @@ def verify_op_libraries(folder: Path, manifest: ModelManifest) -> list[Path]:
     paths = []
     for library in manifest.op_libraries:
         path = folder / library.file
-        try:
-            digest = sha256_file(path)
-        except FileNotFoundError:
-            raise ModelLoadFailed(f"{path} (custom-op library for {library.domains}) is missing") from None
-        except OSError as error:
-            raise ModelLoadFailed(f"{path} cannot be read: {error}") from error
-        if digest != library.sha256:
-            raise ModelLoadFailed(f"{path} has sha256 {digest}, {MANIFEST_FILENAME} expects "
-                                  f"{library.sha256}: the library is corrupt or was replaced")
+        _check_sha256(path, library.sha256, f" (custom-op library for {library.domains})", "library")
         paths.append(path)
     return paths
+
+
+def _check_sha256(path: Path, expected: str, role: str, noun: str) -> None:
+    """`path` exists, is readable and hashes to `expected`; `role` and `noun` name it in errors."""
+    try:
+        digest = sha256_file(path)
+    except FileNotFoundError:
+        raise ModelLoadFailed(f"{path}{role} is missing") from None
+    except OSError as error:
+        raise ModelLoadFailed(f"{path} cannot be read: {error}") from error
+    if digest != expected:
+        raise ModelLoadFailed(f"{path} has sha256 {digest}, {MANIFEST_FILENAME} expects "
+                              f"{expected}: the {noun} is corrupt or was replaced")
 
 
 def check_graph(manifest: ModelManifest, runtime: Runtime) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
+from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from exporters import graph_edits, onnx_signature
 from exporters.errors import ExportError, ModelRefused
@@ -39,6 +40,8 @@ class SourceModel:
     inputs: list[onnx_signature.GraphTensor]
     outputs: list[onnx_signature.GraphTensor]
     batch_axis: bool
+    external_data: bool
+    """Weights were in files beside the model: the published graph embeds them."""
     edits: list[str] = field(default_factory=list)
 
     @property
@@ -56,8 +59,9 @@ class SourceModel:
         self.edits += graph_edits.declare_batch_dims(self.model, fixed)
 
     def save(self, path: Path) -> None:
-        """The graph to publish: the file byte for byte (same sha256) unless it was edited."""
-        if not self.edits:
+        """The graph to publish: the file byte for byte (same sha256) unless it was edited or its
+        weights lived in external data files (a version folder holds one `model.onnx`)."""
+        if not self.edits and not self.external_data:
             shutil.copyfile(self.path, path)
             return
         try:
@@ -69,7 +73,7 @@ class SourceModel:
 
 def read_source(path: Path, options: ImportOptions) -> SourceModel:
     """Load and check `path`; ModelRefused naming what cannot be served and how to fix it."""
-    model, digest = _load_checked(path)
+    model, digest, external_data = _load_checked(path)
     producer_name, producer_version = model.producer_name or None, model.producer_version or None
     opsets = onnx_signature.opsets(model)  # before any edit adds one
     domains = _check_domains(path, model, options.op_libraries)
@@ -90,24 +94,28 @@ def read_source(path: Path, options: ImportOptions) -> SourceModel:
                        producer_name=producer_name, producer_version=producer_version,
                        ir_version=int(model.ir_version), opsets=opsets, custom_domains=domains,
                        zipmaps=zipmaps, inputs=inputs, outputs=outputs,
-                       batch_axis=options.batch_axis, edits=edits)
+                       batch_axis=options.batch_axis, external_data=external_data, edits=edits)
 
 
-def _load_checked(path: Path) -> tuple[onnx.ModelProto, str]:
-    """The model, after onnx's full checker (with shape inference) accepted it."""
+def _load_checked(path: Path) -> tuple[onnx.ModelProto, str, bool]:
+    """The model with its external data loaded, after onnx's full checker (with shape inference)
+    accepted it; its file's sha256; whether it had external data."""
     if not path.is_file():
         raise ModelRefused(path, "no such file")
     digest = sha256_file(path)
     try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError, missing external data, ...
+        model = onnx.load(str(path), load_external_data=False)
+        external = any(uses_external_data(tensor) for tensor in model.graph.initializer)
+        if external:
+            load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:  # protobuf DecodeError, missing external data files, ...
         raise ModelRefused(path, f"not a readable ONNX model: {exc}") from exc
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # onnx.checker.ValidationError, shape inference errors
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelRefused(path, f"onnx's checker rejects it: {first_line}") from exc
-    return model, digest
+    return model, digest, external
 
 
 def _check_domains(path: Path, model: onnx.ModelProto, libraries: Sequence[Path]) -> list[str]:

@@ -265,3 +265,16 @@ def test_what_is_published_passes_the_servers_warm_up(ort_datasets: Path, tmp_pa
         runtime.close()
     assert outputs["probabilities"].shape == (3, 3)
     np.testing.assert_allclose(outputs["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_weights_in_external_data_files_are_embedded_in_the_published_graph(
+        mlp_classifier: Converted, table: pd.DataFrame, tmp_path: Path) -> None:
+    source = tmp_path / "exported" / "mlp.onnx"
+    source.parent.mkdir()
+    onnx.save(onnx.load(str(mlp_classifier.path)), str(source), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="mlp.weights", size_threshold=0)
+    result = import_model(source, tmp_path / "repo", ImportOptions(name="mlp"))
+    assert sorted(p.name for p in result.version_dir.iterdir()) == ["model.json", "model.onnx"]
+    x = table[FEATURES].to_numpy(np.float32)
+    np.testing.assert_allclose(_served_outputs(result.version_dir, {"X": x})["probabilities"],
+                               mlp_classifier.model.predict_proba(x), atol=1e-5)

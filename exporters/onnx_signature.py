@@ -153,12 +153,12 @@ def check_batch_axis(path: Path, inputs: list[GraphTensor]) -> None:
                                      f"axis; {advice}")
 
 
-def check_no_batch_shapes(path: Path, tensors_: list[GraphTensor], kind: str) -> None:
-    """Without a batch axis the manifest holds whole shapes: the graph must declare them."""
-    for tensor in tensors_:
+def check_no_batch_shapes(path: Path, inputs: list[GraphTensor]) -> None:
+    """Without a batch axis the manifest holds whole shapes: the graph must declare its inputs'."""
+    for tensor in inputs:
         if tensor.dims is None:
-            raise ModelRefused(path, f"{kind} {tensor.name!r} declares no shape; serving without a "
-                                     f"batch axis needs every {kind}'s rank")
+            raise ModelRefused(path, f"input {tensor.name!r} declares no shape; serving without a "
+                                     f"batch axis needs every input's rank")
 
 
 def _shown(dims: list[Dim]) -> str:

@@ -88,8 +88,7 @@ def read_source(path: Path, options: ImportOptions) -> SourceModel:
     if options.batch_axis:
         onnx_signature.check_batch_axis(path, inputs)
     else:
-        onnx_signature.check_no_batch_shapes(path, inputs, "input")
-        onnx_signature.check_no_batch_shapes(path, outputs, "output")
+        onnx_signature.check_no_batch_shapes(path, inputs)
     return SourceModel(path=path, sha256=digest, size_bytes=path.stat().st_size, model=model,
                        producer_name=producer_name, producer_version=producer_version,
                        ir_version=int(model.ir_version), opsets=opsets, custom_domains=domains,

@@ -5,6 +5,7 @@ Free of onnx/pandas imports, like `options.py` for exports; `importer.import_mod
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, Literal
 
 from exporters.errors import ExportError
 from exporters.options import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
+from server.registry.manifest import MODEL_NAME_PATTERN
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class ImportOptions:
     instances: int | None = None
 
     def __post_init__(self) -> None:
+        if not re.match(MODEL_NAME_PATTERN, self.name):
+            raise ExportError(f"model name {self.name!r} is not a valid repository folder name "
+                              f"(letters, digits, '_', '.', '-'; starting with a letter or digit)")
         if not self.batch_axis and (self.reference is not None or self.max_batch_size is not None):
             raise ExportError("--no-batch serves each request as one whole run: a reference table's "
                               "rows and --max-batch-size do not apply")

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MANIFEST_FILENAME = "model.json"
 ONNX_FILENAME = "model.onnx"
 SCHEMA_VERSION = 1
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""Model names: a folder name in the repository and a URL path segment."""
 
 Datatype = Literal[
     "BOOL",
@@ -231,7 +233,7 @@ class ModelManifest(_Strict):
     """Everything the server needs to know about one model version besides the graph."""
 
     schema_version: int = SCHEMA_VERSION
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
     version: int = Field(ge=1)
     platform: Literal["onnxruntime_onnx"] = "onnxruntime_onnx"
     inputs: list[TensorSpec]

@@ -12,9 +12,11 @@ import logging
 import re
 from pathlib import Path
 
+from server.registry.manifest import MODEL_NAME_PATTERN
+
 log = logging.getLogger(__name__)
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _VERSION = re.compile(r"^[1-9][0-9]*$")
 
 

@@ -278,3 +278,13 @@ def test_weights_in_external_data_files_are_embedded_in_the_published_graph(
     x = table[FEATURES].to_numpy(np.float32)
     np.testing.assert_allclose(_served_outputs(result.version_dir, {"X": x})["probabilities"],
                                mlp_classifier.model.predict_proba(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"name": "../escape"}, "model name '../escape' is not a valid repository folder name"),
+    ({"name": "m", "batch_axis": False, "max_batch_size": 8}, "--no-batch serves each request as one"),
+    ({"name": "m", "label": "y"}, "--features and --label describe the --reference table"),
+])
+def test_inconsistent_options_are_refused_before_any_work(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ExportError, match=message):
+        ImportOptions(**options)  # type: ignore[arg-type]

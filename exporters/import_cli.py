@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
 
     manifest = result.manifest
-    source = manifest.lineage.imported_from
+    source = manifest.imported_from
     producer = " ".join(p for p in (source.producer_name, source.producer_version) if p) if source else ""
     print(f"published {result.version_dir} from {result.source} ({producer or 'unknown producer'}) "
           f"in {result.seconds:.1f} s")

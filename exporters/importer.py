@@ -98,7 +98,7 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
                                       reference.columns if reference else None, notes),
                 drift=(reference_table.drift_reference(reference, output, prediction)
                        if reference else None),
-                lineage=_lineage(model, options, reference, metrics, imported_at),
+                lineage=_lineage(reference, metrics, imported_at),
                 export=ExportInfo(
                     opset=onnx_signature.default_opset(onnx.load(str(model_path))),
                     exported_at=imported_at,
@@ -110,6 +110,7 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
                     metric_deltas=final.metric_deltas,
                     library_versions=manifest_builder.library_versions(),
                 ),
+                imported_from=_imported_from(model, options, imported_at),
                 onnx_sha256=sha256_file(model_path),
                 op_libraries=_store_libraries(options.op_libraries, model.custom_domains,
                                               staging.folder),
@@ -173,9 +174,9 @@ def _metrics(reference: reference_table.ReferenceRows | None, output: str | None
     return metrics
 
 
-def _lineage(model: SourceModel, options: ImportOptions, reference: reference_table.ReferenceRows | None,
-             metrics: dict[str, float], imported_at: str) -> Lineage:
-    """Where the version came from: the source file as it was, the reference table, the metrics."""
+def _lineage(reference: reference_table.ReferenceRows | None, metrics: dict[str, float],
+             imported_at: str) -> Lineage:
+    """The reference table the version was checked and described on, and its metrics there."""
     return Lineage(
         architecture="imported",
         metrics=metrics,
@@ -184,12 +185,16 @@ def _lineage(model: SourceModel, options: ImportOptions, reference: reference_ta
         library_versions=manifest_builder.library_versions(),
         started_at=imported_at,
         finished_at=_now(),
-        imported_from=ImportedFrom(
-            file=model.path.name, sha256=model.sha256, size_bytes=model.size_bytes,
-            producer_name=model.producer_name, producer_version=model.producer_version,
-            ir_version=model.ir_version, opsets=model.opsets, imported_at=imported_at,
-            edits=model.edits, meta=dict(options.meta)),
     )
+
+
+def _imported_from(model: SourceModel, options: ImportOptions, imported_at: str) -> ImportedFrom:
+    """The source file as it was, its producer, the edits made and the `--meta` pairs."""
+    return ImportedFrom(
+        file=model.path.name, sha256=model.sha256, size_bytes=model.size_bytes,
+        producer_name=model.producer_name, producer_version=model.producer_version,
+        ir_version=model.ir_version, opsets=model.opsets, imported_at=imported_at,
+        edits=model.edits, meta=dict(options.meta))
 
 
 def _store_libraries(libraries: Sequence[Path], domains: list[str], folder: Path) -> list[OpLibrary]:

@@ -181,7 +181,8 @@ class ImportedFrom(_Strict):
 
 class Lineage(_Strict):
     """Where a version came from: copied from the checkpoint's `metadata.json`, or, for an
-    imported file, the source file, its reference table and the metrics measured on it."""
+    imported file (see `ModelManifest.imported_from`), its reference table and the metrics
+    measured on it."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -199,7 +200,6 @@ class Lineage(_Strict):
     started_at: str | None = None
     finished_at: str | None = None
     parent_version: int | None = None
-    imported_from: ImportedFrom | None = None
 
 
 class ExportInfo(_Strict):
@@ -243,6 +243,8 @@ class ModelManifest(_Strict):
     drift: DriftReference | None = None
     lineage: Lineage
     export: ExportInfo | None = None
+    imported_from: ImportedFrom | None = None
+    """Set for versions `hotserve import` brought in: the file they came from."""
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     op_libraries: list[OpLibrary] = Field(default_factory=list)
     """Registered with onnxruntime before the graph is opened, each checked by sha256."""

@@ -42,7 +42,7 @@ def test_sklearn_pipeline_is_published_with_signature_lineage_drift_and_parity(
         ("label", "INT64", [-1]), ("probabilities", "FP32", [-1, 2])]
     assert manifest.onnx_sha256 == sha256_file(result.version_dir / ONNX_FILENAME)
 
-    source = manifest.lineage.imported_from
+    source = manifest.imported_from
     assert source is not None
     assert (source.file, source.sha256) == ("pipeline.onnx", sha256_file(sklearn_pipeline.path))
     assert source.producer_name == "skl2onnx" and source.producer_version
@@ -99,7 +99,7 @@ def test_strip_zipmap_publishes_the_probability_tensor(
     probabilities = result.manifest.outputs[1]
     assert (probabilities.name, probabilities.datatype, probabilities.shape) == (
         "output_probability", "FP32", [-1, 2])
-    source = result.manifest.lineage.imported_from
+    source = result.manifest.imported_from
     assert source is not None and "in the order [0, 1]" in source.edits[0]
     x = table[FEATURES].to_numpy(np.float32)
     served = _served_outputs(result.version_dir, {"X": x})
@@ -179,7 +179,7 @@ def test_lightgbm_label_declared_with_one_row_is_declared_dynamic(
         lightgbm_model: Converted, reference_csv: Path, table: pd.DataFrame, tmp_path: Path) -> None:
     result = import_model(lightgbm_model.path, tmp_path, ImportOptions(
         name="lgbm", reference=reference_csv, label="label"))
-    source = result.manifest.lineage.imported_from
+    source = result.manifest.imported_from
     assert source is not None and source.producer_name == "OnnxMLTools"
     assert source.edits == ["output 'label' was declared with a fixed first axis of 1 but has one row "
                             "per input row: declared it dynamic"]

@@ -53,7 +53,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory, sklearn_pipeline: Conve
 
 @pytest.fixture(scope="module")
 def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(repository, tmp_path_factory.mktemp("logs") / "server.log", "/v2/health/ready")
+    process = start_server(repository, tmp_path_factory.mktemp("logs") / "server.log",
+                           ready_path="/v2/health/ready")
     yield process
     assert process.stop() == 0, process.log()
 

@@ -27,28 +27,32 @@ EXIT_REFUSED = 1
 EXIT_PARITY = 3
 
 
-def _non_negative_float(text: str) -> float:
+def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    default_repository = os.environ.get("HOTSERVE_MODEL_REPOSITORY") or str(
+def default_repository() -> str:
+    """Where versions are published unless `--repository` says: the server's setting."""
+    return os.environ.get("HOTSERVE_MODEL_REPOSITORY") or str(
         Settings.model_fields["model_repository"].default
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path,
                         help="a checkpoint version folder (checkpoints/fraud/3) or a model folder "
                              "(checkpoints/fraud: its latest version)")
-    parser.add_argument("--repository", type=Path, default=Path(default_repository),
+    parser.add_argument("--repository", type=Path, default=Path(default_repository()),
                         help="model repository to publish <model>/<version>/ into "
                              "(default: $HOTSERVE_MODEL_REPOSITORY or %(default)s)")
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
@@ -58,25 +62,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="dynamic int8 quantisation (CPU targets); records metric deltas")
     precision.add_argument("--fp16", action="store_true",
                            help="float16 weights and compute for GPU targets; inputs/outputs stay FP32")
-    parser.add_argument("--tolerance", type=_non_negative_float, default=FP32_TOLERANCE,
+    parser.add_argument("--tolerance", type=non_negative_float, default=FP32_TOLERANCE,
                         help="max |onnx - torch| for fp32 graphs (default %(default)s)")
-    parser.add_argument("--reduced-tolerance", type=_non_negative_float, default=None,
+    parser.add_argument("--reduced-tolerance", type=non_negative_float, default=None,
                         help="max |onnx - torch| for the int8/fp16 graph "
                              f"(default {INT8_TOLERANCE} int8, {FP16_TOLERANCE} fp16)")
-    parser.add_argument("--max-auc-drop", type=_non_negative_float, default=MAX_AUC_DROP,
+    parser.add_argument("--max-auc-drop", type=non_negative_float, default=MAX_AUC_DROP,
                         help="largest AUC loss an int8/fp16 model may cause on the held-out rows "
                              "(default %(default)s)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset (default %(default)s, at least {MIN_OPSET})")
-    parser.add_argument("--max-batch-size", type=_positive_int, default=None,
+    parser.add_argument("--max-batch-size", type=positive_int, default=None,
                         help="override the architecture's batching default")
-    parser.add_argument("--max-queue-delay-ms", type=_non_negative_float, default=None,
+    parser.add_argument("--max-queue-delay-ms", type=non_negative_float, default=None,
                         help="override the architecture's batching default")
-    parser.add_argument("--instances", type=_positive_int, default=None,
+    parser.add_argument("--instances", type=positive_int, default=None,
                         help="batches run at once by the server (override the architecture's default)")
 
 
-def _format_size(size_bytes: int) -> str:
+def format_size(size_bytes: int) -> str:
     return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e5 else f"{size_bytes / 1e3:.1f} kB"
 
 
@@ -118,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
     if export is not None and export.metric_deltas:
         deltas = ", ".join(f"{name} {value:+.4f}" for name, value in export.metric_deltas.items())
         print(f"  metric change vs float model: {deltas}")
-    print(f"  model.onnx {_format_size(result.model_size_bytes)} "
-          f"(float graph {_format_size(result.float_size_bytes)}), "
+    print(f"  model.onnx {format_size(result.model_size_bytes)} "
+          f"(float graph {format_size(result.float_size_bytes)}), "
           f"sha256 {result.manifest.onnx_sha256}")
     for note in result.notes:
         print(f"  note: {note}")

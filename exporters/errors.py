@@ -21,10 +21,11 @@ class CheckpointUnusable(ExportError):
 class VersionExists(ExportError):
     """The repository already holds this model version; versions are never overwritten."""
 
-    def __init__(self, version_dir: Path) -> None:
+    def __init__(self, version_dir: Path,
+                 advice: str = "train a new checkpoint version, or export into another repository"
+                 ) -> None:
         super().__init__(
-            f"{version_dir} already exists; a published version is never overwritten "
-            "(train a new checkpoint version, or export into another repository)"
+            f"{version_dir} already exists; a published version is never overwritten ({advice})"
         )
         self.version_dir = version_dir
 
@@ -43,10 +44,12 @@ class ParityError(ExportError):
     """The ONNX model's outputs stray from PyTorch's by more than the tolerance."""
 
     def __init__(self, stage: str, max_abs_diff: float, tolerance: float, rows: int,
-                 worst_row: int) -> None:
+                 worst_row: int, against: str = "PyTorch") -> None:
+        reference, rows_kind = ("torch", "held-out") if against == "PyTorch" else (against, "check")
         super().__init__(
-            f"parity check failed for the {stage} model: max |onnx - torch| = {max_abs_diff:.3g} "
-            f"over {rows} held-out rows (worst row {worst_row}) exceeds tolerance {tolerance:.3g}"
+            f"parity check failed for the {stage} model: max |onnx - {reference}| = "
+            f"{max_abs_diff:.3g} over {rows} {rows_kind} rows (worst row {worst_row}) exceeds "
+            f"tolerance {tolerance:.3g}"
         )
         self.stage = stage
         self.max_abs_diff = max_abs_diff
@@ -70,3 +73,12 @@ class MetricRegression(ExportError):
         self.float_value = float_value
         self.reduced_value = reduced_value
         self.max_drop = max_drop
+
+
+class ModelRefused(ExportError):
+    """`hotserve import`: the ONNX file cannot be served as it is; the message says what to change."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path.name}: {reason}")
+        self.path = path
+        self.reason = reason

@@ -19,28 +19,12 @@ import onnx
 import torch
 
 from exporters.errors import ExportError, SignatureMismatch
+from exporters.onnx_signature import ONNX_DATATYPES
 from exporters.options import DEFAULT_OPSET
-from server.registry.manifest import Datatype, TensorSpec
+from server.registry.manifest import TensorSpec
 
 EXAMPLE_ROWS = 4
 """Rows in the example batch: torch.export specialises axes of size 0 or 1, so never 1."""
-
-_ELEM_TYPE_TO_DATATYPE: dict[int, Datatype] = {
-    onnx.TensorProto.BOOL: "BOOL",
-    onnx.TensorProto.UINT8: "UINT8",
-    onnx.TensorProto.UINT16: "UINT16",
-    onnx.TensorProto.UINT32: "UINT32",
-    onnx.TensorProto.UINT64: "UINT64",
-    onnx.TensorProto.INT8: "INT8",
-    onnx.TensorProto.INT16: "INT16",
-    onnx.TensorProto.INT32: "INT32",
-    onnx.TensorProto.INT64: "INT64",
-    onnx.TensorProto.FLOAT16: "FP16",
-    onnx.TensorProto.FLOAT: "FP32",
-    onnx.TensorProto.DOUBLE: "FP64",
-    onnx.TensorProto.STRING: "BYTES",
-}
-
 
 def example_batch(holdout_inputs: Mapping[str, np.ndarray], inputs: Sequence[TensorSpec],
                   rows: int = EXAMPLE_ROWS) -> tuple[torch.Tensor, ...]:
@@ -124,7 +108,7 @@ def check_model(path: Path) -> None:
 
 def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
     tensor_type = value.type.tensor_type
-    datatype = _ELEM_TYPE_TO_DATATYPE.get(tensor_type.elem_type)
+    datatype = ONNX_DATATYPES.get(tensor_type.elem_type)
     if datatype is None:
         name = onnx.TensorProto.DataType.Name(tensor_type.elem_type)
         raise SignatureMismatch(f"{value.name!r} datatype", "a v2 protocol datatype", name)

@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 
 from exporters.errors import ExportError
+from exporters.onnx_signature import graph_nodes
 
 
 def optimize_graph(source: Path, target: Path) -> None:
@@ -53,10 +54,4 @@ def prune_opset_imports(path: Path) -> None:
 
 def _node_domains(graph: onnx.GraphProto) -> set[str]:
     """Domains of every node in `graph` and its subgraphs (If/Loop/Scan bodies)."""
-    domains: set[str] = set()
-    for node in graph.node:
-        domains.add(node.domain or "")
-        for attribute in node.attribute:
-            for subgraph in [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]:
-                domains |= _node_domains(subgraph)
-    return domains
+    return {node.domain or "" for node in graph_nodes(graph)}

@@ -1,8 +1,10 @@
-"""Parity proof: the ONNX model under onnxruntime (CPU) against the PyTorch module.
+"""Parity proof: the ONNX model under onnxruntime (CPU) against its reference outputs.
 
-Every graph `pipeline.export_checkpoint` may publish passes through `compare` on the
-checkpoint's held-out rows; a model that strays beyond the tolerance is never written.
-Reduced-precision graphs are also judged by `metric_change` against the float graph.
+Every graph `pipeline.export_checkpoint` may publish passes through `compare` against the
+PyTorch module on the checkpoint's held-out rows, and every graph `importer.import_model`
+may publish against the original ONNX file; a model that strays beyond the tolerance is
+never written. Reduced-precision graphs are also judged by `metric_change` against the float
+graph. torch is imported only by `torch_outputs`, so importing needs no torch.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from exporters.errors import ExportError, MetricRegression, ParityError
 from training.metrics import evaluate
+
+if TYPE_CHECKING:
+    import torch
 
 CHUNK_ROWS = 256
 """Rows per forward pass, bounding memory for large held-out sets and big models."""
@@ -55,6 +60,8 @@ def _chunks(inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> list[dict
 def torch_outputs(module: torch.nn.Module, inputs: Mapping[str, np.ndarray],
                   input_names: Sequence[str]) -> list[np.ndarray]:
     """The module's outputs on `inputs` (positional in `input_names` order), chunk by chunk."""
+    import torch
+
     module.eval()
     pieces: list[list[np.ndarray]] = []
     with torch.no_grad():
@@ -74,21 +81,22 @@ def onnx_outputs(path: Path, inputs: Mapping[str, np.ndarray]) -> list[np.ndarra
 
 
 def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
-            tolerance: float) -> ParityReport:
+            tolerance: float, against: str = "PyTorch") -> ParityReport:
     """Measure `candidate` against `reference` row by row; raise ParityError if too far.
 
     A row's difference is its largest absolute difference over every output element;
-    NaN or infinite outputs count as infinitely far.
+    NaN or infinite outputs count as infinitely far. `against` names the reference in
+    messages ("PyTorch", or "the source file" for imports).
     """
     if len(reference) != len(candidate):
         raise ExportError(
-            f"{stage} model returns {len(candidate)} outputs, PyTorch returns {len(reference)}"
+            f"{stage} model returns {len(candidate)} outputs, {against} returns {len(reference)}"
         )
     per_output = []
     for expected, got in zip(reference, candidate, strict=True):
         if expected.shape != got.shape:
             raise ExportError(
-                f"{stage} model output shape {list(got.shape)} differs from PyTorch's "
+                f"{stage} model output shape {list(got.shape)} differs from {against}'s "
                 f"{list(expected.shape)}"
             )
         diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
@@ -107,7 +115,8 @@ def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.
         tolerance=tolerance,
     )
     if not report.passed:
-        raise ParityError(stage, report.max_abs_diff, tolerance, report.rows, report.worst_row)
+        raise ParityError(stage, report.max_abs_diff, tolerance, report.rows, report.worst_row,
+                          against)
     return report
 
 

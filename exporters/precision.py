@@ -15,6 +15,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
 from exporters.errors import ExportError
+from exporters.onnx_signature import graph_nodes
 from exporters.optimize import prune_opset_imports
 
 
@@ -24,11 +25,14 @@ def quantize_int8(source: Path, target: Path, workdir: Path) -> None:
     Runs onnxruntime's recommended pre-processing first (symbolic shape inference and
     basic optimisation): it also replaces the exporter's `value_info` entries for weights,
     which otherwise contradict the quantiser's transposed Gemm weights and fail its shape
-    inference.
+    inference. Symbolic shape inference knows no ONNX-ML operators (imported scikit-learn
+    models): such graphs are pre-processed with ONNX's own shape inference (trying would fail
+    and leave `sym_shape_infer_temp.onnx` in the working directory).
     """
     prepared = workdir / f"{source.stem}.quant-prep.onnx"
+    onnx_ml = any(node.domain == "ai.onnx.ml" for node in graph_nodes(onnx.load(str(source)).graph))
     try:
-        quant_pre_process(str(source), str(prepared))
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=onnx_ml)
         quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8)
         prune_opset_imports(target)
     except Exception as exc:  # quantiser failures surface as assorted onnx/ort/python errors

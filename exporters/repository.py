@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from exporters.errors import ExportError, VersionExists
+from server.registry.repository import model_versions
 
 STAGING_PREFIX = ".staging-"
 """Hidden, non-numeric names: the server's repository scan (`scan_repository`) skips them."""
@@ -25,6 +26,11 @@ def ensure_absent(target: Path) -> None:
     """Raise VersionExists if `target` (a version folder) already exists, even empty."""
     if target.exists() or target.is_symlink():
         raise VersionExists(target)
+
+
+def next_version(repository: Path, name: str) -> int:
+    """The number after the highest version of `name` in the repository (1 for a new model)."""
+    return max(model_versions(repository / name), default=0) + 1
 
 
 class VersionStaging:

@@ -1,7 +1,8 @@
 """`hotserve` command line: one entry point, each package owns its subcommands.
 
-Training and export live in packages that need the `train` extra (torch); they are
-imported only when their subcommand runs, so the server's install never needs torch.
+Training, export and import live in packages that need the `train` extra (torch, onnx,
+pandas); their heavy imports happen only when their subcommand runs, so the server's
+install never needs them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli", "train a model and write a versioned checkpoint"),
     "export": ("exporters.cli", "export a checkpoint to ONNX into a model repository"),
+    "import": ("exporters.import_cli", "import an ONNX file made elsewhere into a model repository"),
     "serve": ("server.serve", "serve a model repository over HTTP"),
 }
 

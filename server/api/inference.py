@@ -161,6 +161,9 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
     deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())),
                              served.default_timeout_s)
     instances = parse_instances(body)
+    if not schema.batch_axis:
+        raise InvalidInput("instances", detail="the model has no batch axis, so instances cannot be "
+                                               "its rows; use the v2 protocol")
     spec = served.manifest.features
     inputs: Tensors
     if spec is None:

@@ -62,6 +62,8 @@ class Batcher:
         # Requests can only share a batch if their non-batch dims agree; that is only in
         # doubt when the manifest leaves some of them dynamic.
         self._ragged = any(-1 in spec.shape[1:] for spec in manifest.inputs)
+        # Without a batch axis a request is one whole run: its outputs have no rows to count.
+        self._batch_axis = policy.batch_axis
 
         self._queue: deque[PendingRequest] = deque()
         self._queued = 0
@@ -295,7 +297,7 @@ class Batcher:
         """On the loop: hand each caller its rows (or the batch's one error), then refill."""
         self._running -= 1
         self._m_inference_duration.observe(run_s)
-        if error is None:
+        if error is None and self._batch_axis:
             assert outputs is not None
             error = self._check_rows(outputs, rows)
         if error is not None:

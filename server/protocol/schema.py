@@ -42,6 +42,8 @@ class ModelSchema:
     manifest: ModelManifest
     inputs: dict[str, InputSchema]
     output_names: tuple[str, ...]
+    batch_axis: bool
+    """False: shapes are whole tensors, not rows (`BatchingPolicy.batch_axis`)."""
 
     @classmethod
     def from_manifest(cls, manifest: ModelManifest) -> ModelSchema:
@@ -55,4 +57,5 @@ class ModelSchema:
             manifest=manifest,
             inputs=inputs,
             output_names=tuple(spec.name for spec in manifest.outputs),
+            batch_axis=manifest.batching.batch_axis,
         )

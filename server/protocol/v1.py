@@ -107,8 +107,12 @@ def encode_predictions(model_name: str, model_version: int, results: dict[str, n
     if len(arrays) == 1:
         (predictions,) = arrays.values()
     else:
-        rows = len(next(iter(arrays.values())))
-        predictions = [{name: arr[i] for name, arr in arrays.items()} for i in range(rows)]
+        # orjson serialises numpy arrays and float scalars, but not every integer scalar type
+        # (onnxruntime's int64 outputs are `longlong`): 1-D integer outputs become Python ints.
+        columns = {name: arr.tolist() if isinstance(arr, np.ndarray) and arr.ndim == 1
+                   and arr.dtype.kind in "iub" else arr for name, arr in arrays.items()}
+        rows = len(next(iter(columns.values())))
+        predictions = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
     return orjson.dumps({"predictions": predictions, "model_name": model_name,
                          "model_version": str(model_version)}, option=orjson.OPT_SERIALIZE_NUMPY)
 

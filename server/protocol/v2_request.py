@@ -31,7 +31,8 @@ class RequestedOutput:
 
 @dataclass(slots=True)
 class InferRequest:
-    """A decoded, validated v2 request: one tensor per model input, equal row counts."""
+    """A decoded, validated v2 request: one tensor per model input, equal row counts (a model
+    without a batch axis: `rows` is 1, the request being one run)."""
 
     id: Any
     parameters: dict[str, Any] | None
@@ -115,7 +116,9 @@ def _decode_inputs(raw_inputs: Any, binary: memoryview | None,
             if "data" not in item:
                 raise InvalidInput(f"{field}.data", detail="missing (and no binary_data_size)")
             tensor = tensor_from_json(input_schema, shape, item["data"], field)
-        if rows is None:
+        if not schema.batch_axis:
+            rows = 1  # the whole request is one run of a graph without a batch axis
+        elif rows is None:
             rows, rows_from = shape[0], name
         elif shape[0] != rows:
             raise InvalidInput(f"{field}.shape", expected=f"{rows} rows like input {rows_from!r}",

@@ -52,26 +52,43 @@ def read_manifest(folder: Path, name: str, version: int) -> ModelManifest:
 def verify_model_file(folder: Path, manifest: ModelManifest) -> Path:
     """The ONNX file's sha256 must equal `onnx_sha256` in the manifest."""
     path = folder / ONNX_FILENAME
+    _check_sha256(path, manifest.onnx_sha256, "", "file")
+    return path
+
+
+def verify_op_libraries(folder: Path, manifest: ModelManifest) -> list[Path]:
+    """Each custom-op library the manifest lists must be in the folder with its sha256."""
+    paths = []
+    for library in manifest.op_libraries:
+        path = folder / library.file
+        _check_sha256(path, library.sha256, f" (custom-op library for {library.domains})", "library")
+        paths.append(path)
+    return paths
+
+
+def _check_sha256(path: Path, expected: str, role: str, noun: str) -> None:
+    """`path` exists, is readable and hashes to `expected`; `role` and `noun` name it in errors."""
     try:
         digest = sha256_file(path)
     except FileNotFoundError:
-        raise ModelLoadFailed(f"{path} is missing") from None
+        raise ModelLoadFailed(f"{path}{role} is missing") from None
     except OSError as error:
         raise ModelLoadFailed(f"{path} cannot be read: {error}") from error
-    if digest != manifest.onnx_sha256:
+    if digest != expected:
         raise ModelLoadFailed(f"{path} has sha256 {digest}, {MANIFEST_FILENAME} expects "
-                              f"{manifest.onnx_sha256}: the file is corrupt or was replaced")
-    return path
+                              f"{expected}: the {noun} is corrupt or was replaced")
 
 
 def check_graph(manifest: ModelManifest, runtime: Runtime) -> None:
     """The graph's real inputs/outputs must be the ones the manifest promises the edge."""
-    _check_tensors("input", manifest.inputs, runtime.inputs, manifest.batching.max_batch_size)
-    _check_tensors("output", manifest.outputs, runtime.outputs, manifest.batching.max_batch_size)
+    batching = manifest.batching
+    _check_tensors("input", manifest.inputs, runtime.inputs, batching.max_batch_size, batching.batch_axis)
+    _check_tensors("output", manifest.outputs, runtime.outputs, batching.max_batch_size,
+                   batching.batch_axis)
 
 
 def _check_tensors(kind: str, declared: list[TensorSpec], actual: list[TensorSpec],
-                   max_batch_size: int) -> None:
+                   max_batch_size: int, batch_axis: bool) -> None:
     graph = {spec.name: spec for spec in actual}
     missing = [spec.name for spec in declared if spec.name not in graph]
     extra = sorted(set(graph) - {spec.name for spec in declared})
@@ -84,7 +101,7 @@ def _check_tensors(kind: str, declared: list[TensorSpec], actual: list[TensorSpe
         if spec.datatype != real.datatype:
             raise ModelLoadFailed(f"{where}: {MANIFEST_FILENAME} says {spec.datatype}, "
                                   f"the graph has {real.datatype}")
-        if spec.shape[:1] != [-1]:
+        if batch_axis and spec.shape[:1] != [-1]:
             raise ModelLoadFailed(f"{where}: {MANIFEST_FILENAME} shape {spec.shape} must start "
                                   f"with -1 (the batch axis)")
         if not real.shape:
@@ -92,20 +109,27 @@ def _check_tensors(kind: str, declared: list[TensorSpec], actual: list[TensorSpe
         if len(real.shape) != len(spec.shape):
             raise ModelLoadFailed(f"{where}: {MANIFEST_FILENAME} shape {spec.shape}, graph shape "
                                   f"{real.shape} (different rank)")
-        if real.shape[0] != -1 and not (real.shape[0] == 1 and max_batch_size == 1):
+        if batch_axis and real.shape[0] != -1 and not (real.shape[0] == 1 and max_batch_size == 1):
             raise ModelLoadFailed(f"{where}: the graph fixes the batch axis at {real.shape[0]}; "
                                   f"batching up to {max_batch_size} rows needs a dynamic first axis")
-        for axis, (want, have) in enumerate(zip(spec.shape[1:], real.shape[1:], strict=True), 1):
+        first = 1 if batch_axis else 0  # without a batch axis every axis is checked
+        for axis, (want, have) in enumerate(zip(spec.shape[first:], real.shape[first:], strict=True),
+                                            first):
             if have != -1 and want != have:
                 raise ModelLoadFailed(f"{where}: axis {axis} is {have} in the graph, "
                                       f"{MANIFEST_FILENAME} says {want}")
 
 
 def warm_up_inputs(manifest: ModelManifest, rows: int) -> dict[str, np.ndarray]:
-    """Zeros (empty strings for BYTES) of every input at `rows` rows; other dynamic axes get 1."""
+    """Zeros (empty strings for BYTES) of every input at `rows` rows; other dynamic axes get 1.
+
+    Without a batch axis the declared shape is the whole tensor and `rows` is ignored.
+    """
     inputs: dict[str, np.ndarray] = {}
+    batch_axis = manifest.batching.batch_axis
     for spec in manifest.inputs:
-        shape = [rows] + [dim if dim > 0 else 1 for dim in spec.shape[1:]]
+        dims = spec.shape[1:] if batch_axis else spec.shape
+        shape = ([rows] if batch_axis else []) + [dim if dim > 0 else 1 for dim in dims]
         dtype = NUMPY_DTYPES[spec.datatype]
         inputs[spec.name] = (np.full(shape, b"", dtype=object) if dtype.kind == "O"
                              else np.zeros(shape, dtype=dtype))
@@ -119,7 +143,9 @@ def open_version(folder: Path, name: str, version: int, settings: Settings) -> t
     runtime = OnnxRuntime(model_path, settings.provider_preference,
                           intra_op_threads=settings.intra_op_threads,
                           inter_op_threads=settings.inter_op_threads,
-                          spinning=settings.intra_op_spinning)
+                          spinning=settings.intra_op_spinning,
+                          op_libraries=verify_op_libraries(folder, manifest),
+                          batch_axis=manifest.batching.batch_axis)
     try:
         check_graph(manifest, runtime)
     except BaseException:

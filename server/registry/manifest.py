@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MANIFEST_FILENAME = "model.json"
 ONNX_FILENAME = "model.onnx"
 SCHEMA_VERSION = 1
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""Model names: a folder name in the repository and a URL path segment."""
 
 Datatype = Literal[
     "BOOL",
@@ -62,7 +64,8 @@ class TensorSpec(_Strict):
     name: str
     datatype: Datatype
     shape: list[int]
-    """Dimensions; -1 marks a dynamic axis. The first axis is the batch axis."""
+    """Dimensions; -1 marks a dynamic axis. The first axis is the batch axis, unless the
+    version's `batching.batch_axis` is false (then the shape is the whole tensor's)."""
 
 
 class BatchingPolicy(_Strict):
@@ -84,12 +87,18 @@ class BatchingPolicy(_Strict):
     """A request with more rows than `max_batch_size` is split instead of refused."""
     default_timeout_ms: float | None = Field(default=None, gt=0)
     """Deadline for requests that carry none; None: no deadline."""
+    batch_axis: bool = True
+    """False: the graph has no batch axis (Triton's `max_batch_size: 0`). Shapes are whole
+    tensors, a request is exactly one run of the graph, and `enabled` must be false."""
 
     @model_validator(mode="after")
     def _preferred_fit(self) -> BatchingPolicy:
         bad = [s for s in self.preferred_batch_sizes if not 1 <= s <= self.max_batch_size]
         if bad:
             raise ValueError(f"preferred_batch_sizes {bad} outside 1..max_batch_size")
+        if not self.batch_axis and (self.enabled or self.max_batch_size != 1 or self.allow_split):
+            raise ValueError("a graph without a batch axis runs one request at a time: "
+                             "batch_axis false needs enabled false, max_batch_size 1, allow_split false")
         return self
 
 
@@ -150,8 +159,30 @@ class DriftReference(_Strict):
     sample_size: int = 0
 
 
+class ImportedFrom(_Strict):
+    """The ONNX file a version was imported from (`hotserve import`), as it was before any edit."""
+
+    file: str
+    """Its file name (not the path: that says nothing on another machine)."""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int
+    producer_name: str | None = None
+    """What wrote the file (`producer_name` in the ONNX model: skl2onnx, OnnxMLTools, pytorch...)."""
+    producer_version: str | None = None
+    ir_version: int
+    opsets: dict[str, int]
+    """Operator set per domain ("" is the default ONNX domain)."""
+    imported_at: str
+    edits: list[str] = Field(default_factory=list)
+    """What the importer changed in the graph (ZipMap removed, a mis-declared dimension fixed)."""
+    meta: dict[str, str] = Field(default_factory=dict)
+    """Free-form `--meta key=value` pairs (owner, ticket, training run...)."""
+
+
 class Lineage(_Strict):
-    """Where a version came from; copied from the checkpoint's `metadata.json`."""
+    """Where a version came from: copied from the checkpoint's `metadata.json`, or, for an
+    imported file (see `ModelManifest.imported_from`), its reference table and the metrics
+    measured on it."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -172,12 +203,14 @@ class Lineage(_Strict):
 
 
 class ExportInfo(_Strict):
-    """How `model.onnx` was produced and how closely it matches PyTorch."""
+    """How `model.onnx` was produced and how closely it matches its reference: the PyTorch
+    module (export) or the original ONNX file (import)."""
 
     opset: int
     exported_at: str
     parity_max_abs_diff: float
     parity_rows: int
+    parity_reference: Literal["pytorch", "source onnx"] = "pytorch"
     optimized: bool = False
     quantization: Literal["int8"] | None = None
     fp16: bool = False
@@ -186,11 +219,21 @@ class ExportInfo(_Strict):
     library_versions: dict[str, str] = Field(default_factory=dict)
 
 
+class OpLibrary(_Strict):
+    """A custom-operator library the graph needs, stored in the version folder beside it."""
+
+    file: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+    """File name inside the version folder (no path: the folder is the unit that moves)."""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    domains: list[str] = Field(default_factory=list)
+    """The operator domains of the graph it provides."""
+
+
 class ModelManifest(_Strict):
     """Everything the server needs to know about one model version besides the graph."""
 
     schema_version: int = SCHEMA_VERSION
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
     version: int = Field(ge=1)
     platform: Literal["onnxruntime_onnx"] = "onnxruntime_onnx"
     inputs: list[TensorSpec]
@@ -200,7 +243,11 @@ class ModelManifest(_Strict):
     drift: DriftReference | None = None
     lineage: Lineage
     export: ExportInfo | None = None
+    imported_from: ImportedFrom | None = None
+    """Set for versions `hotserve import` brought in: the file they came from."""
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    op_libraries: list[OpLibrary] = Field(default_factory=list)
+    """Registered with onnxruntime before the graph is opened, each checked by sha256."""
 
     @model_validator(mode="after")
     def _feature_input_exists(self) -> ModelManifest:

@@ -12,9 +12,11 @@ import logging
 import re
 from pathlib import Path
 
+from server.registry.manifest import MODEL_NAME_PATTERN
+
 log = logging.getLogger(__name__)
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _VERSION = re.compile(r"^[1-9][0-9]*$")
 
 
@@ -33,13 +35,19 @@ def scan_repository(root: Path) -> dict[str, list[int]]:
         if not _MODEL_NAME.match(model_dir.name):
             log.warning("skipping %s: not a valid model name", model_dir)
             continue
-        versions = sorted(int(d.name) for d in model_dir.iterdir()
-                          if d.is_dir() and _VERSION.match(d.name))
+        versions = model_versions(model_dir)
         if versions:
             models[model_dir.name] = versions
         else:
             log.warning("skipping %s: no version folders (positive integer names)", model_dir)
     return models
+
+
+def model_versions(model_dir: Path) -> list[int]:
+    """Version numbers of one model folder, ascending ([] when the folder does not exist)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(d.name) for d in model_dir.iterdir() if d.is_dir() and _VERSION.match(d.name))
 
 
 def version_dir(root: Path, name: str, version: int) -> Path:

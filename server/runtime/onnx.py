@@ -66,8 +66,15 @@ class OnnxRuntime:
     """Runs whole batches through one `InferenceSession`; thread-safe for concurrent `run`."""
 
     def __init__(self, model_path: Path, providers: Sequence[str], intra_op_threads: int = 0,
-                 inter_op_threads: int = 0, spinning: bool = False) -> None:
+                 inter_op_threads: int = 0, spinning: bool = False,
+                 op_libraries: Sequence[Path] = (), batch_axis: bool = True) -> None:
         options = ort.SessionOptions()
+        for library in op_libraries:
+            try:
+                options.register_custom_ops_library(str(library))
+            except Exception as error:  # a library for another platform or onnxruntime build
+                raise ModelLoadFailed(f"onnxruntime could not load the custom-op library "
+                                      f"{library.name}: {error}") from error
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         spin = "1" if spinning else "0"
@@ -89,6 +96,7 @@ class OnnxRuntime:
         self._output_dtypes = {spec.name: NUMPY_DTYPES[spec.datatype] for spec in self.outputs}
         self._text_inputs = [spec.name for spec in self.inputs if spec.datatype == "BYTES"]
         self._iobinding = _IoBindingRunner("cuda") if self._provider == CUDA else None
+        self._batch_axis = batch_axis
 
     @property
     def provider(self) -> str:
@@ -108,15 +116,17 @@ class OnnxRuntime:
                 values = session.run(self._output_names, inputs)
         except Exception as error:
             raise InferenceFailed(f"onnxruntime failed: {error}") from error
-        return self._checked(values, rows=next(iter(inputs.values())).shape[0])
+        rows = next(iter(inputs.values())).shape[0] if self._batch_axis else None
+        return self._checked(values, rows)
 
-    def _checked(self, values: Sequence[np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    def _checked(self, values: Sequence[np.ndarray], rows: int | None) -> dict[str, np.ndarray]:
+        """Outputs by name, with the declared dtypes and (with a batch axis) `rows` rows each."""
         outputs: dict[str, np.ndarray] = {}
         for name, value in zip(self._output_names, values, strict=True):
             expected = self._output_dtypes[name]
             if value.dtype != expected and not (expected.kind == "O" and value.dtype.kind in "OSU"):
                 raise InferenceFailed(f"output {name!r} has dtype {value.dtype}, graph declares {expected}")
-            if value.ndim == 0 or value.shape[0] != rows:
+            if rows is not None and (value.ndim == 0 or value.shape[0] != rows):
                 got = "no batch axis" if value.ndim == 0 else f"{value.shape[0]} rows"
                 raise InferenceFailed(f"output {name!r} has {got} for {rows} input rows")
             outputs[name] = value

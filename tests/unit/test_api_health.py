@@ -42,6 +42,7 @@ async def test_model_metadata_has_v2_fields_provider_batching_and_lineage(settin
         assert extras["batching"]["max_batch_size"] == 64
         assert extras["lineage"]["git_commit"] == "abc123"
         assert extras["lineage"]["dataset_sha256"] == "d" * 64 and extras["lineage"]["metrics"] == {"auc": 0.9}
+        assert extras["lineage"]["imported_from"] is None  # trained, not imported
         assert extras["version_states"] == [{"version": "1", "state": "READY", "reason": None},
                                             {"version": "3", "state": "READY", "reason": None}]
         pinned = (await client.get("/v2/models/m/versions/1")).json()

@@ -100,3 +100,13 @@ def test_predictions_are_rows_of_the_single_output_or_objects_of_several() -> No
     assert one == {"predictions": [[0.25], [0.75]], "model_name": "m", "model_version": "2"}
     both = orjson.loads(encode_predictions("m", 2, {"score": score, "label": label}, ("score", "label")))
     assert both["predictions"] == [{"score": [0.25], "label": 0}, {"score": [0.75], "label": 1}]
+
+
+def test_several_outputs_of_onnxruntime_integer_types_serialise_per_instance() -> None:
+    """onnxruntime hands int64 outputs as numpy `longlong`, whose scalars orjson refuses."""
+    label = np.array([0, 1], dtype=np.longlong)
+    probabilities = np.array([[0.75, 0.25], [0.5, 0.5]], dtype=np.float32)
+    body = encode_predictions("m", 1, {"label": label, "probabilities": probabilities},
+                              ("label", "probabilities"))
+    assert orjson.loads(body)["predictions"] == [{"label": 0, "probabilities": [0.75, 0.25]},
+                                                 {"label": 1, "probabilities": [0.5, 0.5]}]

@@ -14,7 +14,7 @@ from server.protocol.datatypes import NUMPY_DTYPES, tensor_to_bytes
 from server.protocol.schema import ModelSchema
 from server.protocol.v2_request import InferRequest, RequestedOutput, decode_infer_request
 from server.protocol.v2_response import encode_infer_response
-from server.registry.manifest import FeatureSpec
+from server.registry.manifest import BatchingPolicy, FeatureSpec
 from tests.fakes import make_manifest
 
 ALL_TYPES = sorted(NUMPY_DTYPES)
@@ -260,3 +260,15 @@ def test_binary_bytes_element_that_is_not_utf8_is_refused_naming_it() -> None:
     with pytest.raises(InvalidInput, match="inputs.x.data: expected UTF-8 text in every BYTES element, "
                                            "got invalid start byte in element 1"):
         decode_infer_request(header + raw, str(len(header)), schema)
+
+
+def test_a_model_without_a_batch_axis_takes_whole_tensors_as_one_run() -> None:
+    whole = BatchingPolicy(enabled=False, batch_axis=False, max_batch_size=1)
+    schema = ModelSchema.from_manifest(make_manifest(
+        "whole", [("a", "FP32", [3, 2]), ("b", "INT64", [-1])], [("y", "FP32", [3, 2])], batching=whole))
+    body = orjson.dumps({"inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [3, 2], "data": [1, 2, 3, 4, 5, 6]},
+        {"name": "b", "datatype": "INT64", "shape": [5], "data": [1, 2, 3, 4, 5]}]})
+    request = decode_infer_request(body, None, schema)
+    assert request.rows == 1  # differing first axes are no row mismatch: there are no rows
+    assert request.inputs["a"].shape == (3, 2) and request.inputs["b"].shape == (5,)

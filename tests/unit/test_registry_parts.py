@@ -13,8 +13,14 @@ from server.errors import ControlConflict, DeadlineExceeded, ModelLoadFailed
 from server.metrics.instruments import Metrics
 from server.protocol.deadline import deadline_from
 from server.registry.control_state import ControlSnapshot, FileControlState
-from server.registry.loader import check_graph, read_manifest, verify_model_file, warm_up_inputs
-from server.registry.manifest import BatchingPolicy, Lineage, ModelManifest, TensorSpec
+from server.registry.loader import (
+    check_graph,
+    read_manifest,
+    verify_model_file,
+    verify_op_libraries,
+    warm_up_inputs,
+)
+from server.registry.manifest import BatchingPolicy, Lineage, ModelManifest, OpLibrary, TensorSpec
 from server.registry.repository import scan_repository
 from server.registry.served import ServedVersion
 from tests.fakes import EchoRuntime, SlowRuntime, fake_manifest, request, write_model_version
@@ -156,3 +162,36 @@ async def test_served_version_applies_the_manifest_default_timeout() -> None:
     assert await served.close(timeout_s=5)
     assert runtime.closed
     assert runtime.batch_rows == [1]
+
+
+def test_batch_axis_false_means_one_request_per_run() -> None:
+    BatchingPolicy(enabled=False, batch_axis=False, max_batch_size=1)
+    with pytest.raises(ValueError, match="batch_axis false needs enabled false, max_batch_size 1"):
+        BatchingPolicy(batch_axis=False)
+
+
+def test_graph_without_a_batch_axis_is_checked_whole_and_warmed_up_at_its_shape() -> None:
+    runtime = EchoRuntime()
+    runtime.inputs = [TensorSpec(name="x", datatype="FP32", shape=[3, 2])]
+    runtime.outputs = [TensorSpec(name="y", datatype="FP32", shape=[3, -1])]
+    whole = BatchingPolicy(enabled=False, batch_axis=False, max_batch_size=1)
+    manifest = ModelManifest(name="m", version=1, inputs=[TensorSpec(name="x", datatype="FP32", shape=[3, 2])],
+                             outputs=[TensorSpec(name="y", datatype="FP32", shape=[3, 3])],
+                             batching=whole, lineage=Lineage(architecture="t"), onnx_sha256="0" * 64)
+    check_graph(manifest, runtime)
+    assert {k: v.shape for k, v in warm_up_inputs(manifest, 1).items()} == {"x": (3, 2)}
+    wrong = manifest.model_copy(update={"inputs": [TensorSpec(name="x", datatype="FP32", shape=[4, 2])]})
+    with pytest.raises(ModelLoadFailed, match="input 'x': axis 0 is 3 in the graph, model.json says 4"):
+        check_graph(wrong, runtime)
+
+
+def test_custom_op_library_must_match_its_sha256(tmp_path: Path) -> None:
+    (tmp_path / "ops.so").write_bytes(b"not the library that was imported")
+    manifest = fake_manifest().model_copy(update={"op_libraries": [
+        OpLibrary(file="ops.so", sha256="a" * 64, domains=["ai.onnx.contrib"])]})
+    with pytest.raises(ModelLoadFailed, match=r"ops.so has sha256 [0-9a-f]{64}, model.json expects a{64}"):
+        verify_op_libraries(tmp_path, manifest)
+    (tmp_path / "ops.so").unlink()
+    with pytest.raises(ModelLoadFailed, match=r"ops.so \(custom-op library for \['ai.onnx.contrib'\]\) "
+                                              r"is missing"):
+        verify_op_libraries(tmp_path, manifest)

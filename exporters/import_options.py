@@ -1,0 +1,62 @@
+"""What an import is asked to do (`hotserve import`'s flags), with their defaults and consistency.
+
+Free of onnx/pandas imports, like `options.py` for exports; `importer.import_model` reads it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from exporters.errors import ExportError
+from exporters.options import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
+from server.registry.manifest import MODEL_NAME_PATTERN
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What `hotserve import` was asked to do."""
+
+    name: str
+    version: int | None = None
+    """None: the next version after the highest published one."""
+    batch_axis: bool = True
+    """False (`--no-batch`): serve a graph without a batch axis, one request per run."""
+    strip_zipmap: bool = False
+    op_libraries: tuple[Path, ...] = ()
+    reference: Path | None = None
+    features: tuple[str, ...] | None = None
+    label: str | None = None
+    prediction_output: str | None = None
+    feature_spec: Mapping[str, Any] | None = None
+    """`FeatureSpec` fields; `input` and `columns` may be left out (filled from the model)."""
+    meta: Mapping[str, str] = field(default_factory=dict)
+    optimize: bool = True
+    quantize: Literal["int8"] | None = None
+    tolerance: float = FP32_TOLERANCE
+    """Max |candidate - source| for float graphs (as imported, optimised)."""
+    reduced_tolerance: float = INT8_TOLERANCE
+    """Max |int8 - source| on floating-point outputs."""
+    max_auc_drop: float = MAX_AUC_DROP
+    max_batch_size: int | None = None
+    max_queue_delay_ms: float | None = None
+    instances: int | None = None
+
+    def __post_init__(self) -> None:
+        if not re.match(MODEL_NAME_PATTERN, self.name):
+            raise ExportError(f"model name {self.name!r} is not a valid repository folder name "
+                              f"(letters, digits, '_', '.', '-'; starting with a letter or digit)")
+        if not self.batch_axis and (self.reference is not None or self.max_batch_size is not None):
+            raise ExportError("--no-batch serves each request as one whole run: a reference table's "
+                              "rows and --max-batch-size do not apply")
+        if (self.features or self.label) and self.reference is None:
+            raise ExportError("--features and --label describe the --reference table; give it")
+        if self.prediction_output and self.reference is None:
+            raise ExportError("--prediction-output chooses what the --reference table's drift "
+                              "histogram describes; give the table")
+        for name in ("tolerance", "reduced_tolerance", "max_auc_drop"):
+            if not getattr(self, name) >= 0:
+                raise ExportError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 
 from server.api.inflight import InflightRequests
+from server.features.join import FeatureJoin
 from server.api.request_metrics import RequestMetrics
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
@@ -106,6 +107,9 @@ class Edge:
     metrics: Metrics
     inflight: InflightRequests
     request_metrics: RequestMetrics
+    features: FeatureJoin
+    """Stored features for v1 records (`server/features/`): the configured store behind its
+    local cache, gatherer and circuit breaker."""
 
 
 async def _edge(request: Request) -> Edge:
@@ -116,3 +120,12 @@ async def _edge(request: Request) -> Edge:
 # One async provider: FastAPI would run a plain `def` one in its thread pool, and
 # one dependency instead of four keeps the per-request resolution cost down.
 EdgeDep = Annotated[Edge, Depends(_edge)]
+
+
+async def _feature_join(request: Request) -> FeatureJoin:
+    edge: Edge = request.app.state.edge
+    return edge.features
+
+
+FeatureStoreDep = Annotated[FeatureJoin, Depends(_feature_join)]
+"""The feature join and, through `.lookup.store`, the store itself (admin feature routes)."""

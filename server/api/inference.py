@@ -21,6 +21,7 @@ from server.api.context import request_id_of
 from server.api.deps import Edge, ServedModel
 from server.api.error_handlers import describe_error, error_body
 from server.errors import HotserveError, InvalidInput, ModelNotReady, PayloadTooLarge
+from server.features.join import FeatureJoin
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
 from server.protocol.paths import InferenceTarget, parse_version
 from server.protocol.v1 import assemble_features, check_records, encode_predictions, parse_instances, raw_tensor
@@ -73,7 +74,7 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         if target.protocol == "v2":
             answer = await _infer_v2(served, body, headers, arrived, request_id_of(scope))
         else:
-            answer = await _predict_v1(served, body, headers, arrived, request_id_of(scope))
+            answer = await _predict_v1(served, edge.features, body, headers, arrived, request_id_of(scope))
     except (asyncio.CancelledError, _ClientGone) as exc:
         edge.request_metrics.record(model_label, version_label, target.protocol, 499,
                                     time.monotonic() - arrived)  # client gone (nginx's code)
@@ -153,7 +154,7 @@ async def _infer_v2(served: ServedModel, body: bytes, headers: dict[bytes, bytes
                   ((b"inference-header-content-length", str(header_length).encode()),))
 
 
-async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, bytes],
+async def _predict_v1(served: ServedModel, features: FeatureJoin, body: bytes, headers: dict[bytes, bytes],
                       arrived: float, request_id: str) -> Answer:
     schema = served.schema
     deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())),
@@ -161,6 +162,7 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
     instances = parse_instances(body)
     spec = served.manifest.features
     inputs: Tensors
+    entity_keys: tuple[str, ...] | None = None
     if spec is None:
         input_name, tensor = raw_tensor(instances, schema)
         inputs = {input_name: tensor}
@@ -169,8 +171,11 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
             raise InvalidInput("instances", detail=f"the model has inputs {list(schema.inputs)} besides "
                                                    f"{spec.input!r}; use the v2 protocol")
         records = check_records(instances, spec)
+        if spec.view is not None:
+            records, entity_keys = await features.join(records, spec.view)
         inputs = {spec.input: assemble_features(records, spec, schema)}
-    results = await served.infer(InferenceRequest(inputs, len(instances), arrived, deadline, request_id))
+    results = await served.infer(InferenceRequest(inputs, len(instances), arrived, deadline, request_id,
+                                                  entity_keys=entity_keys))
     return Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
 
 

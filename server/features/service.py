@@ -32,6 +32,8 @@ def repository_views(root: Path) -> dict[str, FeatureView]:
     """Every feature view a `model.json` in the repository declares, by `label`; unreadable
     manifests are skipped (the registry reports them)."""
     views: dict[str, FeatureView] = {}
+    if not root.is_dir():
+        return views
     for name, versions in scan_repository(root).items():
         for version in versions:
             try:

@@ -2,8 +2,8 @@
 
 One entity is one string key, `<view.key_prefix><entity>`, holding the JSON object of
 `features/values.py`; a lookup batch is one `MGET`: one round trip however many keys.
-Timeouts are short (`HOTSERVE_REDIS_TIMEOUT_MS`) and redis-py's own retries are off: the
-circuit breaker above decides what happens next. Every Redis error becomes
+Timeouts are short (`HOTSERVE_REDIS_TIMEOUT_MS`, bounding the whole lookup) and redis-py
+retries a broken connection only once: the circuit breaker above decides what happens next. Every Redis error becomes
 `FeatureStoreUnavailable` here; nothing above this module imports redis.
 """
 
@@ -49,7 +49,9 @@ class RedisFeatureStore:
         self._write_timeout_s = write_timeout_s if write_timeout_s is not None else max(timeout_s, 5.0)
         self._redis = Redis.from_url(
             url, socket_timeout=self._write_timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            # One immediate retry, on a fresh connection: after a Redis restart each pooled
+            # connection is stale once, which must not count as Redis being down.
+            retry=Retry(NoBackoff(), 1), health_check_interval=0)
 
     def describe(self) -> str:
         return f"redis at {self._where}"

@@ -93,9 +93,10 @@ def default_event_time(args: argparse.Namespace) -> float:
 class Progress:
     """A one-line progress bar on stderr (a line per update when it is not a terminal)."""
 
-    def __init__(self, total: int, label: str, out: TextIO = sys.stderr) -> None:
-        self.total, self.label, self.out, self.done = total, label, out, 0
-        self.tty = out.isatty()
+    def __init__(self, total: int, label: str, out: TextIO | None = None) -> None:
+        self.total, self.label, self.done = total, label, 0
+        self.out = out if out is not None else sys.stderr
+        self.tty = self.out.isatty()
 
     def advance(self, rows: int) -> None:
         self.done += rows
@@ -151,7 +152,8 @@ def write_server(base_url: str, view: FeatureView, writes: list[EntityWrite], tt
     return written, rejected
 
 
-def materialize(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def materialize(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out if out is not None else sys.stdout
     views = repository_views(args.model_repository)
     view = pick_view(views, args.view, args.model_repository)
     redis_url = os.environ.get("HOTSERVE_REDIS_URL", "")

@@ -35,7 +35,8 @@ class TableRows:
     read: int = 0
 
 
-def read_table(source: str, demo_rows: int | None = None, demo_seed: int = 0) -> tuple[list[str], Iterator[Mapping[str, Any]]]:
+def read_table(source: str, demo_rows: int | None = None,
+               demo_seed: int = 0) -> tuple[list[str], Iterator[Mapping[str, Any]]]:
     """(column names, rows as mappings) of a `.csv`/`.parquet` file or a demo generator."""
     if source.startswith("demo:"):
         if source not in DEMO_SOURCES:

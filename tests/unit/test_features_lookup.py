@@ -90,7 +90,8 @@ async def test_a_malformed_stored_value_fails_only_lookups_that_need_its_key() -
     bad, good = await asyncio.gather(lookup.rows(VIEW, ["bad"]), lookup.rows(VIEW, ["good"]),
                                      return_exceptions=True)
     assert isinstance(bad, FeatureValueInvalid)
-    assert bad.message == "stored feature value at key 'hotserve:fv:cust:v1:bad', feature 'age': expected FP32, got 'abc'"
+    assert bad.message == ("stored feature value at key 'hotserve:fv:cust:v1:bad', feature 'age': "
+                           "expected FP32, got 'abc'")
     assert isinstance(good, dict) and isinstance(good["good"], EntityRow)
 
 

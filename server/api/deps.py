@@ -13,8 +13,8 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 
 from server.api.inflight import InflightRequests
-from server.features.join import FeatureJoin
 from server.api.request_metrics import RequestMetrics
+from server.features.join import FeatureJoin
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
 from server.registry.manifest import ModelManifest

@@ -120,12 +120,3 @@ async def _edge(request: Request) -> Edge:
 # One async provider: FastAPI would run a plain `def` one in its thread pool, and
 # one dependency instead of four keeps the per-request resolution cost down.
 EdgeDep = Annotated[Edge, Depends(_edge)]
-
-
-async def _feature_join(request: Request) -> FeatureJoin:
-    edge: Edge = request.app.state.edge
-    return edge.features
-
-
-FeatureStoreDep = Annotated[FeatureJoin, Depends(_feature_join)]
-"""The feature join and, through `.lookup.store`, the store itself (admin feature routes)."""

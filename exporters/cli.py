@@ -78,6 +78,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the architecture's batching default")
     parser.add_argument("--instances", type=positive_int, default=None,
                         help="batches run at once by the server (override the architecture's default)")
+    view = parser.add_argument_group("feature view (models with stored features)")
+    view.add_argument("--feature-view", default=None,
+                      help="name of the feature view the stored features are looked up in (default: "
+                           "the model name)")
+    view.add_argument("--feature-view-version", type=positive_int, default=None,
+                      help="view version (default: kept while the stored features' names and types "
+                           "are unchanged, bumped when they change)")
+    view.add_argument("--feature-max-age-s", type=float, default=None,
+                      help="stored values older than this count as missing (default: no limit)")
+    view.add_argument("--feature-defaults", choices=["required", "training-mean"], default="required",
+                      help="what stands in for a missing stored value: nothing (an error) or the "
+                           "training data's mean (default %(default)s)")
+    view.add_argument("--missing-entity", choices=["error", "defaults"], default="error",
+                      help="an entity without stored values: 404, or the defaults (default %(default)s)")
+    view.add_argument("--store-unavailable", choices=["error", "defaults"], default="error",
+                      help="feature store down: 503, or the defaults (default %(default)s)")
+    view.add_argument("--request-overrides", default="",
+                      help="comma-separated stored features a request may override, or 'all'")
 
 
 def format_size(size_bytes: int) -> str:
@@ -104,6 +122,13 @@ def run(args: argparse.Namespace) -> int:
             tolerance=args.tolerance,
             max_auc_drop=args.max_auc_drop,
             opset=args.opset,
+            feature_view=args.feature_view,
+            feature_view_version=args.feature_view_version,
+            feature_max_age_s=args.feature_max_age_s,
+            feature_defaults=args.feature_defaults,
+            missing_entity=args.missing_entity,
+            store_unavailable=args.store_unavailable,
+            request_overrides=tuple(n.strip() for n in args.request_overrides.split(",") if n.strip()),
         )
         result = export_checkpoint(args.checkpoint, args.repository, options)
     except (ParityError, MetricRegression) as exc:
@@ -125,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"  model.onnx {format_size(result.model_size_bytes)} "
           f"(float graph {format_size(result.float_size_bytes)}), "
           f"sha256 {result.manifest.onnx_sha256}")
+    features = result.manifest.features
+    if features is not None and features.view is not None:
+        view = features.view
+        print(f"  feature view {view.label}: {len(view.features)} stored features by "
+              f"{view.entity_key} ({view.entity_key_type}); keys {view.key_prefix}<entity>")
     for note in result.notes:
         print(f"  note: {note}")
     return 0

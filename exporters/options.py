@@ -39,12 +39,27 @@ class ExportOptions:
     max_batch_size: int | None = None
     max_queue_delay_ms: float | None = None
     instances: int | None = None
+    # feature view (models with stored features); see exporters/feature_view.py
+    feature_view: str | None = None
+    """View name; None: the checkpoint's (the model name)."""
+    feature_view_version: int | None = None
+    """None: kept while the stored data's shape is unchanged, bumped when it changes."""
+    feature_max_age_s: float | None = None
+    feature_defaults: Literal["required", "training-mean"] = "required"
+    missing_entity: Literal["error", "defaults"] = "error"
+    store_unavailable: Literal["error", "defaults"] = "error"
+    request_overrides: tuple[str, ...] = ()
+    """Stored features a request may override; ("all",) for every one."""
 
     def __post_init__(self) -> None:
         if self.quantize is not None and self.fp16:
             raise ExportError("choose one of --quantize int8 and --fp16, not both")
         if self.opset < MIN_OPSET:
             raise ExportError(f"opset {self.opset} is too old; use {MIN_OPSET} or newer")
+        if self.feature_view_version is not None and self.feature_view_version < 1:
+            raise ExportError(f"feature view version must be >= 1, got {self.feature_view_version}")
+        if self.feature_max_age_s is not None and not self.feature_max_age_s > 0:
+            raise ExportError(f"feature max age must be > 0 s, got {self.feature_max_age_s}")
         for name in ("tolerance", "reduced_tolerance", "max_auc_drop"):
             value = getattr(self, name)
             if value is not None and not value >= 0:

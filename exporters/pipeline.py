@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from exporters import manifest_builder, onnx_export, optimize, parity, precision, source
+from exporters import feature_view, manifest_builder, onnx_export, optimize, parity, precision, source
 from exporters.errors import ExportError
 from exporters.options import ExportOptions
 from exporters.repository import VersionStaging, ensure_absent
@@ -137,6 +137,7 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path,
     metadata = loaded.metadata
     target = version_dir(repository, metadata.name, metadata.version)
     ensure_absent(target)  # fail before minutes of work, not after
+    features = feature_view.export_feature_spec(metadata, options, repository)
     holdout = source.holdout_arrays(loaded)
     reference = parity.torch_outputs(loaded.module, holdout, [s.name for s in metadata.inputs])
 
@@ -167,8 +168,8 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path,
         )
         batching = manifest_builder.batching_policy(metadata.architecture, options.max_batch_size,
                                                     options.max_queue_delay_ms, options.instances)
-        manifest = manifest_builder.build_manifest(metadata, checkpoint_dir, model_path, batching,
-                                                   export_info)
+        manifest = manifest_builder.build_manifest(
+            metadata, checkpoint_dir, model_path, batching, export_info, features)
         manifest.write(staging.folder)
         ModelManifest.read(staging.folder)  # what the server will parse must round-trip
         published = staging.publish()

@@ -254,7 +254,7 @@ class Trainer:
                 parent_version=parent_version,
                 inputs=[input_spec],
                 outputs=[OUTPUT],
-                features=self.dataset.feature_spec(self.spec.input_name),
+                features=self.dataset.feature_spec(self.spec.input_name, config.name),
                 preprocessing=transform,
                 drift=drift,
             )

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from server.api.inflight import InflightRequests
 from server.api.request_metrics import RequestMetrics
+from server.features.join import FeatureJoin
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
 from server.registry.manifest import ModelManifest
@@ -106,6 +107,9 @@ class Edge:
     metrics: Metrics
     inflight: InflightRequests
     request_metrics: RequestMetrics
+    features: FeatureJoin
+    """Stored features for v1 records (`server/features/`): the configured store behind its
+    local cache, gatherer and circuit breaker."""
 
 
 async def _edge(request: Request) -> Edge:

@@ -19,7 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from server.errors import (
     Conflict,
     DeadlineExceeded,
+    EntityNotFound,
     FeatureStoreUnavailable,
+    FeatureValueInvalid,
     HotserveError,
     InferenceFailed,
     InvalidInput,
@@ -35,11 +37,13 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: dict[type[BaseException], int] = {
     InvalidInput: 400,
     ModelNotFound: 404,
+    EntityNotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
     Overloaded: 429,
     ModelNotReady: 503,
     FeatureStoreUnavailable: 503,
+    FeatureValueInvalid: 500,
     DeadlineExceeded: 504,
     InferenceFailed: 500,
     ModelLoadFailed: 500,

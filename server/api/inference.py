@@ -21,6 +21,7 @@ from server.api.context import REQUEST_ID_HEADER, SCOPE_KEY
 from server.api.deps import Edge, ServedModel
 from server.api.error_handlers import describe_error, error_body
 from server.errors import HotserveError, InvalidInput, ModelNotReady, PayloadTooLarge
+from server.features.join import FeatureJoin
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
 from server.protocol.paths import InferenceTarget, parse_version
 from server.protocol.v1 import assemble_features, check_records, encode_predictions, parse_instances, raw_tensor
@@ -74,7 +75,7 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         if target.protocol == "v2":
             answer = await _infer_v2(served, body, headers, arrived, request_id)
         else:
-            answer = await _predict_v1(served, body, headers, arrived, request_id)
+            answer = await _predict_v1(served, edge.features, body, headers, arrived, request_id)
     except (asyncio.CancelledError, _ClientGone) as exc:
         edge.request_metrics.record(model_label, version_label, target.protocol, 499,
                                     time.monotonic() - arrived)  # client gone (nginx's code)
@@ -155,7 +156,7 @@ async def _infer_v2(served: ServedModel, body: bytes, headers: dict[bytes, bytes
                   ((b"inference-header-content-length", str(header_length).encode()),))
 
 
-async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, bytes],
+async def _predict_v1(served: ServedModel, features: FeatureJoin, body: bytes, headers: dict[bytes, bytes],
                       arrived: float, request_id: str) -> Answer:
     schema = served.schema
     deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())),
@@ -166,6 +167,7 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
                                                "its rows; use the v2 protocol")
     spec = served.manifest.features
     inputs: Tensors
+    entity_keys: tuple[str, ...] | None = None
     if spec is None:
         input_name, tensor = raw_tensor(instances, schema)
         inputs = {input_name: tensor}
@@ -174,8 +176,11 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
             raise InvalidInput("instances", detail=f"the model has inputs {list(schema.inputs)} besides "
                                                    f"{spec.input!r}; use the v2 protocol")
         records = check_records(instances, spec)
+        if spec.view is not None:
+            records, entity_keys = await features.join(records, spec.view)
         inputs = {spec.input: assemble_features(records, spec, schema)}
-    results = await served.infer(InferenceRequest(inputs, len(instances), arrived, deadline, request_id))
+    results = await served.infer(InferenceRequest(inputs, len(instances), arrived, deadline, request_id,
+                                                  entity_keys=entity_keys))
     return Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
 
 

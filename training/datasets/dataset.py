@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from server.registry.manifest import FeatureSpec, sha256_file
+from server.registry.manifest import FeatureSpec, FeatureView, StoredFeature, sha256_file
 
 DEMO_PREFIX = "demo:"
 
@@ -68,6 +68,10 @@ class Dataset:
     request_features: tuple[str, ...] = ()
     store_features: tuple[str, ...] = ()
     entity_key: str | None = None
+    entity_key_type: str = "STRING"
+    """`INT64` when the table's entity key column holds integers, else `STRING`."""
+    column_datatypes: tuple[str, ...] = ()
+    """Per feature column, the type its table values have (`INT64`, `BOOL` or `FP32`)."""
 
     @property
     def tabular(self) -> bool:
@@ -78,16 +82,27 @@ class Dataset:
         """Lineage's dataset path: the absolute file path, or the demo source name."""
         return self.spec.source if self.spec.is_demo else str(Path(self.spec.source).resolve())
 
-    def feature_spec(self, input_name: str) -> FeatureSpec | None:
-        """How v1 records become this model's input (None for non-tabular data)."""
+    def feature_spec(self, input_name: str, view_name: str) -> FeatureSpec | None:
+        """How v1 records become this model's input (None for non-tabular data), with the
+        feature view `view_name` of its store features (every feature required; the exporter
+        sets defaults, maximum age and version)."""
         if not self.tabular:
             return None
+        view = None
+        if self.store_features and self.entity_key:
+            types = dict(zip(self.columns, self.column_datatypes))
+            view = FeatureView(
+                name=view_name, entity_key=self.entity_key,
+                entity_key_type="INT64" if self.entity_key_type == "INT64" else "STRING",
+                features=[StoredFeature(name=name, datatype=types.get(name, "FP32"))  # type: ignore[arg-type]
+                          for name in self.store_features])
         return FeatureSpec(
             input=input_name,
             columns=list(self.columns),
             request_features=list(self.request_features),
             store_features=list(self.store_features),
             entity_key=self.entity_key,
+            view=view,
         )
 
 

@@ -122,4 +122,18 @@ def tabular_dataset(frame: pd.DataFrame, spec: DatasetSpec, sha256: str) -> Data
         request_features=tuple(request),
         store_features=tuple(store),
         entity_key=spec.entity_key,
+        entity_key_type=(
+            "INT64" if spec.entity_key is not None and pd.api.types.is_integer_dtype(frame[spec.entity_key])
+            else "STRING"
+        ),
+        column_datatypes=tuple(_datatype(frame[c]) for c in features),
     )
+
+
+def _datatype(values: pd.Series) -> str:
+    """The feature view datatype of a numeric column's values."""
+    if pd.api.types.is_bool_dtype(values):
+        return "BOOL"
+    if pd.api.types.is_integer_dtype(values):
+        return "INT64"
+    return "FP32"

@@ -43,9 +43,9 @@ class ParityError(ExportError):
     """The ONNX model's outputs stray from PyTorch's by more than the tolerance."""
 
     def __init__(self, stage: str, max_abs_diff: float, tolerance: float, rows: int,
-                 worst_row: int) -> None:
+                 worst_row: int, measure: str = "max |onnx - torch|") -> None:
         super().__init__(
-            f"parity check failed for the {stage} model: max |onnx - torch| = {max_abs_diff:.3g} "
+            f"parity check failed for the {stage} model: {measure} = {max_abs_diff:.3g} "
             f"over {rows} held-out rows (worst row {worst_row}) exceeds tolerance {tolerance:.3g}"
         )
         self.stage = stage
@@ -59,11 +59,15 @@ class MetricRegression(ExportError):
     """A reduced-precision model loses more of a metric than allowed."""
 
     def __init__(self, stage: str, metric: str, float_value: float, reduced_value: float,
-                 max_drop: float) -> None:
+                 max_drop: float, relative: bool = False) -> None:
+        change = (
+            f"an increase of {reduced_value / float_value - 1.0:.2%} exceeds the allowed {max_drop:.2%}"
+            if relative else
+            f"a drop of {float_value - reduced_value:.4f} exceeds the allowed {max_drop:.4f}"
+        )
         super().__init__(
             f"{stage} model {metric} = {reduced_value:.4f} vs {float_value:.4f} for the float "
-            f"model on the held-out rows: a drop of {float_value - reduced_value:.4f} exceeds "
-            f"the allowed {max_drop:.4f}"
+            f"model on the held-out rows: {change}"
         )
         self.stage = stage
         self.metric = metric

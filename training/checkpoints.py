@@ -63,7 +63,8 @@ class CheckpointMetadata(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     """Validation metrics of the saved (best) epoch (`training.metrics`: auc/accuracy/log_loss,
-    accuracy/macro_f1/log_loss or rmse/mae/r2) and its train_loss."""
+    accuracy/macro_f1/log_loss or rmse/mae/r2) and its train_loss (the loss trained on:
+    cross-entropy, or for regression the mean squared error of standardised targets)."""
     best_epoch: int = Field(ge=1)
     epochs_completed: int = Field(ge=1)
     """Number of the last epoch run. A resumed run continues from its parent's best epoch

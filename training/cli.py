@@ -10,10 +10,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from training.config import TrainConfig
+from training.config import DEFAULT_DIST_TIMEOUT_S, DEVICE_CHOICES, TrainConfig
 from training.tasks import TASKS
+
+if TYPE_CHECKING:  # the trainer imports torch
+    from training.trainer import RankResult, TrainResult
 
 DEFAULTS: dict[str, Any] = {
     key: getattr(TrainConfig(), key) for key in ("epochs", "batch_size", "lr", "patience", "seed")
@@ -77,13 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--quiet", action="store_true", help="no progress bar")
 
     scale = parser.add_argument_group("devices and processes")
-    scale.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    scale.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                        help="where to train (default auto: CUDA when available)")
     scale.add_argument("--amp", action="store_true",
                        help="mixed precision on CUDA: bfloat16 where supported, else float16 with loss scaling")
     scale.add_argument("--nproc", type=int, metavar="N",
                        help="train on N processes with DistributedDataParallel (starts torchrun; one per GPU on CUDA)")
-    scale.add_argument("--dist-timeout-s", type=float, default=300.0,
+    scale.add_argument("--dist-timeout-s", type=float, default=DEFAULT_DIST_TIMEOUT_S,
                        help="longest a process waits for the others at a synchronisation point (default %(default)s)")
 
 
@@ -99,10 +102,10 @@ def _architecture_overrides(args: argparse.Namespace, architecture: str) -> dict
     return overrides
 
 
-def _report(result: Any, rank_prefix: str) -> None:
-    from training.trainer import TrainResult
+def _report(result: TrainResult | RankResult, rank_prefix: str) -> None:
+    from training.trainer import RankResult
 
-    if not isinstance(result, TrainResult):
+    if isinstance(result, RankResult):
         print(f"{rank_prefix}stopped after epoch {result.history[-1].epoch} (best epoch {result.best_epoch}); "
               "rank 0 writes the checkpoint")
         return

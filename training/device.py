@@ -14,8 +14,8 @@ from typing import Literal, get_args
 
 import torch
 
-DeviceChoice = Literal["auto", "cpu", "cuda"]
-DEVICE_CHOICES: tuple[DeviceChoice, ...] = get_args(DeviceChoice)
+from training.config import DeviceChoice
+
 AmpMode = Literal["bf16", "fp16"]
 _AMP_DTYPES: dict[AmpMode, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

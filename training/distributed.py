@@ -19,11 +19,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from training.device import AmpMode, DeviceChoice, choose_amp, resolve_device
+from training.config import DEFAULT_DIST_TIMEOUT_S, DeviceChoice
+from training.device import AmpMode, choose_amp, resolve_device
 from training.launch import launched_by_torchrun
 
-DEFAULT_TIMEOUT_S = 300.0
-"""Longest any collective waits for the other ranks (a validation pass, a gradient all-reduce)."""
 BACKENDS = {"cpu": "gloo", "cuda": "nccl"}
 FAULT_ENV = "HOTSERVE_TRAIN_FAULT"
 """Fault injection for tests and drills: `RANK:EPOCH` makes that rank kill itself (SIGKILL) as
@@ -59,7 +58,7 @@ class Placement:
         return self.world_size > 1
 
 
-def start(device_choice: DeviceChoice = "auto", amp: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S) -> Placement:
+def start(device_choice: DeviceChoice = "auto", amp: bool = False, timeout_s: float = DEFAULT_DIST_TIMEOUT_S) -> Placement:
     """This process's placement; joins the process group when torchrun started several ranks."""
     rank, world, local = 0, 1, 0
     if launched_by_torchrun():

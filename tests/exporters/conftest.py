@@ -14,8 +14,8 @@ import pytest
 
 from exporters.options import ExportOptions
 from exporters.pipeline import ExportResult, export_checkpoint
-from training.datasets import DatasetSpec, load_dataset
 from training.config import TrainConfig
+from training.datasets import DatasetSpec, load_dataset
 from training.trainer import train
 
 TINY_MLP = TrainConfig(

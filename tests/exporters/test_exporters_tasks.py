@@ -142,7 +142,7 @@ def test_whole_number_classes_are_served_as_int64(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_server_answers_v1_and_v2_as_onnxruntime_does(tasks_repository: Path, tmp_path: Path) -> None:
-    server = start_server(tasks_repository, tmp_path / "server.log", "/v2/health/ready")
+    server = start_server(tasks_repository, tmp_path / "server.log", ready_path="/v2/health/ready")
     try:
         for name in ("segments", "delivery"):
             manifest = ModelManifest.read(tasks_repository / name / "1")

@@ -137,10 +137,9 @@ def compare_labels(stage: str, probabilities: np.ndarray, indices: np.ndarray, l
     if got.shape != expected.shape:
         raise ExportError(f"{stage} model returns {got.size} labels for {expected.size} rows")
     differs = np.flatnonzero(got != expected)
-    rows = np.arange(expected.size)
-    gap = np.full(expected.size, np.inf)
+    gap = np.full(expected.size, np.inf)  # a label that is no class stays infinitely far
     known = differs[got[differs] >= 0]
-    gap[known] = probabilities[rows[known], expected[known]] - probabilities[rows[known], got[known]]
+    gap[known] = probabilities[known, expected[known]] - probabilities[known, got[known]]
     bad = differs[gap[differs] > tolerance]
     if bad.size:
         worst = int(bad[0])

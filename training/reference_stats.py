@@ -81,10 +81,10 @@ def drift_reference(
 ) -> DriftReference:
     """Per-feature histograms of the raw training columns (tabular only) and the `prediction_reference`."""
     features = [histogram(name, inputs[:, i], bins) for i, name in enumerate(columns)] if columns else []
-    histogram_, output = prediction
+    predicted, output = prediction
     return DriftReference(
         features=features,
-        prediction=histogram_,
+        prediction=predicted,
         prediction_output=output,
         sample_size=int(inputs.shape[0]),
     )

@@ -17,8 +17,10 @@ from exporters.options import (
     DEFAULT_OPSET,
     FP16_TOLERANCE,
     FP32_TOLERANCE,
-    INT8_TOLERANCE,
+    INT8_TASK_TOLERANCE,
+    MAX_ACCURACY_DROP,
     MAX_AUC_DROP,
+    MAX_RMSE_INCREASE,
     MIN_OPSET,
 )
 from server.settings import Settings
@@ -63,13 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     precision.add_argument("--fp16", action="store_true",
                            help="float16 weights and compute for GPU targets; inputs/outputs stay FP32")
     parser.add_argument("--tolerance", type=non_negative_float, default=FP32_TOLERANCE,
-                        help="max |onnx - torch| for fp32 graphs (default %(default)s)")
+                        help="max |onnx - torch| for fp32 graphs, in probability units or, for regression, "
+                             "target standard deviations (default %(default)s)")
     parser.add_argument("--reduced-tolerance", type=non_negative_float, default=None,
                         help="max |onnx - torch| for the int8/fp16 graph "
-                             f"(default {INT8_TOLERANCE} int8, {FP16_TOLERANCE} fp16)")
+                             f"(default {FP16_TOLERANCE} fp16; int8 by task: "
+                             f"{', '.join(f'{k} {v}' for k, v in INT8_TASK_TOLERANCE.items())})")
     parser.add_argument("--max-auc-drop", type=non_negative_float, default=MAX_AUC_DROP,
-                        help="largest AUC loss an int8/fp16 model may cause on the held-out rows "
+                        help="binary: largest AUC loss an int8/fp16 model may cause on the held-out rows "
                              "(default %(default)s)")
+    parser.add_argument("--max-accuracy-drop", type=non_negative_float, default=MAX_ACCURACY_DROP,
+                        help="multiclass: largest accuracy loss an int8/fp16 model may cause (default %(default)s)")
+    parser.add_argument("--max-rmse-increase", type=non_negative_float, default=MAX_RMSE_INCREASE,
+                        help="regression: largest relative RMSE growth an int8/fp16 model may cause "
+                             "(default %(default)s, i.e. 2%%)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset (default %(default)s, at least {MIN_OPSET})")
     parser.add_argument("--max-batch-size", type=positive_int, default=None,
@@ -121,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             instances=args.instances,
             tolerance=args.tolerance,
             max_auc_drop=args.max_auc_drop,
+            max_accuracy_drop=args.max_accuracy_drop,
+            max_rmse_increase=args.max_rmse_increase,
             opset=args.opset,
             feature_view=args.feature_view,
             feature_view_version=args.feature_view_version,
@@ -142,8 +153,10 @@ def run(args: argparse.Namespace) -> int:
     export = result.manifest.export
     print(f"published {result.version_dir} from {result.checkpoint} in {result.seconds:.1f} s")
     for report in result.parity:
-        print(f"  parity {report.stage}: max |onnx - torch| = {report.max_abs_diff:.3g} "
-              f"(tolerance {report.tolerance:.3g}, {report.rows} rows)")
+        unit = "" if report.scale == 1.0 else f" target std ({report.scale:.4g})"
+        ties = f", {report.near_ties} near-tie labels differ" if report.near_ties else ""
+        print(f"  parity {report.stage}: max |onnx - torch| = {report.max_abs_diff:.3g}{unit} "
+              f"(tolerance {report.tolerance:.3g}, {report.rows} rows{ties})")
     if export is not None and export.metric_deltas:
         deltas = ", ".join(f"{name} {value:+.4f}" for name, value in export.metric_deltas.items())
         print(f"  metric change vs float model: {deltas}")

@@ -199,11 +199,16 @@ class ReferenceHistogram(_Strict):
     bin_edges: list[float]
     """len(proportions) + 1 ascending edges; values outside fall in the end bins."""
     proportions: list[float]
+    categories: list[str] | list[int] | None = None
+    """For a categorical quantity (a classifier's `label`): the value each bin counts, in bin
+    order; a value is binned at its position here, on edges around 0, 1, ... (None: numeric)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ReferenceHistogram:
         if len(self.bin_edges) != len(self.proportions) + 1:
             raise ValueError("bin_edges must have one more entry than proportions")
+        if self.categories is not None and len(self.categories) != len(self.proportions):
+            raise ValueError("categories must have one entry per proportion")
         return self
 
 

@@ -148,11 +148,16 @@ def test_file_without_columns_is_refused(tmp_path: Path) -> None:
         load_dataset(_spec(path))
 
 
-def test_labels_must_be_zero_or_one(table: pd.DataFrame, tmp_path: Path) -> None:
+def test_binary_labels_must_be_zero_or_one(table: pd.DataFrame, tmp_path: Path) -> None:
     bad = table.copy()
     bad.loc[2, "is_fraud"] = 3
+    path = _write(bad, tmp_path / "t.csv")
     with pytest.raises(DatasetError, match=r"column 'is_fraud': labels must be 0 or 1; got 3.0 at row 2"):
-        load_dataset(_spec(_write(bad, tmp_path / "t.csv")))
+        load_dataset(_spec(path, task="binary"))
+    # Without --task, three whole-number values make it a multiclass table, and it says so.
+    inferred = load_dataset(_spec(path))
+    assert (inferred.task, inferred.classes) == ("multiclass", [0, 1, 3])
+    assert inferred.task_note == "task multiclass inferred from label column 'is_fraud': 3 distinct whole numbers"
 
 
 def test_store_features_need_an_entity_key(table: pd.DataFrame, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,11 +43,34 @@ class Settings(BaseSettings):
     """JSON file holding aliases (e.g. `production`); unset: `<model_repository>/.hotserve/control.json`."""
     control_poll_interval_s: float = Field(default=2.0, gt=0)
     """How often the control-state file is re-read for changes made by another process."""
+    repository_poll_interval_s: float = Field(default=0.0, ge=0)
+    """Rescan the model repository this often for new versions; 0: only on an admin rescan."""
+    keep_previous_loaded: bool = True
+    """After a promotion keep the previous `production` version loaded, so a rollback is an
+    instant routing change (costs that version's memory until the next promotion)."""
+
+    # --- admin API: secrets are never flags (a flag shows in `ps`) and never logged
+    admin_tokens: SecretStr | None = None
+    """Named admin bearer tokens, `name:token,name:token`; the name goes into the audit log."""
+    admin_token: SecretStr | None = None
+    """One unnamed admin bearer token (audited as `admin`)."""
+    admin_tokens_file: Path | None = None
+    """File of `name:token` lines (`#` comments), e.g. a mounted Secret."""
+    audit_log_path: Path | None = None
+    """JSON-lines audit log of admin changes; unset: `audit.jsonl` beside the control state."""
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @property
+    def resolved_control_state_path(self) -> Path:
+        return self.control_state_path or self.model_repository / ".hotserve" / "control.json"
+
+    @property
+    def resolved_audit_log_path(self) -> Path:
+        return self.audit_log_path or self.resolved_control_state_path.parent / "audit.jsonl"
 
     @property
     def provider_preference(self) -> list[str]:

@@ -59,12 +59,27 @@ class ModelControl(_Frozen):
 
     aliases: dict[str, PositiveInt] = Field(default_factory=dict)
     """Alias name (`production`, `canary`, any other) -> version."""
+    loaded: list[PositiveInt] = Field(default_factory=list)
+    """Versions an operator loaded explicitly (ascending), kept loaded beside the aliased ones."""
+    retained: PositiveInt | None = None
+    """The previous `production` version, kept loaded so a rollback is instant
+    (`HOTSERVE_KEEP_PREVIOUS_LOADED`); replaced by the next promotion."""
+    stopped: bool = False
+    """Taken out of service as a whole (the repository extension's unload): nothing of it is
+    loaded and its requests get 503 until it is loaded again."""
     traffic: dict[str, NonNegativeInt] = Field(default_factory=dict)
     """Weights (summing to 100) over aliases or version numbers for unpinned requests;
     empty: everything goes to `production`."""
     shadow: ShadowPolicy | None = None
     history: list[ProductionChange] = Field(default_factory=list)
     """Past `production` changes, oldest first, at most `HISTORY_LIMIT`."""
+
+    def wanted(self) -> set[int]:
+        """Versions this state wants loaded: aliased, explicitly loaded, retained; none if stopped."""
+        if self.stopped:
+            return set()
+        retained = {self.retained} if self.retained is not None else set()
+        return {*self.aliases.values(), *self.loaded, *retained}
 
 
 class ControlSnapshot(_Frozen):
@@ -84,17 +99,50 @@ class ControlSnapshot(_Frozen):
         """A copy with `name`'s state replaced (same revision: `write` assigns the next one)."""
         return self.model_copy(update={"models": {**self.models, name: control}})
 
-    def with_alias(self, model: str, alias: str, version: int, by: str | None = None) -> ControlSnapshot:
+    def with_alias(self, model: str, alias: str, version: int, by: str | None = None,
+                   serving: int | None = None) -> ControlSnapshot:
         """A copy with `model`'s `alias` pointing at `version`; a `production` change is recorded
-        in the model's history."""
+        in the model's history. `serving`: the version answering unpinned requests while
+        `production` is unset (recorded as the previous one, so a rollback returns to it)."""
         current = self.model(model)
         update: dict[str, object] = {"aliases": {**current.aliases, alias: version}}
         previous = current.aliases.get(alias)
+        if alias == PRODUCTION and previous is None:
+            previous = serving
         if alias == PRODUCTION and previous != version:
             change = ProductionChange(version=version, previous=previous, by=by,
                                       at=datetime.now(UTC).isoformat(timespec="seconds"))
             update["history"] = [*current.history, change][-HISTORY_LIMIT:]
         return self.with_model(model, current.model_copy(update=update))
+
+    def without_alias(self, model: str, alias: str) -> ControlSnapshot:
+        """A copy with `model`'s `alias` removed."""
+        current = self.model(model)
+        aliases = {name: v for name, v in current.aliases.items() if name != alias}
+        return self.with_model(model, current.model_copy(update={"aliases": aliases}))
+
+    def with_loaded(self, model: str, version: int) -> ControlSnapshot:
+        """A copy where `version` of `model` is explicitly loaded."""
+        current = self.model(model)
+        loaded = sorted({*current.loaded, version})
+        return self.with_model(model, current.model_copy(update={"loaded": loaded}))
+
+    def without_loaded(self, model: str, version: int) -> ControlSnapshot:
+        """A copy where `version` is neither explicitly loaded nor retained (aliases untouched)."""
+        current = self.model(model)
+        update: dict[str, object] = {"loaded": [v for v in current.loaded if v != version]}
+        if current.retained == version:
+            update["retained"] = None
+        return self.with_model(model, current.model_copy(update=update))
+
+    def with_retained(self, model: str, version: int | None) -> ControlSnapshot:
+        """A copy keeping `version` loaded as the previous production (None: keep none)."""
+        current = self.model(model)
+        return self.with_model(model, current.model_copy(update={"retained": version}))
+
+    def with_stopped(self, model: str, stopped: bool) -> ControlSnapshot:
+        """A copy with `model` taken out of service (True) or back in it (False)."""
+        return self.with_model(model, self.model(model).model_copy(update={"stopped": stopped}))
 
     def previous_production(self, model: str) -> int | None:
         """The version `production` named before its current one (what a rollback returns to)."""

@@ -1,7 +1,8 @@
 """`hotserve serve`: settings from flags and env, uvicorn (uvloop + httptools), graceful shutdown.
 
 Every `Settings` field is a flag of the same name (`model_repository` ->
-`--model-repository`); a flag overrides its `HOTSERVE_*` variable.
+`--model-repository`); a flag overrides its `HOTSERVE_*` variable. Secrets (the admin
+tokens) are environment-only: a flag would show in `ps`.
 
 Graceful shutdown: uvicorn's own SIGTERM handling closes the listening sockets and
 then waits for connections, so a load balancer still routing here would see
@@ -21,12 +22,13 @@ import signal
 import socket
 import sys
 from types import FrameType
-from typing import Any
+from typing import Any, get_args
 
 import uvicorn
 from fastapi import FastAPI
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
+from server.api.admin_auth import AdminTokensInvalid
 from server.api.deps import Edge
 from server.app import create_app
 from server.settings import Settings
@@ -37,6 +39,8 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per `Settings` field; unset flags leave the env/default value alone."""
     for name, field in Settings.model_fields.items():
+        if _is_secret(field.annotation):
+            continue
         flag = "--" + name.replace("_", "-")
         env = f"HOTSERVE_{name.upper()}"
         description = (field.description or name.replace("_", " ")).replace("%", "%%")
@@ -63,7 +67,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except AdminTokensInvalid as exc:
+        print(f"hotserve serve: invalid admin tokens: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -135,6 +143,10 @@ class DrainingServer(uvicorn.Server):
         if not idle:
             logger.warning("grace period over with %d requests still in flight", edge.inflight.count)
         self.should_exit = True
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in get_args(annotation)
 
 
 def _default_text(value: Any) -> str:

@@ -12,10 +12,13 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
+from server.api.admin_auth import AdminTokens
+from server.api.context import request_id_of
 from server.api.inflight import InflightRequests
 from server.api.request_metrics import RequestMetrics
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
+from server.registry.controller import Caller, Controller
 from server.registry.manifest import ModelManifest
 from server.request import InferenceRequest, Tensors
 from server.settings import Settings
@@ -116,3 +119,29 @@ async def _edge(request: Request) -> Edge:
 # One async provider: FastAPI would run a plain `def` one in its thread pool, and
 # one dependency instead of four keeps the per-request resolution cost down.
 EdgeDep = Annotated[Edge, Depends(_edge)]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminPlane:
+    """What the admin routes use, built by the lifespan when an admin token is configured."""
+
+    tokens: AdminTokens
+    controller: Controller
+
+
+@dataclass(frozen=True, slots=True)
+class AdminCall:
+    """An authenticated admin request: the controller and who is calling."""
+
+    controller: Controller
+    caller: Caller
+
+
+async def _admin_call(request: Request) -> AdminCall:
+    plane: AdminPlane = request.app.state.admin
+    name = plane.tokens.identify(request.headers.get("authorization"))
+    return AdminCall(plane.controller, Caller(name, request_id_of(request.scope) or None))
+
+
+AdminDep = Annotated[AdminCall, Depends(_admin_call)]
+"""Every admin route's first step: 401 without a bearer token, 403 with an unknown one."""

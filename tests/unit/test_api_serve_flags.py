@@ -17,11 +17,26 @@ def _parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def test_every_setting_has_a_flag_of_the_same_name() -> None:
+SECRETS = {"admin_tokens", "admin_token"}
+
+
+def test_every_setting_but_the_secrets_has_a_flag_of_the_same_name() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     flags = {option for action in parser._actions for option in action.option_strings}
-    assert {"--" + name.replace("_", "-") for name in Settings.model_fields} <= flags
+    assert {"--" + name.replace("_", "-") for name in Settings.model_fields if name not in SECRETS} <= flags
+    # A flag shows in `ps`: secrets are environment-only.
+    assert not {"--admin-tokens", "--admin-token"} & flags
+    assert "--admin-tokens-file" in flags
+
+
+def test_unusable_admin_tokens_exit_2_without_showing_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HOTSERVE_ADMIN_TOKENS", "alice:visible")
+    assert run(_parse("--model-repository", str(tmp_path))) == 2
+    err = capsys.readouterr().err
+    assert "HOTSERVE_ADMIN_TOKENS entry 1: the token of 'alice' is a placeholder or shorter than 16" in err
+    assert "visible" not in err
 
 
 def test_flags_override_env_and_unset_flags_keep_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli", "train a model and write a versioned checkpoint"),
     "export": ("exporters.cli", "export a checkpoint to ONNX into a model repository"),
     "serve": ("server.serve", "serve a model repository over HTTP"),
+    "models": ("server.admin_cli", "load, unload, promote and roll back model versions (admin API)"),
 }
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +46,13 @@ class ServerProcess:
         return self.process.wait(timeout=10)
 
 
-def start_server(repository: Path, log_path: Path, ready_path: str, grace_s: float = 30.0) -> ServerProcess:
-    """Start `hotserve serve` and return once `ready_path` answers 200."""
+def start_server(repository: Path, log_path: Path, ready_path: str, grace_s: float = 30.0,
+                 env: Mapping[str, str] | None = None) -> ServerProcess:
+    """Start `hotserve serve` and return once `ready_path` answers 200; `env` adds variables."""
     port = free_port()
-    env = {**os.environ, "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
-           "HOTSERVE_INTRA_OP_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("HOTSERVE_")}
+    env = {**inherited, "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
+           "HOTSERVE_INTRA_OP_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     command = [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repository),
                "--host", "127.0.0.1", "--port", str(port), "--log-level", "info",
                "--max-request-bytes", "65536", "--shutdown-grace-s", str(grace_s)]

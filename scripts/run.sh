@@ -14,4 +14,6 @@ if [ -z "$(ls -A "$repo" 2>/dev/null)" ]; then
   hotserve export "$checkpoints/fraud" --repository "$repo"
 fi
 echo "== serving '$repo' on http://${HOTSERVE_HOST:-127.0.0.1}:${HOTSERVE_PORT:-8080}"
+# glibc gives an unloaded model version's memory back to the OS (server/registry/memory.py).
+export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-131072}"
 exec hotserve serve --model-repository "$repo"

@@ -31,6 +31,7 @@ from pydantic import SecretStr, ValidationError
 from server.api.admin_auth import AdminTokensInvalid
 from server.api.deps import Edge
 from server.app import create_app
+from server.registry.memory import tune_allocator
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_allocator()  # unloaded versions' memory goes back to the OS (server/registry/memory.py)
     try:
         app = create_app(settings)
     except AdminTokensInvalid as exc:

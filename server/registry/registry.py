@@ -20,7 +20,7 @@ and never receives traffic; other models serve. A model the snapshot marks `stop
 nothing and does not count against readiness.
 
 Loads run one at a time, so each version's memory cost (RSS growth over its load and
-warm-up) is measured alone; after an unload freed memory is handed back to the OS.
+warm-up) is measured alone; `registry/memory.py` says how an unload gives it back.
 
 Request path: `acquire()` is one lookup in the published table plus a lease; the edge calls
 `release()` on the version once the request is answered.
@@ -40,7 +40,7 @@ from server.errors import ControlConflict, ModelLoadFailed, ModelNotFound, Model
 from server.metrics.instruments import Metrics
 from server.registry.control_state import PRODUCTION, ControlSnapshot, ControlState, FileControlState, ModelControl
 from server.registry.loader import load_version
-from server.registry.memory import process_rss_bytes, release_freed_memory
+from server.registry.memory import process_rss_bytes
 from server.registry.repository import scan_repository, version_dir
 from server.registry.served import ServedVersion
 from server.registry.versions import VersionSlot, VersionState, VersionStatus
@@ -369,7 +369,7 @@ class ModelRegistry:
         return detached
 
     async def _retire(self, retired: list[_Retired]) -> None:
-        """Drain and unload every retired version, then give the freed memory back."""
+        """Drain and unload every retired version."""
         if not retired:
             return
         task = asyncio.ensure_future(asyncio.gather(*(self._drain(r) for r in retired)))
@@ -378,7 +378,6 @@ class ModelRegistry:
             await task
         finally:
             self._draining.discard(task)
-        await asyncio.to_thread(release_freed_memory)
 
     async def _drain(self, retired: _Retired) -> None:
         """Wait for the leases of a version that left the routing table, then unload it."""

@@ -11,11 +11,11 @@ reason, malformed body 400.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, PositiveInt
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
 
 from server.api.deps import AdminDep
 from server.errors import InvalidInput
@@ -45,6 +45,9 @@ class IndexBody(_Body):
 
 class RepositoryBody(_Body):
     parameters: dict[str, Any] = {}
+
+
+BodyT = TypeVar("BodyT", bound=_Body)
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -164,13 +167,14 @@ _TRITON_REASONS = {VersionState.AVAILABLE: "not loaded", VersionState.UNLOADED: 
 
 
 @repository_router.post("/index")
-async def repository_index(admin: AdminDep, body: IndexBody | None = None) -> Response:
+async def repository_index(request: Request, admin: AdminDep) -> Response:
     """Every version in the repository (rescanned first), in Triton's index shape."""
+    body = await _triton_body(request, IndexBody)
     await admin.controller.registry.rescan()
     entries = []
     for status in admin.controller.registry.statuses():
         state = _TRITON_STATES.get(status.state, "UNAVAILABLE")
-        if body is not None and body.ready and state != "READY":
+        if body.ready and state != "READY":
             continue
         entry = {"name": status.name, "version": str(status.version), "state": state}
         reason = status.reason or _TRITON_REASONS.get(status.state)
@@ -181,9 +185,10 @@ async def repository_index(admin: AdminDep, body: IndexBody | None = None) -> Re
 
 
 @repository_router.post("/models/{name}/load")
-async def repository_load(name: str, admin: AdminDep, body: RepositoryBody | None = None) -> Response:
+async def repository_load(name: str, request: Request, admin: AdminDep) -> Response:
     """Serve the model again: its `production` version, or the newest one without an alias."""
-    overrides = sorted(k for k in (body.parameters if body else {}) if k == "config" or k.startswith("file:"))
+    body = await _triton_body(request, RepositoryBody)
+    overrides = sorted(k for k in body.parameters if k == "config" or k.startswith("file:"))
     if overrides:
         raise InvalidInput("parameters", detail=f"{', '.join(overrides)} not supported: hotserve loads "
                                                 f"only what the model repository holds")
@@ -192,7 +197,19 @@ async def repository_load(name: str, admin: AdminDep, body: RepositoryBody | Non
 
 
 @repository_router.post("/models/{name}/unload")
-async def repository_unload(name: str, admin: AdminDep, body: RepositoryBody | None = None) -> Response:
+async def repository_unload(name: str, request: Request, admin: AdminDep) -> Response:
     """Take the model out of service (every version drains, then unloads)."""
+    await _triton_body(request, RepositoryBody)  # `unload_dependents`: no ensembles here
     await admin.controller.unload_model(admin.caller, name)
     return Response(status_code=200)
+
+
+async def _triton_body(request: Request, shape: type[BodyT]) -> BodyT:
+    """The JSON body whatever its Content-Type (Triton's clients send none); empty: defaults."""
+    raw = await request.body()
+    try:
+        return shape.model_validate_json(raw) if raw.strip() else shape()
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}"
+                             for e in error.errors())
+        raise InvalidInput("body", detail=problems) from None

@@ -118,6 +118,10 @@ class FeatureStoreUnavailable(HotserveError):
     """The feature store could not answer (Redis down, timeout)."""
 
 
+class ControlStateUnavailable(HotserveError):
+    """The control state (desired routing) could not be stored: nothing was changed."""
+
+
 # --- execution -------------------------------------------------------------
 
 

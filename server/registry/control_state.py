@@ -22,7 +22,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
-from server.errors import ControlConflict
+from server.errors import ControlConflict, ControlStateUnavailable
 
 PRODUCTION = "production"
 CANARY = "canary"
@@ -185,7 +185,14 @@ class FileControlState:
 
     async def write(self, snapshot: ControlSnapshot, expected_revision: int) -> ControlSnapshot:
         async with self._lock:
-            stored = await asyncio.to_thread(self._compare_and_write, snapshot, expected_revision)
+            try:
+                stored = await asyncio.to_thread(self._compare_and_write, snapshot, expected_revision)
+            except ControlStateUnavailable:
+                raise
+            except OSError as error:  # e.g. a read-only model repository holding the default path
+                raise ControlStateUnavailable(
+                    f"control state {self.path} cannot be written ({error.strerror or error}); "
+                    f"set HOTSERVE_CONTROL_STATE_PATH to a writable file") from error
         self._writes += 1
         async with self._written:
             self._written.notify_all()
@@ -197,8 +204,8 @@ class FileControlState:
             writes = self._writes
             try:
                 snapshot = await self.read()
-            except ValueError:
-                snapshot = None  # a hand-edited file that does not parse: keep the last routing
+            except (ValueError, ControlStateUnavailable):
+                snapshot = None  # unparsable or unreadable for now: keep the last routing
             if snapshot is not None and snapshot.revision > seen:
                 seen = snapshot.revision
                 yield snapshot
@@ -216,6 +223,9 @@ class FileControlState:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return ControlSnapshot()
+        except OSError as error:
+            raise ControlStateUnavailable(f"control state {self.path} cannot be read "
+                                          f"({error.strerror or error})") from error
         try:
             return ControlSnapshot.model_validate_json(raw)
         except ValidationError as error:

@@ -3,6 +3,7 @@ refusals with their status and reason, the audit log, the repository extension."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -356,3 +357,35 @@ async def test_audit_log_answers_who_held_production_at_a_time(admin: Admin) -> 
     since = await admin.call("GET", "/admin/audit", params={"model": "mlp", "since": moment, "limit": 1})
     assert [(e["who"], e["to"]) for e in since.json()["entries"]] == [("ci", 1)]
     assert len((await admin.call("GET", "/admin/audit")).json()["entries"]) == 3
+
+
+async def test_admin_operations_on_one_model_run_one_after_the_other(admin: Admin) -> None:
+    first, second = await asyncio.gather(
+        admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 1}),
+        admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 2}, token=CI))
+    changes = sorted((first.json()["change"], second.json()["change"]), key=lambda c: c["revision"])
+    assert [c["revision"] for c in changes] == [1, 2]
+    assert changes[1]["from"] == changes[0]["to"]  # the second one saw the first one's result
+    assert (await admin.model())["serving"] == changes[1]["to"]
+
+
+async def test_an_unwritable_control_state_refuses_the_change_and_keeps_serving(tmp_path: Path,
+                                                                               repository: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    async for admin in serving_admin(settings_for(repository, control_state_path=blocker / "control.json")):
+        blocker.write_text("a file where the control state's folder should be")  # as a read-only mount
+        response = await admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 1})
+        assert response.status_code == 503
+        assert response.json()["error"].startswith(f"control state {blocker / 'control.json'} cannot be ")
+        assert (await admin.model())["serving"] == 3
+        assert (await admin.infer()).json()["model_version"] == "3"
+
+
+async def test_the_repository_poll_finds_new_versions_on_its_own(repository: Path) -> None:
+    async for admin in serving_admin(settings_for(repository, repository_poll_interval_s=0.01)):
+        write_model_version(repository, "mlp", 4)
+        for _ in range(2000):
+            if len((await admin.model())["versions"]) == 4:
+                break
+            await asyncio.sleep(0.005)
+        assert (await admin.state(4))["state"] == "AVAILABLE"

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.errors import ControlConflict, ModelNotFound, VersionNotReady
+from server.errors import ControlConflict, ControlStateUnavailable, ModelNotFound, VersionNotReady
 from server.metrics.instruments import Metrics
-from server.registry.control_state import ControlSnapshot
+from server.registry.control_state import ControlSnapshot, FileControlState
 from server.registry.registry import ModelRegistry, VersionState
 from server.runtime.onnx import OnnxRuntime
 from server.settings import Settings
@@ -152,3 +152,11 @@ def test_desired_state_helpers_keep_loaded_retained_and_stopped() -> None:
     # With production unset, the version serving is what a first promotion moves away from.
     first = ControlSnapshot().with_alias("m", "production", 2, by="alice", serving=1)
     assert first.previous_production("m") == 1
+
+
+async def test_a_control_state_that_cannot_be_written_says_where_and_why(tmp_path: Path) -> None:
+    (tmp_path / "mounted").write_text("a file where the folder should be")
+    state = FileControlState(tmp_path / "mounted" / "control.json")
+    with pytest.raises(ControlStateUnavailable, match=r"mounted/control.json cannot be written \(.*\); "
+                                                       r"set HOTSERVE_CONTROL_STATE_PATH"):
+        await state.write(ControlSnapshot().with_alias("m", "production", 1), expected_revision=0)

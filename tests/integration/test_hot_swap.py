@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -250,3 +251,26 @@ def test_operator_cli_promotes_lists_refuses_and_shows_history(
 
     assert hotserve(["models", "--url", "http://127.0.0.1:9", "list"]) == 1
     assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+
+
+async def test_two_servers_sharing_a_control_state_file_apply_one_change(tmp_path: Path) -> None:
+    root = tmp_path / "repository"
+    for version in (1, 2):
+        write_model_version(root, "mlp", version)
+    env = {"HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}", "HOTSERVE_CONTROL_POLL_INTERVAL_S": "0.05",
+           "HOTSERVE_CONTROL_STATE_PATH": str(tmp_path / "shared" / "control.json")}
+    first = start_server(root, tmp_path / "first.log", ready_path="/v2/health/ready", env=env)
+    second = start_server(root, tmp_path / "second.log", ready_path="/v2/health/ready", env=env)
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            await admin(client, "PUT", first.base_url + "/admin/models/mlp/aliases/production", json={"version": 1})
+            for _ in range(400):  # the second one polls the file every 50 ms
+                view = (await admin(client, "GET", second.base_url + "/admin/models/mlp")).json()
+                if view["serving"] == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert view["serving"] == 1 and view["retained"] == 2
+            answer = await client.post(second.base_url + "/v2/models/mlp/infer", json=BODY)
+            assert answer.json()["model_version"] == "1"
+    finally:
+        assert first.stop() == 0 and second.stop() == 0

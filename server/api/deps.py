@@ -67,7 +67,7 @@ class VersionStatusView(Protocol):
 
     @property
     def state(self) -> Any:
-        """READY | LOADING | UNAVAILABLE | FAILED (an Enum or its string value)."""
+        """AVAILABLE | LOADING | READY | FAILED | DRAINING | UNLOADED (an Enum or its value)."""
         ...
 
     @property

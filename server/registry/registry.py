@@ -173,7 +173,9 @@ class ModelRegistry:
                     if attempt == CHANGE_ATTEMPTS:
                         raise
                     continue
-                _, retired = await self._apply_locked(stored)
+                # Just stored by compare-and-set: the newest state, even if the store was reset
+                # to an older revision than the one applied.
+                _, retired = await self._apply_locked(stored, newest=True)
             drained = asyncio.ensure_future(self._retire(retired))
             return Change(before, stored, drained)
         raise AssertionError("unreachable")
@@ -216,10 +218,11 @@ class ModelRegistry:
         await self._retire(retired)
         return Rescan(added, removed)
 
-    async def _apply_locked(self, snapshot: ControlSnapshot) -> tuple[RoutingTable, list[_Retired]]:
+    async def _apply_locked(self, snapshot: ControlSnapshot,
+                            newest: bool = False) -> tuple[RoutingTable, list[_Retired]]:
         if self._closing:
             raise ModelNotReady("server is shutting down")
-        if snapshot.revision < self._applied.revision:
+        if snapshot.revision < self._applied.revision and not newest:
             return self._table, []  # a newer snapshot is applied already: never go back
         names = sorted(self._slots)
         defaults = await asyncio.gather(*(self._apply_model(name, snapshot.model(name))

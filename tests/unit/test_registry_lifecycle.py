@@ -160,3 +160,11 @@ async def test_a_control_state_that_cannot_be_written_says_where_and_why(tmp_pat
     with pytest.raises(ControlStateUnavailable, match=r"mounted/control.json cannot be written \(.*\); "
                                                        r"set HOTSERVE_CONTROL_STATE_PATH"):
         await state.write(ControlSnapshot().with_alias("m", "production", 1), expected_revision=0)
+
+
+async def test_a_change_is_applied_even_after_the_store_was_reset_to_an_older_revision(
+        registry: ModelRegistry) -> None:
+    await registry.apply(registry.applied.model_copy(update={"revision": 7}))  # then the file is lost
+    change = await registry.change(lambda s: s.with_alias("mlp", "production", 1))
+    assert change.after is not None and change.after.revision == 1
+    assert registry.serving("mlp") == 1 and registry.applied.revision == 1

@@ -168,3 +168,20 @@ async def test_a_change_is_applied_even_after_the_store_was_reset_to_an_older_re
     change = await registry.change(lambda s: s.with_alias("mlp", "production", 1))
     assert change.after is not None and change.after.revision == 1
     assert registry.serving("mlp") == 1 and registry.applied.revision == 1
+
+
+async def test_a_model_file_linked_from_outside_the_repository_is_refused(tmp_path: Path) -> None:
+    repository, outside = tmp_path / "repository", tmp_path / "outside"
+    write_model_version(repository, "mlp", 1)
+    write_model_version(outside, "mlp", 1)
+    (repository / "mlp" / "1" / "model.onnx").unlink()
+    (repository / "mlp" / "1" / "model.onnx").symlink_to(outside / "mlp" / "1" / "model.onnx")
+    registry = ModelRegistry(settings_for(repository), Metrics())
+    await registry.start()
+    try:
+        status = registry.status("mlp", 1)
+        assert status.state is VersionState.FAILED
+        assert status.reason is not None
+        assert status.reason.endswith("model.onnx is a symlink out of the model repository")
+    finally:
+        await registry.close(timeout_s=5)

@@ -19,8 +19,7 @@ logged and ignored. A failure is logged with its reason, counted, shown by `stat
 and never receives traffic; other models serve. A model the snapshot marks `stopped` serves
 nothing and does not count against readiness.
 
-Loads run one at a time, so each version's memory cost (RSS growth over its load and
-warm-up) is measured alone; `registry/memory.py` says how an unload gives it back.
+`lifecycle.py` moves each version through its states (load, detach, drain, unload).
 
 Request path: `acquire()` is one lookup in the published table plus a lease; the edge calls
 `release()` on the version once the request is answered.
@@ -30,18 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import MappingProxyType
 
-from server.errors import ControlConflict, ModelLoadFailed, ModelNotFound, ModelNotReady, VersionNotReady
+from server.errors import ControlConflict, ModelNotFound, ModelNotReady, VersionNotReady
 from server.metrics.instruments import Metrics
 from server.registry.control_state import PRODUCTION, ControlSnapshot, ControlState, FileControlState, ModelControl
-from server.registry.loader import load_version
-from server.registry.memory import process_rss_bytes
-from server.registry.repository import scan_repository, version_dir
+from server.registry.lifecycle import Retired, VersionLifecycle
+from server.registry.repository import scan_repository
 from server.registry.served import ServedVersion
 from server.registry.versions import VersionSlot, VersionState, VersionStatus
 from server.routing.table import ModelRoutes, RoutingTable
@@ -80,13 +76,6 @@ class Rescan:
         return f"added {_names(self.added)}; removed {_names(self.removed)}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Retired:
-    slot: VersionSlot
-    served: ServedVersion
-    since: float
-
-
 class ModelRegistry:
     """Every model version of the repository, the routing table over the loaded ones, and `apply`."""
 
@@ -103,8 +92,7 @@ class ModelRegistry:
         self._applied = ControlSnapshot()
         self._lock = asyncio.Lock()
         self._model_locks: dict[str, asyncio.Lock] = {}
-        self._loading = asyncio.Lock()
-        self._draining: set[asyncio.Future[list[None]]] = set()
+        self._lifecycle = VersionLifecycle(settings, metrics)
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._closing = False
@@ -153,7 +141,7 @@ class ModelRegistry:
         """
         async with self._lock:
             table, retired = await self._apply_locked(snapshot)
-        await self._retire(retired)
+        await self._lifecycle.retire(retired)
         return table
 
     async def change(self, edit: Edit) -> Change:
@@ -176,7 +164,7 @@ class ModelRegistry:
                 # Just stored by compare-and-set: the newest state, even if the store was reset
                 # to an older revision than the one applied.
                 _, retired = await self._apply_locked(stored, newest=True)
-            drained = asyncio.ensure_future(self._retire(retired))
+            drained = asyncio.ensure_future(self._lifecycle.retire(retired))
             return Change(before, stored, drained)
         raise AssertionError("unreachable")
 
@@ -187,7 +175,7 @@ class ModelRegistry:
         it cannot be loaded. A version nothing wants is unloaded again by the next `apply`.
         """
         slot = self._slot(name, version)
-        if not slot.routable and not await self._load(name, version):
+        if not slot.routable and not await self._lifecycle.load(name, version, slot):
             raise VersionNotReady(name, version, slot.state.value, slot.reason)
         return slot.status(name, version)
 
@@ -211,15 +199,15 @@ class ModelRegistry:
                 del self._slots[name][version]
                 if not self._slots[name]:
                     del self._slots[name]
-            retired: list[_Retired] = []
+            retired: list[Retired] = []
             if added or removed:
                 log.info("repository rescan: %s", Rescan(added, removed).describe())
                 _, retired = await self._apply_locked(self._applied)
-        await self._retire(retired)
+        await self._lifecycle.retire(retired)
         return Rescan(added, removed)
 
     async def _apply_locked(self, snapshot: ControlSnapshot,
-                            newest: bool = False) -> tuple[RoutingTable, list[_Retired]]:
+                            newest: bool = False) -> tuple[RoutingTable, list[Retired]]:
         if self._closing:
             raise ModelNotReady("server is shutting down")
         if snapshot.revision < self._applied.revision and not newest:
@@ -227,14 +215,14 @@ class ModelRegistry:
         names = sorted(self._slots)
         defaults = await asyncio.gather(*(self._apply_model(name, snapshot.model(name))
                                           for name in names))
-        retired: list[_Retired] = []
+        retired: list[Retired] = []
         models: dict[str, ModelRoutes] = {}
         for name, default in zip(names, defaults, strict=True):
             control = snapshot.model(name)
             aliases = {alias: v for alias, v in control.aliases.items()
                        if v in self._slots[name] and not control.stopped}
             keep = (control.wanted() & set(self._slots[name])) | ({default.version} if default else set())
-            retired += self._detach(name, keep)
+            retired += self._lifecycle.detach(name, self._slots[name], keep)
             models[name] = ModelRoutes(
                 name=name, default=default, aliases=MappingProxyType(aliases),
                 versions=MappingProxyType({v: slot.served for v, slot in self._slots[name].items()
@@ -284,7 +272,7 @@ class ModelRegistry:
         for version in sorted(control.wanted() & set(slots), reverse=True):
             slot = slots[version]
             if not slot.routable and (retry_failed or slot.state is not VersionState.FAILED):
-                await self._load(name, version)
+                await self._lifecycle.load(name, version, slot)
         current = self._table.lookup(name)
         pinned = control.aliases.get(PRODUCTION)
         if pinned is not None and pinned in slots:
@@ -301,102 +289,11 @@ class ModelRegistry:
             return current
         for version in sorted(slots, reverse=True):
             slot = slots[version]
-            if slot.routable or (slot.state is not VersionState.FAILED and await self._load(name, version)):
+            if slot.routable or (slot.state is not VersionState.FAILED
+                                 and await self._lifecycle.load(name, version, slot)):
                 return slot.served
         log.error("model %r: no version could be loaded; it answers 503 until one is", name)
         return None
-
-    async def _load(self, name: str, version: int) -> bool:
-        """Load one version into its slot (or wait for the load already running); True if READY."""
-        slot = self._slots[name][version]
-        if slot.loading is not None:
-            return await asyncio.shield(slot.loading)
-        loading: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        slot.loading = loading
-        try:
-            loaded = await self._load_alone(name, version, slot)
-        except BaseException:
-            loading.cancel()
-            raise
-        finally:
-            slot.loading = None
-        loading.set_result(loaded)
-        return loaded
-
-    async def _load_alone(self, name: str, version: int, slot: VersionSlot) -> bool:
-        async with self._loading:
-            slot.state, slot.reason = VersionState.LOADING, None
-            rss_before = await asyncio.to_thread(process_rss_bytes)
-            started = time.perf_counter()
-            try:
-                served = await load_version(version_dir(self._root, name, version), name, version,
-                                            self._settings, self._metrics)
-            except ModelLoadFailed as error:
-                reason = error.message
-            except Exception as error:  # a bug or an environment problem: keep the other models
-                log.exception("model %r version %d: unexpected error while loading", name, version)
-                reason = f"unexpected {type(error).__name__}: {error}"
-            else:
-                elapsed = time.perf_counter() - started
-                rss_after = await asyncio.to_thread(process_rss_bytes)
-                slot.state, slot.served = VersionState.READY, served
-                slot.loaded_at = datetime.now(UTC).isoformat(timespec="seconds")
-                slot.load_duration_s, slot.provider = elapsed, served.provider
-                slot.memory_bytes = (max(0, rss_after - rss_before)
-                                     if rss_before is not None and rss_after is not None else None)
-                self._metrics.model_loads.labels(name, "success").inc()
-                self._metrics.model_load_duration.labels(name).observe(elapsed)
-                self._metrics.model_ready.labels(name, str(version)).set(1)
-                if slot.memory_bytes is not None:
-                    self._metrics.model_memory.labels(name, str(version)).set(slot.memory_bytes)
-                log.info("model %r version %d ready on %s in %.2f s (memory %s)", name, version,
-                         served.provider, elapsed, _mib(slot.memory_bytes))
-                return True
-        slot.state, slot.reason = VersionState.FAILED, reason
-        self._metrics.model_loads.labels(name, "failure").inc()
-        self._metrics.model_load_duration.labels(name).observe(time.perf_counter() - started)
-        self._metrics.model_ready.labels(name, str(version)).set(0)
-        log.error("model %r version %d failed to load: %s", name, version, reason)
-        return False
-
-    def _detach(self, name: str, keep: set[int]) -> list[_Retired]:
-        """Take loaded versions not in `keep` out of their slots (they will be drained)."""
-        detached = []
-        now = time.perf_counter()
-        for version, slot in self._slots[name].items():
-            if slot.served is not None and version not in keep:
-                detached.append(_Retired(slot, slot.served, now))
-                slot.draining.append(slot.served)
-                slot.served, slot.state, slot.reason = None, VersionState.DRAINING, None
-                self._metrics.model_ready.labels(name, str(version)).set(0)
-        return detached
-
-    async def _retire(self, retired: list[_Retired]) -> None:
-        """Drain and unload every retired version."""
-        if not retired:
-            return
-        task = asyncio.ensure_future(asyncio.gather(*(self._drain(r) for r in retired)))
-        self._draining.add(task)
-        try:
-            await task
-        finally:
-            self._draining.discard(task)
-
-    async def _drain(self, retired: _Retired) -> None:
-        """Wait for the leases of a version that left the routing table, then unload it."""
-        served, slot = retired.served, retired.slot
-        drained = await served.drain(self._settings.shutdown_grace_s)
-        slot.draining.remove(served)
-        if slot.state is VersionState.DRAINING and not slot.draining:
-            slot.state = VersionState.UNLOADED
-            self._metrics.model_memory.remove(served.name, str(served.version))
-        self._metrics.model_unloads.labels(served.name, "drained" if drained else "timeout").inc()
-        self._metrics.model_drain_duration.labels(served.name).observe(
-            time.perf_counter() - retired.since)
-        if not drained:
-            log.warning("model %r version %d: unloaded with work still running", served.name,
-                        served.version)
-        log.info("model %r version %d drained and unloaded", served.name, served.version)
 
     def _publish_version_info(self, old: RoutingTable, new: RoutingTable) -> None:
         """`hotserve_model_version_info`: one series per alias -> version of the new table."""
@@ -497,7 +394,7 @@ class ModelRegistry:
                         self._metrics.model_ready.labels(name, str(version)).set(0)
             self._table = RoutingTable(revision=self._table.revision)
         results = await asyncio.gather(*(served.drain(timeout_s) for served in loaded),
-                                       *self._draining)
+                                       *self._lifecycle.draining)
         for served, drained in zip(loaded, results, strict=False):
             if not drained:
                 log.warning("model %r version %d: closed with work still running", served.name,
@@ -518,10 +415,6 @@ def _alias_labels(table: RoutingTable) -> set[tuple[str, str, str]]:
 
 def _names(versions: list[tuple[str, int]]) -> str:
     return ", ".join(f"{name} v{version}" for name, version in versions) or "nothing"
-
-
-def _mib(size_bytes: int | None) -> str:
-    return "unknown" if size_bytes is None else f"{size_bytes / 2**20:.1f} MiB"
 
 
 def _done() -> asyncio.Future[None]:

@@ -19,4 +19,6 @@ if [ -z "${HOTSERVE_REDIS_URL:-}" ]; then
   export HOTSERVE_FEATURE_TABLE="${HOTSERVE_FEATURE_TABLE:-demo:fraud}"
 fi
 echo "== serving '$repo' on http://${HOTSERVE_HOST:-127.0.0.1}:${HOTSERVE_PORT:-8080}"
+# glibc gives an unloaded model version's memory back to the OS (server/registry/memory.py).
+export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-131072}"
 exec hotserve serve --model-repository "$repo"

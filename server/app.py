@@ -16,16 +16,19 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 import server
-from server.api import features_admin, health, inference
+from server.api import admin, features_admin, health, inference
 from server.api import metrics as metrics_route
+from server.api.admin_auth import AdminTokens
 from server.api.context import begin_request, echo_request_id, end_request
-from server.api.deps import Edge, Registry
+from server.api.deps import AdminPlane, Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
 from server.api.request_metrics import RequestMetrics
 from server.features.service import open_features
 from server.metrics.instruments import Metrics
 from server.protocol.paths import match_inference_path
+from server.registry.audit import FileAuditLog
+from server.registry.controller import Controller
 from server.registry.registry import ModelRegistry
 from server.settings import Settings
 
@@ -52,7 +55,11 @@ class HotserveApp(FastAPI):
 
 def create_app(settings: Settings, registry: Registry | None = None,
                metrics: Metrics | None = None) -> HotserveApp:
-    """The hotserve ASGI app. Tests may inject a registry (and the metrics it records into)."""
+    """The hotserve ASGI app. Tests may inject a registry (and the metrics it records into).
+
+    Raises AdminTokensInvalid (a ValueError) when the configured admin tokens are unusable.
+    """
+    admin_tokens = AdminTokens.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +70,17 @@ def create_app(settings: Settings, registry: Registry | None = None,
                     inflight=InflightRequests(app_metrics),
                     request_metrics=RequestMetrics(app_metrics), features=features)
         app.state.edge = edge
+        if admin_tokens is not None:
+            controller = Controller(
+                app_registry, FileAuditLog(settings.resolved_audit_log_path), app_metrics,
+                keep_previous_loaded=settings.keep_previous_loaded,
+            ) if isinstance(app_registry, ModelRegistry) else None
+            app.state.admin = AdminPlane(admin_tokens, controller)
+            logger.info("admin API on /admin and /v2/repository for tokens: %s; audit log %s",
+                        ", ".join(admin_tokens.names), settings.resolved_audit_log_path)
+        else:
+            logger.info("admin API off (404): set HOTSERVE_ADMIN_TOKENS, HOTSERVE_ADMIN_TOKENS_FILE "
+                        "or HOTSERVE_ADMIN_TOKEN to turn it on")
         await app_registry.start()
         logger.info("serving %s on %s:%d (ready=%s)", settings.model_repository, settings.host,
                     settings.port, app_registry.ready)
@@ -79,5 +97,8 @@ def create_app(settings: Settings, registry: Registry | None = None,
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
-    app.include_router(features_admin.router)
+    if admin_tokens is not None:
+        app.include_router(features_admin.router)
+        app.include_router(admin.router)
+        app.include_router(admin.repository_router)
     return app

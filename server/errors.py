@@ -76,6 +76,29 @@ class ControlConflict(Conflict):
         self.stored_revision = stored_revision
 
 
+class VersionNotReady(Conflict):
+    """An admin change needs a version that is not READY (failed to load, loading, unloaded)."""
+
+    def __init__(self, name: str, version: int, state: str, reason: str | None = None) -> None:
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"model {name!r} version {version} is {state}{detail}")
+        self.name = name
+        self.version = version
+        self.state = state
+        self.reason = reason
+
+
+# --- access ----------------------------------------------------------------
+
+
+class Unauthorized(HotserveError):
+    """No usable credentials (a missing or malformed `Authorization: Bearer` header)."""
+
+
+class Forbidden(HotserveError):
+    """Credentials that are not valid here (an unknown admin token)."""
+
+
 # --- capacity --------------------------------------------------------------
 
 
@@ -112,6 +135,10 @@ class FeatureValueInvalid(HotserveError):
         super().__init__(f"stored feature value at {where}: {problem}")
         self.key = key
         self.feature = feature
+
+
+class ControlStateUnavailable(HotserveError):
+    """The control state (desired routing) could not be stored: nothing was changed."""
 
 
 # --- execution -------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Starlette dispatches exception handlers along the MRO, so one handler on the base
 class covers the family; the table is looked up the same way. Framework errors
-(unknown route 404, 405, body/param validation 422) are rewritten into the same form.
+(unknown route 404, 405, a body or parameter that does not validate: 400) are rewritten into
+the same form.
 Anything unexpected is logged with its traceback and answered with a generic 500.
 """
 
@@ -18,10 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.errors import (
     Conflict,
+    ControlStateUnavailable,
     DeadlineExceeded,
     EntityNotFound,
     FeatureStoreUnavailable,
     FeatureValueInvalid,
+    Forbidden,
     HotserveError,
     InferenceFailed,
     InvalidInput,
@@ -30,12 +33,15 @@ from server.errors import (
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
+    Unauthorized,
 )
 
 logger = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[BaseException], int] = {
     InvalidInput: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     ModelNotFound: 404,
     EntityNotFound: 404,
     Conflict: 409,
@@ -44,6 +50,7 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     ModelNotReady: 503,
     FeatureStoreUnavailable: 503,
     FeatureValueInvalid: 500,
+    ControlStateUnavailable: 503,
     DeadlineExceeded: 504,
     InferenceFailed: 500,
     ModelLoadFailed: 500,
@@ -76,6 +83,8 @@ def describe_error(exc: HotserveError, where: str) -> tuple[int, str, dict[str, 
     headers = {}
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(max(1, exc.retry_after_s))
+    elif isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="hotserve-admin"'
     if status >= 500 and status not in (503, 504):
         logger.error("%s failed: %s", where, exc.message)
     return status, exc.message, headers
@@ -102,7 +111,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     problems = "; ".join(
         f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
         for err in exc.errors())
-    return error_response(422, problems or "invalid request")
+    # 400, not FastAPI's 422: the v2 protocol and the admin API answer every malformed request 400.
+    return error_response(400, problems or "invalid request")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

@@ -24,6 +24,9 @@ FEATURE_LATENCY_BUCKETS_S = (
 )
 STALENESS_BUCKETS_S = (1, 10, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400,
                        7 * 86400, 30 * 86400)
+# A promotion of a loaded version is a reference swap (~ms); one that loads first takes seconds.
+SWAP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                  10.0, 30.0, 60.0, 120.0)
 
 
 @dataclass
@@ -97,3 +100,33 @@ class Metrics:
         self.feature_breaker_state = Gauge(
             "hotserve_feature_breaker_state", "Feature store circuit breaker: 0 closed, 1 half-open, 2 open.",
             ["backend"], registry=r)
+
+        # --- control path: swaps, drains, memory, aliases, admin operations
+        self.model_swaps = Counter(
+            "hotserve_model_swaps", "Admin changes of the version serving a model's unpinned "
+            "requests (promote, rollback), by result (success, failure).",
+            ["model", "result"], registry=r)
+        self.model_swap_duration = Histogram(
+            "hotserve_model_swap_duration_seconds", "From a promote/rollback call to the new "
+            "routing published (includes loading the version when it was not loaded).",
+            ["model"], buckets=SWAP_BUCKETS_S, registry=r)
+        self.model_unloads = Counter(
+            "hotserve_model_unloads", "Versions drained and unloaded, by whether every routed "
+            "request finished first (drained, timeout).",
+            ["model", "result"], registry=r)
+        self.model_drain_duration = Histogram(
+            "hotserve_model_drain_duration_seconds", "From a version leaving the routing table "
+            "to its session being released.",
+            ["model"], buckets=SWAP_BUCKETS_S, registry=r)
+        self.model_memory = Gauge(
+            "hotserve_model_memory_bytes", "Memory cost of a loaded version: the process RSS "
+            "growth its load and warm-up caused.",
+            ["model", "version"], registry=r)
+        self.model_version_info = Gauge(
+            "hotserve_model_version_info", "1 for each alias and the version it routes to; "
+            "`production` is the version answering unpinned requests.",
+            ["model", "alias", "version"], registry=r)
+        self.admin_operations = Counter(
+            "hotserve_admin_operations", "Admin API changes by operation and result "
+            "(ok, noop, refused, failed).",
+            ["operation", "result"], registry=r)

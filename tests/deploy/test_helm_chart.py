@@ -185,6 +185,10 @@ def test_admin_token_comes_from_a_secret(render: Render) -> None:
     existing = render(set_values=["adminToken.existingSecret=ops-token"])
     assert not by_kind(existing, "Secret")
     assert _container(existing)["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "ops-token"
+    assert "HOTSERVE_CONTROL_STATE_PATH" not in one(existing, "ConfigMap")["data"]
+    stored = render(set_values=["adminToken.existingSecret=ops-token",
+                                "server.controlStatePath=/var/lib/hotserve/control.json"])
+    assert one(stored, "ConfigMap")["data"]["HOTSERVE_CONTROL_STATE_PATH"] == "/var/lib/hotserve/control.json"
 
 
 def test_bundled_redis_is_wired_and_exclusive_with_an_external_url(render: Render,

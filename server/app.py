@@ -3,11 +3,14 @@ starts the registry before serving, and closes it (draining batches) on shutdown
 
 `HotserveApp` passes every request through the request-context step (`server/api/context.py`),
 then sends the three inference routes straight to `server/api/inference.py` (plain ASGI, the
-hot path) and everything else (health, metadata, metrics, admin) through FastAPI.
+hot path) and everything else (health, metadata, drift, metrics, admin) through FastAPI. The
+lifespan also runs the drift monitor's periodic recomputation (`server/monitoring/`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,14 +20,17 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 import server
-from server.api import health, inference
+from server.api import drift, health, inference
 from server.api import metrics as metrics_route
 from server.api.context import RequestContext
 from server.api.deps import Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
+from server.api.request_log import RequestLog
 from server.api.request_metrics import RequestMetrics
 from server.metrics.instruments import Metrics
+from server.monitoring.drift import DriftConfig
+from server.monitoring.monitor import DriftMonitor
 from server.protocol.paths import match_inference_path
 from server.registry.registry import ModelRegistry
 from server.settings import Settings
@@ -35,9 +41,9 @@ logger = logging.getLogger(__name__)
 class HotserveApp(FastAPI):
     """FastAPI with the request-context step and an inference fast lane in front of its router."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, request_log: RequestLog | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._entry = RequestContext(self._dispatch)
+        self._entry = RequestContext(self._dispatch, request_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
@@ -57,7 +63,8 @@ def create_app(settings: Settings, registry: Registry | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app_metrics = metrics if metrics is not None else Metrics()
+        app_metrics = metrics if metrics is not None else Metrics(
+            drift=DriftMonitor(DriftConfig.from_settings(settings)))
         app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
                     inflight=InflightRequests(app_metrics),
@@ -66,16 +73,22 @@ def create_app(settings: Settings, registry: Registry | None = None,
         await app_registry.start()
         logger.info("serving %s on %s:%d (ready=%s)", settings.model_repository, settings.host,
                     settings.port, app_registry.ready)
+        drift_task = asyncio.create_task(app_metrics.drift.run(), name="hotserve-drift")
         try:
             yield
         finally:
+            drift_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drift_task
             # Graceful shutdown already waited for in-flight requests; the registry gets
             # what is left of the grace period to finish queued batches.
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
 
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                      docs_url=None, redoc_url=None,
+                      request_log=RequestLog(settings.log_success_sample_rate))
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(drift.router)
     app.include_router(metrics_route.router)
     return app

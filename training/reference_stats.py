@@ -9,6 +9,8 @@ import numpy as np
 from server.registry.manifest import DriftReference, ReferenceHistogram
 
 DEFAULT_BINS = 10
+MAX_CATEGORIES = 50
+"""Most frequent values of a categorical column kept as bins; the rest share the "other" bin."""
 
 
 def _edges(values: np.ndarray, bins: int) -> np.ndarray:
@@ -40,6 +42,26 @@ def histogram(name: str, values: np.ndarray, bins: int = DEFAULT_BINS, edges: np
     )
 
 
+def categorical_histogram(name: str, values: np.ndarray, max_categories: int = MAX_CATEGORIES) -> ReferenceHistogram:
+    """One bin per category value (the `max_categories` most frequent), proportions of all rows.
+
+    The categories left out (and NaN) are what the server's "other" bin expects: `1 - sum(proportions)`.
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    flat = flat[~np.isnan(flat)]
+    if flat.size == 0:
+        raise ValueError(f"{name}: cannot describe zero values")
+    uniques, counts = np.unique(flat, return_counts=True)
+    kept = np.sort(np.argsort(-counts, kind="stable")[:max_categories])
+    categories, shares = uniques[kept], counts[kept] / flat.size
+    return ReferenceHistogram(
+        name=name,
+        bin_edges=[float(e) for e in _edges(categories, categories.size)],
+        proportions=[float(p) for p in shares],
+        categories=[float(c) for c in categories],
+    )
+
+
 def prediction_histogram(probabilities: np.ndarray, bins: int = DEFAULT_BINS) -> ReferenceHistogram:
     """Predicted-probability distribution: quantile edges inside, widened to span all of [0, 1]."""
     flat = np.asarray(probabilities, dtype=np.float64).ravel()
@@ -54,9 +76,16 @@ def drift_reference(
     probabilities: np.ndarray,
     prediction_output: str,
     bins: int = DEFAULT_BINS,
+    categorical: Sequence[str] = (),
 ) -> DriftReference:
-    """Per-feature histograms of the raw training columns (tabular only) and of the predictions."""
-    features = [histogram(name, inputs[:, i], bins) for i, name in enumerate(columns)] if columns else []
+    """Per-feature histograms of the raw training columns (tabular only) and of the predictions.
+
+    Numeric columns get quantile bins; `categorical` columns one bin per category value.
+    """
+    features = [
+        categorical_histogram(name, inputs[:, i]) if name in categorical else histogram(name, inputs[:, i], bins)
+        for i, name in enumerate(columns)
+    ]
     return DriftReference(
         features=features,
         prediction=prediction_histogram(probabilities, bins),

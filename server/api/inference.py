@@ -5,7 +5,8 @@ the demo model FastAPI's per-request machinery (middleware stack, dependency sol
 Request/Response objects) cost more CPU than decoding, batching and encoding together.
 Hot path: the body is read once, parsed with orjson into numpy arrays, handed to the
 version's batcher, and the answer written with orjson straight from numpy. No pydantic on
-tensors and no per-request logging; metrics are the only bookkeeping.
+tensors and no logging here: the route fills the request's log event (model, version, protocol,
+error message) and the request-context step logs it if it failed or is sampled.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from server.api.context import request_id_of
 from server.api.deps import Edge, ServedModel
 from server.api.error_handlers import describe_error, error_body
+from server.api.request_log import RequestEvent, event_of
 from server.errors import HotserveError, InvalidInput, ModelNotReady, PayloadTooLarge
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
 from server.protocol.paths import InferenceTarget, parse_version
@@ -53,9 +55,11 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
     entered = False
     served: ServedModel | None = None
     answer: Answer
+    event = event_of(scope)
+    event.protocol = target.protocol
     if scope["method"] != "POST":
-        await _send(send, Answer(405, error_body(f"method {scope['method']} not allowed on {scope['path']}"),
-                                 headers=((b"allow", b"POST"),)))
+        event.error = f"method {scope['method']} not allowed on {scope['path']}"
+        await _send(send, Answer(405, error_body(event.error), headers=((b"allow", b"POST"),)))
         return
     try:
         if edge.inflight.draining:
@@ -67,6 +71,7 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
             target.name, None if target.version is None else parse_version(target.name, target.version))
         # Label only resolved names: a client cannot mint new time series with bad names.
         model_label, version_label = served.name, str(served.version)
+        event.model, event.version = model_label, version_label
         headers = _headers_of(scope)
         body = await _read_body(receive, headers.get(b"content-length"),
                                 edge.settings.max_request_bytes)
@@ -75,13 +80,14 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         else:
             answer = await _predict_v1(served, body, headers, arrived, request_id_of(scope))
     except (asyncio.CancelledError, _ClientGone) as exc:
+        event.status = 499
         edge.request_metrics.record(model_label, version_label, target.protocol, 499,
                                     time.monotonic() - arrived)  # client gone (nginx's code)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return
     except Exception as exc:  # every failure becomes an answer; nothing reaches the client raw
-        answer = _error_answer(exc, target)
+        answer = _error_answer(exc, target, event)
     finally:
         if served is not None:
             served.release()
@@ -174,12 +180,14 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
     return Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
 
 
-def _error_answer(exc: Exception, target: InferenceTarget) -> Answer:
+def _error_answer(exc: Exception, target: InferenceTarget, event: RequestEvent) -> Answer:
     """The `{"error": ...}` answer for any failure, with the status from the one error table."""
     where = f"{target.protocol} inference for {target.name!r}"
     if not isinstance(exc, HotserveError):
         logger.exception("unhandled error on %s", where)
-        return Answer(500, error_body("internal server error"))
+        event.error = "internal server error"
+        return Answer(500, error_body(event.error))
     status, message, headers = describe_error(exc, where)
+    event.error = message
     return Answer(status, error_body(message), headers=tuple(
         (k.lower().encode(), v.encode()) for k, v in headers.items()))

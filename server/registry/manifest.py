@@ -130,11 +130,23 @@ class ReferenceHistogram(_Strict):
     bin_edges: list[float]
     """len(proportions) + 1 ascending edges; values outside fall in the end bins."""
     proportions: list[float]
+    categories: list[float] | None = None
+    """Set for a categorical feature: the category value of each bin, ascending (`bin_edges` are
+    the midpoints between them). Live values equal to none of them count in one more bin, "other",
+    whose reference share is `1 - sum(proportions)` (the rarest training categories, if any were
+    left out)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ReferenceHistogram:
         if len(self.bin_edges) != len(self.proportions) + 1:
             raise ValueError("bin_edges must have one more entry than proportions")
+        if self.categories is not None:
+            if len(self.categories) != len(self.proportions):
+                raise ValueError("categories must have one entry per proportion")
+            if any(b <= a for a, b in zip(self.categories, self.categories[1:], strict=False)):
+                raise ValueError("categories must be strictly ascending")
+            if sum(self.proportions) > 1.0 + 1e-6:
+                raise ValueError("category proportions must not sum to more than 1")
         return self
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,3 +39,21 @@ def draining_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     process = start_server(root, tmp_path_factory.mktemp("logs") / "drain.log", "/v2/models/slow/ready")
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def serve_with(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+    """Starts `hotserve serve` over a repository with extra `HOTSERVE_*` variables; stops them after the module."""
+    started: list[ServerProcess] = []
+
+    def start(repository: Path, env: dict[str, str], ready_path: str = "/v2/health/ready") -> ServerProcess:
+        with pytest.MonkeyPatch.context() as patch:  # start_server passes its environment on
+            for name, value in env.items():
+                patch.setenv(name, value)
+            process = start_server(repository, tmp_path_factory.mktemp("logs") / "server.log", ready_path)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

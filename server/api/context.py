@@ -91,6 +91,6 @@ class RequestContext:
             event.status = event.status or (499 if isinstance(error, asyncio.CancelledError) else 500)
             raise
         finally:
-            self.request_log.finish(scope, event, status or event.status or 499,
+            self.request_log.finish(scope, request_id, event, status or event.status or 499,
                                     time.monotonic() - started)
             request_id_var.reset(token)

@@ -50,7 +50,8 @@ class RequestLog:
     def __init__(self, success_sample_rate: float = 0.0) -> None:
         self.success_sample_rate = success_sample_rate
 
-    def finish(self, scope: Scope, event: RequestEvent, status: int, duration_s: float) -> None:
+    def finish(self, scope: Scope, request_id: str, event: RequestEvent, status: int,
+               duration_s: float) -> None:
         """Called once per HTTP request by the context step, with the status it was answered with."""
         if status < 400 and (not event.model or self.success_sample_rate <= 0.0
                              or random.random() >= self.success_sample_rate):
@@ -61,6 +62,6 @@ class RequestLog:
         method, path = scope.get("method", ""), scope.get("path", "")
         message = f"{method} {path} {status}" + (f": {event.error}" if event.error else "")
         logger.log(level, message, extra={
-            "method": method, "path": path, "model": event.model or None,
+            "request_id": request_id, "method": method, "path": path, "model": event.model or None,
             "version": event.version or None, "protocol": event.protocol or None,
             "status": status, "duration_ms": round(duration_s * 1000.0, 3)})

@@ -88,12 +88,13 @@ def plan_drift(manifest: ModelManifest) -> DriftPlan:
     plan = DriftPlan()
     reference = manifest.drift
     if reference is None:
-        plan.skipped.append("model.json has no drift reference")
+        plan.skipped.append("model.json has no drift reference: nothing monitored")
         return plan
     inputs = {spec.name: spec for spec in manifest.inputs}
     spec = manifest.features
     if reference.features and spec is None:
-        plan.skipped.append("feature references without a feature spec (features.columns) to place them")
+        plan.skipped.append("feature references but no feature spec (features.columns) to place them: "
+                            "features not monitored")
     elif reference.features and spec is not None:
         tensor = inputs[spec.input]
         if len(tensor.shape) != 2 or tensor.shape[1] not in (-1, len(spec.columns)) \
@@ -104,7 +105,7 @@ def plan_drift(manifest: ModelManifest) -> DriftPlan:
             taken: list[int] = []
             for histogram in reference.features:
                 if histogram.name not in spec.columns:
-                    plan.skipped.append(f"feature reference {histogram.name!r} is not a column")
+                    plan.skipped.append(f"feature reference {histogram.name!r} names no column: not monitored")
                     continue
                 plan.quantities.append(_Quantity(histogram.name, len(taken), 1, ReferenceBins(histogram)))
                 taken.append(spec.columns.index(histogram.name))
@@ -116,10 +117,13 @@ def plan_drift(manifest: ModelManifest) -> DriftPlan:
         name = reference.prediction_output or manifest.outputs[0].name
         output = next((o for o in manifest.outputs if o.name == name), None)
         if output is None:
-            plan.skipped.append(f"prediction reference describes {name!r}, which is not an output")
-        elif any(d < 0 for d in output.shape[1:]) or output.datatype in _UNBINNABLE:
-            plan.skipped.append(f"output {name!r} is {output.datatype} {output.shape}: values per row "
-                                "unknown, prediction not monitored")
+            plan.skipped.append(f"prediction reference describes {name!r}, which is not an output: "
+                                "prediction not monitored")
+        elif output.datatype in _UNBINNABLE:
+            plan.skipped.append(f"output {name!r} is {output.datatype}, not numbers: prediction not monitored")
+        elif any(d < 0 for d in output.shape[1:]):
+            plan.skipped.append(f"output {name!r} has shape {output.shape}: values per row unknown, "
+                                "prediction not monitored")
         else:
             plan.prediction_output = name
             plan.prediction_width = math.prod(output.shape[1:])

@@ -31,8 +31,9 @@ class DriftMonitor:
         if not self.config.enabled:
             return None
         plan = plan_drift(manifest)
-        for reason in plan.skipped:
-            log.warning("model %r version %d: %s", manifest.name, manifest.version, reason)
+        for reason in plan.skipped:  # a model without any reference is normal; a partial one is not
+            log.log(logging.INFO if manifest.drift is None else logging.WARNING,
+                    "model %r version %d drift: %s", manifest.name, manifest.version, reason)
         if not plan.quantities:
             return None
         drift = VersionDrift(manifest, plan, self.config)

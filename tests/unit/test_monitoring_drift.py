@@ -17,12 +17,23 @@ from server.monitoring.monitor import DriftMonitor
 from server.monitoring.psi import EPSILON, ReferenceBins, psi, status_of
 from server.monitoring.window import SampleWindow
 from server.registry.control_state import ControlSnapshot, ModelControl
-from server.registry.manifest import DriftReference, FeatureSpec, ModelManifest, ReferenceHistogram
+from server.registry.manifest import (
+    DriftReference,
+    FeatureSpec,
+    ModelManifest,
+    ReferenceHistogram,
+)
 from server.registry.registry import ModelRegistry
 from server.request import Tensors
 from server.runtime.executor import RuntimeExecutor
 from server.settings import Settings
-from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, make_manifest, request, write_model_version
+from tests.fakes import (
+    FailingRuntime,
+    SlowRuntime,
+    make_manifest,
+    request,
+    write_model_version,
+)
 
 HANG_GUARD_S = 20.0
 NUMERIC = ReferenceHistogram(name="x", bin_edges=[0.0, 1.0, 2.0, 3.0], proportions=[0.2, 0.5, 0.3])

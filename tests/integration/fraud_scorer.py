@@ -7,7 +7,9 @@ same generator with other seeds, optionally with one feature shifted.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -26,6 +28,7 @@ COLUMNS = REQUEST_FEATURES + STORE_FEATURES
 CATEGORICAL = ["merchant_category"]
 REFERENCE_ROWS = 20_000
 EPSILON = 1e-4
+POLL_TIMEOUT_S = 60.0
 _WEIGHTS = np.array([[0.8], [0.1], [-0.05], [0.5], [0.3], [0.1], [-0.2], [0.6], [-0.3]], dtype=np.float32)
 
 
@@ -139,3 +142,14 @@ def shifted(rows: np.ndarray, column: str, factor: float) -> np.ndarray:
     out = rows.copy()
     out[:, COLUMNS.index(column)] *= factor
     return out
+
+
+def drift_report(base_url: str, name: str, version: int, rows: int) -> dict[str, Any]:
+    """The drift route's report once it covers `rows` rows (the server recomputes it periodically)."""
+    deadline = time.monotonic() + POLL_TIMEOUT_S
+    while True:
+        report: dict[str, Any] = httpx.get(f"{base_url}/v2/models/{name}/versions/{version}/drift").json()
+        if report["window"]["rows"] == rows and report["computed_at"] is not None:
+            return report
+        assert time.monotonic() < deadline, f"drift report never covered {rows} rows: {report['window']}"
+        time.sleep(0.05)

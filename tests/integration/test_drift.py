@@ -3,7 +3,6 @@ and every number equal to an independent computation on the same rows and bins."
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,15 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fraud_scorer import COLUMNS, fraud_rows, independent_psi, score_stream, shifted, write_fraud_repository
+from fraud_scorer import (
+    COLUMNS,
+    drift_report,
+    fraud_rows,
+    independent_psi,
+    score_stream,
+    shifted,
+    write_fraud_repository,
+)
 from server.registry.manifest import ReferenceHistogram
 from server_process import ServerProcess
 
@@ -22,7 +29,6 @@ pytestmark = pytest.mark.integration
 STREAM_ROWS = 8_000
 DRIFT_ENV = {"HOTSERVE_DRIFT_INTERVAL_S": "0.2", "HOTSERVE_DRIFT_WINDOW_ROWS": "10000",
              "HOTSERVE_DRIFT_MIN_ROWS": "1000"}
-POLL_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -31,17 +37,6 @@ class Stream:
     rows: np.ndarray
     scores: np.ndarray
     report: dict[str, Any]
-
-
-def drift_report(base_url: str, name: str, version: int, rows: int) -> dict[str, Any]:
-    """The drift route's report once it covers `rows` rows (recomputed every 0.2 s by the server)."""
-    deadline = time.monotonic() + POLL_TIMEOUT_S
-    while True:
-        report = httpx.get(f"{base_url}/v2/models/{name}/versions/{version}/drift").json()
-        if report["window"]["rows"] == rows and report["computed_at"] is not None:
-            return report
-        assert time.monotonic() < deadline, f"drift report never covered {rows} rows: {report['window']}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, Response
 
 from server.api.deps import Edge, EdgeDep
-from server.monitoring.drift import plan_drift
+from server.monitoring.drift import DriftConfig, plan_drift
 from server.monitoring.psi import ACT_THRESHOLD, EPSILON, WATCH_THRESHOLD
 from server.monitoring.report import DriftReport, QuantityDrift
 from server.protocol.paths import parse_version
@@ -44,9 +44,13 @@ def _drift(edge: Edge, name: str, version: int | None) -> Response:
         reasons = (["drift monitoring is off (HOTSERVE_DRIFT_ENABLED=false)"] if not config.enabled
                    else plan_drift(served.manifest).skipped or ["nothing to monitor"])
         doc["reason"] = "; ".join(reasons)
-        return Response(orjson.dumps(doc), media_type="application/json")
-    report = drift.latest
-    doc.update({
+    else:
+        doc.update(_report(drift.latest, drift.plan.skipped, config))
+    return Response(orjson.dumps(doc), media_type="application/json")
+
+
+def _report(report: DriftReport, skipped: list[str], config: DriftConfig) -> dict[str, Any]:
+    return {
         "computed_at": _time(report),
         "window": {"rows": report.window_rows, "max_rows": config.window_rows,
                    "max_age_s": config.window_s or None, "min_rows": config.min_rows,
@@ -55,9 +59,8 @@ def _drift(edge: Edge, name: str, version: int | None) -> Response:
                    "thresholds": {"watch": WATCH_THRESHOLD, "act": ACT_THRESHOLD}},
         "features": [_quantity(q) for q in report.features],
         "prediction": None if report.prediction is None else _quantity(report.prediction),
-        "not_monitored": drift.plan.skipped,
-    })
-    return Response(orjson.dumps(doc), media_type="application/json")
+        "not_monitored": skipped,
+    }
 
 
 def _time(report: DriftReport) -> str | None:

@@ -29,9 +29,12 @@ from server.runtime.executor import RuntimeExecutor
 from server.settings import Settings
 from tests.fakes import (
     FailingRuntime,
+    FakeRegistry,
+    FakeServedVersion,
     SlowRuntime,
     make_manifest,
     request,
+    serving,
     write_model_version,
 )
 
@@ -238,3 +241,15 @@ async def test_unloading_a_version_removes_its_drift_series(tmp_path: Path) -> N
         assert not [line for line in drift_lines if 'version="2"' in line]
     finally:
         await registry.close(5.0)
+
+
+async def test_drift_route_says_why_a_version_is_not_monitored(settings: Settings) -> None:
+    bare = make_manifest("bare", [("x", "FP32", [-1, 1])], [("y", "FP32", [-1, 1])], version=2)
+    registry = FakeRegistry([FakeServedVersion(bare, lambda inputs: {"y": inputs["x"]})])
+    async with serving(settings, registry) as client:
+        response = await client.get("/v2/models/bare/drift")
+        assert response.status_code == 200
+        assert response.json() == {"name": "bare", "version": "2", "monitored": False,
+                                   "reason": "model.json has no drift reference: nothing monitored"}
+        assert (await client.get("/v2/models/bare/versions/9/drift")).status_code == 404
+        assert (await client.get("/v2/models/bare/versions/x/drift")).status_code == 404

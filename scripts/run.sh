@@ -13,5 +13,8 @@ if [ -z "$(ls -A "$repo" 2>/dev/null)" ]; then
   hotserve train --name fraud --arch mlp --dataset demo:fraud --checkpoints "$checkpoints"
   hotserve export "$checkpoints/fraud" --repository "$repo"
 fi
+if [ -t 2 ]; then
+  export HOTSERVE_LOG_FORMAT="${HOTSERVE_LOG_FORMAT:-text}"  # readable lines in a terminal; JSON otherwise
+fi
 echo "== serving '$repo' on http://${HOTSERVE_HOST:-127.0.0.1}:${HOTSERVE_PORT:-8080}"
 exec hotserve serve --model-repository "$repo"

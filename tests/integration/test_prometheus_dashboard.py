@@ -1,12 +1,13 @@
 """The chart's dashboard and alerts against a real Prometheus scraping a real `hotserve serve`.
 
 Prometheus (the Debian package's server, on 127.0.0.1) scrapes the server every second and
-evaluates the chart's rule file. After traffic from the training distribution to version 1 and a
-stream with `amount` tripled to version 2: every dashboard query returns data, the drift alerts'
-expressions hold for exactly the shifted feature and version (pending in Prometheus), every other
-alert is silent over metrics that do exist, and `promtool test rules` fed the series Prometheus
-scraped fires the drift alerts with the labels and annotations Prometheus rendered. Nothing
-waits on a clock: each check polls Prometheus' API until its data is there.
+evaluates the chart's rule file. After its first scrape, traffic from the training distribution
+goes to version 1 and a stream with `amount` tripled to version 2. Then every dashboard query
+returns data, the drift alerts' expressions hold for exactly the shifted feature and version
+(pending in Prometheus), every other alert is silent over metrics that do exist, and
+`promtool test rules` fed the series Prometheus scraped fires the drift alerts with the labels
+and annotations Prometheus rendered. Nothing waits on a clock: each check polls Prometheus' API
+until its data is there.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 
@@ -32,6 +34,7 @@ from tests.deploy.monitoring_files import DASHBOARDS, METRIC_NAME, RULE_FILES, a
 pytestmark = pytest.mark.integration
 
 STREAM_ROWS = 3_000
+PRIMING_ROWS = 300
 SERVER_ENV = {"HOTSERVE_DRIFT_INTERVAL_S": "0.2", "HOTSERVE_DRIFT_MIN_ROWS": "1000"}
 POLL_TIMEOUT_S = 90.0
 RECORDED = re.compile(r"\bhotserve:[a-z0-9_:]+")
@@ -65,19 +68,24 @@ def poll(check: Callable[[], bool], what: Callable[[], str]) -> None:
         time.sleep(0.2)
 
 
-def _send_traffic(base_url: str) -> None:
+def _send_errors(base_url: str) -> None:
+    """A 400, a 404 and a 504 (deadline of 1 us), so the error panels have series. Sent before the
+    first scrape: their rates stay 0 and the error-ratio alerts judge the successful traffic."""
+    one_row = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 9], "data": [1] * 9}]})
     with httpx.Client(base_url=base_url, timeout=30) as client:
-        score_stream(client, "fraud", None, fraud_rows(seed=1, rows=STREAM_ROWS))  # production: version 1
-        score_stream(client, "fraud", 2, shifted(fraud_rows(seed=2, rows=STREAM_ROWS), "amount", 3.0))
-        # A few errors, so the error panels have series: 400, 404, and one 504 (deadline of 1 us).
         assert client.post("/v2/models/fraud/infer", content=b"{").status_code == 400
         assert client.post("/v2/models/nope/infer", content=b"{}").status_code == 404
-        one_row = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 9],
-                                          "data": [1] * 9}]})
         late = client.post("/v2/models/fraud/infer", content=one_row, headers={"Hotserve-Timeout-Ms": "0.001"})
         assert late.status_code == 504, late.text
-    for version in (1, 2):
-        drift_report(base_url, "fraud", version, STREAM_ROWS)
+
+
+def _send_streams(base_url: str, streams: tuple[np.ndarray, np.ndarray], part: slice) -> None:
+    """`part` of the training-distribution rows to version 1 (production; v1 records, v2 JSON and
+    binary) and of the rows with `amount` tripled to version 2 (v2 JSON and binary)."""
+    stable, drifted = streams
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        score_stream(client, "fraud", None, stable[part])
+        score_stream(client, "fraud", 2, drifted[part])
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +93,11 @@ def stack(serve_with: Callable[..., ServerProcess], tmp_path_factory: pytest.Tem
     prometheus = find_tool("prometheus")
     root = tmp_path_factory.mktemp("prometheus")
     server = serve_with(write_fraud_repository(root / "repository"), SERVER_ENV)
-    _send_traffic(server.base_url)
+    # Every series exists before the first scrape (Prometheus takes a new counter's first sample
+    # as its start): the first 300 rows of each stream, one request per protocol, and the errors.
+    streams = (fraud_rows(seed=1, rows=STREAM_ROWS), shifted(fraud_rows(seed=2, rows=STREAM_ROWS), "amount", 3.0))
+    _send_streams(server.base_url, streams, slice(0, PRIMING_ROWS))
+    _send_errors(server.base_url)
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in RULE_FILES],
@@ -110,7 +122,13 @@ def stack(serve_with: Callable[..., ServerProcess], tmp_path_factory: pytest.Tem
 
     try:
         poll(ready, lambda: (root / "prometheus.log").read_text())
-        yield Stack(server, url)
+        stack = Stack(server, url)
+        # Traffic once Prometheus has scraped the idle server: the rates it then sees are real.
+        poll(lambda: bool(stack.query('hotserve_requests_total{job="hotserve"}')), lambda: "no first scrape")
+        _send_streams(server.base_url, streams, slice(PRIMING_ROWS, None))
+        for version in (1, 2):
+            drift_report(server.base_url, "fraud", version, STREAM_ROWS)
+        yield stack
     finally:
         process.terminate()
         try:
@@ -138,6 +156,9 @@ def test_every_dashboard_query_returns_data(stack: Stack, dashboard_path: Path) 
         return not pending
 
     poll(all_answered, lambda: "queries without data: " + "; ".join(f"{t}: {e}" for t, e in pending))
+    # The traffic arrived between scrapes: rates are measured, not extrapolated from nothing.
+    request_rate = next(e for t, e in panel_exprs(load_dashboard(dashboard_path)) if t == "Request rate")
+    poll(lambda: float(stack.query(request_rate)[0]["value"][1]) > 0, lambda: str(stack.query(request_rate)))
 
 
 def test_drift_alerts_hold_for_the_shifted_stream_only_and_every_other_alert_is_silent(stack: Stack) -> None:

@@ -26,7 +26,7 @@ from server.api.context import RequestContext
 from server.api.deps import Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
-from server.api.request_log import RequestLog
+from server.api.request_log import RequestLog, RequestLogMiddleware
 from server.api.request_metrics import RequestMetrics
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import DriftConfig
@@ -41,9 +41,9 @@ logger = logging.getLogger(__name__)
 class HotserveApp(FastAPI):
     """FastAPI with the request-context step and an inference fast lane in front of its router."""
 
-    def __init__(self, request_log: RequestLog | None = None, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._entry = RequestContext(self._dispatch, request_log)
+        self._entry = RequestContext(self._dispatch)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
@@ -68,7 +68,7 @@ def create_app(settings: Settings, registry: Registry | None = None,
         app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
                     inflight=InflightRequests(app_metrics),
-                    request_metrics=RequestMetrics(app_metrics))
+                    request_metrics=RequestMetrics(app_metrics), request_log=request_log)
         app.state.edge = edge
         await app_registry.start()
         logger.info("serving %s on %s:%d (ready=%s)", settings.model_repository, settings.host,
@@ -84,9 +84,10 @@ def create_app(settings: Settings, registry: Registry | None = None,
             # what is left of the grace period to finish queued batches.
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
 
+    request_log = RequestLog(settings.log_success_sample_rate)
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan,
-                      docs_url=None, redoc_url=None,
-                      request_log=RequestLog(settings.log_success_sample_rate))
+                  docs_url=None, redoc_url=None)
+    app.add_middleware(RequestLogMiddleware, request_log=request_log)  # the FastAPI lane only
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(drift.router)

@@ -7,12 +7,13 @@ pass small fakes. Routes reach app-wide objects only through the aliases below.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
 from server.api.inflight import InflightRequests
+from server.api.request_log import RequestLog
 from server.api.request_metrics import RequestMetrics
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
@@ -106,6 +107,8 @@ class Edge:
     metrics: Metrics
     inflight: InflightRequests
     request_metrics: RequestMetrics
+    request_log: RequestLog = field(default_factory=RequestLog)
+    """Request events (errors, sampled successes) of the inference fast lane."""
 
 
 async def _edge(request: Request) -> Edge:

@@ -5,8 +5,7 @@ the demo model FastAPI's per-request machinery (middleware stack, dependency sol
 Request/Response objects) cost more CPU than decoding, batching and encoding together.
 Hot path: the body is read once, parsed with orjson into numpy arrays, handed to the
 version's batcher, and the answer written with orjson straight from numpy. No pydantic on
-tensors and no logging here: the route fills the request's log event (model, version, protocol,
-error message) and the request-context step logs it if it failed or is sampled.
+tensors; per request, metrics and (only for errors, or when sampled) one request event.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from starlette.types import Receive, Scope, Send
 from server.api.context import request_id_of
 from server.api.deps import Edge, ServedModel
 from server.api.error_handlers import describe_error, error_body
-from server.api.request_log import RequestEvent, event_of
 from server.errors import HotserveError, InvalidInput, ModelNotReady, PayloadTooLarge
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
 from server.protocol.paths import InferenceTarget, parse_version
@@ -46,6 +44,8 @@ class Answer:
     body: bytes
     content_type: bytes = _JSON
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    error: str = ""
+    """The error message of an error answer, for the request event."""
 
 
 async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Receive, send: Send) -> None:
@@ -55,11 +55,11 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
     entered = False
     served: ServedModel | None = None
     answer: Answer
-    event = event_of(scope)
-    event.protocol = target.protocol
     if scope["method"] != "POST":
-        event.error = f"method {scope['method']} not allowed on {scope['path']}"
-        await _send(send, Answer(405, error_body(event.error), headers=((b"allow", b"POST"),)))
+        message = f"method {scope['method']} not allowed on {scope['path']}"
+        await _send(send, Answer(405, error_body(message), headers=((b"allow", b"POST"),)))
+        edge.request_log.record(request_id_of(scope), scope["method"], scope["path"], 405,
+                                time.monotonic() - arrived, protocol=target.protocol, error=message)
         return
     try:
         if edge.inflight.draining:
@@ -71,7 +71,6 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
             target.name, None if target.version is None else parse_version(target.name, target.version))
         # Label only resolved names: a client cannot mint new time series with bad names.
         model_label, version_label = served.name, str(served.version)
-        event.model, event.version = model_label, version_label
         headers = _headers_of(scope)
         body = await _read_body(receive, headers.get(b"content-length"),
                                 edge.settings.max_request_bytes)
@@ -80,22 +79,25 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         else:
             answer = await _predict_v1(served, body, headers, arrived, request_id_of(scope))
     except (asyncio.CancelledError, _ClientGone) as exc:
-        event.status = 499
         edge.request_metrics.record(model_label, version_label, target.protocol, 499,
                                     time.monotonic() - arrived)  # client gone (nginx's code)
+        edge.request_log.record(request_id_of(scope), "POST", scope["path"], 499, time.monotonic() - arrived,
+                                model_label, version_label, target.protocol, "client disconnected")
         if isinstance(exc, asyncio.CancelledError):
             raise
         return
     except Exception as exc:  # every failure becomes an answer; nothing reaches the client raw
-        answer = _error_answer(exc, target, event)
+        answer = _error_answer(exc, target)
     finally:
         if served is not None:
             served.release()
         if entered:
             edge.inflight.exit()
     await _send(send, answer)
-    edge.request_metrics.record(model_label, version_label, target.protocol, answer.status,
-                                time.monotonic() - arrived)
+    duration_s = time.monotonic() - arrived
+    edge.request_metrics.record(model_label, version_label, target.protocol, answer.status, duration_s)
+    edge.request_log.record(request_id_of(scope), "POST", scope["path"], answer.status, duration_s,
+                            model_label, version_label, target.protocol, answer.error)
 
 
 async def _send(send: Send, answer: Answer) -> None:
@@ -180,14 +182,12 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
     return Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
 
 
-def _error_answer(exc: Exception, target: InferenceTarget, event: RequestEvent) -> Answer:
+def _error_answer(exc: Exception, target: InferenceTarget) -> Answer:
     """The `{"error": ...}` answer for any failure, with the status from the one error table."""
     where = f"{target.protocol} inference for {target.name!r}"
     if not isinstance(exc, HotserveError):
         logger.exception("unhandled error on %s", where)
-        event.error = "internal server error"
-        return Answer(500, error_body(event.error))
+        return Answer(500, error_body("internal server error"), error="internal server error")
     status, message, headers = describe_error(exc, where)
-    event.error = message
     return Answer(status, error_body(message), headers=tuple(
-        (k.lower().encode(), v.encode()) for k, v in headers.items()))
+        (k.lower().encode(), v.encode()) for k, v in headers.items()), error=message)

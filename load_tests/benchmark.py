@@ -153,10 +153,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(repo: Path, log: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+def serving(repo: Path, log: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "HOTSERVE_MODEL_REPOSITORY": str(repo), "HOTSERVE_PORT": str(port),
-           "HOTSERVE_HOST": "127.0.0.1", "HOTSERVE_LOG_LEVEL": "warning", **(extra_env or {})}
+           "HOTSERVE_HOST": "127.0.0.1", "HOTSERVE_LOG_LEVEL": "warning"}
     with log.open("wb") as out:
         proc = subprocess.Popen([str(BIN / "hotserve"), "serve"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)

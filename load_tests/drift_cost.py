@@ -12,10 +12,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -66,6 +69,20 @@ def compute_cost_ms(manifest: ModelManifest, repeats: int = 20) -> float:
     return (time.perf_counter() - started) / repeats * 1e3
 
 
+@contextlib.contextmanager
+def _drift_off() -> Iterator[None]:
+    """`HOTSERVE_DRIFT_ENABLED=false` in the environment a server started inside inherits."""
+    before = os.environ.get("HOTSERVE_DRIFT_ENABLED")
+    os.environ["HOTSERVE_DRIFT_ENABLED"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["HOTSERVE_DRIFT_ENABLED"]
+        else:
+            os.environ["HOTSERVE_DRIFT_ENABLED"] = before
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=RESULTS / "repository")
@@ -85,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[LoadResult] = []
     with tempfile.TemporaryDirectory() as tmp, \
             serving(args.repository, RESULTS / "server-drift-on.log") as on, \
-            serving(args.repository, RESULTS / "server-drift-off.log", {"HOTSERVE_DRIFT_ENABLED": "false"}) as off:
+            _drift_off(), serving(args.repository, RESULTS / "server-drift-off.log") as off:
         results = measure({"drift on": on, "drift off": off}, manifest, ["json"],
                           [int(c) for c in args.clients.split(",")], args.duration, Path(tmp))
     lines = []

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-env.sh train
 export PATH="$PWD/.venv/bin:$PATH"
+if [ -t 2 ]; then
+  export HOTSERVE_LOG_FORMAT="${HOTSERVE_LOG_FORMAT:-text}"  # readable lines in a terminal; JSON otherwise
+fi
 
 repo="${HOTSERVE_MODEL_REPOSITORY:-model_repository}"
 checkpoints="${HOTSERVE_CHECKPOINTS:-checkpoints}"
@@ -12,9 +15,6 @@ if [ -z "$(ls -A "$repo" 2>/dev/null)" ]; then
   echo "== model repository '$repo' is empty: training and exporting the demo model"
   hotserve train --name fraud --arch mlp --dataset demo:fraud --checkpoints "$checkpoints"
   hotserve export "$checkpoints/fraud" --repository "$repo"
-fi
-if [ -t 2 ]; then
-  export HOTSERVE_LOG_FORMAT="${HOTSERVE_LOG_FORMAT:-text}"  # readable lines in a terminal; JSON otherwise
 fi
 echo "== serving '$repo' on http://${HOTSERVE_HOST:-127.0.0.1}:${HOTSERVE_PORT:-8080}"
 exec hotserve serve --model-repository "$repo"

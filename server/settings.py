@@ -40,14 +40,6 @@ class Settings(BaseSettings):
     collectors; `text`: one readable line per record, for a terminal."""
     log_success_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     """Share of successful inference requests logged as request events (errors always are)."""
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    """Largest request body accepted; larger ones get 413."""
-    shutdown_grace_s: float = Field(default=30.0, ge=0)
-    """How long SIGTERM waits for queued and running batches before exiting."""
-    control_state_path: Path | None = None
-    """JSON file holding aliases (e.g. `production`); unset: `<model_repository>/.hotserve/control.json`."""
-    control_poll_interval_s: float = Field(default=2.0, gt=0)
-    """How often the control-state file is re-read for changes made by another process."""
 
     # --- drift monitoring (PSI of live inputs and predictions against model.json's reference) ---
     drift_enabled: bool = True
@@ -61,7 +53,17 @@ class Settings(BaseSettings):
     drift_interval_s: float = Field(default=10.0, gt=0)
     """How often each version's PSI is recomputed (off the request path)."""
 
-    @field_validator("log_level", "log_format", mode="before")
+    # --- limits and lifecycle
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    """How long SIGTERM waits for queued and running batches before exiting."""
+    control_state_path: Path | None = None
+    """JSON file holding aliases (e.g. `production`); unset: `<model_repository>/.hotserve/control.json`."""
+    control_poll_interval_s: float = Field(default=2.0, gt=0)
+    """How often the control-state file is re-read for changes made by another process."""
+
+    @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -7,7 +7,7 @@ pass small fakes. Routes reach app-wide objects only through the aliases below.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
@@ -106,9 +106,9 @@ class Edge:
     registry: Registry
     metrics: Metrics
     inflight: InflightRequests
-    request_metrics: RequestMetrics
-    request_log: RequestLog = field(default_factory=RequestLog)
+    request_log: RequestLog
     """Request events (errors, sampled successes) of the inference fast lane."""
+    request_metrics: RequestMetrics
 
 
 async def _edge(request: Request) -> Edge:

@@ -25,52 +25,6 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024)
 LOAD_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
-@dataclass
-class Metrics:
-    """The app's instruments; built by `create_app`, passed to whoever records."""
-
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    drift: DriftMonitor = field(default_factory=DriftMonitor)
-    """Drift of the loaded versions, exported by `DriftCollector` at scrape time."""
-
-    def __post_init__(self) -> None:
-        r = self.registry
-        r.register(DriftCollector(self.drift))
-        self.requests = Counter(
-            "hotserve_requests", "Inference requests answered.",
-            ["model", "version", "protocol", "code"], registry=r)
-        self.request_duration = Histogram(
-            "hotserve_request_duration_seconds", "End-to-end inference request latency.",
-            ["model", "version", "protocol"], buckets=LATENCY_BUCKETS_S, registry=r)
-        self.queue_duration = Histogram(
-            "hotserve_queue_duration_seconds", "Time a request waited in the batcher queue.",
-            ["model", "version"], buckets=LATENCY_BUCKETS_S, registry=r)
-        self.inference_duration = Histogram(
-            "hotserve_inference_duration_seconds", "Runtime time of one batch.",
-            ["model", "version"], buckets=LATENCY_BUCKETS_S, registry=r)
-        self.batch_size = Histogram(
-            "hotserve_batch_size", "Rows per dispatched batch.",
-            ["model", "version"], buckets=BATCH_SIZE_BUCKETS, registry=r)
-        self.batches = Counter(
-            "hotserve_batches", "Dispatched batches by why they were sent "
-            "(full, preferred, delay, idle).",
-            ["model", "version", "reason"], registry=r)
-        self.queue_depth = Gauge(
-            "hotserve_queue_depth", "Requests waiting in the batcher queue.",
-            ["model", "version"], registry=r)
-        self.inflight_requests = Gauge(
-            "hotserve_inflight_requests", "Inference requests being handled.", registry=r)
-        self.model_loads = Counter(
-            "hotserve_model_loads", "Model version loads by result (success, failure).",
-            ["model", "result"], registry=r)
-        self.model_load_duration = Histogram(
-            "hotserve_model_load_duration_seconds", "Load + verify + warm-up time of a version.",
-            ["model"], buckets=LOAD_BUCKETS_S, registry=r)
-        self.model_ready = Gauge(
-            "hotserve_model_ready", "1 while a model version is loaded and ready.",
-            ["model", "version"], registry=r)
-
-
 class DriftCollector(Collector):
     """Drift gauges read from the monitor's latest reports at scrape time.
 
@@ -123,3 +77,49 @@ class DriftCollector(Collector):
                 "was loaded.",
                 labels=["model", "version"]),
         )
+
+
+@dataclass
+class Metrics:
+    """The app's instruments; built by `create_app`, passed to whoever records."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    drift: DriftMonitor = field(default_factory=DriftMonitor)
+    """Drift of the loaded versions, exported by `DriftCollector` at scrape time."""
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        r.register(DriftCollector(self.drift))
+        self.requests = Counter(
+            "hotserve_requests", "Inference requests answered.",
+            ["model", "version", "protocol", "code"], registry=r)
+        self.request_duration = Histogram(
+            "hotserve_request_duration_seconds", "End-to-end inference request latency.",
+            ["model", "version", "protocol"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.queue_duration = Histogram(
+            "hotserve_queue_duration_seconds", "Time a request waited in the batcher queue.",
+            ["model", "version"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.inference_duration = Histogram(
+            "hotserve_inference_duration_seconds", "Runtime time of one batch.",
+            ["model", "version"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.batch_size = Histogram(
+            "hotserve_batch_size", "Rows per dispatched batch.",
+            ["model", "version"], buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.batches = Counter(
+            "hotserve_batches", "Dispatched batches by why they were sent "
+            "(full, preferred, delay, idle).",
+            ["model", "version", "reason"], registry=r)
+        self.queue_depth = Gauge(
+            "hotserve_queue_depth", "Requests waiting in the batcher queue.",
+            ["model", "version"], registry=r)
+        self.inflight_requests = Gauge(
+            "hotserve_inflight_requests", "Inference requests being handled.", registry=r)
+        self.model_loads = Counter(
+            "hotserve_model_loads", "Model version loads by result (success, failure).",
+            ["model", "result"], registry=r)
+        self.model_load_duration = Histogram(
+            "hotserve_model_load_duration_seconds", "Load + verify + warm-up time of a version.",
+            ["model"], buckets=LOAD_BUCKETS_S, registry=r)
+        self.model_ready = Gauge(
+            "hotserve_model_ready", "1 while a model version is loaded and ready.",
+            ["model", "version"], registry=r)

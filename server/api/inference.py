@@ -56,10 +56,10 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
     served: ServedModel | None = None
     answer: Answer
     if scope["method"] != "POST":
-        message = f"method {scope['method']} not allowed on {scope['path']}"
-        await _send(send, Answer(405, error_body(message), headers=((b"allow", b"POST"),)))
+        await _send(send, Answer(405, error_body(f"method {scope['method']} not allowed on {scope['path']}"),
+                                 headers=((b"allow", b"POST"),)))
         edge.request_log.record(request_id_of(scope), scope["method"], scope["path"], 405,
-                                time.monotonic() - arrived, protocol=target.protocol, error=message)
+                                time.monotonic() - arrived, protocol=target.protocol, error="method not allowed")
         return
     try:
         if edge.inflight.draining:
@@ -94,10 +94,12 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         if entered:
             edge.inflight.exit()
     await _send(send, answer)
-    duration_s = time.monotonic() - arrived
-    edge.request_metrics.record(model_label, version_label, target.protocol, answer.status, duration_s)
-    edge.request_log.record(request_id_of(scope), "POST", scope["path"], answer.status, duration_s,
-                            model_label, version_label, target.protocol, answer.error)
+    edge.request_metrics.record(model_label, version_label, target.protocol, answer.status,
+                                time.monotonic() - arrived)
+    # Errors (and sampled successes) only: for the rest this returns after one comparison.
+    edge.request_log.record(request_id_of(scope), "POST", scope["path"], answer.status,
+                            time.monotonic() - arrived, model_label, version_label, target.protocol,
+                            answer.error)
 
 
 async def _send(send: Send, answer: Answer) -> None:

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-env.sh train
 export PATH="$PWD/.venv/bin:$PATH"
+if [ -t 2 ]; then
+  export HOTSERVE_LOG_FORMAT="${HOTSERVE_LOG_FORMAT:-text}"  # readable lines in a terminal; JSON otherwise
+fi
 
 repo="${HOTSERVE_MODEL_REPOSITORY:-model_repository}"
 checkpoints="${HOTSERVE_CHECKPOINTS:-checkpoints}"

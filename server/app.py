@@ -3,11 +3,14 @@ starts the registry before serving, and closes it (draining batches) on shutdown
 
 `HotserveApp` passes every request through the request-context step (`server/api/context.py`),
 then sends the three inference routes straight to `server/api/inference.py` (plain ASGI, the
-hot path) and everything else (health, metadata, metrics, admin) through FastAPI.
+hot path) and everything else (health, metadata, drift, metrics, admin) through FastAPI. The
+lifespan also runs the drift monitor's periodic recomputation (`server/monitoring/`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,16 +19,19 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 import server
-from server.api import admin, features_admin, health, inference
+from server.api import admin, drift, features_admin, health, inference
 from server.api import metrics as metrics_route
 from server.api.admin_auth import AdminTokens
 from server.api.context import begin_request, echo_request_id, end_request
 from server.api.deps import AdminPlane, Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
+from server.api.request_log import RequestLog, RequestLogMiddleware
 from server.api.request_metrics import RequestMetrics
 from server.features.service import open_features
 from server.metrics.instruments import Metrics
+from server.monitoring.drift import DriftConfig
+from server.monitoring.monitor import DriftMonitor
 from server.protocol.paths import match_inference_path
 from server.registry.audit import FileAuditLog
 from server.registry.controller import Controller
@@ -63,12 +69,14 @@ def create_app(settings: Settings, registry: Registry | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app_metrics = metrics if metrics is not None else Metrics()
+        app_metrics = metrics if metrics is not None else Metrics(
+            drift=DriftMonitor(DriftConfig.from_settings(settings)))
         app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
         features = await open_features(settings, app_metrics)
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
                     inflight=InflightRequests(app_metrics),
-                    request_metrics=RequestMetrics(app_metrics), features=features)
+                    request_metrics=RequestMetrics(app_metrics), features=features,
+                    request_log=request_log)
         app.state.edge = edge
         if admin_tokens is not None:
             controller = Controller(
@@ -84,18 +92,25 @@ def create_app(settings: Settings, registry: Registry | None = None,
         await app_registry.start()
         logger.info("serving %s on %s:%d (ready=%s)", settings.model_repository, settings.host,
                     settings.port, app_registry.ready)
+        drift_task = asyncio.create_task(app_metrics.drift.run(), name="hotserve-drift")
         try:
             yield
         finally:
+            drift_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drift_task
             # Graceful shutdown already waited for in-flight requests; the registry gets
             # what is left of the grace period to finish queued batches.
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
             await features.lookup.close()
 
+    request_log = RequestLog(settings.log_success_sample_rate)
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
+    app.add_middleware(RequestLogMiddleware, request_log=request_log)  # the FastAPI lane only
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(drift.router)
     app.include_router(metrics_route.router)
     if admin_tokens is not None:
         app.include_router(features_admin.router)

@@ -33,6 +33,7 @@ from pydantic.fields import FieldInfo
 from server.api.admin_auth import AdminTokensInvalid
 from server.api.deps import Edge
 from server.app import create_app
+from server.logs import configure_logging
 from server.registry.memory import tune_allocator
 from server.settings import Settings
 
@@ -72,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"hotserve serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     tune_allocator()  # unloaded versions' memory goes back to the OS (server/registry/memory.py)
     try:
         app = create_app(settings)
@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         lifespan="on",
+        log_config=None,  # configure_logging already routed uvicorn's loggers through ours
         log_level=settings.log_level,
         access_log=settings.access_log,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),

@@ -35,6 +35,25 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
     """Per-request access log lines (costly at high request rates)."""
+    log_format: Literal["json", "text"] = "json"
+    """`json`: one JSON object per line (time, level, logger, message, request fields) for log
+    collectors; `text`: one readable line per record, for a terminal."""
+    log_success_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of successful inference requests logged as request events (errors always are)."""
+
+    # --- drift monitoring (PSI of live inputs and predictions against model.json's reference) ---
+    drift_enabled: bool = True
+    """Sample each loaded version's features and predictions and compute their drift."""
+    drift_window_rows: int = Field(default=10_000, ge=1)
+    """Rows of the sliding window per version (the most recent ones)."""
+    drift_window_s: float = Field(default=0.0, ge=0)
+    """Also leave out rows older than this; 0: the window is by row count only."""
+    drift_min_rows: int = Field(default=1_000, ge=1)
+    """Fewer values than this in the window: no PSI is published (it would be noise)."""
+    drift_interval_s: float = Field(default=10.0, gt=0)
+    """How often each version's PSI is recomputed (off the request path)."""
+
+    # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)

@@ -26,7 +26,15 @@ from server.features.memory_store import MemoryFeatureStore
 from server.features.store import StoredRow
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
-from server.registry.manifest import BatchingPolicy, FeatureSpec, FeatureView, Lineage, ModelManifest, TensorSpec
+from server.registry.manifest import (
+    BatchingPolicy,
+    DriftReference,
+    FeatureSpec,
+    FeatureView,
+    Lineage,
+    ModelManifest,
+    TensorSpec,
+)
 from server.request import InferenceRequest, Tensors
 from server.settings import Settings
 
@@ -244,7 +252,7 @@ def tiny_mlp_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> n
 
 def write_model_version(repository: Path, name: str, version: int, features: int = 3,
                         outputs: int = 2, batching: BatchingPolicy | None = None,
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        drift: DriftReference | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Write `<repository>/<name>/<version>/` with a tiny MLP and a matching `model.json`.
 
     The weights depend on `version`, so answers tell versions apart. Returns (W, b).
@@ -260,6 +268,7 @@ def write_model_version(repository: Path, name: str, version: int, features: int
         inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, features])],
         outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, outputs])],
         batching=batching or BatchingPolicy(max_batch_size=8),
+        drift=drift,
         lineage=Lineage(architecture="tiny_mlp"),
         onnx_sha256=sha256_file(folder / "model.onnx"),
     ).write(folder)

@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from server.api.admin_auth import AdminTokens
 from server.api.context import request_id_of
 from server.api.inflight import InflightRequests
+from server.api.request_log import RequestLog
 from server.api.request_metrics import RequestMetrics
 from server.errors import ModelNotReady
 from server.features.join import FeatureJoin
@@ -110,6 +111,8 @@ class Edge:
     registry: Registry
     metrics: Metrics
     inflight: InflightRequests
+    request_log: RequestLog
+    """Request events (errors, sampled successes) of the inference fast lane."""
     request_metrics: RequestMetrics
     features: FeatureJoin
     """Stored features for v1 records (`server/features/`): the configured store behind its

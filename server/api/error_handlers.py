@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.api.request_log import note_error
 from server.errors import (
     Conflict,
     ControlStateUnavailable,
@@ -72,7 +73,11 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   request: Request | None = None) -> Response:
+    """The error answer of a FastAPI route; with `request`, its message goes into the request's log event."""
+    if request is not None:
+        note_error(request.scope, message)
     return Response(error_body(message), status_code=status,
                     media_type="application/json", headers=headers)
 
@@ -93,7 +98,7 @@ def describe_error(exc: HotserveError, where: str) -> tuple[int, str, dict[str, 
 async def _hotserve_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HotserveError)
     status, message, headers = describe_error(exc, f"{request.method} {request.url.path}")
-    return error_response(status, message, headers or None)
+    return error_response(status, message, headers or None, request)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -103,7 +108,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"no route for {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"method {request.method} not allowed on {request.url.path}"
-    return error_response(exc.status_code, message, dict(exc.headers) if exc.headers else None)
+    return error_response(exc.status_code, message, dict(exc.headers) if exc.headers else None,
+                          request)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -112,12 +118,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
         for err in exc.errors())
     # 400, not FastAPI's 422: the v2 protocol and the admin API answer every malformed request 400.
-    return error_response(400, problems or "invalid request")
+    return error_response(400, problems or "invalid request", request=request)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal server error")
+    return error_response(500, "internal server error", request=request)
 
 
 def install_error_handlers(app: FastAPI) -> None:

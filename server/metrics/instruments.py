@@ -7,9 +7,14 @@ several apps in one process.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from server.monitoring.monitor import DriftMonitor
 
 # Sub-millisecond resolution at the fast end: the demo model answers in ~1 ms.
 LATENCY_BUCKETS_S = (
@@ -29,14 +34,71 @@ SWAP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
                   10.0, 30.0, 60.0, 120.0)
 
 
+class DriftCollector(Collector):
+    """Drift gauges read from the monitor's latest reports at scrape time.
+
+    Only loaded versions are tracked, so an unloaded version's series vanish instead of lingering
+    as stale gauges. PSI is absent while the window holds fewer than the minimum rows.
+    """
+
+    def __init__(self, monitor: DriftMonitor) -> None:
+        self._monitor = monitor
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        feature_psi, prediction_psi, window_rows, window_nan, sampled = families
+        for report in self._monitor.reports():
+            labels = [report.model, str(report.version)]
+            window_rows.add_metric(labels, report.window_rows)
+            sampled.add_metric(labels, report.sampled_rows_total)
+            for feature in report.features:
+                window_nan.add_metric([*labels, feature.name], feature.nan)
+                if feature.psi is not None:
+                    feature_psi.add_metric([*labels, feature.name], feature.psi)
+            if report.prediction is not None and report.prediction.psi is not None:
+                prediction_psi.add_metric([*labels, report.prediction.name], report.prediction.psi)
+        return list(families)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily,
+                             GaugeMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "hotserve_drift_feature_psi", "PSI of a feature's live values in the drift window "
+                "against the training reference (0.1 watch, 0.2 act).",
+                labels=["model", "version", "feature"]),
+            GaugeMetricFamily(
+                "hotserve_drift_prediction_psi", "PSI of the predictions (an output's values) in the "
+                "drift window against the training reference.",
+                labels=["model", "version", "output"]),
+            GaugeMetricFamily(
+                "hotserve_drift_window_rows", "Rows in the drift window of a loaded version.",
+                labels=["model", "version"]),
+            GaugeMetricFamily(
+                "hotserve_drift_window_nan_values", "NaN values of a feature in the drift window "
+                "(counted apart, not in the PSI).",
+                labels=["model", "version", "feature"]),
+            CounterMetricFamily(
+                "hotserve_drift_sampled_rows", "Rows sampled into the drift window since the version "
+                "was loaded.",
+                labels=["model", "version"]),
+        )
+
+
 @dataclass
 class Metrics:
     """The app's instruments; built by `create_app`, passed to whoever records."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    drift: DriftMonitor = field(default_factory=DriftMonitor)
+    """Drift of the loaded versions, exported by `DriftCollector` at scrape time."""
 
     def __post_init__(self) -> None:
         r = self.registry
+        r.register(DriftCollector(self.drift))
         self.requests = Counter(
             "hotserve_requests", "Inference requests answered.",
             ["model", "version", "protocol", "code"], registry=r)

@@ -27,6 +27,7 @@ from server.metrics.instruments import Metrics
 from server.protocol.paths import match_inference_path
 from server.registry.registry import ModelRegistry
 from server.settings import Settings
+from server.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +60,12 @@ def create_app(settings: Settings, registry: Registry | None = None,
         app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
                     inflight=InflightRequests(app_metrics),
-                    request_metrics=RequestMetrics(app_metrics))
+                    request_metrics=RequestMetrics(app_metrics),
+                    shadow=ShadowRunner(app_metrics, max_queue=settings.shadow_queue_size,
+                                        workers=settings.shadow_workers))
         app.state.edge = edge
         await app_registry.start()
+        edge.shadow.start()
         logger.info("serving %s on %s:%d (ready=%s)", settings.model_repository, settings.host,
                     settings.port, app_registry.ready)
         try:
@@ -69,6 +73,7 @@ def create_app(settings: Settings, registry: Registry | None = None,
         finally:
             # Graceful shutdown already waited for in-flight requests; the registry gets
             # what is left of the grace period to finish queued batches.
+            await edge.shadow.close()
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
 
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan,

@@ -18,7 +18,9 @@ from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
 from server.registry.manifest import ModelManifest
 from server.request import InferenceRequest, Tensors
+from server.routing.table import ShadowRoute
 from server.settings import Settings
+from server.shadow import ShadowRunner
 
 
 class ServedModel(Protocol):
@@ -76,8 +78,14 @@ class Registry(Protocol):
 
     async def start(self) -> None: ...
 
-    def acquire(self, name: str, version: int | None = None) -> ServedModel:
-        """Route a request and lease the version; the caller releases it once answered."""
+    def acquire(self, name: str, version: int | None = None,
+                routing_key: str | None = None) -> ServedModel:
+        """Route a request (pinned, or by the traffic policy, sticky by `routing_key`) and lease
+        the version; the caller releases it once answered."""
+        ...
+
+    def shadow_route(self, name: str) -> ShadowRoute | None:
+        """Where copies of `name`'s unpinned requests go, if a shadow is set and ready."""
         ...
 
     def resolve(self, name: str, version: int | None = None) -> ServedModel:
@@ -106,6 +114,7 @@ class Edge:
     metrics: Metrics
     inflight: InflightRequests
     request_metrics: RequestMetrics
+    shadow: ShadowRunner
 
 
 async def _edge(request: Request) -> Edge:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass
 
@@ -34,6 +35,10 @@ _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 
 
+ROUTING_KEY_HEADER = b"hotserve-routing-key"
+"""Sticky traffic splitting: requests with the same key get the same version while a policy holds."""
+
+
 class _ClientGone(Exception):
     """The client disconnected before its request body was complete: nobody to answer."""
 
@@ -44,6 +49,10 @@ class Answer:
     body: bytes
     content_type: bytes = _JSON
     headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+Answered = tuple[Answer, InferenceRequest, Tensors]
+"""A protocol handler's success: the answer, and the request and outputs a shadow copy compares."""
 
 
 async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,17 +73,23 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         edge.inflight.enter()
         entered = True
         # Routed (and leased) before the body is read: a swap while it arrives cannot strand it.
+        headers = _headers_of(scope)
+        routing_key = headers.get(ROUTING_KEY_HEADER)
         served = edge.registry.acquire(
-            target.name, None if target.version is None else parse_version(target.name, target.version))
+            target.name, None if target.version is None else parse_version(target.name, target.version),
+            None if routing_key is None else routing_key.decode("latin-1"))
         # Label only resolved names: a client cannot mint new time series with bad names.
         model_label, version_label = served.name, str(served.version)
-        headers = _headers_of(scope)
         body = await _read_body(receive, headers.get(b"content-length"),
                                 edge.settings.max_request_bytes)
         if target.protocol == "v2":
-            answer = await _infer_v2(served, body, headers, arrived, request_id)
+            answer, request, results = await _infer_v2(served, body, headers, arrived, request_id)
         else:
-            answer = await _predict_v1(served, body, headers, arrived, request_id)
+            answer, request, results = await _predict_v1(served, body, headers, arrived, request_id)
+        if target.version is None:
+            shadow = edge.registry.shadow_route(target.name)
+            if shadow is not None and (shadow.share >= 1.0 or random.random() < shadow.share):
+                edge.shadow.offer(shadow, request, results)
     except (asyncio.CancelledError, _ClientGone) as exc:
         edge.request_metrics.record(model_label, version_label, target.protocol, 499,
                                     time.monotonic() - arrived)  # client gone (nginx's code)
@@ -142,21 +157,21 @@ def _text(value: bytes | None) -> str | None:
 
 
 async def _infer_v2(served: ServedModel, body: bytes, headers: dict[bytes, bytes],
-                    arrived: float, request_id: str) -> Answer:
+                    arrived: float, request_id: str) -> Answered:
     decoded = decode_infer_request(body, _text(headers.get(HEADER_LENGTH.encode())), served.schema)
     deadline = deadline_from(arrived, decoded.timeout_us, _text(headers.get(TIMEOUT_HEADER.encode())),
                              served.default_timeout_s)
-    results = await served.infer(InferenceRequest(decoded.inputs, decoded.rows, arrived, deadline,
-                                                  request_id))
+    request = InferenceRequest(decoded.inputs, decoded.rows, arrived, deadline, request_id)
+    results = await served.infer(request)
     content, header_length = encode_infer_response(served.name, served.version, decoded, results)
     if header_length is None:
-        return Answer(200, content)
+        return Answer(200, content), request, results
     return Answer(200, content, _OCTETS,
-                  ((b"inference-header-content-length", str(header_length).encode()),))
+                  ((b"inference-header-content-length", str(header_length).encode()),)), request, results
 
 
 async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, bytes],
-                      arrived: float, request_id: str) -> Answer:
+                      arrived: float, request_id: str) -> Answered:
     schema = served.schema
     deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())),
                              served.default_timeout_s)
@@ -175,8 +190,10 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
                                                    f"{spec.input!r}; use the v2 protocol")
         records = check_records(instances, spec)
         inputs = {spec.input: assemble_features(records, spec, schema)}
-    results = await served.infer(InferenceRequest(inputs, len(instances), arrived, deadline, request_id))
-    return Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
+    request = InferenceRequest(inputs, len(instances), arrived, deadline, request_id)
+    results = await served.infer(request)
+    answer = Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
+    return answer, request, results
 
 
 def _error_answer(exc: Exception, target: InferenceTarget) -> Answer:

@@ -52,6 +52,8 @@ class ShadowPolicy(_Frozen):
     share: float = Field(default=1.0, gt=0.0, le=1.0)
     tolerance: float = Field(default=1e-4, ge=0.0)
     """Largest absolute output difference still counted as agreement."""
+    threshold: float | None = None
+    """Decision threshold: when set, agreement means both answers fall on the same side of it."""
 
 
 class ModelControl(_Frozen):
@@ -75,6 +77,15 @@ class ControlSnapshot(_Frozen):
 
     def model(self, name: str) -> ModelControl:
         return self.models.get(name) or ModelControl()
+
+    def routed_versions(self, name: str) -> set[int]:
+        """Every version this model's routing names: alias targets, numeric traffic targets, shadow."""
+        control = self.model(name)
+        versions = set(control.aliases.values())
+        versions |= {int(t) for t in control.traffic if t.isdigit() and int(t) > 0}
+        if control.shadow is not None:
+            versions.add(control.shadow.version)
+        return versions
 
     def alias(self, model: str, alias: str) -> int | None:
         """The version `alias` names for `model`, or None when unset."""

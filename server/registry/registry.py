@@ -34,7 +34,8 @@ from server.registry.loader import load_version
 from server.registry.repository import scan_repository, version_dir
 from server.registry.served import ServedVersion
 from server.registry.versions import VersionSlot, VersionState, VersionStatus
-from server.routing.table import ModelRoutes, RoutingTable
+from server.routing.table import ModelRoutes, RoutingTable, ShadowRoute
+from server.routing.traffic import resolve_split
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,19 +103,35 @@ class ModelRegistry:
             if self._closing:
                 raise ModelNotReady("server is shutting down")
             names = sorted(self._slots)
-            defaults = await asyncio.gather(*(self._apply_model(name, snapshot.model(name))
+            defaults = await asyncio.gather(*(self._apply_model(name, snapshot.model(name),
+                                                                snapshot.routed_versions(name))
                                               for name in names))
             retired: list[ServedVersion] = []
             models: dict[str, ModelRoutes] = {}
             for name, default in zip(names, defaults, strict=True):
-                aliases = {alias: v for alias, v in snapshot.model(name).aliases.items()
-                           if v in self._slots[name]}
-                keep = {v for v in aliases.values()} | ({default.version} if default else set())
+                control = snapshot.model(name)
+                aliases = {alias: v for alias, v in control.aliases.items() if v in self._slots[name]}
+                keep = snapshot.routed_versions(name) | ({default.version} if default else set())
                 retired += self._detach(name, keep)
+                routable = {v: slot.served for v, slot in self._slots[name].items()
+                            if slot.routable and slot.served is not None}
+                resolved = resolve_split(control.traffic, aliases, routable, default)
+                for fallback in resolved.fallbacks:
+                    log.warning("model %r traffic: %s", name, fallback)
+                shadow = None
+                if control.shadow is not None:
+                    shadow_served = routable.get(control.shadow.version)
+                    if shadow_served is None:
+                        log.warning("model %r: shadow version %d is not ready; no copies are sent",
+                                    name, control.shadow.version)
+                    else:
+                        shadow = ShadowRoute(shadow_served, control.shadow.share,
+                                             control.shadow.tolerance, control.shadow.threshold)
                 models[name] = ModelRoutes(
                     name=name, default=default, aliases=MappingProxyType(aliases),
-                    versions=MappingProxyType({v: slot.served for v, slot in self._slots[name].items()
-                                               if slot.routable and slot.served is not None}))
+                    versions=MappingProxyType(routable), split=resolved.split,
+                    weights=MappingProxyType(resolved.weights), fallbacks=resolved.fallbacks,
+                    shadow=shadow)
             table = RoutingTable(revision=snapshot.revision, models=MappingProxyType(models))
             self._table = table  # publish: one reference swap
             self._applied = snapshot
@@ -135,14 +152,15 @@ class ModelRegistry:
                 log.exception("applying control revision %d failed; keeping revision %d",
                               snapshot.revision, self._applied.revision)
 
-    async def _apply_model(self, name: str, control: ModelControl) -> ServedVersion | None:
-        """Load what `control` routes to; return the version unpinned requests should go to."""
+    async def _apply_model(self, name: str, control: ModelControl,
+                           routed: set[int]) -> ServedVersion | None:
+        """Load what `control` routes to (`routed`); return the version unpinned requests go to
+        when no traffic policy splits them (the `production` version)."""
         slots = self._slots[name]
-        for alias, version in sorted(control.aliases.items()):
-            if version not in slots:
-                log.error("model %r: alias %r names version %d, which is not in the repository "
-                          "(versions %s); ignored", name, alias, version, sorted(slots))
-        targets = sorted({v for v in control.aliases.values() if v in slots}, reverse=True)
+        for version in sorted(routed - set(slots)):
+            log.error("model %r: the routing names version %d, which is not in the repository "
+                      "(versions %s); ignored", name, version, sorted(slots))
+        targets = sorted(routed & set(slots), reverse=True)
         for version in targets:
             if not slots[version].routable:
                 await self._load(name, version)
@@ -221,17 +239,24 @@ class ModelRegistry:
 
     # --- request path -----------------------------------------------------------------------
 
-    def acquire(self, name: str, version: int | None = None) -> ServedVersion:
+    def acquire(self, name: str, version: int | None = None,
+                routing_key: str | None = None) -> ServedVersion:
         """The version a request goes to, with a lease taken on it: the caller must `release()` it.
 
+        Unpinned requests follow the model's traffic policy (sticky by `routing_key`).
         ModelNotFound for an unknown model or a version not in the repository; ModelNotReady
         for one that exists but is not loaded and ready, or while shutting down.
         """
-        served = self._table.lookup(name, version)
+        served = self._table.lookup(name, version, routing_key)
         if served is None or self._closing:
             raise self._unroutable(name, version)
         served.lease()
         return served
+
+    def shadow_route(self, name: str) -> ShadowRoute | None:
+        """Where copies of `name`'s unpinned requests go (None: no shadow, or it is not ready)."""
+        routes = self._table.models.get(name)
+        return None if routes is None else routes.shadow
 
     def resolve(self, name: str, version: int | None = None) -> ServedVersion:
         """Like `acquire` without a lease: for metadata and readiness, which run nothing."""

@@ -95,6 +95,10 @@ class FeatureStoreUnavailable(HotserveError):
     """The feature store could not answer (Redis down, timeout)."""
 
 
+class ControlStateUnavailable(HotserveError):
+    """The control-state store (Redis) could not answer; routing stays as last applied."""
+
+
 # --- execution -------------------------------------------------------------
 
 

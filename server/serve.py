@@ -25,7 +25,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from server.api.deps import Edge
 from server.app import create_app
@@ -35,8 +35,11 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `Settings` field; unset flags leave the env/default value alone."""
+    """One flag per `Settings` field except secrets (a flag shows in `ps`); unset flags leave the
+    env/default value alone."""
     for name, field in Settings.model_fields.items():
+        if is_secret(field.annotation):
+            continue
         flag = "--" + name.replace("_", "-")
         env = f"HOTSERVE_{name.upper()}"
         description = (field.description or name.replace("_", " ")).replace("%", "%%")
@@ -47,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
                                 help=help_text)
+
+
+def is_secret(annotation: Any) -> bool:
+    """`SecretStr` or `SecretStr | None`: read from the environment only."""
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +47,19 @@ class Settings(BaseSettings):
     """Shadow copies run at once (they go through the shadow version's own batcher)."""
     control_poll_interval_s: float = Field(default=2.0, gt=0)
     """How often the control-state file is re-read for changes made by another process."""
+
+    # --- Redis: fleet-wide control state (and online features)
+    redis_url: SecretStr | None = None
+    """`redis://[:password@]host:port/db`; set: the control state (routing) lives in Redis, shared by
+    every replica. Empty: a local file. A secret: never a flag, never logged."""
+    redis_timeout_ms: float = Field(default=500.0, gt=0)
+    """Socket timeout of Redis calls on the control path."""
+    control_key_prefix: str = "hotserve"
+    """Redis keys of the control state: `<prefix>:control` (document) and `<prefix>:control:changes`."""
+    control_reconcile_interval_s: float = Field(default=5.0, gt=0)
+    """Replicas re-read the routing from Redis this often even without a published change."""
+    control_start_timeout_s: float = Field(default=60.0, ge=0)
+    """At start, how long to keep trying to read the routing (Redis down) before giving up."""
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.errors import (
     Conflict,
+    ControlStateUnavailable,
     DeadlineExceeded,
     FeatureStoreUnavailable,
     HotserveError,
@@ -40,6 +41,7 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     Overloaded: 429,
     ModelNotReady: 503,
     FeatureStoreUnavailable: 503,
+    ControlStateUnavailable: 503,
     DeadlineExceeded: 504,
     InferenceFailed: 500,
     ModelLoadFailed: 500,

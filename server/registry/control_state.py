@@ -128,6 +128,10 @@ class ControlState(Protocol):
         is written by anyone."""
         ...
 
+    async def close(self) -> None:
+        """Release connections (the stored state stays)."""
+        ...
+
 
 class FileControlState:
     """The snapshot as one JSON file; absent file = revision 0, no aliases set.
@@ -173,6 +177,9 @@ class FileControlState:
                     await asyncio.wait_for(self._written.wait(), self.poll_interval_s)
                 except TimeoutError:
                     pass
+
+    async def close(self) -> None:
+        return None
 
     def _read(self) -> ControlSnapshot:
         try:

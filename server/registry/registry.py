@@ -23,11 +23,12 @@ Request path: `acquire()` is one lookup in the published table plus a lease; the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from types import MappingProxyType
 
-from server.errors import ModelLoadFailed, ModelNotFound, ModelNotReady
+from server.errors import ControlStateUnavailable, ModelLoadFailed, ModelNotFound, ModelNotReady
 from server.metrics.instruments import Metrics
 from server.registry.control_state import PRODUCTION, ControlSnapshot, ControlState, FileControlState, ModelControl
 from server.registry.loader import load_version
@@ -43,6 +44,21 @@ log = logging.getLogger(__name__)
 __all__ = ["ModelRegistry", "ServedVersion", "VersionState", "VersionStatus"]
 
 
+def control_state_for(settings: Settings, metrics: Metrics) -> ControlState:
+    """Redis (shared by the fleet) when `redis_url` is set, else the local file."""
+    metrics.control_state_up.set(1)
+    if settings.redis_url is not None:
+        from server.registry.redis_control_state import RedisControlState
+
+        return RedisControlState(settings.redis_url.get_secret_value(),
+                                 key_prefix=settings.control_key_prefix,
+                                 timeout_s=settings.redis_timeout_ms / 1000.0,
+                                 reconcile_interval_s=settings.control_reconcile_interval_s,
+                                 on_up_change=lambda up: metrics.control_state_up.set(1 if up else 0))
+    return FileControlState(settings.control_state_path or settings.model_repository / ".hotserve" /
+                            "control.json", poll_interval_s=settings.control_poll_interval_s)
+
+
 class ModelRegistry:
     """Every model version of the repository, the routing table over the loaded ones, and `apply`."""
 
@@ -51,9 +67,7 @@ class ModelRegistry:
         self._settings = settings
         self._metrics = metrics
         self._root = settings.model_repository
-        self.control: ControlState = control_state or FileControlState(
-            settings.control_state_path or self._root / ".hotserve" / "control.json",
-            poll_interval_s=settings.control_poll_interval_s)
+        self.control: ControlState = control_state or control_state_for(settings, metrics)
         """Where the desired state is stored; admin operations write it, then `apply` it."""
         self._slots: dict[str, dict[int, VersionSlot]] = {}
         self._table = RoutingTable()
@@ -85,13 +99,28 @@ class ModelRegistry:
         """Scan the repository, apply the stored control snapshot, then follow its changes."""
         found = await asyncio.to_thread(scan_repository, self._root)
         self._slots = {name: {v: VersionSlot() for v in versions} for name, versions in found.items()}
-        await self.apply(await self.control.read())
+        await self.apply(await self._read_at_start())
         self._started = True
         log.info("model repository %s: %d model(s), serving %s", self._root, len(found),
                  ", ".join(f"{r.name} v{r.default.version} on {r.default.provider}"
                            for r in self._table.models.values() if r.default is not None)
                  or "nothing")
         self._watcher = asyncio.create_task(self._follow(), name="hotserve-control-watch")
+
+    async def _read_at_start(self) -> ControlSnapshot:
+        """The stored routing; while the store does not answer, retry (never guess "latest")."""
+        deadline = time.monotonic() + self._settings.control_start_timeout_s
+        backoff = 0.1
+        while True:
+            try:
+                return await self.control.read()
+            except ControlStateUnavailable as error:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"{error}; gave up after control_start_timeout_s="
+                                       f"{self._settings.control_start_timeout_s}") from error
+                log.warning("%s; retrying (the server is not ready until it has the routing)", error)
+            await asyncio.sleep(backoff)  # retry backoff, not synchronisation
+            backoff = min(2.0, backoff * 2)
 
     async def apply(self, snapshot: ControlSnapshot) -> RoutingTable:
         """Make `snapshot` the running state; returns the routing table it published.
@@ -135,6 +164,11 @@ class ModelRegistry:
             table = RoutingTable(revision=snapshot.revision, models=MappingProxyType(models))
             self._table = table  # publish: one reference swap
             self._applied = snapshot
+            self._metrics.control_revision.set(snapshot.revision)
+            for name, routes in models.items():
+                for version in routes.versions:
+                    self._metrics.traffic_weight.labels(name, str(version)).set(
+                        routes.weights.get(version, 0))
         if retired:
             await asyncio.gather(*(self._drain(served) for served in retired))
         return table
@@ -221,6 +255,8 @@ class ModelRegistry:
                 detached.append(slot.served)
                 slot.served, slot.state, slot.reason = None, VersionState.UNAVAILABLE, None
                 self._metrics.model_ready.labels(name, str(version)).set(0)
+                with contextlib.suppress(KeyError):
+                    self._metrics.traffic_weight.remove(name, str(version))
         return detached
 
     async def _drain(self, served: ServedVersion) -> bool:
@@ -306,6 +342,7 @@ class ModelRegistry:
             self._table = RoutingTable(revision=self._table.revision)
         results = await asyncio.gather(*(served.drain(timeout_s) for served in loaded),
                                        *self._draining)
+        await self.control.close()
         for served, drained in zip(loaded, results, strict=False):
             if not drained:
                 log.warning("model %r version %d: closed with work still running", served.name,

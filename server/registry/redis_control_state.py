@@ -20,7 +20,11 @@ from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as redis
 from pydantic import ValidationError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.errors import ControlConflict, ControlStateUnavailable
 from server.registry.control_state import ControlSnapshot
@@ -50,8 +54,10 @@ class RedisControlState:
         self.key = f"{key_prefix}:control"
         self.channel = f"{key_prefix}:control:changes"
         self.reconcile_interval_s = reconcile_interval_s
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s,
-                                            socket_connect_timeout=timeout_s)
+        # One retry on a dropped connection: a pooled connection goes stale when Redis restarts.
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self._cas = self._client.register_script(_COMPARE_AND_SET)
         self._on_up_change = on_up_change
         self.up = True

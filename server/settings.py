@@ -5,6 +5,8 @@ Per-model behaviour (batching, features) lives in `model.json`, not here.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +60,8 @@ class Settings(BaseSettings):
     """Redis keys of the control state: `<prefix>:control` (document) and `<prefix>:control:changes`."""
     control_reconcile_interval_s: float = Field(default=5.0, gt=0)
     """Replicas re-read the routing from Redis this often even without a published change."""
+    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    """This replica's name in the routing reports (the pod name under Kubernetes)."""
     control_start_timeout_s: float = Field(default=60.0, ge=0)
     """At start, how long to keep trying to read the routing (Redis down) before giving up."""
 

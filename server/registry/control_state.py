@@ -113,6 +113,19 @@ class ControlSnapshot(_Frozen):
         return history[-1].previous if history else None
 
 
+class ReplicaStatus(_Frozen):
+    """What one replica last reported about the routing it applied."""
+
+    replica: str
+    revision: int
+    reported_at: float
+    """Unix time of the report (replicas report on every apply and every reconcile period)."""
+    models: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """Model -> effective traffic share (percent) per version on that replica."""
+    fallbacks: list[str] = Field(default_factory=list)
+    """Parts of the policy the replica cannot serve as written (a target not ready there)."""
+
+
 class ControlState(Protocol):
     """Durable store of the `ControlSnapshot`."""
 
@@ -126,6 +139,14 @@ class ControlState(Protocol):
     def watch(self, after_revision: int) -> AsyncIterator[ControlSnapshot]:
         """Each snapshot newer than the last one seen (starting after `after_revision`), as it
         is written by anyone."""
+        ...
+
+    async def report(self, status: ReplicaStatus) -> None:
+        """Publish this replica's applied routing for operators (best effort)."""
+        ...
+
+    async def replicas(self) -> list[ReplicaStatus]:
+        """The replicas that reported recently, with what they applied."""
         ...
 
     async def close(self) -> None:
@@ -146,6 +167,7 @@ class FileControlState:
         self._lock = asyncio.Lock()
         self._written = asyncio.Condition()
         self._writes = 0
+        self._reported: ReplicaStatus | None = None
 
     async def read(self) -> ControlSnapshot:
         return await asyncio.to_thread(self._read)
@@ -177,6 +199,12 @@ class FileControlState:
                     await asyncio.wait_for(self._written.wait(), self.poll_interval_s)
                 except TimeoutError:
                     pass
+
+    async def report(self, status: ReplicaStatus) -> None:
+        self._reported = status  # one process, one replica: nobody else to tell
+
+    async def replicas(self) -> list[ReplicaStatus]:
+        return [] if self._reported is None else [self._reported]
 
     async def close(self) -> None:
         return None

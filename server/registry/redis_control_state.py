@@ -15,7 +15,9 @@ catches up. Redis errors become `ControlStateUnavailable` here; nothing above im
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as redis
@@ -27,7 +29,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.errors import ControlConflict, ControlStateUnavailable
-from server.registry.control_state import ControlSnapshot
+from server.registry.control_state import ControlSnapshot, ReplicaStatus
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class RedisControlState:
                  on_up_change: Callable[[bool], None] | None = None) -> None:
         self.key = f"{key_prefix}:control"
         self.channel = f"{key_prefix}:control:changes"
+        self.replicas_key = f"{key_prefix}:control:replicas"
         self.reconcile_interval_s = reconcile_interval_s
         # One retry on a dropped connection: a pooled connection goes stale when Redis restarts.
         self._client = redis.Redis.from_url(
@@ -129,6 +132,30 @@ class RedisControlState:
                     pass
             await asyncio.sleep(backoff)  # retry backoff while Redis is down, not synchronisation
             backoff = min(MAX_BACKOFF_S, backoff * 2)
+
+    async def report(self, status: ReplicaStatus) -> None:
+        try:
+            await self._client.hset(self.replicas_key, status.replica, status.model_dump_json())
+        except (RedisError, OSError) as error:
+            self._mark(False, error)  # the next report or reconcile tries again
+
+    async def replicas(self) -> list[ReplicaStatus]:
+        """Replicas that reported within three reconcile periods (older entries are removed)."""
+        try:
+            raw = await self._client.hgetall(self.replicas_key)
+        except (RedisError, OSError) as error:
+            self._mark(False, error)
+            raise ControlStateUnavailable(f"replica reports in Redis cannot be read: {error}") from error
+        fresh_after = time.time() - 3 * self.reconcile_interval_s
+        statuses: list[ReplicaStatus] = []
+        stale: list[ReplicaStatus] = []
+        for replica, doc in raw.items():
+            status = ReplicaStatus.model_validate_json(doc)
+            (statuses if status.reported_at >= fresh_after else stale).append(status)
+        if stale:
+            with contextlib.suppress(RedisError, OSError):
+                await self._client.hdel(self.replicas_key, *(s.replica for s in stale))
+        return sorted(statuses, key=lambda s: s.replica)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -30,7 +30,14 @@ from types import MappingProxyType
 
 from server.errors import ControlStateUnavailable, ModelLoadFailed, ModelNotFound, ModelNotReady
 from server.metrics.instruments import Metrics
-from server.registry.control_state import PRODUCTION, ControlSnapshot, ControlState, FileControlState, ModelControl
+from server.registry.control_state import (
+    PRODUCTION,
+    ControlSnapshot,
+    ControlState,
+    FileControlState,
+    ModelControl,
+    ReplicaStatus,
+)
 from server.registry.loader import load_version
 from server.registry.repository import scan_repository, version_dir
 from server.registry.served import ServedVersion
@@ -75,6 +82,7 @@ class ModelRegistry:
         self._lock = asyncio.Lock()
         self._draining: set[asyncio.Task[bool]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._started = False
         self._closing = False
 
@@ -106,6 +114,7 @@ class ModelRegistry:
                            for r in self._table.models.values() if r.default is not None)
                  or "nothing")
         self._watcher = asyncio.create_task(self._follow(), name="hotserve-control-watch")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="hotserve-control-report")
 
     async def _read_at_start(self) -> ControlSnapshot:
         """The stored routing; while the store does not answer, retry (never guess "latest")."""
@@ -169,9 +178,29 @@ class ModelRegistry:
                 for version in routes.versions:
                     self._metrics.traffic_weight.labels(name, str(version)).set(
                         routes.weights.get(version, 0))
+        await self._report()
         if retired:
             await asyncio.gather(*(self._drain(served) for served in retired))
         return table
+
+    async def _report(self) -> None:
+        """Tell operators (through the control store) which routing this replica applied."""
+        table = self._table
+        status = ReplicaStatus(
+            replica=self._settings.replica_id, revision=table.revision, reported_at=time.time(),
+            models={name: {str(v): w for v, w in routes.weights.items()}
+                    for name, routes in table.models.items()},
+            fallbacks=[f"{name}: {f}" for name, routes in table.models.items() for f in routes.fallbacks])
+        try:
+            await self.control.report(status)
+        except Exception:  # reporting is for operators; routing never depends on it
+            log.exception("reporting the applied routing failed")
+
+    async def _heartbeat(self) -> None:
+        """Report the applied routing every reconcile period, so operators see live replicas."""
+        while True:
+            await asyncio.sleep(self._settings.control_reconcile_interval_s)  # a period, not a sync
+            await self._report()
 
     async def _follow(self) -> None:
         """Apply every newer snapshot the control state reports, until closed."""
@@ -332,8 +361,9 @@ class ModelRegistry:
     async def close(self, timeout_s: float) -> None:
         """Stop routing; let routed, queued and running work finish (at most `timeout_s`); unload."""
         self._closing = True
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._heartbeat_task):
+            if task is not None:
+                task.cancel()
         async with self._lock:
             loaded = [slot.served for slots in self._slots.values() for slot in slots.values()
                       if slot.served is not None]

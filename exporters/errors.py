@@ -44,10 +44,10 @@ class ParityError(ExportError):
     """The ONNX model's outputs stray from PyTorch's by more than the tolerance."""
 
     def __init__(self, stage: str, max_abs_diff: float, tolerance: float, rows: int,
-                 worst_row: int, against: str = "PyTorch") -> None:
+                 worst_row: int, against: str = "PyTorch", measure: str | None = None) -> None:
         reference, rows_kind = ("torch", "held-out") if against == "PyTorch" else (against, "check")
         super().__init__(
-            f"parity check failed for the {stage} model: max |onnx - {reference}| = "
+            f"parity check failed for the {stage} model: {measure or f'max |onnx - {reference}|'} = "
             f"{max_abs_diff:.3g} over {rows} {rows_kind} rows (worst row {worst_row}) exceeds "
             f"tolerance {tolerance:.3g}"
         )
@@ -62,11 +62,15 @@ class MetricRegression(ExportError):
     """A reduced-precision model loses more of a metric than allowed."""
 
     def __init__(self, stage: str, metric: str, float_value: float, reduced_value: float,
-                 max_drop: float) -> None:
+                 max_drop: float, relative: bool = False) -> None:
+        change = (
+            f"an increase of {reduced_value / float_value - 1.0:.2%} exceeds the allowed {max_drop:.2%}"
+            if relative else
+            f"a drop of {float_value - reduced_value:.4f} exceeds the allowed {max_drop:.4f}"
+        )
         super().__init__(
             f"{stage} model {metric} = {reduced_value:.4f} vs {float_value:.4f} for the float "
-            f"model on the held-out rows: a drop of {float_value - reduced_value:.4f} exceeds "
-            f"the allowed {max_drop:.4f}"
+            f"model on the held-out rows: {change}"
         )
         self.stage = stage
         self.metric = metric

@@ -2,7 +2,8 @@
 
 Last step of `pipeline.export_checkpoint` before the version folder is published: the
 checkpoint supplies signature, feature spec, drift reference and lineage; the export run
-supplies batching defaults, export facts and the sha256 of the final `model.onnx`.
+supplies batching defaults, export facts, the finished feature view (`feature_view.py`) and
+the sha256 of the final `model.onnx`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.registry.manifest import BatchingPolicy, ExportInfo, ModelManifest, sha256_file
+from server.registry.manifest import BatchingPolicy, ExportInfo, FeatureSpec, ModelManifest, sha256_file
 
 if TYPE_CHECKING:  # training.checkpoints imports torch; only the type is needed here
     from training.checkpoints import CheckpointMetadata
@@ -64,15 +65,17 @@ def library_versions() -> dict[str, str]:
 
 
 def build_manifest(checkpoint_metadata: CheckpointMetadata, checkpoint_dir: Path, onnx_path: Path,
-                   batching: BatchingPolicy, export: ExportInfo) -> ModelManifest:
-    """`model.json` for `onnx_path`, whose sha256 is taken from the file as it is now."""
+                   batching: BatchingPolicy, export: ExportInfo,
+                   features: FeatureSpec | None = None) -> ModelManifest:
+    """`model.json` for `onnx_path`, whose sha256 is taken from the file as it is now;
+    `features` (from `feature_view.export_feature_spec`) replaces the checkpoint's spec."""
     return ModelManifest(
         name=checkpoint_metadata.name,
         version=checkpoint_metadata.version,
         inputs=list(checkpoint_metadata.inputs),
         outputs=list(checkpoint_metadata.outputs),
         batching=batching,
-        features=checkpoint_metadata.features,
+        features=features if features is not None else checkpoint_metadata.features,
         drift=checkpoint_metadata.drift,
         lineage=checkpoint_metadata.lineage(checkpoint_dir),
         export=export,

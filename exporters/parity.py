@@ -3,8 +3,11 @@
 Every graph `pipeline.export_checkpoint` may publish passes through `compare` against the
 PyTorch module on the checkpoint's held-out rows, and every graph `importer.import_model`
 may publish against the original ONNX file; a model that strays beyond the tolerance is
-never written. Reduced-precision graphs are also judged by `metric_change` against the float
-graph. torch is imported only by `torch_outputs`, so importing needs no torch.
+never written. Differences are in output units (probabilities), or in target standard
+deviations for a regression model, so one tolerance means the same for minutes and for
+dollars. A multiclass `label` must match too (`compare_labels`). Reduced-precision graphs are
+also judged by `metric_change` against the float graph, on the metric that matters for the
+task. torch is imported only by `torch_outputs`, so importing needs no torch.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import numpy as np
 import onnxruntime as ort
 
 from exporters.errors import ExportError, MetricRegression, ParityError
-from training.metrics import evaluate
+from exporters.options import MAX_ACCURACY_DROP, MAX_AUC_DROP, MAX_RMSE_INCREASE
+from training.metrics import evaluate_task
+from training.tasks import Task
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +43,10 @@ class ParityReport:
     """Mean over rows of each row's largest difference."""
     worst_row: int
     tolerance: float
+    scale: float = 1.0
+    """Differences were divided by this (a regression target's standard deviation)."""
+    near_ties: int = 0
+    """Rows whose multiclass label differs from PyTorch's where PyTorch's top classes were within tolerance."""
 
     @property
     def passed(self) -> bool:
@@ -81,12 +90,12 @@ def onnx_outputs(path: Path, inputs: Mapping[str, np.ndarray]) -> list[np.ndarra
 
 
 def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
-            tolerance: float, against: str = "PyTorch") -> ParityReport:
+            tolerance: float, scale: float = 1.0, against: str = "PyTorch") -> ParityReport:
     """Measure `candidate` against `reference` row by row; raise ParityError if too far.
 
-    A row's difference is its largest absolute difference over every output element;
-    NaN or infinite outputs count as infinitely far. `against` names the reference in
-    messages ("PyTorch", or "the source file" for imports).
+    A row's difference is its largest absolute difference over every output element,
+    divided by `scale`; NaN or infinite outputs count as infinitely far. `against` names the
+    reference in messages ("PyTorch", or "the source file" for imports).
     """
     if len(reference) != len(candidate):
         raise ExportError(
@@ -99,7 +108,7 @@ def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.
                 f"{stage} model output shape {list(got.shape)} differs from {against}'s "
                 f"{list(expected.shape)}"
             )
-        diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+        diff = np.abs(got.astype(np.float64) - expected.astype(np.float64)) / scale
         diff = np.where(np.isfinite(diff), diff, np.inf)
         per_output.append(diff.reshape(len(diff), -1).max(axis=1, initial=0.0))
     if len({len(d) for d in per_output}) > 1:
@@ -113,22 +122,64 @@ def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.
         mean_abs_diff=float(per_row.mean()) if rows else 0.0,
         worst_row=int(np.argmax(per_row)) if rows else 0,
         tolerance=tolerance,
+        scale=scale,
     )
     if not report.passed:
+        reference_name = "torch" if against == "PyTorch" else against
+        measure = None if scale == 1.0 else f"max |onnx - {reference_name}| / target std ({scale:.4g})"
         raise ParityError(stage, report.max_abs_diff, tolerance, report.rows, report.worst_row,
-                          against)
+                          against, measure)
     return report
 
 
-def metric_change(stage: str, float_probabilities: np.ndarray, reduced_probabilities: np.ndarray,
-                  labels: np.ndarray, max_auc_drop: float) -> dict[str, float]:
-    """Reduced minus float `auc`, `accuracy`, `log_loss`; MetricRegression if AUC falls too far."""
+def compare_labels(stage: str, probabilities: np.ndarray, indices: np.ndarray, labels: np.ndarray,
+                   classes: Sequence[int] | Sequence[str], tolerance: float) -> int:
+    """Check a graph's class `labels` against PyTorch's class `indices` (and `probabilities`).
+
+    A label may differ only where PyTorch's probability for it is within `tolerance` of its
+    top class (a near tie that rounding can flip); returns how many rows did. Anything else,
+    including a label that is no class at all, is a ParityError.
+    """
+    position = {value: k for k, value in enumerate(classes)}
+    got = np.array([position.get(value.item() if isinstance(value, np.generic) else value, -1)
+                    for value in labels.ravel()], dtype=np.int64)
+    expected = np.asarray(indices, dtype=np.int64).ravel()
+    if got.shape != expected.shape:
+        raise ExportError(f"{stage} model returns {got.size} labels for {expected.size} rows")
+    differs = np.flatnonzero(got != expected)
+    gap = np.full(expected.size, np.inf)  # a label that is no class stays infinitely far
+    known = differs[got[differs] >= 0]
+    gap[known] = probabilities[known, expected[known]] - probabilities[known, got[known]]
+    bad = differs[gap[differs] > tolerance]
+    if bad.size:
+        worst = int(bad[0])
+        raise ParityError(stage, float(gap[worst]), tolerance, expected.size, worst, measure=
+                          f"label {labels.ravel()[worst]!r} vs PyTorch's {classes[expected[worst]]!r}: "
+                          "PyTorch's probability lead of its class")
+    return int(differs.size)
+
+
+def metric_change(stage: str, float_outputs: np.ndarray, reduced_outputs: np.ndarray,
+                  labels: np.ndarray, max_auc_drop: float = MAX_AUC_DROP, *, task: Task = "binary",
+                  max_accuracy_drop: float = MAX_ACCURACY_DROP,
+                  max_rmse_increase: float = MAX_RMSE_INCREASE) -> dict[str, float]:
+    """Reduced minus float value of each of the task's metrics, from its score output.
+
+    Refuses (MetricRegression) a binary model whose AUC drops by more than `max_auc_drop`,
+    a multiclass one whose accuracy drops by more than `max_accuracy_drop`, and a regression
+    one whose RMSE grows by more than the fraction `max_rmse_increase`.
+    """
     try:
-        float_metrics = evaluate(float_probabilities, labels)
-        reduced_metrics = evaluate(reduced_probabilities, labels)
+        float_metrics = evaluate_task(task, float_outputs, labels)
+        reduced_metrics = evaluate_task(task, reduced_outputs, labels)
     except ValueError as exc:
         raise ExportError(f"cannot measure the {stage} model's metric change: {exc}") from exc
-    if float_metrics["auc"] - reduced_metrics["auc"] > max_auc_drop:
-        raise MetricRegression(stage, "auc", float_metrics["auc"], reduced_metrics["auc"],
-                               max_auc_drop)
+    if task == "regression":
+        before, after = float_metrics["rmse"], reduced_metrics["rmse"]
+        if after > before * (1.0 + max_rmse_increase):
+            raise MetricRegression(stage, "rmse", before, after, max_rmse_increase, relative=True)
+    else:
+        metric, max_drop = ("accuracy", max_accuracy_drop) if task == "multiclass" else ("auc", max_auc_drop)
+        if float_metrics[metric] - reduced_metrics[metric] > max_drop:
+            raise MetricRegression(stage, metric, float_metrics[metric], reduced_metrics[metric], max_drop)
     return {name: reduced_metrics[name] - float_metrics[name] for name in float_metrics}

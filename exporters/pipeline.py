@@ -1,7 +1,8 @@
 """`export_checkpoint`: checkpoint -> checked ONNX graph -> published repository version.
 
 The control path `hotserve export` runs, offline. Steps, each a module of this package:
-load (`source`), export fp32 (`onnx_export`), parity against PyTorch (`parity`), optional
+load (`source`), export fp32 (`onnx_export`; a multiclass graph gets its class names,
+`class_labels`), parity against PyTorch (`parity`), optional
 basic graph optimisation kept only if parity still holds (`optimize`), optional int8/fp16
 variant judged by parity and metric change (`precision`), `model.json` (`manifest_builder`),
 atomic publish (`repository`). Any failure leaves the repository untouched.
@@ -9,6 +10,7 @@ atomic publish (`repository`). Any failure leaves the repository untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,13 +22,24 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from exporters import manifest_builder, onnx_export, optimize, parity, precision, source
+from exporters import (
+    class_labels,
+    feature_view,
+    manifest_builder,
+    onnx_export,
+    optimize,
+    parity,
+    precision,
+    source,
+)
 from exporters.errors import ExportError
 from exporters.options import ExportOptions
 from exporters.repository import VersionStaging, ensure_absent
 from server.registry.manifest import ONNX_FILENAME, ExportInfo, ModelManifest
 from server.registry.repository import version_dir
 from training.checkpoints import LoadedCheckpoint
+from training.models import RegressionModel
+from training.tasks import LABEL_OUTPUT
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +75,12 @@ class _Run:
     loaded: LoadedCheckpoint
     holdout: dict[str, np.ndarray]
     reference: list[np.ndarray]
-    """PyTorch's outputs on the held-out rows: what every graph must reproduce."""
+    """PyTorch's outputs on the held-out rows: what every graph must reproduce (a multiclass
+    module's second output is class indices; graphs answer with the class names)."""
     work: Path
     options: ExportOptions
+    scale: float = 1.0
+    """A regression target's standard deviation: parity differences are measured in it."""
     reports: list[parity.ParityReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -74,7 +90,13 @@ class _Run:
         onnx_export.check_model(path)
         onnx_export.verify_signature(path, metadata.inputs, metadata.outputs)
         outputs = parity.onnx_outputs(path, self.holdout)
-        report = parity.compare(stage, self.reference, outputs, tolerance)
+        if metadata.task == "multiclass" and metadata.classes is not None:
+            report = parity.compare(stage, self.reference[:1], outputs[:1], tolerance)
+            ties = parity.compare_labels(stage, self.reference[0], self.reference[1], outputs[1],
+                                         metadata.classes, tolerance)
+            report = dataclasses.replace(report, near_ties=ties)
+        else:
+            report = parity.compare(stage, self.reference, outputs, tolerance, self.scale)
         self.reports.append(report)
         return _Graph(path, outputs)
 
@@ -85,6 +107,8 @@ def _float_graph(run: _Run) -> tuple[_Graph, bool]:
     fp32_path = run.work / "fp32.onnx"
     onnx_export.export_onnx(run.loaded.module, onnx_export.example_batch(run.holdout, metadata.inputs),
                             metadata.inputs, metadata.outputs, fp32_path, run.options.opset)
+    if metadata.task == "multiclass" and metadata.classes is not None:
+        class_labels.attach_class_names(fp32_path, LABEL_OUTPUT, metadata.classes)
     graph = run.checked("fp32", fp32_path, run.options.tolerance)
     if not run.options.optimize:
         return graph, False
@@ -105,9 +129,12 @@ def _reduced_graph(run: _Run, stage: str, float_graph: _Graph) -> tuple[_Graph, 
         precision.quantize_int8(float_graph.path, path, run.work)
     else:
         precision.convert_fp16(float_graph.path, path)
-    graph = run.checked(stage, path, run.options.reduced_tolerance_or_default)
+    graph = run.checked(stage, path, run.options.reduced_tolerance_for(run.loaded.metadata.task))
+    options = run.options
     deltas = parity.metric_change(stage, float_graph.outputs[0], graph.outputs[0],
-                                  np.asarray(run.loaded.holdout_labels), run.options.max_auc_drop)
+                                  np.asarray(run.loaded.holdout_labels), options.max_auc_drop,
+                                  task=run.loaded.metadata.task, max_accuracy_drop=options.max_accuracy_drop,
+                                  max_rmse_increase=options.max_rmse_increase)
     return graph, deltas
 
 
@@ -137,11 +164,15 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path,
     metadata = loaded.metadata
     target = version_dir(repository, metadata.name, metadata.version)
     ensure_absent(target)  # fail before minutes of work, not after
+    features = feature_view.export_feature_spec(metadata, options, repository)
     holdout = source.holdout_arrays(loaded)
     reference = parity.torch_outputs(loaded.module, holdout, [s.name for s in metadata.inputs])
 
+    module = loaded.module
+    scale = float(module.target_std) if isinstance(module, RegressionModel) else 1.0
+
     with VersionStaging(target) as staging:
-        run = _Run(loaded, holdout, reference, staging.folder / "work", options)
+        run = _Run(loaded, holdout, reference, staging.folder / "work", options, scale)
         run.work.mkdir()
         logger.info("exporting %s version %d to ONNX", metadata.name, metadata.version)
         float_graph, optimized = _float_graph(run)
@@ -167,8 +198,8 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path,
         )
         batching = manifest_builder.batching_policy(metadata.architecture, options.max_batch_size,
                                                     options.max_queue_delay_ms, options.instances)
-        manifest = manifest_builder.build_manifest(metadata, checkpoint_dir, model_path, batching,
-                                                   export_info)
+        manifest = manifest_builder.build_manifest(
+            metadata, checkpoint_dir, model_path, batching, export_info, features)
         manifest.write(staging.folder)
         ModelManifest.read(staging.folder)  # what the server will parse must round-trip
         published = staging.publish()

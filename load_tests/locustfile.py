@@ -30,6 +30,9 @@ class _Model:
     datatype = "FP32"
     width = 0
     columns: list[str] = []
+    """What a v1 record carries: every column, or, with a feature view, the request features and
+    the entity key (`HOTSERVE_BENCH_ENTITY`, a demo customer by default)."""
+    entity: dict[str, str] = {}
 
 
 @events.test_start.add_listener  # type: ignore[untyped-decorator]  # EventHook.add_listener is unannotated
@@ -39,7 +42,11 @@ def _read_metadata(environment: Environment, **_kwargs: Any) -> None:
     spec = meta["inputs"][0]
     _Model.input_name, _Model.datatype = spec["name"], spec["datatype"]
     _Model.width = int(spec["shape"][-1])
-    _Model.columns = (meta.get("features") or {}).get("columns", [])
+    features = meta.get("features") or {}
+    _Model.columns = features.get("columns", [])
+    if features.get("view"):
+        _Model.columns = features["request_features"]
+        _Model.entity = {features["entity_key"]: os.environ.get("HOTSERVE_BENCH_ENTITY", "c1")}
 
 
 def _row() -> list[float]:
@@ -81,7 +88,7 @@ class PredictionClient(FastHttpUser):
     def v1_records(self) -> None:
         if not _Model.columns:
             return
-        instance = dict.fromkeys(_Model.columns, 0.5)
+        instance = {**dict.fromkeys(_Model.columns, 0.5), **_Model.entity}
         with self.client.post(f"/v1/models/{MODEL}:predict", json={"instances": [instance]},
                               name="v1 predict", catch_response=True) as r:
             if r.status_code != 200 or len(r.json()["predictions"]) != 1:

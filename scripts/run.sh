@@ -13,5 +13,10 @@ if [ -z "$(ls -A "$repo" 2>/dev/null)" ]; then
   hotserve train --name fraud --arch mlp --dataset demo:fraud --checkpoints "$checkpoints"
   hotserve export "$checkpoints/fraud" --repository "$repo"
 fi
+if [ -z "${HOTSERVE_REDIS_URL:-}" ]; then
+  # Embedded feature store: load the demo customers' features at start-up, so v1 requests need
+  # only customer_id and the transaction's own features.
+  export HOTSERVE_FEATURE_TABLE="${HOTSERVE_FEATURE_TABLE:-demo:fraud}"
+fi
 echo "== serving '$repo' on http://${HOTSERVE_HOST:-127.0.0.1}:${HOTSERVE_PORT:-8080}"
 exec hotserve serve --model-repository "$repo"

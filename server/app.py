@@ -16,13 +16,14 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 import server
-from server.api import health, inference
+from server.api import features_admin, health, inference
 from server.api import metrics as metrics_route
 from server.api.context import begin_request, echo_request_id, end_request
 from server.api.deps import Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
 from server.api.request_metrics import RequestMetrics
+from server.features.service import open_features
 from server.metrics.instruments import Metrics
 from server.protocol.paths import match_inference_path
 from server.registry.registry import ModelRegistry
@@ -58,9 +59,10 @@ def create_app(settings: Settings, registry: Registry | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app_metrics = metrics if metrics is not None else Metrics()
         app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
+        features = await open_features(settings, app_metrics)
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
                     inflight=InflightRequests(app_metrics),
-                    request_metrics=RequestMetrics(app_metrics),
+                    request_metrics=RequestMetrics(app_metrics), features=features,
                     shadow=ShadowRunner(app_metrics, max_queue=settings.shadow_queue_size,
                                         workers=settings.shadow_workers))
         app.state.edge = edge
@@ -75,10 +77,12 @@ def create_app(settings: Settings, registry: Registry | None = None,
             # what is left of the grace period to finish queued batches.
             await edge.shadow.close()
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
+            await features.lookup.close()
 
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
+    app.include_router(features_admin.router)
     return app

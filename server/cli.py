@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("exporters.cli", "export a checkpoint to ONNX into a model repository"),
     "import": ("exporters.import_cli", "import an ONNX file made elsewhere into a model repository"),
     "serve": ("server.serve", "serve a model repository over HTTP"),
+    "features": ("server.features.materialize", "online feature store: materialize entity features"),
 }
 
 

@@ -50,6 +50,15 @@ class ModelNotFound(HotserveError):
         self.version = version
 
 
+class EntityNotFound(HotserveError):
+    """The feature store has no (fresh) values for an entity a request names."""
+
+    def __init__(self, view: str, entity: str, reason: str) -> None:
+        super().__init__(f"entity {entity!r} not found in feature view {view}: {reason}")
+        self.view = view
+        self.entity = entity
+
+
 # --- state -----------------------------------------------------------------
 
 
@@ -93,6 +102,16 @@ class DeadlineExceeded(HotserveError):
 
 class FeatureStoreUnavailable(HotserveError):
     """The feature store could not answer (Redis down, timeout)."""
+
+
+class FeatureValueInvalid(HotserveError):
+    """A stored feature value does not parse as the type its view declares."""
+
+    def __init__(self, key: str, feature: str | None, problem: str) -> None:
+        where = f"key {key!r}" if feature is None else f"key {key!r}, feature {feature!r}"
+        super().__init__(f"stored feature value at {where}: {problem}")
+        self.key = key
+        self.feature = feature
 
 
 class ControlStateUnavailable(HotserveError):

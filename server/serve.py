@@ -1,7 +1,8 @@
 """`hotserve serve`: settings from flags and env, uvicorn (uvloop + httptools), graceful shutdown.
 
-Every `Settings` field is a flag of the same name (`model_repository` ->
-`--model-repository`); a flag overrides its `HOTSERVE_*` variable.
+Every `Settings` field but the secrets is a flag of the same name (`model_repository` ->
+`--model-repository`); a flag overrides its `HOTSERVE_*` variable. Secrets (`HOTSERVE_REDIS_URL`,
+`HOTSERVE_ADMIN_TOKEN`) come from the environment only: a flag would show in `ps`.
 
 Graceful shutdown: uvicorn's own SIGTERM handling closes the listening sockets and
 then waits for connections, so a load balancer still routing here would see
@@ -20,12 +21,14 @@ import logging
 import signal
 import socket
 import sys
+import typing
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 
 from server.api.deps import Edge
 from server.app import create_app
@@ -34,12 +37,15 @@ from server.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+def flag_fields() -> dict[str, FieldInfo]:
+    """`Settings` fields that are flags: all but secrets (a flag shows in `ps`)."""
+    return {name: field for name, field in Settings.model_fields.items()
+            if SecretStr not in typing.get_args(field.annotation) and field.annotation is not SecretStr}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `Settings` field except secrets (a flag shows in `ps`); unset flags leave the
-    env/default value alone."""
-    for name, field in Settings.model_fields.items():
-        if is_secret(field.annotation):
-            continue
+    """One flag per `Settings` field except secrets; unset flags leave the env/default value alone."""
+    for name, field in flag_fields().items():
         flag = "--" + name.replace("_", "-")
         env = f"HOTSERVE_{name.upper()}"
         description = (field.description or name.replace("_", " ")).replace("%", "%%")
@@ -52,14 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=help_text)
 
 
-def is_secret(annotation: Any) -> bool:
-    """`SecretStr` or `SecretStr | None`: read from the environment only."""
-    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
-
-
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from env, with the flags given on the command line taking precedence."""
-    overrides = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
+    overrides = {name: getattr(args, name) for name in flag_fields() if hasattr(args, name)}
     return Settings(**overrides)
 
 

@@ -50,12 +50,47 @@ class Settings(BaseSettings):
     control_poll_interval_s: float = Field(default=2.0, gt=0)
     """How often the control-state file is re-read for changes made by another process."""
 
-    # --- Redis: fleet-wide control state (and online features)
+
+    # --- online feature store (v1 feature join) -------------------------------------------
     redis_url: SecretStr | None = None
-    """`redis://[:password@]host:port/db`; set: the control state (routing) lives in Redis, shared by
-    every replica. Empty: a local file. A secret: never a flag, never logged."""
-    redis_timeout_ms: float = Field(default=500.0, gt=0)
-    """Socket timeout of Redis calls on the control path."""
+    """Redis holding online features and the fleet's control state (routing) (`redis://[:password@]
+    host:port/db`, `rediss://`, `unix://`); unset: the embedded in-process feature store and a local
+    control-state file. A secret: never a flag, never logged."""
+    redis_timeout_ms: float = Field(default=50.0, gt=0)
+    """Longest one Redis connect or lookup round trip may take before it counts as a failure."""
+    feature_table: str | None = None
+    """CSV/Parquet table (or `demo:fraud`) loaded into the embedded store at start-up for every
+    feature view in the repository whose entity key and features it has."""
+    feature_cache_size: int = Field(default=100_000, ge=0)
+    """Entities kept in the local cache in front of the store; 0: no local cache."""
+    feature_cache_ttl_s: float = Field(default=5.0, ge=0)
+    """How long a looked-up entity (or its absence) is served from the local cache."""
+    feature_gather_window_ms: float = Field(default=0.0, ge=0)
+    """How long a lookup waits for others to share its round trip; 0: those of the same event-loop turn."""
+    feature_breaker_failures: int = Field(default=5, ge=1)
+    """Consecutive failed round trips that open the circuit breaker (lookups then fail at once)."""
+    feature_breaker_reset_s: float = Field(default=2.0, gt=0)
+    """How long an open breaker waits before one probe round trip may close it."""
+
+    # --- admin ----------------------------------------------------------------------------
+    admin_token: SecretStr | None = None
+    """Bearer token of the `/admin` routes; unset: they are off (404). A secret: never a flag."""
+
+    @field_validator("redis_url", "admin_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    # --- fleet control state in Redis (with redis_url) -------------------------------------
+    control_redis_timeout_ms: float = Field(default=500.0, gt=0)
+    """Socket timeout of Redis calls on the control path (rare, small: no need to be as tight as features)."""
     control_key_prefix: str = "hotserve"
     """Redis keys of the control state: `<prefix>:control` (document) and `<prefix>:control:changes`."""
     control_reconcile_interval_s: float = Field(default=5.0, gt=0)

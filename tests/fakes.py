@@ -9,9 +9,10 @@ included) over them through ASGI. One manifest factory (`make_manifest`) for bot
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,12 @@ import httpx
 import numpy as np
 
 from server.app import create_app
-from server.errors import ModelNotFound, ModelNotReady
+from server.errors import FeatureStoreUnavailable, ModelNotFound, ModelNotReady
+from server.features.memory_store import MemoryFeatureStore
+from server.features.store import StoredRow
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
-from server.registry.manifest import BatchingPolicy, FeatureSpec, Lineage, ModelManifest, TensorSpec
+from server.registry.manifest import BatchingPolicy, FeatureSpec, FeatureView, Lineage, ModelManifest, TensorSpec
 from server.request import InferenceRequest, Tensors
 from server.settings import Settings
 
@@ -165,9 +168,13 @@ class FakeRegistry:
         self.started = False
         self.closed_with: float | None = None
         self.routing_keys: list[str | None] = []
+        self.sticky: dict[str, str] = {}
 
     def shadow_route(self, name: str) -> None:
         return None
+
+    def sticky_field(self, name: str) -> str | None:
+        return self.sticky.get(name)
 
     async def start(self) -> None:
         self.started = True
@@ -267,3 +274,22 @@ def write_model_version(repository: Path, name: str, version: int, features: int
         onnx_sha256=sha256_file(folder / "model.onnx"),
     ).write(folder)
     return weight, bias
+
+
+class ControlledStore(MemoryFeatureStore):
+    """The embedded feature store with switches: records each round trip's keys, can be `down`,
+    and can hold its answers until `gate` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+        self.down = False
+        self.gate: asyncio.Event | None = None
+
+    async def get_many(self, entity_keys: Sequence[str], view: FeatureView) -> list[StoredRow]:
+        self.calls.append(list(entity_keys))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise FeatureStoreUnavailable("feature store test store unavailable (switched off)")
+        return await super().get_many(entity_keys, view)

@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.registry.manifest import DriftReference, FeatureSpec, Lineage, TensorSpec
 from training.datasets import DatasetSpec
-from training.models import ProbabilityModel, build_model
+from training.models import TaskModel, build_model
 from training.tabular_transform import TabularTransform
+from training.tasks import ClassNames, Task
 
 CHECKPOINT_FILENAME = "checkpoint.pt"
 METADATA_FILENAME = "metadata.json"
@@ -56,9 +57,14 @@ class CheckpointMetadata(BaseModel):
     version: int = Field(ge=1)
     architecture: str
     architecture_kwargs: dict[str, Any] = Field(default_factory=dict)
+    task: Task = "binary"
+    classes: ClassNames | None = None
+    """Multiclass: the class names (or whole numbers) in the order of the `probabilities` columns."""
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
-    """Validation metrics of the saved (best) epoch: auc, accuracy, log_loss."""
+    """Validation metrics of the saved (best) epoch (`training.metrics`: auc/accuracy/log_loss,
+    accuracy/macro_f1/log_loss or rmse/mae/r2) and its train_loss (the loss trained on:
+    cross-entropy, or for regression the mean squared error of standardised targets)."""
     best_epoch: int = Field(ge=1)
     epochs_completed: int = Field(ge=1)
     """Number of the last epoch run. A resumed run continues from its parent's best epoch
@@ -75,6 +81,13 @@ class CheckpointMetadata(BaseModel):
     started_at: str
     finished_at: str
     parent_version: int | None = None
+    world_size: int = Field(default=1, ge=1)
+    """Processes that trained it together (torchrun ranks)."""
+    backend: str | None = None
+    """torch.distributed backend of a multi-process run (gloo, nccl); None for one process."""
+    device: str = "cpu"
+    amp: str | None = None
+    """Mixed precision used in training (bf16, fp16); None for float32."""
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
     features: FeatureSpec | None = None
@@ -103,6 +116,12 @@ class CheckpointMetadata(BaseModel):
                 "name": self.name,
                 "version": self.version,
                 "architecture_kwargs": self.architecture_kwargs,
+                "task": self.task,
+                "classes": self.classes,
+                "world_size": self.world_size,
+                "backend": self.backend,
+                "device": self.device,
+                "amp": self.amp,
                 "best_epoch": self.best_epoch,
                 "epochs_completed": self.epochs_completed,
                 "dataset_rows": self.dataset_rows,
@@ -117,10 +136,11 @@ class LoadedCheckpoint:
     path: Path
     metadata: CheckpointMetadata
     module: torch.nn.Module
-    """Eval mode; raw inputs in, probabilities `[N]` out."""
+    """Eval mode; raw inputs in, the task's outputs out (`training.models.TaskModel`)."""
     holdout_inputs: dict[str, np.ndarray]
     """Held-out validation rows keyed by input name (raw values, float32)."""
     holdout_labels: np.ndarray
+    """Their labels: 0/1, class indices or target values, by task."""
     optimizer_state: dict[str, Any]
     """Optimizer state of the saved epoch, for `--resume`."""
 
@@ -239,10 +259,11 @@ def _read_payload(path: Path) -> dict[str, Any]:
     return payload
 
 
-def build_module(metadata: CheckpointMetadata) -> ProbabilityModel:
-    """An untrained module with the architecture, input shape and preprocessing `metadata` records."""
+def build_module(metadata: CheckpointMetadata) -> TaskModel:
+    """An untrained module with the architecture, input shape, preprocessing and task `metadata` records."""
     row_shape = tuple(metadata.inputs[0].shape[1:])
-    return build_model(metadata.architecture, row_shape, metadata.architecture_kwargs, metadata.preprocessing)
+    return build_model(metadata.architecture, row_shape, metadata.architecture_kwargs, metadata.preprocessing,
+                       metadata.task, metadata.classes)
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:

@@ -1,4 +1,8 @@
-"""`hotserve train`: parse options, train, write a checkpoint version (torch is imported only in `run`)."""
+"""`hotserve train`: parse options, train, write a checkpoint version (torch is imported only in `run`).
+
+Also the entry point of each torchrun rank (`python -m training`); `--nproc N` starts torchrun
+with N of them (`training/launch.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from training.config import TrainConfig
+from training.config import DEFAULT_DIST_TIMEOUT_S, DEVICE_CHOICES, TrainConfig
+from training.tasks import TASKS
+
+if TYPE_CHECKING:  # the trainer imports torch
+    from training.trainer import RankResult, TrainResult
 
 DEFAULTS: dict[str, Any] = {
     key: getattr(TrainConfig(), key) for key in ("epochs", "batch_size", "lr", "patience", "seed")
@@ -36,10 +44,13 @@ def _model_arg(text: str) -> tuple[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", help="demo:fraud | demo:sequences | PATH.csv | PATH.parquet "
-                      "(default: the demo matching --arch)")
+    data.add_argument("--dataset", help="demo:fraud | demo:segments | demo:delivery | demo:sequences | PATH.csv | "
+                      "PATH.parquet (default: the demo matching --arch)")
     data.add_argument("--features", type=_columns, help="feature columns a,b,... (default: all but label and entity key)")
-    data.add_argument("--label", help="label column of 0/1 values (default: 'label'; demo: is_fraud)")
+    data.add_argument("--label", help="label column (default: 'label'; the demos name theirs)")
+    data.add_argument("--task", choices=TASKS,
+                      help="what the label is: 0/1 (binary), one class of several (multiclass) or a number "
+                           "(regression); default: inferred from the label values, and said so")
     data.add_argument("--entity-key", help="entity key column the feature store is keyed by")
     data.add_argument("--request-features", type=_columns,
                       help="features sent with each request; the other features come from the feature store")
@@ -68,6 +79,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="continue a checkpoint version folder (its weights, optimizer state and options)")
     run_group.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    scale = parser.add_argument_group("devices and processes")
+    scale.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                       help="where to train (default auto: CUDA when available)")
+    scale.add_argument("--amp", action="store_true",
+                       help="mixed precision on CUDA: bfloat16 where supported, else float16 with loss scaling")
+    scale.add_argument("--nproc", type=int, metavar="N",
+                       help="train on N processes with DistributedDataParallel (starts torchrun; one per GPU on CUDA)")
+    scale.add_argument("--dist-timeout-s", type=float, default=DEFAULT_DIST_TIMEOUT_S,
+                       help="longest a process waits for the others at a synchronisation point (default %(default)s)")
+
 
 def _architecture_overrides(args: argparse.Namespace, architecture: str) -> dict[str, Any]:
     overrides = dict(args.model_arg)
@@ -81,13 +102,45 @@ def _architecture_overrides(args: argparse.Namespace, architecture: str) -> dict
     return overrides
 
 
+def _report(result: TrainResult | RankResult, rank_prefix: str) -> None:
+    from training.trainer import RankResult
+
+    if isinstance(result, RankResult):
+        print(f"{rank_prefix}stopped after epoch {result.history[-1].epoch} (best epoch {result.best_epoch}); "
+              "rank 0 writes the checkpoint")
+        return
+    meta = result.metadata
+    print(f"wrote {result.path} (model {meta.name} version {meta.version}, {meta.task}, best epoch {meta.best_epoch} "
+          f"of {meta.epochs_completed})")
+    if meta.world_size > 1:
+        print(f"trained by {meta.world_size} processes ({meta.backend}, {meta.device})")
+    print(" ".join(f"{key}={value:.4f}" for key, value in meta.metrics.items()))
+
+
 def run(args: argparse.Namespace) -> int:
+    from training.launch import launch, launched_by_torchrun
+
+    if args.nproc is not None:
+        if args.nproc < 1:
+            print(f"hotserve train: error: --nproc must be at least 1, got {args.nproc}", file=sys.stderr)
+            return 2
+        if launched_by_torchrun():
+            print("hotserve train: error: --nproc starts torchrun itself; under torchrun leave it out", file=sys.stderr)
+            return 2
+        if args.nproc > 1:
+            return launch(args.nproc, args)
+
+    from training import distributed
     from training.checkpoints import CheckpointError, load_checkpoint
     from training.datasets import DatasetError, DatasetSpec, load_dataset
     from training.models import get_architecture
     from training.trainer import TrainingError, train
 
+    placement: distributed.Placement | None = None
+    prefix = ""
     try:
+        placement = distributed.start(args.device, args.amp, args.dist_timeout_s)
+        prefix = f"rank {placement.rank} of {placement.world_size}: " if placement.distributed else ""
         parent = load_checkpoint(args.resume) if args.resume is not None else None
         inherited: dict[str, Any] = dict(DEFAULTS)
         if parent is not None:
@@ -117,10 +170,16 @@ def run(args: argparse.Namespace) -> int:
                 entity_key=args.entity_key,
                 request_features=args.request_features,
                 categorical=args.categorical,
+                task=args.task,
             )
         name = args.name or (parent.metadata.name if parent else
                              spec.source.removeprefix("demo:") if spec.is_demo else Path(spec.source).stem)
         dataset = load_dataset(spec)
+        if placement.is_main:
+            if dataset.task_note:
+                print(f"note: {dataset.task_note} (--task sets it)")
+            for note in placement.notes:
+                print(f"note: {note}")
         config = TrainConfig(
             name=name,
             architecture=architecture,
@@ -132,13 +191,16 @@ def run(args: argparse.Namespace) -> int:
             seed=settings["seed"],
             quiet=args.quiet,
         )
-        result = train(dataset, config, args.checkpoints, parent=parent)
+        result = train(dataset, config, args.checkpoints, parent=parent, placement=placement)
     except (CheckpointError, DatasetError, TrainingError, ValueError) as exc:
-        print(f"hotserve train: error: {exc}", file=sys.stderr)
+        print(f"hotserve train: error: {prefix}{exc}", file=sys.stderr)
         return 2
+    except distributed.DistributedError as exc:
+        print(f"hotserve train: error: {exc}; no checkpoint was written", file=sys.stderr)
+        return 1
+    finally:
+        if placement is not None:
+            distributed.stop(placement)
 
-    meta = result.metadata
-    print(f"wrote {result.path} (model {meta.name} version {meta.version}, best epoch {meta.best_epoch} "
-          f"of {meta.epochs_completed})")
-    print(" ".join(f"{key}={value:.4f}" for key, value in meta.metrics.items()))
+    _report(result, prefix)
     return 0

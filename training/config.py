@@ -1,9 +1,14 @@
-"""What a training run trains and how (`TrainConfig`); free of torch so `training/cli.py` can show its defaults."""
+"""What a training run trains and how (`TrainConfig`, device choices); free of torch so `training/cli.py` can show its defaults."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
+
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+DEVICE_CHOICES: tuple[DeviceChoice, ...] = get_args(DeviceChoice)
+DEFAULT_DIST_TIMEOUT_S = 300.0
+"""Longest a rank waits for the others at a collective (a validation gather, a gradient all-reduce)."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
-"""Validation metrics for binary classifiers (numpy only): used by training and by exporters' parity checks."""
+"""Validation metrics per task (numpy only): used by training and by exporters' metric-change checks.
+
+binary: auc, accuracy, log_loss. multiclass: accuracy, macro_f1, log_loss. regression: rmse, mae, r2.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+from training.tasks import Task
 
 _EPS = 1e-7
 
@@ -56,3 +61,60 @@ def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         "accuracy": accuracy(p, y),
         "log_loss": log_loss(p, y),
     }
+
+
+def _check_rows(scores: np.ndarray, labels: np.ndarray) -> None:
+    if len(scores) != len(labels):
+        raise ValueError(f"predictions have {len(scores)} rows but labels have {len(labels)}")
+    if len(labels) == 0:
+        raise ValueError("cannot evaluate zero rows")
+
+
+def evaluate_multiclass(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """`accuracy`, `macro_f1` (unweighted mean of per-class F1) and `log_loss` of `[N, K]`
+    probabilities against class indices `[N]`."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels).ravel().astype(np.int64)
+    if p.ndim != 2:
+        raise ValueError(f"multiclass probabilities must be [N, K], got shape {list(p.shape)}")
+    _check_rows(p, y)
+    classes = p.shape[1]
+    if y.min() < 0 or y.max() >= classes:
+        raise ValueError(f"class indices must lie in [0, {classes}), got {int(y.min())}..{int(y.max())}")
+    predicted = p.argmax(axis=1)
+    f1 = []
+    for k in range(classes):
+        true_positive = float(np.sum((predicted == k) & (y == k)))
+        wrong = float(np.sum(predicted == k) + np.sum(y == k)) - 2.0 * true_positive
+        f1.append(2.0 * true_positive / (2.0 * true_positive + wrong) if true_positive or wrong else 0.0)
+    picked = np.clip(p[np.arange(len(y)), y], _EPS, 1.0)
+    return {
+        "accuracy": float(np.mean(predicted == y)),
+        "macro_f1": float(np.mean(f1)),
+        "log_loss": float(-np.mean(np.log(picked))),
+    }
+
+
+def evaluate_regression(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """`rmse`, `mae` and `r2` (1 - residual / total sum of squares) of predictions against targets."""
+    p = np.asarray(predictions, dtype=np.float64).ravel()
+    y = np.asarray(targets, dtype=np.float64).ravel()
+    _check_rows(p, y)
+    residual = y - p
+    total = float(np.sum((y - y.mean()) ** 2))
+    if total == 0.0:
+        raise ValueError(f"R² needs targets that vary; all {y.size} are {y[0]!r}")
+    return {
+        "rmse": float(np.sqrt(np.mean(residual**2))),
+        "mae": float(np.mean(np.abs(residual))),
+        "r2": 1.0 - float(np.sum(residual**2)) / total,
+    }
+
+
+def evaluate_task(task: Task, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's metrics of its score output (probability, probabilities or prediction)."""
+    if task == "multiclass":
+        return evaluate_multiclass(scores, labels)
+    if task == "regression":
+        return evaluate_regression(scores, labels)
+    return evaluate(scores, labels)

@@ -1,7 +1,8 @@
-"""Model architectures by name: each maps preprocessed inputs to one logit per row.
+"""Model architectures by name: each maps preprocessed inputs to one logit (or one per class) per row.
 
-`build_model` wraps a body with its preprocessing and a sigmoid, so every trained and
-exported module takes raw inputs and returns probabilities. Adding an architecture is one
+`build_model` wraps a body with its preprocessing and its task's head (a `TaskModel`), so
+every trained and exported module takes raw inputs and returns the task's outputs:
+probabilities, class probabilities and index, or predictions. Adding an architecture is one
 body class and one `ARCHITECTURES` entry.
 """
 
@@ -18,24 +19,26 @@ from torch.nn import functional as F
 
 from training.tabular_layer import TabularPreprocessor
 from training.tabular_transform import TabularTransform
+from training.tasks import ClassNames, Task, body_outputs
 
 
 class MLP(nn.Module):
     """Feed-forward network over a preprocessed feature vector."""
 
-    def __init__(self, input_dim: int, hidden: list[int], dropout: float = 0.1) -> None:
+    def __init__(self, input_dim: int, hidden: list[int], dropout: float = 0.1, outputs: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = input_dim
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
             width = size
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, outputs))
         self.net = nn.Sequential(*layers)
+        self.outputs = outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.net(x)
-        return logits.squeeze(-1)
+        return logits.squeeze(-1) if self.outputs == 1 else logits
 
 
 class SelfAttention(nn.Module):
@@ -79,7 +82,7 @@ class EncoderBlock(nn.Module):
 
 
 class SequenceTransformer(nn.Module):
-    """Encoder over `[N, seq_len, token_dim]` float tokens, mean-pooled into one logit.
+    """Encoder over `[N, seq_len, token_dim]` float tokens, mean-pooled into one logit (or `outputs`).
 
     Built from explicit layers rather than nn.TransformerEncoder, whose inference fast
     path (fused kernels, nested tensors) is a known hazard for `torch.onnx.export`.
@@ -94,25 +97,31 @@ class SequenceTransformer(nn.Module):
         heads: int = 4,
         ff_dim: int = 512,
         dropout: float = 0.1,
+        outputs: int = 1,
     ) -> None:
         super().__init__()
+        self.outputs = outputs
         self.embed = nn.Linear(token_dim, d_model)
         self.position = nn.Parameter(torch.zeros(1, seq_len, d_model))
         nn.init.normal_(self.position, std=0.02)
         self.blocks = nn.ModuleList(EncoderBlock(d_model, heads, ff_dim, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, 1)
+        self.head = nn.Linear(d_model, outputs)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens) + self.position
         for block in self.blocks:
             x = block(x)
         logits: torch.Tensor = self.head(self.norm(x).mean(dim=1))
-        return logits.squeeze(-1)
+        return logits.squeeze(-1) if self.outputs == 1 else logits
 
 
-class ProbabilityModel(nn.Module):
-    """Raw inputs -> preprocessing -> body logits -> sigmoid probabilities `[N]`."""
+class TaskModel(nn.Module):
+    """Raw inputs -> preprocessing -> body -> the task's outputs.
+
+    Training runs the body on rows it preprocessed once, then `loss` and `scores` on the
+    body's output; `forward` (what is exported) goes from raw rows to the served outputs.
+    """
 
     def __init__(self, preprocess: nn.Module, body: nn.Module) -> None:
         super().__init__()
@@ -123,12 +132,66 @@ class ProbabilityModel(nn.Module):
         logits: torch.Tensor = self.body(self.preprocess(raw))
         return logits
 
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """What metrics read: probabilities `[N]`, class probabilities `[N, K]` or predictions `[N]`."""
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ProbabilityModel(TaskModel):
+    """Binary: sigmoid probabilities `[N]`; trained with binary cross-entropy on 0/1 labels."""
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, targets)
+
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(raw))
+        return self.scores(self.logits(raw))
 
 
-BodyBuilder = Callable[[tuple[int, ...], dict[str, Any]], nn.Module]
-"""(input shape after preprocessing, without the batch axis; architecture kwargs) -> body."""
+class ClassifierModel(TaskModel):
+    """Multiclass: softmax probabilities `[N, K]` and the index of the likeliest class `[N]`
+    (the exporter maps it to the class name); trained with cross-entropy on class indices."""
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets)
+
+    def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(raw)
+        return self.scores(logits), torch.argmax(logits, dim=-1)
+
+
+class RegressionModel(TaskModel):
+    """Regression: predictions `[N]` in the label's units. The body predicts standardised
+    targets (mean squared error on those), and `target_mean`/`target_std` undo it."""
+
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
+
+    def __init__(self, preprocess: nn.Module, body: nn.Module, mean: float = 0.0, std: float = 1.0) -> None:
+        super().__init__(preprocess, body)
+        self.register_buffer("target_mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("target_std", torch.tensor(std, dtype=torch.float32))
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits * self.target_std + self.target_mean
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(logits, (targets - self.target_mean) / self.target_std)
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.scores(self.logits(raw))
+
+
+BodyBuilder = Callable[[tuple[int, ...], dict[str, Any], int], nn.Module]
+"""(input shape after preprocessing, without the batch axis; architecture kwargs; values per row) -> body."""
 
 
 @dataclass(frozen=True)
@@ -148,12 +211,12 @@ class Architecture:
         return self.input_rank == 2
 
 
-def _mlp(shape: tuple[int, ...], kwargs: dict[str, Any]) -> nn.Module:
-    return MLP(input_dim=shape[0], hidden=list(kwargs["hidden"]), dropout=float(kwargs["dropout"]))
+def _mlp(shape: tuple[int, ...], kwargs: dict[str, Any], outputs: int) -> nn.Module:
+    return MLP(input_dim=shape[0], hidden=list(kwargs["hidden"]), dropout=float(kwargs["dropout"]), outputs=outputs)
 
 
-def _transformer(shape: tuple[int, ...], kwargs: dict[str, Any]) -> nn.Module:
-    return SequenceTransformer(seq_len=shape[0], token_dim=shape[1], **kwargs)
+def _transformer(shape: tuple[int, ...], kwargs: dict[str, Any], outputs: int) -> nn.Module:
+    return SequenceTransformer(seq_len=shape[0], token_dim=shape[1], outputs=outputs, **kwargs)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -191,11 +254,15 @@ def build_model(
     input_shape: tuple[int, ...],
     kwargs: dict[str, Any],
     transform: TabularTransform | None = None,
-) -> ProbabilityModel:
-    """Build a raw-input, probability-output model.
+    task: Task = "binary",
+    classes: ClassNames | None = None,
+    target: tuple[float, float] = (0.0, 1.0),
+) -> TaskModel:
+    """Build a raw-input model with `task`'s outputs.
 
     `input_shape` is one raw row's shape (no batch axis). Tabular architectures need the
-    fitted `transform`, whose buffers become the model's first layer.
+    fitted `transform`, whose buffers become the model's first layer. Multiclass needs its
+    `classes`; regression takes the training targets' (mean, std) as `target`.
     """
     spec = get_architecture(architecture)
     if len(input_shape) + 1 != spec.input_rank:
@@ -214,4 +281,11 @@ def build_model(
     else:
         preprocess = nn.Identity()
         body_shape = input_shape
-    return ProbabilityModel(preprocess, spec.build_body(body_shape, resolve_kwargs(architecture, kwargs)))
+    if task == "multiclass" and (classes is None or len(classes) < 2):
+        raise ValueError(f"a multiclass model needs at least 2 classes, got {classes}")
+    body = spec.build_body(body_shape, resolve_kwargs(architecture, kwargs), body_outputs(task, classes))
+    if task == "multiclass":
+        return ClassifierModel(preprocess, body)
+    if task == "regression":
+        return RegressionModel(preprocess, body, *target)
+    return ProbabilityModel(preprocess, body)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from server.registry.manifest import DriftReference, ReferenceHistogram
+from training.tasks import LABEL_OUTPUT, SCORE_OUTPUT, ClassNames, Task
 
 DEFAULT_BINS = 10
 
@@ -48,18 +49,42 @@ def prediction_histogram(probabilities: np.ndarray, bins: int = DEFAULT_BINS) ->
     return histogram("probability", flat, edges=edges)
 
 
+def label_histogram(class_indices: np.ndarray, classes: ClassNames) -> ReferenceHistogram:
+    """Share of each predicted class, one bin per class in `classes` order (edges around 0..K-1)."""
+    counts = np.bincount(np.asarray(class_indices, dtype=np.int64).ravel(), minlength=len(classes))
+    return ReferenceHistogram(
+        name=LABEL_OUTPUT,
+        bin_edges=[k - 0.5 for k in range(len(classes) + 1)],
+        proportions=[float(c) for c in counts / counts.sum()],
+        categories=classes,
+    )
+
+
+def prediction_reference(task: Task, scores: np.ndarray, classes: ClassNames | None = None,
+                         bins: int = DEFAULT_BINS) -> tuple[ReferenceHistogram, str]:
+    """(histogram, output it describes) of the model's predictions: the probability for
+    binary, the predicted class mix (`label`) for multiclass, the predicted values for regression."""
+    if task == "multiclass":
+        if classes is None:
+            raise ValueError("a multiclass prediction reference needs the classes")
+        return label_histogram(np.asarray(scores).argmax(axis=1), classes), LABEL_OUTPUT
+    if task == "regression":
+        return histogram(SCORE_OUTPUT[task], scores, bins), SCORE_OUTPUT[task]
+    return prediction_histogram(scores, bins), SCORE_OUTPUT[task]
+
+
 def drift_reference(
     inputs: np.ndarray,
     columns: Sequence[str],
-    probabilities: np.ndarray,
-    prediction_output: str,
+    prediction: tuple[ReferenceHistogram, str],
     bins: int = DEFAULT_BINS,
 ) -> DriftReference:
-    """Per-feature histograms of the raw training columns (tabular only) and of the predictions."""
+    """Per-feature histograms of the raw training columns (tabular only) and the `prediction_reference`."""
     features = [histogram(name, inputs[:, i], bins) for i, name in enumerate(columns)] if columns else []
+    predicted, output = prediction
     return DriftReference(
         features=features,
-        prediction=prediction_histogram(probabilities, bins),
-        prediction_output=prediction_output,
+        prediction=predicted,
+        prediction_output=output,
         sample_size=int(inputs.shape[0]),
     )

@@ -1,4 +1,10 @@
-"""The training loop: seeded split, fitted preprocessing, early stopping, best epoch -> versioned checkpoint."""
+"""The training loop: seeded split, fitted preprocessing, early stopping, best epoch -> versioned checkpoint.
+
+One loop for every task and world size: under torchrun each rank trains the same model
+(DistributedDataParallel averages the gradients) on its share of each epoch's batches,
+validates its share of the validation rows, and the shares are gathered so every rank
+computes the same metrics and stops at the same epoch; only rank 0 writes the checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +17,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from server.registry.manifest import TensorSpec
 from training.checkpoints import CHECKPOINT_FORMAT, CheckpointMetadata, LoadedCheckpoint, write_checkpoint
 from training.config import TrainConfig
 from training.datasets import Dataset
-from training.metrics import evaluate
-from training.models import ProbabilityModel, build_model, get_architecture, resolve_kwargs
+from training.device import Precision
+from training.distributed import DistributedError, Placement, gather_rows, inject_fault, shard, sum_across
+from training.loader import TrainBatches
+from training.metrics import evaluate_task
+from training.models import TaskModel, build_model, get_architecture, resolve_kwargs
 from training.provenance import git_state, library_versions, utc_now
-from training.reference_stats import drift_reference
+from training.reference_stats import drift_reference, prediction_reference
+from training.splits import split_rows
 from training.tabular_transform import TabularTransform
+from training.tasks import SELECTION_METRIC, body_outputs, output_specs
 
-OUTPUT = TensorSpec(name="probability", datatype="FP32", shape=[-1])
 EVAL_CHUNK_ROWS = 1024
 
 
@@ -41,8 +51,19 @@ class EpochResult:
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What rank 0 (or the only process) ends with: the version it wrote."""
+
     path: Path
     metadata: CheckpointMetadata
+    history: list[EpochResult]
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """What every other rank ends with: the epochs it ran (rank 0 wrote the checkpoint)."""
+
+    rank: int
+    best_epoch: int
     history: list[EpochResult]
 
 
@@ -53,39 +74,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) row indices with each class represented in both, sorted."""
-    if not 0.0 < val_fraction < 1.0:
-        raise TrainingError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    train: list[np.ndarray] = []
-    val: list[np.ndarray] = []
-    for value in (0.0, 1.0):
-        rows = np.flatnonzero(labels == value)
-        if rows.size < 2:
-            raise TrainingError(
-                f"need at least 2 rows of label {int(value)} to split train/validation; "
-                f"got {rows.size} of {labels.size} (use more rows)"
-            )
-        rows = rng.permutation(rows)
-        n_val = min(rows.size - 1, max(1, round(rows.size * val_fraction)))
-        val.append(rows[:n_val])
-        train.append(rows[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
-def _probabilities(model: ProbabilityModel, inputs: torch.Tensor, raw: bool) -> np.ndarray:
-    """Probabilities in chunks: through the whole module (`raw`) or the body over preprocessed rows."""
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, inputs.shape[0], EVAL_CHUNK_ROWS):
-            chunk = inputs[start : start + EVAL_CHUNK_ROWS]
-            outputs.append(model(chunk) if raw else torch.sigmoid(model.body(chunk)))
-    return torch.cat(outputs).numpy()
+def _to_cpu(value: Any) -> Any:
+    """`value` with every tensor inside (dicts, lists) copied to CPU memory, for a portable checkpoint."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 class Trainer:
-    """One training run; `run()` writes the best epoch as a new checkpoint version."""
+    """One training run; `run()` writes the best epoch as a new checkpoint version (on rank 0)."""
 
     def __init__(
         self,
@@ -94,12 +95,15 @@ class Trainer:
         checkpoints_root: Path,
         parent: LoadedCheckpoint | None = None,
         source_dir: Path | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self.dataset = dataset
         self.config = config
         self.root = checkpoints_root
         self.parent = parent
         self.source_dir = source_dir or Path.cwd()
+        self.placement = placement or Placement()
+        self.precision = Precision(self.placement.device, self.placement.amp)
         self.spec = get_architecture(config.architecture)
         if dataset.inputs.ndim != self.spec.input_rank:
             raise TrainingError(
@@ -112,6 +116,11 @@ class Trainer:
         if bad:
             # holdout_rows too: a checkpoint without held-out rows cannot be parity-checked or exported.
             raise TrainingError(f"{', '.join(counts)} must be positive; got {bad}")
+        if parent is not None:
+            meta = parent.metadata
+            if (meta.task, meta.classes) != (dataset.task, dataset.classes):
+                raise TrainingError(f"resumed checkpoint is a {meta.task} model (classes {meta.classes}); "
+                                    f"the dataset is {dataset.task} (classes {dataset.classes})")
 
     def _transform(self, train_rows: np.ndarray) -> TabularTransform | None:
         if not self.spec.tabular:
@@ -124,33 +133,82 @@ class Trainer:
             return transform
         return TabularTransform.fit(train_rows, self.dataset.columns, self.dataset.categorical)
 
-    def _model(self, transform: TabularTransform | None) -> ProbabilityModel:
+    def _model(self, transform: TabularTransform | None, train_targets: np.ndarray) -> TaskModel:
         if self.parent is not None:
             module = self.parent.module
-            if not isinstance(module, ProbabilityModel):
-                raise TrainingError(f"checkpoint module is a {type(module).__name__}, not a ProbabilityModel")
+            if not isinstance(module, TaskModel):
+                raise TrainingError(f"checkpoint module is a {type(module).__name__}, not a TaskModel")
             return module
         row_shape = tuple(self.dataset.inputs.shape[1:])
-        return build_model(self.config.architecture, row_shape, self.config.architecture_kwargs, transform)
+        target = (float(train_targets.mean()), float(train_targets.std()) or 1.0)
+        return build_model(self.config.architecture, row_shape, self.config.architecture_kwargs, transform,
+                           self.dataset.task, self.dataset.classes, target)
 
-    def run(self) -> TrainResult:
-        config = self.config
+    def _scores(self, model: TaskModel, inputs: torch.Tensor, raw: bool) -> np.ndarray:
+        """The task's scores in chunks: through the whole module (`raw`) or the body over preprocessed rows."""
+        width = body_outputs(self.dataset.task, self.dataset.classes)
+        outputs = [np.zeros((0,) if width == 1 else (0, width), np.float32)]  # a rank's share may be empty
+        with torch.no_grad():
+            for start in range(0, inputs.shape[0], EVAL_CHUNK_ROWS):
+                chunk = inputs[start : start + EVAL_CHUNK_ROWS].to(self.placement.device)
+                logits = model.logits(chunk) if raw else model.body(chunk)
+                outputs.append(model.scores(logits).float().cpu().numpy())
+        return np.concatenate(outputs)
+
+    def _validate(self, model: TaskModel, inputs: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
+        """Metrics on the whole validation split: each rank scores its share, every rank gets all scores."""
+        local = self._scores(model, inputs[shard(self.placement, inputs.shape[0])], raw=False)
+        return evaluate_task(self.dataset.task, gather_rows(self.placement, local), labels)
+
+    def _fit_epoch(self, model: TaskModel, body: torch.nn.Module, batches: TrainBatches,
+                   optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> float:
+        """One pass over this rank's batches; the mean training loss over every rank's rows."""
+        model.train()
+        device = self.placement.device
+        total, rows = 0.0, 0
+        for inputs, targets in batches:
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with self.precision.autocast():
+                loss = model.loss(body(inputs), targets)
+            torch.autograd.backward(scaler.scale(loss))
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * targets.shape[0]
+            rows += targets.shape[0]
+        total, seen = sum_across(self.placement, [total, float(rows)])
+        return total / seen
+
+    def run(self) -> TrainResult | RankResult:
+        config, placement = self.config, self.placement
+        task = self.dataset.task
+        selection = SELECTION_METRIC[task]
         started_at = utc_now()
         seed_everything(config.seed)
         kwargs = resolve_kwargs(config.architecture, config.architecture_kwargs)
         raw = self.dataset.inputs
         labels = self.dataset.labels
-        train_idx, val_idx = stratified_split(labels, config.val_fraction, config.seed)
+        try:
+            train_idx, val_idx = split_rows(task, labels, config.val_fraction, config.seed, self.dataset.classes)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from exc
         transform = self._transform(raw[train_idx])
-        model = self._model(transform)
+        model = self._model(transform, labels[train_idx]).to(placement.device)
 
         def body_inputs(rows: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(transform.apply(rows) if transform is not None else rows)
 
-        x_train, y_train = body_inputs(raw[train_idx]), torch.from_numpy(labels[train_idx])
+        batches = TrainBatches(body_inputs(raw[train_idx]), torch.from_numpy(labels[train_idx]), config.batch_size,
+                               config.seed, placement)
         x_val, y_val = body_inputs(raw[val_idx]), labels[val_idx]
+        body: torch.nn.Module = model.body
+        if placement.distributed:
+            device_ids = [placement.device.index] if placement.device.type == "cuda" else None
+            body = DistributedDataParallel(model.body, device_ids=device_ids)
 
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scaler = self.precision.scaler()
         first_epoch = 1
         best_metrics: dict[str, float] = {}
         best_loss = float("inf")
@@ -165,15 +223,11 @@ class Trainer:
             # The parent's weights are the baseline: a resumed run never saves anything worse.
             # Should they stay best, so do the parent's metrics (train_loss included).
             model.eval()
-            best_metrics = {
-                **self.parent.metadata.metrics,
-                **evaluate(_probabilities(model, x_val, raw=False), y_val),
-            }
-            best_loss, best_epoch = best_metrics["log_loss"], self.parent.metadata.best_epoch
+            best_metrics = {**self.parent.metadata.metrics, **self._validate(model, x_val, y_val)}
+            best_loss, best_epoch = best_metrics[selection], self.parent.metadata.best_epoch
             best_state = copy.deepcopy(model.state_dict())
             best_optimizer = copy.deepcopy(optimizer.state_dict())
 
-        loss_fn = nn.BCEWithLogitsLoss()
         history: list[EpochResult] = []
         stale = 0
         last_epoch = first_epoch + config.epochs - 1
@@ -181,27 +235,25 @@ class Trainer:
             range(first_epoch, last_epoch + 1),
             desc=f"train {config.name}",
             unit="epoch",
-            disable=config.quiet or not sys.stderr.isatty(),
+            disable=config.quiet or not placement.is_main or not sys.stderr.isatty(),
         )
         for epoch in progress:
-            model.train()
-            order = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-            total = 0.0
-            for start in range(0, order.numel(), config.batch_size):
-                batch = order[start : start + config.batch_size]
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model.body(x_train[batch]), y_train[batch])
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * batch.numel()
-            model.eval()
-            metrics = evaluate(_probabilities(model, x_val, raw=False), y_val)
-            result = EpochResult(epoch, total / order.numel(), metrics)
+            inject_fault(placement, epoch)
+            batches.set_epoch(epoch)
+            try:
+                train_loss = self._fit_epoch(model, body, batches, optimizer, scaler)
+                model.eval()
+                metrics = self._validate(model, x_val, y_val)
+            except RuntimeError as exc:
+                if not placement.distributed or isinstance(exc, DistributedError):
+                    raise
+                raise DistributedError(f"rank {placement.rank} of {placement.world_size}: epoch {epoch} failed "
+                                       f"(a lost rank shows up here as a failed collective): {exc}") from exc
+            result = EpochResult(epoch, train_loss, metrics)
             history.append(result)
-            progress.set_postfix(train_loss=f"{result.train_loss:.4f}", val_loss=f"{metrics['log_loss']:.4f}",
-                                 auc=f"{metrics['auc']:.3f}")
-            if metrics["log_loss"] < best_loss:
-                best_loss, best_epoch, stale = metrics["log_loss"], epoch, 0
+            progress.set_postfix(train_loss=f"{result.train_loss:.4f}", **{selection: f"{metrics[selection]:.4f}"})
+            if metrics[selection] < best_loss:
+                best_loss, best_epoch, stale = metrics[selection], epoch, 0
                 best_metrics = {**metrics, "train_loss": result.train_loss}
                 best_state = copy.deepcopy(model.state_dict())
                 best_optimizer = copy.deepcopy(optimizer.state_dict())
@@ -210,19 +262,21 @@ class Trainer:
                 if stale >= config.patience:
                     break
         progress.close()
+        if not placement.is_main:
+            return RankResult(placement.rank, best_epoch, history)
 
         model.load_state_dict(best_state)
         model.eval()
         # Reference statistics come from raw rows through the whole module: what serving will see.
-        train_probabilities = _probabilities(model, torch.from_numpy(raw[train_idx]), raw=True)
-        drift = drift_reference(raw[train_idx], self.dataset.columns, train_probabilities,
-                                OUTPUT.name)
+        train_scores = self._scores(model, torch.from_numpy(raw[train_idx]), raw=True)
+        drift = drift_reference(raw[train_idx], self.dataset.columns,
+                                prediction_reference(task, train_scores, self.dataset.classes))
         holdout = val_idx[: config.holdout_rows]
         input_spec = TensorSpec(name=self.spec.input_name, datatype="FP32", shape=[-1, *raw.shape[1:]])
         payload = {
             "format": CHECKPOINT_FORMAT,
-            "state_dict": best_state,
-            "optimizer_state": best_optimizer,
+            "state_dict": _to_cpu(best_state),
+            "optimizer_state": _to_cpu(best_optimizer),
             "holdout_inputs": {self.spec.input_name: torch.from_numpy(raw[holdout].copy())},
             "holdout_labels": torch.from_numpy(labels[holdout].copy()),
         }
@@ -237,6 +291,8 @@ class Trainer:
                 version=version,
                 architecture=config.architecture,
                 architecture_kwargs=kwargs,
+                task=task,
+                classes=self.dataset.classes,
                 hyperparameters=config.hyperparameters(),
                 metrics=best_metrics,
                 best_epoch=best_epoch,
@@ -252,9 +308,13 @@ class Trainer:
                 started_at=started_at,
                 finished_at=finished_at,
                 parent_version=parent_version,
+                world_size=placement.world_size,
+                backend=placement.backend,
+                device=placement.device.type,
+                amp=placement.amp,
                 inputs=[input_spec],
-                outputs=[OUTPUT],
-                features=self.dataset.feature_spec(self.spec.input_name),
+                outputs=output_specs(task, self.dataset.classes),
+                features=self.dataset.feature_spec(self.spec.input_name, config.name),
                 preprocessing=transform,
                 drift=drift,
             )
@@ -269,6 +329,11 @@ def train(
     checkpoints_root: Path,
     parent: LoadedCheckpoint | None = None,
     source_dir: Path | None = None,
-) -> TrainResult:
-    """Train `config` on `dataset` (continuing `parent` if given) and write a new checkpoint version."""
-    return Trainer(dataset, config, checkpoints_root, parent, source_dir).run()
+    placement: Placement | None = None,
+) -> TrainResult | RankResult:
+    """Train `config` on `dataset` (continuing `parent` if given) and write a new checkpoint version.
+
+    A single process (the default placement) always gets a TrainResult; under torchrun, rank 0
+    does and every other rank gets a RankResult.
+    """
+    return Trainer(dataset, config, checkpoints_root, parent, source_dir, placement).run()

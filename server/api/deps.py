@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from server.api.inflight import InflightRequests
 from server.api.request_metrics import RequestMetrics
+from server.features.join import FeatureJoin
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
 from server.registry.manifest import ModelManifest
@@ -84,6 +85,10 @@ class Registry(Protocol):
         the version; the caller releases it once answered."""
         ...
 
+    def sticky_field(self, name: str) -> str | None:
+        """The v1 field (entity key) that keeps requests on one version under a traffic split."""
+        ...
+
     def shadow_route(self, name: str) -> ShadowRoute | None:
         """Where copies of `name`'s unpinned requests go, if a shadow is set and ready."""
         ...
@@ -114,6 +119,9 @@ class Edge:
     metrics: Metrics
     inflight: InflightRequests
     request_metrics: RequestMetrics
+    features: FeatureJoin
+    """Stored features for v1 records (`server/features/`): the configured store behind its
+    local cache, gatherer and circuit breaker."""
     shadow: ShadowRunner
 
 

@@ -22,9 +22,17 @@ from server.api.context import REQUEST_ID_HEADER, SCOPE_KEY
 from server.api.deps import Edge, ServedModel
 from server.api.error_handlers import describe_error, error_body
 from server.errors import HotserveError, InvalidInput, ModelNotReady, PayloadTooLarge
+from server.features.join import FeatureJoin
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
 from server.protocol.paths import InferenceTarget, parse_version
-from server.protocol.v1 import assemble_features, check_records, encode_predictions, parse_instances, raw_tensor
+from server.protocol.v1 import (
+    assemble_features,
+    check_records,
+    encode_predictions,
+    first_record_field,
+    parse_instances,
+    raw_tensor,
+)
 from server.protocol.v2_request import HEADER_LENGTH, decode_infer_request
 from server.protocol.v2_response import encode_infer_response
 from server.request import InferenceRequest, Tensors
@@ -72,20 +80,33 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
             raise ModelNotReady("server is shutting down")
         edge.inflight.enter()
         entered = True
-        # Routed (and leased) before the body is read: a swap while it arrives cannot strand it.
         headers = _headers_of(scope)
-        routing_key = headers.get(ROUTING_KEY_HEADER)
+        header_key = headers.get(ROUTING_KEY_HEADER)
+        routing_key = None if header_key is None else header_key.decode("latin-1")
+        body: bytes | None = None
+        if routing_key is None and target.protocol == "v1" and target.version is None:
+            # Sticky by entity: under a traffic split, a v1 request goes where its first
+            # record's entity key hashes to, so its body is read before it is routed.
+            entity_field = edge.registry.sticky_field(target.name)
+            if entity_field is not None:
+                body = await _read_body(receive, headers.get(b"content-length"),
+                                        edge.settings.max_request_bytes)
+                routing_key = first_record_field(body, entity_field)
+        # Otherwise routed (and leased) before the body is read: a swap while it arrives cannot
+        # strand it.
         served = edge.registry.acquire(
             target.name, None if target.version is None else parse_version(target.name, target.version),
-            None if routing_key is None else routing_key.decode("latin-1"))
+            routing_key)
         # Label only resolved names: a client cannot mint new time series with bad names.
         model_label, version_label = served.name, str(served.version)
-        body = await _read_body(receive, headers.get(b"content-length"),
-                                edge.settings.max_request_bytes)
+        if body is None:
+            body = await _read_body(receive, headers.get(b"content-length"),
+                                    edge.settings.max_request_bytes)
         if target.protocol == "v2":
             answer, request, results = await _infer_v2(served, body, headers, arrived, request_id)
         else:
-            answer, request, results = await _predict_v1(served, body, headers, arrived, request_id)
+            answer, request, results = await _predict_v1(served, edge.features, body, headers, arrived,
+                                                         request_id)
         if target.version is None:
             shadow = edge.registry.shadow_route(target.name)
             if shadow is not None and (shadow.share >= 1.0 or random.random() < shadow.share):
@@ -170,7 +191,7 @@ async def _infer_v2(served: ServedModel, body: bytes, headers: dict[bytes, bytes
                   ((b"inference-header-content-length", str(header_length).encode()),)), request, results
 
 
-async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, bytes],
+async def _predict_v1(served: ServedModel, features: FeatureJoin, body: bytes, headers: dict[bytes, bytes],
                       arrived: float, request_id: str) -> Answered:
     schema = served.schema
     deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())),
@@ -181,6 +202,7 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
                                                "its rows; use the v2 protocol")
     spec = served.manifest.features
     inputs: Tensors
+    entity_keys: tuple[str, ...] | None = None
     if spec is None:
         input_name, tensor = raw_tensor(instances, schema)
         inputs = {input_name: tensor}
@@ -189,8 +211,10 @@ async def _predict_v1(served: ServedModel, body: bytes, headers: dict[bytes, byt
             raise InvalidInput("instances", detail=f"the model has inputs {list(schema.inputs)} besides "
                                                    f"{spec.input!r}; use the v2 protocol")
         records = check_records(instances, spec)
+        if spec.view is not None:
+            records, entity_keys = await features.join(records, spec.view)
         inputs = {spec.input: assemble_features(records, spec, schema)}
-    request = InferenceRequest(inputs, len(instances), arrived, deadline, request_id)
+    request = InferenceRequest(inputs, len(instances), arrived, deadline, request_id, entity_keys=entity_keys)
     results = await served.infer(request)
     answer = Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
     return answer, request, results

@@ -19,6 +19,12 @@ LATENCY_BUCKETS_S = (
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024)
 ABS_DIFFERENCE_BUCKETS = (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 LOAD_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# Feature lookups: a local-cache hit costs microseconds, a Redis round trip a fraction of a ms.
+FEATURE_LATENCY_BUCKETS_S = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)
+STALENESS_BUCKETS_S = (1, 10, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400,
+                       7 * 86400, 30 * 86400)
 
 
 @dataclass
@@ -62,6 +68,37 @@ class Metrics:
         self.model_ready = Gauge(
             "hotserve_model_ready", "1 while a model version is loaded and ready.",
             ["model", "version"], registry=r)
+
+        # --- online features (label `view` is `<name>:v<version>`; `layer`/`backend`: local,
+        # redis, memory)
+        self.feature_lookups = Counter(
+            "hotserve_feature_lookups", "v1 requests that needed stored features, by outcome "
+            "(ok, defaults, not_found, unavailable, invalid).", ["view", "result"], registry=r)
+        self.feature_hits = Counter(
+            "hotserve_feature_hits", "Entity lookups answered by a layer (local cache, store).",
+            ["view", "layer"], registry=r)
+        self.feature_misses = Counter(
+            "hotserve_feature_misses", "Entity lookups a layer had no entry for (local: went on to "
+            "the store; store: entity absent).", ["view", "layer"], registry=r)
+        self.feature_lookup_duration = Histogram(
+            "hotserve_feature_lookup_duration_seconds", "Time a request waited for its stored features.",
+            ["view"], buckets=FEATURE_LATENCY_BUCKETS_S, registry=r)
+        self.feature_round_trip_keys = Histogram(
+            "hotserve_feature_round_trip_keys", "Distinct keys per feature store round trip.",
+            ["backend"], buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.feature_round_trip_duration = Histogram(
+            "hotserve_feature_round_trip_duration_seconds", "Duration of successful store round trips.",
+            ["backend"], buckets=FEATURE_LATENCY_BUCKETS_S, registry=r)
+        self.feature_staleness = Histogram(
+            "hotserve_feature_staleness_seconds", "Age of stored features at lookup (now - event time).",
+            ["view"], buckets=STALENESS_BUCKETS_S, registry=r)
+        self.feature_store_errors = Counter(
+            "hotserve_feature_store_errors", "Store round trips that failed (timeout, connection) or "
+            "were refused by the open circuit breaker.", ["backend", "kind"], registry=r)
+        self.feature_breaker_state = Gauge(
+            "hotserve_feature_breaker_state", "Feature store circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["backend"], registry=r)
+
         # --- traffic policy, shadow, fleet control state (server/routing/, server/shadow.py)
         self.shadow_requests = Counter(
             "hotserve_shadow_requests", "Copies of requests for a shadow version, by outcome "

@@ -1,9 +1,10 @@
 """v1 `:predict` records: `{"instances": [...]}` -> the model's input tensor, outputs -> predictions.
 
 A model with a feature spec takes one record (an object) per instance; its fields are
-assembled into `features.input` in `features.columns` order. Until a feature-store join
-fills in store features, records carry every column (request and store features, plus
-optionally the entity key): a missing field, an unknown field or a non-number is refused
+assembled into `features.input` in `features.columns` order. With a feature view, records
+carry the request features and the entity key, and the join (`features/join.py`) fills in
+the stored features (a record may carry those the view lets it override); without one,
+records carry every column. A missing field, an unknown field or a non-number is refused
 naming instance and field. A model without a feature spec takes instances as raw rows of
 its single input.
 """
@@ -36,9 +37,26 @@ def parse_instances(body: bytes) -> list[Any]:
     return instances
 
 
+def first_record_field(body: bytes, field: str) -> str | None:
+    """`instances[0][field]` as text, or None when the body has none (the full parse reports why)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    instances = doc.get("instances") if isinstance(doc, dict) else None
+    if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
+        return None
+    value = instances[0].get(field)
+    return None if value is None or isinstance(value, (dict, list)) else str(value)
+
+
 def check_records(instances: list[Any], spec: FeatureSpec) -> list[Record]:
-    """Refuse records that are not objects, miss a column, or carry unknown fields."""
-    allowed = set(spec.columns)
+    """Refuse records that are not objects, miss a field they must carry, or carry unknown
+    fields (or, with a feature view, stored features the view does not let them override)."""
+    view = spec.view
+    required = spec.request_features if view is not None else spec.columns
+    allowed = set(spec.columns) if view is None else (
+        set(spec.request_features) | {f.name for f in view.features if f.overridable})
     if spec.entity_key:
         allowed.add(spec.entity_key)
     store_features = set(spec.store_features)
@@ -46,17 +64,23 @@ def check_records(instances: list[Any], spec: FeatureSpec) -> list[Record]:
         if not isinstance(record, dict):
             raise InvalidInput(f"instances[{index}]", expected="an object of features",
                                got=type(record).__name__)
-        for name in spec.columns:
+        for name in required:
             if name not in record:
-                detail = ("missing (a store feature: with no feature store configured, "
+                detail = ("missing (a store feature: this model has no feature view, so "
                           "records must carry it)" if name in store_features else "missing")
                 raise InvalidInput(f"instances[{index}].{name}", detail=detail)
-        if len(record) > len(spec.columns):
+        if len(record) > len(required):
             for name in record:
                 if name not in allowed:
-                    raise InvalidInput(f"instances[{index}].{name}",
-                                       detail=f"unknown field; the model takes {sorted(allowed)}")
+                    raise InvalidInput(f"instances[{index}].{name}", detail=_unknown(name, spec, allowed))
     return instances
+
+
+def _unknown(name: str, spec: FeatureSpec, allowed: set[str]) -> str:
+    if spec.view is not None and name in spec.store_features:
+        return (f"a stored feature of view {spec.view.label}, looked up by {spec.entity_key}; the view "
+                "does not let requests override it")
+    return f"unknown field; the model takes {sorted(allowed)}"
 
 
 def assemble_features(records: list[Record], spec: FeatureSpec, schema: ModelSchema) -> np.ndarray:

@@ -102,12 +102,65 @@ class BatchingPolicy(_Strict):
         return self
 
 
+class StoredFeature(_Strict):
+    """One feature of a view: its stored type, what stands in when it is missing, who may set it."""
+
+    name: str
+    datatype: Literal["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
+                      "UINT64", "FP16", "FP32", "FP64"] = "FP32"
+    """Type a stored value must parse as; a value that does not is an error naming key and feature."""
+    default: float | None = None
+    """Stands in when the value is missing (entity absent, older than `max_age_s`, store
+    unavailable with `on_unavailable: defaults`); None: the feature is required."""
+    overridable: bool = False
+    """A request may carry this feature; its value then replaces the stored one."""
+
+
+class FeatureView(_Strict):
+    """The features an online store holds per entity, as one model reads them.
+
+    Stored under `hotserve:fv:<name>:v<version>:<entity>`, so a view whose definition changes
+    gets a new version and never reads keys written for the old one.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: int = Field(default=1, ge=1)
+    entity_key: str
+    entity_key_type: Literal["STRING", "INT64"] = "STRING"
+    """JSON type of the entity key in requests: a string, or an integer."""
+    features: list[StoredFeature] = Field(min_length=1)
+    max_age_s: float | None = Field(default=None, gt=0)
+    """Values computed longer ago than this count as missing; None: no limit."""
+    on_missing_entity: Literal["error", "defaults"] = "error"
+    """An entity the store has no (fresh) values for: 404 naming it, or the features' defaults."""
+    on_unavailable: Literal["error", "defaults"] = "error"
+    """The store cannot answer (down, timeout, circuit open): 503, or the features' defaults."""
+
+    @property
+    def key_prefix(self) -> str:
+        """Prefix of every stored key of this view version (the entity follows it)."""
+        return f"hotserve:fv:{self.name}:v{self.version}:"
+
+    @property
+    def label(self) -> str:
+        """`<name>:v<version>`, as metrics and messages name the view."""
+        return f"{self.name}:v{self.version}"
+
+    @model_validator(mode="after")
+    def _unique_features(self) -> FeatureView:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names) or self.entity_key in names:
+            raise ValueError(f"feature names must be unique and differ from the entity key: {names}")
+        return self
+
+
 class FeatureSpec(_Strict):
     """How v1 records become the model's input tensor.
 
     `columns` is the order of the input tensor's last axis. Each column comes from
     the request (`request_features`) or from the feature store, looked up by
-    `entity_key` (`store_features`).
+    `entity_key` (`store_features`). Without a `view` (manifests written before feature
+    views) nothing is looked up: records carry every column.
     """
 
     input: str
@@ -117,7 +170,9 @@ class FeatureSpec(_Strict):
     store_features: list[str] = Field(default_factory=list)
     entity_key: str | None = None
     defaults: dict[str, float] = Field(default_factory=dict)
-    """Values used for store features the store has no value for (absent: error)."""
+    """Superseded by `view.features[].default`; read from old manifests only."""
+    view: FeatureView | None = None
+    """Where `store_features` are looked up (None: records carry them)."""
 
     @model_validator(mode="after")
     def _columns_covered(self) -> FeatureSpec:
@@ -127,6 +182,11 @@ class FeatureSpec(_Strict):
             raise ValueError(f"columns {missing} come from neither request nor store")
         if self.store_features and not self.entity_key:
             raise ValueError("store_features need an entity_key")
+        if self.view is not None:
+            if self.view.entity_key != self.entity_key:
+                raise ValueError(f"view entity_key {self.view.entity_key!r} is not {self.entity_key!r}")
+            if sorted(f.name for f in self.view.features) != sorted(self.store_features):
+                raise ValueError("view features must be exactly the store_features")
         return self
 
 
@@ -139,11 +199,16 @@ class ReferenceHistogram(_Strict):
     bin_edges: list[float]
     """len(proportions) + 1 ascending edges; values outside fall in the end bins."""
     proportions: list[float]
+    categories: list[str] | list[int] | None = None
+    """For a categorical quantity (a classifier's `label`): the value each bin counts, in bin
+    order; a value is binned at its position here, on edges around 0, 1, ... (None: numeric)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ReferenceHistogram:
         if len(self.bin_edges) != len(self.proportions) + 1:
             raise ValueError("bin_edges must have one more entry than proportions")
+        if self.categories is not None and len(self.categories) != len(self.proportions):
+            raise ValueError("categories must have one entry per proportion")
         return self
 
 

@@ -59,7 +59,7 @@ def control_state_for(settings: Settings, metrics: Metrics) -> ControlState:
 
         return RedisControlState(settings.redis_url.get_secret_value(),
                                  key_prefix=settings.control_key_prefix,
-                                 timeout_s=settings.redis_timeout_ms / 1000.0,
+                                 timeout_s=settings.control_redis_timeout_ms / 1000.0,
                                  reconcile_interval_s=settings.control_reconcile_interval_s,
                                  on_up_change=lambda up: metrics.control_state_up.set(1 if up else 0))
     return FileControlState(settings.control_state_path or settings.model_repository / ".hotserve" /
@@ -317,6 +317,15 @@ class ModelRegistry:
             raise self._unroutable(name, version)
         served.lease()
         return served
+
+    def sticky_field(self, name: str) -> str | None:
+        """The v1 record field whose value keeps a request on one version under `name`'s traffic
+        split (the entity key), or None when no split is set or the model has no entity key."""
+        routes = self._table.models.get(name)
+        if routes is None or routes.split is None or routes.default is None:
+            return None
+        features = routes.default.manifest.features
+        return None if features is None else features.entity_key
 
     def shadow_route(self, name: str) -> ShadowRoute | None:
         """Where copies of `name`'s unpinned requests go (None: no shadow, or it is not ready)."""

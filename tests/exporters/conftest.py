@@ -7,6 +7,7 @@ that write export into their own `tmp_path` repositories.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,31 @@ def exported_mlp_int8(mlp_checkpoint: Path, tmp_path_factory: pytest.TempPathFac
     """The mlp checkpoint exported with dynamic int8 quantisation."""
     return export_checkpoint(mlp_checkpoint, tmp_path_factory.mktemp("repository"),
                              ExportOptions(quantize="int8"))
+
+
+TINY_TASK_MLP = replace(TINY_MLP, epochs=3, batch_size=64, lr=0.02, holdout_rows=200)
+"""Multiclass and regression: a little more training than the fraud mlp, for meaningful metric changes."""
+
+
+@pytest.fixture(scope="session")
+def multiclass_checkpoint(checkpoints_root: Path) -> Path:
+    """`<root>/segments/1`: an mlp over 1,000 demo customers in four text-named segments."""
+    dataset = load_dataset(DatasetSpec(source="demo:segments", rows=1000, seed=3))
+    return train(dataset, replace(TINY_TASK_MLP, name="segments"), checkpoints_root).path
+
+
+@pytest.fixture(scope="session")
+def regression_checkpoint(checkpoints_root: Path) -> Path:
+    """`<root>/delivery/1`: an mlp over 1,000 demo deliveries predicting minutes."""
+    dataset = load_dataset(DatasetSpec(source="demo:delivery", rows=1000, seed=3))
+    return train(dataset, replace(TINY_TASK_MLP, name="delivery"), checkpoints_root).path
+
+
+@pytest.fixture(scope="session")
+def tasks_repository(multiclass_checkpoint: Path, regression_checkpoint: Path,
+                     tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One repository holding both checkpoints exported with default options (fp32, optimised)."""
+    repository = tmp_path_factory.mktemp("tasks_repository")
+    for checkpoint in (multiclass_checkpoint, regression_checkpoint):
+        export_checkpoint(checkpoint, repository)
+    return repository

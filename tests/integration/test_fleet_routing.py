@@ -79,7 +79,7 @@ def repository(tmp_path: Path) -> Path:
 def start_replica(repository: Path, redis: RedisServer, log: Path) -> ServerProcess:
     return start_server(repository, log, env={
         "HOTSERVE_REDIS_URL": redis.url, "HOTSERVE_CONTROL_RECONCILE_INTERVAL_S": "1",
-        "HOTSERVE_REDIS_TIMEOUT_MS": "200", "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
+        "HOTSERVE_CONTROL_REDIS_TIMEOUT_MS": "200", "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
         "HOTSERVE_INTRA_OP_THREADS": "1"})
 
 

@@ -49,7 +49,7 @@ def test_demo_sequences_have_the_benchmark_shape() -> None:
     data = load_dataset(DatasetSpec(source="demo:sequences", rows=16, seed=2))
     assert data.inputs.shape == (16, 32, 64) and data.inputs.dtype == np.float32
     assert set(np.unique(data.labels)) <= {0.0, 1.0}
-    assert data.feature_spec("tokens") is None
+    assert data.feature_spec("tokens", "seq") is None
     with pytest.raises(DatasetError, match="no tabular options"):
         load_dataset(DatasetSpec(source="demo:sequences", rows=16, label="y"))
 
@@ -68,12 +68,23 @@ def test_table_files_load_with_their_digest(table: pd.DataFrame, tmp_path: Path,
     np.testing.assert_array_equal(data.labels, table["is_fraud"].to_numpy(dtype=np.float32))
     assert data.sha256 == sha256_file(path)
     assert data.path == str(path.resolve())
-    spec = data.feature_spec("features")
+    spec = data.feature_spec("features", "fraud")
     assert spec is not None
     assert spec.columns == TABLE_FEATURES
     assert spec.request_features == ["amount", "merchant_category"]
     assert spec.store_features == ["cust_txn_count_7d"]
     assert spec.entity_key == "customer_id"
+    assert spec.view is not None  # the store features' view, typed from the table's columns
+    assert (spec.view.entity_key, spec.view.entity_key_type) == ("customer_id", "STRING")
+    assert [(f.name, f.datatype, f.default) for f in spec.view.features] == [("cust_txn_count_7d", "INT64", None)]
+
+
+def test_an_integer_entity_key_column_gives_an_int64_view(table: pd.DataFrame, tmp_path: Path) -> None:
+    table["customer_id"] = table["customer_id"].str[1:].astype(int)
+    data = load_dataset(_spec(_write(table, tmp_path / "t.csv")))
+    spec = data.feature_spec("features", "cust")
+    assert spec is not None and spec.view is not None
+    assert spec.view.entity_key_type == "INT64" and spec.view.name == "cust"
 
 
 def test_features_default_to_all_but_label_and_entity_key(table: pd.DataFrame, tmp_path: Path) -> None:
@@ -137,11 +148,16 @@ def test_file_without_columns_is_refused(tmp_path: Path) -> None:
         load_dataset(_spec(path))
 
 
-def test_labels_must_be_zero_or_one(table: pd.DataFrame, tmp_path: Path) -> None:
+def test_binary_labels_must_be_zero_or_one(table: pd.DataFrame, tmp_path: Path) -> None:
     bad = table.copy()
     bad.loc[2, "is_fraud"] = 3
+    path = _write(bad, tmp_path / "t.csv")
     with pytest.raises(DatasetError, match=r"column 'is_fraud': labels must be 0 or 1; got 3.0 at row 2"):
-        load_dataset(_spec(_write(bad, tmp_path / "t.csv")))
+        load_dataset(_spec(path, task="binary"))
+    # Without --task, three whole-number values make it a multiclass table, and it says so.
+    inferred = load_dataset(_spec(path))
+    assert (inferred.task, inferred.classes) == ("multiclass", [0, 1, 3])
+    assert inferred.task_note == "task multiclass inferred from label column 'is_fraud': 3 distinct whole numbers"
 
 
 def test_store_features_need_an_entity_key(table: pd.DataFrame, tmp_path: Path) -> None:

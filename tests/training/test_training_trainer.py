@@ -139,6 +139,8 @@ def test_mlp_signature_and_feature_spec(trained: TrainResult, tiny_fraud: Datase
     assert meta.features.columns == list(tiny_fraud.columns)
     assert meta.features.entity_key == "customer_id"
     assert set(meta.features.store_features) == {c for c in tiny_fraud.columns if c.startswith("cust_")}
+    assert meta.features.view is not None and meta.features.view.name == meta.name
+    assert [f.name for f in meta.features.view.features] == list(meta.features.store_features)
 
 
 def test_transformer_trains_on_token_sequences(root: Path) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from server.registry.manifest import FeatureSpec, sha256_file
+from server.registry.manifest import FeatureSpec, FeatureView, StoredFeature, sha256_file
+from training.tasks import ClassNames, Task
 
 DEMO_PREFIX = "demo:"
 
@@ -30,9 +31,9 @@ class DatasetError(ValueError):
 class DatasetSpec(BaseModel):
     """How to load a dataset; recorded in checkpoint metadata so `--resume` can load it again.
 
-    `source` is `demo:fraud`, `demo:sequences` or a `.csv`/`.parquet` path. Tabular fields
-    (`features`, `label`, ...) left as None take the source's defaults; `load_dataset`
-    returns the spec with them filled in.
+    `source` is a `demo:` name (`DEMOS`) or a `.csv`/`.parquet` path. Tabular fields
+    (`features`, `label`, `task`, ...) left as None take the source's defaults or, for the
+    task, what the label values imply; `load_dataset` returns the spec with them filled in.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,6 +50,8 @@ class DatasetSpec(BaseModel):
     """Features sent with each request; the other features come from the feature store."""
     categorical: list[str] | None = None
     """Features holding category codes, one-hot encoded instead of standardised."""
+    task: Task | None = None
+    """binary, multiclass or regression; None: inferred from the label column."""
 
     @property
     def is_demo(self) -> bool:
@@ -57,17 +60,29 @@ class DatasetSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Loaded rows: `inputs` is float32 `[N, F]` (tabular) or `[N, L, D]` (sequences); labels are 0/1."""
+    """Loaded rows: `inputs` is float32 `[N, F]` (tabular) or `[N, L, D]` (sequences).
+
+    `labels` are float32 0/1 (binary), int64 indices into `classes` (multiclass) or float32
+    values (regression).
+    """
 
     spec: DatasetSpec
     sha256: str
     inputs: np.ndarray
     labels: np.ndarray
+    task: Task = "binary"
+    classes: ClassNames | None = None
+    task_note: str | None = None
+    """How the task was inferred from the labels (None when it was given)."""
     columns: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     request_features: tuple[str, ...] = ()
     store_features: tuple[str, ...] = ()
     entity_key: str | None = None
+    entity_key_type: str = "STRING"
+    """`INT64` when the table's entity key column holds integers, else `STRING`."""
+    column_datatypes: tuple[str, ...] = ()
+    """Per feature column, the type its table values have (`INT64`, `BOOL` or `FP32`)."""
 
     @property
     def tabular(self) -> bool:
@@ -78,16 +93,27 @@ class Dataset:
         """Lineage's dataset path: the absolute file path, or the demo source name."""
         return self.spec.source if self.spec.is_demo else str(Path(self.spec.source).resolve())
 
-    def feature_spec(self, input_name: str) -> FeatureSpec | None:
-        """How v1 records become this model's input (None for non-tabular data)."""
+    def feature_spec(self, input_name: str, view_name: str) -> FeatureSpec | None:
+        """How v1 records become this model's input (None for non-tabular data), with the
+        feature view `view_name` of its store features (every feature required; the exporter
+        sets defaults, maximum age and version)."""
         if not self.tabular:
             return None
+        view = None
+        if self.store_features and self.entity_key:
+            types = dict(zip(self.columns, self.column_datatypes))
+            view = FeatureView(
+                name=view_name, entity_key=self.entity_key,
+                entity_key_type="INT64" if self.entity_key_type == "INT64" else "STRING",
+                features=[StoredFeature(name=name, datatype=types.get(name, "FP32"))  # type: ignore[arg-type]
+                          for name in self.store_features])
         return FeatureSpec(
             input=input_name,
             columns=list(self.columns),
             request_features=list(self.request_features),
             store_features=list(self.store_features),
             entity_key=self.entity_key,
+            view=view,
         )
 
 
@@ -97,20 +123,42 @@ def demo_digest(generator: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def demo_defaults(spec: DatasetSpec, label: str, features: list[str], categorical: list[str],
+                  task: Task) -> DatasetSpec:
+    """A tabular demo's label, features, categorical columns and task where `spec` gives none."""
+    chosen = spec.features if spec.features is not None else features
+    return spec.model_copy(
+        update={
+            "features": chosen,
+            "label": spec.label or label,
+            "categorical": spec.categorical if spec.categorical is not None else [c for c in chosen if c in categorical],
+            "task": spec.task or task,
+        }
+    )
+
+
+DEMOS = ("demo:fraud", "demo:segments", "demo:delivery", "demo:sequences")
+"""Built-in generated datasets: binary fraud, multiclass customer segments, regression
+delivery minutes, binary token sequences."""
+
+
 def load_dataset(spec: DatasetSpec) -> Dataset:
     """Load (or generate) the dataset `spec` names; raises DatasetError with the column at fault."""
     # Imported here: each loader pulls in its own dependencies (pandas/pyarrow for tables).
-    from training.datasets import fraud, sequences, tables
+    from training.datasets import delivery, fraud, segments, sequences, tables
 
-    if spec.source == "demo:fraud":
-        rows = spec.rows or fraud.DEFAULT_ROWS
-        frame = fraud.generate(rows=rows, seed=spec.seed)
-        digest = demo_digest("fraud", fraud.digest_params(rows, spec.seed))
-        return tables.tabular_dataset(frame, fraud.fill_defaults(spec.model_copy(update={"rows": rows})), digest)
     if spec.source == "demo:sequences":
         return sequences.load(spec)
     if spec.is_demo:
-        raise DatasetError(spec.source, "unknown demo dataset; known: demo:fraud, demo:sequences")
+        tabular_demos = {"demo:fraud": fraud, "demo:segments": segments, "demo:delivery": delivery}
+        demo = tabular_demos.get(spec.source)
+        if demo is None:
+            raise DatasetError(spec.source, f"unknown demo dataset; known: {', '.join(DEMOS)}")
+        rows = spec.rows or demo.DEFAULT_ROWS
+        frame = demo.generate(rows=rows, seed=spec.seed)
+        digest = demo_digest(spec.source.removeprefix(DEMO_PREFIX),
+                             {"version": demo.GENERATOR_VERSION, "rows": rows, "seed": spec.seed})
+        return tables.tabular_dataset(frame, demo.fill_defaults(spec.model_copy(update={"rows": rows})), digest)
     path = Path(spec.source)
     frame = tables.read_table(path)
     return tables.tabular_dataset(frame, spec, sha256_file(path))

@@ -7,8 +7,6 @@ joins store features beats one that sees the request alone.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
@@ -29,10 +27,6 @@ CATEGORICAL = ["merchant_category"]
 # Log-odds shift per merchant category (e.g. electronics and gift cards are riskier).
 _CATEGORY_RISK = np.array([-1.0, -0.6, -0.5, 0.0, 0.0, 0.3, 0.5, 0.8, 1.3, 1.6, 2.1, -0.3])
 _INTERCEPT = -8.6
-
-
-def digest_params(rows: int, seed: int) -> dict[str, Any]:
-    return {"version": GENERATOR_VERSION, "rows": rows, "seed": seed}
 
 
 def generate(rows: int = DEFAULT_ROWS, seed: int = 0) -> pd.DataFrame:
@@ -84,7 +78,7 @@ def generate(rows: int = DEFAULT_ROWS, seed: int = 0) -> pd.DataFrame:
 
 
 def fill_defaults(spec: DatasetSpec) -> DatasetSpec:
-    """The demo's label, entity key, request/store split and categorical columns where `spec` gives none."""
+    """The demo's label, entity key, request/store split, categorical columns and task where `spec` gives none."""
     features = spec.features if spec.features is not None else REQUEST_FEATURES + STORE_FEATURES
     return spec.model_copy(
         update={
@@ -99,5 +93,6 @@ def fill_defaults(spec: DatasetSpec) -> DatasetSpec:
             "categorical": (
                 spec.categorical if spec.categorical is not None else [c for c in features if c in CATEGORICAL]
             ),
+            "task": spec.task or "binary",
         }
     )

@@ -50,9 +50,12 @@ def load(spec: DatasetSpec) -> Dataset:
     }
     if tabular_options:
         raise DatasetError(spec.source, f"token sequences take no tabular options; got {sorted(tabular_options)}")
+    if spec.task not in (None, "binary"):
+        raise DatasetError(spec.source, f"the token sequence demo is a binary task, not {spec.task}")
     rows = spec.rows or DEFAULT_ROWS
     tokens, labels = generate(rows, spec.seed)
     digest = demo_digest(
         "sequences", {"version": GENERATOR_VERSION, "rows": rows, "seed": spec.seed, "shape": [SEQ_LEN, TOKEN_DIM]}
     )
-    return Dataset(spec=spec.model_copy(update={"rows": rows}), sha256=digest, inputs=tokens, labels=labels)
+    return Dataset(spec=spec.model_copy(update={"rows": rows, "task": "binary"}), sha256=digest, inputs=tokens,
+                   labels=labels)

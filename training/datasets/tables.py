@@ -1,4 +1,4 @@
-"""Users' CSV/Parquet tables (and the fraud demo frame) -> validated float32 feature matrix + labels."""
+"""Users' CSV/Parquet tables (and the tabular demos' frames) -> validated float32 feature matrix + task targets."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from training.datasets.dataset import Dataset, DatasetError, DatasetSpec
+from training.datasets.labels import encode_labels
 
 DEFAULT_LABEL = "label"
 READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
@@ -98,11 +99,7 @@ def tabular_dataset(frame: pd.DataFrame, spec: DatasetSpec, sha256: str) -> Data
         raise DatasetError(source, f"store features {store} need an entity key column (--entity-key)")
 
     inputs = np.stack([_numeric_column(frame, c, source) for c in features], axis=1).astype(np.float32)
-    labels = _numeric_column(frame, label, source)
-    bad_labels = ~np.isin(labels, (0.0, 1.0))
-    if bad_labels.any():
-        row = int(np.flatnonzero(bad_labels)[0])
-        raise DatasetError(source, f"labels must be 0 or 1; got {float(labels[row])!r} at row {row}", label)
+    labels = encode_labels(frame[label], spec.task, label, source)
 
     resolved = spec.model_copy(
         update={
@@ -110,16 +107,34 @@ def tabular_dataset(frame: pd.DataFrame, spec: DatasetSpec, sha256: str) -> Data
             "label": label,
             "request_features": request,
             "categorical": categorical,
+            "task": labels.task,
         }
     )
     return Dataset(
         spec=resolved,
         sha256=sha256,
         inputs=inputs,
-        labels=labels.astype(np.float32),
+        labels=labels.targets,
+        task=labels.task,
+        classes=labels.classes,
+        task_note=labels.inferred,
         columns=tuple(features),
         categorical=tuple(categorical),
         request_features=tuple(request),
         store_features=tuple(store),
         entity_key=spec.entity_key,
+        entity_key_type=(
+            "INT64" if spec.entity_key is not None and pd.api.types.is_integer_dtype(frame[spec.entity_key])
+            else "STRING"
+        ),
+        column_datatypes=tuple(_datatype(frame[c]) for c in features),
     )
+
+
+def _datatype(values: pd.Series) -> str:
+    """The feature view datatype of a numeric column's values."""
+    if pd.api.types.is_bool_dtype(values):
+        return "BOOL"
+    if pd.api.types.is_integer_dtype(values):
+        return "INT64"
+    return "FP32"

@@ -1,0 +1,48 @@
+"""`MemoryFeatureStore`: the embedded default store (no `HOTSERVE_REDIS_URL`), inside the server.
+
+Filled at start-up from `HOTSERVE_FEATURE_TABLE` or through `/admin/features/...` by
+`hotserve features materialize --server`. Keys and expiry behave as in Redis; values are
+checked when written, so reads never meet a malformed one. Per process: replicas do not share it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from server.features.store import EntityRow, EntityWrite, StoredRow
+from server.registry.manifest import FeatureView
+
+
+class MemoryFeatureStore:
+    """Entity rows in a dict, with per-key expiry on the monotonic clock."""
+
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[EntityRow, float | None]] = {}
+
+    async def get_many(self, entity_keys: Sequence[str], view: FeatureView) -> list[StoredRow]:
+        now = time.monotonic()
+        prefix = view.key_prefix
+        found: list[StoredRow] = []
+        for entity in entity_keys:
+            entry = self._rows.get(prefix + entity)
+            if entry is not None and entry[1] is not None and entry[1] <= now:
+                del self._rows[prefix + entity]
+                entry = None
+            found.append(None if entry is None else entry[0])
+        return found
+
+    async def put_many(self, rows: Sequence[EntityWrite], view: FeatureView, ttl_s: float | None) -> int:
+        expires = None if ttl_s is None else time.monotonic() + ttl_s
+        prefix = view.key_prefix
+        for row in rows:
+            self._rows[prefix + row.entity] = (EntityRow(row.values, row.event_time), expires)
+        return len(rows)
+
+    async def close(self) -> None:
+        self._rows.clear()
+
+    def describe(self) -> str:
+        return f"embedded store ({len(self._rows)} entities)"

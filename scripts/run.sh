@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-env.sh train
 export PATH="$PWD/.venv/bin:$PATH"
+if [ -t 2 ]; then
+  export HOTSERVE_LOG_FORMAT="${HOTSERVE_LOG_FORMAT:-text}"  # readable lines in a terminal; JSON otherwise
+fi
 
 repo="${HOTSERVE_MODEL_REPOSITORY:-model_repository}"
 checkpoints="${HOTSERVE_CHECKPOINTS:-checkpoints}"
@@ -19,4 +22,6 @@ if [ -z "${HOTSERVE_REDIS_URL:-}" ]; then
   export HOTSERVE_FEATURE_TABLE="${HOTSERVE_FEATURE_TABLE:-demo:fraud}"
 fi
 echo "== serving '$repo' on http://${HOTSERVE_HOST:-127.0.0.1}:${HOTSERVE_PORT:-8080}"
+# glibc gives an unloaded model version's memory back to the OS (server/registry/memory.py).
+export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-131072}"
 exec hotserve serve --model-repository "$repo"

@@ -3,11 +3,14 @@ starts the registry before serving, and closes it (draining batches) on shutdown
 
 `HotserveApp` passes every request through the request-context step (`server/api/context.py`),
 then sends the three inference routes straight to `server/api/inference.py` (plain ASGI, the
-hot path) and everything else (health, metadata, metrics, admin) through FastAPI.
+hot path) and everything else (health, metadata, drift, metrics, admin) through FastAPI. The
+lifespan also runs the drift monitor's periodic recomputation (`server/monitoring/`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,16 +19,22 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 import server
-from server.api import features_admin, health, inference
+from server.api import admin, drift, features_admin, health, inference
 from server.api import metrics as metrics_route
+from server.api.admin_auth import AdminTokens
 from server.api.context import begin_request, echo_request_id, end_request
-from server.api.deps import Edge, Registry
+from server.api.deps import AdminPlane, Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
+from server.api.request_log import RequestLog, RequestLogMiddleware
 from server.api.request_metrics import RequestMetrics
 from server.features.service import open_features
 from server.metrics.instruments import Metrics
+from server.monitoring.drift import DriftConfig
+from server.monitoring.monitor import DriftMonitor
 from server.protocol.paths import match_inference_path
+from server.registry.audit import FileAuditLog
+from server.registry.controller import Controller
 from server.registry.registry import ModelRegistry
 from server.settings import Settings
 from server.shadow import ShadowRunner
@@ -53,36 +62,63 @@ class HotserveApp(FastAPI):
 
 def create_app(settings: Settings, registry: Registry | None = None,
                metrics: Metrics | None = None) -> HotserveApp:
-    """The hotserve ASGI app. Tests may inject a registry (and the metrics it records into)."""
+    """The hotserve ASGI app. Tests may inject a registry (and the metrics it records into).
+
+    Raises AdminTokensInvalid (a ValueError) when the configured admin tokens are unusable.
+    """
+    admin_tokens = AdminTokens.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app_metrics = metrics if metrics is not None else Metrics()
+        app_metrics = metrics if metrics is not None else Metrics(
+            drift=DriftMonitor(DriftConfig.from_settings(settings)))
         app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
         features = await open_features(settings, app_metrics)
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
                     inflight=InflightRequests(app_metrics),
                     request_metrics=RequestMetrics(app_metrics), features=features,
+                    request_log=request_log,
                     shadow=ShadowRunner(app_metrics, max_queue=settings.shadow_queue_size,
                                         workers=settings.shadow_workers))
         app.state.edge = edge
+        if admin_tokens is not None:
+            controller = Controller(
+                app_registry, FileAuditLog(settings.resolved_audit_log_path), app_metrics,
+                keep_previous_loaded=settings.keep_previous_loaded,
+            ) if isinstance(app_registry, ModelRegistry) else None
+            app.state.admin = AdminPlane(admin_tokens, controller)
+            logger.info("admin API on /admin and /v2/repository for tokens: %s; audit log %s",
+                        ", ".join(admin_tokens.names), settings.resolved_audit_log_path)
+        else:
+            logger.info("admin API off (404): set HOTSERVE_ADMIN_TOKENS, HOTSERVE_ADMIN_TOKENS_FILE "
+                        "or HOTSERVE_ADMIN_TOKEN to turn it on")
         await app_registry.start()
         edge.shadow.start()
         logger.info("serving %s on %s:%d (ready=%s)", settings.model_repository, settings.host,
                     settings.port, app_registry.ready)
+        drift_task = asyncio.create_task(app_metrics.drift.run(), name="hotserve-drift")
         try:
             yield
         finally:
+            drift_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drift_task
             # Graceful shutdown already waited for in-flight requests; the registry gets
             # what is left of the grace period to finish queued batches.
             await edge.shadow.close()
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
             await features.lookup.close()
 
+    request_log = RequestLog(settings.log_success_sample_rate)
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
+    app.add_middleware(RequestLogMiddleware, request_log=request_log)  # the FastAPI lane only
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(drift.router)
     app.include_router(metrics_route.router)
-    app.include_router(features_admin.router)
+    if admin_tokens is not None:
+        app.include_router(features_admin.router)
+        app.include_router(admin.router)
+        app.include_router(admin.repository_router)
     return app

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "import": ("exporters.import_cli", "import an ONNX file made elsewhere into a model repository"),
     "serve": ("server.serve", "serve a model repository over HTTP"),
     "features": ("server.features.materialize", "online feature store: materialize entity features"),
+    "models": ("server.admin_cli", "load, unload, promote and roll back model versions (admin API)"),
 }
 
 

@@ -76,6 +76,29 @@ class ControlConflict(Conflict):
         self.stored_revision = stored_revision
 
 
+class VersionNotReady(Conflict):
+    """An admin change needs a version that is not READY (failed to load, loading, unloaded)."""
+
+    def __init__(self, name: str, version: int, state: str, reason: str | None = None) -> None:
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"model {name!r} version {version} is {state}{detail}")
+        self.name = name
+        self.version = version
+        self.state = state
+        self.reason = reason
+
+
+# --- access ----------------------------------------------------------------
+
+
+class Unauthorized(HotserveError):
+    """No usable credentials (a missing or malformed `Authorization: Bearer` header)."""
+
+
+class Forbidden(HotserveError):
+    """Credentials that are not valid here (an unknown admin token)."""
+
+
 # --- capacity --------------------------------------------------------------
 
 
@@ -115,7 +138,8 @@ class FeatureValueInvalid(HotserveError):
 
 
 class ControlStateUnavailable(HotserveError):
-    """The control-state store (Redis) could not answer; routing stays as last applied."""
+    """The control state (desired routing) could not be read or stored (a file that cannot be
+    written, Redis down): nothing was changed, and routing stays as last applied."""
 
 
 # --- execution -------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Every `Settings` field but the secrets is a flag of the same name (`model_repository` ->
 `--model-repository`); a flag overrides its `HOTSERVE_*` variable. Secrets (`HOTSERVE_REDIS_URL`,
-`HOTSERVE_ADMIN_TOKEN`) come from the environment only: a flag would show in `ps`.
+the admin tokens) come from the environment only: a flag would show in `ps`.
 
 Graceful shutdown: uvicorn's own SIGTERM handling closes the listening sockets and
 then waits for connections, so a load balancer still routing here would see
@@ -30,8 +30,11 @@ from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
+from server.api.admin_auth import AdminTokensInvalid
 from server.api.deps import Edge
 from server.app import create_app
+from server.logs import configure_logging
+from server.registry.memory import tune_allocator
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -70,9 +73,13 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"hotserve serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    configure_logging(settings.log_level, settings.log_format)
+    tune_allocator()  # unloaded versions' memory goes back to the OS (server/registry/memory.py)
+    try:
+        app = create_app(settings)
+    except AdminTokensInvalid as exc:
+        print(f"hotserve serve: invalid admin tokens: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         lifespan="on",
+        log_config=None,  # configure_logging already routed uvicorn's loggers through ours
         log_level=settings.log_level,
         access_log=settings.access_log,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
@@ -144,6 +152,7 @@ class DrainingServer(uvicorn.Server):
         if not idle:
             logger.warning("grace period over with %d requests still in flight", edge.inflight.count)
         self.should_exit = True
+
 
 
 def _default_text(value: Any) -> str:

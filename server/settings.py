@@ -37,6 +37,25 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
     """Per-request access log lines (costly at high request rates)."""
+    log_format: Literal["json", "text"] = "json"
+    """`json`: one JSON object per line (time, level, logger, message, request fields) for log
+    collectors; `text`: one readable line per record, for a terminal."""
+    log_success_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of successful inference requests logged as request events (errors always are)."""
+
+    # --- drift monitoring (PSI of live inputs and predictions against model.json's reference) ---
+    drift_enabled: bool = True
+    """Sample each loaded version's features and predictions and compute their drift."""
+    drift_window_rows: int = Field(default=10_000, ge=1)
+    """Rows of the sliding window per version (the most recent ones)."""
+    drift_window_s: float = Field(default=0.0, ge=0)
+    """Also leave out rows older than this; 0: the window is by row count only."""
+    drift_min_rows: int = Field(default=1_000, ge=1)
+    """Fewer values than this in the window: no PSI is published (it would be noise)."""
+    drift_interval_s: float = Field(default=10.0, gt=0)
+    """How often each version's PSI is recomputed (off the request path)."""
+
+    # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
@@ -49,7 +68,21 @@ class Settings(BaseSettings):
     """Shadow copies run at once (they go through the shadow version's own batcher)."""
     control_poll_interval_s: float = Field(default=2.0, gt=0)
     """How often the control-state file is re-read for changes made by another process."""
+    repository_poll_interval_s: float = Field(default=0.0, ge=0)
+    """Rescan the model repository this often for new versions; 0: only on an admin rescan."""
+    keep_previous_loaded: bool = True
+    """After a promotion keep the previous `production` version loaded, so a rollback is an
+    instant routing change (costs that version's memory until the next promotion)."""
 
+    # --- admin API: secrets are never flags (a flag shows in `ps`) and never logged
+    admin_tokens: SecretStr | None = None
+    """Named admin bearer tokens, `name:token,name:token`; the name goes into the audit log."""
+    admin_token: SecretStr | None = None
+    """One unnamed admin bearer token (audited as `admin`)."""
+    admin_tokens_file: Path | None = None
+    """File of `name:token` lines (`#` comments), e.g. a mounted Secret."""
+    audit_log_path: Path | None = None
+    """JSON-lines audit log of admin changes; unset: `audit.jsonl` beside the control state."""
 
     # --- online feature store (v1 feature join) -------------------------------------------
     redis_url: SecretStr | None = None
@@ -72,11 +105,7 @@ class Settings(BaseSettings):
     feature_breaker_reset_s: float = Field(default=2.0, gt=0)
     """How long an open breaker waits before one probe round trip may close it."""
 
-    # --- admin ----------------------------------------------------------------------------
-    admin_token: SecretStr | None = None
-    """Bearer token of the `/admin` routes; unset: they are off (404). A secret: never a flag."""
-
-    @field_validator("redis_url", "admin_token", mode="before")
+    @field_validator("redis_url", "admin_token", "admin_tokens", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -104,6 +133,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @property
+    def resolved_control_state_path(self) -> Path:
+        return self.control_state_path or self.model_repository / ".hotserve" / "control.json"
+
+    @property
+    def resolved_audit_log_path(self) -> Path:
+        return self.audit_log_path or self.resolved_control_state_path.parent / "audit.jsonl"
 
     @property
     def provider_preference(self) -> list[str]:

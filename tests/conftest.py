@@ -1,4 +1,4 @@
-"""Shared fixtures: settings for edge tests."""
+"""Shared fixtures: settings for edge tests; the developer's own HOTSERVE_* settings kept out."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ from pathlib import Path
 import pytest
 
 from server.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Settings()` reads the environment: an operator's HOTSERVE_ADMIN_TOKEN (the CLI's token)
+    or HOTSERVE_PORT must not change what a test builds."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"HOTSERVE_{name.upper()}", raising=False)
 
 
 @pytest.fixture

@@ -26,7 +26,15 @@ from server.features.memory_store import MemoryFeatureStore
 from server.features.store import StoredRow
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
-from server.registry.manifest import BatchingPolicy, FeatureSpec, FeatureView, Lineage, ModelManifest, TensorSpec
+from server.registry.manifest import (
+    BatchingPolicy,
+    DriftReference,
+    FeatureSpec,
+    FeatureView,
+    Lineage,
+    ModelManifest,
+    TensorSpec,
+)
 from server.request import InferenceRequest, Tensors
 from server.settings import Settings
 
@@ -254,7 +262,7 @@ def tiny_mlp_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> n
 
 def write_model_version(repository: Path, name: str, version: int, features: int = 3,
                         outputs: int = 2, batching: BatchingPolicy | None = None,
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        drift: DriftReference | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Write `<repository>/<name>/<version>/` with a tiny MLP and a matching `model.json`.
 
     The weights depend on `version`, so answers tell versions apart. Returns (W, b).
@@ -270,6 +278,7 @@ def write_model_version(repository: Path, name: str, version: int, features: int
         inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, features])],
         outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, outputs])],
         batching=batching or BatchingPolicy(max_batch_size=8),
+        drift=drift,
         lineage=Lineage(architecture="tiny_mlp"),
         onnx_sha256=sha256_file(folder / "model.onnx"),
     ).write(folder)
@@ -293,3 +302,42 @@ class ControlledStore(MemoryFeatureStore):
         if self.down:
             raise FeatureStoreUnavailable("feature store test store unavailable (switched off)")
         return await super().get_many(entity_keys, view)
+
+
+def break_version(folder: Path, how: str) -> str:
+    """Spoil a version written by `write_model_version`; returns what its load failure must say.
+
+    `sha256`: model.onnx changed after export. `graph`: model.json promises another input
+    shape than the graph has. `warm_up`: a valid graph (sha256 updated) that fails when run,
+    a Reshape no batch of 1 row can satisfy.
+    """
+    import json
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    from server.registry.manifest import sha256_file
+
+    manifest_path = folder / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    if how == "sha256":
+        with (folder / "model.onnx").open("ab") as fh:
+            fh.write(b"\0")
+        return "sha256"
+    if how == "graph":
+        manifest["inputs"][0]["shape"] = [-1, 5]
+        manifest_path.write_text(json.dumps(manifest))
+        return "axis 1 is 3 in the graph, model.json says 5"
+    if how == "warm_up":
+        features, outputs = manifest["inputs"][0]["shape"][1], manifest["outputs"][0]["shape"][1]
+        graph = helper.make_graph(
+            [helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad_reshape",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", outputs])],
+            initializer=[numpy_helper.from_array(np.array([-1, features + 1], dtype=np.int64), "shape")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        (folder / "model.onnx").write_bytes(model.SerializeToString())
+        manifest["onnx_sha256"] = sha256_file(folder / "model.onnx")
+        manifest_path.write_text(json.dumps(manifest))
+        return "warm-up with 1 rows failed"
+    raise ValueError(f"unknown way to break a version: {how!r}")

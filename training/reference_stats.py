@@ -10,6 +10,8 @@ from server.registry.manifest import DriftReference, ReferenceHistogram
 from training.tasks import LABEL_OUTPUT, SCORE_OUTPUT, ClassNames, Task
 
 DEFAULT_BINS = 10
+MAX_CATEGORIES = 50
+"""Most frequent values of a categorical column kept as bins; the rest share the "other" bin."""
 
 
 def _edges(values: np.ndarray, bins: int) -> np.ndarray:
@@ -41,6 +43,26 @@ def histogram(name: str, values: np.ndarray, bins: int = DEFAULT_BINS, edges: np
     )
 
 
+def categorical_histogram(name: str, values: np.ndarray, max_categories: int = MAX_CATEGORIES) -> ReferenceHistogram:
+    """One bin per category value (the `max_categories` most frequent), proportions of all rows.
+
+    The categories left out (and NaN) are what the server's "other" bin expects: `1 - sum(proportions)`.
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    flat = flat[~np.isnan(flat)]
+    if flat.size == 0:
+        raise ValueError(f"{name}: cannot describe zero values")
+    uniques, counts = np.unique(flat, return_counts=True)
+    kept = np.sort(np.argsort(-counts, kind="stable")[:max_categories])
+    categories, shares = uniques[kept], counts[kept] / flat.size
+    return ReferenceHistogram(
+        name=name,
+        bin_edges=[float(e) for e in _edges(categories, categories.size)],
+        proportions=[float(p) for p in shares],
+        categories=[float(c) for c in categories],
+    )
+
+
 def prediction_histogram(probabilities: np.ndarray, bins: int = DEFAULT_BINS) -> ReferenceHistogram:
     """Predicted-probability distribution: quantile edges inside, widened to span all of [0, 1]."""
     flat = np.asarray(probabilities, dtype=np.float64).ravel()
@@ -56,7 +78,8 @@ def label_histogram(class_indices: np.ndarray, classes: ClassNames) -> Reference
         name=LABEL_OUTPUT,
         bin_edges=[k - 0.5 for k in range(len(classes) + 1)],
         proportions=[float(c) for c in counts / counts.sum()],
-        categories=classes,
+        categories=[str(c) for c in classes] if any(isinstance(c, str) for c in classes)
+        else [float(c) for c in classes],
     )
 
 
@@ -78,9 +101,16 @@ def drift_reference(
     columns: Sequence[str],
     prediction: tuple[ReferenceHistogram, str],
     bins: int = DEFAULT_BINS,
+    categorical: Sequence[str] = (),
 ) -> DriftReference:
-    """Per-feature histograms of the raw training columns (tabular only) and the `prediction_reference`."""
-    features = [histogram(name, inputs[:, i], bins) for i, name in enumerate(columns)] if columns else []
+    """Per-feature histograms of the raw training columns (tabular only) and the `prediction_reference`.
+
+    Numeric columns get quantile bins; `categorical` columns one bin per category value.
+    """
+    features = [
+        categorical_histogram(name, inputs[:, i]) if name in categorical else histogram(name, inputs[:, i], bins)
+        for i, name in enumerate(columns)
+    ]
     predicted, output = prediction
     return DriftReference(
         features=features,

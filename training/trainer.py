@@ -270,7 +270,8 @@ class Trainer:
         # Reference statistics come from raw rows through the whole module: what serving will see.
         train_scores = self._scores(model, torch.from_numpy(raw[train_idx]), raw=True)
         drift = drift_reference(raw[train_idx], self.dataset.columns,
-                                prediction_reference(task, train_scores, self.dataset.classes))
+                                prediction_reference(task, train_scores, self.dataset.classes),
+                                categorical=self.dataset.categorical)
         holdout = val_idx[: config.holdout_rows]
         input_spec = TensorSpec(name=self.spec.input_name, datatype="FP32", shape=[-1, *raw.shape[1:]])
         payload = {

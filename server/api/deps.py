@@ -12,11 +12,16 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
+from server.api.admin_auth import AdminTokens
+from server.api.context import request_id_of
 from server.api.inflight import InflightRequests
+from server.api.request_log import RequestLog
 from server.api.request_metrics import RequestMetrics
+from server.errors import ModelNotReady
 from server.features.join import FeatureJoin
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
+from server.registry.controller import Caller, Controller
 from server.registry.manifest import ModelManifest
 from server.request import InferenceRequest, Tensors
 from server.routing.table import ShadowRoute
@@ -67,7 +72,7 @@ class VersionStatusView(Protocol):
 
     @property
     def state(self) -> Any:
-        """READY | LOADING | UNAVAILABLE | FAILED (an Enum or its string value)."""
+        """AVAILABLE | LOADING | READY | FAILED | DRAINING | UNLOADED (an Enum or its value)."""
         ...
 
     @property
@@ -118,6 +123,8 @@ class Edge:
     registry: Registry
     metrics: Metrics
     inflight: InflightRequests
+    request_log: RequestLog
+    """Request events (errors, sampled successes) of the inference fast lane."""
     request_metrics: RequestMetrics
     features: FeatureJoin
     """Stored features for v1 records (`server/features/`): the configured store behind its
@@ -133,3 +140,40 @@ async def _edge(request: Request) -> Edge:
 # One async provider: FastAPI would run a plain `def` one in its thread pool, and
 # one dependency instead of four keeps the per-request resolution cost down.
 EdgeDep = Annotated[Edge, Depends(_edge)]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminPlane:
+    """What the admin routes use, built by the lifespan when an admin token is configured."""
+
+    tokens: AdminTokens
+    controller: Controller | None
+    """None when the app runs over a registry that is not the `ModelRegistry` (edge tests)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminCall:
+    """An authenticated admin request: the controller and who is calling."""
+
+    controller: Controller
+    caller: Caller
+
+
+async def _admin_caller(request: Request) -> Caller:
+    plane: AdminPlane = request.app.state.admin
+    name = plane.tokens.identify(request.headers.get("authorization"))
+    return Caller(name, request_id_of(request.scope) or None)
+
+
+async def _admin_call(request: Request) -> AdminCall:
+    caller = await _admin_caller(request)
+    controller = request.app.state.admin.controller
+    if controller is None:
+        raise ModelNotReady("model changes need the model registry, which this app does not run")
+    return AdminCall(controller, caller)
+
+
+AdminDep = Annotated[AdminCall, Depends(_admin_call)]
+"""Every admin route's first step: 401 without a bearer token, 403 with an unknown one."""
+AdminCallerDep = Annotated[Caller, Depends(_admin_caller)]
+"""The same check for admin routes that change no model version (feature rows)."""

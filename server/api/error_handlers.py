@@ -2,7 +2,8 @@
 
 Starlette dispatches exception handlers along the MRO, so one handler on the base
 class covers the family; the table is looked up the same way. Framework errors
-(unknown route 404, 405, body/param validation 422) are rewritten into the same form.
+(unknown route 404, 405, a body or parameter that does not validate: 400) are rewritten into
+the same form.
 Anything unexpected is logged with its traceback and answered with a generic 500.
 """
 
@@ -16,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.api.request_log import note_error
 from server.errors import (
     Conflict,
     ControlStateUnavailable,
@@ -23,6 +25,7 @@ from server.errors import (
     EntityNotFound,
     FeatureStoreUnavailable,
     FeatureValueInvalid,
+    Forbidden,
     HotserveError,
     InferenceFailed,
     InvalidInput,
@@ -31,12 +34,15 @@ from server.errors import (
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
+    Unauthorized,
 )
 
 logger = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[BaseException], int] = {
     InvalidInput: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     ModelNotFound: 404,
     EntityNotFound: 404,
     Conflict: 409,
@@ -67,7 +73,11 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   request: Request | None = None) -> Response:
+    """The error answer of a FastAPI route; with `request`, its message goes into the request's log event."""
+    if request is not None:
+        note_error(request.scope, message)
     return Response(error_body(message), status_code=status,
                     media_type="application/json", headers=headers)
 
@@ -78,6 +88,8 @@ def describe_error(exc: HotserveError, where: str) -> tuple[int, str, dict[str, 
     headers = {}
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(max(1, exc.retry_after_s))
+    elif isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="hotserve-admin"'
     if status >= 500 and status not in (503, 504):
         logger.error("%s failed: %s", where, exc.message)
     return status, exc.message, headers
@@ -86,7 +98,7 @@ def describe_error(exc: HotserveError, where: str) -> tuple[int, str, dict[str, 
 async def _hotserve_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HotserveError)
     status, message, headers = describe_error(exc, f"{request.method} {request.url.path}")
-    return error_response(status, message, headers or None)
+    return error_response(status, message, headers or None, request)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -96,7 +108,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"no route for {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"method {request.method} not allowed on {request.url.path}"
-    return error_response(exc.status_code, message, dict(exc.headers) if exc.headers else None)
+    return error_response(exc.status_code, message, dict(exc.headers) if exc.headers else None,
+                          request)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -104,12 +117,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     problems = "; ".join(
         f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
         for err in exc.errors())
-    return error_response(422, problems or "invalid request")
+    # 400, not FastAPI's 422: the v2 protocol and the admin API answer every malformed request 400.
+    return error_response(400, problems or "invalid request", request=request)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal server error")
+    return error_response(500, "internal server error", request=request)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -14,8 +14,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from server.api.admin_auth import AdminDep
-from server.api.deps import EdgeDep
+from server.api.deps import AdminCallerDep, EdgeDep
 from server.features.service import repository_views
 from server.features.store import EntityWrite
 from server.features.values import RowRejected, check_write
@@ -55,7 +54,7 @@ def _view(edge: EdgeDep, name: str, version: int) -> FeatureView:
 
 
 @router.get("/views")
-async def list_views(edge: EdgeDep, _: AdminDep) -> dict[str, Any]:
+async def list_views(edge: EdgeDep, _: AdminCallerDep) -> dict[str, Any]:
     """The views of the repository's models and the store they are looked up in."""
     lookup = edge.features.lookup
     return {"store": lookup.store.describe(), "backend": lookup.store.backend,
@@ -64,7 +63,7 @@ async def list_views(edge: EdgeDep, _: AdminDep) -> dict[str, Any]:
 
 
 @router.post("/views/{name}/versions/{version}/rows")
-async def write_rows(name: str, version: int, body: RowsIn, edge: EdgeDep, _: AdminDep) -> RowsOut:
+async def write_rows(name: str, version: int, body: RowsIn, edge: EdgeDep, _: AdminCallerDep) -> RowsOut:
     view = _view(edge, name, version)
     writes: list[EntityWrite] = []
     rejected: list[Rejected] = []

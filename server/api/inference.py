@@ -5,7 +5,7 @@ the demo model FastAPI's per-request machinery (middleware stack, dependency sol
 Request/Response objects) cost more CPU than decoding, batching and encoding together.
 Hot path: the body is read once, parsed with orjson into numpy arrays, handed to the
 version's batcher, and the answer written with orjson straight from numpy. No pydantic on
-tensors and no per-request logging; metrics are the only bookkeeping.
+tensors; per request, metrics and (only for errors, or when sampled) one request event.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class Answer:
     body: bytes
     content_type: bytes = _JSON
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    error: str = ""
+    """The error message of an error answer, for the request event."""
 
 
 Answered = tuple[Answer, InferenceRequest, Tensors]
@@ -74,6 +76,8 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
     if scope["method"] != "POST":
         await _send(send, request_id, Answer(405, error_body(f"method {scope['method']} not allowed on {scope['path']}"),
                                  headers=((b"allow", b"POST"),)))
+        edge.request_log.record(request_id, scope["method"], scope["path"], 405,
+                                time.monotonic() - arrived, protocol=target.protocol, error="method not allowed")
         return
     try:
         if edge.inflight.draining:
@@ -114,6 +118,8 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
     except (asyncio.CancelledError, _ClientGone) as exc:
         edge.request_metrics.record(model_label, version_label, target.protocol, 499,
                                     time.monotonic() - arrived)  # client gone (nginx's code)
+        edge.request_log.record(request_id, "POST", scope["path"], 499, time.monotonic() - arrived,
+                                model_label, version_label, target.protocol, "client disconnected")
         if isinstance(exc, asyncio.CancelledError):
             raise
         return
@@ -127,6 +133,10 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
     await _send(send, request_id, answer)
     edge.request_metrics.record(model_label, version_label, target.protocol, answer.status,
                                 time.monotonic() - arrived)
+    # Errors (and sampled successes) only: for the rest this returns after one comparison.
+    edge.request_log.record(request_id, "POST", scope["path"], answer.status,
+                            time.monotonic() - arrived, model_label, version_label, target.protocol,
+                            answer.error)
 
 
 async def _send(send: Send, request_id: str, answer: Answer) -> None:
@@ -225,7 +235,7 @@ def _error_answer(exc: Exception, target: InferenceTarget) -> Answer:
     where = f"{target.protocol} inference for {target.name!r}"
     if not isinstance(exc, HotserveError):
         logger.exception("unhandled error on %s", where)
-        return Answer(500, error_body("internal server error"))
+        return Answer(500, error_body("internal server error"), error="internal server error")
     status, message, headers = describe_error(exc, where)
     return Answer(status, error_body(message), headers=tuple(
-        (k.lower().encode(), v.encode()) for k, v in headers.items()))
+        (k.lower().encode(), v.encode()) for k, v in headers.items()), error=message)

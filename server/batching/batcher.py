@@ -10,7 +10,8 @@ stopped admission no request can join a partial batch, so it leaves at once (`de
 
 Per request the hot path costs one future, one deque append/pop, and (only with a deadline)
 one timer handle; no task, no log line. Results come back through one
-`call_soon_threadsafe` per batch and are handed out as row slices of the batch outputs.
+`call_soon_threadsafe` per batch and are handed out as row slices of the batch outputs; then
+the batch's inputs and outputs go to the optional `on_batch` observer (the drift sampler).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import numpy as np
@@ -43,13 +44,17 @@ from server.runtime.executor import RuntimeExecutor
 log = logging.getLogger(__name__)
 
 ShapeKey = tuple[tuple[int, ...], ...]
+BatchObserver = Callable[[Tensors, Tensors], None]
+"""Called on the loop with (inputs, outputs) of every batch that ran cleanly (drift sampling)."""
 
 
 class Batcher:
     """Queues one version's requests and runs them in batches on its executor."""
 
-    def __init__(self, manifest: ModelManifest, executor: RuntimeExecutor, metrics: Metrics) -> None:
+    def __init__(self, manifest: ModelManifest, executor: RuntimeExecutor, metrics: Metrics,
+                 on_batch: BatchObserver | None = None) -> None:
         self.name = manifest.name
+        self._on_batch = on_batch
         self.version = manifest.version
         policy = manifest.batching
         self._config = BatchConfig.from_policy(policy)
@@ -281,7 +286,7 @@ class Batcher:
             else:
                 inputs = {name: np.concatenate([entry.inputs[name] for entry in entries])
                           for name in self._input_names}
-            self._executor.submit(self._loop, inputs, partial(self._finish, entries, rows))
+            self._executor.submit(self._loop, inputs, partial(self._finish, entries, rows, inputs))
         except Exception as error:
             # Popped entries must never be left without an answer. The surrounding _pump
             # loop goes on with the rest of the queue.
@@ -292,9 +297,9 @@ class Batcher:
         self._m_batches[reason].inc()
         self._m_batch_size.observe(rows)
 
-    def _finish(self, entries: list[PendingRequest], rows: int,
+    def _finish(self, entries: list[PendingRequest], rows: int, inputs: Tensors,
                 outputs: Tensors | None, error: BaseException | None, run_s: float) -> None:
-        """On the loop: hand each caller its rows (or the batch's one error), then refill."""
+        """On the loop: hand each caller its rows (or the batch's one error), refill, then observe."""
         self._running -= 1
         self._m_inference_duration.observe(run_s)
         if error is None and self._batch_axis:
@@ -315,6 +320,9 @@ class Batcher:
                 start = end
         self._pump()
         self._check_drained()
+        if error is None and outputs is not None and self._on_batch is not None:
+            # Last: the next batch is already on a worker and every caller has its answer.
+            self._on_batch(inputs, outputs)
 
     def _fail(self, entries: list[PendingRequest], rows: int, error: BaseException) -> None:
         """Answer every caller of one batch with the same error (InferenceFailed if foreign)."""

@@ -7,9 +7,14 @@ several apps in one process.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from server.monitoring.monitor import DriftMonitor
 
 # Sub-millisecond resolution at the fast end: the demo model answers in ~1 ms.
 LATENCY_BUCKETS_S = (
@@ -25,6 +30,63 @@ FEATURE_LATENCY_BUCKETS_S = (
 )
 STALENESS_BUCKETS_S = (1, 10, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400,
                        7 * 86400, 30 * 86400)
+# A promotion of a loaded version is a reference swap (~ms); one that loads first takes seconds.
+SWAP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                  10.0, 30.0, 60.0, 120.0)
+
+
+class DriftCollector(Collector):
+    """Drift gauges read from the monitor's latest reports at scrape time.
+
+    Only loaded versions are tracked, so an unloaded version's series vanish instead of lingering
+    as stale gauges. PSI is absent while the window holds fewer than the minimum rows.
+    """
+
+    def __init__(self, monitor: DriftMonitor) -> None:
+        self._monitor = monitor
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        feature_psi, prediction_psi, window_rows, window_nan, sampled = families
+        for report in self._monitor.reports():
+            labels = [report.model, str(report.version)]
+            window_rows.add_metric(labels, report.window_rows)
+            sampled.add_metric(labels, report.sampled_rows_total)
+            for feature in report.features:
+                window_nan.add_metric([*labels, feature.name], feature.nan)
+                if feature.psi is not None:
+                    feature_psi.add_metric([*labels, feature.name], feature.psi)
+            if report.prediction is not None and report.prediction.psi is not None:
+                prediction_psi.add_metric([*labels, report.prediction.name], report.prediction.psi)
+        return list(families)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily,
+                             GaugeMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "hotserve_drift_feature_psi", "PSI of a feature's live values in the drift window "
+                "against the training reference (0.1 watch, 0.2 act).",
+                labels=["model", "version", "feature"]),
+            GaugeMetricFamily(
+                "hotserve_drift_prediction_psi", "PSI of the predictions (an output's values) in the "
+                "drift window against the training reference.",
+                labels=["model", "version", "output"]),
+            GaugeMetricFamily(
+                "hotserve_drift_window_rows", "Rows in the drift window of a loaded version.",
+                labels=["model", "version"]),
+            GaugeMetricFamily(
+                "hotserve_drift_window_nan_values", "NaN values of a feature in the drift window "
+                "(counted apart, not in the PSI).",
+                labels=["model", "version", "feature"]),
+            CounterMetricFamily(
+                "hotserve_drift_sampled_rows", "Rows sampled into the drift window since the version "
+                "was loaded.",
+                labels=["model", "version"]),
+        )
 
 
 @dataclass
@@ -32,9 +94,12 @@ class Metrics:
     """The app's instruments; built by `create_app`, passed to whoever records."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    drift: DriftMonitor = field(default_factory=DriftMonitor)
+    """Drift of the loaded versions, exported by `DriftCollector` at scrape time."""
 
     def __post_init__(self) -> None:
         r = self.registry
+        r.register(DriftCollector(self.drift))
         self.requests = Counter(
             "hotserve_requests", "Inference requests answered.",
             ["model", "version", "protocol", "code"], registry=r)
@@ -99,6 +164,35 @@ class Metrics:
             "hotserve_feature_breaker_state", "Feature store circuit breaker: 0 closed, 1 half-open, 2 open.",
             ["backend"], registry=r)
 
+        # --- control path: swaps, drains, memory, aliases, admin operations
+        self.model_swaps = Counter(
+            "hotserve_model_swaps", "Admin changes of the version serving a model's unpinned "
+            "requests (promote, rollback), by result (success, failure).",
+            ["model", "result"], registry=r)
+        self.model_swap_duration = Histogram(
+            "hotserve_model_swap_duration_seconds", "From a promote/rollback call to the new "
+            "routing published (includes loading the version when it was not loaded).",
+            ["model"], buckets=SWAP_BUCKETS_S, registry=r)
+        self.model_unloads = Counter(
+            "hotserve_model_unloads", "Versions drained and unloaded, by whether every routed "
+            "request finished first (drained, timeout).",
+            ["model", "result"], registry=r)
+        self.model_drain_duration = Histogram(
+            "hotserve_model_drain_duration_seconds", "From a version leaving the routing table "
+            "to its session being released.",
+            ["model"], buckets=SWAP_BUCKETS_S, registry=r)
+        self.model_memory = Gauge(
+            "hotserve_model_memory_bytes", "Memory cost of a loaded version: the process RSS "
+            "growth its load and warm-up caused.",
+            ["model", "version"], registry=r)
+        self.model_version_info = Gauge(
+            "hotserve_model_version_info", "1 for each alias and the version it routes to; "
+            "`production` is the version answering unpinned requests.",
+            ["model", "alias", "version"], registry=r)
+        self.admin_operations = Counter(
+            "hotserve_admin_operations", "Admin API changes by operation and result "
+            "(ok, noop, refused, failed).",
+            ["operation", "result"], registry=r)
         # --- traffic policy, shadow, fleet control state (server/routing/, server/shadow.py)
         self.shadow_requests = Counter(
             "hotserve_shadow_requests", "Copies of requests for a shadow version, by outcome "

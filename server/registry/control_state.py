@@ -22,7 +22,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
-from server.errors import ControlConflict
+from server.errors import ControlConflict, ControlStateUnavailable
 
 PRODUCTION = "production"
 CANARY = "canary"
@@ -61,12 +61,30 @@ class ModelControl(_Frozen):
 
     aliases: dict[str, PositiveInt] = Field(default_factory=dict)
     """Alias name (`production`, `canary`, any other) -> version."""
+    loaded: list[PositiveInt] = Field(default_factory=list)
+    """Versions an operator loaded explicitly (ascending), kept loaded beside the aliased ones."""
+    retained: PositiveInt | None = None
+    """The previous `production` version, kept loaded so a rollback is instant
+    (`HOTSERVE_KEEP_PREVIOUS_LOADED`); replaced by the next promotion."""
+    stopped: bool = False
+    """Taken out of service as a whole (the repository extension's unload): nothing of it is
+    loaded and its requests get 503 until it is loaded again."""
     traffic: dict[str, NonNegativeInt] = Field(default_factory=dict)
     """Weights (summing to 100) over aliases or version numbers for unpinned requests;
     empty: everything goes to `production`."""
     shadow: ShadowPolicy | None = None
     history: list[ProductionChange] = Field(default_factory=list)
     """Past `production` changes, oldest first, at most `HISTORY_LIMIT`."""
+
+    def wanted(self) -> set[int]:
+        """Versions this state wants loaded: aliased, explicitly loaded, retained, named by the
+    traffic policy or as shadow; none if stopped."""
+        if self.stopped:
+            return set()
+        retained = {self.retained} if self.retained is not None else set()
+        traffic = {int(t) for t in self.traffic if t.isdigit() and int(t) > 0}
+        shadow = {self.shadow.version} if self.shadow is not None else set()
+        return {*self.aliases.values(), *self.loaded, *retained, *traffic, *shadow}
 
 
 class ControlSnapshot(_Frozen):
@@ -78,15 +96,6 @@ class ControlSnapshot(_Frozen):
     def model(self, name: str) -> ModelControl:
         return self.models.get(name) or ModelControl()
 
-    def routed_versions(self, name: str) -> set[int]:
-        """Every version this model's routing names: alias targets, numeric traffic targets, shadow."""
-        control = self.model(name)
-        versions = set(control.aliases.values())
-        versions |= {int(t) for t in control.traffic if t.isdigit() and int(t) > 0}
-        if control.shadow is not None:
-            versions.add(control.shadow.version)
-        return versions
-
     def alias(self, model: str, alias: str) -> int | None:
         """The version `alias` names for `model`, or None when unset."""
         return self.model(model).aliases.get(alias)
@@ -95,17 +104,50 @@ class ControlSnapshot(_Frozen):
         """A copy with `name`'s state replaced (same revision: `write` assigns the next one)."""
         return self.model_copy(update={"models": {**self.models, name: control}})
 
-    def with_alias(self, model: str, alias: str, version: int, by: str | None = None) -> ControlSnapshot:
+    def with_alias(self, model: str, alias: str, version: int, by: str | None = None,
+                   serving: int | None = None) -> ControlSnapshot:
         """A copy with `model`'s `alias` pointing at `version`; a `production` change is recorded
-        in the model's history."""
+        in the model's history. `serving`: the version answering unpinned requests while
+        `production` is unset (recorded as the previous one, so a rollback returns to it)."""
         current = self.model(model)
         update: dict[str, object] = {"aliases": {**current.aliases, alias: version}}
         previous = current.aliases.get(alias)
+        if alias == PRODUCTION and previous is None:
+            previous = serving
         if alias == PRODUCTION and previous != version:
             change = ProductionChange(version=version, previous=previous, by=by,
                                       at=datetime.now(UTC).isoformat(timespec="seconds"))
             update["history"] = [*current.history, change][-HISTORY_LIMIT:]
         return self.with_model(model, current.model_copy(update=update))
+
+    def without_alias(self, model: str, alias: str) -> ControlSnapshot:
+        """A copy with `model`'s `alias` removed."""
+        current = self.model(model)
+        aliases = {name: v for name, v in current.aliases.items() if name != alias}
+        return self.with_model(model, current.model_copy(update={"aliases": aliases}))
+
+    def with_loaded(self, model: str, version: int) -> ControlSnapshot:
+        """A copy where `version` of `model` is explicitly loaded."""
+        current = self.model(model)
+        loaded = sorted({*current.loaded, version})
+        return self.with_model(model, current.model_copy(update={"loaded": loaded}))
+
+    def without_loaded(self, model: str, version: int) -> ControlSnapshot:
+        """A copy where `version` is neither explicitly loaded nor retained (aliases untouched)."""
+        current = self.model(model)
+        update: dict[str, object] = {"loaded": [v for v in current.loaded if v != version]}
+        if current.retained == version:
+            update["retained"] = None
+        return self.with_model(model, current.model_copy(update=update))
+
+    def with_retained(self, model: str, version: int | None) -> ControlSnapshot:
+        """A copy keeping `version` loaded as the previous production (None: keep none)."""
+        current = self.model(model)
+        return self.with_model(model, current.model_copy(update={"retained": version}))
+
+    def with_stopped(self, model: str, stopped: bool) -> ControlSnapshot:
+        """A copy with `model` taken out of service (True) or back in it (False)."""
+        return self.with_model(model, self.model(model).model_copy(update={"stopped": stopped}))
 
     def previous_production(self, model: str) -> int | None:
         """The version `production` named before its current one (what a rollback returns to)."""
@@ -174,7 +216,14 @@ class FileControlState:
 
     async def write(self, snapshot: ControlSnapshot, expected_revision: int) -> ControlSnapshot:
         async with self._lock:
-            stored = await asyncio.to_thread(self._compare_and_write, snapshot, expected_revision)
+            try:
+                stored = await asyncio.to_thread(self._compare_and_write, snapshot, expected_revision)
+            except ControlStateUnavailable:
+                raise
+            except OSError as error:  # e.g. a read-only model repository holding the default path
+                raise ControlStateUnavailable(
+                    f"control state {self.path} cannot be written ({error.strerror or error}); "
+                    f"set HOTSERVE_CONTROL_STATE_PATH to a writable file") from error
         self._writes += 1
         async with self._written:
             self._written.notify_all()
@@ -186,8 +235,8 @@ class FileControlState:
             writes = self._writes
             try:
                 snapshot = await self.read()
-            except ValueError:
-                snapshot = None  # a hand-edited file that does not parse: keep the last routing
+            except (ValueError, ControlStateUnavailable):
+                snapshot = None  # unparsable or unreadable for now: keep the last routing
             if snapshot is not None and snapshot.revision > seen:
                 seen = snapshot.revision
                 yield snapshot
@@ -214,6 +263,9 @@ class FileControlState:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return ControlSnapshot()
+        except OSError as error:
+            raise ControlStateUnavailable(f"control state {self.path} cannot be read "
+                                          f"({error.strerror or error})") from error
         try:
             return ControlSnapshot.model_validate_json(raw)
         except ValidationError as error:

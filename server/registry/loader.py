@@ -24,6 +24,7 @@ from server.registry.manifest import (
     TensorSpec,
     sha256_file,
 )
+from server.registry.repository import inside
 from server.registry.served import ServedVersion
 from server.runtime.base import Runtime
 from server.runtime.onnx import OnnxRuntime
@@ -136,8 +137,17 @@ def warm_up_inputs(manifest: ModelManifest, rows: int) -> dict[str, np.ndarray]:
     return inputs
 
 
+def check_inside_repository(folder: Path) -> None:
+    """The version's files must not be symlinks out of the model repository (`<repo>/<model>/<v>`)."""
+    real_root = folder.parent.parent.resolve()
+    for filename in (MANIFEST_FILENAME, ONNX_FILENAME):
+        if not inside(folder / filename, real_root):
+            raise ModelLoadFailed(f"{folder / filename} is a symlink out of the model repository")
+
+
 def open_version(folder: Path, name: str, version: int, settings: Settings) -> tuple[ModelManifest, Runtime]:
     """Blocking part of a load: manifest, sha256, session, graph check. Call off the loop."""
+    check_inside_repository(folder)
     manifest = read_manifest(folder, name, version)
     model_path = verify_model_file(folder, manifest)
     runtime = OnnxRuntime(model_path, settings.provider_preference,

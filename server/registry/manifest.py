@@ -199,16 +199,26 @@ class ReferenceHistogram(_Strict):
     bin_edges: list[float]
     """len(proportions) + 1 ascending edges; values outside fall in the end bins."""
     proportions: list[float]
-    categories: list[str] | list[int] | None = None
-    """For a categorical quantity (a classifier's `label`): the value each bin counts, in bin
-    order; a value is binned at its position here, on edges around 0, 1, ... (None: numeric)."""
+    categories: list[float] | list[str] | None = None
+    """Set for a categorical quantity: the category value each bin counts, in bin order. A
+    categorical feature's numeric categories ascend (`bin_edges` are the midpoints between them)
+    and live values equal to none of them count in one more bin, "other", whose reference share is
+    `1 - sum(proportions)`. A classifier's `label` lists its class names (text labels are not
+    monitored: drift compares numbers)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ReferenceHistogram:
         if len(self.bin_edges) != len(self.proportions) + 1:
             raise ValueError("bin_edges must have one more entry than proportions")
-        if self.categories is not None and len(self.categories) != len(self.proportions):
-            raise ValueError("categories must have one entry per proportion")
+        if self.categories is not None:
+            if len(self.categories) != len(self.proportions):
+                raise ValueError("categories must have one entry per proportion")
+            numeric = [c for c in self.categories if not isinstance(c, str)]
+            if len(numeric) == len(self.categories) and any(
+                    b <= a for a, b in zip(numeric, numeric[1:], strict=False)):
+                raise ValueError("categories must be strictly ascending")
+            if sum(self.proportions) > 1.0 + 1e-6:
+                raise ValueError("category proportions must not sum to more than 1")
         return self
 
 

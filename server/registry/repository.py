@@ -3,7 +3,9 @@
 Only folders count: a model folder whose name is a valid model name, holding version
 folders named by positive integers. Anything else (hidden folders such as `.hotserve/`,
 an exporter's half-written `.tmp-*` folder, stray files, `v2`, `0`, `007`) is skipped, so a
-version becomes visible only once its folder has its final name.
+version becomes visible only once its folder has its final name. A symlink whose target lies
+outside the repository is skipped too: the admin API names models and versions only among
+what this scan found, so nothing it names can lead out of the repository.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def scan_repository(root: Path) -> dict[str, list[int]]:
     """
     if not root.is_dir():
         raise FileNotFoundError(f"model repository {root} is not a folder")
+    real_root = root.resolve()
     models: dict[str, list[int]] = {}
     for model_dir in sorted(root.iterdir()):
         if not model_dir.is_dir() or model_dir.name.startswith("."):
@@ -35,7 +38,10 @@ def scan_repository(root: Path) -> dict[str, list[int]]:
         if not _MODEL_NAME.match(model_dir.name):
             log.warning("skipping %s: not a valid model name", model_dir)
             continue
-        versions = model_versions(model_dir)
+        if not inside(model_dir, real_root):
+            log.warning("skipping %s: a symlink out of the model repository", model_dir)
+            continue
+        versions = model_versions(model_dir, real_root)
         if versions:
             models[model_dir.name] = versions
         else:
@@ -43,11 +49,18 @@ def scan_repository(root: Path) -> dict[str, list[int]]:
     return models
 
 
-def model_versions(model_dir: Path) -> list[int]:
-    """Version numbers of one model folder, ascending ([] when the folder does not exist)."""
+def model_versions(model_dir: Path, real_root: Path | None = None) -> list[int]:
+    """Version numbers of one model folder, ascending ([] when the folder does not exist); with
+    `real_root`, only folders that lie within it once symlinks are resolved."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(d.name) for d in model_dir.iterdir() if d.is_dir() and _VERSION.match(d.name))
+    return sorted(int(d.name) for d in model_dir.iterdir()
+                  if d.is_dir() and _VERSION.match(d.name) and (real_root is None or inside(d, real_root)))
+
+
+def inside(path: Path, real_root: Path) -> bool:
+    """Whether `path`, symlinks resolved, lies within `real_root` (itself resolved)."""
+    return path.resolve().is_relative_to(real_root)
 
 
 def version_dir(root: Path, name: str, version: int) -> Path:

@@ -13,6 +13,7 @@ import time
 
 from server.batching.batcher import Batcher
 from server.metrics.instruments import Metrics
+from server.monitoring.drift import VersionDrift
 from server.protocol.schema import ModelSchema
 from server.registry.manifest import ModelManifest
 from server.request import InferenceRequest, Tensors
@@ -32,7 +33,11 @@ class ServedVersion:
         self.runtime = runtime
         self.executor = RuntimeExecutor(runtime, manifest.batching.instances,
                                         thread_name=f"hotserve-{manifest.name}-v{manifest.version}")
-        self.batcher = Batcher(manifest, self.executor, metrics)
+        self._drift_monitor = metrics.drift
+        self.drift: VersionDrift | None = metrics.drift.track(manifest)
+        """Samples each batch for drift monitoring; None when model.json has no reference."""
+        self.batcher = Batcher(manifest, self.executor, metrics,
+                               on_batch=None if self.drift is None else self.drift.record)
         timeout_ms = manifest.batching.default_timeout_ms
         self.default_timeout_s = None if timeout_ms is None else timeout_ms / 1000.0
         """Deadline (from arrival) of requests that carry none: `batching.default_timeout_ms`."""
@@ -91,6 +96,8 @@ class ServedVersion:
 
         Returns whether every accepted request finished.
         """
+        if self.drift is not None:
+            self._drift_monitor.untrack(self.drift)
         drained = await self.batcher.close(timeout_s)
         if drained:
             await asyncio.to_thread(self.executor.shutdown, True)

@@ -44,6 +44,7 @@ def test_runtime_stage_runs_hotserve_serve_as_non_root() -> None:
     assert "/opt/hotserve/healthcheck.py" in stage["HEALTHCHECK"]
     env = stage["ENV"]
     assert "HOTSERVE_MODEL_REPOSITORY=/models" in env and "HOTSERVE_HOST=0.0.0.0" in env
+    assert "MALLOC_TRIM_THRESHOLD_=131072" in env  # unloaded versions' memory goes back
 
 
 def test_both_variants_install_through_the_shared_script() -> None:

@@ -81,6 +81,8 @@ def test_rendered_manifests_match_kubernetes_1_30_strict_schemas(render: Render,
         ("replicaCount=two", "replicaCount"),
         ("server.port=70000", "port"),
         ("server.logLevel=verbose", "logLevel"),
+        ("server.logFormat=xml", "logFormat"),
+        ("server.drift.minRows=0", "minRows"),
         ("modelRepository.source=s3", "source"),
         ("gpu.count=0", "count"),
         ("autoscaling.enabled=maybe", "enabled"),
@@ -185,6 +187,10 @@ def test_admin_token_comes_from_a_secret(render: Render) -> None:
     existing = render(set_values=["adminToken.existingSecret=ops-token"])
     assert not by_kind(existing, "Secret")
     assert _container(existing)["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "ops-token"
+    assert "HOTSERVE_CONTROL_STATE_PATH" not in one(existing, "ConfigMap")["data"]
+    stored = render(set_values=["adminToken.existingSecret=ops-token",
+                                "server.controlStatePath=/var/lib/hotserve/control.json"])
+    assert one(stored, "ConfigMap")["data"]["HOTSERVE_CONTROL_STATE_PATH"] == "/var/lib/hotserve/control.json"
 
 
 def test_bundled_redis_is_wired_and_exclusive_with_an_external_url(render: Render,
@@ -220,3 +226,18 @@ def test_chart_yaml_files_pass_yamllint() -> None:
     files = [CHART / "Chart.yaml", CHART / "values.yaml", GPU_VALUES,
              *sorted((CHART / "rules").glob("*.yaml"))]
     run([yamllint, "--strict", "-d", config, *map(str, files)])
+
+
+def test_log_and_drift_values_become_settings_the_server_accepts(render: Render) -> None:
+    from server.settings import Settings
+
+    docs = render(set_json=['server.drift={"enabled": true, "windowRows": 5000, "windowS": 600, '
+                            '"minRows": 500, "intervalS": 2.5}', "server.logSuccessSampleRate=0.01"])
+    config = one(docs, "ConfigMap")["data"]
+    fields = {name.removeprefix("HOTSERVE_").lower(): value for name, value in config.items()
+              if name.startswith(("HOTSERVE_LOG_", "HOTSERVE_DRIFT_"))}
+    assert set(fields) == {name for name in Settings.model_fields if name.startswith(("log_", "drift_"))}
+    settings = Settings(**fields)
+    assert (settings.log_format, settings.log_success_sample_rate) == ("json", 0.01)
+    assert (settings.drift_window_rows, settings.drift_window_s, settings.drift_min_rows,
+            settings.drift_interval_s) == (5000, 600.0, 500, 2.5)

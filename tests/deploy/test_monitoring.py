@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from server.metrics.instruments import Metrics
 from tests.deploy.conftest import CHART, run
+from tests.deploy.monitoring_files import (
+    DASHBOARDS,
+    METRIC_NAME,
+    RULE_FILES,
+    alert_rules,
+    dashboard_exprs,
+    load_dashboard,
+    panels,
+    rule_groups,
+)
 
-RULE_FILES = sorted((CHART / "rules").glob("*.yaml"))
-DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 RULES_UNIT_TEST = Path(__file__).parent / "promtool" / "hotserve_rules_test.yaml"
-# Grafana's built-in interval variables, replaced by durations PromQL accepts.
-GRAFANA_INTERVALS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
-METRIC_NAME = re.compile(r"\bhotserve_[a-z0-9_]+\b")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -36,27 +37,6 @@ def _exported_metric_names() -> set[str]:
     return names
 
 
-def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from _panels(panel.get("panels") or [])  # rows nest their panels
-
-
-def _dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
-    exprs = [t["expr"] for p in _panels(dashboard["panels"]) for t in p.get("targets") or []
-             if t.get("expr")]
-    variables = {v["name"] for v in dashboard.get("templating", {}).get("list", [])}
-    substituted = []
-    for expr in exprs:
-        for grafana, duration in GRAFANA_INTERVALS.items():
-            expr = expr.replace(grafana, duration)
-        for name in variables:  # query variables are regex label matchers ("All" = .*)
-            expr = expr.replace(f"${{{name}}}", ".*").replace(f"${name}", ".*")
-        assert "$" not in expr, f"unresolved Grafana variable in {expr!r}"
-        substituted.append(expr)
-    return substituted
-
-
 def test_rule_files_pass_promtool_check(promtool: str) -> None:
     assert RULE_FILES, f"no rule files in {CHART / 'rules'}"
     result = run([promtool, "check", "rules", *map(str, RULE_FILES)])
@@ -70,7 +50,7 @@ def test_alerts_fire_as_unit_tested(promtool: str) -> None:
 
 @pytest.mark.parametrize("dashboard_path", DASHBOARDS, ids=lambda p: p.name)
 def test_dashboard_promql_parses(promtool: str, dashboard_path: Path, tmp_path: Path) -> None:
-    exprs = _dashboard_exprs(json.loads(dashboard_path.read_text()))
+    exprs = dashboard_exprs(load_dashboard(dashboard_path))
     assert len(exprs) >= 10
     rules = {"groups": [{"name": "dashboard-exprs", "rules": [
         {"record": f"dashboard:expr_{i}", "expr": expr} for i, expr in enumerate(exprs)]}]}
@@ -82,11 +62,11 @@ def test_dashboard_promql_parses(promtool: str, dashboard_path: Path, tmp_path: 
 
 @pytest.mark.parametrize("dashboard_path", DASHBOARDS, ids=lambda p: p.name)
 def test_dashboard_is_importable_by_the_grafana_sidecar(dashboard_path: Path) -> None:
-    dashboard = json.loads(dashboard_path.read_text())
+    dashboard = load_dashboard(dashboard_path)
     assert dashboard["uid"] and dashboard["title"]
-    ids = [p["id"] for p in _panels(dashboard["panels"])]
+    ids = [p["id"] for p in panels(dashboard["panels"])]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
-    for panel in _panels(dashboard["panels"]):
+    for panel in panels(dashboard["panels"]):
         grid = panel["gridPos"]
         assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, f"{panel['title']} overflows the grid"
         for target in panel.get("targets") or []:
@@ -97,12 +77,12 @@ def test_rules_and_dashboards_only_use_metrics_the_server_exports() -> None:
     exported = _exported_metric_names()
     used: dict[str, set[str]] = {}
     for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
+        for group in rule_groups(path):
             for rule in group["rules"]:
                 used.setdefault(path.name, set()).update(METRIC_NAME.findall(rule["expr"]))
     for path in DASHBOARDS:
         used.setdefault(path.name, set()).update(
-            METRIC_NAME.findall(" ".join(_dashboard_exprs(json.loads(path.read_text())))))
+            METRIC_NAME.findall(" ".join(dashboard_exprs(load_dashboard(path)))))
     unknown = {name: sorted(metrics - exported) for name, metrics in used.items()
                if metrics - exported}
     assert not unknown, f"metrics not defined in server/metrics/instruments.py: {unknown}"
@@ -110,5 +90,42 @@ def test_rules_and_dashboards_only_use_metrics_the_server_exports() -> None:
     for required in ("hotserve_requests_total", "hotserve_request_duration_seconds_bucket",
                      "hotserve_queue_duration_seconds_bucket",
                      "hotserve_inference_duration_seconds_bucket", "hotserve_batch_size_bucket",
-                     "hotserve_queue_depth", "hotserve_model_loads_total", "hotserve_model_ready"):
+                     "hotserve_queue_depth", "hotserve_model_loads_total", "hotserve_model_ready",
+                     "hotserve_drift_feature_psi", "hotserve_drift_prediction_psi",
+                     "hotserve_drift_window_rows", "hotserve_drift_window_nan_values",
+                     "hotserve_drift_sampled_rows_total"):
         assert required in covered, f"{required} is neither drawn nor alerted on"
+
+
+@pytest.mark.parametrize("dashboard_path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_selects_model_and_version(dashboard_path: Path) -> None:
+    dashboard = load_dashboard(dashboard_path)
+    variables = [v["name"] for v in dashboard["templating"]["list"]]
+    assert {"model", "version"} <= set(variables)
+    assert variables.index("model") < variables.index("version")  # versions of the chosen models
+    for expr in (t["expr"] for p in panels(dashboard["panels"]) for t in p.get("targets") or []):
+        if "hotserve_drift_" in expr:
+            assert 'model=~"$model", version=~"$version"' in expr, expr
+
+
+def test_drift_panels_draw_the_watch_and_act_thresholds() -> None:
+    drawn = {}
+    for path in DASHBOARDS:
+        for panel in panels(load_dashboard(path)["panels"]):
+            exprs = " ".join(t["expr"] for t in panel.get("targets") or [])
+            if "_psi" in exprs and panel["type"] == "timeseries":
+                defaults = panel["fieldConfig"]["defaults"]
+                steps = [step["value"] for step in defaults["thresholds"]["steps"]]
+                assert steps == [None, 0.1, 0.2], panel["title"]
+                assert defaults["custom"]["thresholdsStyle"]["mode"] != "off", panel["title"]
+                drawn[panel["title"]] = steps
+    assert {"Feature drift (PSI)", "Prediction drift (PSI)"} <= drawn.keys()
+
+
+def test_drift_alerts_need_psi_over_0_2_on_enough_rows_for_a_sustained_period() -> None:
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+    for name, label in (("HotserveFeatureDrift", "feature"), ("HotservePredictionDrift", "output")):
+        rule = rules[name]
+        assert "> 0.2" in rule["expr"] and "hotserve_drift_window_rows >= 1000" in rule["expr"]
+        assert f"ignoring ({label})" in rule["expr"]
+        assert rule["for"] == "15m"

@@ -7,7 +7,7 @@ held at a gate the tests work (`GateClient`); every other model runs untouched.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,3 +69,19 @@ def draining(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatedServer]:
     served = start_gated_server(root, tmp_path_factory.mktemp("drain_logs"), "/v2/models/gated/ready")
     yield served
     served.server.stop()
+
+
+@pytest.fixture(scope="module")
+def serve_with(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+    """Starts `hotserve serve` over a repository with extra `HOTSERVE_*` variables; stops them after the module."""
+    started: list[ServerProcess] = []
+
+    def start(repository: Path, env: dict[str, str], ready_path: str = "/v2/health/ready") -> ServerProcess:
+        process = start_server(repository, tmp_path_factory.mktemp("logs") / "server.log",
+                               ready_path=ready_path, env=env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -12,6 +12,7 @@ from gated_serve import GATED_PREFIX
 from server.registry.manifest import (
     ONNX_FILENAME,
     BatchingPolicy,
+    DriftReference,
     FeatureSpec,
     Lineage,
     ModelManifest,
@@ -76,7 +77,8 @@ def identity_model() -> onnx.ModelProto:
 
 def write_version(repository: Path, name: str, version: int, model: onnx.ModelProto,
                   inputs: list[tuple[str, str, list[int]]], outputs: list[tuple[str, str, list[int]]],
-                  batching: BatchingPolicy | None = None, features: FeatureSpec | None = None) -> Path:
+                  batching: BatchingPolicy | None = None, features: FeatureSpec | None = None,
+                  drift: DriftReference | None = None) -> Path:
     """Write `<repository>/<name>/<version>/{model.onnx, model.json}`; returns the version folder."""
     folder = repository / name / str(version)
     folder.mkdir(parents=True)
@@ -85,7 +87,7 @@ def write_version(repository: Path, name: str, version: int, model: onnx.ModelPr
         name=name, version=version,
         inputs=[TensorSpec(name=n, datatype=d, shape=s) for n, d, s in inputs],  # type: ignore[arg-type]
         outputs=[TensorSpec(name=n, datatype=d, shape=s) for n, d, s in outputs],  # type: ignore[arg-type]
-        batching=batching or BatchingPolicy(), features=features,
+        batching=batching or BatchingPolicy(), features=features, drift=drift,
         lineage=Lineage(architecture=f"test-{name}", git_commit="0123abc", dataset_sha256="e" * 64,
                         metrics={"auc": 0.5 + version / 100}),
         onnx_sha256=sha256_file(folder / ONNX_FILENAME),

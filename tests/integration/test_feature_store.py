@@ -241,7 +241,7 @@ def test_the_embedded_store_is_filled_from_a_table_at_start_up_and_by_materializ
         repository: Path, tmp_path: Path) -> None:
     table = _table(tmp_path / "start.csv", [("e1", 20.0, 3, NOW)])
     server = start_server(repository, tmp_path / "embedded.log", env={
-        **CPU, "HOTSERVE_FEATURE_TABLE": str(table), "HOTSERVE_ADMIN_TOKEN": "let-me-in"})
+        **CPU, "HOTSERVE_FEATURE_TABLE": str(table), "HOTSERVE_ADMIN_TOKEN": "let-me-in-feature-admin"})
     try:
         response = _predict(server, "scored", [_request("e1")])
         assert response.status_code == 200, response.text
@@ -254,7 +254,7 @@ def test_the_embedded_store_is_filled_from_a_table_at_start_up_and_by_materializ
             env.setenv("HOTSERVE_ADMIN_TOKEN", "wrong")
             refused = _materialize(repository, "", later, *argv)
             assert refused.returncode == 1 and "HTTP 403" in refused.stderr
-            env.setenv("HOTSERVE_ADMIN_TOKEN", "let-me-in")
+            env.setenv("HOTSERVE_ADMIN_TOKEN", "let-me-in-feature-admin")
             done = _materialize(repository, "", later, *argv)
         assert done.returncode == 4 and "1 entities written (2 rows read, 1 rejected" in done.stdout
         response = _predict(server, "scored", [_request("e2")])

@@ -51,7 +51,7 @@ async def test_json_binary_and_v1_answers_match_onnxruntime_in_process(
         np.testing.assert_allclose(pinned, expected[2], rtol=1e-6)
         # v1 is in the repository but not loaded: only the production version (newest) is.
         unloaded = await client.post("/v2/models/tab/versions/1/infer", content=_v2_json(features))
-        assert (unloaded.status_code, unloaded.json()) == (503, {"error": "model 'tab' version 1 is UNAVAILABLE"})
+        assert (unloaded.status_code, unloaded.json()) == (503, {"error": "model 'tab' version 1 is AVAILABLE (not loaded)"})
 
         header = orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [5, 4],
                                            "parameters": {"binary_data_size": features.nbytes}}],

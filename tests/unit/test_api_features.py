@@ -45,7 +45,7 @@ def store() -> ControlledStore:
 
 @pytest.fixture
 async def client(settings: Settings, store: ControlledStore) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings.model_copy(update={"admin_token": SecretStr("t0ken"), "feature_cache_size": 0})
+    settings = settings.model_copy(update={"admin_token": SecretStr("feature-admin-t0ken"), "feature_cache_size": 0})
     for model in MODELS:  # the admin routes read views from the repository's model.json files
         (settings.model_repository / model.name / "1").mkdir(parents=True)
         model.manifest.write(settings.model_repository / model.name / "1")
@@ -123,14 +123,14 @@ async def test_admin_feature_routes_need_the_token_and_write_valid_rows(client: 
                      {"entity": "c11", "event_time": 1.0, "values": {"age": 1.0}}]}
     assert (await client.post(url, json=body)).status_code == 401
     assert (await client.post(url, json=body, headers={"Authorization": "Bearer nope"})).status_code == 403
-    response = await client.post(url, json=body, headers={"Authorization": "Bearer t0ken"})
+    response = await client.post(url, json=body, headers={"Authorization": "Bearer feature-admin-t0ken"})
     assert response.status_code == 200, response.text
     assert response.json() == {"view": "cust:v1", "written": 1, "rejected": [
         {"index": 1, "reason": "age: expected FP32, got 'old'"}, {"index": 2, "reason": "count: missing"}]}
     predicted = await _predict(client, "strict", {"customer_id": "c9", "amount": 1, "hour": 1})
     assert predicted.json()["predictions"] == [[1.0, 50.0, 1.0, 2.0]]
     unknown = await client.post("/admin/features/views/nope/versions/1/rows", json=body,
-                                headers={"Authorization": "Bearer t0ken"})
+                                headers={"Authorization": "Bearer feature-admin-t0ken"})
     assert unknown.status_code == 404 and "nope:v1" in unknown.json()["error"]
 
 

@@ -17,7 +17,7 @@ def _parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-SECRETS = {"redis_url", "admin_token"}
+SECRETS = {"redis_url", "admin_tokens", "admin_token"}
 
 
 def test_every_setting_but_the_secrets_has_a_flag_of_the_same_name() -> None:
@@ -25,7 +25,8 @@ def test_every_setting_but_the_secrets_has_a_flag_of_the_same_name() -> None:
     add_arguments(parser)
     flags = {option for action in parser._actions for option in action.option_strings}
     assert {"--" + name.replace("_", "-") for name in Settings.model_fields if name not in SECRETS} <= flags
-    assert not {"--" + name.replace("_", "-") for name in SECRETS} & flags
+    assert not {"--" + name.replace("_", "-") for name in SECRETS} & flags  # a flag shows in `ps`
+    assert "--admin-tokens-file" in flags  # a file of tokens is no secret itself
 
 
 def test_secrets_come_from_the_environment_and_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +37,15 @@ def test_secrets_come_from_the_environment_and_never_show_in_repr(monkeypatch: p
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
     with pytest.raises(SystemExit):
         _parse("--redis-url", "redis://x")
+
+
+def test_unusable_admin_tokens_exit_2_without_showing_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HOTSERVE_ADMIN_TOKENS", "alice:visible")
+    assert run(_parse("--model-repository", str(tmp_path))) == 2
+    err = capsys.readouterr().err
+    assert "HOTSERVE_ADMIN_TOKENS entry 1: the token of 'alice' is a placeholder or shorter than 16" in err
+    assert "visible" not in err
 
 
 def test_flags_override_env_and_unset_flags_keep_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from server.errors import ModelNotFound, ModelNotReady
 from server.metrics.instruments import Metrics
 from server.registry.manifest import sha256_file
-from server.registry.registry import ModelRegistry, VersionState, VersionStatus
+from server.registry.registry import ModelRegistry, VersionState
 from server.settings import Settings
 from tests.fakes import request, tiny_mlp_reference, write_model_version
 
@@ -49,8 +49,8 @@ async def test_serves_the_latest_version_without_an_alias(tmp_path: Path) -> Non
         out = await served.infer(request({"x": x}, 2, None))
         np.testing.assert_allclose(out["y"], tiny_mlp_reference(x, weight, bias), rtol=1e-5)
         assert registry.ready
-        assert registry.statuses() == [VersionStatus("mlp", 1, VersionState.UNAVAILABLE),
-                                       VersionStatus("mlp", 2, VersionState.READY)]
+        assert [(s.name, s.version, s.state) for s in registry.statuses()] == [
+            ("mlp", 1, VersionState.AVAILABLE), ("mlp", 2, VersionState.READY)]
         assert loads(metrics, "mlp", "success") == 1
         assert metrics.registry.get_sample_value(
             "hotserve_model_ready", {"model": "mlp", "version": "2"}) == 1
@@ -67,7 +67,7 @@ async def test_production_alias_in_the_control_file_picks_the_version(tmp_path: 
         served = registry.resolve("mlp")
         assert served.version == 1
         assert registry.resolve("mlp", 1) is served
-        with pytest.raises(ModelNotReady, match="version 2 is UNAVAILABLE"):
+        with pytest.raises(ModelNotReady, match=r"version 2 is AVAILABLE \(not loaded\)"):
             registry.resolve("mlp", 2)
     finally:
         await registry.close(timeout_s=5)
@@ -179,7 +179,7 @@ async def test_failing_pinned_version_is_not_replaced_by_another(tmp_path: Path)
         with pytest.raises(ModelNotReady):
             registry.resolve("mlp")
         assert [s.state for s in registry.statuses()] == [VersionState.FAILED,
-                                                          VersionState.UNAVAILABLE]
+                                                          VersionState.AVAILABLE]
     finally:
         await registry.close(timeout_s=5)
 

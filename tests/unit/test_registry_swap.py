@@ -99,4 +99,4 @@ async def test_request_routed_before_a_swap_is_answered_by_its_version_while_its
                                tiny_mlp_reference(x, *weights[1]).ravel(), rtol=1e-5)
     assert old.leases == 0 and old.batcher.closing
     assert [(s.version, s.state) for s in registry.statuses()] == [
-        (1, VersionState.UNAVAILABLE), (2, VersionState.UNAVAILABLE)]  # closed with the app
+        (1, VersionState.UNLOADED), (2, VersionState.UNLOADED)]  # closed with the app

@@ -1,0 +1,296 @@
+"""`Controller`: the operator's changes to the desired state (control path, below `api/admin.py`).
+
+Each operation on a model runs under that model's lock: it checks the names it is given
+against what the repository scan found (never a path), loads what it needs (read, sha256,
+session, warm-up: the version takes no traffic yet), then calls `registry.change(edit)`,
+which edits the stored snapshot, stores it by compare-and-set and applies it: the routing
+switches in one reference swap and what left it drains, then unloads. A version that fails
+to load never gets into the routing; the serving one keeps serving. Every attempt, done or
+refused, is appended to the audit log with the name of the token that made it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from server.errors import Conflict, HotserveError, InvalidInput, ModelNotReady, VersionNotReady
+from server.metrics.instruments import Metrics
+from server.registry.audit import AuditEntry, AuditLog, Result
+from server.registry.control_state import PRODUCTION, ControlSnapshot
+from server.registry.registry import Change, ModelRegistry, Rescan
+from server.registry.versions import VersionState
+
+log = logging.getLogger(__name__)
+
+ALIAS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who makes a change: the admin token's name, and the request it came in."""
+
+    name: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an operation did; `changed` is False for a no-op."""
+
+    action: str
+    model: str
+    alias: str | None
+    from_version: int | None
+    to_version: int | None
+    changed: bool
+    revision: int
+
+
+class Controller:
+    """Load, unload, alias, rollback, take out of / back into service; audited."""
+
+    def __init__(self, registry: ModelRegistry, audit: AuditLog, metrics: Metrics,
+                 keep_previous_loaded: bool = True) -> None:
+        self.registry = registry
+        self.audit = audit
+        self._metrics = metrics
+        self._keep_previous = keep_previous_loaded
+
+    # --- version operations ---------------------------------------------------------------------
+
+    async def load(self, caller: Caller, model: str, version: int) -> Outcome:
+        """Load `version` and keep it loaded (pinned requests can reach it; aliases may name it)."""
+        async def run() -> Outcome:
+            self._in_service(model)
+            await self.registry.ensure_loaded(model, version)
+            change = await self._commit(lambda s: None if version in s.model(model).loaded
+                                        else s.with_loaded(model, version))
+            return _outcome("load", model, None, None, version, change)
+        return await self._run(caller, "load", model, run, to_version=version)
+
+    async def unload(self, caller: Caller, model: str, version: int) -> Outcome:
+        """Stop keeping `version` loaded; refused while an alias names it or it serves the model."""
+        def edit(snapshot: ControlSnapshot) -> ControlSnapshot | None:
+            control = snapshot.model(model)
+            for alias, named in sorted(control.aliases.items()):
+                if named == version and alias == PRODUCTION:
+                    raise Conflict(f"model {model!r} version {version} holds production; promote "
+                                   f"another version before unloading it")
+                if named == version:
+                    raise Conflict(f"model {model!r} version {version} is named by alias {alias!r}; "
+                                   f"point the alias elsewhere or delete it first")
+            if PRODUCTION not in control.aliases and self.registry.serving(model) == version:
+                raise Conflict(f"model {model!r} version {version} serves its unpinned requests; "
+                               f"promote another version before unloading it")
+            if version not in control.loaded and control.retained != version:
+                return None
+            return snapshot.without_loaded(model, version)
+
+        async def run() -> Outcome:
+            self.registry.status(model, version)
+            change = await self._commit(edit)
+            await change.drained
+            return _outcome("unload", model, None, version, None, change)
+        return await self._run(caller, "unload", model, run, from_version=version)
+
+    async def set_alias(self, caller: Caller, model: str, alias: str, version: int) -> Outcome:
+        """Point `alias` at `version`, loading it first; `production` switches unpinned traffic.
+
+        The version is loaded, verified and warmed up before the routing changes; if that
+        fails, nothing changes (409 with the reason). Naming the version already named: no-op.
+        """
+        if not ALIAS_NAME.fullmatch(alias):
+            raise InvalidInput("alias", detail="must start with a letter and hold only letters, "
+                                               "digits and _.- (at most 64)")
+        return await self._run(caller, "alias", model,
+                               lambda: self._switch(caller, model, alias, version, "alias"),
+                               alias=alias, to_version=version)
+
+    async def rollback(self, caller: Caller, model: str) -> Outcome:
+        """Return `production` to the version it named before its current one."""
+        async def run() -> Outcome:
+            previous = (await self.registry.control.read()).previous_production(model)
+            if previous is None:
+                raise Conflict(f"model {model!r} has no previous production version to roll back to")
+            return await self._switch(caller, model, PRODUCTION, previous, "rollback")
+        return await self._run(caller, "rollback", model, run, alias=PRODUCTION)
+
+    async def delete_alias(self, caller: Caller, model: str, alias: str) -> Outcome:
+        """Remove an alias (not `production`: promote another version instead)."""
+        async def run() -> Outcome:
+            if alias == PRODUCTION:
+                raise Conflict("the production alias cannot be deleted; promote another version")
+            before = self.registry.applied.alias(model, alias)
+            change = await self._commit(lambda s: s.without_alias(model, alias)
+                                        if alias in s.model(model).aliases else None)
+            await change.drained
+            return _outcome("unalias", model, alias, before, None, change)
+        return await self._run(caller, "unalias", model, run, alias=alias)
+
+    # --- model operations (the repository extension) --------------------------------------------
+
+    async def load_model(self, caller: Caller, model: str) -> Outcome:
+        """Bring a model (back) into service after a rescan: its `production` version, or without
+        one the newest version in the repository (Triton's default version policy)."""
+        await self.registry.rescan()
+
+        async def run() -> Outcome:
+            started = time.perf_counter()
+            before = self.registry.serving(model)
+            pinned = self.registry.applied.alias(model, PRODUCTION)
+            target = pinned if pinned is not None else max(s.version for s in self.registry.versions(model))
+            await self.registry.ensure_loaded(model, target)
+
+            def edit(snapshot: ControlSnapshot) -> ControlSnapshot | None:
+                out = snapshot.with_stopped(model, False)
+                if PRODUCTION not in out.model(model).aliases and self.registry.serving(model) != target:
+                    out = self._promote(out, model, PRODUCTION, target, caller) or out
+                return out
+            change = await self._commit(edit)
+            if change.after is not None and before is not None and before != target:
+                self._metrics.model_swaps.labels(model, "success").inc()
+                self._metrics.model_swap_duration.labels(model).observe(time.perf_counter() - started)
+            await change.drained
+            return _outcome("repository_load", model, PRODUCTION, before, target, change)
+        return await self._run(caller, "repository_load", model, run)
+
+    async def unload_model(self, caller: Caller, model: str) -> Outcome:
+        """Take a model out of service: every version drains and unloads; requests get 503."""
+        async def run() -> Outcome:
+            before = self.registry.serving(model)
+            change = await self._commit(lambda s: None if s.model(model).stopped
+                                        else s.with_stopped(model, True))
+            await change.drained
+            return _outcome("repository_unload", model, None, before, None, change)
+        return await self._run(caller, "repository_unload", model, run)
+
+    async def rescan(self, caller: Caller) -> Rescan:
+        """Scan the repository again (new versions appear, vanished unloaded ones go)."""
+        found = await self.registry.rescan()
+        result: Result = "ok" if found.added or found.removed else "noop"
+        self._metrics.admin_operations.labels("rescan", result).inc()
+        detail = found.describe() if result == "ok" else None
+        await self._append(AuditEntry(who=caller.name, action="rescan", result=result, detail=detail,
+                                      request_id=caller.request_id))
+        return found
+
+    # --- steps ------------------------------------------------------------------------------------
+
+    def _promote(self, snapshot: ControlSnapshot, model: str, alias: str, version: int,
+                 caller: Caller) -> ControlSnapshot | None:
+        """`snapshot` with `alias` -> `version`; for `production` the previous one is retained
+        (`keep_previous_loaded`) so a rollback needs no load. None: it names it already."""
+        control = snapshot.model(model)
+        current = control.aliases.get(alias)
+        if current == version:
+            return None
+        serving = self.registry.serving(model)
+        out = snapshot.with_alias(model, alias, version, by=caller.name, serving=serving)
+        if alias != PRODUCTION:
+            return out
+        previous = current if current is not None else serving
+        if not self._keep_previous:
+            return out.with_retained(model, None)
+        return out.with_retained(model, previous if previous != version else control.retained)
+
+    async def _commit(self, edit: Callable[[ControlSnapshot], ControlSnapshot | None]) -> Change:
+        change = await self.registry.change(edit)
+        if change.after is None:
+            # Nothing to store, but a version this call loaded (or loaded again after it had
+            # failed) takes the place the stored state gives it, and nothing else stays loaded.
+            await self.registry.apply(self.registry.applied)
+        return change
+
+    def _in_service(self, model: str) -> None:
+        self.registry.versions(model)
+        if self.registry.applied.model(model).stopped:
+            raise Conflict(f"model {model!r} is unloaded; load the model first "
+                           f"(POST /v2/repository/models/{model}/load)")
+
+    async def _switch(self, caller: Caller, model: str, alias: str, version: int,
+                      action: str) -> Outcome:
+        """Load -> verify -> warm up -> switch the alias -> drain what left the routing."""
+        self._in_service(model)
+        started = time.perf_counter()
+        before = self.registry.applied.alias(model, alias)
+        if alias == PRODUCTION and before is None:
+            before = self.registry.serving(model)
+        try:
+            await self.registry.ensure_loaded(model, version)
+        except VersionNotReady:
+            if alias == PRODUCTION:
+                self._metrics.model_swaps.labels(model, "failure").inc()
+            raise
+        change = await self._commit(lambda s: self._promote(s, model, alias, version, caller))
+        if alias == PRODUCTION:
+            if self.registry.serving(model) != version:  # e.g. unloaded again meanwhile
+                self._metrics.model_swaps.labels(model, "failure").inc()
+                raise VersionNotReady(model, version, self.registry.status(model, version).state,
+                                      "it did not take the routing; try again")
+            if change.after is not None:
+                self._metrics.model_swaps.labels(model, "success").inc()
+                self._metrics.model_swap_duration.labels(model).observe(time.perf_counter() - started)
+        await change.drained
+        return _outcome(action, model, alias, before, version, change)
+
+    async def _run(self, caller: Caller, action: str, model: str, body: Callable[[], Awaitable[Outcome]],
+                   alias: str | None = None, from_version: int | None = None,
+                   to_version: int | None = None) -> Outcome:
+        """Run `body` under the model's lock and audit it, done or refused."""
+        try:
+            self.registry.versions(model)  # before taking a lock: unknown names create nothing
+            async with self.registry.model_lock(model):
+                try:
+                    outcome = await body()
+                except HotserveError:
+                    await self._settle()
+                    raise
+        except HotserveError as error:
+            await self._refused(caller, action, model, error, alias, from_version, to_version)
+            raise
+        result = "ok" if outcome.changed else "noop"
+        self._metrics.admin_operations.labels(action, result).inc()
+        await self._append(AuditEntry.model_validate({
+            "who": caller.name, "action": action, "model": model, "alias": outcome.alias,
+            "from": outcome.from_version, "to": outcome.to_version, "result": result,
+            "revision": outcome.revision, "request_id": caller.request_id}))
+        log.info("admin %s by %s: model %r%s %s -> %s (%s, revision %d)", action, caller.name, model,
+                 f" alias {outcome.alias!r}" if outcome.alias else "", outcome.from_version,
+                 outcome.to_version, result, outcome.revision)
+        return outcome
+
+    async def _refused(self, caller: Caller, action: str, model: str, error: HotserveError,
+                       alias: str | None = None, from_version: int | None = None,
+                       to_version: int | None = None) -> None:
+        failed = isinstance(error, VersionNotReady) and error.state == VersionState.FAILED.value
+        result = "failed" if failed else "refused"
+        self._metrics.admin_operations.labels(action, result).inc()
+        log.warning("admin %s by %s on model %r %s: %s", action, caller.name, model, result, error.message)
+        await self._append(AuditEntry.model_validate({
+            "who": caller.name, "action": action, "model": model, "alias": alias,
+            "from": from_version, "to": to_version, "result": result, "detail": error.message,
+            "request_id": caller.request_id}))
+
+    async def _settle(self) -> None:
+        """After a refused change: unload what it may have loaded for nothing."""
+        try:
+            await self.registry.apply(self.registry.applied)
+        except ModelNotReady:
+            pass  # shutting down
+
+    async def _append(self, entry: AuditEntry) -> None:
+        try:
+            await self.audit.append(entry)
+        except OSError:
+            log.exception("could not append to the audit log: %s", entry.line().decode().strip())
+
+
+def _outcome(action: str, model: str, alias: str | None, from_version: int | None,
+             to_version: int | None, change: Change) -> Outcome:
+    after = change.after if change.after is not None else change.before
+    return Outcome(action, model, alias, from_version, to_version, change.after is not None,
+                   after.revision)

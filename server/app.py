@@ -84,7 +84,7 @@ def create_app(settings: Settings, registry: Registry | None = None,
         if admin_tokens is not None:
             controller = Controller(
                 app_registry, FileAuditLog(settings.resolved_audit_log_path), app_metrics,
-                keep_previous_loaded=settings.keep_previous_loaded,
+                keep_previous_loaded=settings.keep_previous_loaded, shadow=edge.shadow,
             ) if isinstance(app_registry, ModelRegistry) else None
             app.state.admin = AdminPlane(admin_tokens, controller)
             logger.info("admin API on /admin and /v2/repository for tokens: %s; audit log %s",

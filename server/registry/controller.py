@@ -146,7 +146,10 @@ class Controller:
         async def run() -> Outcome:
             self._in_service(model)
             stored = await self.registry.control.read()
-            aliases = stored.model(model).aliases
+            aliases = dict(stored.model(model).aliases)
+            serving = self.registry.serving(model)
+            if PRODUCTION not in aliases and serving is not None:
+                aliases[PRODUCTION] = serving  # `production` is whatever serves unpinned requests
             check_weights(weights, aliases, {s.version for s in self.registry.versions(model)})
             for target, weight in sorted(weights.items()):
                 version = target_version(target, aliases)

@@ -286,7 +286,8 @@ class ModelRegistry:
             routable = {v: slot.served for v, slot in self._slots[name].items()
                         if slot.routable and slot.served is not None}
             traffic = {} if control.stopped else control.traffic
-            resolved = resolve_split(traffic, aliases, routable, default)
+            targets = aliases if default is None else {PRODUCTION: default.version, **aliases}
+            resolved = resolve_split(traffic, targets, routable, default)
             for fallback in resolved.fallbacks:
                 log.warning("model %r traffic: %s", name, fallback)
             models[name] = ModelRoutes(

@@ -76,9 +76,13 @@ def repository(tmp_path: Path) -> Path:
     return root
 
 
+TOKEN = "fleet-operator-token-0123"
+
+
 def start_replica(repository: Path, redis: RedisServer, log: Path) -> ServerProcess:
     return start_server(repository, log, env={
         "HOTSERVE_REDIS_URL": redis.url, "HOTSERVE_CONTROL_RECONCILE_INTERVAL_S": "1",
+        "HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}",
         "HOTSERVE_CONTROL_REDIS_TIMEOUT_MS": "200", "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
         "HOTSERVE_INTRA_OP_THREADS": "1"})
 
@@ -144,9 +148,20 @@ def control_up(server: ServerProcess) -> float:
     return float(match.group(1)) if match else -1.0
 
 
-async def write(state: RedisControlState, change: ControlSnapshot) -> ControlSnapshot:
-    current = await state.read()
-    return await state.write(change.model_copy(update={"revision": current.revision}), current.revision)
+async def admin(replica: ServerProcess, method: str, path: str, body: object = None) -> dict[str, object]:
+    """An operator's admin call through one replica; returns the answer's JSON (200 asserted)."""
+    async with httpx.AsyncClient(timeout=HANG_GUARD_S) as http:
+        response = await http.request(method, replica.base_url + path, json=body,
+                                      headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    doc: dict[str, object] = response.json()
+    return doc
+
+
+def revision_of(doc: dict[str, object]) -> int:
+    change = doc["change"]
+    assert isinstance(change, dict)
+    return int(change["revision"])
 
 
 async def test_a_canary_split_reaches_every_replica_and_a_late_one_starts_with_it(
@@ -155,10 +170,12 @@ async def test_a_canary_split_reaches_every_replica_and_a_late_one_starts_with_i
     await operator.write(ControlSnapshot().with_alias("tab", "production", 1), expected_revision=0)
     replicas = [start_replica(repository, redis_server, tmp_path / f"replica{i}.log") for i in range(2)]
     try:
-        canary = (await operator.read()).with_alias("tab", "canary", 2)
-        control = canary.model("tab").model_copy(update={"traffic": {"production": 90, "canary": 10}})
-        stored = await write(operator, canary.with_model("tab", control))
-        convergence_s = wait_applied(replicas, stored.revision)
+        # The canary and its 90/10 split are set through replica 0's admin API only.
+        await admin(replicas[0], "PUT", "/admin/models/tab/aliases/canary", {"version": 2})
+        started = time.monotonic()
+        revision = revision_of(await admin(replicas[0], "PUT", "/admin/models/tab/traffic",
+                                           {"weights": {"production": 90, "canary": 10}}))
+        convergence_s = wait_applied(replicas, revision) + (time.monotonic() - started)
         print(f"canary 90/10 applied by both replicas in {convergence_s * 1000:.0f} ms")
         assert convergence_s < 5.0  # pub/sub: milliseconds; generous for a loaded machine
 
@@ -171,21 +188,20 @@ async def test_a_canary_split_reaches_every_replica_and_a_late_one_starts_with_i
 
         late = start_replica(repository, redis_server, tmp_path / "late.log")
         replicas.append(late)
-        assert applied_revision(late) == stored.revision  # ready only once it has the routing
+        assert applied_revision(late) == revision  # ready only once it has the routing
+        reports = await admin(late, "GET", "/admin/replicas")
+        assert len(reports["replicas"]) == 3  # type: ignore[arg-type]
 
         # Promote, then roll back, through the shared state while traffic flows: no failures.
         load = Load(replicas)
         traffic = asyncio.ensure_future(load.run(clients=8))
-        promoted = (await operator.read()).with_alias("tab", "production", 2)
-        promoted = promoted.with_model("tab", promoted.model("tab").model_copy(update={"traffic": {}}))
-        stored = await write(operator, promoted)
-        await asyncio.to_thread(wait_applied, replicas, stored.revision)
+        await admin(replicas[1], "DELETE", "/admin/models/tab/traffic")
+        revision = revision_of(await admin(replicas[1], "POST", "/admin/models/tab/promote", {"version": 2}))
+        await asyncio.to_thread(wait_applied, replicas, revision)
         before = load.versions["2"]
         await until(lambda: load.versions["2"] >= before + 50)
-        rolled_back = (await operator.read())
-        rolled_back = rolled_back.with_alias("tab", "production", rolled_back.previous_production("tab") or 1)
-        stored = await write(operator, rolled_back)
-        await asyncio.to_thread(wait_applied, replicas, stored.revision)
+        revision = revision_of(await admin(late, "POST", "/admin/models/tab/rollback"))
+        await asyncio.to_thread(wait_applied, replicas, revision)
         after_rollback = load.versions["1"]
         await until(lambda: load.versions["1"] >= after_rollback + 50)
         load.stop()
@@ -213,8 +229,8 @@ async def test_replicas_keep_the_last_routing_while_redis_is_down_and_converge_a
         assert load.failures == [] and set(load.versions) == {"2"}
 
         redis_server.start()  # the append-only file brings the routing back
-        stored = await write(operator, (await operator.read()).with_alias("tab", "production", 1))
-        await asyncio.to_thread(wait_applied, replicas, stored.revision)
+        revision = revision_of(await admin(replicas[0], "POST", "/admin/models/tab/promote", {"version": 1}))
+        await asyncio.to_thread(wait_applied, replicas, revision)
         after = load.versions["1"]
         await until(lambda: load.versions["1"] >= after + 50)
         load.stop()

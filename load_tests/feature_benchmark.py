@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from load_tests.benchmark import LUA_SCRIPT, RESULTS, ROOT, latest_version_dir, prepare_repository, serving
+from load_tests.markdown import replace_section
 from load_tests.server_process import free_port
 from server.features.redis_store import RedisFeatureStore
 from server.features.table import read_table, table_rows
@@ -223,17 +224,6 @@ def report(cells: list[Cell], args: argparse.Namespace, started: str) -> list[st
     ]
 
 
-def write_section(path: Path, lines: list[str]) -> None:
-    """Replace this benchmark's section of `path` (or append it), leaving the rest alone."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = "\n".join(lines)
-    if START in text and END in text:
-        text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=RESULTS / "repository",
@@ -285,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"errors {errors}", flush=True)
                         cells.append(cell)
     lines = report(cells, args, started)
-    write_section(args.out, lines)
+    replace_section(args.out, START, END, lines)
     (RESULTS / "feature_benchmark.json").write_text(json.dumps([c.__dict__ for c in cells], indent=2))
     print("\n".join(["", *lines[lines.index("") + 1:], f"wrote {args.out}"]))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,8 @@ class PhaseSpan:
     started: float
     settled: float
     ended: float
+    generator_cpu_s: float
+    """CPU time (user + system) the generator process took during the phase."""
 
 
 @dataclass
@@ -52,30 +55,34 @@ class LoadRun:
 
 
 def run_load(host: str, user_classes: list[type[User]], phases: list[Phase], out_dir: Path,
-             prefix: str = "locust", recorder: Recorder | None = None) -> LoadRun:
-    """Run `phases` one after another (users changed in place between them), then stop every user.
+             prefix: str = "locust", recorder: Recorder | None = None,
+             keep_going: Callable[[PhaseSpan], bool] | None = None) -> LoadRun:
+    """Run `phases` one after another (users changed in place between them; `keep_going` may end
+    the run after any phase), then stop every user.
     Writes `<prefix>_stats.csv`, `_stats_history.csv`, `_failures.csv`, `_exceptions.csv` and
     `<prefix>.html` into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     recorder = recorder or Recorder()
     environment = Environment(user_classes=user_classes, host=host)
-    environment.events.request.add_listener(recorder.on_request)
+    environment.events.request.add_listener(recorder.on_request)  # type: ignore[no-untyped-call]  # locust leaves it unannotated
     runner = environment.create_local_runner()
     base = str(out_dir / prefix)
     csv_writer = StatsCSVFileWriter(environment, PERCENTILES_TO_REPORT, base, full_history=True)
-    background = [gevent.spawn(csv_writer.stats_writer), gevent.spawn(stats_history, runner)]
+    background: list[gevent.Greenlet[..., object]] = [gevent.spawn(csv_writer.stats_writer), gevent.spawn(stats_history, runner)]
     process = psutil.Process()
     cpu_before, wall_before = sum(process.cpu_times()[:2]), time.monotonic()
     spans = []
     try:
         for phase in phases:
-            started = time.time()
+            started, cpu_started = time.time(), sum(process.cpu_times()[:2])
             runner.start(phase.users, spawn_rate=phase.spawn_rate)
             if runner.spawning_greenlet is not None:
                 runner.spawning_greenlet.join()
             settled = time.time()
             gevent.sleep(max(0.0, phase.duration_s - (settled - started)))
-            spans.append(PhaseSpan(phase, started, settled, time.time()))
+            spans.append(PhaseSpan(phase, started, settled, time.time(), sum(process.cpu_times()[:2]) - cpu_started))
+            if keep_going is not None and not keep_going(spans[-1]):
+                break
     finally:
         runner.quit()
         runner.greenlet.join()
@@ -100,5 +107,5 @@ def _final_reports(environment: Environment, base: str) -> dict[str, Path]:
                        ("exceptions_csv", writer.exceptions_csv)):
         with files[key].open("w", newline="") as handle:
             write(csv.writer(handle))
-    files["html"].write_text(get_html_report(environment, show_download_link=False))
+    files["html"].write_text(get_html_report(environment, show_download_link=False))  # type: ignore[no-untyped-call]  # unannotated
     return files

@@ -18,18 +18,27 @@ from load_tests.recorder import Event, Series  # noqa: E402
 
 DPI = 100
 EVENT_COLOURS = {"promote": "tab:green", "rollback": "tab:red"}
+GROUP_S = 1.0
 
 
 def _mark_events(axes: list[Axes], events: list[Event], origin: float, label_axis: Axes) -> None:
-    """A vertical line per operator action on every axis, its name (and a cross if it failed) on one."""
-    for event in events:
-        x = event.started - origin
-        colour = EVENT_COLOURS.get(event.action, "0.5")
+    """A vertical line per group of operator actions (those within a second of each other share
+    one), named on `label_axis`; a failed action is marked as such."""
+    groups: list[list[Event]] = []
+    for event in sorted(events, key=lambda e: e.started):
+        if groups and event.started - groups[-1][0].started < GROUP_S:
+            groups[-1].append(event)
+        else:
+            groups.append([event])
+    for group in groups:
+        x = group[0].started - origin
+        actions = [e.action for e in group]
+        colour = next((EVENT_COLOURS[a] for a in actions if a in EVENT_COLOURS), "0.5")
         for ax in axes:
             ax.axvline(x, color=colour, linestyle="--", linewidth=0.9, alpha=0.8)
-        label_axis.annotate(event.action + ("" if event.ok else " (failed)"), xy=(x, 1.0),
-                            xycoords=("data", "axes fraction"), rotation=90, fontsize=7, va="top", ha="right",
-                            color=colour)
+        label = " + ".join(e.action + ("" if e.ok else " FAILED") for e in group)
+        label_axis.annotate(label, xy=(x, 0.98), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                            va="top", ha="right", color=colour)
 
 
 def latency_over_time(series: Series, events: list[Event], origin: float, path: Path, title: str) -> Path:
@@ -59,9 +68,13 @@ def latency_over_time(series: Series, events: list[Event], origin: float, path: 
 
 def version_share(series: Series, events: list[Event], origin: float, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(11, 4))
-    versions = list(series.version_share)
-    ax.stackplot(series.t_s, [[share * 100 for share in series.version_share[v]] for v in versions],
-                 labels=[f"version {v}" for v in versions], alpha=0.85)
+    bottom = [0.0] * len(series.t_s)
+    width = series.t_s[1] - series.t_s[0] if len(series.t_s) > 1 else 1.0
+    for version, shares in series.version_share.items():
+        heights = [share * 100 for share in shares]
+        ax.bar(series.t_s, heights, width=width, bottom=bottom, align="edge", label=f"version {version}",
+               alpha=0.85, linewidth=0)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax.set_ylim(0, 100)
     ax.set_ylabel("% of answers")
     ax.set_xlabel("seconds since the first request")

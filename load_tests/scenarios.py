@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from locust import FastHttpUser, User, constant, constant_throughput, task
 from locust.contrib.fasthttp import ResponseContextManager
+from locust.exception import StopUser
 
 from load_tests import checks
 from load_tests.target import Body, Target
@@ -94,6 +95,8 @@ class V1FeatureUser(PredictionUser):
     @task
     def v1_features(self) -> None:
         target = self.target
+        if not target.v1_known:
+            raise StopUser(f"{target.model} takes no v1 records with a feature-store join")
         if target.v1_unknown and random.random() < target.unknown_share:
             unknown = self._next(V1_UNKNOWN, target.v1_unknown)
             entity = unknown.entity or ""

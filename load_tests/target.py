@@ -91,7 +91,7 @@ def read_target(host: str, model: str, *, rows: int = 1, entities: str | None = 
     if table:
         request_features = list(features["request_features"])
         key = str(features["entity_key"])
-        picks = [table[i] for i in rng.integers(0, len(table), size=(POOL_SIZE, rows))]
+        picks = [[table[i] for i in group] for group in rng.integers(0, len(table), size=(POOL_SIZE, rows))]
         target.v1_known = [_v1(target, key, request_features, group) for group in picks]
         target.v1_unknown = [_v1(target, key, request_features, [{**row, key: _unknown(features, i)} for row in group])
                              for i, group in enumerate(picks[:32])]

@@ -144,8 +144,8 @@ def capacity(args: argparse.Namespace) -> int:
 
 
 def table(results: list[Capacity]) -> list[str]:
-    lines = ["| model | scenario | p99 SLO | highest rate meeting it | its p99 | next step |",
-             "|---|---|---:|---:|---:|---|"]
+    lines = ["| model | scenario | p99 SLO | highest rate meeting it | its p99 | generator cores there | next step |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for r in results:
         best, miss = r.best, r.first_miss
         rate = f"{best.achieved_rps:.0f} req/s ({best.users} users)" if best else "none of the steps"
@@ -153,7 +153,8 @@ def table(results: list[Capacity]) -> list[str]:
                   else f"not reached (every step met it; highest offered {r.steps[-1].offered_rps:.0f} req/s)"
                   if r.steps else "–")
         lines.append(f"| {r.model} | {r.scenario} | {r.p99_target_ms:g} ms | {rate} | "
-                     f"{report._ms(best.p99_ms) + ' ms' if best else '–'} | {beyond} |")
+                     f"{report._ms(best.p99_ms) + ' ms' if best else '–'} | "
+                     f"{f'{best.generator_cores:.2f}' if best else '–'} | {beyond} |")
     return lines
 
 

@@ -26,6 +26,7 @@ from load_tests.markdown import replace_section
 from load_tests.recorder import Recorder
 from load_tests.release_run import start_demo_server
 from load_tests.scenarios import V1_FEATURES, prediction_users
+from load_tests.server_metrics import latency_buckets, server_latency
 from load_tests.slo import SloFile
 from load_tests.target import Target, read_target
 
@@ -47,6 +48,8 @@ class Step:
     requests: int
     failures: int
     generator_cores: float
+    server_p99_ms: float | None
+    """The server's own p99 for the step (its histogram, interpolated within buckets)."""
     meets: bool
     missed: str
     """Why the step misses the SLO ('' when it meets it)."""
@@ -70,7 +73,7 @@ class Capacity:
 
 
 def judge(users: int, offered: float, span: PhaseSpan, recorder: Recorder, names: list[str],
-          target_ms: float) -> Step:
+          target_ms: float, server_p99_ms: float | None) -> Step:
     window = recorder.window(names, span.settled + SETTLE_S, span.ended)
     seconds = span.ended - span.started
     cores = span.generator_cpu_s / seconds if seconds > 0 else 0.0
@@ -84,7 +87,7 @@ def judge(users: int, offered: float, span: PhaseSpan, recorder: Recorder, names
         missed.append(f"answered {window.requests_per_s:.0f} of {offered:.0f} req/s offered ({who}, "
                       f"generator {cores:.2f} cores)")
     return Step(users, offered, window.requests_per_s, window.p50_ms, window.p99_ms, window.requests,
-                window.failures, round(cores, 2), not missed, "; ".join(missed))
+                window.failures, round(cores, 2), server_p99_ms, not missed, "; ".join(missed))
 
 
 def step_scenario(target: Target, scenario: str, rates: list[float], rate_per_user: float, step_s: float,
@@ -94,14 +97,20 @@ def step_scenario(target: Target, scenario: str, rates: list[float], rate_per_us
     users = [max(1, math.ceil(rate / rate_per_user)) for rate in rates]
     phases = [Phase(2, 2, 2.0)] + [Phase(n, n, step_s) for n in users]  # first: warm-up, not judged
     result = Capacity(target.model, scenario, target_ms, [])
+    protocol = "v1" if scenario == V1_FEATURES else "v2"
+    scraped = [latency_buckets(target.host, target.model)]
 
     def keep_going(span: PhaseSpan) -> bool:
+        scraped.append(latency_buckets(target.host, target.model))
         if span.phase is phases[0]:
             return True
-        step = judge(span.phase.users, span.phase.users * rate_per_user, span, recorder, [scenario], target_ms)
+        server = server_latency(scraped[-2], scraped[-1]).get(protocol, {})
+        step = judge(span.phase.users, span.phase.users * rate_per_user, span, recorder, [scenario], target_ms,
+                     server.get("p99_ms"))
         result.steps.append(step)
         print(f"   {scenario:10s} {step.users:4d} users  offered {step.offered_rps:6.0f}  answered "
-              f"{step.achieved_rps:6.0f} req/s  p99 {report._ms(step.p99_ms):>7s} ms  "
+              f"{step.achieved_rps:6.0f} req/s  p99 {report._ms(step.p99_ms):>7s} ms "
+              f"(server {report._ms(step.server_p99_ms)} ms)  "
               f"{'meets' if step.meets else 'misses: ' + step.missed}", flush=True)
         return step.meets
 
@@ -144,8 +153,8 @@ def capacity(args: argparse.Namespace) -> int:
 
 
 def table(results: list[Capacity]) -> list[str]:
-    lines = ["| model | scenario | p99 SLO | highest rate meeting it | its p99 | generator cores there | next step |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    lines = ["| model | scenario | p99 SLO | highest rate meeting it | its p99 (server's) | generator cores there | "
+             "next step |", "|---|---|---:|---:|---:|---:|---|"]
     for r in results:
         best, miss = r.best, r.first_miss
         rate = f"{best.achieved_rps:.0f} req/s ({best.users} users)" if best else "none of the steps"
@@ -153,7 +162,7 @@ def table(results: list[Capacity]) -> list[str]:
                   else f"not reached (every step met it; highest offered {r.steps[-1].offered_rps:.0f} req/s)"
                   if r.steps else "–")
         lines.append(f"| {r.model} | {r.scenario} | {r.p99_target_ms:g} ms | {rate} | "
-                     f"{report._ms(best.p99_ms) + ' ms' if best else '–'} | "
+                     f"{f'{report._ms(best.p99_ms)} ms ({report._ms(best.server_p99_ms)})' if best else '–'} | "
                      f"{f'{best.generator_cores:.2f}' if best else '–'} | {beyond} |")
     return lines
 

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402  # after the backend is chosen
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from load_tests.recorder import Event, Series  # noqa: E402
 
@@ -33,7 +34,7 @@ def _mark_events(axes: list[Axes], events: list[Event], origin: float, label_axi
     for group in groups:
         x = group[0].started - origin
         actions = [e.action for e in group]
-        colour = next((EVENT_COLOURS[a] for a in actions if a in EVENT_COLOURS), "0.5")
+        colour = next((EVENT_COLOURS[a] for a in actions if a in EVENT_COLOURS), "0.25")
         for ax in axes:
             ax.axvline(x, color=colour, linestyle="--", linewidth=0.9, alpha=0.8)
         label = " + ".join(e.action + ("" if e.ok else " FAILED") for e in group)
@@ -116,6 +117,8 @@ def step_load(points: list[StepPoint], p99_targets: dict[str, float], path: Path
     lat.set_xlabel("concurrent users")
     lat.set_ylabel("p99 latency (ms; dashed: SLO)")
     lat.set_yscale("log")
+    lat.yaxis.set_major_formatter(ScalarFormatter())
+    lat.yaxis.set_minor_formatter(ScalarFormatter())
     lat.grid(alpha=0.3, which="both")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

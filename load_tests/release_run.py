@@ -28,6 +28,7 @@ from load_tests.markdown import replace_section
 from load_tests.operator import OperatorPlan, OperatorUser, production_of, restore
 from load_tests.recorder import Recorder
 from load_tests.scenarios import PREDICTION_NAMES, prediction_users
+from load_tests.server_metrics import latency_buckets, server_latency
 from load_tests.server_process import ServerProcess, start_server
 from load_tests.slo import SloFile, evaluate, gate
 from load_tests.target import read_target
@@ -81,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
             classes.append(type("operator", (OperatorUser,), {"abstract": False, "plan": plan, "recorder": recorder}))
         server_process = psutil.Process(server.process.pid) if server else None
         server_cpu_before = sum(server_process.cpu_times()[:2]) if server_process else 0.0
+        buckets_before = latency_buckets(host, args.model)
         print(f"== {args.users} users ({args.mix}{' + operator' if args.operator else ''}) at "
               f"{args.rate_per_user:g} req/s each for {args.duration:g} s against {host}", flush=True)
         load = run_load(host, classes, [Phase(args.users, args.spawn_rate, args.duration)], args.out,
                         recorder=recorder)
         server_cpu_s = sum(server_process.cpu_times()[:2]) - server_cpu_before if server_process else None
+        answered_by_server = server_latency(buckets_before, latency_buckets(host, args.model))
         if args.operator:
             restored = restore(host, token, args.model, production)
     finally:
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     command = "python -m load_tests " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     doc = report.summary(load, command=command, host=host, model=args.model, settings=settings,
                          server_cpu_s=server_cpu_s, promotion_window_s=slo.promotion_window_s, restored=restored)
+    doc["server_latency"] = answered_by_server
     drawn = draw(load.recorder, args.out, args.model)
     doc["plots"] = {k: str(v) for k, v in drawn.items()}
     verdicts = evaluate(slo, doc) if args.slo else []
@@ -134,6 +138,9 @@ def print_summary(doc: dict[str, Any], out: Path) -> None:
     print(f"total: {total['requests']} requests, {total['failures']} failed; "
           f"{total['prediction_requests_per_s']:.0f} prediction req/s; versions answered {doc['versions_answered']}; "
           f"generator {doc['cpu']['generator_cores']} cores, server {doc['cpu']['server_cores']} cores")
+    for protocol, st in doc["server_latency"].items():
+        print(f"server-side {protocol}: {st['requests']:.0f} requests, p50 {report._ms(st['p50_ms'])} ms, "
+              f"p99 {report._ms(st['p99_ms'])} ms (its own histogram, interpolated within buckets)")
     for failure in doc["failures"][:10]:
         print(f"  failed {failure['count']}x {failure['name']}: {failure['error'][:300]}")
     if doc["restored_after_run"]:

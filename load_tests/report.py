@@ -132,6 +132,11 @@ def release_section(summary_doc: dict[str, Any], plots: dict[str, str]) -> list[
         *(f"| {action} | {len(events)} | {sum(not e['ok'] for e in events)} | "
           f"{max(e['ended'] - e['started'] for e in events) * 1000:.0f} |" for action, events in actions.items()),
         "",
+        "Inside the server (its own latency histogram, interpolated within buckets): "
+        + "; ".join(f"{protocol} p50 {_ms(st['p50_ms'])} ms, p99 {_ms(st['p99_ms'])} ms"
+                    for protocol, st in summary_doc.get("server_latency", {}).items())
+        + ". The difference to the client's figures is the network stack and the generator sharing the cores.",
+        "",
         "Answers per version: " + ", ".join(f"v{v} {n}" for v, n in summary_doc["versions_answered"].items()) + ".",
         "",
         *(f"![{title}]({path})" for title, path in plots.items()),

@@ -99,7 +99,10 @@ class OperatorUser(FastHttpUser):
     def _call(self, action: str, method: str, path: str, body: dict[str, Any] | None,
               expect: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
         """One admin call as a checked locust request and a timeline event; the answer's JSON."""
-        headers = {"Authorization": f"Bearer {self.plan.token}"}
+        # A fresh connection per call, as a CLI makes: the operator idles for `interval_s` between
+        # calls, and a pooled connection the server closes as idle (uvicorn: after 5 s) at the
+        # moment a call goes out is reset under it (the HTTP keep-alive race).
+        headers = {"Authorization": f"Bearer {self.plan.token}", "Connection": "close"}
         started = time.time()
         doc: dict[str, Any] | None = None
         ok, detail = False, ""

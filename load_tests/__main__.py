@@ -30,6 +30,9 @@ def _positive(text: str) -> float:
 def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", type=Path, default=RESULTS / "repository",
                         help="model repository to serve (demo models missing from it are trained and exported)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="HOTSERVE_NAME=VALUE",
+                        help="a setting for the server this command starts (repeatable), e.g. "
+                             "HOTSERVE_DRIFT_ENABLED=false")
     parser.add_argument("--entities", default="demo:fraud",
                         help="entity table the feature store is filled from and v1 records draw their "
                              "entities from (CSV, Parquet or demo:fraud)")
@@ -70,10 +73,10 @@ def parser() -> argparse.ArgumentParser:
     _server_options(cap)
     cap.add_argument("--models", default="fraud,encoder")
     cap.add_argument("--scenarios", default="v2_json,v2_binary,v1_features")
-    cap.add_argument("--rates", default="100,200,400,800,1200,1600,2400",
+    cap.add_argument("--rates", default="100,200,300,400,600,800,1000,1200,1400,1600,2000,2400",
                      help="offered request rates, one step each (req/s)")
     cap.add_argument("--rate-per-user", type=_positive, default=20.0)
-    cap.add_argument("--step-s", type=_positive, default=6.0, help="seconds per step")
+    cap.add_argument("--step-s", type=_positive, default=8.0, help="seconds per step")
     cap.add_argument("--slo-dir", type=Path, default=SLO_DIR, help="holds <model>.yaml with p99 targets")
     cap.add_argument("--out", type=Path, default=RESULTS / "capacity")
     cap.add_argument("--docs", type=Path, help="write the capacity section of this markdown file")

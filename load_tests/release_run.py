@@ -53,6 +53,11 @@ def start_demo_server(args: argparse.Namespace, token: str, versions_needed: int
            "HOTSERVE_LOG_LEVEL": "warning", "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider"}
     if args.entities:
         env["HOTSERVE_FEATURE_TABLE"] = args.entities
+    for setting in args.server_env:
+        name, _, value = setting.partition("=")
+        if not name.startswith("HOTSERVE_") or not _:
+            raise SystemExit(f"--server-env {setting!r}: expected HOTSERVE_NAME=VALUE")
+        env[name] = value
     print(f"== serving {args.repository} (model {args.model}, versions {versions})", flush=True)
     return start_server(args.repository, args.out / "server.log", env=env, startup_timeout_s=180)
 
@@ -102,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
                          server_cpu_s=server_cpu_s, promotion_window_s=slo.promotion_window_s, restored=restored)
     doc["server_latency"] = answered_by_server
     drawn = draw(load.recorder, args.out, args.model)
-    doc["plots"] = {k: str(v) for k, v in drawn.items()}
+    doc["plots"] = {k: report.shown(v) for k, v in drawn.items()}
     verdicts = evaluate(slo, doc) if args.slo else []
-    doc["slo_file"] = str(args.slo) if args.slo else None
+    doc["slo_file"] = report.shown(args.slo) if args.slo else None
     doc["slo"] = [v.as_dict() for v in verdicts]
     (args.out / "summary.json").write_text(json.dumps(doc, indent=2))
     print_summary(doc, args.out)

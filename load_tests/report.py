@@ -17,6 +17,7 @@ from typing import Any
 from load_tests.locust_run import LoadRun
 from load_tests.recorder import Recorder
 from load_tests.scenarios import PREDICTION_NAMES
+from load_tests.server_process import REPO_ROOT as ROOT
 
 
 def machine() -> dict[str, Any]:
@@ -29,6 +30,12 @@ def machine() -> dict[str, Any]:
             "memory_gib": round(memory_kb / 2**20, 1), "load_average": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(), "locust": version("locust"),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def shown(path: Path | str) -> str:
+    """`path` relative to the checkout when it lies inside it (as the docs show it), else as given."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
 def _read(path: str) -> str:
@@ -83,7 +90,7 @@ def summary(run: LoadRun, *, command: str, host: str, model: str, settings: dict
                 "server_cores": round(server_cpu_s / run.wall_s, 2) if server_cpu_s is not None and run.wall_s
                 else None},
         "restored_after_run": restored,
-        "files": {k: str(v) for k, v in run.files.items()},
+        "files": {k: shown(v) for k, v in run.files.items()},
     }
 
 

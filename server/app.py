@@ -37,6 +37,7 @@ from server.registry.audit import FileAuditLog
 from server.registry.controller import Controller
 from server.registry.registry import ModelRegistry
 from server.settings import Settings
+from server.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +77,14 @@ def create_app(settings: Settings, registry: Registry | None = None,
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
                     inflight=InflightRequests(app_metrics),
                     request_metrics=RequestMetrics(app_metrics), features=features,
-                    request_log=request_log)
+                    request_log=request_log,
+                    shadow=ShadowRunner(app_metrics, max_queue=settings.shadow_queue_size,
+                                        workers=settings.shadow_workers))
         app.state.edge = edge
         if admin_tokens is not None:
             controller = Controller(
                 app_registry, FileAuditLog(settings.resolved_audit_log_path), app_metrics,
-                keep_previous_loaded=settings.keep_previous_loaded,
+                keep_previous_loaded=settings.keep_previous_loaded, shadow=edge.shadow,
             ) if isinstance(app_registry, ModelRegistry) else None
             app.state.admin = AdminPlane(admin_tokens, controller)
             logger.info("admin API on /admin and /v2/repository for tokens: %s; audit log %s",
@@ -90,6 +93,7 @@ def create_app(settings: Settings, registry: Registry | None = None,
             logger.info("admin API off (404): set HOTSERVE_ADMIN_TOKENS, HOTSERVE_ADMIN_TOKENS_FILE "
                         "or HOTSERVE_ADMIN_TOKEN to turn it on")
         await app_registry.start()
+        edge.shadow.start()
         logger.info("serving %s on %s:%d (ready=%s)", settings.model_repository, settings.host,
                     settings.port, app_registry.ready)
         drift_task = asyncio.create_task(app_metrics.drift.run(), name="hotserve-drift")
@@ -101,6 +105,7 @@ def create_app(settings: Settings, registry: Registry | None = None,
                 await drift_task
             # Graceful shutdown already waited for in-flight requests; the registry gets
             # what is left of the grace period to finish queued batches.
+            await edge.shadow.close()
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
             await features.lookup.close()
 

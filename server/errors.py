@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HotserveError(Exception):
     """Base of every error the server answers on purpose."""
@@ -12,6 +14,8 @@ class HotserveError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.fields: dict[str, Any] = {}
+        """Facts that go into the error body beside `error` (e.g. a refused promotion's evidence)."""
 
 
 # --- input -----------------------------------------------------------------
@@ -64,6 +68,15 @@ class EntityNotFound(HotserveError):
 
 class Conflict(HotserveError):
     """The request contradicts the current state (a version not ready, a stale revision)."""
+
+
+class PromotionRefused(Conflict):
+    """A guarded promotion whose evidence falls short of its requirements (409, evidence in the body)."""
+
+    def __init__(self, model: str, version: int, shortfalls: list[str], evidence: dict[str, Any]) -> None:
+        super().__init__(f"model {model!r} version {version} not promoted: " + "; ".join(shortfalls)
+                         + " (force to override; it is audited)")
+        self.fields = {"shortfalls": shortfalls, "evidence": evidence}
 
 
 class ControlConflict(Conflict):
@@ -138,7 +151,8 @@ class FeatureValueInvalid(HotserveError):
 
 
 class ControlStateUnavailable(HotserveError):
-    """The control state (desired routing) could not be stored: nothing was changed."""
+    """The control state (desired routing) could not be read or stored (a file that cannot be
+    written, Redis down): nothing was changed, and routing stays as last applied."""
 
 
 # --- execution -------------------------------------------------------------

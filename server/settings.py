@@ -5,6 +5,8 @@ Per-model behaviour (batching, features) lives in `model.json`, not here.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +62,10 @@ class Settings(BaseSettings):
     """How long SIGTERM waits for queued and running batches before exiting."""
     control_state_path: Path | None = None
     """JSON file holding aliases (e.g. `production`); unset: `<model_repository>/.hotserve/control.json`."""
+    shadow_queue_size: int = Field(default=256, ge=1)
+    """Shadow copies waiting to run; beyond it a copy is dropped (and counted), never the primary."""
+    shadow_workers: int = Field(default=2, ge=1)
+    """Shadow copies run at once (they go through the shadow version's own batcher)."""
     control_poll_interval_s: float = Field(default=2.0, gt=0)
     """How often the control-state file is re-read for changes made by another process."""
     repository_poll_interval_s: float = Field(default=0.0, ge=0)
@@ -80,8 +86,9 @@ class Settings(BaseSettings):
 
     # --- online feature store (v1 feature join) -------------------------------------------
     redis_url: SecretStr | None = None
-    """Redis holding online features (`redis://[:password@]host:port/db`, `rediss://`,
-    `unix://`); unset: the embedded in-process store. A secret: never a flag, never logged."""
+    """Redis holding online features and the fleet's control state (routing) (`redis://[:password@]
+    host:port/db`, `rediss://`, `unix://`); unset: the embedded in-process feature store and a local
+    control-state file. A secret: never a flag, never logged."""
     redis_timeout_ms: float = Field(default=50.0, gt=0)
     """Longest one Redis connect or lookup round trip may take before it counts as a failure."""
     feature_table: str | None = None
@@ -109,6 +116,18 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    # --- fleet control state in Redis (with redis_url) -------------------------------------
+    control_redis_timeout_ms: float = Field(default=500.0, gt=0)
+    """Socket timeout of Redis calls on the control path (rare, small: no need to be as tight as features)."""
+    control_key_prefix: str = "hotserve"
+    """Redis keys of the control state: `<prefix>:control` (document) and `<prefix>:control:changes`."""
+    control_reconcile_interval_s: float = Field(default=5.0, gt=0)
+    """Replicas re-read the routing from Redis this often even without a published change."""
+    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    """This replica's name in the routing reports (the pod name under Kubernetes)."""
+    control_start_timeout_s: float = Field(default=60.0, ge=0)
+    """At start, how long to keep trying to read the routing (Redis down) before giving up."""
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -175,11 +175,21 @@ class FakeRegistry:
         self.not_ready = not_ready
         self.started = False
         self.closed_with: float | None = None
+        self.routing_keys: list[str | None] = []
+        self.sticky: dict[str, str] = {}
+
+    def shadow_route(self, name: str) -> None:
+        return None
+
+    def sticky_field(self, name: str) -> str | None:
+        return self.sticky.get(name)
 
     async def start(self) -> None:
         self.started = True
 
-    def acquire(self, name: str, version: int | None = None) -> FakeServedVersion:
+    def acquire(self, name: str, version: int | None = None,
+                routing_key: str | None = None) -> FakeServedVersion:
+        self.routing_keys.append(routing_key)
         served = self.resolve(name, version)
         served.leases += 1
         return served

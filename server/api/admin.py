@@ -21,9 +21,11 @@ from server.api.deps import AdminDep
 from server.errors import InvalidInput
 from server.protocol.paths import parse_version
 from server.registry.audit import parse_time
-from server.registry.control_state import ControlSnapshot
-from server.registry.controller import Controller, Outcome
+from server.registry.control_state import ControlSnapshot, ShadowPolicy
+from server.registry.controller import Controller, Outcome, evidence_view
+from server.registry.promotion import PromotionRequirements
 from server.registry.versions import VersionState, VersionStatus
+from server.routing.table import RoutingTable
 
 router = APIRouter(prefix="/admin")
 repository_router = APIRouter(prefix="/v2/repository")
@@ -37,6 +39,17 @@ class _Body(BaseModel):
 
 class AliasBody(_Body):
     version: PositiveInt
+
+
+class TrafficBody(_Body):
+    weights: dict[str, int]
+    """Percent of unpinned requests per alias or version number; they sum to 100."""
+
+
+class PromoteBody(_Body):
+    version: PositiveInt
+    requirements: PromotionRequirements | None = None
+    force: bool = False
 
 
 class IndexBody(_Body):
@@ -100,6 +113,52 @@ async def rollback(name: str, admin: AdminDep) -> Response:
     return _changed(admin.controller, outcome)
 
 
+@router.post("/models/{name}/promote")
+async def promote(name: str, body: PromoteBody, admin: AdminDep) -> Response:
+    """`production` -> `version`; with requirements, only on enough evidence (or `force`, audited)."""
+    outcome = await admin.controller.promote(admin.caller, name, body.version, body.requirements, body.force)
+    return _changed(admin.controller, outcome)
+
+
+@router.put("/models/{name}/traffic")
+async def set_traffic(name: str, body: TrafficBody, admin: AdminDep) -> Response:
+    outcome = await admin.controller.set_traffic(admin.caller, name, body.weights)
+    return _changed(admin.controller, outcome)
+
+
+@router.delete("/models/{name}/traffic")
+async def clear_traffic(name: str, admin: AdminDep) -> Response:
+    outcome = await admin.controller.clear_traffic(admin.caller, name)
+    return _changed(admin.controller, outcome)
+
+
+@router.put("/models/{name}/shadow")
+async def set_shadow(name: str, body: ShadowPolicy, admin: AdminDep) -> Response:
+    outcome = await admin.controller.set_shadow(admin.caller, name, body)
+    return _changed(admin.controller, outcome)
+
+
+@router.delete("/models/{name}/shadow")
+async def clear_shadow(name: str, admin: AdminDep) -> Response:
+    outcome = await admin.controller.clear_shadow(admin.caller, name)
+    return _changed(admin.controller, outcome)
+
+
+@router.get("/models/{name}/versions/{version}/evidence")
+async def evidence(name: str, version: str, admin: AdminDep) -> Response:
+    """What a candidate has shown on this replica (canary answers, shadow comparisons)."""
+    return _json(evidence_view(admin.controller.evidence(name, parse_version(name, version))))
+
+
+@router.get("/replicas")
+async def replicas(admin: AdminDep) -> Response:
+    """Every replica that reported recently, with the routing revision and split it applied."""
+    registry = admin.controller.registry
+    reports = await registry.control.replicas()
+    return _json({"revision": registry.applied.revision,
+                  "replicas": [r.model_dump() for r in reports]})
+
+
 @router.post("/repository/rescan")
 async def rescan(admin: AdminDep) -> Response:
     found = await admin.controller.rescan(admin.caller)
@@ -129,8 +188,21 @@ def model_view(controller: Controller, name: str) -> dict[str, Any]:
         "retained": control.retained,
         "stopped": control.stopped,
         "previous_production": registry.applied.previous_production(name),
+        "traffic": dict(sorted(control.traffic.items())),
+        "shadow": None if control.shadow is None else control.shadow.model_dump(),
+        "routing": _routing_view(registry.table, name),
         "versions": [_version_view(s, registry.applied) for s in statuses],
     }
+
+
+def _routing_view(table: RoutingTable, name: str) -> dict[str, Any]:
+    """What this replica applied: the revision, each version's effective share, and why part of
+    the policy is not served as written (a canary still loading goes to production meanwhile)."""
+    routes = table.models.get(name)
+    return {"revision": table.revision,
+            "weights": {} if routes is None else {str(v): w for v, w in sorted(routes.weights.items())},
+            "fallbacks": [] if routes is None else list(routes.fallbacks),
+            "shadow_ready": routes is not None and routes.shadow is not None}
 
 
 def _version_view(status: VersionStatus, snapshot: ControlSnapshot) -> dict[str, Any]:

@@ -24,7 +24,9 @@ from server.protocol.schema import ModelSchema
 from server.registry.controller import Caller, Controller
 from server.registry.manifest import ModelManifest
 from server.request import InferenceRequest, Tensors
+from server.routing.table import ShadowRoute
 from server.settings import Settings
+from server.shadow import ShadowRunner
 
 
 class ServedModel(Protocol):
@@ -82,8 +84,18 @@ class Registry(Protocol):
 
     async def start(self) -> None: ...
 
-    def acquire(self, name: str, version: int | None = None) -> ServedModel:
-        """Route a request and lease the version; the caller releases it once answered."""
+    def acquire(self, name: str, version: int | None = None,
+                routing_key: str | None = None) -> ServedModel:
+        """Route a request (pinned, or by the traffic policy, sticky by `routing_key`) and lease
+        the version; the caller releases it once answered."""
+        ...
+
+    def sticky_field(self, name: str) -> str | None:
+        """The v1 field (entity key) that keeps requests on one version under a traffic split."""
+        ...
+
+    def shadow_route(self, name: str) -> ShadowRoute | None:
+        """Where copies of `name`'s unpinned requests go, if a shadow is set and ready."""
         ...
 
     def resolve(self, name: str, version: int | None = None) -> ServedModel:
@@ -117,6 +129,7 @@ class Edge:
     features: FeatureJoin
     """Stored features for v1 records (`server/features/`): the configured store behind its
     local cache, gatherer and circuit breaker."""
+    shadow: ShadowRunner
 
 
 async def _edge(request: Request) -> Edge:

@@ -10,6 +10,7 @@ Anything unexpected is logged with its traceback and answered with a generic 500
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -50,8 +51,8 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     Overloaded: 429,
     ModelNotReady: 503,
     FeatureStoreUnavailable: 503,
-    FeatureValueInvalid: 500,
     ControlStateUnavailable: 503,
+    FeatureValueInvalid: 500,
     DeadlineExceeded: 504,
     InferenceFailed: 500,
     ModelLoadFailed: 500,
@@ -68,17 +69,18 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
-def error_body(message: str) -> bytes:
-    """The one shape of every error body, in both lanes: `{"error": "..."}` (the v2 form)."""
-    return orjson.dumps({"error": message})
+def error_body(message: str, fields: dict[str, Any] | None = None) -> bytes:
+    """The one shape of every error body, in both lanes: `{"error": "..."}` (the v2 form), with an
+    error's own facts beside it when it has any (`HotserveError.fields`)."""
+    return orjson.dumps({"error": message, **fields} if fields else {"error": message})
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None,
-                   request: Request | None = None) -> Response:
+                   request: Request | None = None, fields: dict[str, Any] | None = None) -> Response:
     """The error answer of a FastAPI route; with `request`, its message goes into the request's log event."""
     if request is not None:
         note_error(request.scope, message)
-    return Response(error_body(message), status_code=status,
+    return Response(error_body(message, fields), status_code=status,
                     media_type="application/json", headers=headers)
 
 
@@ -98,7 +100,7 @@ def describe_error(exc: HotserveError, where: str) -> tuple[int, str, dict[str, 
 async def _hotserve_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HotserveError)
     status, message, headers = describe_error(exc, f"{request.method} {request.url.path}")
-    return error_response(status, message, headers or None, request)
+    return error_response(status, message, headers or None, request, exc.fields)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

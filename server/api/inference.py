@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass
 
@@ -24,7 +25,14 @@ from server.errors import HotserveError, InvalidInput, ModelNotReady, PayloadToo
 from server.features.join import FeatureJoin
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
 from server.protocol.paths import InferenceTarget, parse_version
-from server.protocol.v1 import assemble_features, check_records, encode_predictions, parse_instances, raw_tensor
+from server.protocol.v1 import (
+    assemble_features,
+    check_records,
+    encode_predictions,
+    first_record_field,
+    parse_instances,
+    raw_tensor,
+)
 from server.protocol.v2_request import HEADER_LENGTH, decode_infer_request
 from server.protocol.v2_response import encode_infer_response
 from server.request import InferenceRequest, Tensors
@@ -33,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
+
+
+ROUTING_KEY_HEADER = b"hotserve-routing-key"
+"""Sticky traffic splitting: requests with the same key get the same version while a policy holds."""
 
 
 class _ClientGone(Exception):
@@ -47,6 +59,10 @@ class Answer:
     headers: tuple[tuple[bytes, bytes], ...] = ()
     error: str = ""
     """The error message of an error answer, for the request event."""
+
+
+Answered = tuple[Answer, InferenceRequest, Tensors]
+"""A protocol handler's success: the answer, and the request and outputs a shadow copy compares."""
 
 
 async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,18 +84,37 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
             raise ModelNotReady("server is shutting down")
         edge.inflight.enter()
         entered = True
-        # Routed (and leased) before the body is read: a swap while it arrives cannot strand it.
+        headers = _headers_of(scope)
+        header_key = headers.get(ROUTING_KEY_HEADER)
+        routing_key = None if header_key is None else header_key.decode("latin-1")
+        body: bytes | None = None
+        if routing_key is None and target.protocol == "v1" and target.version is None:
+            # Sticky by entity: under a traffic split, a v1 request goes where its first
+            # record's entity key hashes to, so its body is read before it is routed.
+            entity_field = edge.registry.sticky_field(target.name)
+            if entity_field is not None:
+                body = await _read_body(receive, headers.get(b"content-length"),
+                                        edge.settings.max_request_bytes)
+                routing_key = first_record_field(body, entity_field)
+        # Otherwise routed (and leased) before the body is read: a swap while it arrives cannot
+        # strand it.
         served = edge.registry.acquire(
-            target.name, None if target.version is None else parse_version(target.name, target.version))
+            target.name, None if target.version is None else parse_version(target.name, target.version),
+            routing_key)
         # Label only resolved names: a client cannot mint new time series with bad names.
         model_label, version_label = served.name, str(served.version)
-        headers = _headers_of(scope)
-        body = await _read_body(receive, headers.get(b"content-length"),
-                                edge.settings.max_request_bytes)
+        if body is None:
+            body = await _read_body(receive, headers.get(b"content-length"),
+                                    edge.settings.max_request_bytes)
         if target.protocol == "v2":
-            answer = await _infer_v2(served, body, headers, arrived, request_id)
+            answer, request, results = await _infer_v2(served, body, headers, arrived, request_id)
         else:
-            answer = await _predict_v1(served, edge.features, body, headers, arrived, request_id)
+            answer, request, results = await _predict_v1(served, edge.features, body, headers, arrived,
+                                                         request_id)
+        if target.version is None:
+            shadow = edge.registry.shadow_route(target.name)
+            if shadow is not None and (shadow.share >= 1.0 or random.random() < shadow.share):
+                edge.shadow.offer(shadow, request, results)
     except (asyncio.CancelledError, _ClientGone) as exc:
         edge.request_metrics.record(model_label, version_label, target.protocol, 499,
                                     time.monotonic() - arrived)  # client gone (nginx's code)
@@ -153,21 +188,21 @@ def _text(value: bytes | None) -> str | None:
 
 
 async def _infer_v2(served: ServedModel, body: bytes, headers: dict[bytes, bytes],
-                    arrived: float, request_id: str) -> Answer:
+                    arrived: float, request_id: str) -> Answered:
     decoded = decode_infer_request(body, _text(headers.get(HEADER_LENGTH.encode())), served.schema)
     deadline = deadline_from(arrived, decoded.timeout_us, _text(headers.get(TIMEOUT_HEADER.encode())),
                              served.default_timeout_s)
-    results = await served.infer(InferenceRequest(decoded.inputs, decoded.rows, arrived, deadline,
-                                                  request_id))
+    request = InferenceRequest(decoded.inputs, decoded.rows, arrived, deadline, request_id)
+    results = await served.infer(request)
     content, header_length = encode_infer_response(served.name, served.version, decoded, results)
     if header_length is None:
-        return Answer(200, content)
+        return Answer(200, content), request, results
     return Answer(200, content, _OCTETS,
-                  ((b"inference-header-content-length", str(header_length).encode()),))
+                  ((b"inference-header-content-length", str(header_length).encode()),)), request, results
 
 
 async def _predict_v1(served: ServedModel, features: FeatureJoin, body: bytes, headers: dict[bytes, bytes],
-                      arrived: float, request_id: str) -> Answer:
+                      arrived: float, request_id: str) -> Answered:
     schema = served.schema
     deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())),
                              served.default_timeout_s)
@@ -189,9 +224,10 @@ async def _predict_v1(served: ServedModel, features: FeatureJoin, body: bytes, h
         if spec.view is not None:
             records, entity_keys = await features.join(records, spec.view)
         inputs = {spec.input: assemble_features(records, spec, schema)}
-    results = await served.infer(InferenceRequest(inputs, len(instances), arrived, deadline, request_id,
-                                                  entity_keys=entity_keys))
-    return Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
+    request = InferenceRequest(inputs, len(instances), arrived, deadline, request_id, entity_keys=entity_keys)
+    results = await served.infer(request)
+    answer = Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
+    return answer, request, results
 
 
 def _error_answer(exc: Exception, target: InferenceTarget) -> Answer:

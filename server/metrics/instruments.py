@@ -22,6 +22,7 @@ LATENCY_BUCKETS_S = (
     0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024)
+ABS_DIFFERENCE_BUCKETS = (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 LOAD_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # Feature lookups: a local-cache hit costs microseconds, a Redis round trip a fraction of a ms.
 FEATURE_LATENCY_BUCKETS_S = (
@@ -192,3 +193,29 @@ class Metrics:
             "hotserve_admin_operations", "Admin API changes by operation and result "
             "(ok, noop, refused, failed).",
             ["operation", "result"], registry=r)
+        # --- traffic policy, shadow, fleet control state (server/routing/, server/shadow.py)
+        self.shadow_requests = Counter(
+            "hotserve_shadow_requests", "Copies of requests for a shadow version, by outcome "
+            "(compared, dropped: shadow queue full, failed: the shadow raised).",
+            ["model", "version", "outcome"], registry=r)
+        self.shadow_agreements = Counter(
+            "hotserve_shadow_agreements", "Compared shadow answers by whether they agreed with the "
+            "primary's (result: agree, disagree).",
+            ["model", "version", "result"], registry=r)
+        self.shadow_abs_difference = Histogram(
+            "hotserve_shadow_abs_difference", "Largest absolute output difference between a shadow "
+            "answer and the primary's.",
+            ["model", "version"], buckets=ABS_DIFFERENCE_BUCKETS, registry=r)
+        self.shadow_duration = Histogram(
+            "hotserve_shadow_duration_seconds", "Time a shadow version took to answer a copy.",
+            ["model", "version"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.traffic_weight = Gauge(
+            "hotserve_traffic_weight_percent", "Share of unpinned requests routed to a version on this "
+            "replica (after fallbacks for versions not ready).",
+            ["model", "version"], registry=r)
+        self.control_revision = Gauge(
+            "hotserve_control_revision", "Revision of the control state (routing) this replica applied.",
+            registry=r)
+        self.control_state_up = Gauge(
+            "hotserve_control_state_up", "1 while the control-state store (Redis or file) answers; "
+            "0: serving the last routing applied.", registry=r)

@@ -37,6 +37,19 @@ def parse_instances(body: bytes) -> list[Any]:
     return instances
 
 
+def first_record_field(body: bytes, field: str) -> str | None:
+    """`instances[0][field]` as text, or None when the body has none (the full parse reports why)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    instances = doc.get("instances") if isinstance(doc, dict) else None
+    if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
+        return None
+    value = instances[0].get(field)
+    return None if value is None or isinstance(value, (dict, list)) else str(value)
+
+
 def check_records(instances: list[Any], spec: FeatureSpec) -> list[Record]:
     """Refuse records that are not objects, miss a field they must carry, or carry unknown
     fields (or, with a feature view, stored features the view does not let them override)."""

@@ -33,7 +33,8 @@ class AuditEntry(BaseModel):
     who: str
     """Name of the admin token used."""
     action: str
-    """load, unload, alias, unalias, rollback, repository_load, repository_unload, rescan."""
+    """load, unload, alias, unalias, rollback, promote, traffic, shadow, repository_load,
+    repository_unload, rescan."""
     model: str | None = None
     alias: str | None = None
     from_version: int | None = Field(default=None, alias="from")

@@ -52,6 +52,8 @@ class ShadowPolicy(_Frozen):
     share: float = Field(default=1.0, gt=0.0, le=1.0)
     tolerance: float = Field(default=1e-4, ge=0.0)
     """Largest absolute output difference still counted as agreement."""
+    threshold: float | None = None
+    """Decision threshold: when set, agreement means both answers fall on the same side of it."""
 
 
 class ModelControl(_Frozen):
@@ -75,11 +77,14 @@ class ModelControl(_Frozen):
     """Past `production` changes, oldest first, at most `HISTORY_LIMIT`."""
 
     def wanted(self) -> set[int]:
-        """Versions this state wants loaded: aliased, explicitly loaded, retained; none if stopped."""
+        """Versions this state wants loaded: aliased, explicitly loaded, retained, named by the
+    traffic policy or as shadow; none if stopped."""
         if self.stopped:
             return set()
         retained = {self.retained} if self.retained is not None else set()
-        return {*self.aliases.values(), *self.loaded, *retained}
+        traffic = {int(t) for t in self.traffic if t.isdigit() and int(t) > 0}
+        shadow = {self.shadow.version} if self.shadow is not None else set()
+        return {*self.aliases.values(), *self.loaded, *retained, *traffic, *shadow}
 
 
 class ControlSnapshot(_Frozen):
@@ -150,6 +155,19 @@ class ControlSnapshot(_Frozen):
         return history[-1].previous if history else None
 
 
+class ReplicaStatus(_Frozen):
+    """What one replica last reported about the routing it applied."""
+
+    replica: str
+    revision: int
+    reported_at: float
+    """Unix time of the report (replicas report on every apply and every reconcile period)."""
+    models: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """Model -> effective traffic share (percent) per version on that replica."""
+    fallbacks: list[str] = Field(default_factory=list)
+    """Parts of the policy the replica cannot serve as written (a target not ready there)."""
+
+
 class ControlState(Protocol):
     """Durable store of the `ControlSnapshot`."""
 
@@ -163,6 +181,18 @@ class ControlState(Protocol):
     def watch(self, after_revision: int) -> AsyncIterator[ControlSnapshot]:
         """Each snapshot newer than the last one seen (starting after `after_revision`), as it
         is written by anyone."""
+        ...
+
+    async def report(self, status: ReplicaStatus) -> None:
+        """Publish this replica's applied routing for operators (best effort)."""
+        ...
+
+    async def replicas(self) -> list[ReplicaStatus]:
+        """The replicas that reported recently, with what they applied."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (the stored state stays)."""
         ...
 
 
@@ -179,6 +209,7 @@ class FileControlState:
         self._lock = asyncio.Lock()
         self._written = asyncio.Condition()
         self._writes = 0
+        self._reported: ReplicaStatus | None = None
 
     async def read(self) -> ControlSnapshot:
         return await asyncio.to_thread(self._read)
@@ -217,6 +248,15 @@ class FileControlState:
                     await asyncio.wait_for(self._written.wait(), self.poll_interval_s)
                 except TimeoutError:
                     pass
+
+    async def report(self, status: ReplicaStatus) -> None:
+        self._reported = status  # one process, one replica: nobody else to tell
+
+    async def replicas(self) -> list[ReplicaStatus]:
+        return [] if self._reported is None else [self._reported]
+
+    async def close(self) -> None:
+        return None
 
     def _read(self) -> ControlSnapshot:
         try:

@@ -17,12 +17,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from server.errors import Conflict, HotserveError, InvalidInput, ModelNotReady, VersionNotReady
+from server.errors import Conflict, HotserveError, InvalidInput, ModelNotReady, PromotionRefused, VersionNotReady
 from server.metrics.instruments import Metrics
 from server.registry.audit import AuditEntry, AuditLog, Result
-from server.registry.control_state import PRODUCTION, ControlSnapshot
+from server.registry.control_state import PRODUCTION, ControlSnapshot, ShadowPolicy
+from server.registry.promotion import Evidence, PromotionRequirements, gather, shortfalls
 from server.registry.registry import Change, ModelRegistry, Rescan
 from server.registry.versions import VersionState
+from server.routing.traffic import check_weights, target_version
+from server.shadow import ShadowEvidence, ShadowRunner
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +57,12 @@ class Controller:
     """Load, unload, alias, rollback, take out of / back into service; audited."""
 
     def __init__(self, registry: ModelRegistry, audit: AuditLog, metrics: Metrics,
-                 keep_previous_loaded: bool = True) -> None:
+                 keep_previous_loaded: bool = True, shadow: ShadowRunner | None = None) -> None:
         self.registry = registry
         self.audit = audit
         self._metrics = metrics
         self._keep_previous = keep_previous_loaded
+        self._shadow = shadow
 
     # --- version operations ---------------------------------------------------------------------
 
@@ -130,6 +134,88 @@ class Controller:
             await change.drained
             return _outcome("unalias", model, alias, before, None, change)
         return await self._run(caller, "unalias", model, run, alias=alias)
+
+    # --- traffic policy, shadow, guarded promotion (issue 9) ----------------------------------------
+
+    async def set_traffic(self, caller: Caller, model: str, weights: dict[str, int]) -> Outcome:
+        """Split `model`'s unpinned requests by `weights` (over aliases or versions, summing to 100).
+
+        Every version the split names is loaded, verified and warmed up first: one that fails
+        is refused (409 with the reason) and the routing does not change.
+        """
+        async def run() -> Outcome:
+            self._in_service(model)
+            stored = await self.registry.control.read()
+            aliases = dict(stored.model(model).aliases)
+            serving = self.registry.serving(model)
+            if PRODUCTION not in aliases and serving is not None:
+                aliases[PRODUCTION] = serving  # `production` is whatever serves unpinned requests
+            check_weights(weights, aliases, {s.version for s in self.registry.versions(model)})
+            for target, weight in sorted(weights.items()):
+                version = target_version(target, aliases)
+                if weight and version is not None:
+                    await self.registry.ensure_loaded(model, version)
+            change = await self._commit(lambda s: None if s.model(model).traffic == weights
+                                        else s.with_model(model, s.model(model).model_copy(
+                                            update={"traffic": dict(weights)})))
+            await change.drained
+            return _outcome("traffic", model, None, None, None, change)
+        return await self._run(caller, "traffic", model, run, detail=_weights_text(weights))
+
+    async def clear_traffic(self, caller: Caller, model: str) -> Outcome:
+        """Send every unpinned request to `production` again."""
+        async def run() -> Outcome:
+            change = await self._commit(lambda s: None if not s.model(model).traffic
+                                        else s.with_model(model, s.model(model).model_copy(update={"traffic": {}})))
+            await change.drained
+            return _outcome("traffic", model, None, None, None, change)
+        return await self._run(caller, "traffic", model, run, detail="cleared")
+
+    async def set_shadow(self, caller: Caller, model: str, policy: ShadowPolicy) -> Outcome:
+        """Copy a share of `model`'s unpinned requests to `policy.version` (loaded first)."""
+        async def run() -> Outcome:
+            self._in_service(model)
+            await self.registry.ensure_loaded(model, policy.version)
+            change = await self._commit(lambda s: None if s.model(model).shadow == policy
+                                        else s.with_model(model, s.model(model).model_copy(
+                                            update={"shadow": policy})))
+            return _outcome("shadow", model, None, None, policy.version, change)
+        return await self._run(caller, "shadow", model, run, to_version=policy.version,
+                               detail=f"share {policy.share}, tolerance {policy.tolerance}"
+                                      + (f", threshold {policy.threshold}" if policy.threshold is not None else ""))
+
+    async def clear_shadow(self, caller: Caller, model: str) -> Outcome:
+        """Stop copying requests to the shadow version (it unloads unless something else wants it)."""
+        async def run() -> Outcome:
+            before = self.registry.applied.model(model).shadow
+            change = await self._commit(lambda s: None if s.model(model).shadow is None
+                                        else s.with_model(model, s.model(model).model_copy(update={"shadow": None})))
+            await change.drained
+            return _outcome("shadow", model, None, None if before is None else before.version, None, change)
+        return await self._run(caller, "shadow", model, run, detail="cleared")
+
+    def evidence(self, model: str, version: int) -> Evidence:
+        """What `version` has shown on this replica against the production version."""
+        self.registry.status(model, version)
+        shadow = self._shadow.evidence(model, version) if self._shadow is not None else ShadowEvidence()
+        return gather(self._metrics, shadow, model, version, self.registry.serving(model))
+
+    async def promote(self, caller: Caller, model: str, version: int,
+                      requirements: PromotionRequirements | None = None, force: bool = False) -> Outcome:
+        """`production` -> `version`, refused (409 with the evidence) when `requirements` are not
+        met unless `force`, which the audit log records with what fell short."""
+        shortfall: list[str] = []
+        if requirements is not None:
+            evidence = self.evidence(model, version)
+            shortfall = shortfalls(requirements, evidence)
+            if shortfall and not force:
+                error = PromotionRefused(model, version, shortfall, evidence_view(evidence))
+                await self._refused(caller, "promote", model, error, PRODUCTION, None, version)
+                raise error
+        return await self._run(caller, "promote", model,
+                               lambda: self._switch(caller, model, PRODUCTION, version, "promote"),
+                               alias=PRODUCTION, to_version=version, forced=bool(shortfall),
+                               detail="; ".join(shortfall) or None)
 
     # --- model operations (the repository extension) --------------------------------------------
 
@@ -239,7 +325,7 @@ class Controller:
 
     async def _run(self, caller: Caller, action: str, model: str, body: Callable[[], Awaitable[Outcome]],
                    alias: str | None = None, from_version: int | None = None,
-                   to_version: int | None = None) -> Outcome:
+                   to_version: int | None = None, forced: bool = False, detail: str | None = None) -> Outcome:
         """Run `body` under the model's lock and audit it, done or refused."""
         try:
             self.registry.versions(model)  # before taking a lock: unknown names create nothing
@@ -250,14 +336,15 @@ class Controller:
                     await self._settle()
                     raise
         except HotserveError as error:
-            await self._refused(caller, action, model, error, alias, from_version, to_version)
+            await self._refused(caller, action, model, error, alias, from_version, to_version, forced)
             raise
         result = "ok" if outcome.changed else "noop"
         self._metrics.admin_operations.labels(action, result).inc()
         await self._append(AuditEntry.model_validate({
             "who": caller.name, "action": action, "model": model, "alias": outcome.alias,
             "from": outcome.from_version, "to": outcome.to_version, "result": result,
-            "revision": outcome.revision, "request_id": caller.request_id}))
+            "revision": outcome.revision, "request_id": caller.request_id, "forced": forced,
+            "detail": detail}))
         log.info("admin %s by %s: model %r%s %s -> %s (%s, revision %d)", action, caller.name, model,
                  f" alias {outcome.alias!r}" if outcome.alias else "", outcome.from_version,
                  outcome.to_version, result, outcome.revision)
@@ -265,7 +352,7 @@ class Controller:
 
     async def _refused(self, caller: Caller, action: str, model: str, error: HotserveError,
                        alias: str | None = None, from_version: int | None = None,
-                       to_version: int | None = None) -> None:
+                       to_version: int | None = None, forced: bool = False) -> None:
         failed = isinstance(error, VersionNotReady) and error.state == VersionState.FAILED.value
         result = "failed" if failed else "refused"
         self._metrics.admin_operations.labels(action, result).inc()
@@ -273,7 +360,7 @@ class Controller:
         await self._append(AuditEntry.model_validate({
             "who": caller.name, "action": action, "model": model, "alias": alias,
             "from": from_version, "to": to_version, "result": result, "detail": error.message,
-            "request_id": caller.request_id}))
+            "request_id": caller.request_id, "forced": forced}))
 
     async def _settle(self) -> None:
         """After a refused change: unload what it may have loaded for nothing."""
@@ -287,6 +374,16 @@ class Controller:
             await self.audit.append(entry)
         except OSError:
             log.exception("could not append to the audit log: %s", entry.line().decode().strip())
+
+
+def evidence_view(evidence: Evidence) -> dict[str, object]:
+    """The evidence as the admin API and the audit show it (ratios computed)."""
+    return {**evidence.model_dump(), "observed": evidence.observed, "error_ratio": evidence.error_ratio,
+            "p99_ratio": evidence.p99_ratio}
+
+
+def _weights_text(weights: dict[str, int]) -> str:
+    return ", ".join(f"{target}={weight}" for target, weight in sorted(weights.items()))
 
 
 def _outcome(action: str, model: str, alias: str | None, from_version: int | None,

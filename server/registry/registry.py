@@ -28,19 +28,29 @@ Request path: `acquire()` is one lookup in the published table plus a lease; the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from server.errors import ControlConflict, ModelNotFound, ModelNotReady, VersionNotReady
+from server.errors import ControlConflict, ControlStateUnavailable, ModelNotFound, ModelNotReady, VersionNotReady
 from server.metrics.instruments import Metrics
-from server.registry.control_state import PRODUCTION, ControlSnapshot, ControlState, FileControlState, ModelControl
+from server.registry.control_state import (
+    PRODUCTION,
+    ControlSnapshot,
+    ControlState,
+    FileControlState,
+    ModelControl,
+    ReplicaStatus,
+)
 from server.registry.lifecycle import Retired, VersionLifecycle
 from server.registry.repository import scan_repository
 from server.registry.served import ServedVersion
 from server.registry.versions import VersionSlot, VersionState, VersionStatus
-from server.routing.table import ModelRoutes, RoutingTable
+from server.routing.table import ModelRoutes, RoutingTable, ShadowRoute
+from server.routing.traffic import resolve_split
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +86,21 @@ class Rescan:
         return f"added {_names(self.added)}; removed {_names(self.removed)}"
 
 
+def control_state_for(settings: Settings, metrics: Metrics) -> ControlState:
+    """Redis (one routing shared by the fleet) when `redis_url` is set, else the local file."""
+    metrics.control_state_up.set(1)
+    if settings.redis_url is not None:
+        from server.registry.redis_control_state import RedisControlState
+
+        return RedisControlState(settings.redis_url.get_secret_value(),
+                                 key_prefix=settings.control_key_prefix,
+                                 timeout_s=settings.control_redis_timeout_ms / 1000.0,
+                                 reconcile_interval_s=settings.control_reconcile_interval_s,
+                                 on_up_change=lambda up: metrics.control_state_up.set(1 if up else 0))
+    return FileControlState(settings.resolved_control_state_path,
+                            poll_interval_s=settings.control_poll_interval_s)
+
+
 class ModelRegistry:
     """Every model version of the repository, the routing table over the loaded ones, and `apply`."""
 
@@ -84,8 +109,7 @@ class ModelRegistry:
         self._settings = settings
         self._metrics = metrics
         self._root = settings.model_repository
-        self.control: ControlState = control_state or FileControlState(
-            settings.resolved_control_state_path, poll_interval_s=settings.control_poll_interval_s)
+        self.control: ControlState = control_state or control_state_for(settings, metrics)
         """Where the desired state is stored; admin operations write it, then `apply` it."""
         self._slots: dict[str, dict[int, VersionSlot]] = {}
         self._table = RoutingTable()
@@ -94,6 +118,7 @@ class ModelRegistry:
         self._model_locks: dict[str, asyncio.Lock] = {}
         self._lifecycle = VersionLifecycle(settings, metrics)
         self._tasks: list[asyncio.Task[None]] = []
+        self._reports: set[asyncio.Future[None]] = set()
         self._started = False
         self._closing = False
 
@@ -122,15 +147,50 @@ class ModelRegistry:
         """Scan the repository, apply the stored control snapshot, then follow its changes."""
         found = await asyncio.to_thread(scan_repository, self._root)
         self._slots = {name: {v: VersionSlot() for v in versions} for name, versions in found.items()}
-        await self.apply(await self.control.read())
+        await self.apply(await self._read_at_start())
         self._started = True
         log.info("model repository %s: %d model(s), serving %s", self._root, len(found),
                  ", ".join(f"{r.name} v{r.default.version} on {r.default.provider}"
                            for r in self._table.models.values() if r.default is not None)
                  or "nothing")
         self._tasks.append(asyncio.create_task(self._follow(), name="hotserve-control-watch"))
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="hotserve-control-report"))
         if self._settings.repository_poll_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._poll(), name="hotserve-repository-poll"))
+
+    async def _read_at_start(self) -> ControlSnapshot:
+        """The stored routing; while the store does not answer, retry (never guess "latest")."""
+        deadline = time.monotonic() + self._settings.control_start_timeout_s
+        backoff = 0.1
+        while True:
+            try:
+                return await self.control.read()
+            except ControlStateUnavailable as error:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"{error}; gave up after control_start_timeout_s="
+                                       f"{self._settings.control_start_timeout_s}") from error
+                log.warning("%s; retrying (the server is not ready until it has the routing)", error)
+            await asyncio.sleep(backoff)  # retry backoff, not synchronisation
+            backoff = min(2.0, backoff * 2)
+
+    async def _report(self) -> None:
+        """Tell operators (through the control store) which routing this replica applied."""
+        table = self._table
+        status = ReplicaStatus(
+            replica=self._settings.replica_id, revision=table.revision, reported_at=time.time(),
+            models={name: {str(v): w for v, w in routes.weights.items()}
+                    for name, routes in table.models.items()},
+            fallbacks=[f"{name}: {f}" for name, routes in table.models.items() for f in routes.fallbacks])
+        try:
+            await self.control.report(status)
+        except Exception:  # reporting is for operators; routing never depends on it
+            log.exception("reporting the applied routing failed")
+
+    async def _heartbeat(self) -> None:
+        """Report the applied routing every reconcile period, so operators see live replicas."""
+        while True:
+            await asyncio.sleep(self._settings.control_reconcile_interval_s)  # a period, not a sync
+            await self._report()
 
     async def apply(self, snapshot: ControlSnapshot) -> RoutingTable:
         """Make `snapshot` the running state; returns the routing table it published.
@@ -223,15 +283,53 @@ class ModelRegistry:
                        if v in self._slots[name] and not control.stopped}
             keep = (control.wanted() & set(self._slots[name])) | ({default.version} if default else set())
             retired += self._lifecycle.detach(name, self._slots[name], keep)
+            routable = {v: slot.served for v, slot in self._slots[name].items()
+                        if slot.routable and slot.served is not None}
+            traffic = {} if control.stopped else control.traffic
+            targets = aliases if default is None else {PRODUCTION: default.version, **aliases}
+            resolved = resolve_split(traffic, targets, routable, default)
+            for fallback in resolved.fallbacks:
+                log.warning("model %r traffic: %s", name, fallback)
             models[name] = ModelRoutes(
                 name=name, default=default, aliases=MappingProxyType(aliases),
-                versions=MappingProxyType({v: slot.served for v, slot in self._slots[name].items()
-                                           if slot.routable and slot.served is not None}))
+                versions=MappingProxyType(routable), split=resolved.split,
+                weights=MappingProxyType(resolved.weights), fallbacks=resolved.fallbacks,
+                shadow=None if control.stopped else self._shadow_route(name, control, routable))
         table = RoutingTable(revision=snapshot.revision, models=MappingProxyType(models))
         self._publish_version_info(self._table, table)
+        self._publish_weights(self._table, table)
         self._table = table  # publish: one reference swap
         self._applied = snapshot
+        self._metrics.control_revision.set(snapshot.revision)
+        report = asyncio.ensure_future(self._report())  # for operators; the change does not wait
+        self._reports.add(report)
+        report.add_done_callback(self._reports.discard)
         return table, retired
+
+    @staticmethod
+    def _shadow_route(name: str, control: ModelControl,
+                      routable: dict[int, ServedVersion]) -> ShadowRoute | None:
+        if control.shadow is None:
+            return None
+        served = routable.get(control.shadow.version)
+        if served is None:
+            log.warning("model %r: shadow version %d is not ready; no copies are sent", name,
+                        control.shadow.version)
+            return None
+        return ShadowRoute(served, control.shadow.share, control.shadow.tolerance, control.shadow.threshold)
+
+    def _publish_weights(self, old: RoutingTable, new: RoutingTable) -> None:
+        """`hotserve_traffic_weight_percent`: the effective share of each routable version."""
+        gauge = self._metrics.traffic_weight
+        fresh = {(name, str(v)): routes.weights.get(v, 0)
+                 for name, routes in new.models.items() for v in routes.versions}
+        for name, routes in old.models.items():
+            for version in routes.versions:
+                if (name, str(version)) not in fresh:
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(name, str(version))
+        for (name, label), weight in fresh.items():
+            gauge.labels(name, label).set(weight)
 
     async def _follow(self) -> None:
         """Apply every newer snapshot the control state reports, until closed."""
@@ -305,17 +403,33 @@ class ModelRegistry:
 
     # --- request path -----------------------------------------------------------------------
 
-    def acquire(self, name: str, version: int | None = None) -> ServedVersion:
+    def acquire(self, name: str, version: int | None = None,
+                routing_key: str | None = None) -> ServedVersion:
         """The version a request goes to, with a lease taken on it: the caller must `release()` it.
 
+        Unpinned requests follow the model's traffic policy (sticky by `routing_key`).
         ModelNotFound for an unknown model or a version not in the repository; ModelNotReady
         for one that exists but is not loaded and ready, or while shutting down.
         """
-        served = self._table.lookup(name, version)
+        served = self._table.lookup(name, version, routing_key)
         if served is None or self._closing:
             raise self._unroutable(name, version)
         served.lease()
         return served
+
+    def sticky_field(self, name: str) -> str | None:
+        """The v1 record field whose value keeps a request on one version under `name`'s traffic
+        split (the entity key), or None when no split is set or the model has no entity key."""
+        routes = self._table.models.get(name)
+        if routes is None or routes.split is None or routes.default is None:
+            return None
+        features = routes.default.manifest.features
+        return None if features is None else features.entity_key
+
+    def shadow_route(self, name: str) -> ShadowRoute | None:
+        """Where copies of `name`'s unpinned requests go (None: no shadow, or it is not ready)."""
+        routes = self._table.models.get(name)
+        return None if routes is None else routes.shadow
 
     def resolve(self, name: str, version: int | None = None) -> ServedVersion:
         """Like `acquire` without a lease: for metadata and readiness, which run nothing."""
@@ -399,6 +513,7 @@ class ModelRegistry:
             if not drained:
                 log.warning("model %r version %d: closed with work still running", served.name,
                             served.version)
+        await self.control.close()
 
 
 def _alias_labels(table: RoutingTable) -> set[tuple[str, str, str]]:

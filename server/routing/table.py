@@ -4,7 +4,7 @@ Immutable: the registry builds a new table from the control snapshot and the ver
 are READY, and publishes it by replacing one reference under its control lock. A request
 routes against whichever table it found when it arrived and takes a lease on the version it
 got (`ServedVersion.lease`), so publishing a new table never strands a request. Routing picks
-a version and runs nothing.
+a version (pinned, by the traffic split, or the default) and names the shadow; it runs nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,19 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from server.registry.served import ServedVersion
+from server.routing.traffic import Split
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRoute:
+    """A version that gets a copy of a share of unpinned requests once the primary has answered."""
+
+    served: ServedVersion
+    share: float
+    tolerance: float
+    """Largest absolute output difference still counted as agreement."""
+    threshold: float | None = None
+    """With a decision threshold, agreement means the same side of it, row by row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +40,13 @@ class ModelRoutes:
     """Every READY version, for requests pinned to one (`/versions/{v}`)."""
     aliases: Mapping[str, int]
     """Alias -> version, as applied from the control snapshot."""
+    split: Split | None = None
+    """The traffic policy over READY versions; None: unpinned requests go to `default`."""
+    weights: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    """Effective share (percent) of unpinned requests per version on this replica."""
+    fallbacks: tuple[str, ...] = ()
+    """Why part of the policy is not served as written here (a target not ready yet)."""
+    shadow: ShadowRoute | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +56,19 @@ class RoutingTable:
     revision: int = 0
     models: Mapping[str, ModelRoutes] = field(default_factory=lambda: MappingProxyType({}))
 
-    def lookup(self, name: str, version: int | None = None) -> ServedVersion | None:
-        """The version a request for `name` (pinned to `version`, if given) goes to; None when
+    def lookup(self, name: str, version: int | None = None,
+               routing_key: str | None = None) -> ServedVersion | None:
+        """The version a request for `name` goes to: `version` if pinned (bypassing the traffic
+        policy), else the policy's pick (sticky by `routing_key`), else the default. None when
         there is none to route to (the registry explains why)."""
         routes = self.models.get(name)
         if routes is None:
             return None
-        if version is None:
-            return routes.default
-        return routes.versions.get(version)
+        if version is not None:
+            return routes.versions.get(version)
+        if routes.split is not None:
+            return routes.split.pick(routing_key)
+        return routes.default
 
     def serves(self, served: ServedVersion) -> bool:
         """Whether `served` can still receive requests through this table."""

@@ -251,3 +251,21 @@ async def test_every_routed_request_gives_its_lease_back(
     await client.post("/v2/models/tab/infer", content=b"{not json")
     await client.post("/v2/models/tab/infer", content=_v2([[1, 2]]))
     assert versions[2].leases == 0 and len(versions[2].calls) == 2
+
+
+async def test_routing_key_comes_from_the_header_or_under_a_split_from_the_v1_entity(
+        settings: Settings) -> None:
+    spec = FeatureSpec(input="features", columns=["a", "b"], request_features=["a", "b"], entity_key="cid")
+    manifest = make_manifest("ent", [("features", "FP32", [-1, 2])], [("score", "FP32", [-1, 1])],
+                             features=spec)
+    registry = FakeRegistry([FakeServedVersion(manifest, lambda i: {"score": i["features"][:, :1]})])
+    async with serving(settings, registry) as client:
+        record = {"cid": "c-7", "a": 1, "b": 2}
+        await client.post("/v1/models/ent:predict", json={"instances": [record]},
+                          headers={"Hotserve-Routing-Key": "from-header"})
+        await client.post("/v1/models/ent:predict", json={"instances": [record]})  # no split: no key
+        registry.sticky["ent"] = "cid"
+        await client.post("/v1/models/ent:predict", json={"instances": [record]})
+        await client.post("/v2/models/ent/infer", content=orjson.dumps({"inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}))
+    assert registry.routing_keys == ["from-header", None, "c-7", None]

@@ -1,0 +1,81 @@
+"""ShadowRunner: copies run after the primary, through a bounded queue; drops and failures are counted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import numpy as np
+
+from server.metrics.instruments import Metrics
+from server.registry.served import ServedVersion
+from server.routing.table import ShadowRoute
+from server.shadow import ShadowRunner
+from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request
+
+HANG_GUARD_S = 30
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+def outcome(metrics: Metrics, name: str) -> float:
+    return metrics.registry.get_sample_value(
+        "hotserve_shadow_requests_total", {"model": "m", "version": "2", "outcome": name}) or 0.0
+
+
+async def test_copies_are_compared_and_agreement_is_counted() -> None:
+    metrics = Metrics()
+    shadow = ServedVersion(fake_manifest("m", 2), EchoRuntime(), metrics)
+    runner = ShadowRunner(metrics, max_queue=8, workers=1)
+    runner.start()
+    x = np.ones((2, 3), np.float32)
+    route = ShadowRoute(shadow, share=1.0, tolerance=1e-6)
+    runner.offer(route, request({"x": x}), {"y": x})               # the echo agrees
+    runner.offer(route, request({"x": x}), {"y": x + 1})           # a primary that differs
+    await until(lambda: runner.evidence("m", 2).compared == 2)
+    evidence = runner.evidence("m", 2)
+    assert (evidence.agreed, evidence.agreement, evidence.max_abs_difference) == (1, 0.5, 1.0)
+    assert metrics.registry.get_sample_value(
+        "hotserve_shadow_agreements_total", {"model": "m", "version": "2", "result": "agree"}) == 1
+    assert shadow.leases == 0
+    await runner.close()
+    await shadow.close(5)
+
+
+async def test_a_full_queue_drops_copies_and_counts_them() -> None:
+    metrics = Metrics()
+    runtime = SlowRuntime()
+    shadow = ServedVersion(fake_manifest("m", 2), runtime, metrics)
+    runner = ShadowRunner(metrics, max_queue=2, workers=1)
+    runner.start()
+    route = ShadowRoute(shadow, share=1.0, tolerance=0.0)
+    x = np.zeros((1, 3), np.float32)
+    runner.offer(route, request({"x": x}), {"y": x})
+    await until(lambda: shadow.batcher.running == 1)  # the one worker is stuck on the gate
+    for _ in range(5):
+        runner.offer(route, request({"x": x}), {"y": x})
+    assert (outcome(metrics, "dropped"), runner.evidence("m", 2).dropped) == (3, 3)
+    runtime.gate.set()
+    await until(lambda: runner.evidence("m", 2).compared == 3)
+    assert shadow.leases == 0
+    await runner.close()
+    await shadow.close(5)
+
+
+async def test_a_failing_shadow_is_counted_and_its_lease_returned() -> None:
+    metrics = Metrics()
+    shadow = ServedVersion(fake_manifest("m", 2), FailingRuntime(), metrics)
+    runner = ShadowRunner(metrics, max_queue=4, workers=2)
+    runner.start()
+    x = np.zeros((1, 3), np.float32)
+    runner.offer(ShadowRoute(shadow, 1.0, 0.0), request({"x": x}), {"y": x})
+    await until(lambda: runner.evidence("m", 2).failed == 1)
+    assert outcome(metrics, "failed") == 1 and shadow.leases == 0
+    await runner.close()
+    await shadow.close(5)

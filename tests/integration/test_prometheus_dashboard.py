@@ -129,7 +129,7 @@ def _write_scored(repository: Path, customers: Path) -> None:
 
 def _look_up(base_url: str, entities: range) -> None:
     """v1 requests of four records each, every entity asked twice: the first time the store answers
-    (gathered round trips), the second the local cache. Each request is copied to the shadow."""
+    (gathered round trips), the second the local cache. Once a shadow is set, each is copied to it."""
     records = [{"customer_id": f"c{i}", "amount": 12.5, "hour": 3.0} for i in entities]
     with httpx.Client(base_url=base_url, timeout=30) as client:
         for _ in range(2):

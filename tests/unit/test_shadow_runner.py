@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import numpy as np
 
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
 from server.routing.table import ShadowRoute
 from server.shadow import ShadowRunner
-from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request
+from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request, until
 
 HANG_GUARD_S = 30
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 def outcome(metrics: Metrics, name: str) -> float:

@@ -78,8 +78,7 @@ def create_app(settings: Settings, registry: Registry | None = None,
                     inflight=InflightRequests(app_metrics),
                     request_metrics=RequestMetrics(app_metrics), features=features,
                     request_log=request_log,
-                    shadow=ShadowRunner(app_metrics, max_queue=settings.shadow_queue_size,
-                                        workers=settings.shadow_workers))
+                    shadow=ShadowRunner(app_metrics, max_pending=settings.shadow_max_pending))
         app.state.edge = edge
         if admin_tokens is not None:
             controller = Controller(

@@ -62,10 +62,9 @@ class Settings(BaseSettings):
     """How long SIGTERM waits for queued and running batches before exiting."""
     control_state_path: Path | None = None
     """JSON file holding aliases (e.g. `production`); unset: `<model_repository>/.hotserve/control.json`."""
-    shadow_queue_size: int = Field(default=256, ge=1)
-    """Shadow copies waiting to run; beyond it a copy is dropped (and counted), never the primary."""
-    shadow_workers: int = Field(default=2, ge=1)
-    """Shadow copies run at once (they go through the shadow version's own batcher)."""
+    shadow_max_pending: int = Field(default=256, ge=1)
+    """Shadow copies in flight (queued or running in the shadow version's batcher); beyond it a
+    copy is dropped and counted, never the primary."""
     control_poll_interval_s: float = Field(default=2.0, gt=0)
     """How often the control-state file is re-read for changes made by another process."""
     repository_poll_interval_s: float = Field(default=0.0, ge=0)

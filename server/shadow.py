@@ -1,9 +1,10 @@
 """Shadow traffic: a copy of a request runs on the shadow version after the primary answered.
 
 The edge offers a copy once the primary's answer is ready (`ShadowRunner.offer`, a few
-microseconds, never awaited by the request): the copy waits in a bounded queue and a fixed
-number of worker tasks run it through the shadow version's own batcher, so the shadow never
-delays, fails or changes the primary's answer. A full queue drops the copy and counts it. Each
+microseconds, never awaited by the request): the copy goes to the shadow version's own
+batcher (so copies are batched like any traffic) as one of at most `max_pending` copies in
+flight, so the shadow never delays, fails or changes the primary's answer. Beyond that bound,
+or when the shadow's own queue is full, the copy is dropped and counted. Each
 answer is compared with the primary's: it agrees when every output's largest absolute
 difference is within the shadow's tolerance, or, with a decision threshold, when both answers
 fall on the same side of it row by row. Outcomes, agreement, differences and shadow latency
@@ -15,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
+from server.errors import Overloaded
 from server.metrics.instruments import Metrics
 from server.request import InferenceRequest, Tensors
 from server.routing.table import ShadowRoute
@@ -40,13 +41,6 @@ class ShadowEvidence:
     @property
     def agreement(self) -> float | None:
         return self.agreed / self.compared if self.compared else None
-
-
-@dataclass(slots=True)
-class _Copy:
-    route: ShadowRoute
-    request: InferenceRequest
-    primary: Tensors
 
 
 def agrees(primary: Tensors, shadow: Tensors, tolerance: float,
@@ -73,63 +67,60 @@ def agrees(primary: Tensors, shadow: Tensors, tolerance: float,
 
 
 class ShadowRunner:
-    """Runs shadow copies off the request path: bounded queue, fixed workers, compare, record."""
+    """Runs shadow copies off the request path: bounded in flight, compared, recorded."""
 
-    def __init__(self, metrics: Metrics, max_queue: int = 256, workers: int = 2) -> None:
+    def __init__(self, metrics: Metrics, max_pending: int = 256) -> None:
         self._metrics = metrics
-        self._max_queue = max_queue
-        self._queue: deque[_Copy] = deque()
-        self._wakeup = asyncio.Event()
-        self._workers = workers
-        self._tasks: list[asyncio.Task[None]] = []
+        self._max_pending = max_pending
+        self._pending: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._evidence: dict[tuple[str, int], ShadowEvidence] = {}
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work(), name=f"hotserve-shadow-{i}")
-                       for i in range(self._workers)]
+        self._closed = False
 
     async def close(self) -> None:
-        for task in self._tasks:
+        """Stop taking copies; cancel those in flight (their leases are returned)."""
+        self._closed = True
+        for task in list(self._pending):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        while self._queue:
-            self._queue.popleft().route.served.release()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+
+    @property
+    def pending(self) -> int:
+        """Copies in flight now."""
+        return len(self._pending)
 
     def evidence(self, model: str, version: int) -> ShadowEvidence:
         return self._evidence.setdefault((model, version), ShadowEvidence())
 
     def offer(self, route: ShadowRoute, request: InferenceRequest, primary: Tensors) -> None:
-        """Queue a copy of an answered request for the shadow version, or drop it if the queue is full."""
+        """Send a copy of an answered request to the shadow version, or drop it when too many are in flight."""
         served = route.served
-        if len(self._queue) >= self._max_queue:
-            self.evidence(served.name, served.version).dropped += 1
-            self._metrics.shadow_requests.labels(served.name, str(served.version), "dropped").inc()
+        if self._closed or len(self._pending) >= self._max_pending:
+            self._drop(served.name, served.version)
             return
         served.lease()  # held until the copy ran: a swap cannot unload it under the copy
-        self._queue.append(_Copy(route, request, primary))
-        self._wakeup.set()
+        task = asyncio.get_running_loop().create_task(self._run(route, request, primary))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
-    async def _work(self) -> None:
-        while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            copy = self._queue.popleft()
-            try:
-                await self._run(copy)
-            finally:
-                copy.route.served.release()
+    def _drop(self, model: str, version: int) -> None:
+        self.evidence(model, version).dropped += 1
+        self._metrics.shadow_requests.labels(model, str(version), "dropped").inc()
 
-    async def _run(self, copy: _Copy) -> None:
-        served = copy.route.served
+    async def _run(self, route: ShadowRoute, request: InferenceRequest, primary: Tensors) -> None:
+        served = route.served
         labels = (served.name, str(served.version))
         evidence = self.evidence(served.name, served.version)
         # The copy has no deadline of its own: the client already has its answer.
-        request = copy.request._replace(deadline=None)
+        copy = request._replace(deadline=None)
         started = time.monotonic()
         try:
-            outputs = await served.infer(request)
+            outputs = await served.infer(copy)
+        except Overloaded:
+            self._drop(served.name, served.version)  # the shadow's own queue is full
+            return
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -137,8 +128,10 @@ class ShadowRunner:
             self._metrics.shadow_requests.labels(*labels, "failed").inc()
             log.debug("shadow %r version %d failed: %s", served.name, served.version, error)
             return
+        finally:
+            served.release()
         self._metrics.shadow_duration.labels(*labels).observe(time.monotonic() - started)
-        agreed, largest = agrees(copy.primary, outputs, copy.route.tolerance, copy.route.threshold)
+        agreed, largest = agrees(primary, outputs, route.tolerance, route.threshold)
         evidence.compared += 1
         evidence.agreed += agreed
         evidence.max_abs_difference = max(evidence.max_abs_difference, largest)

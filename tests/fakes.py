@@ -64,6 +64,16 @@ def fake_manifest(name: str = "echo", version: int = 1, features: int = 3,
                          version=version, batching=batching)
 
 
+async def until(condition: Callable[[], bool], turns: int = 20_000) -> None:
+    """Yield to the loop until `condition` holds (tasks reaching their next await); fail after
+    `turns` loop turns. Synchronises on state, never on time."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
 def request(inputs: Tensors, rows: int | None = None, deadline: float | None = None) -> InferenceRequest:
     """An `InferenceRequest` arriving now; `rows` defaults to the first input's batch axis."""
     if rows is None:

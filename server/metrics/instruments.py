@@ -219,3 +219,12 @@ class Metrics:
         self.control_state_up = Gauge(
             "hotserve_control_state_up", "1 while the control-state store (Redis or file) answers; "
             "0: serving the last routing applied.", registry=r)
+
+    def model_found(self, model: str) -> None:
+        """Create a model's failure counters at 0 when the repository scan first finds it.
+
+        Prometheus takes a series' first sample as its start: a failure counter born at 1 shows no
+        `increase()`, so without this the first failed load or swap after start-up never alerts.
+        """
+        self.model_loads.labels(model, "failure")
+        self.model_swaps.labels(model, "failure")

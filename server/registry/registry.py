@@ -147,6 +147,8 @@ class ModelRegistry:
         """Scan the repository, apply the stored control snapshot, then follow its changes."""
         found = await asyncio.to_thread(scan_repository, self._root)
         self._slots = {name: {v: VersionSlot() for v in versions} for name, versions in found.items()}
+        for name in found:
+            self._metrics.model_found(name)
         await self.apply(await self._read_at_start())
         self._started = True
         log.info("model repository %s: %d model(s), serving %s", self._root, len(found),
@@ -249,6 +251,8 @@ class ModelRegistry:
             removed = [(name, v) for name, slots in self._slots.items() for v in slots
                        if v not in found.get(name, [])]
             for name, version in added:
+                if name not in self._slots:
+                    self._metrics.model_found(name)
                 self._slots.setdefault(name, {})[version] = VersionSlot()
             for name, version in removed:
                 slot = self._slots[name][version]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from server.metrics.instruments import Metrics
 from tests.deploy.conftest import CHART, run
@@ -20,21 +22,40 @@ from tests.deploy.monitoring_files import (
     rule_groups,
 )
 
-RULES_UNIT_TEST = Path(__file__).parent / "promtool" / "hotserve_rules_test.yaml"
+RULES_UNIT_TESTS = sorted((Path(__file__).parent / "promtool").glob("*_test.yaml"))
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+SELECTOR = re.compile(r"\b(hotserve_[a-z0-9_]+)\{([^}]*)\}")
+
+
+def _exported_families() -> dict[str, set[str]]:
+    """Every metric family the server's `Metrics` can expose, with its series names (counters get
+    `_total`, histograms `_bucket`, `_sum`, `_count`)."""
+    families: dict[str, set[str]] = {}
+    for family in Metrics().registry.collect():
+        if family.type == "counter":
+            families[family.name] = {family.name + "_total"}
+        elif family.type == "histogram":
+            families[family.name] = {family.name + suffix for suffix in HISTOGRAM_SUFFIXES}
+        else:
+            families[family.name] = {family.name}
+    return families
 
 
 def _exported_metric_names() -> set[str]:
-    """Every series name the server's `Metrics` can expose (counters get `_total`)."""
-    names: set[str] = set()
-    for family in Metrics().registry.collect():
-        if family.type == "counter":
-            names.add(family.name + "_total")
-        elif family.type == "histogram":
-            names.update(family.name + suffix for suffix in HISTOGRAM_SUFFIXES)
-        else:
-            names.add(family.name)
-    return names
+    return set().union(*_exported_families().values())
+
+
+def _label_names() -> dict[str, set[str]]:
+    """Label names of each family: prometheus_client keeps them in `_labelnames`, on its metric
+    objects (`Metrics` attributes) and on the families a collector builds."""
+    metrics = Metrics()
+    found: dict[str, set[str]] = {}
+    for metric in vars(metrics).values():
+        if hasattr(metric, "_labelnames"):
+            found[metric._name] = set(metric._labelnames)
+    for family in metrics.registry.collect():
+        found.setdefault(family.name, set(getattr(family, "_labelnames", ())))
+    return found
 
 
 def test_rule_files_pass_promtool_check(promtool: str) -> None:
@@ -44,8 +65,18 @@ def test_rule_files_pass_promtool_check(promtool: str) -> None:
 
 
 def test_alerts_fire_as_unit_tested(promtool: str) -> None:
-    result = run([promtool, "test", "rules", str(RULES_UNIT_TEST)])
-    assert "SUCCESS" in result.stdout
+    result = run([promtool, "test", "rules", *map(str, RULES_UNIT_TESTS)])
+    assert result.stdout.count("SUCCESS") == len(RULES_UNIT_TESTS) >= 2, result.stdout
+
+
+def test_every_alert_is_unit_tested_firing_and_silent() -> None:
+    cases = [case for path in RULES_UNIT_TESTS for test in yaml.safe_load(path.read_text())["tests"]
+             for case in test.get("alert_rule_test", [])]
+    fires = {case["alertname"] for case in cases if case.get("exp_alerts")}
+    silent = {case["alertname"] for case in cases if not case.get("exp_alerts")}
+    alerts = {rule["alert"] for rule in alert_rules()}
+    assert not alerts - fires, f"alerts never expected to fire in a promtool test: {sorted(alerts - fires)}"
+    assert not alerts - silent, f"alerts never expected to be silent in a promtool test: {sorted(alerts - silent)}"
 
 
 @pytest.mark.parametrize("dashboard_path", DASHBOARDS, ids=lambda p: p.name)
@@ -87,14 +118,8 @@ def test_rules_and_dashboards_only_use_metrics_the_server_exports() -> None:
                if metrics - exported}
     assert not unknown, f"metrics not defined in server/metrics/instruments.py: {unknown}"
     covered = set().union(*used.values())
-    for required in ("hotserve_requests_total", "hotserve_request_duration_seconds_bucket",
-                     "hotserve_queue_duration_seconds_bucket",
-                     "hotserve_inference_duration_seconds_bucket", "hotserve_batch_size_bucket",
-                     "hotserve_queue_depth", "hotserve_model_loads_total", "hotserve_model_ready",
-                     "hotserve_drift_feature_psi", "hotserve_drift_prediction_psi",
-                     "hotserve_drift_window_rows", "hotserve_drift_window_nan_values",
-                     "hotserve_drift_sampled_rows_total"):
-        assert required in covered, f"{required} is neither drawn nor alerted on"
+    for family, series in _exported_families().items():
+        assert covered & series, f"{family} is neither drawn nor alerted on"
 
 
 @pytest.mark.parametrize("dashboard_path", DASHBOARDS, ids=lambda p: p.name)
@@ -103,9 +128,15 @@ def test_dashboard_selects_model_and_version(dashboard_path: Path) -> None:
     variables = [v["name"] for v in dashboard["templating"]["list"]]
     assert {"model", "version"} <= set(variables)
     assert variables.index("model") < variables.index("version")  # versions of the chosen models
-    for expr in (t["expr"] for p in panels(dashboard["panels"]) for t in p.get("targets") or []):
-        if "hotserve_drift_" in expr:
-            assert 'model=~"$model", version=~"$version"' in expr, expr
+    labels = _label_names()
+    family_of = {name: family for family, series in _exported_families().items() for name in series}
+    for panel in panels(dashboard["panels"]):
+        for expr in (t["expr"] for t in panel.get("targets") or []):
+            for metric, matchers in SELECTOR.findall(expr):
+                wanted = ['namespace=~"$namespace"', 'job=~"$job"'] + [
+                    f'{label}=~"${label}"' for label in ("model", "version") if label in labels[family_of[metric]]]
+                missing = [m for m in wanted if m not in matchers]
+                assert not missing, f"{panel['title']}: {metric} not filtered by {missing}"
 
 
 def test_drift_panels_draw_the_watch_and_act_thresholds() -> None:

@@ -123,9 +123,9 @@ def write_gated(repository: Path, name: str, max_queue_size: int) -> Path:
                                         max_queue_size=max_queue_size))
 
 
-def write_corrupt(repository: Path, name: str) -> Path:
+def write_corrupt(repository: Path, name: str, version: int = 1) -> Path:
     """A version whose model.onnx no longer matches the sha256 in its model.json."""
-    folder = write_version(repository, name, 1, tabular_model(seed=9), [("features", "FP32", [-1, 4])],
+    folder = write_version(repository, name, version, tabular_model(seed=9), [("features", "FP32", [-1, 4])],
                            [("score", "FP32", [-1, 1])])
     (folder / ONNX_FILENAME).write_bytes(b"this is not an onnx model")
     return folder

@@ -226,7 +226,7 @@ def test_operator_cli_promotes_lists_refuses_and_shows_history(
     monkeypatch.setenv("HOTSERVE_ADMIN_TOKEN", TOKEN)
     assert hotserve(["models", *url, "promote", "other", "1"]) == 0
     out = capsys.readouterr().out
-    assert "set other production: 2 -> 1" in out
+    assert "promoted other production: 2 -> 1" in out
     assert any(line.split()[:4] == ["other", "1", "READY", "production"] for line in out.splitlines())
 
     assert hotserve(["models", *url, "unload", "other", "1"]) == 1
@@ -245,7 +245,7 @@ def test_operator_cli_promotes_lists_refuses_and_shows_history(
     assert hotserve(["models", *url, "history", "other"]) == 0
     history = capsys.readouterr().out.splitlines()
     assert [line.split()[1:7] for line in history[-3:]] == [
-        ["ops", "alias", "production", "2", "1", "ok"],
+        ["ops", "promote", "production", "2", "1", "ok"],
         ["ops", "unload", "-", "1", "-", "refused"],
         ["ops", "rollback", "production", "1", "2", "ok"]]
 

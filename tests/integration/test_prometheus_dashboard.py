@@ -1,19 +1,30 @@
 """The chart's dashboard and alerts against a real Prometheus scraping a real `hotserve serve`.
 
 Prometheus (the Debian package's server, on 127.0.0.1) scrapes the server every second and
-evaluates the chart's rule file. After its first scrape, traffic from the training distribution
-goes to version 1 and a stream with `amount` tripled to version 2. Then every dashboard query
-returns data, the drift alerts' expressions hold for exactly the shifted feature and version
-(pending in Prometheus), every other alert is silent over metrics that do exist, and
-`promtool test rules` fed the series Prometheus scraped fires the drift alerts with the labels
-and annotations Prometheus rendered. Nothing waits on a clock: each check polls Prometheus' API
-until its data is there.
+evaluates the chart's rule file. The server holds two models:
+
+- `fraud` (drift): after the first scrape, traffic from the training distribution goes to version
+  1 and a stream with `amount` tripled to version 2;
+- `scored` (control path and features): a feature-view model whose entity rows the embedded store
+  loads from `HOTSERVE_FEATURE_TABLE`. Through the admin API, version 2 is promoted and version 3
+  set as shadow before the first scrape; after it, v1 records look up fresh entities, a promotion
+  to the corrupt version 4 fails and one back to version 1 succeeds (load, swap, drain, unload).
+
+Every series exists before the first scrape (Prometheus takes a new series' first sample as its
+start) and changes after it, so every dashboard query returns a real number, not NaN. The drift
+alerts' expressions hold for exactly the shifted feature and version (pending in Prometheus), the
+load- and swap-failure alerts for `scored`, every other alert is silent over metrics that do
+exist, and `promtool test rules` fed the series Prometheus scraped fires the drift alerts with the
+labels and annotations Prometheus rendered. Nothing waits on a clock: each check polls
+Prometheus' API until its data is there.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +39,8 @@ import yaml
 
 from fraud_scorer import drift_report, fraud_rows, score_stream, shifted, write_fraud_repository
 from load_tests.server_process import ServerProcess, free_port
+from onnx_models import TAB_COLUMNS, tabular_model, write_corrupt, write_version
+from server.registry.manifest import BatchingPolicy, FeatureSpec, FeatureView, StoredFeature
 from tests.deploy.conftest import find_tool, run
 from tests.deploy.monitoring_files import DASHBOARDS, METRIC_NAME, RULE_FILES, alert_rules, load_dashboard, panel_exprs
 
@@ -35,13 +48,20 @@ pytestmark = pytest.mark.integration
 
 STREAM_ROWS = 3_000
 PRIMING_ROWS = 300
-SERVER_ENV = {"HOTSERVE_DRIFT_INTERVAL_S": "0.2", "HOTSERVE_DRIFT_MIN_ROWS": "1000"}
+ADMIN_TOKEN = secrets.token_hex(16)
+SERVER_ENV = {"HOTSERVE_DRIFT_INTERVAL_S": "0.2", "HOTSERVE_DRIFT_MIN_ROWS": "1000",
+              "HOTSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
+              "HOTSERVE_KEEP_PREVIOUS_LOADED": "false"}  # a promotion drains and unloads the old version
+CUSTOMERS = 200
+"""Entities in the feature table; each lookup phase asks for entities the other did not."""
 POLL_TIMEOUT_S = 90.0
 RECORDED = re.compile(r"\bhotserve:[a-z0-9_:]+")
 DRIFT_ALERTS = ("HotserveFeatureDrift", "HotservePredictionDrift")
 EXPECTED_FIRING = {
     "HotserveFeatureDrift": [{"job": "hotserve", "model": "fraud", "version": "2", "feature": "amount"}],
     "HotservePredictionDrift": [{"job": "hotserve", "model": "fraud", "version": "2", "output": "score"}],
+    "HotserveModelLoadFailed": [{"job": "hotserve", "model": "scored"}],
+    "HotserveModelSwapFailed": [{"job": "hotserve", "model": "scored"}],
 }
 """Alerts whose expression must hold, with the exact label sets; every other alert must be silent."""
 
@@ -88,16 +108,75 @@ def _send_streams(base_url: str, streams: tuple[np.ndarray, np.ndarray], part: s
         score_stream(client, "fraud", 2, drifted[part])
 
 
+def _write_scored(repository: Path, customers: Path) -> None:
+    """`scored` versions 1-3 (the same weights: a shadow agrees) reading `age` and `count` from the
+    `cust` view, version 4 corrupt; production is version 1. `customers`: the view's table."""
+    view = FeatureView(name="cust", entity_key="customer_id", features=[
+        StoredFeature(name="age"), StoredFeature(name="count", datatype="INT64")])
+    spec = FeatureSpec(input="features", columns=TAB_COLUMNS, request_features=["amount", "hour"],
+                       store_features=["age", "count"], entity_key="customer_id", view=view)
+    for version in (1, 2, 3):
+        write_version(repository, "scored", version, tabular_model(seed=1), [("features", "FP32", [-1, 4])],
+                      [("score", "FP32", [-1, 1])], BatchingPolicy(max_batch_size=16, max_queue_delay_ms=1.0), spec)
+    write_corrupt(repository, "scored", version=4)
+    control_path = repository / ".hotserve" / "control.json"
+    control = json.loads(control_path.read_text())
+    control["models"]["scored"] = {"aliases": {"production": 1}}
+    control_path.write_text(json.dumps(control))
+    customers.write_text("customer_id,age,count\n" + "".join(
+        f"c{i},{20 + i % 50},{i % 7}\n" for i in range(CUSTOMERS)))
+
+
+def _look_up(base_url: str, entities: range) -> None:
+    """v1 requests of four records each, every entity asked twice: the first time the store answers
+    (gathered round trips), the second the local cache. Once a shadow is set, each is copied to it."""
+    records = [{"customer_id": f"c{i}", "amount": 12.5, "hour": 3.0} for i in entities]
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for _ in range(2):
+            for start in range(0, len(records), 4):
+                response = client.post("/v1/models/scored:predict", json={"instances": records[start:start + 4]})
+                assert response.status_code == 200, response.text
+
+
+def _admin(base_url: str, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    return httpx.request(method, f"{base_url}/admin{path}", json=body, timeout=60,
+                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+
+def _prime_control_path(base_url: str) -> None:
+    """Before the first scrape: lookups, a promotion (v1 drains and unloads), a shadow."""
+    _look_up(base_url, range(0, 40))
+    promoted = _admin(base_url, "POST", "/models/scored/promote", {"version": 2})
+    assert promoted.status_code == 200 and promoted.json()["change"]["changed"], promoted.text
+    shadow = _admin(base_url, "PUT", "/models/scored/shadow", {"version": 3})
+    assert shadow.status_code == 200, shadow.text
+    _look_up(base_url, range(40, 80))
+
+
+def _exercise_control_path(base_url: str) -> None:
+    """After it: fresh lookups, a promotion that fails (corrupt version) and one that succeeds."""
+    _look_up(base_url, range(80, 140))
+    failed = _admin(base_url, "POST", "/models/scored/promote", {"version": 4})
+    assert failed.status_code == 409 and "sha256" in failed.text, failed.text
+    back = _admin(base_url, "POST", "/models/scored/promote", {"version": 1})
+    assert back.status_code == 200 and back.json()["change"]["from"] == 2, back.text
+    _look_up(base_url, range(140, CUSTOMERS))
+
+
 @pytest.fixture(scope="module")
 def stack(serve_with: Callable[..., ServerProcess], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prometheus = find_tool("prometheus")
     root = tmp_path_factory.mktemp("prometheus")
-    server = serve_with(write_fraud_repository(root / "repository"), SERVER_ENV)
+    repository = write_fraud_repository(root / "repository")
+    _write_scored(repository, root / "customers.csv")
+    server = serve_with(repository, {**SERVER_ENV, "HOTSERVE_FEATURE_TABLE": str(root / "customers.csv")})
     # Every series exists before the first scrape (Prometheus takes a new counter's first sample
-    # as its start): the first 300 rows of each stream, one request per protocol, and the errors.
+    # as its start): the first 300 rows of each stream, one request per protocol, the errors, and
+    # the control path and feature lookups of `scored`.
     streams = (fraud_rows(seed=1, rows=STREAM_ROWS), shifted(fraud_rows(seed=2, rows=STREAM_ROWS), "amount", 3.0))
     _send_streams(server.base_url, streams, slice(0, PRIMING_ROWS))
     _send_errors(server.base_url)
+    _prime_control_path(server.base_url)
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in RULE_FILES],
@@ -126,6 +205,7 @@ def stack(serve_with: Callable[..., ServerProcess], tmp_path_factory: pytest.Tem
         # Traffic once Prometheus has scraped the idle server: the rates it then sees are real.
         poll(lambda: bool(stack.query('hotserve_requests_total{job="hotserve"}')), lambda: "no first scrape")
         _send_streams(server.base_url, streams, slice(PRIMING_ROWS, None))
+        _exercise_control_path(server.base_url)
         for version in (1, 2):
             drift_report(server.base_url, "fraud", version, STREAM_ROWS)
         yield stack
@@ -146,16 +226,19 @@ def test_exposition_passes_promtool_check_metrics(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("dashboard_path", DASHBOARDS, ids=lambda p: p.name)
-def test_every_dashboard_query_returns_data(stack: Stack, dashboard_path: Path) -> None:
+def test_every_dashboard_query_returns_a_number(stack: Stack, dashboard_path: Path) -> None:
+    """A number, not only a series: a quantile or ratio over rates that did not change is NaN, which
+    Grafana draws as nothing."""
     pending = dict.fromkeys(panel_exprs(load_dashboard(dashboard_path)))
 
     def all_answered() -> bool:
         for item in list(pending):
-            if stack.query(item[1]):
+            if any(math.isfinite(float(sample["value"][1])) for sample in stack.query(item[1])):
                 del pending[item]
         return not pending
 
-    poll(all_answered, lambda: "queries without data: " + "; ".join(f"{t}: {e}" for t, e in pending))
+    poll(all_answered, lambda: "queries without a number: " + "; ".join(
+        f"{t}: {e} -> {stack.query(e)}" for t, e in pending))
     # The traffic arrived between scrapes: rates are measured, not extrapolated from nothing.
     request_rate = next(e for t, e in panel_exprs(load_dashboard(dashboard_path)) if t == "Request rate")
     poll(lambda: float(stack.query(request_rate)[0]["value"][1]) > 0, lambda: str(stack.query(request_rate)))

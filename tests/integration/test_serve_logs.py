@@ -4,6 +4,7 @@ line the process writes, uvicorn's included, parses as JSON."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,23 @@ def json_server(serve_with: Callable[..., ServerProcess], tmp_path_factory: pyte
 
 
 def _log_lines(log_path: Path) -> list[dict[str, Any]]:
-    lines = log_path.read_text().splitlines()
+    text = log_path.read_text()
+    complete = text[: text.rfind("\n") + 1]  # a line still being written is not judged yet
+    lines = complete.splitlines()
     assert lines
     return [json.loads(line) for line in lines]  # raises on the first line that is not JSON
+
+
+def _request_events(log_path: Path, request_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The request events of `request_ids`, polled until all are written: the server logs a
+    request after it sent the answer, so the client can read the log before the line is there."""
+    deadline = time.monotonic() + 30
+    while True:
+        events = {line.get("request_id"): line for line in _log_lines(log_path)
+                  if line["logger"] == "hotserve.request"}
+        if request_ids <= events.keys() or time.monotonic() > deadline:
+            return {k: v for k, v in events.items() if isinstance(k, str)}
+        time.sleep(0.02)
 
 
 def test_request_ids_round_trip_from_header_or_traceparent_or_are_generated(json_server: ServerProcess) -> None:
@@ -52,8 +67,7 @@ def test_an_error_carries_its_request_id_in_the_response_and_the_log(json_server
         unknown = client.get("/v2/models/ghost/versions/1")
     assert bad.status_code == 400 and bad.headers["x-request-id"] == "bad-1"
     assert unknown.status_code == 404
-    events = {line.get("request_id"): line for line in _log_lines(json_server.log_path)
-              if line["logger"] == "hotserve.request"}
+    events = _request_events(json_server.log_path, {"bad-1", unknown.headers["x-request-id"]})
     logged = events["bad-1"]
     assert (logged["status"], logged["model"], logged["version"], logged["protocol"], logged["level"]) == (
         400, "tab", "1", "v2", "WARNING")

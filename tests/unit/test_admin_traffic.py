@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.fakes import break_version, write_model_version
+from tests.fakes import break_version, until, write_model_version
 from tests.unit.test_admin_api import serving_admin, settings_for
 
 HANG_GUARD_S = 30
@@ -17,15 +15,6 @@ def repository_with(root: Path, versions: int = 3) -> Path:
     for version in range(1, versions + 1):
         write_model_version(root, "mlp", version)
     return root
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Yield until a condition holds: shadow copies run on the loop after the answers went out."""
-    for _ in range(20_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 async def test_a_canary_split_routes_by_weight_sticky_by_key_and_pinned_requests_bypass_it(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from server.metrics.instruments import Metrics
 from server.registry.manifest import BatchingPolicy
 from server.runtime.base import Runtime
 from server.runtime.executor import RuntimeExecutor
-from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request
+from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request, until
 
 T = TypeVar("T")
 HANG_GUARD_S = 20.0
@@ -62,15 +62,6 @@ def batches(metrics: Metrics, reason: str) -> float:
 
 async def guarded(awaitable: Awaitable[T]) -> T:
     return await asyncio.wait_for(awaitable, HANG_GUARD_S)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Yield to the loop until `condition` holds (tasks reaching their first await)."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 def submit(batcher: Batcher, request_id: int, rows: int,

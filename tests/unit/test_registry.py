@@ -58,6 +58,20 @@ async def test_serves_the_latest_version_without_an_alias(tmp_path: Path) -> Non
         await registry.close(timeout_s=5)
 
 
+async def test_failure_counters_of_every_model_found_start_at_zero(tmp_path: Path) -> None:
+    write_model_version(tmp_path, "mlp", 1)
+    registry, metrics = await started(tmp_path)
+    try:
+        write_model_version(tmp_path, "late", 1)
+        await registry.rescan()
+        for model in ("mlp", "late"):
+            for name in ("hotserve_model_loads_total", "hotserve_model_swaps_total"):
+                # 0, not absent: Prometheus then sees the first failure as an increase (alerts).
+                assert metrics.registry.get_sample_value(name, {"model": model, "result": "failure"}) == 0
+    finally:
+        await registry.close(timeout_s=5)
+
+
 async def test_production_alias_in_the_control_file_picks_the_version(tmp_path: Path) -> None:
     weight, bias = write_model_version(tmp_path, "mlp", 1)
     write_model_version(tmp_path, "mlp", 2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from server.app import create_app
 from server.metrics.instruments import Metrics
 from server.registry.registry import ModelRegistry, VersionState
 from server.settings import Settings
-from tests.fakes import tiny_mlp_reference, write_model_version
+from tests.fakes import tiny_mlp_reference, until, write_model_version
 
 HANG_GUARD_S = 30
 
@@ -27,15 +26,6 @@ def settings_for(repository: Path) -> Settings:
 def v2_body(x: np.ndarray) -> bytes:
     return orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
                                      "data": x.ravel().tolist()}]})
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Yield to the loop until `condition` holds (tasks reaching their next await)."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 class SlowBody:

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import numpy as np
 
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
 from server.routing.table import ShadowRoute
 from server.shadow import ShadowRunner
-from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request
+from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request, until
 
 HANG_GUARD_S = 30
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(10_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 def outcome(metrics: Metrics, name: str) -> float:
@@ -32,7 +21,7 @@ def outcome(metrics: Metrics, name: str) -> float:
 async def test_copies_are_compared_and_agreement_is_counted() -> None:
     metrics = Metrics()
     shadow = ServedVersion(fake_manifest("m", 2), EchoRuntime(), metrics)
-    runner = ShadowRunner(metrics, max_queue=8, workers=1)
+    runner = ShadowRunner(metrics, max_pending=8)
     runner.start()
     x = np.ones((2, 3), np.float32)
     route = ShadowRoute(shadow, share=1.0, tolerance=1e-6)
@@ -48,21 +37,21 @@ async def test_copies_are_compared_and_agreement_is_counted() -> None:
     await shadow.close(5)
 
 
-async def test_a_full_queue_drops_copies_and_counts_them() -> None:
+async def test_copies_beyond_the_in_flight_bound_are_dropped_and_counted() -> None:
     metrics = Metrics()
     runtime = SlowRuntime()
     shadow = ServedVersion(fake_manifest("m", 2), runtime, metrics)
-    runner = ShadowRunner(metrics, max_queue=2, workers=1)
+    runner = ShadowRunner(metrics, max_pending=2)
     runner.start()
     route = ShadowRoute(shadow, share=1.0, tolerance=0.0)
     x = np.zeros((1, 3), np.float32)
     runner.offer(route, request({"x": x}), {"y": x})
-    await until(lambda: shadow.batcher.running == 1)  # the one worker is stuck on the gate
+    await until(lambda: shadow.batcher.running == 1)  # the shadow's one worker is stuck on the gate
     for _ in range(5):
         runner.offer(route, request({"x": x}), {"y": x})
-    assert (outcome(metrics, "dropped"), runner.evidence("m", 2).dropped) == (3, 3)
+    assert (outcome(metrics, "dropped"), runner.evidence("m", 2).dropped) == (4, 4)  # 2 in flight
     runtime.gate.set()
-    await until(lambda: runner.evidence("m", 2).compared == 3)
+    await until(lambda: runner.evidence("m", 2).compared == 2)
     assert shadow.leases == 0
     await runner.close()
     await shadow.close(5)
@@ -71,7 +60,7 @@ async def test_a_full_queue_drops_copies_and_counts_them() -> None:
 async def test_a_failing_shadow_is_counted_and_its_lease_returned() -> None:
     metrics = Metrics()
     shadow = ServedVersion(fake_manifest("m", 2), FailingRuntime(), metrics)
-    runner = ShadowRunner(metrics, max_queue=4, workers=2)
+    runner = ShadowRunner(metrics, max_pending=4)
     runner.start()
     x = np.zeros((1, 3), np.float32)
     runner.offer(ShadowRoute(shadow, 1.0, 0.0), request({"x": x}), {"y": x})

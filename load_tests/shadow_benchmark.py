@@ -1,0 +1,180 @@
+"""Shadow traffic under load: the primary's latency with a shadow copying every request vs none.
+
+    python -m load_tests.shadow_benchmark                       # 8 s per phase, 64 connections
+    python -m load_tests.shadow_benchmark --duration 5 --rounds 3
+
+One server, one repository: `fast` v1 and v2 (the same small MLP, 16 -> 64 -> 1; v2's weights
+differ slightly, so agreement depends on the tolerance) and `fast` v3, a heavy version (3 x
+2048-wide layers, ~2000x the work per row) that cannot keep up with the traffic. wrk sends v2 JSON
+(one row) to `fast`'s unpinned route in alternating phases, `--rounds` times:
+  none         no shadow;
+  shadow       v2 shadows v1 at share 1.0 (every request copied after the answer);
+  shadow 20%   the same at share 0.2;
+  slow shadow  v3 shadows v1 at share 1.0: its queue fills, copies are dropped and counted.
+The primary's p50/p99 and throughput per phase, and per shadow phase the copies compared,
+dropped and failed and the agreement (from the server's metrics). Needs wrk and the `train`
+extra (onnx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from load_tests.benchmark import RESULTS, run_wrk
+from load_tests.server_process import start_server
+from server.registry.manifest import ONNX_FILENAME, BatchingPolicy, Lineage, ModelManifest, TensorSpec, sha256_file
+
+MODEL = "fast"
+FEATURES = 16
+TOKEN = "shadow-benchmark-admin-token"
+OUTCOMES = ("compared", "dropped", "failed")
+
+
+@dataclass
+class Phase:
+    round: int
+    phase: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    compared: int
+    dropped: int
+    failed: int
+    agreement: float | None
+
+
+def mlp(seed: int, layers: list[int]) -> onnx.ModelProto:
+    """x [n, FEATURES] -> relu layers -> y [n, 1]."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, prev, width = [], [], "x", FEATURES
+    for i, size in enumerate([*layers, 1]):
+        w = (rng.normal(size=(width, size)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        out = "y" if i == len(layers) else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [out if i == len(layers) else f"m{i}"]))
+        if i < len(layers):
+            nodes.append(helper.make_node("Relu", [f"m{i}"], [out]))
+        prev, width = out, size
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", FEATURES])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def write_repository(root: Path) -> None:
+    for version, (seed, layers) in {1: (1, [64]), 2: (1, [64]), 3: (3, [2048, 2048, 2048])}.items():
+        folder = root / MODEL / str(version)
+        folder.mkdir(parents=True)
+        model = mlp(seed, layers)
+        if version == 2:  # the same network, nudged: answers differ by ~1e-3
+            weights = model.graph.initializer[0]
+            array = numpy_helper.to_array(weights) * np.float32(1.001)
+            weights.CopyFrom(numpy_helper.from_array(array, weights.name))
+        onnx.save(model, folder / ONNX_FILENAME)
+        ModelManifest(name=MODEL, version=version,
+                      inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, FEATURES])],
+                      outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, 1])],
+                      batching=BatchingPolicy(max_batch_size=64, max_queue_size=256),
+                      lineage=Lineage(architecture="mlp"),
+                      onnx_sha256=sha256_file(folder / ONNX_FILENAME)).write(folder)
+
+
+def admin(url: str, method: str, path: str, body: Any = None) -> Any:
+    request = urllib.request.Request(url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {TOKEN}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read() or b"null")
+
+
+def shadow_counts(url: str, version: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts = {name: 0.0 for name in (*OUTCOMES, "agree")}
+    for line in text.splitlines():
+        match = re.match(r'hotserve_shadow_(requests|agreements)_total\{([^}]*)\} (\S+)', line)
+        if not match or f'version="{version}"' not in match.group(2):
+            continue
+        label = re.search(r'(?:outcome|result)="(\w+)"', match.group(2))
+        if label and label.group(1) in counts:
+            counts[label.group(1)] += float(match.group(3))
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=8, help="seconds per phase")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tolerance", type=float, default=0.01, help="agreement tolerance of the shadow")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, FEATURES],
+                                   "data": rng.normal(size=FEATURES).round(4).tolist()}]}).encode()
+    phases: list[Phase] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        write_repository(work / "repository")
+        server = start_server(work / "repository", RESULTS / "server-shadow.log", env={
+            "HOTSERVE_ADMIN_TOKENS": f"bench:{TOKEN}", "HOTSERVE_LOG_LEVEL": "warning",
+            "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider"}, startup_timeout_s=120)
+        try:
+            url = server.base_url
+            admin(url, "PUT", f"/admin/models/{MODEL}/aliases/production", {"version": 1})
+            for version in (2, 3):
+                admin(url, "POST", f"/admin/models/{MODEL}/versions/{version}/load")
+            infer = f"{url}/v2/models/{MODEL}/infer"
+            run_wrk(infer, body, "application/json", None, 8, 2, work)  # warm up
+            for round_ in range(1, args.rounds + 1):
+                for phase, shadow, share in [("none", None, 1.0), ("shadow", 2, 1.0), ("shadow 20%", 2, 0.2),
+                                             ("slow shadow", 3, 1.0)]:
+                    if shadow is None:
+                        admin(url, "DELETE", f"/admin/models/{MODEL}/shadow")
+                    else:
+                        admin(url, "PUT", f"/admin/models/{MODEL}/shadow",
+                              {"version": shadow, "share": share, "tolerance": args.tolerance})
+                    before = shadow_counts(url, shadow or 0)
+                    w = run_wrk(infer, body, "application/json", None, args.clients, args.duration, work)
+                    time.sleep(0.5)  # let queued copies finish before reading the counters
+                    after = shadow_counts(url, shadow or 0)
+                    delta = {k: int(after[k] - before[k]) for k in after}
+                    errors = int(w["status_errors"] + w["connect_errors"] + w["read_errors"]
+                                 + w["write_errors"] + w["timeouts"])
+                    phases.append(Phase(round_, phase, w["requests"] / (w["duration_us"] / 1e6),
+                                        w["p50_us"] / 1000, w["p99_us"] / 1000, errors,
+                                        delta["compared"], delta["dropped"], delta["failed"],
+                                        delta["agree"] / delta["compared"] if delta["compared"] else None))
+                    print(json.dumps(asdict(phases[-1])), flush=True)
+        finally:
+            server.stop()
+    print("\nphase         req/s   p50 ms  p99 ms  errors  compared  dropped  agreement  (median of rounds)")
+    for name in ("none", "shadow", "shadow 20%", "slow shadow"):
+        rows = [p for p in phases if p.phase == name]
+        agreement = [p.agreement for p in rows if p.agreement is not None]
+        print(f"{name:12s} {statistics.median(p.requests_per_s for p in rows):7.0f} "
+              f"{statistics.median(p.p50_ms for p in rows):7.2f} {statistics.median(p.p99_ms for p in rows):7.2f} "
+              f"{sum(p.errors for p in rows):7d} {sum(p.compared for p in rows):9d} {sum(p.dropped for p in rows):8d} "
+              f"{statistics.median(agreement) if agreement else float('nan'):10.4f}")
+    (RESULTS / "shadow_benchmark.json").write_text(json.dumps([asdict(p) for p in phases], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

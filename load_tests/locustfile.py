@@ -6,7 +6,8 @@
 The same users as `python -m load_tests run` (which starts the server, adds the plots, the
 summary and the SLO gate): v2 JSON, v2 binary and v1 records with the feature-store join, every
 answer checked. With HOTSERVE_ADMIN_TOKEN set, the operator user joins and releases a version
-through the admin API during the run. Environment: HOTSERVE_BENCH_MODEL (default `fraud`),
+through the admin API during the run; a run that ends mid-cycle leaves the model as the cycle
+left it (`python -m load_tests run` puts it back). Environment: HOTSERVE_BENCH_MODEL (default `fraud`),
 HOTSERVE_BENCH_ENTITIES (the table the server's store was filled from; default `demo:fraud`),
 HOTSERVE_BENCH_UNKNOWN_SHARE (default 0.05).
 """

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
 
 from server.api.deps import AdminDep
+from server.api.error_handlers import json_response
 from server.errors import InvalidInput
 from server.protocol.paths import parse_version
 from server.registry.audit import parse_time
@@ -63,10 +63,6 @@ class RepositoryBody(_Body):
 BodyT = TypeVar("BodyT", bound=_Body)
 
 
-def _json(doc: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
-
-
 # --- /admin ---------------------------------------------------------------------------------------
 
 
@@ -74,13 +70,13 @@ def _json(doc: Any, status: int = 200) -> Response:
 async def list_models(admin: AdminDep) -> Response:
     registry = admin.controller.registry
     names = sorted({s.name for s in registry.statuses()})
-    return _json({"revision": registry.applied.revision,
+    return json_response({"revision": registry.applied.revision,
                   "models": [model_view(admin.controller, name) for name in names]})
 
 
 @router.get("/models/{name}")
 async def get_model(name: str, admin: AdminDep) -> Response:
-    return _json(model_view(admin.controller, name))
+    return json_response(model_view(admin.controller, name))
 
 
 @router.post("/models/{name}/versions/{version}/load")
@@ -147,7 +143,7 @@ async def clear_shadow(name: str, admin: AdminDep) -> Response:
 @router.get("/models/{name}/versions/{version}/evidence")
 async def evidence(name: str, version: str, admin: AdminDep) -> Response:
     """What a candidate has shown on this replica (canary answers, shadow comparisons)."""
-    return _json(evidence_view(admin.controller.evidence(name, parse_version(name, version))))
+    return json_response(evidence_view(admin.controller.evidence(name, parse_version(name, version))))
 
 
 @router.get("/replicas")
@@ -155,14 +151,14 @@ async def replicas(admin: AdminDep) -> Response:
     """Every replica that reported recently, with the routing revision and split it applied."""
     registry = admin.controller.registry
     reports = await registry.control.replicas()
-    return _json({"revision": registry.applied.revision,
+    return json_response({"revision": registry.applied.revision,
                   "replicas": [r.model_dump() for r in reports]})
 
 
 @router.post("/repository/rescan")
 async def rescan(admin: AdminDep) -> Response:
     found = await admin.controller.rescan(admin.caller)
-    return _json({"added": [{"model": m, "version": v} for m, v in found.added],
+    return json_response({"added": [{"model": m, "version": v} for m, v in found.added],
                   "removed": [{"model": m, "version": v} for m, v in found.removed]})
 
 
@@ -172,7 +168,7 @@ async def audit(admin: AdminDep, model: str | None = None, alias: str | None = N
                 limit: int = Query(default=100, ge=1, le=MAX_AUDIT_ENTRIES)) -> Response:
     entries = await admin.controller.audit.read(model=model, alias=alias, since=_time("since", since),
                                                 until=_time("until", until), limit=limit)
-    return _json({"entries": [e.model_dump(mode="json", by_alias=True) for e in entries]})
+    return json_response({"entries": [e.model_dump(mode="json", by_alias=True) for e in entries]})
 
 
 def model_view(controller: Controller, name: str) -> dict[str, Any]:
@@ -214,7 +210,7 @@ def _version_view(status: VersionStatus, snapshot: ControlSnapshot) -> dict[str,
 
 
 def _changed(controller: Controller, outcome: Outcome) -> Response:
-    return _json({"change": {"action": outcome.action, "model": outcome.model, "alias": outcome.alias,
+    return json_response({"change": {"action": outcome.action, "model": outcome.model, "alias": outcome.alias,
                              "from": outcome.from_version, "to": outcome.to_version,
                              "changed": outcome.changed, "revision": outcome.revision},
                   "model": model_view(controller, outcome.model)})
@@ -253,7 +249,7 @@ async def repository_index(request: Request, admin: AdminDep) -> Response:
         if state == "UNAVAILABLE" and reason:
             entry["reason"] = reason
         entries.append(entry)
-    return _json(entries)
+    return json_response(entries)
 
 
 @repository_router.post("/models/{name}/load")

@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Response
 
 from server.api.deps import Edge, EdgeDep
+from server.api.error_handlers import json_response
 from server.monitoring.drift import DriftConfig, plan_drift
 from server.monitoring.psi import ACT_THRESHOLD, EPSILON, WATCH_THRESHOLD
 from server.monitoring.report import DriftReport, QuantityDrift
@@ -46,7 +46,7 @@ def _drift(edge: Edge, name: str, version: int | None) -> Response:
         doc["reason"] = "; ".join(reasons)
     else:
         doc.update(_report(drift.latest, drift.plan.skipped, config))
-    return Response(orjson.dumps(doc), media_type="application/json")
+    return json_response(doc)
 
 
 def _report(report: DriftReport, skipped: list[str], config: DriftConfig) -> dict[str, Any]:

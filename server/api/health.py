@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Response
 
 import server
 from server.api.deps import Edge, EdgeDep, ServedModel, state_name
+from server.api.error_handlers import json_response
 from server.errors import ModelNotReady
 from server.protocol.paths import parse_version
 from server.registry.manifest import ModelManifest
@@ -23,36 +23,32 @@ EXTENSIONS = ["binary_tensor_data", "parameters"]
 """v2 extensions this server speaks (advertised at `GET /v2`)."""
 
 
-def _json(doc: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
-
-
 @router.get("/v2")
 async def server_metadata() -> Response:
-    return _json({"name": "hotserve", "version": server.__version__, "extensions": EXTENSIONS})
+    return json_response({"name": "hotserve", "version": server.__version__, "extensions": EXTENSIONS})
 
 
 @router.get("/v2/health/live")
 async def live() -> Response:
-    return _json({"live": True})
+    return json_response({"live": True})
 
 
 @router.get("/v2/health/ready")
 async def ready(edge: EdgeDep) -> Response:
     is_ready = edge.registry.ready and not edge.inflight.draining
-    return _json({"ready": is_ready}, 200 if is_ready else 503)
+    return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
 @router.get("/v2/models/{name}")
 async def model_metadata(name: str, edge: EdgeDep) -> Response:
     served = edge.registry.resolve(name)
-    return _json(_metadata(served, edge, name))
+    return json_response(_metadata(served, edge, name))
 
 
 @router.get("/v2/models/{name}/versions/{version}")
 async def version_metadata(name: str, version: str, edge: EdgeDep) -> Response:
     served = edge.registry.resolve(name, parse_version(name, version))
-    return _json(_metadata(served, edge, name))
+    return json_response(_metadata(served, edge, name))
 
 
 @router.get("/v2/models/{name}/ready")
@@ -70,10 +66,10 @@ def _readiness(edge: Edge, name: str, version: int | None) -> Response:
     try:
         served = edge.registry.resolve(name, version)
     except ModelNotReady:
-        return _json({"name": name, "ready": False}, 503)
+        return json_response({"name": name, "ready": False}, 503)
     if edge.inflight.draining:
-        return _json({"name": name, "ready": False}, 503)
-    return _json({"name": served.name, "version": str(served.version), "ready": True})
+        return json_response({"name": name, "ready": False}, 503)
+    return json_response({"name": served.name, "version": str(served.version), "ready": True})
 
 
 def _metadata(served: ServedModel, edge: Edge, name: str) -> dict[str, Any]:

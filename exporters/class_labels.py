@@ -37,9 +37,18 @@ def attach_class_names(path: Path, output: str, classes: Sequence[int] | Sequenc
     text = not all(isinstance(c, int) for c in classes)
     values = {"values_strings": [str(c) for c in classes]} if text else {"values_int64s": [int(c) for c in classes]}
     default = {"default_string": ""} if text else {"default_int64": -1}
-    graph.node.append(helper.make_node("LabelEncoder", [index_name], [output], name=f"{output}_names",
-                                       domain=ML_DOMAIN, keys_int64s=list(range(len(classes))),
-                                       **values, **default))
+    graph.node.append(
+        helper.make_node(
+            "LabelEncoder",
+            [index_name],
+            [output],
+            name=f"{output}_names",
+            domain=ML_DOMAIN,
+            keys_int64s=list(range(len(classes))),
+            **values,
+            **default,
+        )
+    )
     dims = [d.dim_param or d.dim_value for d in declared.type.tensor_type.shape.dim]
     declared.CopyFrom(helper.make_tensor_value_info(output, TensorProto.STRING if text else TensorProto.INT64, dims))
     if not any(entry.domain == ML_DOMAIN for entry in model.opset_import):

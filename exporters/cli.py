@@ -45,66 +45,127 @@ def positive_int(text: str) -> int:
 
 def default_repository() -> str:
     """Where versions are published unless `--repository` says: the server's setting."""
-    return os.environ.get("HOTSERVE_MODEL_REPOSITORY") or str(
-        Settings.model_fields["model_repository"].default
-    )
+    return os.environ.get("HOTSERVE_MODEL_REPOSITORY") or str(Settings.model_fields["model_repository"].default)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path,
-                        help="a checkpoint version folder (checkpoints/fraud/3) or a model folder "
-                             "(checkpoints/fraud: its latest version)")
-    parser.add_argument("--repository", type=Path, default=Path(default_repository()),
-                        help="model repository to publish <model>/<version>/ into "
-                             "(default: $HOTSERVE_MODEL_REPOSITORY or %(default)s)")
-    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
-                        help="skip the offline onnxruntime graph optimisation (basic level)")
+    parser.add_argument(
+        "checkpoint",
+        type=Path,
+        help="a checkpoint version folder (checkpoints/fraud/3) or a model folder "
+        "(checkpoints/fraud: its latest version)",
+    )
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=Path(default_repository()),
+        help="model repository to publish <model>/<version>/ into (default: $HOTSERVE_MODEL_REPOSITORY or %(default)s)",
+    )
+    parser.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="skip the offline onnxruntime graph optimisation (basic level)",
+    )
     precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--quantize", choices=["int8"],
-                           help="dynamic int8 quantisation (CPU targets); records metric deltas")
-    precision.add_argument("--fp16", action="store_true",
-                           help="float16 weights and compute for GPU targets; inputs/outputs stay FP32")
-    parser.add_argument("--tolerance", type=non_negative_float, default=FP32_TOLERANCE,
-                        help="max |onnx - torch| for fp32 graphs, in probability units or, for regression, "
-                             "target standard deviations (default %(default)s)")
-    parser.add_argument("--reduced-tolerance", type=non_negative_float, default=None,
-                        help="max |onnx - torch| for the int8/fp16 graph "
-                             f"(default {FP16_TOLERANCE} fp16; int8 by task: "
-                             f"{', '.join(f'{k} {v}' for k, v in INT8_TASK_TOLERANCE.items())})")
-    parser.add_argument("--max-auc-drop", type=non_negative_float, default=MAX_AUC_DROP,
-                        help="binary: largest AUC loss an int8/fp16 model may cause on the held-out rows "
-                             "(default %(default)s)")
-    parser.add_argument("--max-accuracy-drop", type=non_negative_float, default=MAX_ACCURACY_DROP,
-                        help="multiclass: largest accuracy loss an int8/fp16 model may cause (default %(default)s)")
-    parser.add_argument("--max-rmse-increase", type=non_negative_float, default=MAX_RMSE_INCREASE,
-                        help="regression: largest relative RMSE growth an int8/fp16 model may cause "
-                             "(default %(default)s, i.e. 2%%)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default %(default)s, at least {MIN_OPSET})")
-    parser.add_argument("--max-batch-size", type=positive_int, default=None,
-                        help="override the architecture's batching default")
-    parser.add_argument("--max-queue-delay-ms", type=non_negative_float, default=None,
-                        help="override the architecture's batching default")
-    parser.add_argument("--instances", type=positive_int, default=None,
-                        help="batches run at once by the server (override the architecture's default)")
+    precision.add_argument(
+        "--quantize", choices=["int8"], help="dynamic int8 quantisation (CPU targets); records metric deltas"
+    )
+    precision.add_argument(
+        "--fp16", action="store_true", help="float16 weights and compute for GPU targets; inputs/outputs stay FP32"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=non_negative_float,
+        default=FP32_TOLERANCE,
+        help="max |onnx - torch| for fp32 graphs, in probability units or, for regression, "
+        "target standard deviations (default %(default)s)",
+    )
+    parser.add_argument(
+        "--reduced-tolerance",
+        type=non_negative_float,
+        default=None,
+        help="max |onnx - torch| for the int8/fp16 graph "
+        f"(default {FP16_TOLERANCE} fp16; int8 by task: "
+        f"{', '.join(f'{k} {v}' for k, v in INT8_TASK_TOLERANCE.items())})",
+    )
+    parser.add_argument(
+        "--max-auc-drop",
+        type=non_negative_float,
+        default=MAX_AUC_DROP,
+        help="binary: largest AUC loss an int8/fp16 model may cause on the held-out rows (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-accuracy-drop",
+        type=non_negative_float,
+        default=MAX_ACCURACY_DROP,
+        help="multiclass: largest accuracy loss an int8/fp16 model may cause (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-rmse-increase",
+        type=non_negative_float,
+        default=MAX_RMSE_INCREASE,
+        help="regression: largest relative RMSE growth an int8/fp16 model may cause (default %(default)s, i.e. 2%%)",
+    )
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default %(default)s, at least {MIN_OPSET})"
+    )
+    parser.add_argument(
+        "--max-batch-size", type=positive_int, default=None, help="override the architecture's batching default"
+    )
+    parser.add_argument(
+        "--max-queue-delay-ms",
+        type=non_negative_float,
+        default=None,
+        help="override the architecture's batching default",
+    )
+    parser.add_argument(
+        "--instances",
+        type=positive_int,
+        default=None,
+        help="batches run at once by the server (override the architecture's default)",
+    )
     view = parser.add_argument_group("feature view (models with stored features)")
-    view.add_argument("--feature-view", default=None,
-                      help="name of the feature view the stored features are looked up in (default: "
-                           "the model name)")
-    view.add_argument("--feature-view-version", type=positive_int, default=None,
-                      help="view version (default: kept while the stored features' names and types "
-                           "are unchanged, bumped when they change)")
-    view.add_argument("--feature-max-age-s", type=float, default=None,
-                      help="stored values older than this count as missing (default: no limit)")
-    view.add_argument("--feature-defaults", choices=["required", "training-mean"], default="required",
-                      help="what stands in for a missing stored value: nothing (an error) or the "
-                           "training data's mean (default %(default)s)")
-    view.add_argument("--missing-entity", choices=["error", "defaults"], default="error",
-                      help="an entity without stored values: 404, or the defaults (default %(default)s)")
-    view.add_argument("--store-unavailable", choices=["error", "defaults"], default="error",
-                      help="feature store down: 503, or the defaults (default %(default)s)")
-    view.add_argument("--request-overrides", default="",
-                      help="comma-separated stored features a request may override, or 'all'")
+    view.add_argument(
+        "--feature-view",
+        default=None,
+        help="name of the feature view the stored features are looked up in (default: the model name)",
+    )
+    view.add_argument(
+        "--feature-view-version",
+        type=positive_int,
+        default=None,
+        help="view version (default: kept while the stored features' names and types "
+        "are unchanged, bumped when they change)",
+    )
+    view.add_argument(
+        "--feature-max-age-s",
+        type=float,
+        default=None,
+        help="stored values older than this count as missing (default: no limit)",
+    )
+    view.add_argument(
+        "--feature-defaults",
+        choices=["required", "training-mean"],
+        default="required",
+        help="what stands in for a missing stored value: nothing (an error) or the "
+        "training data's mean (default %(default)s)",
+    )
+    view.add_argument(
+        "--missing-entity",
+        choices=["error", "defaults"],
+        default="error",
+        help="an entity without stored values: 404, or the defaults (default %(default)s)",
+    )
+    view.add_argument(
+        "--store-unavailable",
+        choices=["error", "defaults"],
+        default="error",
+        help="feature store down: 503, or the defaults (default %(default)s)",
+    )
+    view.add_argument(
+        "--request-overrides", default="", help="comma-separated stored features a request may override, or 'all'"
+    )
 
 
 def format_size(size_bytes: int) -> str:
@@ -143,8 +204,7 @@ def run(args: argparse.Namespace) -> int:
         )
         result = export_checkpoint(args.checkpoint, args.repository, options)
     except (ParityError, MetricRegression) as exc:
-        print(f"hotserve export: REFUSED, model does not match its checkpoint: {exc}",
-              file=sys.stderr)
+        print(f"hotserve export: REFUSED, model does not match its checkpoint: {exc}", file=sys.stderr)
         return EXIT_PARITY
     except ExportError as exc:
         print(f"hotserve export: error: {exc}", file=sys.stderr)
@@ -155,19 +215,25 @@ def run(args: argparse.Namespace) -> int:
     for report in result.parity:
         unit = "" if report.scale == 1.0 else f" target std ({report.scale:.4g})"
         ties = f", {report.near_ties} near-tie labels differ" if report.near_ties else ""
-        print(f"  parity {report.stage}: max |onnx - torch| = {report.max_abs_diff:.3g}{unit} "
-              f"(tolerance {report.tolerance:.3g}, {report.rows} rows{ties})")
+        print(
+            f"  parity {report.stage}: max |onnx - torch| = {report.max_abs_diff:.3g}{unit} "
+            f"(tolerance {report.tolerance:.3g}, {report.rows} rows{ties})"
+        )
     if export is not None and export.metric_deltas:
         deltas = ", ".join(f"{name} {value:+.4f}" for name, value in export.metric_deltas.items())
         print(f"  metric change vs float model: {deltas}")
-    print(f"  model.onnx {format_size(result.model_size_bytes)} "
-          f"(float graph {format_size(result.float_size_bytes)}), "
-          f"sha256 {result.manifest.onnx_sha256}")
+    print(
+        f"  model.onnx {format_size(result.model_size_bytes)} "
+        f"(float graph {format_size(result.float_size_bytes)}), "
+        f"sha256 {result.manifest.onnx_sha256}"
+    )
     features = result.manifest.features
     if features is not None and features.view is not None:
         view = features.view
-        print(f"  feature view {view.label}: {len(view.features)} stored features by "
-              f"{view.entity_key} ({view.entity_key_type}); keys {view.key_prefix}<entity>")
+        print(
+            f"  feature view {view.label}: {len(view.features)} stored features by "
+            f"{view.entity_key} ({view.entity_key_type}); keys {view.key_prefix}<entity>"
+        )
     for note in result.notes:
         print(f"  note: {note}")
     return 0

@@ -21,12 +21,10 @@ class CheckpointUnusable(ExportError):
 class VersionExists(ExportError):
     """The repository already holds this model version; versions are never overwritten."""
 
-    def __init__(self, version_dir: Path,
-                 advice: str = "train a new checkpoint version, or export into another repository"
-                 ) -> None:
-        super().__init__(
-            f"{version_dir} already exists; a published version is never overwritten ({advice})"
-        )
+    def __init__(
+        self, version_dir: Path, advice: str = "train a new checkpoint version, or export into another repository"
+    ) -> None:
+        super().__init__(f"{version_dir} already exists; a published version is never overwritten ({advice})")
         self.version_dir = version_dir
 
 
@@ -43,8 +41,16 @@ class SignatureMismatch(ExportError):
 class ParityError(ExportError):
     """The ONNX model's outputs stray from PyTorch's by more than the tolerance."""
 
-    def __init__(self, stage: str, max_abs_diff: float, tolerance: float, rows: int,
-                 worst_row: int, against: str = "PyTorch", measure: str | None = None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        max_abs_diff: float,
+        tolerance: float,
+        rows: int,
+        worst_row: int,
+        against: str = "PyTorch",
+        measure: str | None = None,
+    ) -> None:
         reference, rows_kind = ("torch", "held-out") if against == "PyTorch" else (against, "check")
         super().__init__(
             f"parity check failed for the {stage} model: {measure or f'max |onnx - {reference}|'} = "
@@ -61,12 +67,13 @@ class ParityError(ExportError):
 class MetricRegression(ExportError):
     """A reduced-precision model loses more of a metric than allowed."""
 
-    def __init__(self, stage: str, metric: str, float_value: float, reduced_value: float,
-                 max_drop: float, relative: bool = False) -> None:
+    def __init__(
+        self, stage: str, metric: str, float_value: float, reduced_value: float, max_drop: float, relative: bool = False
+    ) -> None:
         change = (
             f"an increase of {reduced_value / float_value - 1.0:.2%} exceeds the allowed {max_drop:.2%}"
-            if relative else
-            f"a drop of {float_value - reduced_value:.4f} exceeds the allowed {max_drop:.4f}"
+            if relative
+            else f"a drop of {float_value - reduced_value:.4f} exceeds the allowed {max_drop:.4f}"
         )
         super().__init__(
             f"{stage} model {metric} = {reduced_value:.4f} vs {float_value:.4f} for the float "

@@ -27,8 +27,11 @@ def _base_view(spec: FeatureSpec, name: str) -> FeatureView:
     if spec.view is not None:
         return spec.view
     assert spec.entity_key is not None  # FeatureSpec requires it with store features
-    return FeatureView(name=name, entity_key=spec.entity_key, features=[
-        StoredFeature(name=f, default=spec.defaults.get(f)) for f in spec.store_features])
+    return FeatureView(
+        name=name,
+        entity_key=spec.entity_key,
+        features=[StoredFeature(name=f, default=spec.defaults.get(f)) for f in spec.store_features],
+    )
 
 
 def _training_means(metadata: CheckpointMetadata) -> dict[str, float]:
@@ -48,8 +51,7 @@ def next_version(view: FeatureView, repository: Path) -> int:
     return max((v.version for v in used), default=0) + 1
 
 
-def export_feature_spec(metadata: CheckpointMetadata, options: ExportOptions,
-                        repository: Path) -> FeatureSpec | None:
+def export_feature_spec(metadata: CheckpointMetadata, options: ExportOptions, repository: Path) -> FeatureSpec | None:
     """`model.json`'s `features`: the checkpoint's spec with its view finished for serving."""
     spec = metadata.features
     if spec is None or not spec.store_features:
@@ -59,18 +61,23 @@ def export_feature_spec(metadata: CheckpointMetadata, options: ExportOptions,
     overrides = store if options.request_overrides == ("all",) else set(options.request_overrides)
     unknown = sorted(overrides - store)
     if unknown:
-        raise ExportError(f"--request-overrides {unknown}: not stored features of this model "
-                          f"({sorted(store)})")
+        raise ExportError(f"--request-overrides {unknown}: not stored features of this model ({sorted(store)})")
     means = _training_means(metadata) if options.feature_defaults == "training-mean" else {}
-    features = [f.model_copy(update={"overridable": f.overridable or f.name in overrides,
-                                     "default": means.get(f.name, f.default)}) for f in view.features]
-    view = view.model_copy(update={
-        "name": options.feature_view or view.name,
-        "features": features,
-        "max_age_s": options.feature_max_age_s if options.feature_max_age_s is not None else view.max_age_s,
-        "on_missing_entity": options.missing_entity,
-        "on_unavailable": options.store_unavailable,
-    })
+    features = [
+        f.model_copy(
+            update={"overridable": f.overridable or f.name in overrides, "default": means.get(f.name, f.default)}
+        )
+        for f in view.features
+    ]
+    view = view.model_copy(
+        update={
+            "name": options.feature_view or view.name,
+            "features": features,
+            "max_age_s": options.feature_max_age_s if options.feature_max_age_s is not None else view.max_age_s,
+            "on_missing_entity": options.missing_entity,
+            "on_unavailable": options.store_unavailable,
+        }
+    )
     version = options.feature_view_version or next_version(view, repository)
     # Validate the finished view (model_copy does not).
     view = FeatureView.model_validate({**view.model_dump(), "version": version})

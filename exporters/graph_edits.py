@@ -35,15 +35,17 @@ def zipmap_classes(node: onnx.NodeProto) -> list[int] | list[str]:
 def zipmap_outputs(model: onnx.ModelProto) -> dict[str, list[int] | list[str]]:
     """Graph outputs made by a ZipMap node -> its class labels (the map keys, in column order)."""
     made_by = producers(model.graph)
-    return {value.name: zipmap_classes(made_by[value.name]) for value in model.graph.output
-            if value.name in made_by and made_by[value.name].op_type == "ZipMap"}
+    return {
+        value.name: zipmap_classes(made_by[value.name])
+        for value in model.graph.output
+        if value.name in made_by and made_by[value.name].op_type == "ZipMap"
+    }
 
 
 def strip_zipmap(model: onnx.ModelProto) -> list[str]:
     """Replace each output ZipMap by an Identity of its FP32 probability tensor; edits made."""
     made_by = producers(model.graph)
-    inferred = {value.name: value.type for value in
-                onnx.shape_inference.infer_shapes(model).graph.value_info}
+    inferred = {value.name: value.type for value in onnx.shape_inference.infer_shapes(model).graph.value_info}
     edits = []
     for value in model.graph.output:
         node = made_by.get(value.name)
@@ -57,10 +59,13 @@ def strip_zipmap(model: onnx.ModelProto) -> list[str]:
         if probabilities is not None and probabilities.tensor_type.HasField("shape"):
             value.type.CopyFrom(probabilities)
         else:
-            value.type.CopyFrom(onnx.helper.make_tensor_type_proto(
-                onnx.TensorProto.FLOAT, [BATCH_DIM, len(classes) or None]))
-        edits.append(f"removed the ZipMap of output {value.name!r}: it is the FP32 probability "
-                     f"tensor, one column per class in the order {classes}")
+            value.type.CopyFrom(
+                onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, [BATCH_DIM, len(classes) or None])
+            )
+        edits.append(
+            f"removed the ZipMap of output {value.name!r}: it is the FP32 probability "
+            f"tensor, one column per class in the order {classes}"
+        )
     if edits and not any(entry.domain in ("", "ai.onnx") for entry in model.opset_import):
         # A pure ONNX-ML graph imports no default domain, where Identity lives: take the newest
         # opset its IR version allows.
@@ -83,6 +88,8 @@ def declare_batch_dims(model: onnx.ModelProto, names: list[str]) -> list[str]:
         declared = first.dim_value
         first.Clear()
         first.dim_param = BATCH_DIM
-        edits.append(f"output {value.name!r} was declared with a fixed first axis of {declared} "
-                     f"but has one row per input row: declared it dynamic")
+        edits.append(
+            f"output {value.name!r} was declared with a fixed first axis of {declared} "
+            f"but has one row per input row: declared it dynamic"
+        )
     return edits

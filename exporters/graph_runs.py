@@ -48,15 +48,15 @@ def generated_rows(specs: Sequence[TensorSpec], rows: int, seed: int = 0) -> dic
     Dynamic axes other than the batch axis get size 1.
     """
     rng = np.random.default_rng(seed)
-    return {spec.name: _random(rng, spec, [rows] + [d if d > 0 else 1 for d in spec.shape[1:]])
-            for spec in specs}
+    return {spec.name: _random(rng, spec, [rows] + [d if d > 0 else 1 for d in spec.shape[1:]]) for spec in specs}
 
 
 def generated_samples(specs: Sequence[TensorSpec], runs: int, seed: int = 0) -> Samples:
     """Made-up whole inputs for a graph without a batch axis (dynamic axes get size 1)."""
     rng = np.random.default_rng(seed)
-    return [{spec.name: _random(rng, spec, [d if d > 0 else 1 for d in spec.shape]) for spec in specs}
-            for _ in range(runs)]
+    return [
+        {spec.name: _random(rng, spec, [d if d > 0 else 1 for d in spec.shape]) for spec in specs} for _ in range(runs)
+    ]
 
 
 def _random(rng: np.random.Generator, spec: TensorSpec, shape: list[int]) -> np.ndarray:
@@ -70,25 +70,29 @@ def _random(rng: np.random.Generator, spec: TensorSpec, shape: list[int]) -> np.
     return rng.standard_normal(shape).astype(dtype)
 
 
-def run_rows(session: ort.InferenceSession, inputs: Mapping[str, np.ndarray],
-             zipmaps: Mapping[str, Sequence[Any]] | None = None) -> list[np.ndarray]:
+def run_rows(
+    session: ort.InferenceSession, inputs: Mapping[str, np.ndarray], zipmaps: Mapping[str, Sequence[Any]] | None = None
+) -> list[np.ndarray]:
     """Every output on `inputs`, run in chunks of CHUNK_ROWS rows and concatenated."""
     total = len(next(iter(inputs.values())))
-    pieces = [_run(session, {name: array[start:start + CHUNK_ROWS] for name, array in inputs.items()},
-                   zipmaps)
-              for start in range(0, total, CHUNK_ROWS)]
+    pieces = [
+        _run(session, {name: array[start : start + CHUNK_ROWS] for name, array in inputs.items()}, zipmaps)
+        for start in range(0, total, CHUNK_ROWS)
+    ]
     return [np.concatenate(parts) for parts in zip(*pieces, strict=True)]
 
 
-def run_samples(session: ort.InferenceSession, samples: Samples,
-                zipmaps: Mapping[str, Sequence[Any]] | None = None) -> list[np.ndarray]:
+def run_samples(
+    session: ort.InferenceSession, samples: Samples, zipmaps: Mapping[str, Sequence[Any]] | None = None
+) -> list[np.ndarray]:
     """Every output of each run, stacked on a new first axis (one "row" per run)."""
     runs = [_run(session, sample, zipmaps) for sample in samples]
     return [np.stack(parts) for parts in zip(*runs, strict=True)]
 
 
-def _run(session: ort.InferenceSession, inputs: Mapping[str, np.ndarray],
-         zipmaps: Mapping[str, Sequence[Any]] | None) -> list[np.ndarray]:
+def _run(
+    session: ort.InferenceSession, inputs: Mapping[str, np.ndarray], zipmaps: Mapping[str, Sequence[Any]] | None
+) -> list[np.ndarray]:
     try:
         values = session.run(None, dict(inputs))
     except Exception as exc:  # onnxruntime's own error types
@@ -104,9 +108,14 @@ def _as_array(value: Any, classes: Sequence[Any] | None) -> np.ndarray:
     return np.asarray(value)
 
 
-def check_batch_axis(path: Path, session: ort.InferenceSession, inputs: Mapping[str, np.ndarray],
-                     together: Sequence[np.ndarray], tolerance: float,
-                     zipmaps: Mapping[str, Sequence[Any]] | None = None) -> None:
+def check_batch_axis(
+    path: Path,
+    session: ort.InferenceSession,
+    inputs: Mapping[str, np.ndarray],
+    together: Sequence[np.ndarray],
+    tolerance: float,
+    zipmaps: Mapping[str, Sequence[Any]] | None = None,
+) -> None:
     """The first axis must behave as a batch axis: every output has one row per input row, and
     rows do not influence each other (the rows run in two parts give what they give together)."""
     rows = len(next(iter(inputs.values())))
@@ -114,14 +123,19 @@ def check_batch_axis(path: Path, session: ort.InferenceSession, inputs: Mapping[
     for name, value in zip(names, together, strict=True):
         if value.ndim == 0 or value.shape[0] != rows:
             got = "a scalar" if value.ndim == 0 else f"shape {list(value.shape)}"
-            raise ModelRefused(path, f"output {name!r} is {got} for {rows} input rows: the first axis "
-                                     f"is not a batch axis; import with --no-batch to serve each "
-                                     f"request as one run of the graph")
+            raise ModelRefused(
+                path,
+                f"output {name!r} is {got} for {rows} input rows: the first axis "
+                f"is not a batch axis; import with --no-batch to serve each "
+                f"request as one run of the graph",
+            )
     if rows < 2:
         return
     half = rows // 2
-    parts = [run_rows(session, {n: a[:half] for n, a in inputs.items()}, zipmaps),
-             run_rows(session, {n: a[half:] for n, a in inputs.items()}, zipmaps)]
+    parts = [
+        run_rows(session, {n: a[:half] for n, a in inputs.items()}, zipmaps),
+        run_rows(session, {n: a[half:] for n, a in inputs.items()}, zipmaps),
+    ]
     for name, whole, first, second in zip(names, together, *parts, strict=True):
         split = np.concatenate([first, second])
         if whole.dtype.kind in "OSU" or split.dtype.kind in "OSU":
@@ -129,6 +143,9 @@ def check_batch_axis(path: Path, session: ort.InferenceSession, inputs: Mapping[
         else:
             same = bool(np.allclose(whole, split, rtol=0.0, atol=tolerance, equal_nan=True))
         if not same:
-            raise ModelRefused(path, f"output {name!r} changes when the rows run in two parts: rows "
-                                     f"influence each other, so requests cannot share a batch; "
-                                     f"import with --no-batch")
+            raise ModelRefused(
+                path,
+                f"output {name!r} changes when the rows run in two parts: rows "
+                f"influence each other, so requests cannot share a batch; "
+                f"import with --no-batch",
+            )

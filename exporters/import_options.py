@@ -47,16 +47,21 @@ class ImportOptions:
 
     def __post_init__(self) -> None:
         if not re.match(MODEL_NAME_PATTERN, self.name):
-            raise ExportError(f"model name {self.name!r} is not a valid repository folder name "
-                              f"(letters, digits, '_', '.', '-'; starting with a letter or digit)")
+            raise ExportError(
+                f"model name {self.name!r} is not a valid repository folder name "
+                f"(letters, digits, '_', '.', '-'; starting with a letter or digit)"
+            )
         if not self.batch_axis and (self.reference is not None or self.max_batch_size is not None):
-            raise ExportError("--no-batch serves each request as one whole run: a reference table's "
-                              "rows and --max-batch-size do not apply")
+            raise ExportError(
+                "--no-batch serves each request as one whole run: a reference table's "
+                "rows and --max-batch-size do not apply"
+            )
         if (self.features or self.label) and self.reference is None:
             raise ExportError("--features and --label describe the --reference table; give it")
         if self.prediction_output and self.reference is None:
-            raise ExportError("--prediction-output chooses what the --reference table's drift "
-                              "histogram describes; give the table")
+            raise ExportError(
+                "--prediction-output chooses what the --reference table's drift histogram describes; give the table"
+            )
         for name in ("tolerance", "reduced_tolerance", "max_auc_drop"):
             if not getattr(self, name) >= 0:
                 raise ExportError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -72,10 +72,12 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
     imported_at = _now()
     model = read_source(source, options)
     inputs = model.input_specs
-    reference = (reference_table.read_reference(options.reference, inputs, options.features,
-                                                options.label) if options.reference else None)
-    target = version_dir(repository, options.name,
-                         options.version or next_version(repository, options.name))
+    reference = (
+        reference_table.read_reference(options.reference, inputs, options.features, options.label)
+        if options.reference
+        else None
+    )
+    target = version_dir(repository, options.name, options.version or next_version(repository, options.name))
     try:
         with VersionStaging(target) as staging:
             work = staging.folder / "work"
@@ -94,10 +96,8 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
                 inputs=inputs,
                 outputs=model.output_specs,
                 batching=_batching(options, notes),
-                features=feature_spec(inputs, options.feature_spec,
-                                      reference.columns if reference else None, notes),
-                drift=(reference_table.drift_reference(reference, output, prediction)
-                       if reference else None),
+                features=feature_spec(inputs, options.feature_spec, reference.columns if reference else None, notes),
+                drift=(reference_table.drift_reference(reference, output, prediction) if reference else None),
                 lineage=_lineage(reference, metrics, imported_at),
                 export=ExportInfo(
                     opset=onnx_signature.default_opset(onnx.load(str(model_path))),
@@ -112,27 +112,32 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
                 ),
                 imported_from=_imported_from(model, options, imported_at),
                 onnx_sha256=sha256_file(model_path),
-                op_libraries=_store_libraries(options.op_libraries, model.custom_domains,
-                                              staging.folder),
+                op_libraries=_store_libraries(options.op_libraries, model.custom_domains, staging.folder),
             )
             manifest.write(staging.folder)
             _server_accepts(staging.folder, manifest)
             published = staging.publish()
     except VersionExists as exc:  # asked for with --version, or another import took the number
-        raise VersionExists(exc.version_dir, "import without --version to publish the next "
-                                             "version") from exc
-    return ImportResult(source=source, version_dir=published, manifest=manifest,
-                        parity=checks.reports, notes=notes, source_size_bytes=model.size_bytes,
-                        model_size_bytes=(published / ONNX_FILENAME).stat().st_size,
-                        seconds=time.monotonic() - started)
+        raise VersionExists(exc.version_dir, "import without --version to publish the next version") from exc
+    return ImportResult(
+        source=source,
+        version_dir=published,
+        manifest=manifest,
+        parity=checks.reports,
+        notes=notes,
+        source_size_bytes=model.size_bytes,
+        model_size_bytes=(published / ONNX_FILENAME).stat().st_size,
+        seconds=time.monotonic() - started,
+    )
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _check_inputs(inputs: list[TensorSpec], reference: reference_table.ReferenceRows | None,
-                  options: ImportOptions) -> CheckInputs:
+def _check_inputs(
+    inputs: list[TensorSpec], reference: reference_table.ReferenceRows | None, options: ImportOptions
+) -> CheckInputs:
     """The rows every candidate runs on: the reference table's, else generated ones."""
     if not options.batch_axis:
         return graph_runs.generated_samples(inputs, graph_runs.GENERATED_RUNS)
@@ -143,39 +148,45 @@ def _check_inputs(inputs: list[TensorSpec], reference: reference_table.Reference
 
 def _batching(options: ImportOptions, notes: list[str]) -> BatchingPolicy:
     if not options.batch_axis:
-        notes.append("served with batching off: the graph has no batch axis, so each request is "
-                     "one run of the graph with exactly its declared shapes")
-        return BatchingPolicy(enabled=False, batch_axis=False, max_batch_size=1,
-                              max_queue_delay_ms=0.0, instances=options.instances or 1)
-    return manifest_builder.batching_policy("imported", options.max_batch_size,
-                                            options.max_queue_delay_ms, options.instances)
+        notes.append(
+            "served with batching off: the graph has no batch axis, so each request is "
+            "one run of the graph with exactly its declared shapes"
+        )
+        return BatchingPolicy(
+            enabled=False, batch_axis=False, max_batch_size=1, max_queue_delay_ms=0.0, instances=options.instances or 1
+        )
+    return manifest_builder.batching_policy(
+        "imported", options.max_batch_size, options.max_queue_delay_ms, options.instances
+    )
 
 
-def _prediction(model: SourceModel, final: Candidate,
-                chosen: str | None) -> tuple[str | None, np.ndarray | None]:
+def _prediction(model: SourceModel, final: Candidate, chosen: str | None) -> tuple[str | None, np.ndarray | None]:
     """The output drift and metrics describe, and its values on the check rows: the chosen one,
     else the first floating-point output (a classifier's probabilities, a regressor's value)."""
     names = [o.name for o in model.outputs]
     if chosen is not None and chosen not in names:
         raise ExportError(f"--prediction-output {chosen!r} is not an output of the model {names}")
-    output = chosen or next((name for name, value in zip(names, final.outputs, strict=True)
-                             if value.dtype.kind == "f"), None)
+    output = chosen or next(
+        (name for name, value in zip(names, final.outputs, strict=True) if value.dtype.kind == "f"), None
+    )
     return output, (final.outputs[names.index(output)] if output else None)
 
 
-def _metrics(reference: reference_table.ReferenceRows | None, output: str | None,
-             prediction: np.ndarray | None, notes: list[str]) -> dict[str, float]:
+def _metrics(
+    reference: reference_table.ReferenceRows | None, output: str | None, prediction: np.ndarray | None, notes: list[str]
+) -> dict[str, float]:
     """The published graph's metrics on the labelled reference rows ({} without labels)."""
     if reference is None or reference.labels is None or prediction is None:
         return {}
     metrics, task = reference_table.model_metrics(prediction, reference.labels)
-    notes.append(f"metrics on {reference.rows} reference rows ({task}, output {output!r}): "
-                 + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    notes.append(
+        f"metrics on {reference.rows} reference rows ({task}, output {output!r}): "
+        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    )
     return metrics
 
 
-def _lineage(reference: reference_table.ReferenceRows | None, metrics: dict[str, float],
-             imported_at: str) -> Lineage:
+def _lineage(reference: reference_table.ReferenceRows | None, metrics: dict[str, float], imported_at: str) -> Lineage:
     """The reference table the version was checked and described on, and its metrics there."""
     return Lineage(
         architecture="imported",
@@ -191,10 +202,17 @@ def _lineage(reference: reference_table.ReferenceRows | None, metrics: dict[str,
 def _imported_from(model: SourceModel, options: ImportOptions, imported_at: str) -> ImportedFrom:
     """The source file as it was, its producer, the edits made and the `--meta` pairs."""
     return ImportedFrom(
-        file=model.path.name, sha256=model.sha256, size_bytes=model.size_bytes,
-        producer_name=model.producer_name, producer_version=model.producer_version,
-        ir_version=model.ir_version, opsets=model.opsets, imported_at=imported_at,
-        edits=model.edits, meta=dict(options.meta))
+        file=model.path.name,
+        sha256=model.sha256,
+        size_bytes=model.size_bytes,
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
+        ir_version=model.ir_version,
+        opsets=model.opsets,
+        imported_at=imported_at,
+        edits=model.edits,
+        meta=dict(options.meta),
+    )
 
 
 def _store_libraries(libraries: Sequence[Path], domains: list[str], folder: Path) -> list[OpLibrary]:
@@ -224,7 +242,6 @@ def _server_accepts(folder: Path, manifest: ModelManifest) -> None:
         for rows in sorted({1, manifest.batching.max_batch_size}):
             runtime.run(warm_up_inputs(manifest, rows))
     except Exception as exc:  # InferenceFailed, or anything the runtime lets through
-        raise ExportError(f"the server's warm-up (zeros, empty strings) fails on this graph: "
-                          f"{exc}") from exc
+        raise ExportError(f"the server's warm-up (zeros, empty strings) fails on this graph: {exc}") from exc
     finally:
         runtime.close()

@@ -25,16 +25,23 @@ if TYPE_CHECKING:  # training.checkpoints imports torch; only the type is needed
 # 1.5k -> 1.7k rows/s, load_tests/benchmark.py).
 _BATCHING_DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"max_batch_size": 64, "max_queue_delay_ms": 2.0},
-    "transformer": {"max_batch_size": 32, "max_queue_delay_ms": 5.0,
-                    "preferred_batch_sizes": [8, 16, 32], "instances": 2},
+    "transformer": {
+        "max_batch_size": 32,
+        "max_queue_delay_ms": 5.0,
+        "preferred_batch_sizes": [8, 16, 32],
+        "instances": 2,
+    },
 }
 
 _LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy")
 
 
-def batching_policy(architecture: str, max_batch_size: int | None = None,
-                    max_queue_delay_ms: float | None = None,
-                    instances: int | None = None) -> BatchingPolicy:
+def batching_policy(
+    architecture: str,
+    max_batch_size: int | None = None,
+    max_queue_delay_ms: float | None = None,
+    instances: int | None = None,
+) -> BatchingPolicy:
     """The architecture's batching defaults with the operator's overrides applied.
 
     Preferred sizes above an overridden `max_batch_size` are dropped rather than refused:
@@ -64,9 +71,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def build_manifest(checkpoint_metadata: CheckpointMetadata, checkpoint_dir: Path, onnx_path: Path,
-                   batching: BatchingPolicy, export: ExportInfo,
-                   features: FeatureSpec | None = None) -> ModelManifest:
+def build_manifest(
+    checkpoint_metadata: CheckpointMetadata,
+    checkpoint_dir: Path,
+    onnx_path: Path,
+    batching: BatchingPolicy,
+    export: ExportInfo,
+    features: FeatureSpec | None = None,
+) -> ModelManifest:
     """`model.json` for `onnx_path`, whose sha256 is taken from the file as it is now;
     `features` (from `feature_view.export_feature_spec`) replaces the checkpoint's spec."""
     return ModelManifest(

@@ -26,8 +26,10 @@ from server.registry.manifest import TensorSpec
 EXAMPLE_ROWS = 4
 """Rows in the example batch: torch.export specialises axes of size 0 or 1, so never 1."""
 
-def example_batch(holdout_inputs: Mapping[str, np.ndarray], inputs: Sequence[TensorSpec],
-                  rows: int = EXAMPLE_ROWS) -> tuple[torch.Tensor, ...]:
+
+def example_batch(
+    holdout_inputs: Mapping[str, np.ndarray], inputs: Sequence[TensorSpec], rows: int = EXAMPLE_ROWS
+) -> tuple[torch.Tensor, ...]:
     """A few held-out rows per input, in signature order, repeated up to `rows` if fewer.
 
     `holdout_inputs` comes from `source.holdout_arrays`, which has already refused a
@@ -70,9 +72,14 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...],
-                inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], path: Path,
-                opset: int = DEFAULT_OPSET) -> None:
+def export_onnx(
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    path: Path,
+    opset: int = DEFAULT_OPSET,
+) -> None:
     """Export `module` (eval mode) to `path` as one self-contained ONNX file.
 
     Raises ExportError if torch cannot export the module. The graph is not checked here:
@@ -124,12 +131,10 @@ def graph_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return inputs, [_tensor_spec(v) for v in graph.output]
 
 
-def verify_signature(path: Path, inputs: Sequence[TensorSpec],
-                     outputs: Sequence[TensorSpec]) -> None:
+def verify_signature(path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
     """Raise SignatureMismatch unless the graph's I/O equal the declared specs exactly."""
     got_inputs, got_outputs = graph_signature(path)
-    for what, expected, got in (("inputs", list(inputs), got_inputs),
-                                ("outputs", list(outputs), got_outputs)):
+    for what, expected, got in (("inputs", list(inputs), got_inputs), ("outputs", list(outputs), got_outputs)):
         if expected != got:
             raise SignatureMismatch(
                 what,

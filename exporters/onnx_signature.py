@@ -38,8 +38,10 @@ ONNX_DATATYPES: dict[int, Datatype] = {
 RUNTIME_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 """Operator domains every onnxruntime build implements (standard ONNX, ONNX-ML, contrib ops)."""
 
-ZIPMAP_FIX = ("convert the classifier with skl2onnx's options={'zipmap': False} (onnxmltools: "
-              "zipmap=False) to get a probabilities tensor, or import with --strip-zipmap")
+ZIPMAP_FIX = (
+    "convert the classifier with skl2onnx's options={'zipmap': False} (onnxmltools: "
+    "zipmap=False) to get a probabilities tensor, or import with --strip-zipmap"
+)
 
 Dim = int | str | None
 """A declared dimension: fixed size, symbolic name, or unknown."""
@@ -112,53 +114,66 @@ def tensors(path: Path, graph: onnx.GraphProto) -> tuple[list[GraphTensor], list
     return inputs, outputs
 
 
-def _tensor(path: Path, kind: str, value: onnx.ValueInfoProto,
-            producer: onnx.NodeProto | None) -> GraphTensor:
+def _tensor(path: Path, kind: str, value: onnx.ValueInfoProto, producer: onnx.NodeProto | None) -> GraphTensor:
     value_type = value.type
     if value_type.WhichOneof("value") != "tensor_type":
         described = describe_type(value_type)
         if producer is not None and producer.op_type == "ZipMap":
-            raise ModelRefused(path, f"output {value.name!r} is {described}, a sequence of maps made "
-                                     f"by a ZipMap operator, which the v2 protocol cannot carry: "
-                                     f"{ZIPMAP_FIX}")
-        raise ModelRefused(path, f"{kind} {value.name!r} is {described}, not a tensor; the v2 protocol "
-                                 f"carries tensors only: re-export the model with tensor {kind}s")
+            raise ModelRefused(
+                path,
+                f"output {value.name!r} is {described}, a sequence of maps made "
+                f"by a ZipMap operator, which the v2 protocol cannot carry: "
+                f"{ZIPMAP_FIX}",
+            )
+        raise ModelRefused(
+            path,
+            f"{kind} {value.name!r} is {described}, not a tensor; the v2 protocol "
+            f"carries tensors only: re-export the model with tensor {kind}s",
+        )
     tensor_type = value_type.tensor_type
     datatype = ONNX_DATATYPES.get(tensor_type.elem_type)
     if datatype is None:
-        raise ModelRefused(path, f"{kind} {value.name!r} has element type "
-                                 f"{_element_name(tensor_type.elem_type)}, which has no v2 datatype "
-                                 f"(supported: {sorted(set(ONNX_DATATYPES.values()))})")
+        raise ModelRefused(
+            path,
+            f"{kind} {value.name!r} has element type "
+            f"{_element_name(tensor_type.elem_type)}, which has no v2 datatype "
+            f"(supported: {sorted(set(ONNX_DATATYPES.values()))})",
+        )
     dims: list[Dim] | None = None
     if tensor_type.HasField("shape"):
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in tensor_type.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
     return GraphTensor(value.name, datatype, dims)
 
 
 def check_batch_axis(path: Path, inputs: list[GraphTensor]) -> None:
     """Every input's first axis must be dynamic: the server stacks requests along it."""
-    advice = ("re-export it with a dynamic first axis, or import with --no-batch to serve it with "
-              "batching off (each request is one run of the graph, with exactly its shapes)")
+    advice = (
+        "re-export it with a dynamic first axis, or import with --no-batch to serve it with "
+        "batching off (each request is one run of the graph, with exactly its shapes)"
+    )
     for tensor in inputs:
         if tensor.dims is None:
-            raise ModelRefused(path, f"input {tensor.name!r} declares no shape, so it has no known "
-                                     f"batch axis: {advice}")
+            raise ModelRefused(
+                path, f"input {tensor.name!r} declares no shape, so it has no known batch axis: {advice}"
+            )
         if not tensor.dims:
-            raise ModelRefused(path, f"input {tensor.name!r} is a scalar: the graph has no batch "
-                                     f"axis; {advice}")
+            raise ModelRefused(path, f"input {tensor.name!r} is a scalar: the graph has no batch axis; {advice}")
         if isinstance(tensor.dims[0], int):
-            raise ModelRefused(path, f"input {tensor.name!r} has shape {_shown(tensor.dims)} with a "
-                                     f"fixed first axis of {tensor.dims[0]}: the graph has no batch "
-                                     f"axis; {advice}")
+            raise ModelRefused(
+                path,
+                f"input {tensor.name!r} has shape {_shown(tensor.dims)} with a "
+                f"fixed first axis of {tensor.dims[0]}: the graph has no batch "
+                f"axis; {advice}",
+            )
 
 
 def check_no_batch_shapes(path: Path, inputs: list[GraphTensor]) -> None:
     """Without a batch axis the manifest holds whole shapes: the graph must declare its inputs'."""
     for tensor in inputs:
         if tensor.dims is None:
-            raise ModelRefused(path, f"input {tensor.name!r} declares no shape; serving without a "
-                                     f"batch axis needs every input's rank")
+            raise ModelRefused(
+                path, f"input {tensor.name!r} declares no shape; serving without a batch axis needs every input's rank"
+            )
 
 
 def _shown(dims: list[Dim]) -> str:
@@ -181,8 +196,7 @@ def custom_domains(model: onnx.ModelProto) -> dict[str, list[str]]:
 
 def default_opset(model: onnx.ModelProto) -> int:
     """The model's opset of the default ONNX domain (0 when it imports none)."""
-    return max((int(entry.version) for entry in model.opset_import
-                if entry.domain in ("", "ai.onnx")), default=0)
+    return max((int(entry.version) for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
 
 
 def opsets(model: onnx.ModelProto) -> dict[str, int]:

@@ -61,13 +61,14 @@ def _chunks(inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> list[dict
     if total == 0:
         raise ExportError("the checkpoint holds no held-out rows to check parity on")
     return [
-        {name: np.ascontiguousarray(inputs[name][start:start + CHUNK_ROWS]) for name in names}
+        {name: np.ascontiguousarray(inputs[name][start : start + CHUNK_ROWS]) for name in names}
         for start in range(0, total, CHUNK_ROWS)
     ]
 
 
-def torch_outputs(module: torch.nn.Module, inputs: Mapping[str, np.ndarray],
-                  input_names: Sequence[str]) -> list[np.ndarray]:
+def torch_outputs(
+    module: torch.nn.Module, inputs: Mapping[str, np.ndarray], input_names: Sequence[str]
+) -> list[np.ndarray]:
     """The module's outputs on `inputs` (positional in `input_names` order), chunk by chunk."""
     import torch
 
@@ -89,8 +90,14 @@ def onnx_outputs(path: Path, inputs: Mapping[str, np.ndarray]) -> list[np.ndarra
     return [np.concatenate(parts) for parts in zip(*pieces, strict=True)]
 
 
-def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray],
-            tolerance: float, scale: float = 1.0, against: str = "PyTorch") -> ParityReport:
+def compare(
+    stage: str,
+    reference: Sequence[np.ndarray],
+    candidate: Sequence[np.ndarray],
+    tolerance: float,
+    scale: float = 1.0,
+    against: str = "PyTorch",
+) -> ParityReport:
     """Measure `candidate` against `reference` row by row; raise ParityError if too far.
 
     A row's difference is its largest absolute difference over every output element,
@@ -98,15 +105,12 @@ def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.
     reference in messages ("PyTorch", or "the source file" for imports).
     """
     if len(reference) != len(candidate):
-        raise ExportError(
-            f"{stage} model returns {len(candidate)} outputs, {against} returns {len(reference)}"
-        )
+        raise ExportError(f"{stage} model returns {len(candidate)} outputs, {against} returns {len(reference)}")
     per_output = []
     for expected, got in zip(reference, candidate, strict=True):
         if expected.shape != got.shape:
             raise ExportError(
-                f"{stage} model output shape {list(got.shape)} differs from {against}'s "
-                f"{list(expected.shape)}"
+                f"{stage} model output shape {list(got.shape)} differs from {against}'s {list(expected.shape)}"
             )
         diff = np.abs(got.astype(np.float64) - expected.astype(np.float64)) / scale
         diff = np.where(np.isfinite(diff), diff, np.inf)
@@ -127,13 +131,18 @@ def compare(stage: str, reference: Sequence[np.ndarray], candidate: Sequence[np.
     if not report.passed:
         reference_name = "torch" if against == "PyTorch" else against
         measure = None if scale == 1.0 else f"max |onnx - {reference_name}| / target std ({scale:.4g})"
-        raise ParityError(stage, report.max_abs_diff, tolerance, report.rows, report.worst_row,
-                          against, measure)
+        raise ParityError(stage, report.max_abs_diff, tolerance, report.rows, report.worst_row, against, measure)
     return report
 
 
-def compare_labels(stage: str, probabilities: np.ndarray, indices: np.ndarray, labels: np.ndarray,
-                   classes: Sequence[int] | Sequence[str], tolerance: float) -> int:
+def compare_labels(
+    stage: str,
+    probabilities: np.ndarray,
+    indices: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[int] | Sequence[str],
+    tolerance: float,
+) -> int:
     """Check a graph's class `labels` against PyTorch's class `indices` (and `probabilities`).
 
     A label may differ only where PyTorch's probability for it is within `tolerance` of its
@@ -141,8 +150,10 @@ def compare_labels(stage: str, probabilities: np.ndarray, indices: np.ndarray, l
     including a label that is no class at all, is a ParityError.
     """
     position = {value: k for k, value in enumerate(classes)}
-    got = np.array([position.get(value.item() if isinstance(value, np.generic) else value, -1)
-                    for value in labels.ravel()], dtype=np.int64)
+    got = np.array(
+        [position.get(value.item() if isinstance(value, np.generic) else value, -1) for value in labels.ravel()],
+        dtype=np.int64,
+    )
     expected = np.asarray(indices, dtype=np.int64).ravel()
     if got.shape != expected.shape:
         raise ExportError(f"{stage} model returns {got.size} labels for {expected.size} rows")
@@ -153,16 +164,29 @@ def compare_labels(stage: str, probabilities: np.ndarray, indices: np.ndarray, l
     bad = differs[gap[differs] > tolerance]
     if bad.size:
         worst = int(bad[0])
-        raise ParityError(stage, float(gap[worst]), tolerance, expected.size, worst, measure=
-                          f"label {labels.ravel()[worst]!r} vs PyTorch's {classes[expected[worst]]!r}: "
-                          "PyTorch's probability lead of its class")
+        raise ParityError(
+            stage,
+            float(gap[worst]),
+            tolerance,
+            expected.size,
+            worst,
+            measure=f"label {labels.ravel()[worst]!r} vs PyTorch's {classes[expected[worst]]!r}: "
+            "PyTorch's probability lead of its class",
+        )
     return int(differs.size)
 
 
-def metric_change(stage: str, float_outputs: np.ndarray, reduced_outputs: np.ndarray,
-                  labels: np.ndarray, max_auc_drop: float = MAX_AUC_DROP, *, task: Task = "binary",
-                  max_accuracy_drop: float = MAX_ACCURACY_DROP,
-                  max_rmse_increase: float = MAX_RMSE_INCREASE) -> dict[str, float]:
+def metric_change(
+    stage: str,
+    float_outputs: np.ndarray,
+    reduced_outputs: np.ndarray,
+    labels: np.ndarray,
+    max_auc_drop: float = MAX_AUC_DROP,
+    *,
+    task: Task = "binary",
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
+    max_rmse_increase: float = MAX_RMSE_INCREASE,
+) -> dict[str, float]:
     """Reduced minus float value of each of the task's metrics, from its score output.
 
     Refuses (MetricRegression) a binary model whose AUC drops by more than `max_auc_drop`,

@@ -92,8 +92,9 @@ class _Run:
         outputs = parity.onnx_outputs(path, self.holdout)
         if metadata.task == "multiclass" and metadata.classes is not None:
             report = parity.compare(stage, self.reference[:1], outputs[:1], tolerance)
-            ties = parity.compare_labels(stage, self.reference[0], self.reference[1], outputs[1],
-                                         metadata.classes, tolerance)
+            ties = parity.compare_labels(
+                stage, self.reference[0], self.reference[1], outputs[1], metadata.classes, tolerance
+            )
             report = dataclasses.replace(report, near_ties=ties)
         else:
             report = parity.compare(stage, self.reference, outputs, tolerance, self.scale)
@@ -105,8 +106,14 @@ def _float_graph(run: _Run) -> tuple[_Graph, bool]:
     """The fp32 graph, basic-optimised when that keeps parity; and whether it is."""
     metadata = run.loaded.metadata
     fp32_path = run.work / "fp32.onnx"
-    onnx_export.export_onnx(run.loaded.module, onnx_export.example_batch(run.holdout, metadata.inputs),
-                            metadata.inputs, metadata.outputs, fp32_path, run.options.opset)
+    onnx_export.export_onnx(
+        run.loaded.module,
+        onnx_export.example_batch(run.holdout, metadata.inputs),
+        metadata.inputs,
+        metadata.outputs,
+        fp32_path,
+        run.options.opset,
+    )
     if metadata.task == "multiclass" and metadata.classes is not None:
         class_labels.attach_class_names(fp32_path, LABEL_OUTPUT, metadata.classes)
     graph = run.checked("fp32", fp32_path, run.options.tolerance)
@@ -131,32 +138,34 @@ def _reduced_graph(run: _Run, stage: str, float_graph: _Graph) -> tuple[_Graph, 
         precision.convert_fp16(float_graph.path, path)
     graph = run.checked(stage, path, run.options.reduced_tolerance_for(run.loaded.metadata.task))
     options = run.options
-    deltas = parity.metric_change(stage, float_graph.outputs[0], graph.outputs[0],
-                                  np.asarray(run.loaded.holdout_labels), options.max_auc_drop,
-                                  task=run.loaded.metadata.task, max_accuracy_drop=options.max_accuracy_drop,
-                                  max_rmse_increase=options.max_rmse_increase)
+    deltas = parity.metric_change(
+        stage,
+        float_graph.outputs[0],
+        graph.outputs[0],
+        np.asarray(run.loaded.holdout_labels),
+        options.max_auc_drop,
+        task=run.loaded.metadata.task,
+        max_accuracy_drop=options.max_accuracy_drop,
+        max_rmse_increase=options.max_rmse_increase,
+    )
     return graph, deltas
 
 
 def _default_opset(path: Path) -> int:
     model = onnx.load(str(path), load_external_data=False)
-    return next(int(entry.version) for entry in model.opset_import
-                if entry.domain in ("", "ai.onnx"))
+    return next(int(entry.version) for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
 
 
-def export_checkpoint(checkpoint: Path, repository: Path,
-                      options: ExportOptions | None = None) -> ExportResult:
+def export_checkpoint(checkpoint: Path, repository: Path, options: ExportOptions | None = None) -> ExportResult:
     """Export `checkpoint` (version or model folder) into `repository` as a new version.
 
     Raises ExportError (CheckpointUnusable, VersionExists, ParityError, MetricRegression,
     SignatureMismatch) with the facts; nothing is written to the repository then.
     """
-    return export_loaded(source.open_checkpoint(source.resolve_checkpoint(checkpoint)), repository,
-                         options)
+    return export_loaded(source.open_checkpoint(source.resolve_checkpoint(checkpoint)), repository, options)
 
 
-def export_loaded(loaded: LoadedCheckpoint, repository: Path,
-                  options: ExportOptions | None = None) -> ExportResult:
+def export_loaded(loaded: LoadedCheckpoint, repository: Path, options: ExportOptions | None = None) -> ExportResult:
     """Export an already loaded checkpoint (`export_checkpoint` past finding and loading it)."""
     options = options or ExportOptions()
     started = time.monotonic()
@@ -196,10 +205,12 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path,
             metric_deltas=metric_deltas,
             library_versions=manifest_builder.library_versions(),
         )
-        batching = manifest_builder.batching_policy(metadata.architecture, options.max_batch_size,
-                                                    options.max_queue_delay_ms, options.instances)
+        batching = manifest_builder.batching_policy(
+            metadata.architecture, options.max_batch_size, options.max_queue_delay_ms, options.instances
+        )
         manifest = manifest_builder.build_manifest(
-            metadata, checkpoint_dir, model_path, batching, export_info, features)
+            metadata, checkpoint_dir, model_path, batching, export_info, features
+        )
         manifest.write(staging.folder)
         ModelManifest.read(staging.folder)  # what the server will parse must round-trip
         published = staging.publish()

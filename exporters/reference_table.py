@@ -43,8 +43,9 @@ class ReferenceRows:
         return len(next(iter(self.inputs.values())))
 
 
-def read_reference(path: Path, inputs: Sequence[TensorSpec], features: Sequence[str] | None,
-                   label: str | None) -> ReferenceRows:
+def read_reference(
+    path: Path, inputs: Sequence[TensorSpec], features: Sequence[str] | None, label: str | None
+) -> ReferenceRows:
     """Read the table and lay its columns out as the graph's inputs; ExportError naming what misfits."""
     try:
         frame = read_table(path)
@@ -54,36 +55,42 @@ def read_reference(path: Path, inputs: Sequence[TensorSpec], features: Sequence[
         raise ExportError(f"reference table {path} has no rows")
     missing = [c for c in [*(features or []), *([label] if label else [])] if c not in frame.columns]
     if missing:
-        raise ExportError(f"reference table {path} has no column {missing[0]!r} "
-                          f"(columns: {list(frame.columns)})")
+        raise ExportError(f"reference table {path} has no column {missing[0]!r} (columns: {list(frame.columns)})")
     if label is not None and features is not None and label in features:
         raise ExportError(f"column {label!r} is given as a feature and as the label")
     arrays, columns = _layout(path, frame, inputs, features, label)
     labels = None
     if label is not None:
         labels = _numeric(path, frame, label)
-    numeric = {c: values for c in columns
-               if (values := _numeric(path, frame, c, strict=False)) is not None}
+    numeric = {c: values for c in columns if (values := _numeric(path, frame, c, strict=False)) is not None}
     return ReferenceRows(path, sha256_file(path), arrays, columns, numeric, labels)
 
 
-def _layout(path: Path, frame: pd.DataFrame, inputs: Sequence[TensorSpec],
-            features: Sequence[str] | None, label: str | None) -> tuple[dict[str, np.ndarray], list[str]]:
+def _layout(
+    path: Path, frame: pd.DataFrame, inputs: Sequence[TensorSpec], features: Sequence[str] | None, label: str | None
+) -> tuple[dict[str, np.ndarray], list[str]]:
     names = [spec.name for spec in inputs]
     if all(spec.name in frame.columns and spec.shape in ([-1], [-1, 1]) for spec in inputs) and (
-            features is None or sorted(features) == sorted(names)):
-        return {spec.name: _cast(path, frame[spec.name].to_numpy(), spec, spec.name).reshape(
-            [-1] + spec.shape[1:]) for spec in inputs}, names
+        features is None or sorted(features) == sorted(names)
+    ):
+        return {
+            spec.name: _cast(path, frame[spec.name].to_numpy(), spec, spec.name).reshape([-1] + spec.shape[1:])
+            for spec in inputs
+        }, names
     if len(inputs) != 1 or len(inputs[0].shape) != 2:
-        raise ExportError(f"cannot lay the columns of {path.name} out as the inputs "
-                          f"{[(s.name, s.shape) for s in inputs]}: a table feeds one 2-D input "
-                          f"(--features in column order) or one input per column named as the column")
+        raise ExportError(
+            f"cannot lay the columns of {path.name} out as the inputs "
+            f"{[(s.name, s.shape) for s in inputs]}: a table feeds one 2-D input "
+            f"(--features in column order) or one input per column named as the column"
+        )
     (spec,) = inputs
     columns = list(features) if features is not None else [c for c in frame.columns if c != label]
     width = spec.shape[1]
     if width != -1 and width != len(columns):
-        raise ExportError(f"input {spec.name!r} takes {width} columns, {len(columns)} features are "
-                          f"given ({columns}); name them in order with --features")
+        raise ExportError(
+            f"input {spec.name!r} takes {width} columns, {len(columns)} features are "
+            f"given ({columns}); name them in order with --features"
+        )
     matrix = np.stack([_cast(path, frame[c].to_numpy(), spec, c) for c in columns], axis=1)
     return {spec.name: matrix}, columns
 
@@ -95,12 +102,12 @@ def _cast(path: Path, values: np.ndarray, spec: TensorSpec, column: str) -> np.n
     try:
         cast = np.asarray(values).astype(dtype)
     except (TypeError, ValueError) as exc:
-        raise ExportError(f"column {column!r} of {path.name} cannot feed input {spec.name!r} "
-                          f"({spec.datatype}): {exc}") from exc
+        raise ExportError(
+            f"column {column!r} of {path.name} cannot feed input {spec.name!r} ({spec.datatype}): {exc}"
+        ) from exc
     if dtype.kind == "f" and not np.isfinite(cast).all():
         row = int(np.flatnonzero(~np.isfinite(cast))[0])
-        raise ExportError(f"column {column!r} of {path.name} has a missing or non-finite value at "
-                          f"row {row}")
+        raise ExportError(f"column {column!r} of {path.name} has a missing or non-finite value at row {row}")
     return cast
 
 
@@ -109,13 +116,16 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str, strict: bool = True) 
     if np.isfinite(values).all():
         return values
     if strict:
-        raise ExportError(f"column {column!r} of {path.name} must be numeric and complete "
-                          f"(first bad row {int(np.flatnonzero(~np.isfinite(values))[0])})")
+        raise ExportError(
+            f"column {column!r} of {path.name} must be numeric and complete "
+            f"(first bad row {int(np.flatnonzero(~np.isfinite(values))[0])})"
+        )
     return None
 
 
-def drift_reference(reference: ReferenceRows, prediction_output: str | None,
-                    prediction: np.ndarray | None) -> DriftReference:
+def drift_reference(
+    reference: ReferenceRows, prediction_output: str | None, prediction: np.ndarray | None
+) -> DriftReference:
     """Histograms of the numeric feature columns and of the prediction output's values.
 
     Probabilities (every value in [0, 1]) get `prediction_histogram`'s edges spanning [0, 1],
@@ -125,11 +135,17 @@ def drift_reference(reference: ReferenceRows, prediction_output: str | None,
     described = None
     if prediction is not None and prediction.dtype.kind in "iuf":
         flat = prediction.astype(np.float64).ravel()
-        described = (prediction_histogram(flat) if flat.min() >= 0.0 and flat.max() <= 1.0
-                     else histogram(prediction_output or "prediction", flat))
-    return DriftReference(features=features, prediction=described,
-                          prediction_output=prediction_output if described is not None else None,
-                          sample_size=reference.rows)
+        described = (
+            prediction_histogram(flat)
+            if flat.min() >= 0.0 and flat.max() <= 1.0
+            else histogram(prediction_output or "prediction", flat)
+        )
+    return DriftReference(
+        features=features,
+        prediction=described,
+        prediction_output=prediction_output if described is not None else None,
+        sample_size=reference.rows,
+    )
 
 
 def model_metrics(prediction: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], str]:
@@ -150,12 +166,15 @@ def model_metrics(prediction: np.ndarray, labels: np.ndarray) -> tuple[dict[str,
     if probabilities and classes > 2 and is_index and labels.max() < classes:
         index = labels.astype(np.int64)
         picked = np.clip(values[np.arange(len(index)), index], 1e-7, 1.0)
-        return {"accuracy": float(np.mean(values.argmax(axis=1) == index)),
-                "log_loss": float(-np.mean(np.log(picked)))}, "multiclass classification"
+        return {
+            "accuracy": float(np.mean(values.argmax(axis=1) == index)),
+            "log_loss": float(-np.mean(np.log(picked))),
+        }, "multiclass classification"
     if classes == 1:
         error = values[:, 0] - labels
-        return {"rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error)))}, \
-            "regression"
-    raise ExportError(f"cannot tell which metrics apply: the prediction has {classes} values per row "
-                      f"and the labels are {np.unique(labels)[:5].tolist()}...; choose another "
-                      f"--prediction-output or import without --label")
+        return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}, "regression"
+    raise ExportError(
+        f"cannot tell which metrics apply: the prediction has {classes} values per row "
+        f"and the labels are {np.unique(labels)[:5].tolist()}...; choose another "
+        f"--prediction-output or import without --label"
+    )

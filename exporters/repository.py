@@ -51,8 +51,7 @@ class VersionStaging:
         try:
             self._created_model_dir = not self.target.parent.exists()
             self.target.parent.mkdir(parents=True, exist_ok=True)
-            self.path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{self.target.name}-",
-                                              dir=self.target.parent))
+            self.path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{self.target.name}-", dir=self.target.parent))
         except OSError as exc:
             raise ExportError(f"cannot create a staging folder in {self.target.parent}: {exc}") from exc
         return self
@@ -83,8 +82,9 @@ class VersionStaging:
         self.path = None
         return self.target
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.path is None:
             return
         shutil.rmtree(self.path, ignore_errors=True)

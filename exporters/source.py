@@ -24,8 +24,9 @@ def resolve_checkpoint(path: Path) -> Path:
         raise CheckpointUnusable(path, "no such file or directory")
     if not path.is_dir():
         raise CheckpointUnusable(
-            path, "is a file; expected a version folder (checkpoints/<name>/<version>) "
-                  "or a model folder (checkpoints/<name>)"
+            path,
+            "is a file; expected a version folder (checkpoints/<name>/<version>) "
+            "or a model folder (checkpoints/<name>)",
         )
     if path.name.isdigit() or any((path / name).exists() for name in _VERSION_FILES):
         return path
@@ -53,17 +54,21 @@ def holdout_arrays(loaded: LoadedCheckpoint) -> dict[str, np.ndarray]:
     for spec in loaded.metadata.inputs:
         rows = loaded.holdout_inputs.get(spec.name)
         if rows is None:
-            raise CheckpointUnusable(loaded.path, f"held-out rows lack input {spec.name!r} "
-                                                  f"(have {sorted(loaded.holdout_inputs)})")
+            raise CheckpointUnusable(
+                loaded.path, f"held-out rows lack input {spec.name!r} (have {sorted(loaded.holdout_inputs)})"
+            )
         if len(rows) == 0 or len(rows) != len(labels):
-            raise CheckpointUnusable(loaded.path, f"held-out input {spec.name!r} has {len(rows)} "
-                                                  f"rows for {len(labels)} labels")
+            raise CheckpointUnusable(
+                loaded.path, f"held-out input {spec.name!r} has {len(rows)} rows for {len(labels)} labels"
+            )
         expected, got = spec.shape[1:], list(np.shape(rows)[1:])
         if len(expected) != len(got) or any(e not in (-1, g) for e, g in zip(expected, got)):
-            raise CheckpointUnusable(loaded.path, f"held-out input {spec.name!r} rows have shape "
-                                                  f"{got}, the signature declares {expected}")
+            raise CheckpointUnusable(
+                loaded.path, f"held-out input {spec.name!r} rows have shape {got}, the signature declares {expected}"
+            )
         if spec.datatype == "BYTES":
-            raise CheckpointUnusable(loaded.path, f"input {spec.name!r} has datatype "
-                                                  f"{spec.datatype}, which parity cannot feed")
+            raise CheckpointUnusable(
+                loaded.path, f"input {spec.name!r} has datatype {spec.datatype}, which parity cannot feed"
+            )
         arrays[spec.name] = np.ascontiguousarray(rows, dtype=NUMPY_DTYPES[spec.datatype])
     return arrays

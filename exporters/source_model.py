@@ -89,11 +89,23 @@ def read_source(path: Path, options: ImportOptions) -> SourceModel:
         onnx_signature.check_batch_axis(path, inputs)
     else:
         onnx_signature.check_no_batch_shapes(path, inputs)
-    return SourceModel(path=path, sha256=digest, size_bytes=path.stat().st_size, model=model,
-                       producer_name=producer_name, producer_version=producer_version,
-                       ir_version=int(model.ir_version), opsets=opsets, custom_domains=domains,
-                       zipmaps=zipmaps, inputs=inputs, outputs=outputs,
-                       batch_axis=options.batch_axis, external_data=external_data, edits=edits)
+    return SourceModel(
+        path=path,
+        sha256=digest,
+        size_bytes=path.stat().st_size,
+        model=model,
+        producer_name=producer_name,
+        producer_version=producer_version,
+        ir_version=int(model.ir_version),
+        opsets=opsets,
+        custom_domains=domains,
+        zipmaps=zipmaps,
+        inputs=inputs,
+        outputs=outputs,
+        batch_axis=options.batch_axis,
+        external_data=external_data,
+        edits=edits,
+    )
 
 
 def _load_checked(path: Path) -> tuple[onnx.ModelProto, str, bool]:
@@ -122,13 +134,15 @@ def _check_domains(path: Path, model: onnx.ModelProto, libraries: Sequence[Path]
     domains = onnx_signature.custom_domains(model)
     if domains and not libraries:
         used = "; ".join(f"{domain}: {', '.join(ops)}" for domain, ops in domains.items())
-        raise ModelRefused(path, f"the graph uses custom operators onnxruntime does not implement "
-                                 f"({used}); give the library that registers them with "
-                                 f"--custom-ops-library PATH (e.g. onnxruntime-extensions' "
-                                 f"get_library_path())")
+        raise ModelRefused(
+            path,
+            f"the graph uses custom operators onnxruntime does not implement "
+            f"({used}); give the library that registers them with "
+            f"--custom-ops-library PATH (e.g. onnxruntime-extensions' "
+            f"get_library_path())",
+        )
     if libraries and not domains:
-        raise ModelRefused(path, "--custom-ops-library given, but the graph uses only operators "
-                                 "onnxruntime implements")
+        raise ModelRefused(path, "--custom-ops-library given, but the graph uses only operators onnxruntime implements")
     for library in libraries:
         if not library.is_file():
             raise ExportError(f"custom-op library {library} is not a file")

@@ -22,8 +22,16 @@ from exporters.source_model import SourceModel
 
 AGAINST = "source"
 """How parity messages name the original file."""
-_QUANTIZED_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul",
-                  "QLinearMatMul", "QLinearConv", "QAttention", "DynamicQuantizeLSTM"}
+_QUANTIZED_OPS = {
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeMatMul",
+    "QLinearMatMul",
+    "QLinearConv",
+    "QAttention",
+    "DynamicQuantizeLSTM",
+}
 
 CheckInputs = dict[str, np.ndarray] | graph_runs.Samples
 
@@ -55,8 +63,7 @@ class SourceParity:
             return graph_runs.run_samples(session, self.check_inputs)
         return graph_runs.run_rows(session, self.check_inputs)
 
-    def checked(self, stage: str, path: Path, tolerance: float,
-                float_outputs_only: bool = False) -> Candidate:
+    def checked(self, stage: str, path: Path, tolerance: float, float_outputs_only: bool = False) -> Candidate:
         """Parity of `path` against the original on the check rows; recorded in `reports`.
 
         Text outputs (string labels) must be equal. With `float_outputs_only` (int8) only
@@ -68,17 +75,18 @@ class SourceParity:
         if not float_outputs_only:
             for i in (i for i, kind in enumerate(kinds) if kind in "OSU"):
                 if not np.array_equal(self.expected[i], got[i]):
-                    raise ExportError(f"parity check failed for the {stage} model: output "
-                                      f"{self.source.outputs[i].name!r} differs from the source's")
-        keep = [i for i, kind in enumerate(kinds)
-                if kind == "f" or (kind not in "OSU" and not float_outputs_only)]
-        self.reports.append(parity.compare(stage, [self.expected[i] for i in keep],
-                                           [got[i] for i in keep], tolerance, against=AGAINST))
+                    raise ExportError(
+                        f"parity check failed for the {stage} model: output "
+                        f"{self.source.outputs[i].name!r} differs from the source's"
+                    )
+        keep = [i for i, kind in enumerate(kinds) if kind == "f" or (kind not in "OSU" and not float_outputs_only)]
+        self.reports.append(
+            parity.compare(stage, [self.expected[i] for i in keep], [got[i] for i in keep], tolerance, against=AGAINST)
+        )
         return Candidate(path, got)
 
 
-def original_outputs(source: SourceModel, options: ImportOptions,
-                     check_inputs: CheckInputs) -> SourceParity:
+def original_outputs(source: SourceModel, options: ImportOptions, check_inputs: CheckInputs) -> SourceParity:
     """Run the original file on the check rows; with a batch axis, prove it is one and declare
     mis-declared output batch dimensions dynamic."""
     session = graph_runs.open_session(source.path, options.op_libraries)
@@ -87,8 +95,7 @@ def original_outputs(source: SourceModel, options: ImportOptions,
         expected = graph_runs.run_samples(session, check_inputs, classes)
     else:
         expected = graph_runs.run_rows(session, check_inputs, classes)
-        graph_runs.check_batch_axis(source.path, session, check_inputs, expected, options.tolerance,
-                                    classes)
+        graph_runs.check_batch_axis(source.path, session, check_inputs, expected, options.tolerance, classes)
         source.declare_batch_dims()
     return SourceParity(source, options, check_inputs, expected)
 
@@ -108,8 +115,10 @@ def publishable_graph(checks: SourceParity, labels: np.ndarray | None, work: Pat
 
 def _optimised(checks: SourceParity, imported: Candidate, work: Path) -> Candidate:
     if checks.options.op_libraries:
-        checks.notes.append("kept the unoptimised graph: graphs with custom operators are not "
-                            "optimised offline (onnxruntime's optimiser needs their library)")
+        checks.notes.append(
+            "kept the unoptimised graph: graphs with custom operators are not "
+            "optimised offline (onnxruntime's optimiser needs their library)"
+        )
         return imported
     path = work / "optimized.onnx"
     try:
@@ -121,25 +130,32 @@ def _optimised(checks: SourceParity, imported: Candidate, work: Path) -> Candida
     return Candidate(candidate.path, candidate.outputs, optimized=True)
 
 
-def _int8(checks: SourceParity, float_graph: Candidate, labels: np.ndarray | None,
-          work: Path) -> Candidate:
+def _int8(checks: SourceParity, float_graph: Candidate, labels: np.ndarray | None, work: Path) -> Candidate:
     path = work / "int8.onnx"
     precision.quantize_int8(float_graph.path, path, work)
     ops = {node.op_type for node in onnx_signature.graph_nodes(onnx.load(str(path)).graph)}
     if not ops & _QUANTIZED_OPS:
-        raise ModelRefused(checks.source.path, "--quantize int8 changes nothing: the graph has no "
-                                               "operator dynamic int8 quantisation handles (MatMul, "
-                                               "Gemm, Conv, attention); tree ensembles and linear "
-                                               "ONNX-ML operators stay float")
+        raise ModelRefused(
+            checks.source.path,
+            "--quantize int8 changes nothing: the graph has no "
+            "operator dynamic int8 quantisation handles (MatMul, "
+            "Gemm, Conv, attention); tree ensembles and linear "
+            "ONNX-ML operators stay float",
+        )
     quantized = checks.checked("int8", path, checks.options.reduced_tolerance, float_outputs_only=True)
     index = _binary_probabilities(float_graph.outputs)
     if labels is None or index is None or not set(np.unique(labels)) <= {0.0, 1.0}:
-        checks.notes.append("int8 judged by parity alone: a metric change needs --reference with a "
-                            "0/1 --label and a probability output")
+        checks.notes.append(
+            "int8 judged by parity alone: a metric change needs --reference with a 0/1 --label and a probability output"
+        )
         return Candidate(path, quantized.outputs, float_graph.optimized)
-    deltas = parity.metric_change("int8", _positive(float_graph.outputs[index]),
-                                  _positive(quantized.outputs[index]), labels,
-                                  checks.options.max_auc_drop)
+    deltas = parity.metric_change(
+        "int8",
+        _positive(float_graph.outputs[index]),
+        _positive(quantized.outputs[index]),
+        labels,
+        checks.options.max_auc_drop,
+    )
     return Candidate(path, quantized.outputs, float_graph.optimized, deltas)
 
 
@@ -151,8 +167,13 @@ def _positive(probabilities: np.ndarray) -> np.ndarray:
 def _binary_probabilities(outputs: list[np.ndarray]) -> int | None:
     """The first output holding a binary classifier's probabilities ([N], [N, 1] or [N, 2])."""
     for index, value in enumerate(outputs):
-        if (value.dtype.kind == "f" and value.ndim in (1, 2) and value.size
-                and value.reshape(len(value), -1).shape[1] <= 2
-                and value.min() >= 0.0 and value.max() <= 1.0):
+        if (
+            value.dtype.kind == "f"
+            and value.ndim in (1, 2)
+            and value.size
+            and value.reshape(len(value), -1).shape[1] <= 2
+            and value.min() >= 0.0
+            and value.max() <= 1.0
+        ):
             return index
     return None

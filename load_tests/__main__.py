@@ -28,53 +28,89 @@ def _positive(text: str) -> float:
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repository", type=Path, default=RESULTS / "repository",
-                        help="model repository to serve (demo models missing from it are trained and exported)")
-    parser.add_argument("--server-env", action="append", default=[], metavar="HOTSERVE_NAME=VALUE",
-                        help="a setting for the server this command starts (repeatable), e.g. "
-                             "HOTSERVE_DRIFT_ENABLED=false")
-    parser.add_argument("--entities", default="demo:fraud",
-                        help="entity table the feature store is filled from and v1 records draw their "
-                             "entities from (CSV, Parquet or demo:fraud)")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=RESULTS / "repository",
+        help="model repository to serve (demo models missing from it are trained and exported)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="HOTSERVE_NAME=VALUE",
+        help="a setting for the server this command starts (repeatable), e.g. HOTSERVE_DRIFT_ENABLED=false",
+    )
+    parser.add_argument(
+        "--entities",
+        default="demo:fraud",
+        help="entity table the feature store is filled from and v1 records draw their "
+        "entities from (CSV, Parquet or demo:fraud)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m load_tests", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="python -m load_tests", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = top.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="a bounded mixed load (with the operator), report, plots, SLO gate")
     _server_options(run)
-    run.add_argument("--url", help="target this server instead of starting one (the operator reads "
-                                   "HOTSERVE_ADMIN_TOKEN)")
+    run.add_argument(
+        "--url", help="target this server instead of starting one (the operator reads HOTSERVE_ADMIN_TOKEN)"
+    )
     run.add_argument("--model", default="fraud")
     run.add_argument("--users", type=int, default=32, help="concurrent users, the operator included")
     run.add_argument("--spawn-rate", type=_positive, default=32.0, help="users started per second")
     run.add_argument("--duration", type=_positive, default=60.0, help="seconds")
-    run.add_argument("--rate-per-user", type=float, default=25.0,
-                     help="requests per second each user paces itself to (0: no pause at all)")
-    run.add_argument("--mix", default="v2_json=4,v2_binary=3,v1_features=3",
-                     help="scenario=weight,...: v2_json, v2_binary, v1_features")
+    run.add_argument(
+        "--rate-per-user",
+        type=float,
+        default=25.0,
+        help="requests per second each user paces itself to (0: no pause at all)",
+    )
+    run.add_argument(
+        "--mix",
+        default="v2_json=4,v2_binary=3,v1_features=3",
+        help="scenario=weight,...: v2_json, v2_binary, v1_features",
+    )
     run.add_argument("--rows", type=int, default=1, help="rows (records) per request")
-    run.add_argument("--unknown-share", type=float, default=0.05,
-                     help="share of v1 requests naming an entity the store does not hold (answered 404)")
-    run.add_argument("--operator", action=argparse.BooleanOptionalAction, default=True,
-                     help="an operator loads, canaries, shadows, promotes and rolls back a version during the run")
+    run.add_argument(
+        "--unknown-share",
+        type=float,
+        default=0.05,
+        help="share of v1 requests naming an entity the store does not hold (answered 404)",
+    )
+    run.add_argument(
+        "--operator",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="an operator loads, canaries, shadows, promotes and rolls back a version during the run",
+    )
     run.add_argument("--operator-interval", type=_positive, default=5.0, help="seconds between the operator's steps")
-    run.add_argument("--promotion-requirements",
-                     default='{"min_requests": 100, "min_agreement": 0.99, "max_p99_ratio": 2.0, '
-                             '"max_error_ratio": 0.01}', help="JSON: what promotion asks of the candidate")
+    run.add_argument(
+        "--promotion-requirements",
+        default='{"min_requests": 100, "min_agreement": 0.99, "max_p99_ratio": 2.0, "max_error_ratio": 0.01}',
+        help="JSON: what promotion asks of the candidate",
+    )
     run.add_argument("--slo", type=Path, help="SLO file (YAML or JSON); default load_tests/slo/<model>.yaml if any")
     run.add_argument("--out", type=Path, default=RESULTS / "run", help="CSV, HTML, summary.json and plots go here")
-    run.add_argument("--docs", type=Path, help="also write the run's section of this markdown file "
-                                               "(e.g. docs/benchmarks.md), its plots beside it")
+    run.add_argument(
+        "--docs",
+        type=Path,
+        help="also write the run's section of this markdown file (e.g. docs/benchmarks.md), its plots beside it",
+    )
 
     cap = commands.add_parser("capacity", help="step load: highest rate meeting each scenario's p99 SLO")
     _server_options(cap)
     cap.add_argument("--models", default="fraud,encoder")
     cap.add_argument("--scenarios", default="v2_json,v2_binary,v1_features")
-    cap.add_argument("--rates", default="100,200,300,400,600,800,1000,1200,1400,1600,2000,2400",
-                     help="offered request rates, one step each (req/s)")
+    cap.add_argument(
+        "--rates",
+        default="100,200,300,400,600,800,1000,1200,1400,1600,2000,2400",
+        help="offered request rates, one step each (req/s)",
+    )
     cap.add_argument("--rate-per-user", type=_positive, default=20.0)
     cap.add_argument("--step-s", type=_positive, default=8.0, help="seconds per step")
     cap.add_argument("--slo-dir", type=Path, default=SLO_DIR, help="holds <model>.yaml with p99 targets")

@@ -40,8 +40,7 @@ BIN = Path(sys.executable).parent
 # model name -> how to make it when the benchmark repository lacks it
 MODELS: dict[str, list[str]] = {
     "fraud": ["--arch", "mlp", "--dataset", "demo:fraud"],
-    "encoder": ["--arch", "transformer", "--dataset", "demo:sequences", "--rows", "512",
-                "--epochs", "1"],
+    "encoder": ["--arch", "transformer", "--dataset", "demo:sequences", "--rows", "512", "--epochs", "1"],
 }
 
 
@@ -78,10 +77,22 @@ def prepare_repository(repo: Path, models: list[str]) -> None:
         if (repo / name).is_dir() and any((repo / name).iterdir()):
             continue
         print(f"== training and exporting {name!r} into {repo}", flush=True)
-        subprocess.run([str(BIN / "hotserve"), "train", "--name", name, "--quiet",
-                        "--checkpoints", str(checkpoints), *MODELS[name]], check=True)
-        subprocess.run([str(BIN / "hotserve"), "export", str(checkpoints / name),
-                        "--repository", str(repo)], check=True)
+        subprocess.run(
+            [
+                str(BIN / "hotserve"),
+                "train",
+                "--name",
+                name,
+                "--quiet",
+                "--checkpoints",
+                str(checkpoints),
+                *MODELS[name],
+            ],
+            check=True,
+        )
+        subprocess.run(
+            [str(BIN / "hotserve"), "export", str(checkpoints / name), "--repository", str(repo)], check=True
+        )
 
 
 def latest_version_dir(repo: Path, name: str) -> Path:
@@ -97,9 +108,7 @@ def without_batching(repo: Path, models: list[str], dest: Path) -> Path:
         out.mkdir(parents=True)
         shutil.copy2(src / ONNX_FILENAME, out / ONNX_FILENAME)
         manifest = ModelManifest.read(src)
-        manifest.model_copy(
-            update={"batching": manifest.batching.model_copy(update={"enabled": False})}
-        ).write(out)
+        manifest.model_copy(update={"batching": manifest.batching.model_copy(update={"enabled": False})}).write(out)
     return dest
 
 
@@ -130,10 +139,12 @@ def bodies(manifest: ModelManifest, rows: int) -> dict[str, tuple[bytes, str, in
     tensor = {"name": spec.name, "datatype": spec.datatype, "shape": list(data.shape)}
     as_json = json.dumps({"inputs": [{**tensor, "data": data.ravel().tolist()}]}).encode()
     raw = data.astype(np.float32).tobytes()
-    header = json.dumps({
-        "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
-        "outputs": [{"name": output, "parameters": {"binary_data": True}}],
-    }).encode()
+    header = json.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+            "outputs": [{"name": output, "parameters": {"binary_data": True}}],
+        }
+    ).encode()
     return {
         "json": (as_json, "application/json", None),
         "binary": (header + raw, "application/octet-stream", len(header)),
@@ -155,7 +166,7 @@ def batch_stats(url: str, model: str) -> tuple[float, float]:
         text = r.read().decode()
     total = count = 0.0
     for line in text.splitlines():
-        m = re.match(r'hotserve_batch_size_(sum|count)\{([^}]*)\} (\S+)', line)
+        m = re.match(r"hotserve_batch_size_(sum|count)\{([^}]*)\} (\S+)", line)
         if m and f'model="{model}"' in m.group(2):
             if m.group(1) == "sum":
                 total += float(m.group(3))
@@ -167,22 +178,32 @@ def batch_stats(url: str, model: str) -> tuple[float, float]:
 # --- load ------------------------------------------------------------------------------------
 
 
-def run_wrk(url: str, body: bytes, content_type: str, header_length: int | None,
-            clients: int, duration_s: int, workdir: Path) -> dict[str, float]:
+def run_wrk(
+    url: str, body: bytes, content_type: str, header_length: int | None, clients: int, duration_s: int, workdir: Path
+) -> dict[str, float]:
     body_file = workdir / "body.bin"
     body_file.write_bytes(body)
-    env = {**os.environ, "WRK_BODY": str(body_file), "WRK_CONTENT_TYPE": content_type,
-           "WRK_HEADER_LENGTH": "" if header_length is None else str(header_length)}
-    cmd = ["wrk", "-t1", f"-c{clients}", f"-d{duration_s}s", "--timeout", "10s",
-           "-s", str(LUA_SCRIPT), url]
+    env = {
+        **os.environ,
+        "WRK_BODY": str(body_file),
+        "WRK_CONTENT_TYPE": content_type,
+        "WRK_HEADER_LENGTH": "" if header_length is None else str(header_length),
+    }
+    cmd = ["wrk", "-t1", f"-c{clients}", f"-d{duration_s}s", "--timeout", "10s", "-s", str(LUA_SCRIPT), url]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK_JSON "))
     stats: dict[str, float] = json.loads(line.removeprefix("WRK_JSON "))
     return stats
 
 
-def measure(urls: dict[str, str], manifest: ModelManifest, protocols: list[str],
-            clients_list: list[int], duration_s: int, workdir: Path) -> list[LoadResult]:
+def measure(
+    urls: dict[str, str],
+    manifest: ModelManifest,
+    protocols: list[str],
+    clients_list: list[int],
+    duration_s: int,
+    workdir: Path,
+) -> list[LoadResult]:
     """wrk against every server in `urls` (mode -> base URL), cell by cell, modes interleaved so
     that drift in the machine's speed during the run does not favour one mode."""
     results = []
@@ -199,28 +220,39 @@ def measure(urls: dict[str, str], manifest: ModelManifest, protocols: list[str],
                 after = batch_stats(url, manifest.name)
                 batches = after[1] - before[1]
                 rps = w["requests"] / (w["duration_us"] / 1e6)
-                errors = int(w["status_errors"] + w["connect_errors"] + w["read_errors"]
-                             + w["write_errors"] + w["timeouts"])
+                errors = int(
+                    w["status_errors"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]
+                )
                 result = LoadResult(
-                    model=manifest.name, mode=mode, protocol=protocol, clients=clients,
-                    rows_per_request=1, requests_per_s=rps, rows_per_s=rps,
-                    p50_ms=w["p50_us"] / 1000, p99_ms=w["p99_us"] / 1000,
+                    model=manifest.name,
+                    mode=mode,
+                    protocol=protocol,
+                    clients=clients,
+                    rows_per_request=1,
+                    requests_per_s=rps,
+                    rows_per_s=rps,
+                    p50_ms=w["p50_us"] / 1000,
+                    p99_ms=w["p99_us"] / 1000,
                     mean_batch_rows=(after[0] - before[0]) / batches if batches else 0.0,
-                    errors=errors)
-                print(f"   {mode:12s} {protocol:6s} c={clients:<3d} {rps:9.0f} req/s  "
-                      f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-                      f"batch {result.mean_batch_rows:5.1f}  errors {errors}", flush=True)
+                    errors=errors,
+                )
+                print(
+                    f"   {mode:12s} {protocol:6s} c={clients:<3d} {rps:9.0f} req/s  "
+                    f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                    f"batch {result.mean_batch_rows:5.1f}  errors {errors}",
+                    flush=True,
+                )
                 results.append(result)
     return results
 
 
-def inprocess_ceiling(version_dir: Path, manifest: ModelManifest, duration_s: float,
-                      batch_sizes: list[int]) -> list[Ceiling]:
+def inprocess_ceiling(
+    version_dir: Path, manifest: ModelManifest, duration_s: float, batch_sizes: list[int]
+) -> list[Ceiling]:
     """rows/s of a plain onnxruntime session called in a loop, per batch size."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(version_dir / ONNX_FILENAME),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(version_dir / ONNX_FILENAME), providers=["CPUExecutionProvider"])
     out = []
     for batch in batch_sizes:
         feed = {manifest.inputs[0].name: example_rows(manifest, batch)}
@@ -245,8 +277,7 @@ def summary_lines(results: list[LoadResult], ceilings: list[Ceiling]) -> list[st
     """The issue's targets as ratios measured in this run."""
     lines = []
     for model in sorted({r.model for r in results}):
-        best = max((c for c in ceilings if c.model == model), key=lambda c: c.rows_per_s,
-                   default=None)
+        best = max((c for c in ceilings if c.model == model), key=lambda c: c.rows_per_s, default=None)
         top_c = max(r.clients for r in results if r.model == model)
         for protocol in ("json", "binary"):
             on = _find(results, model=model, mode="batching", protocol=protocol, clients=top_c)
@@ -256,31 +287,37 @@ def summary_lines(results: list[LoadResult], ceilings: list[Ceiling]) -> list[st
                     f"- `{model}` {protocol}, {top_c} clients: batching gives "
                     f"{on.requests_per_s / off.requests_per_s:.2f}x the throughput of batching off "
                     f"({on.requests_per_s:.0f} vs {off.requests_per_s:.0f} req/s); p99 "
-                    f"{on.p99_ms:.1f} ms vs {off.p99_ms:.1f} ms")
-            served = [r for r in results if r.model == model and r.mode == "batching"
-                      and r.protocol == protocol]
+                    f"{on.p99_ms:.1f} ms vs {off.p99_ms:.1f} ms"
+                )
+            served = [r for r in results if r.model == model and r.mode == "batching" and r.protocol == protocol]
             if best and served:
                 top = max(served, key=lambda r: r.rows_per_s)
                 lines.append(
                     f"- `{model}` {protocol}: best served {top.rows_per_s:.0f} rows/s "
                     f"({top.clients} clients) = {top.rows_per_s / best.rows_per_s:.1%} of in-process "
-                    f"onnxruntime's best {best.rows_per_s:.0f} rows/s (batch {best.batch_size})")
+                    f"onnxruntime's best {best.rows_per_s:.0f} rows/s (batch {best.batch_size})"
+                )
         on1 = _find(results, model=model, mode="batching", protocol="json", clients=1)
         off1 = _find(results, model=model, mode="no batching", protocol="json", clients=1)
         if on1 and off1:
-            lines.append(f"- `{model}` json, 1 client: p50 {on1.p50_ms:.3f} ms with batching vs "
-                         f"{off1.p50_ms:.3f} ms without ({(on1.p50_ms - off1.p50_ms):+.3f} ms)")
+            lines.append(
+                f"- `{model}` json, 1 client: p50 {on1.p50_ms:.3f} ms with batching vs "
+                f"{off1.p50_ms:.3f} ms without ({(on1.p50_ms - off1.p50_ms):+.3f} ms)"
+            )
         js = _find(results, model=model, mode="batching", protocol="json", clients=top_c)
         bn = _find(results, model=model, mode="batching", protocol="binary", clients=top_c)
         if js and bn and js.requests_per_s:
-            lines.append(f"- `{model}` {top_c} clients: binary/JSON throughput "
-                         f"{bn.requests_per_s / js.requests_per_s:.2f}x "
-                         f"({bn.requests_per_s:.0f} vs {js.requests_per_s:.0f} req/s)")
+            lines.append(
+                f"- `{model}` {top_c} clients: binary/JSON throughput "
+                f"{bn.requests_per_s / js.requests_per_s:.2f}x "
+                f"({bn.requests_per_s:.0f} vs {js.requests_per_s:.0f} req/s)"
+            )
     return lines
 
 
-def write_report(path: Path, results: list[LoadResult], ceilings: list[Ceiling],
-                 args: argparse.Namespace, started: str) -> None:
+def write_report(
+    path: Path, results: list[LoadResult], ceilings: list[Ceiling], args: argparse.Namespace, started: str
+) -> None:
     lines = [
         "# Benchmarks",
         "",
@@ -308,16 +345,18 @@ def write_report(path: Path, results: list[LoadResult], ceilings: list[Ceiling],
         "",
         "| model | batch | rows/s | ms per batch |",
         "|---|---:|---:|---:|",
-        *(f"| {c.model} | {c.batch_size} | {c.rows_per_s:.0f} | {c.ms_per_batch:.2f} |"
-          for c in ceilings),
+        *(f"| {c.model} | {c.batch_size} | {c.rows_per_s:.0f} | {c.ms_per_batch:.2f} |" for c in ceilings),
         "",
         "## Server",
         "",
         "| model | mode | protocol | clients | req/s | rows/s | p50 ms | p99 ms | mean batch | errors |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-        *(f"| {r.model} | {r.mode} | {r.protocol} | {r.clients} | {r.requests_per_s:.0f} | "
-          f"{r.rows_per_s:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.mean_batch_rows:.1f} | "
-          f"{r.errors} |" for r in results),
+        *(
+            f"| {r.model} | {r.mode} | {r.protocol} | {r.clients} | {r.requests_per_s:.0f} | "
+            f"{r.rows_per_s:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.mean_batch_rows:.1f} | "
+            f"{r.errors} |"
+            for r in results
+        ),
         "",
     ]
     path.write_text("\n".join(lines))
@@ -325,8 +364,12 @@ def write_report(path: Path, results: list[LoadResult], ceilings: list[Ceiling],
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repository", type=Path, default=RESULTS / "repository",
-                        help="model repository (missing models are trained and exported into it)")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=RESULTS / "repository",
+        help="model repository (missing models are trained and exported into it)",
+    )
     parser.add_argument("--models", default="fraud,encoder")
     parser.add_argument("--clients", default="1,8,32,64")
     parser.add_argument("--protocols", default="json,binary")
@@ -353,18 +396,27 @@ def main(argv: list[str] | None = None) -> int:
             version_dir = latest_version_dir(args.repository, name)
             manifest = ModelManifest.read(version_dir)
             print(f"== {name} v{manifest.version}", flush=True)
-            ceilings += inprocess_ceiling(version_dir, manifest, min(args.duration, 3.0),
-                                          [int(b) for b in args.batch_sizes.split(",")])
-            with serving(args.repository, RESULTS / f"server-{name}-batching.log") as on, \
-                    serving(off_repo, RESULTS / f"server-{name}-no-batching.log") as off:
-                results += measure({"batching": on.base_url, "no batching": off.base_url}, manifest,
-                                   protocols, clients, args.duration, work)
+            ceilings += inprocess_ceiling(
+                version_dir, manifest, min(args.duration, 3.0), [int(b) for b in args.batch_sizes.split(",")]
+            )
+            with (
+                serving(args.repository, RESULTS / f"server-{name}-batching.log") as on,
+                serving(off_repo, RESULTS / f"server-{name}-no-batching.log") as off,
+            ):
+                results += measure(
+                    {"batching": on.base_url, "no batching": off.base_url},
+                    manifest,
+                    protocols,
+                    clients,
+                    args.duration,
+                    work,
+                )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(args.out, results, ceilings, args, started)
-    (RESULTS / "benchmark.json").write_text(json.dumps(
-        {"results": [asdict(r) for r in results], "ceilings": [asdict(c) for c in ceilings]},
-        indent=2))
+    (RESULTS / "benchmark.json").write_text(
+        json.dumps({"results": [asdict(r) for r in results], "ceilings": [asdict(c) for c in ceilings]}, indent=2)
+    )
     print("\n".join(["", *summary_lines(results, ceilings), "", f"wrote {args.out}"]))
     return 0
 

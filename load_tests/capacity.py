@@ -72,8 +72,15 @@ class Capacity:
         return next((s for s in self.steps if not s.meets), None)
 
 
-def judge(users: int, offered: float, span: PhaseSpan, recorder: Recorder, names: list[str],
-          target_ms: float, server_p99_ms: float | None) -> Step:
+def judge(
+    users: int,
+    offered: float,
+    span: PhaseSpan,
+    recorder: Recorder,
+    names: list[str],
+    target_ms: float,
+    server_p99_ms: float | None,
+) -> Step:
     window = recorder.window(names, span.settled + SETTLE_S, span.ended)
     seconds = span.ended - span.started
     cores = span.generator_cpu_s / seconds if seconds > 0 else 0.0
@@ -84,14 +91,27 @@ def judge(users: int, offered: float, span: PhaseSpan, recorder: Recorder, names
         missed.append(f"{window.failures} failed")
     if window.requests_per_s < MIN_ANSWERED * offered:
         who = "generator-bound" if cores >= GENERATOR_BOUND_CORES else "server saturated"
-        missed.append(f"answered {window.requests_per_s:.0f} of {offered:.0f} req/s offered ({who}, "
-                      f"generator {cores:.2f} cores)")
-    return Step(users, offered, window.requests_per_s, window.p50_ms, window.p99_ms, window.requests,
-                window.failures, round(cores, 2), server_p99_ms, not missed, "; ".join(missed))
+        missed.append(
+            f"answered {window.requests_per_s:.0f} of {offered:.0f} req/s offered ({who}, generator {cores:.2f} cores)"
+        )
+    return Step(
+        users,
+        offered,
+        window.requests_per_s,
+        window.p50_ms,
+        window.p99_ms,
+        window.requests,
+        window.failures,
+        round(cores, 2),
+        server_p99_ms,
+        not missed,
+        "; ".join(missed),
+    )
 
 
-def step_scenario(target: Target, scenario: str, rates: list[float], rate_per_user: float, step_s: float,
-                  target_ms: float, out: Path) -> Capacity:
+def step_scenario(
+    target: Target, scenario: str, rates: list[float], rate_per_user: float, step_s: float, target_ms: float, out: Path
+) -> Capacity:
     """Steps of rising offered rate until one misses the SLO."""
     recorder = Recorder()
     users = [max(1, math.ceil(rate / rate_per_user)) for rate in rates]
@@ -105,17 +125,33 @@ def step_scenario(target: Target, scenario: str, rates: list[float], rate_per_us
         if span.phase is phases[0]:
             return True
         server = server_latency(scraped[-2], scraped[-1]).get(protocol, {})
-        step = judge(span.phase.users, span.phase.users * rate_per_user, span, recorder, [scenario], target_ms,
-                     server.get("p99_ms"))
+        step = judge(
+            span.phase.users,
+            span.phase.users * rate_per_user,
+            span,
+            recorder,
+            [scenario],
+            target_ms,
+            server.get("p99_ms"),
+        )
         result.steps.append(step)
-        print(f"   {scenario:10s} {step.users:4d} users  offered {step.offered_rps:6.0f}  answered "
-              f"{step.achieved_rps:6.0f} req/s  p99 {report._ms(step.p99_ms):>7s} ms "
-              f"(server {report._ms(step.server_p99_ms)} ms)  "
-              f"{'meets' if step.meets else 'misses: ' + step.missed}", flush=True)
+        print(
+            f"   {scenario:10s} {step.users:4d} users  offered {step.offered_rps:6.0f}  answered "
+            f"{step.achieved_rps:6.0f} req/s  p99 {report._ms(step.p99_ms):>7s} ms "
+            f"(server {report._ms(step.server_p99_ms)} ms)  "
+            f"{'meets' if step.meets else 'misses: ' + step.missed}",
+            flush=True,
+        )
         return step.meets
 
-    run_load(target.host, prediction_users(target, {scenario: 1}, rate_per_user), phases, out / scenario,
-             recorder=recorder, keep_going=keep_going)
+    run_load(
+        target.host,
+        prediction_users(target, {scenario: 1}, rate_per_user),
+        phases,
+        out / scenario,
+        recorder=recorder,
+        keep_going=keep_going,
+    )
     return result
 
 
@@ -132,19 +168,34 @@ def capacity(args: argparse.Namespace) -> int:
             target = read_target(server.base_url, model, entities=args.entities, unknown_share=0.0)
             for scenario in args.scenarios.split(","):
                 if scenario not in slo.p99_ms or (scenario == V1_FEATURES and not target.v1_known):
-                    print(f"   {model}: {scenario} skipped ({'no p99 target in its SLO file' if scenario not in slo.p99_ms else 'no feature view'})")
+                    print(
+                        f"   {model}: {scenario} skipped ({'no p99 target in its SLO file' if scenario not in slo.p99_ms else 'no feature view'})"
+                    )
                     continue
-                results.append(step_scenario(target, scenario, rates, args.rate_per_user, args.step_s,
-                                             slo.p99_ms[scenario], out))
+                results.append(
+                    step_scenario(target, scenario, rates, args.rate_per_user, args.step_s, slo.p99_ms[scenario], out)
+                )
         finally:
             server.stop()
         mine = [r for r in results if r.model == model]
-        plots.step_load([plots.StepPoint(r.scenario, s.users, s.offered_rps, s.achieved_rps, s.p99_ms, s.failures)
-                         for r in mine for s in r.steps], {r.scenario: r.p99_target_ms for r in mine},
-                        out / "step_load.png", f"{model}: step load, throughput and p99 against concurrency")
+        plots.step_load(
+            [
+                plots.StepPoint(r.scenario, s.users, s.offered_rps, s.achieved_rps, s.p99_ms, s.failures)
+                for r in mine
+                for s in r.steps
+            ],
+            {r.scenario: r.p99_target_ms for r in mine},
+            out / "step_load.png",
+            f"{model}: step load, throughput and p99 against concurrency",
+        )
     command = "python -m load_tests " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
-    doc = {"command": command, "machine": started, "rate_per_user": args.rate_per_user, "step_s": args.step_s,
-           "results": [{**asdict(r), "capacity_rps": r.best.achieved_rps if r.best else None} for r in results]}
+    doc = {
+        "command": command,
+        "machine": started,
+        "rate_per_user": args.rate_per_user,
+        "step_s": args.step_s,
+        "results": [{**asdict(r), "capacity_rps": r.best.achieved_rps if r.best else None} for r in results],
+    }
     (args.out / "capacity.json").write_text(json.dumps(doc, indent=2))
     print("\n".join(table(results)))
     if args.docs:
@@ -153,17 +204,26 @@ def capacity(args: argparse.Namespace) -> int:
 
 
 def table(results: list[Capacity]) -> list[str]:
-    lines = ["| model | scenario | p99 SLO | highest rate meeting it | its p99 (server's) | generator cores there | "
-             "next step |", "|---|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "| model | scenario | p99 SLO | highest rate meeting it | its p99 (server's) | generator cores there | "
+        "next step |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for r in results:
         best, miss = r.best, r.first_miss
         rate = f"{best.achieved_rps:.0f} req/s ({best.users} users)" if best else "none of the steps"
-        beyond = (f"{miss.offered_rps:.0f} offered: {miss.missed}" if miss
-                  else f"not reached (every step met it; highest offered {r.steps[-1].offered_rps:.0f} req/s)"
-                  if r.steps else "–")
-        lines.append(f"| {r.model} | {r.scenario} | {r.p99_target_ms:g} ms | {rate} | "
-                     f"{f'{report._ms(best.p99_ms)} ms ({report._ms(best.server_p99_ms)})' if best else '–'} | "
-                     f"{f'{best.generator_cores:.2f}' if best else '–'} | {beyond} |")
+        beyond = (
+            f"{miss.offered_rps:.0f} offered: {miss.missed}"
+            if miss
+            else f"not reached (every step met it; highest offered {r.steps[-1].offered_rps:.0f} req/s)"
+            if r.steps
+            else "–"
+        )
+        lines.append(
+            f"| {r.model} | {r.scenario} | {r.p99_target_ms:g} ms | {rate} | "
+            f"{f'{report._ms(best.p99_ms)} ms ({report._ms(best.server_p99_ms)})' if best else '–'} | "
+            f"{f'{best.generator_cores:.2f}' if best else '–'} | {beyond} |"
+        )
     return lines
 
 
@@ -177,27 +237,32 @@ def publish(doc: dict[str, Any], results: list[Capacity], args: argparse.Namespa
         links.append(f"![{model} step load](loadtest/capacity_{model}.png)")
     (folder / "capacity.json").write_text(json.dumps(doc, indent=2))
     m = doc["machine"]
-    replace_section(args.docs, START, END, [
+    replace_section(
+        args.docs,
         START,
-        "## Capacity (locust step load: the highest rate that meets each scenario's p99 SLO)",
-        "",
-        f"Measured {m['date']} on {m['host']}: {m['cores']} cores ({m['cpu']}), load average "
-        f"{m['load_average'][0]} at the start; locust {m['locust']}, one generator process on the same cores "
-        "as the server. Produced by:",
-        "",
-        "```bash",
-        doc["command"],
-        "```",
-        "",
-        f"Each step runs {args.step_s:g} s (its first {SETTLE_S:g} s not measured) with users pacing themselves to "
-        f"{args.rate_per_user:g} req/s each, one row per request; a step meets the SLO when its p99 is within "
-        f"the target (from `load_tests/slo/<model>.yaml`), nothing failed and at least {MIN_ANSWERED:.0%} of "
-        "the offered rate was answered. Stepping stops at the first miss.",
-        "",
-        *table(results),
-        "",
-        *links,
-        "",
-        "Every step: [loadtest/capacity.json](loadtest/capacity.json).",
         END,
-    ])
+        [
+            START,
+            "## Capacity (locust step load: the highest rate that meets each scenario's p99 SLO)",
+            "",
+            f"Measured {m['date']} on {m['host']}: {m['cores']} cores ({m['cpu']}), load average "
+            f"{m['load_average'][0]} at the start; locust {m['locust']}, one generator process on the same cores "
+            "as the server. Produced by:",
+            "",
+            "```bash",
+            doc["command"],
+            "```",
+            "",
+            f"Each step runs {args.step_s:g} s (its first {SETTLE_S:g} s not measured) with users pacing themselves to "
+            f"{args.rate_per_user:g} req/s each, one row per request; a step meets the SLO when its p99 is within "
+            f"the target (from `load_tests/slo/<model>.yaml`), nothing failed and at least {MIN_ANSWERED:.0%} of "
+            "the offered rate was answered. Stepping stops at the first miss.",
+            "",
+            *table(results),
+            "",
+            *links,
+            "",
+            "Every step: [loadtest/capacity.json](loadtest/capacity.json).",
+            END,
+        ],
+    )

@@ -62,13 +62,14 @@ def v2_json(status: int, body: bytes, model: str, outputs: list[str], rows: int,
     for output in _outputs(doc, outputs, rows):
         data = output.get("data")
         if not isinstance(data, list) or len(data) != math.prod(output["shape"]):
-            raise WrongAnswer(f"output {output['name']}: {len(data) if isinstance(data, list) else data!r} "
-                              f"values for shape {output['shape']}")
+            raise WrongAnswer(
+                f"output {output['name']}: {len(data) if isinstance(data, list) else data!r} "
+                f"values for shape {output['shape']}"
+            )
     return version
 
 
-def v2_binary(status: int, headers: Mapping[str, str], body: bytes, model: str, outputs: list[str],
-              rows: int) -> str:
+def v2_binary(status: int, headers: Mapping[str, str], body: bytes, model: str, outputs: list[str], rows: int) -> str:
     """A v2 binary answer: 200, a JSON header of the length `Inference-Header-Content-Length` says,
     every output as raw bytes whose size matches its shape and datatype; returns the version."""
     _status(status, body)
@@ -99,8 +100,9 @@ def v1_predictions(status: int, body: bytes, model: str, rows: int) -> str:
     version = _version(doc, model)
     predictions = doc.get("predictions")
     if not isinstance(predictions, list) or len(predictions) != rows:
-        raise WrongAnswer(f"{len(predictions) if isinstance(predictions, list) else predictions!r} predictions "
-                          f"for {rows} records")
+        raise WrongAnswer(
+            f"{len(predictions) if isinstance(predictions, list) else predictions!r} predictions for {rows} records"
+        )
     return version
 
 

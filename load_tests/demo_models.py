@@ -23,17 +23,31 @@ def demo_repository(repository: Path, model: str, versions: int) -> list[int]:
     if model not in MODELS:
         found = model_versions(repository / model)
         if not found:
-            raise SystemExit(f"{repository}/{model}: no versions, and {model!r} is not a demo model "
-                             f"({', '.join(MODELS)}) that could be trained")
+            raise SystemExit(
+                f"{repository}/{model}: no versions, and {model!r} is not a demo model "
+                f"({', '.join(MODELS)}) that could be trained"
+            )
         return found
     prepare_repository(repository, [model])
     checkpoints = repository.parent / "checkpoints"
     while len(model_versions(repository / model)) < versions:
         print(f"== training and exporting another version of {model!r} into {repository}", flush=True)
-        subprocess.run([str(BIN / "hotserve"), "train", "--name", model, "--quiet",
-                        "--checkpoints", str(checkpoints), *MODELS[model]], check=True)
-        subprocess.run([str(BIN / "hotserve"), "export", str(checkpoints / model),
-                        "--repository", str(repository)], check=True)
+        subprocess.run(
+            [
+                str(BIN / "hotserve"),
+                "train",
+                "--name",
+                model,
+                "--quiet",
+                "--checkpoints",
+                str(checkpoints),
+                *MODELS[model],
+            ],
+            check=True,
+        )
+        subprocess.run(
+            [str(BIN / "hotserve"), "export", str(checkpoints / model), "--repository", str(repository)], check=True
+        )
     return model_versions(repository / model)
 
 

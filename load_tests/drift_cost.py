@@ -1,12 +1,12 @@
 """What drift monitoring costs: the server with drift sampling on vs off, in one run, plus the parts.
 
-  * in process: one `VersionDrift.record` (the batcher's per-batch hook, on the event loop) per batch
-    size, and one `compute()` over a full window (on a worker thread, every HOTSERVE_DRIFT_INTERVAL_S);
-  * two `hotserve serve` processes on the demo fraud model, `HOTSERVE_DRIFT_ENABLED` true and false,
-    driven by wrk cell by cell, alternating, with v2 JSON bodies of one row.
+* in process: one `VersionDrift.record` (the batcher's per-batch hook, on the event loop) per batch
+  size, and one `compute()` over a full window (on a worker thread, every HOTSERVE_DRIFT_INTERVAL_S);
+* two `hotserve serve` processes on the demo fraud model, `HOTSERVE_DRIFT_ENABLED` true and false,
+  driven by wrk cell by cell, alternating, with v2 JSON bodies of one row.
 
-    python -m load_tests.drift_cost                      # 1 and 64 clients, 8 s a cell
-    python -m load_tests.drift_cost --duration 3 --clients 64
+  python -m load_tests.drift_cost                      # 1 and 64 clients, 8 s a cell
+  python -m load_tests.drift_cost --duration 3 --clients 64
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ def compute_cost_ms(manifest: ModelManifest, repeats: int = 20) -> float:
     drift = DriftMonitor(DriftConfig()).track(manifest)
     assert drift is not None and drift.plan.feature_input and drift.plan.prediction_output
     rows = drift.window.capacity
-    drift.record({drift.plan.feature_input: example_rows(manifest, rows)},
-                 {drift.plan.prediction_output: np.random.default_rng(0).random((rows, 1), dtype=np.float32)})
+    drift.record(
+        {drift.plan.feature_input: example_rows(manifest, rows)},
+        {drift.plan.prediction_output: np.random.default_rng(0).random((rows, 1), dtype=np.float32)},
+    )
     started = time.perf_counter()
     for _ in range(repeats):
         drift.compute()
@@ -100,23 +102,41 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compute() over a full window of {DriftConfig().window_rows} rows: {compute_ms:.1f} ms")
 
     results: list[LoadResult] = []
-    with tempfile.TemporaryDirectory() as tmp, \
-            serving(args.repository, RESULTS / "server-drift-on.log") as on, \
-            _drift_off(), serving(args.repository, RESULTS / "server-drift-off.log") as off:
-        results = measure({"drift on": on.base_url, "drift off": off.base_url}, manifest, ["json"],
-                          [int(c) for c in args.clients.split(",")], args.duration, Path(tmp))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serving(args.repository, RESULTS / "server-drift-on.log") as on,
+        _drift_off(),
+        serving(args.repository, RESULTS / "server-drift-off.log") as off,
+    ):
+        results = measure(
+            {"drift on": on.base_url, "drift off": off.base_url},
+            manifest,
+            ["json"],
+            [int(c) for c in args.clients.split(",")],
+            args.duration,
+            Path(tmp),
+        )
     lines = []
     for clients in sorted({r.clients for r in results}):
         with_drift = next(r for r in results if r.clients == clients and r.mode == "drift on")
         without = next(r for r in results if r.clients == clients and r.mode == "drift off")
-        lines.append(f"- {clients} clients: {with_drift.requests_per_s:.0f} req/s with drift, "
-                     f"{without.requests_per_s:.0f} without ({with_drift.requests_per_s / without.requests_per_s - 1:+.1%}); "
-                     f"p50 {with_drift.p50_ms:.2f} vs {without.p50_ms:.2f} ms, p99 {with_drift.p99_ms:.2f} vs "
-                     f"{without.p99_ms:.2f} ms; mean batch {with_drift.mean_batch_rows:.1f} vs {without.mean_batch_rows:.1f}")
+        lines.append(
+            f"- {clients} clients: {with_drift.requests_per_s:.0f} req/s with drift, "
+            f"{without.requests_per_s:.0f} without ({with_drift.requests_per_s / without.requests_per_s - 1:+.1%}); "
+            f"p50 {with_drift.p50_ms:.2f} vs {without.p50_ms:.2f} ms, p99 {with_drift.p99_ms:.2f} vs "
+            f"{without.p99_ms:.2f} ms; mean batch {with_drift.mean_batch_rows:.1f} vs {without.mean_batch_rows:.1f}"
+        )
     print("\n".join(lines))
-    (RESULTS / "drift_cost.json").write_text(json.dumps({
-        "record_us_by_batch_rows": record_us, "compute_ms_full_window": compute_ms,
-        "results": [asdict(r) for r in results]}, indent=2))
+    (RESULTS / "drift_cost.json").write_text(
+        json.dumps(
+            {
+                "record_us_by_batch_rows": record_us,
+                "compute_ms_full_window": compute_ms,
+                "results": [asdict(r) for r in results],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

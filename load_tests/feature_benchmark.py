@@ -65,10 +65,13 @@ def feature_repository(source_repo: Path, dest: Path) -> tuple[FeatureView, list
     spec = manifest.features
     if spec is None or spec.entity_key is None:
         raise SystemExit(f"{version}: the demo model has no feature spec")
-    view = FeatureView(name="bench", entity_key=spec.entity_key,
-                       features=[StoredFeature(name=name) for name in spec.store_features])
-    for name, features in (("fraud_joined", spec.model_copy(update={"view": view})),
-                           ("fraud_inline", spec.model_copy(update={"view": None}))):
+    view = FeatureView(
+        name="bench", entity_key=spec.entity_key, features=[StoredFeature(name=name) for name in spec.store_features]
+    )
+    for name, features in (
+        ("fraud_joined", spec.model_copy(update={"view": view})),
+        ("fraud_inline", spec.model_copy(update={"view": None})),
+    ):
         out = dest / name / "1"
         out.mkdir(parents=True)
         shutil.copy2(version / ONNX_FILENAME, out / ONNX_FILENAME)
@@ -106,8 +109,10 @@ async def store_rows(redis_url: str, view: FeatureView, writes: list[Any]) -> No
 def redis_server(port: int) -> Iterator[str]:
     import subprocess
 
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         import redis
 
@@ -143,9 +148,13 @@ def env(**values: str) -> Iterator[None]:
 def wrk(url: str, bodies_file: Path, clients: int, duration_s: int) -> dict[str, float]:
     import subprocess
 
-    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{duration_s}s", "--timeout", "10s",
-                          "-s", str(LUA_SCRIPT), url], env={**os.environ, "WRK_BODIES": str(bodies_file)},
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{clients}", f"-d{duration_s}s", "--timeout", "10s", "-s", str(LUA_SCRIPT), url],
+        env={**os.environ, "WRK_BODIES": str(bodies_file)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("WRK_JSON "))
     return dict(json.loads(line.removeprefix("WRK_JSON ")))
 
@@ -161,8 +170,12 @@ def lookup_buckets(url: str) -> dict[float, float]:
     """Cumulative counts of the server's feature lookup duration histogram, by upper bound (s)."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return {float("inf") if le == "+Inf" else float(le): float(count) for le, count in re.findall(
-        r'hotserve_feature_lookup_duration_seconds_bucket\{le="([^"]+)",view="bench:v1"\} (\S+)', text)}
+    return {
+        float("inf") if le == "+Inf" else float(le): float(count)
+        for le, count in re.findall(
+            r'hotserve_feature_lookup_duration_seconds_bucket\{le="([^"]+)",view="bench:v1"\} (\S+)', text
+        )
+    }
 
 
 def quantile_bound_ms(before: dict[float, float], after: dict[float, float], q: float) -> float:
@@ -183,18 +196,22 @@ def report(cells: list[Cell], args: argparse.Namespace, started: str) -> list[st
         for clients in sorted({c.clients for c in cells}):
             inline, joined = find(server, "inline", clients), find(server, "joined", clients)
             added50, added99 = joined.p50_ms - inline.p50_ms, joined.p99_ms - inline.p99_ms
-            rows.append(f"| {server} | {clients} | {inline.requests_per_s:.0f} | {joined.requests_per_s:.0f} | "
-                        f"{inline.p50_ms:.2f} | {joined.p50_ms:.2f} | {added50:+.2f} | {inline.p99_ms:.2f} | "
-                        f"{joined.p99_ms:.2f} | {added99:+.2f} | <= {joined.lookup_p50_ms:g} | "
-                        f"<= {joined.lookup_p99_ms:g} | {joined.keys_per_round_trip:.1f} | "
-                        f"{inline.errors + joined.errors} |")
+            rows.append(
+                f"| {server} | {clients} | {inline.requests_per_s:.0f} | {joined.requests_per_s:.0f} | "
+                f"{inline.p50_ms:.2f} | {joined.p50_ms:.2f} | {added50:+.2f} | {inline.p99_ms:.2f} | "
+                f"{joined.p99_ms:.2f} | {added99:+.2f} | <= {joined.lookup_p50_ms:g} | "
+                f"<= {joined.lookup_p99_ms:g} | {joined.keys_per_round_trip:.1f} | "
+                f"{inline.errors + joined.errors} |"
+            )
             if clients == max(c.clients for c in cells):
                 goal = 1.0 if server == "warm" else 3.0
                 verdict = "meets" if added99 <= goal else "misses"
-                summary.append(f"- cache {server}, {clients} clients: end to end the join adds {added99:+.2f} ms at "
-                               f"the p99 ({added50:+.2f} ms at the p50; goal <= {goal:g} ms: {verdict} it); "
-                               f"inside the server requests waited <= {joined.lookup_p99_ms:g} ms for their "
-                               f"features at the p99 (<= {joined.lookup_p50_ms:g} ms at the p50)")
+                summary.append(
+                    f"- cache {server}, {clients} clients: end to end the join adds {added99:+.2f} ms at "
+                    f"the p99 ({added50:+.2f} ms at the p50; goal <= {goal:g} ms: {verdict} it); "
+                    f"inside the server requests waited <= {joined.lookup_p99_ms:g} ms for their "
+                    f"features at the p99 (<= {joined.lookup_p50_ms:g} ms at the p50)"
+                )
     return [
         START,
         "## Feature join (v1 with stored features vs the same requests with every feature inline)",
@@ -226,8 +243,12 @@ def report(cells: list[Cell], args: argparse.Namespace, started: str) -> list[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--repository", type=Path, default=RESULTS / "repository",
-                        help="model repository holding the demo fraud model (trained and exported if missing)")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=RESULTS / "repository",
+        help="model repository holding the demo fraud model (trained and exported if missing)",
+    )
     parser.add_argument("--clients", default="1,64")
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -246,10 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         joined_file, inline_file, writes = bodies(view, request_features, work)
         asyncio.run(store_rows(redis_url, view, writes))
         common = {"HOTSERVE_REDIS_URL": redis_url, "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider"}
-        with env(**common, HOTSERVE_FEATURE_CACHE_SIZE="100000", HOTSERVE_FEATURE_CACHE_TTL_S="3600"), \
-                serving(work / "repository", RESULTS / "server-features-warm.log") as warm, \
-                env(**common, HOTSERVE_FEATURE_CACHE_SIZE="0"), \
-                serving(work / "repository", RESULTS / "server-features-cold.log") as cold:
+        with (
+            env(**common, HOTSERVE_FEATURE_CACHE_SIZE="100000", HOTSERVE_FEATURE_CACHE_TTL_S="3600"),
+            serving(work / "repository", RESULTS / "server-features-warm.log") as warm,
+            env(**common, HOTSERVE_FEATURE_CACHE_SIZE="0"),
+            serving(work / "repository", RESULTS / "server-features-cold.log") as cold,
+        ):
             servers = {"warm": warm.base_url, "cold": cold.base_url}
             files = {"joined": joined_file, "inline": inline_file}
             for url in servers.values():  # fill the warm cache, warm connections and allocators
@@ -262,22 +285,37 @@ def main(argv: list[str] | None = None) -> int:
                         w = wrk(f"{url}/v1/models/fraud_{kind}:predict", file, clients, args.duration)
                         after, buckets_after = keys_per_round_trip(url), lookup_buckets(url)
                         trips = after[1] - before[1]
-                        errors = int(w["status_errors"] + w["connect_errors"] + w["read_errors"]
-                                     + w["write_errors"] + w["timeouts"])
-                        cell = Cell(server, kind, clients, w["requests"] / (w["duration_us"] / 1e6),
-                                    w["p50_us"] / 1000, w["p99_us"] / 1000, errors,
-                                    (after[0] - before[0]) / trips if trips else 0.0,
-                                    quantile_bound_ms(buckets_before, buckets_after, 0.5),
-                                    quantile_bound_ms(buckets_before, buckets_after, 0.99))
-                        print(f"   {server:4s} {kind:6s} c={clients:<3d} {cell.requests_per_s:8.0f} req/s  "
-                              f"p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms  "
-                              f"keys/trip {cell.keys_per_round_trip:5.1f}  lookup p99 <= {cell.lookup_p99_ms} ms  "
-                              f"errors {errors}", flush=True)
+                        errors = int(
+                            w["status_errors"]
+                            + w["connect_errors"]
+                            + w["read_errors"]
+                            + w["write_errors"]
+                            + w["timeouts"]
+                        )
+                        cell = Cell(
+                            server,
+                            kind,
+                            clients,
+                            w["requests"] / (w["duration_us"] / 1e6),
+                            w["p50_us"] / 1000,
+                            w["p99_us"] / 1000,
+                            errors,
+                            (after[0] - before[0]) / trips if trips else 0.0,
+                            quantile_bound_ms(buckets_before, buckets_after, 0.5),
+                            quantile_bound_ms(buckets_before, buckets_after, 0.99),
+                        )
+                        print(
+                            f"   {server:4s} {kind:6s} c={clients:<3d} {cell.requests_per_s:8.0f} req/s  "
+                            f"p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms  "
+                            f"keys/trip {cell.keys_per_round_trip:5.1f}  lookup p99 <= {cell.lookup_p99_ms} ms  "
+                            f"errors {errors}",
+                            flush=True,
+                        )
                         cells.append(cell)
     lines = report(cells, args, started)
     replace_section(args.out, START, END, lines)
     (RESULTS / "feature_benchmark.json").write_text(json.dumps([c.__dict__ for c in cells], indent=2))
-    print("\n".join(["", *lines[lines.index("") + 1:], f"wrote {args.out}"]))
+    print("\n".join(["", *lines[lines.index("") + 1 :], f"wrote {args.out}"]))
     return 0
 
 

@@ -54,9 +54,15 @@ class LoadRun:
     files: dict[str, Path]
 
 
-def run_load(host: str, user_classes: list[type[User]], phases: list[Phase], out_dir: Path,
-             prefix: str = "locust", recorder: Recorder | None = None,
-             keep_going: Callable[[PhaseSpan], bool] | None = None) -> LoadRun:
+def run_load(
+    host: str,
+    user_classes: list[type[User]],
+    phases: list[Phase],
+    out_dir: Path,
+    prefix: str = "locust",
+    recorder: Recorder | None = None,
+    keep_going: Callable[[PhaseSpan], bool] | None = None,
+) -> LoadRun:
     """Run `phases` one after another (users changed in place between them; `keep_going` may end
     the run after any phase), then stop every user.
     Writes `<prefix>_stats.csv`, `_stats_history.csv`, `_failures.csv`, `_exceptions.csv` and
@@ -68,7 +74,10 @@ def run_load(host: str, user_classes: list[type[User]], phases: list[Phase], out
     runner = environment.create_local_runner()
     base = str(out_dir / prefix)
     csv_writer = StatsCSVFileWriter(environment, PERCENTILES_TO_REPORT, base, full_history=True)
-    background: list[gevent.Greenlet[..., object]] = [gevent.spawn(csv_writer.stats_writer), gevent.spawn(stats_history, runner)]
+    background: list[gevent.Greenlet[..., object]] = [
+        gevent.spawn(csv_writer.stats_writer),
+        gevent.spawn(stats_history, runner),
+    ]
     process = psutil.Process()
     cpu_before, wall_before = sum(process.cpu_times()[:2]), time.monotonic()
     spans = []
@@ -91,8 +100,9 @@ def run_load(host: str, user_classes: list[type[User]], phases: list[Phase], out
     wall_s = time.monotonic() - wall_before
     csv_writer.close_files()
     files = _final_reports(environment, base)
-    errors = [f"{e['count']}x {e['msg']} ({e['traceback'].strip().splitlines()[-1]})"
-              for e in runner.exceptions.values()]
+    errors = [
+        f"{e['count']}x {e['msg']} ({e['traceback'].strip().splitlines()[-1]})" for e in runner.exceptions.values()
+    ]
     return LoadRun(environment, recorder, spans, cpu_s, wall_s, errors, files)
 
 
@@ -100,11 +110,18 @@ def _final_reports(environment: Environment, base: str) -> dict[str, Path]:
     """Locust's CSV writer runs once a second and misses the end of the run: write the totals
     again now that every request is counted, and the HTML report."""
     writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
-    files = {"stats_csv": Path(f"{base}_stats.csv"), "failures_csv": Path(f"{base}_failures.csv"),
-             "exceptions_csv": Path(f"{base}_exceptions.csv"), "history_csv": Path(f"{base}_stats_history.csv"),
-             "html": Path(f"{base}.html")}
-    for key, write in (("stats_csv", writer.requests_csv), ("failures_csv", writer.failures_csv),
-                       ("exceptions_csv", writer.exceptions_csv)):
+    files = {
+        "stats_csv": Path(f"{base}_stats.csv"),
+        "failures_csv": Path(f"{base}_failures.csv"),
+        "exceptions_csv": Path(f"{base}_exceptions.csv"),
+        "history_csv": Path(f"{base}_stats_history.csv"),
+        "html": Path(f"{base}.html"),
+    }
+    for key, write in (
+        ("stats_csv", writer.requests_csv),
+        ("failures_csv", writer.failures_csv),
+        ("exceptions_csv", writer.exceptions_csv),
+    ):
         with files[key].open("w", newline="") as handle:
             write(csv.writer(handle))
     files["html"].write_text(get_html_report(environment, show_download_link=False))  # type: ignore[no-untyped-call]  # unannotated

@@ -32,8 +32,11 @@ TOKEN = os.environ.get("HOTSERVE_ADMIN_TOKEN", "")
 @events.test_start.add_listener  # type: ignore[untyped-decorator]  # EventHook.add_listener is unannotated
 def _read_target(environment: Environment, **_kwargs: Any) -> None:
     PredictionUser.target = read_target(
-        environment.host or "", MODEL, entities=os.environ.get("HOTSERVE_BENCH_ENTITIES", "demo:fraud"),
-        unknown_share=float(os.environ.get("HOTSERVE_BENCH_UNKNOWN_SHARE", "0.05")))
+        environment.host or "",
+        MODEL,
+        entities=os.environ.get("HOTSERVE_BENCH_ENTITIES", "demo:fraud"),
+        unknown_share=float(os.environ.get("HOTSERVE_BENCH_UNKNOWN_SHARE", "0.05")),
+    )
 
 
 class V2Json(V2JsonUser):

@@ -12,7 +12,7 @@ def replace_section(path: Path, start: str, end: str, lines: list[str]) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     section = "\n".join(lines)
     if start in text and end in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)

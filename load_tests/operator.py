@@ -36,8 +36,14 @@ class OperatorPlan:
     canary_weight: int = 10
     shadow_share: float = 0.2
     shadow_tolerance: float = 1e-4
-    requirements: dict[str, Any] = field(default_factory=lambda: {
-        "min_requests": 100, "min_agreement": 0.99, "max_p99_ratio": 2.0, "max_error_ratio": 0.01})
+    requirements: dict[str, Any] = field(
+        default_factory=lambda: {
+            "min_requests": 100,
+            "min_agreement": 0.99,
+            "max_p99_ratio": 2.0,
+            "max_error_ratio": 0.01,
+        }
+    )
 
 
 class AdminRefused(Exception):
@@ -60,21 +66,39 @@ class OperatorUser(FastHttpUser):
         gevent.sleep(plan.interval_s)
         production, candidate = self._versions()
         if candidate is None:
-            self._call("discover", "GET", base, None,
-                       expect=lambda doc: _refuse(f"{plan.model} has no version besides production "
-                                                  f"{production}: nothing to release"))
+            self._call(
+                "discover",
+                "GET",
+                base,
+                None,
+                expect=lambda doc: _refuse(
+                    f"{plan.model} has no version besides production {production}: nothing to release"
+                ),
+            )
             return
         self._call("load", "POST", f"{base}/versions/{candidate}/load", None)
         gevent.sleep(plan.interval_s)
         self._call("canary", "PUT", f"{base}/aliases/canary", {"version": candidate})
-        self._call("traffic", "PUT", f"{base}/traffic",
-                   {"weights": {"production": 100 - plan.canary_weight, "canary": plan.canary_weight}})
+        self._call(
+            "traffic",
+            "PUT",
+            f"{base}/traffic",
+            {"weights": {"production": 100 - plan.canary_weight, "canary": plan.canary_weight}},
+        )
         gevent.sleep(plan.interval_s)
-        self._call("shadow", "PUT", f"{base}/shadow", {"version": candidate, "share": plan.shadow_share,
-                                                       "tolerance": plan.shadow_tolerance, "threshold": None})
+        self._call(
+            "shadow",
+            "PUT",
+            f"{base}/shadow",
+            {"version": candidate, "share": plan.shadow_share, "tolerance": plan.shadow_tolerance, "threshold": None},
+        )
         gevent.sleep(plan.interval_s)
-        self._call("promote", "POST", f"{base}/promote",
-                   {"version": candidate, "requirements": plan.requirements, "force": False})
+        self._call(
+            "promote",
+            "POST",
+            f"{base}/promote",
+            {"version": candidate, "requirements": plan.requirements, "force": False},
+        )
         self._expect_production(candidate)
         self._call("clear traffic", "DELETE", f"{base}/traffic", None)
         self._call("clear shadow", "DELETE", f"{base}/shadow", None)
@@ -86,18 +110,37 @@ class OperatorUser(FastHttpUser):
     def _versions(self) -> tuple[int, int | None]:
         """(production, the newest other version) as the admin API reports them."""
         doc = self._call("state", "GET", f"/admin/models/{self.plan.model}", None)
-        production = int(doc["aliases"]["production"]) if doc and "production" in doc.get("aliases", {}) \
-            else int(doc["serving"]) if doc and doc.get("serving") else 0
+        production = (
+            int(doc["aliases"]["production"])
+            if doc and "production" in doc.get("aliases", {})
+            else int(doc["serving"])
+            if doc and doc.get("serving")
+            else 0
+        )
         others = [int(v["version"]) for v in (doc or {}).get("versions", []) if int(v["version"]) != production]
         return production, max(others) if others else None
 
     def _expect_production(self, version: int) -> None:
-        self._call("state", "GET", f"/admin/models/{self.plan.model}", None, expect=lambda doc: None
-                   if doc.get("aliases", {}).get("production") == version
-                   else _refuse(f"production is {doc.get('aliases', {}).get('production')}, expected {version}"))
+        self._call(
+            "state",
+            "GET",
+            f"/admin/models/{self.plan.model}",
+            None,
+            expect=lambda doc: (
+                None
+                if doc.get("aliases", {}).get("production") == version
+                else _refuse(f"production is {doc.get('aliases', {}).get('production')}, expected {version}")
+            ),
+        )
 
-    def _call(self, action: str, method: str, path: str, body: dict[str, Any] | None,
-              expect: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+    def _call(
+        self,
+        action: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        expect: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any] | None:
         """One admin call as a checked locust request and a timeline event; the answer's JSON."""
         # A fresh connection per call, as a CLI makes: the operator idles for `interval_s` between
         # calls, and a pooled connection the server closes as idle (uvicorn: after 5 s) at the
@@ -106,8 +149,9 @@ class OperatorUser(FastHttpUser):
         started = time.time()
         doc: dict[str, Any] | None = None
         ok, detail = False, ""
-        with self.client.request(method, path, name=f"admin {action}", json=body, headers=headers,
-                                 catch_response=True) as response:
+        with self.client.request(
+            method, path, name=f"admin {action}", json=body, headers=headers, catch_response=True
+        ) as response:
             text = response.content.decode(errors="replace") if isinstance(response.content, bytes) else ""
             try:
                 if not 200 <= response.status_code < 300:
@@ -130,12 +174,16 @@ def _refuse(message: str) -> None:
     raise AdminRefused(message)
 
 
-def admin_request(host: str, token: str, method: str, path: str, body: dict[str, Any] | None = None,
-                  timeout_s: float = 60.0) -> tuple[int, dict[str, Any]]:
+def admin_request(
+    host: str, token: str, method: str, path: str, body: dict[str, Any] | None = None, timeout_s: float = 60.0
+) -> tuple[int, dict[str, Any]]:
     """One admin call outside locust (set-up and clean-up): (status, JSON answer)."""
-    request = urllib.request.Request(f"{host}{path}", method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{host}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read() or b"{}")

@@ -38,8 +38,16 @@ def _mark_events(axes: list[Axes], events: list[Event], origin: float, label_axi
         for ax in axes:
             ax.axvline(x, color=colour, linestyle="--", linewidth=0.9, alpha=0.8)
         label = " + ".join(e.action + ("" if e.ok else " FAILED") for e in group)
-        label_axis.annotate(label, xy=(x, 0.98), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                            va="top", ha="right", color=colour)
+        label_axis.annotate(
+            label,
+            xy=(x, 0.98),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            va="top",
+            ha="right",
+            color=colour,
+        )
 
 
 def latency_over_time(series: Series, events: list[Event], origin: float, path: Path, title: str) -> Path:
@@ -73,8 +81,16 @@ def version_share(series: Series, events: list[Event], origin: float, path: Path
     width = series.t_s[1] - series.t_s[0] if len(series.t_s) > 1 else 1.0
     for version, shares in series.version_share.items():
         heights = [share * 100 for share in shares]
-        ax.bar(series.t_s, heights, width=width, bottom=bottom, align="edge", label=f"version {version}",
-               alpha=0.85, linewidth=0)
+        ax.bar(
+            series.t_s,
+            heights,
+            width=width,
+            bottom=bottom,
+            align="edge",
+            label=f"version {version}",
+            alpha=0.85,
+            linewidth=0,
+        )
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax.set_ylim(0, 100)
     ax.set_ylabel("% of answers")
@@ -105,8 +121,13 @@ def step_load(points: list[StepPoint], p99_targets: dict[str, float], path: Path
         colour = f"C{index}"
         rate.plot([p.users for p in mine], [p.achieved_rps for p in mine], marker="o", color=colour, label=scenario)
         rate.plot([p.users for p in mine], [p.offered_rps for p in mine], linestyle=":", color=colour, alpha=0.6)
-        lat.plot([p.users for p in mine], [float("nan") if p.p99_ms is None else p.p99_ms for p in mine],
-                 marker="o", color=colour, label=scenario)
+        lat.plot(
+            [p.users for p in mine],
+            [float("nan") if p.p99_ms is None else p.p99_ms for p in mine],
+            marker="o",
+            color=colour,
+            label=scenario,
+        )
         if scenario in p99_targets:
             lat.axhline(p99_targets[scenario], color=colour, linestyle="--", linewidth=0.9, alpha=0.7)
     rate.set_xlabel("concurrent users")

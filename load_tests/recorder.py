@@ -67,9 +67,17 @@ class Recorder:
         self._versions: list[str | None] = []
         self.events: list[Event] = []
 
-    def on_request(self, request_type: str, name: str, response_time: float, response_length: int,
-                   exception: BaseException | None = None, context: dict[str, Any] | None = None,
-                   start_time: float | None = None, **_kwargs: Any) -> None:
+    def on_request(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int,
+        exception: BaseException | None = None,
+        context: dict[str, Any] | None = None,
+        start_time: float | None = None,
+        **_kwargs: Any,
+    ) -> None:
         self._started.append(start_time if start_time is not None else 0.0)
         self._names.append(name)
         self._latency_ms.append(response_time)
@@ -102,9 +110,13 @@ class Recorder:
         latency = np.asarray(self._latency_ms)[mask]
         failed = np.asarray(self._failed, dtype=bool)[mask]
         span = max(end - start, 1e-9)
-        return Window(requests=int(mask.sum()), failures=int(failed.sum()), requests_per_s=float(mask.sum()) / span,
-                      p50_ms=float(np.percentile(latency, 50)) if latency.size else None,
-                      p99_ms=float(np.percentile(latency, 99)) if latency.size else None)
+        return Window(
+            requests=int(mask.sum()),
+            failures=int(failed.sum()),
+            requests_per_s=float(mask.sum()) / span,
+            p50_ms=float(np.percentile(latency, 50)) if latency.size else None,
+            p99_ms=float(np.percentile(latency, 99)) if latency.size else None,
+        )
 
     def routing_windows(self, after_s: float) -> list[tuple[Event, float, float]]:
         """(event, start, end) for each action that moved production: from the call's start to
@@ -121,8 +133,7 @@ class Recorder:
     def first_request(self) -> float:
         return min(self._started) if self._started else 0.0
 
-    def series(self, names: list[str], bucket_s: float = 1.0,
-               percentiles: tuple[int, ...] = (50, 90, 99)) -> Series:
+    def series(self, names: list[str], bucket_s: float = 1.0, percentiles: tuple[int, ...] = (50, 90, 99)) -> Series:
         """Rate, failures, latency percentiles and each version's share of answers per bucket."""
         out = Series(percentiles_ms={f"p{p}": [] for p in percentiles})
         mask = self._mask(names)
@@ -151,4 +162,6 @@ class Recorder:
 
     def versions_answered(self, names: list[str]) -> dict[str, int]:
         mask = self._mask(names)
-        return dict(sorted(Counter(v for v, m in zip(self._versions, mask, strict=True) if m and v is not None).items()))
+        return dict(
+            sorted(Counter(v for v, m in zip(self._versions, mask, strict=True) if m and v is not None).items())
+        )

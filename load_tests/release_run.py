@@ -48,9 +48,13 @@ def parse_mix(text: str) -> dict[str, int]:
 def start_demo_server(args: argparse.Namespace, token: str, versions_needed: int) -> ServerProcess:
     versions = demo_repository(args.repository, args.model, versions_needed)
     control = fresh_control_state(args.out / "control" / "control.json", args.model, min(versions))
-    env = {"HOTSERVE_ADMIN_TOKENS": f"loadtest:{token}", "HOTSERVE_CONTROL_STATE_PATH": str(control),
-           "HOTSERVE_AUDIT_LOG_PATH": str(args.out / "control" / "audit.jsonl"),
-           "HOTSERVE_LOG_LEVEL": "warning", "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider"}
+    env = {
+        "HOTSERVE_ADMIN_TOKENS": f"loadtest:{token}",
+        "HOTSERVE_CONTROL_STATE_PATH": str(control),
+        "HOTSERVE_AUDIT_LOG_PATH": str(args.out / "control" / "audit.jsonl"),
+        "HOTSERVE_LOG_LEVEL": "warning",
+        "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
+    }
     if args.entities:
         env["HOTSERVE_FEATURE_TABLE"] = args.entities
     for setting in args.server_env:
@@ -69,29 +73,35 @@ def run(args: argparse.Namespace) -> int:
     server: ServerProcess | None = None
     token = os.environ.get("HOTSERVE_ADMIN_TOKEN", "") if args.url else secrets.token_urlsafe(24)
     if args.operator and not token:
-        raise SystemExit("the operator needs an admin token for --url: export HOTSERVE_ADMIN_TOKEN "
-                         "(or run with --no-operator)")
+        raise SystemExit(
+            "the operator needs an admin token for --url: export HOTSERVE_ADMIN_TOKEN (or run with --no-operator)"
+        )
     if args.url is None:
         server = start_demo_server(args, token, 2 if args.operator else 1)
     host = args.url or (server.base_url if server else "")
     restored: list[str] = []
     try:
-        target = read_target(host, args.model, rows=args.rows, entities=args.entities,
-                             unknown_share=args.unknown_share)
+        target = read_target(host, args.model, rows=args.rows, entities=args.entities, unknown_share=args.unknown_share)
         recorder = Recorder()
         classes = prediction_users(target, mix, args.rate_per_user)
         production = production_of(host, token, args.model) if args.operator else None
         if args.operator:
-            plan = OperatorPlan(model=args.model, token=token, interval_s=args.operator_interval,
-                                requirements=json.loads(args.promotion_requirements))
+            plan = OperatorPlan(
+                model=args.model,
+                token=token,
+                interval_s=args.operator_interval,
+                requirements=json.loads(args.promotion_requirements),
+            )
             classes.append(type("operator", (OperatorUser,), {"abstract": False, "plan": plan, "recorder": recorder}))
         server_process = psutil.Process(server.process.pid) if server else None
         server_cpu_before = sum(server_process.cpu_times()[:2]) if server_process else 0.0
         buckets_before = latency_buckets(host, args.model)
-        print(f"== {args.users} users ({args.mix}{' + operator' if args.operator else ''}) at "
-              f"{args.rate_per_user:g} req/s each for {args.duration:g} s against {host}", flush=True)
-        load = run_load(host, classes, [Phase(args.users, args.spawn_rate, args.duration)], args.out,
-                        recorder=recorder)
+        print(
+            f"== {args.users} users ({args.mix}{' + operator' if args.operator else ''}) at "
+            f"{args.rate_per_user:g} req/s each for {args.duration:g} s against {host}",
+            flush=True,
+        )
+        load = run_load(host, classes, [Phase(args.users, args.spawn_rate, args.duration)], args.out, recorder=recorder)
         server_cpu_s = sum(server_process.cpu_times()[:2]) - server_cpu_before if server_process else None
         answered_by_server = server_latency(buckets_before, latency_buckets(host, args.model))
         if args.operator:
@@ -99,12 +109,27 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
-    settings = {"users": args.users, "spawn_rate": args.spawn_rate, "rate_per_user": args.rate_per_user,
-                "mix": mix, "operator": args.operator, "operator_interval_s": args.operator_interval,
-                "rows_per_request": args.rows, "unknown_share": args.unknown_share}
+    settings = {
+        "users": args.users,
+        "spawn_rate": args.spawn_rate,
+        "rate_per_user": args.rate_per_user,
+        "mix": mix,
+        "operator": args.operator,
+        "operator_interval_s": args.operator_interval,
+        "rows_per_request": args.rows,
+        "unknown_share": args.unknown_share,
+    }
     command = "python -m load_tests " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
-    doc = report.summary(load, command=command, host=host, model=args.model, settings=settings,
-                         server_cpu_s=server_cpu_s, promotion_window_s=slo.promotion_window_s, restored=restored)
+    doc = report.summary(
+        load,
+        command=command,
+        host=host,
+        model=args.model,
+        settings=settings,
+        server_cpu_s=server_cpu_s,
+        promotion_window_s=slo.promotion_window_s,
+        restored=restored,
+    )
     doc["server_latency"] = answered_by_server
     drawn = draw(load.recorder, args.out, args.model)
     doc["plots"] = {k: report.shown(v) for k, v in drawn.items()}
@@ -124,13 +149,23 @@ def run(args: argparse.Namespace) -> int:
 def draw(recorder: Recorder, out: Path, model: str) -> dict[str, Path]:
     series = recorder.series(PREDICTION_NAMES)
     origin = recorder.first_request()
-    drawn = {"latency over time": plots.latency_over_time(
-        series, recorder.events, origin, out / "latency_over_time.png",
-        f"{model}: latency of prediction requests (all scenarios) per second; operator actions dashed")}
+    drawn = {
+        "latency over time": plots.latency_over_time(
+            series,
+            recorder.events,
+            origin,
+            out / "latency_over_time.png",
+            f"{model}: latency of prediction requests (all scenarios) per second; operator actions dashed",
+        )
+    }
     if len(series.version_share) > 1 or recorder.events:
         drawn["version share"] = plots.version_share(
-            series, recorder.events, origin, out / "version_share.png",
-            f"{model}: share of answers per version (canary split, promotion, rollback)")
+            series,
+            recorder.events,
+            origin,
+            out / "version_share.png",
+            f"{model}: share of answers per version (canary split, promotion, rollback)",
+        )
     return drawn
 
 
@@ -138,14 +173,20 @@ def print_summary(doc: dict[str, Any], out: Path) -> None:
     total = doc["total"]
     print(f"\n{'scenario':20s} {'requests':>9s} {'failed':>7s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for name, st in {**doc["scenarios"], **doc["admin"]}.items():
-        print(f"{name:20s} {st['requests']:9d} {st['failures']:7d} {st['requests_per_s']:8.1f} "
-              f"{report._ms(st['p50_ms']):>8s} {report._ms(st['p99_ms']):>8s}")
-    print(f"total: {total['requests']} requests, {total['failures']} failed; "
-          f"{total['prediction_requests_per_s']:.0f} prediction req/s; versions answered {doc['versions_answered']}; "
-          f"generator {doc['cpu']['generator_cores']} cores, server {doc['cpu']['server_cores']} cores")
+        print(
+            f"{name:20s} {st['requests']:9d} {st['failures']:7d} {st['requests_per_s']:8.1f} "
+            f"{report._ms(st['p50_ms']):>8s} {report._ms(st['p99_ms']):>8s}"
+        )
+    print(
+        f"total: {total['requests']} requests, {total['failures']} failed; "
+        f"{total['prediction_requests_per_s']:.0f} prediction req/s; versions answered {doc['versions_answered']}; "
+        f"generator {doc['cpu']['generator_cores']} cores, server {doc['cpu']['server_cores']} cores"
+    )
     for protocol, st in doc["server_latency"].items():
-        print(f"server-side {protocol}: {st['requests']:.0f} requests, p50 {report._ms(st['p50_ms'])} ms, "
-              f"p99 {report._ms(st['p99_ms'])} ms (its own histogram, interpolated within buckets)")
+        print(
+            f"server-side {protocol}: {st['requests']:.0f} requests, p50 {report._ms(st['p50_ms'])} ms, "
+            f"p99 {report._ms(st['p99_ms'])} ms (its own histogram, interpolated within buckets)"
+        )
     for failure in doc["failures"][:10]:
         print(f"  failed {failure['count']}x {failure['name']}: {failure['error'][:300]}")
     if doc["restored_after_run"]:
@@ -162,6 +203,15 @@ def publish(doc: dict[str, Any], drawn: dict[str, Path], docs: Path) -> None:
         shutil.copy2(path, folder / f"release_{path.name}")
         links[title] = f"loadtest/release_{path.name}"
     (folder / "release_summary.json").write_text(json.dumps(doc, indent=2))
-    replace_section(docs, START, END, [START, *report.release_section(doc, links), "",
-                                       "The whole summary: [loadtest/release_summary.json](loadtest/release_summary.json).",
-                                       END])
+    replace_section(
+        docs,
+        START,
+        END,
+        [
+            START,
+            *report.release_section(doc, links),
+            "",
+            "The whole summary: [loadtest/release_summary.json](loadtest/release_summary.json).",
+            END,
+        ],
+    )

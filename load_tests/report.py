@@ -22,14 +22,27 @@ from load_tests.server_process import REPO_ROOT as ROOT
 
 def machine() -> dict[str, Any]:
     """Where the run happened, and how busy the machine was when it began."""
-    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown")
-    memory_kb = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines()
-                      if line.startswith("MemTotal")), 0)
-    return {"host": platform.node(), "cores": os.cpu_count(), "cpu": cpu,
-            "memory_gib": round(memory_kb / 2**20, 1), "load_average": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "locust": version("locust"),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    memory_kb = next(
+        (int(line.split()[1]) for line in _read("/proc/meminfo").splitlines() if line.startswith("MemTotal")), 0
+    )
+    return {
+        "host": platform.node(),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(memory_kb / 2**20, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "locust": version("locust"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def shown(path: Path | str) -> str:
@@ -47,14 +60,26 @@ def _read(path: str) -> str:
 
 def request_stats(recorder: Recorder, names: list[str], start: float, end: float) -> dict[str, Any]:
     window = recorder.window(names, start, end)
-    return {"requests": window.requests, "failures": window.failures,
-            "requests_per_s": round(window.requests_per_s, 1),
-            "p50_ms": None if window.p50_ms is None else round(window.p50_ms, 3),
-            "p99_ms": None if window.p99_ms is None else round(window.p99_ms, 3)}
+    return {
+        "requests": window.requests,
+        "failures": window.failures,
+        "requests_per_s": round(window.requests_per_s, 1),
+        "p50_ms": None if window.p50_ms is None else round(window.p50_ms, 3),
+        "p99_ms": None if window.p99_ms is None else round(window.p99_ms, 3),
+    }
 
 
-def summary(run: LoadRun, *, command: str, host: str, model: str, settings: dict[str, Any],
-            server_cpu_s: float | None, promotion_window_s: float, restored: list[str]) -> dict[str, Any]:
+def summary(
+    run: LoadRun,
+    *,
+    command: str,
+    host: str,
+    model: str,
+    settings: dict[str, Any],
+    server_cpu_s: float | None,
+    promotion_window_s: float,
+    restored: list[str],
+) -> dict[str, Any]:
     """The run in one JSON document."""
     recorder = run.recorder
     start, end = run.phases[0].started, run.phases[-1].ended
@@ -74,21 +99,32 @@ def summary(run: LoadRun, *, command: str, host: str, model: str, settings: dict
         "duration_s": round(duration, 2),
         "scenarios": scenarios,
         "admin": admin,
-        "total": {"requests": total.num_requests, "failures": total.num_failures,
-                  "error_ratio": total.num_failures / total.num_requests if total.num_requests else 0.0,
-                  "prediction_requests": prediction.requests,
-                  "prediction_requests_per_s": round(prediction.requests / duration, 1) if duration else 0.0},
-        "failures": [{"name": e.name, "error": str(e.error), "count": e.occurrences}
-                     for e in run.environment.stats.errors.values()],
+        "total": {
+            "requests": total.num_requests,
+            "failures": total.num_failures,
+            "error_ratio": total.num_failures / total.num_requests if total.num_requests else 0.0,
+            "prediction_requests": prediction.requests,
+            "prediction_requests_per_s": round(prediction.requests / duration, 1) if duration else 0.0,
+        },
+        "failures": [
+            {"name": e.name, "error": str(e.error), "count": e.occurrences}
+            for e in run.environment.stats.errors.values()
+        ],
         "user_errors": run.user_errors,
-        "promotions": {"window_s": promotion_window_s, "requests": in_windows, "failures": failed_in_windows,
-                       "windows": [{"action": e.action, "started": e.started, "ended": e.ended, "ok": e.ok}
-                                   for e, _, _ in windows]},
+        "promotions": {
+            "window_s": promotion_window_s,
+            "requests": in_windows,
+            "failures": failed_in_windows,
+            "windows": [
+                {"action": e.action, "started": e.started, "ended": e.ended, "ok": e.ok} for e, _, _ in windows
+            ],
+        },
         "events": [e.as_dict() for e in recorder.events],
         "versions_answered": recorder.versions_answered(PREDICTION_NAMES),
-        "cpu": {"generator_cores": round(run.generator_cpu_s / run.wall_s, 2) if run.wall_s else None,
-                "server_cores": round(server_cpu_s / run.wall_s, 2) if server_cpu_s is not None and run.wall_s
-                else None},
+        "cpu": {
+            "generator_cores": round(run.generator_cpu_s / run.wall_s, 2) if run.wall_s else None,
+            "server_cores": round(server_cpu_s / run.wall_s, 2) if server_cpu_s is not None and run.wall_s else None,
+        },
         "restored_after_run": restored,
         "files": {k: shown(v) for k, v in run.files.items()},
     }
@@ -131,17 +167,25 @@ def release_section(summary_doc: dict[str, Any], plots: dict[str, str]) -> list[
         "",
         "| scenario | requests | failed | req/s | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|---:|",
-        *(f"| {name} | {st['requests']} | {st['failures']} | {st['requests_per_s']:.0f} | {_ms(st['p50_ms'])} | "
-          f"{_ms(st['p99_ms'])} |" for name, st in summary_doc["scenarios"].items()),
+        *(
+            f"| {name} | {st['requests']} | {st['failures']} | {st['requests_per_s']:.0f} | {_ms(st['p50_ms'])} | "
+            f"{_ms(st['p99_ms'])} |"
+            for name, st in summary_doc["scenarios"].items()
+        ),
         "",
         "| operator action | times | failed | longest call ms |",
         "|---|---:|---:|---:|",
-        *(f"| {action} | {len(events)} | {sum(not e['ok'] for e in events)} | "
-          f"{max(e['ended'] - e['started'] for e in events) * 1000:.0f} |" for action, events in actions.items()),
+        *(
+            f"| {action} | {len(events)} | {sum(not e['ok'] for e in events)} | "
+            f"{max(e['ended'] - e['started'] for e in events) * 1000:.0f} |"
+            for action, events in actions.items()
+        ),
         "",
         "Inside the server (its own latency histogram, interpolated within buckets): "
-        + "; ".join(f"{protocol} p50 {_ms(st['p50_ms'])} ms, p99 {_ms(st['p99_ms'])} ms"
-                    for protocol, st in summary_doc.get("server_latency", {}).items())
+        + "; ".join(
+            f"{protocol} p50 {_ms(st['p50_ms'])} ms, p99 {_ms(st['p99_ms'])} ms"
+            for protocol, st in summary_doc.get("server_latency", {}).items()
+        )
         + ". The difference to the client's figures is the network stack and the generator sharing the cores.",
         "",
         "Answers per version: " + ", ".join(f"v{v} {n}" for v, n in summary_doc["versions_answered"].items()) + ".",
@@ -149,8 +193,13 @@ def release_section(summary_doc: dict[str, Any], plots: dict[str, str]) -> list[
         *(f"![{title}]({path})" for title, path in plots.items()),
     ]
     if summary_doc.get("slo"):
-        lines += ["", "SLO gate (`" + summary_doc["slo_file"] + "`):", "",
-                  *(f"- {'pass' if v['passed'] else 'FAIL'}: {v['slo']} measured {v['measured']} "
-                    f"(target {v['target']})" for v in summary_doc["slo"])]
+        lines += [
+            "",
+            "SLO gate (`" + summary_doc["slo_file"] + "`):",
+            "",
+            *(
+                f"- {'pass' if v['passed'] else 'FAIL'}: {v['slo']} measured {v['measured']} (target {v['target']})"
+                for v in summary_doc["slo"]
+            ),
+        ]
     return lines
-

@@ -53,8 +53,13 @@ class PredictionUser(FastHttpUser):
         return next(self._bodies[pool_name])
 
     def _send(self, name: str, path: str, body: Body, check: Callable[[ResponseContextManager], str | None]) -> None:
-        with self.client.post(path, data=body.data, headers=body.headers,  # type: ignore[arg-type]  # bytes are sent as they are
-                              name=name, catch_response=True) as response:
+        with self.client.post(
+            path,
+            data=body.data,
+            headers=body.headers,  # type: ignore[arg-type]  # bytes are sent as they are
+            name=name,
+            catch_response=True,
+        ) as response:
             try:
                 version = check(response)
             except checks.WrongAnswer as exc:
@@ -74,8 +79,12 @@ class V2JsonUser(PredictionUser):
     def v2_json(self) -> None:
         target = self.target
         body = self._next(V2_JSON, target.v2_json)
-        self._send(V2_JSON, target.v2_path, body, lambda r: checks.v2_json(
-            r.status_code, _body_of(r), target.model, target.outputs, body.rows, "loadtest"))
+        self._send(
+            V2_JSON,
+            target.v2_path,
+            body,
+            lambda r: checks.v2_json(r.status_code, _body_of(r), target.model, target.outputs, body.rows, "loadtest"),
+        )
 
 
 class V2BinaryUser(PredictionUser):
@@ -85,8 +94,14 @@ class V2BinaryUser(PredictionUser):
     def v2_binary(self) -> None:
         target = self.target
         body = self._next(V2_BINARY, target.v2_binary)
-        self._send(V2_BINARY, target.v2_path, body, lambda r: checks.v2_binary(
-            r.status_code, _headers_of(r), _body_of(r), target.model, target.outputs, body.rows))
+        self._send(
+            V2_BINARY,
+            target.v2_path,
+            body,
+            lambda r: checks.v2_binary(
+                r.status_code, _headers_of(r), _body_of(r), target.model, target.outputs, body.rows
+            ),
+        )
 
 
 class V1FeatureUser(PredictionUser):
@@ -100,16 +115,27 @@ class V1FeatureUser(PredictionUser):
         if target.v1_unknown and random.random() < target.unknown_share:
             unknown = self._next(V1_UNKNOWN, target.v1_unknown)
             entity = unknown.entity or ""
-            self._send(V1_UNKNOWN, target.v1_path, unknown,
-                       lambda r: checks.v1_unknown_entity(r.status_code, _body_of(r), entity))
+            self._send(
+                V1_UNKNOWN,
+                target.v1_path,
+                unknown,
+                lambda r: checks.v1_unknown_entity(r.status_code, _body_of(r), entity),
+            )
             return
         body = self._next(V1_FEATURES, target.v1_known)
-        self._send(V1_FEATURES, target.v1_path, body, lambda r: checks.v1_predictions(
-            r.status_code, _body_of(r), target.model, body.rows))
+        self._send(
+            V1_FEATURES,
+            target.v1_path,
+            body,
+            lambda r: checks.v1_predictions(r.status_code, _body_of(r), target.model, body.rows),
+        )
 
 
-USER_CLASSES: dict[str, type[PredictionUser]] = {V2_JSON: V2JsonUser, V2_BINARY: V2BinaryUser,
-                                                 V1_FEATURES: V1FeatureUser}
+USER_CLASSES: dict[str, type[PredictionUser]] = {
+    V2_JSON: V2JsonUser,
+    V2_BINARY: V2BinaryUser,
+    V1_FEATURES: V1FeatureUser,
+}
 
 
 def pacing(rate_per_user: float) -> Callable[[User], float]:
@@ -124,13 +150,19 @@ def prediction_users(target: Target, mix: dict[str, int], rate_per_user: float) 
     if unknown:
         raise ValueError(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     if mix.get(V1_FEATURES) and not target.v1_known:
-        raise ValueError(f"{target.model} takes no v1 records with a feature-store join (no feature view, "
-                         f"or no entity table); leave {V1_FEATURES} out of the mix")
+        raise ValueError(
+            f"{target.model} takes no v1 records with a feature-store join (no feature view, "
+            f"or no entity table); leave {V1_FEATURES} out of the mix"
+        )
     classes: list[type[User]] = []
     for scenario, weight in mix.items():
         if weight <= 0:
             continue
-        attrs: dict[str, Any] = {"abstract": False, "weight": weight, "target": target,
-                                 "wait_time": pacing(rate_per_user)}
+        attrs: dict[str, Any] = {
+            "abstract": False,
+            "weight": weight,
+            "target": target,
+            "wait_time": pacing(rate_per_user),
+        }
         classes.append(type(f"{scenario}_client", (USER_CLASSES[scenario],), attrs))
     return classes

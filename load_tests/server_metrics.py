@@ -39,7 +39,9 @@ def server_latency(before: Buckets, after: Buckets) -> dict[str, dict[str, float
         earlier = before.get(protocol, {})
         delta = {le: count - earlier.get(le, 0.0) for le, count in counts.items()}
         p50, p99 = histogram_quantile(0.5, delta), histogram_quantile(0.99, delta)
-        out[protocol] = {"requests": max(delta.values(), default=0.0),
-                         "p50_ms": None if p50 is None else round(p50 * 1000, 3),
-                         "p99_ms": None if p99 is None else round(p99 * 1000, 3)}
+        out[protocol] = {
+            "requests": max(delta.values(), default=0.0),
+            "p50_ms": None if p50 is None else round(p50 * 1000, 3),
+            "p99_ms": None if p99 is None else round(p99 * 1000, 3),
+        }
     return out

@@ -42,8 +42,7 @@ class ServerProcess:
     """A started server: where it listens, its log, and how to stop it. A context manager that stops
     it on exit."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path,
-                 stop_timeout_s: float) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path, stop_timeout_s: float) -> None:
         self.process = process
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
@@ -84,15 +83,25 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.stop()
 
 
-def start_server(repository: Path, log_path: Path, *, ready_path: str | None = "/v2/health/ready",
-                 flags: Sequence[str] = (), env: Mapping[str, str] | None = None,
-                 grace_s: float | None = None, command: Sequence[str] = SERVE, from_checkout: bool = True,
-                 cwd: Path | None = None, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> ServerProcess:
+def start_server(
+    repository: Path,
+    log_path: Path,
+    *,
+    ready_path: str | None = "/v2/health/ready",
+    flags: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    grace_s: float | None = None,
+    command: Sequence[str] = SERVE,
+    from_checkout: bool = True,
+    cwd: Path | None = None,
+    startup_timeout_s: float = STARTUP_TIMEOUT_S,
+) -> ServerProcess:
     """Start a server on `repository`, listening on a free 127.0.0.1 port, its output in `log_path`.
 
     Repository, host and port go in as `HOTSERVE_*` variables, as in the container image, so any
@@ -105,16 +114,19 @@ def start_server(repository: Path, log_path: Path, *, ready_path: str | None = "
     """
     port = free_port()
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("HOTSERVE_") and k != "PYTHONPATH"}
-    settings = {"HOTSERVE_MODEL_REPOSITORY": str(repository), "HOTSERVE_HOST": "127.0.0.1",
-                "HOTSERVE_PORT": str(port)}
+    settings = {"HOTSERVE_MODEL_REPOSITORY": str(repository), "HOTSERVE_HOST": "127.0.0.1", "HOTSERVE_PORT": str(port)}
     if grace_s is not None:
         settings["HOTSERVE_SHUTDOWN_GRACE_S"] = str(grace_s)
     if from_checkout:
         inherited["PYTHONPATH"] = str(REPO_ROOT)
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen([*command, *flags], cwd=cwd or REPO_ROOT,
-                                   env={**inherited, **settings, **(env or {})},
-                                   stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*command, *flags],
+            cwd=cwd or REPO_ROOT,
+            env={**inherited, **settings, **(env or {})},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     grace = 30.0 if grace_s is None else grace_s  # 30 s: the settings' default
     server = ServerProcess(process, port, log_path, stop_timeout_s=grace + STOP_MARGIN_S)
     if ready_path is not None:

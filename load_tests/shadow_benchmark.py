@@ -69,8 +69,13 @@ def mlp(seed: int, layers: list[int]) -> onnx.ModelProto:
         if i < len(layers):
             nodes.append(helper.make_node("Relu", [f"m{i}"], [out]))
         prev, width = out, size
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", FEATURES])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -86,19 +91,24 @@ def write_repository(root: Path) -> None:
             array = numpy_helper.to_array(weights) * np.float32(1.001)
             weights.CopyFrom(numpy_helper.from_array(array, weights.name))
         onnx.save(model, folder / ONNX_FILENAME)
-        ModelManifest(name=MODEL, version=version,
-                      inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, FEATURES])],
-                      outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, 1])],
-                      batching=BatchingPolicy(max_batch_size=64, max_queue_size=256),
-                      lineage=Lineage(architecture="mlp"),
-                      onnx_sha256=sha256_file(folder / ONNX_FILENAME)).write(folder)
+        ModelManifest(
+            name=MODEL,
+            version=version,
+            inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, FEATURES])],
+            outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, 1])],
+            batching=BatchingPolicy(max_batch_size=64, max_queue_size=256),
+            lineage=Lineage(architecture="mlp"),
+            onnx_sha256=sha256_file(folder / ONNX_FILENAME),
+        ).write(folder)
 
 
 def admin(url: str, method: str, path: str, body: Any = None) -> Any:
-    request = urllib.request.Request(url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {TOKEN}",
-                                              "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read() or b"null")
 
@@ -108,7 +118,7 @@ def shadow_counts(url: str, version: int) -> dict[str, float]:
         text = response.read().decode()
     counts = {name: 0.0 for name in (*OUTCOMES, "agree")}
     for line in text.splitlines():
-        match = re.match(r'hotserve_shadow_(requests|agreements)_total\{([^}]*)\} (\S+)', line)
+        match = re.match(r"hotserve_shadow_(requests|agreements)_total\{([^}]*)\} (\S+)", line)
         if not match or f'version="{version}"' not in match.group(2):
             continue
         label = re.search(r'(?:outcome|result)="(\w+)"', match.group(2))
@@ -126,15 +136,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, FEATURES],
-                                   "data": rng.normal(size=FEATURES).round(4).tolist()}]}).encode()
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [1, FEATURES],
+                    "data": rng.normal(size=FEATURES).round(4).tolist(),
+                }
+            ]
+        }
+    ).encode()
     phases: list[Phase] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         write_repository(work / "repository")
-        server = start_server(work / "repository", RESULTS / "server-shadow.log", env={
-            "HOTSERVE_ADMIN_TOKENS": f"bench:{TOKEN}", "HOTSERVE_LOG_LEVEL": "warning",
-            "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider"}, startup_timeout_s=120)
+        server = start_server(
+            work / "repository",
+            RESULTS / "server-shadow.log",
+            env={
+                "HOTSERVE_ADMIN_TOKENS": f"bench:{TOKEN}",
+                "HOTSERVE_LOG_LEVEL": "warning",
+                "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
+            },
+            startup_timeout_s=120,
+        )
         try:
             url = server.base_url
             admin(url, "PUT", f"/admin/models/{MODEL}/aliases/production", {"version": 1})
@@ -143,24 +170,43 @@ def main(argv: list[str] | None = None) -> int:
             infer = f"{url}/v2/models/{MODEL}/infer"
             run_wrk(infer, body, "application/json", None, 8, 2, work)  # warm up
             for round_ in range(1, args.rounds + 1):
-                for phase, shadow, share in [("none", None, 1.0), ("shadow", 2, 1.0), ("shadow 20%", 2, 0.2),
-                                             ("slow shadow", 3, 1.0)]:
+                for phase, shadow, share in [
+                    ("none", None, 1.0),
+                    ("shadow", 2, 1.0),
+                    ("shadow 20%", 2, 0.2),
+                    ("slow shadow", 3, 1.0),
+                ]:
                     if shadow is None:
                         admin(url, "DELETE", f"/admin/models/{MODEL}/shadow")
                     else:
-                        admin(url, "PUT", f"/admin/models/{MODEL}/shadow",
-                              {"version": shadow, "share": share, "tolerance": args.tolerance})
+                        admin(
+                            url,
+                            "PUT",
+                            f"/admin/models/{MODEL}/shadow",
+                            {"version": shadow, "share": share, "tolerance": args.tolerance},
+                        )
                     before = shadow_counts(url, shadow or 0)
                     w = run_wrk(infer, body, "application/json", None, args.clients, args.duration, work)
                     time.sleep(0.5)  # let queued copies finish before reading the counters
                     after = shadow_counts(url, shadow or 0)
                     delta = {k: int(after[k] - before[k]) for k in after}
-                    errors = int(w["status_errors"] + w["connect_errors"] + w["read_errors"]
-                                 + w["write_errors"] + w["timeouts"])
-                    phases.append(Phase(round_, phase, w["requests"] / (w["duration_us"] / 1e6),
-                                        w["p50_us"] / 1000, w["p99_us"] / 1000, errors,
-                                        delta["compared"], delta["dropped"], delta["failed"],
-                                        delta["agree"] / delta["compared"] if delta["compared"] else None))
+                    errors = int(
+                        w["status_errors"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]
+                    )
+                    phases.append(
+                        Phase(
+                            round_,
+                            phase,
+                            w["requests"] / (w["duration_us"] / 1e6),
+                            w["p50_us"] / 1000,
+                            w["p99_us"] / 1000,
+                            errors,
+                            delta["compared"],
+                            delta["dropped"],
+                            delta["failed"],
+                            delta["agree"] / delta["compared"] if delta["compared"] else None,
+                        )
+                    )
                     print(json.dumps(asdict(phases[-1])), flush=True)
         finally:
             server.stop()
@@ -168,10 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("none", "shadow", "shadow 20%", "slow shadow"):
         rows = [p for p in phases if p.phase == name]
         agreement = [p.agreement for p in rows if p.agreement is not None]
-        print(f"{name:12s} {statistics.median(p.requests_per_s for p in rows):7.0f} "
-              f"{statistics.median(p.p50_ms for p in rows):7.2f} {statistics.median(p.p99_ms for p in rows):7.2f} "
-              f"{sum(p.errors for p in rows):7d} {sum(p.compared for p in rows):9d} {sum(p.dropped for p in rows):8d} "
-              f"{statistics.median(agreement) if agreement else float('nan'):10.4f}")
+        print(
+            f"{name:12s} {statistics.median(p.requests_per_s for p in rows):7.0f} "
+            f"{statistics.median(p.p50_ms for p in rows):7.2f} {statistics.median(p.p99_ms for p in rows):7.2f} "
+            f"{sum(p.errors for p in rows):7d} {sum(p.compared for p in rows):9d} {sum(p.dropped for p in rows):8d} "
+            f"{statistics.median(agreement) if agreement else float('nan'):10.4f}"
+        )
     (RESULTS / "shadow_benchmark.json").write_text(json.dumps([asdict(p) for p in phases], indent=2))
     return 0
 

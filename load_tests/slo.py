@@ -56,26 +56,48 @@ def evaluate(slo: SloFile, summary: dict[str, Any]) -> list[Verdict]:
     scenarios = summary["scenarios"]
     for scenario, target in slo.p99_ms.items():
         p99 = scenarios.get(scenario, {}).get("p99_ms")
-        verdicts.append(Verdict(f"p99 {scenario}", f"<= {target:g} ms",
-                                "no requests" if p99 is None else f"{p99:g} ms",
-                                p99 is not None and p99 <= target))
+        verdicts.append(
+            Verdict(
+                f"p99 {scenario}",
+                f"<= {target:g} ms",
+                "no requests" if p99 is None else f"{p99:g} ms",
+                p99 is not None and p99 <= target,
+            )
+        )
     total = summary["total"]
     if slo.max_error_ratio is not None:
         ratio = total["error_ratio"]
-        verdicts.append(Verdict("error ratio", f"<= {slo.max_error_ratio:g}",
-                                f"{ratio:.4g} ({total['failures']} of {total['requests']} requests)",
-                                ratio <= slo.max_error_ratio))
+        verdicts.append(
+            Verdict(
+                "error ratio",
+                f"<= {slo.max_error_ratio:g}",
+                f"{ratio:.4g} ({total['failures']} of {total['requests']} requests)",
+                ratio <= slo.max_error_ratio,
+            )
+        )
     if slo.min_throughput_rps is not None:
         rps = total["prediction_requests_per_s"]
-        verdicts.append(Verdict("throughput", f">= {slo.min_throughput_rps:g} req/s", f"{rps:.1f} req/s",
-                                rps >= slo.min_throughput_rps))
+        verdicts.append(
+            Verdict(
+                "throughput", f">= {slo.min_throughput_rps:g} req/s", f"{rps:.1f} req/s", rps >= slo.min_throughput_rps
+            )
+        )
     if slo.zero_failures_during_promotions:
         promotions = summary["promotions"]
         changes = len(promotions["windows"])
-        measured = (f"{promotions['failures']} failed of {promotions['requests']} requests in {changes} "
-                    f"production changes" if changes else "no production change happened during the run")
-        verdicts.append(Verdict("zero failures during promotions", "0 failed, at least one promotion",
-                                measured, changes > 0 and promotions["failures"] == 0))
+        measured = (
+            f"{promotions['failures']} failed of {promotions['requests']} requests in {changes} production changes"
+            if changes
+            else "no production change happened during the run"
+        )
+        verdicts.append(
+            Verdict(
+                "zero failures during promotions",
+                "0 failed, at least one promotion",
+                measured,
+                changes > 0 and promotions["failures"] == 0,
+            )
+        )
     return verdicts
 
 
@@ -85,8 +107,10 @@ def gate(verdicts: list[Verdict]) -> int:
         print(f"  {verdict}")
     failed = [v for v in verdicts if not v.passed]
     if failed:
-        print(f"SLO gate: {len(failed)} of {len(verdicts)} failed: "
-              + "; ".join(f"{v.slo} = {v.measured} (target {v.target})" for v in failed))
+        print(
+            f"SLO gate: {len(failed)} of {len(verdicts)} failed: "
+            + "; ".join(f"{v.slo} = {v.measured} (target {v.target})" for v in failed)
+        )
         return 1
     print(f"SLO gate: all {len(verdicts)} passed")
     return 0

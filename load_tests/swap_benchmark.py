@@ -61,13 +61,24 @@ class Phase:
 def mlp(seed: int) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     shapes = {"W1": (FEATURES, HIDDEN), "W2": (HIDDEN, HIDDEN), "W3": (HIDDEN, 1)}
-    weights = [numpy_helper.from_array((rng.normal(size=s) / np.sqrt(s[0])).astype(np.float32), n)
-               for n, s in shapes.items()]
-    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
-             helper.make_node("MatMul", ["r1", "W2"], ["h2"]), helper.make_node("Relu", ["h2"], ["r2"]),
-             helper.make_node("MatMul", ["r2", "W3"], ["z"]), helper.make_node("Sigmoid", ["z"], ["score"])]
-    graph = helper.make_graph(nodes, MODEL, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", FEATURES])],
-                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])], weights)
+    weights = [
+        numpy_helper.from_array((rng.normal(size=s) / np.sqrt(s[0])).astype(np.float32), n) for n, s in shapes.items()
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["r1"]),
+        helper.make_node("MatMul", ["r1", "W2"], ["h2"]),
+        helper.make_node("Relu", ["h2"], ["r2"]),
+        helper.make_node("MatMul", ["r2", "W3"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["score"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        MODEL,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", FEATURES])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])],
+        weights,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
@@ -76,22 +87,27 @@ def write_repository(root: Path) -> None:
         folder = root / MODEL / str(version)
         folder.mkdir(parents=True)
         onnx.save(mlp(version), folder / ONNX_FILENAME)
-        ModelManifest(name=MODEL, version=version,
-                      inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, FEATURES])],
-                      outputs=[TensorSpec(name="score", datatype="FP32", shape=[-1, 1])],
-                      batching=BatchingPolicy(max_batch_size=32, max_queue_delay_ms=1.0),
-                      lineage=Lineage(architecture="swap-benchmark-mlp"),
-                      onnx_sha256=sha256_file(folder / ONNX_FILENAME)).write(folder)
+        ModelManifest(
+            name=MODEL,
+            version=version,
+            inputs=[TensorSpec(name="x", datatype="FP32", shape=[-1, FEATURES])],
+            outputs=[TensorSpec(name="score", datatype="FP32", shape=[-1, 1])],
+            batching=BatchingPolicy(max_batch_size=32, max_queue_delay_ms=1.0),
+            lineage=Lineage(architecture="swap-benchmark-mlp"),
+            onnx_sha256=sha256_file(folder / ONNX_FILENAME),
+        ).write(folder)
     (root / ".hotserve").mkdir()
     (root / ".hotserve" / "control.json").write_text(json.dumps({"models": {MODEL: {"aliases": {"production": 1}}}}))
 
 
 def promote(url: str, version: int) -> float:
     """PUT production -> version; returns the call's wall time in seconds."""
-    request = urllib.request.Request(f"{url}/admin/models/{MODEL}/aliases/production", method="PUT",
-                                     data=json.dumps({"version": version}).encode(),
-                                     headers={"Authorization": f"Bearer {TOKEN}",
-                                              "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/admin/models/{MODEL}/aliases/production",
+        method="PUT",
+        data=json.dumps({"version": version}).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=120) as response:
         response.read()
@@ -118,7 +134,7 @@ def swap_histogram(url: str) -> tuple[float, float]:
     """(sum, count) of the server's hotserve_model_swap_duration_seconds."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
         text = response.read().decode()
-    values = dict(re.findall(r'hotserve_model_swap_duration_seconds_(sum|count)\{[^}]*\} (\S+)', text))
+    values = dict(re.findall(r"hotserve_model_swap_duration_seconds_(sum|count)\{[^}]*\} (\S+)", text))
     return float(values.get("sum", 0.0)), float(values.get("count", 0.0))
 
 
@@ -128,25 +144,38 @@ def idle_swaps(server: ServerProcess, name: str, count: int = 10) -> Phase:
     calls = [promote(server.base_url, 2 - i % 2) for i in range(count)]
     after = swap_histogram(server.base_url)
     swaps = int(after[1] - before[1])
-    result = Phase(server=name, phase="idle", requests_per_s=0.0, p50_ms=0.0, p99_ms=0.0, errors=0,
-                   swaps=swaps, swap_call_p50_ms=statistics.median(calls) * 1000,
-                   swap_call_max_ms=max(calls) * 1000,
-                   swap_server_mean_ms=(after[0] - before[0]) / swaps * 1000 if swaps else None)
-    print(f"  {name:18s} idle swaps {swaps}  call p50 {result.swap_call_p50_ms:.1f} ms "
-          f"max {result.swap_call_max_ms:.1f} ms  server mean {result.swap_server_mean_ms:.1f} ms", flush=True)
+    result = Phase(
+        server=name,
+        phase="idle",
+        requests_per_s=0.0,
+        p50_ms=0.0,
+        p99_ms=0.0,
+        errors=0,
+        swaps=swaps,
+        swap_call_p50_ms=statistics.median(calls) * 1000,
+        swap_call_max_ms=max(calls) * 1000,
+        swap_server_mean_ms=(after[0] - before[0]) / swaps * 1000 if swaps else None,
+    )
+    print(
+        f"  {name:18s} idle swaps {swaps}  call p50 {result.swap_call_p50_ms:.1f} ms "
+        f"max {result.swap_call_max_ms:.1f} ms  server mean {result.swap_server_mean_ms:.1f} ms",
+        flush=True,
+    )
     return result
 
 
-def measure(server: ServerProcess, name: str, phase: str, body: bytes, args: argparse.Namespace,
-            workdir: Path) -> Phase:
+def measure(
+    server: ServerProcess, name: str, phase: str, body: bytes, args: argparse.Namespace, workdir: Path
+) -> Phase:
     url = server.base_url
     swapper = Swapper(url, args.interval) if phase != "steady" else None
     before = swap_histogram(url)
     if swapper is not None:
         swapper.start()
     try:
-        w = run_wrk(f"{url}/v2/models/{MODEL}/infer", body, "application/json", None, args.clients,
-                    args.duration, workdir)
+        w = run_wrk(
+            f"{url}/v2/models/{MODEL}/infer", body, "application/json", None, args.clients, args.duration, workdir
+        )
     finally:
         if swapper is not None:
             swapper.stop.set()
@@ -155,18 +184,28 @@ def measure(server: ServerProcess, name: str, phase: str, body: bytes, args: arg
     calls = swapper.calls_s if swapper is not None else []
     swaps = int(after[1] - before[1])
     result = Phase(
-        server=name, phase=phase, requests_per_s=w["requests"] / (w["duration_us"] / 1e6),
-        p50_ms=w["p50_us"] / 1000, p99_ms=w["p99_us"] / 1000,
-        errors=int(w["status_errors"] + w["connect_errors"] + w["read_errors"] + w["write_errors"]
-                   + w["timeouts"]),
+        server=name,
+        phase=phase,
+        requests_per_s=w["requests"] / (w["duration_us"] / 1e6),
+        p50_ms=w["p50_us"] / 1000,
+        p99_ms=w["p99_us"] / 1000,
+        errors=int(w["status_errors"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]),
         swaps=swaps,
         swap_call_p50_ms=statistics.median(calls) * 1000 if calls else None,
         swap_call_max_ms=max(calls) * 1000 if calls else None,
-        swap_server_mean_ms=(after[0] - before[0]) / swaps * 1000 if swaps else None)
-    print(f"  {name:18s} {phase:11s} {result.requests_per_s:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
-          f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  swaps {swaps}"
-          + (f"  call p50 {result.swap_call_p50_ms:.1f} ms max {result.swap_call_max_ms:.1f} ms"
-             f"  server mean {result.swap_server_mean_ms:.1f} ms" if calls and swaps else ""), flush=True)
+        swap_server_mean_ms=(after[0] - before[0]) / swaps * 1000 if swaps else None,
+    )
+    print(
+        f"  {name:18s} {phase:11s} {result.requests_per_s:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+        f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  swaps {swaps}"
+        + (
+            f"  call p50 {result.swap_call_p50_ms:.1f} ms max {result.swap_call_max_ms:.1f} ms"
+            f"  server mean {result.swap_server_mean_ms:.1f} ms"
+            if calls and swaps
+            else ""
+        ),
+        flush=True,
+    )
     return result
 
 
@@ -177,20 +216,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between swaps")
     args = parser.parse_args(argv)
     x = np.random.default_rng(0).normal(size=(1, FEATURES)).astype(np.float32)
-    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, FEATURES],
-                                   "data": x.ravel().tolist()}]}).encode()
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, FEATURES], "data": x.ravel().tolist()}]}
+    ).encode()
     results: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="hotserve-swap-") as tmp:
         workdir = Path(tmp)
         for name, keep in [("kept loaded", "true"), ("loaded per swap", "false")]:
             repository = workdir / name.replace(" ", "-")
             write_repository(repository)
-            server = start_server(repository, workdir / f"{repository.name}.log", ready_path="/v2/health/ready",
-                                  env={"HOTSERVE_ADMIN_TOKENS": f"bench:{TOKEN}",
-                                       "HOTSERVE_KEEP_PREVIOUS_LOADED": keep, "HOTSERVE_LOG_LEVEL": "warning"})
+            server = start_server(
+                repository,
+                workdir / f"{repository.name}.log",
+                ready_path="/v2/health/ready",
+                env={
+                    "HOTSERVE_ADMIN_TOKENS": f"bench:{TOKEN}",
+                    "HOTSERVE_KEEP_PREVIOUS_LOADED": keep,
+                    "HOTSERVE_LOG_LEVEL": "warning",
+                },
+            )
             try:
-                run_wrk(f"{server.base_url}/v2/models/{MODEL}/infer", body, "application/json", None,
-                        args.clients, 1, workdir)  # warm connections and allocators
+                run_wrk(
+                    f"{server.base_url}/v2/models/{MODEL}/infer",
+                    body,
+                    "application/json",
+                    None,
+                    args.clients,
+                    1,
+                    workdir,
+                )  # warm connections and allocators
                 results.append(idle_swaps(server, name))
                 results.append(measure(server, name, "steady", body, args, workdir))
                 results.append(measure(server, name, "swapping", body, args, workdir))

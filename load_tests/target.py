@@ -70,18 +70,34 @@ def model_metadata(host: str, model: str) -> dict[str, Any]:
     return doc
 
 
-def read_target(host: str, model: str, *, rows: int = 1, entities: str | None = "demo:fraud",
-                unknown_share: float = 0.05, seed: int = 0) -> Target:
+def read_target(
+    host: str,
+    model: str,
+    *,
+    rows: int = 1,
+    entities: str | None = "demo:fraud",
+    unknown_share: float = 0.05,
+    seed: int = 0,
+) -> Target:
     """The model's signature from `host`, with body pools built from `entities` (a table the
     feature store was filled from) where the model has a feature view."""
     meta = model_metadata(host, model)
     spec = meta["inputs"][0]
-    target = Target(host=host, model=model, input_name=spec["name"], datatype=spec["datatype"],
-                    sample_shape=[int(d) for d in spec["shape"][1:]],
-                    outputs=[o["name"] for o in meta["outputs"]], rows=rows, unknown_share=unknown_share)
+    target = Target(
+        host=host,
+        model=model,
+        input_name=spec["name"],
+        datatype=spec["datatype"],
+        sample_shape=[int(d) for d in spec["shape"][1:]],
+        outputs=[o["name"] for o in meta["outputs"]],
+        rows=rows,
+        unknown_share=unknown_share,
+    )
     if any(d < 0 for d in target.sample_shape):
-        raise ValueError(f"{model}: input {target.input_name} has a variable axis besides the batch axis "
-                         f"({spec['shape']}); give the scenarios a fixed-shape model")
+        raise ValueError(
+            f"{model}: input {target.input_name} has a variable axis besides the batch axis "
+            f"({spec['shape']}); give the scenarios a fixed-shape model"
+        )
     rng = np.random.default_rng(seed)
     features = meta.get("features") or {}
     table = _entity_rows(entities, features) if entities and features.get("view") else []
@@ -93,8 +109,10 @@ def read_target(host: str, model: str, *, rows: int = 1, entities: str | None = 
         key = str(features["entity_key"])
         picks = [[table[i] for i in group] for group in rng.integers(0, len(table), size=(POOL_SIZE, rows))]
         target.v1_known = [_v1(target, key, request_features, group) for group in picks]
-        target.v1_unknown = [_v1(target, key, request_features, [{**row, key: _unknown(features, i)} for row in group])
-                             for i, group in enumerate(picks[:32])]
+        target.v1_unknown = [
+            _v1(target, key, request_features, [{**row, key: _unknown(features, i)} for row in group])
+            for i, group in enumerate(picks[:32])
+        ]
     return target
 
 
@@ -118,8 +136,9 @@ def _unknown(features: Mapping[str, Any], i: int) -> str | int:
     return 10**15 + i if features["view"].get("entity_key_type") == "INT64" else f"unknown-{i}"
 
 
-def _samples(target: Target, features: Mapping[str, Any], table: list[dict[str, Any]],
-             rng: np.random.Generator) -> list[np.ndarray]:
+def _samples(
+    target: Target, features: Mapping[str, Any], table: list[dict[str, Any]], rng: np.random.Generator
+) -> list[np.ndarray]:
     """POOL_SIZE input tensors of `rows` rows: real table rows where the table holds every input
     column, standard normal values otherwise."""
     dtype = numpy_dtype(target.datatype)
@@ -144,18 +163,27 @@ def _v2_json(target: Target, sample: np.ndarray) -> Body:
 
 def _v2_binary(target: Target, sample: np.ndarray) -> Body:
     raw = tensor_to_bytes(sample)
-    header = json.dumps({
-        "inputs": [{**_tensor(target, sample), "parameters": {"binary_data_size": len(raw)}}],
-        "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in target.outputs],
-    }).encode()
-    return Body(header + raw, {"Content-Type": "application/octet-stream",
-                               "Inference-Header-Content-Length": str(len(header))}, target.rows)
+    header = json.dumps(
+        {
+            "inputs": [{**_tensor(target, sample), "parameters": {"binary_data_size": len(raw)}}],
+            "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in target.outputs],
+        }
+    ).encode()
+    return Body(
+        header + raw,
+        {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))},
+        target.rows,
+    )
 
 
 def _v1(target: Target, key: str, request_features: list[str], group: list[dict[str, Any]]) -> Body:
     records = [{key: row[key], **{name: row[name] for name in request_features}} for row in group]
-    return Body(json.dumps({"instances": records}, default=_plain).encode(),
-                {"Content-Type": "application/json"}, len(records), entity=str(group[0][key]))
+    return Body(
+        json.dumps({"instances": records}, default=_plain).encode(),
+        {"Content-Type": "application/json"},
+        len(records),
+        entity=str(group[0][key]),
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -40,9 +40,16 @@ class AdminClient:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self._url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self._token}", "Content-Type": "application/json",
-            "Accept": "application/json"})
+        request = urllib.request.Request(
+            self._url + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self._token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
                 return json.loads(response.read() or b"null")
@@ -97,8 +104,11 @@ def _promote(client: AdminClient, args: argparse.Namespace) -> Any:
     if args.alias != PRODUCTION:
         return client.call("PUT", _model_path(args.model, "aliases", args.alias), {"version": args.version})
     requirements = {name: getattr(args, name) for name in REQUIREMENTS if getattr(args, name) is not None}
-    return client.call("POST", _model_path(args.model, "promote"), {
-        "version": args.version, "requirements": requirements or None, "force": args.force})
+    return client.call(
+        "POST",
+        _model_path(args.model, "promote"),
+        {"version": args.version, "requirements": requirements or None, "force": args.force},
+    )
 
 
 def _traffic(client: AdminClient, args: argparse.Namespace) -> Any:
@@ -148,23 +158,37 @@ def _rescan(client: AdminClient, args: argparse.Namespace) -> Any:
 
 
 ACTIONS: dict[str, Callable[[AdminClient, argparse.Namespace], Any]] = {
-    "list": _list, "load": _load, "unload": _unload, "promote": _promote,
-    "rollback": _rollback, "history": _history, "rescan": _rescan, "traffic": _traffic,
-    "shadow": _shadow, "evidence": _evidence, "replicas": _replicas,
+    "list": _list,
+    "load": _load,
+    "unload": _unload,
+    "promote": _promote,
+    "rollback": _rollback,
+    "history": _history,
+    "rescan": _rescan,
+    "traffic": _traffic,
+    "shadow": _shadow,
+    "evidence": _evidence,
+    "replicas": _replicas,
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=os.environ.get("HOTSERVE_URL", DEFAULT_URL),
-                        help=f"server base URL (env HOTSERVE_URL; default {DEFAULT_URL})")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("HOTSERVE_URL", DEFAULT_URL),
+        help=f"server base URL (env HOTSERVE_URL; default {DEFAULT_URL})",
+    )
     parser.add_argument("--json", action="store_true", help="print the server's JSON, not tables")
-    parser.add_argument("--timeout-s", type=float, default=300.0,
-                        help="how long to wait for the server (a load can take a while)")
+    parser.add_argument(
+        "--timeout-s", type=float, default=300.0, help="how long to wait for the server (a load can take a while)"
+    )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="models, their versions' state, aliases, memory")
     listing.add_argument("model", nargs="?")
-    for name, text in [("load", "load a version (it stays loaded)"),
-                       ("unload", "unload a version (refused while an alias names it)")]:
+    for name, text in [
+        ("load", "load a version (it stays loaded)"),
+        ("unload", "unload a version (refused while an alias names it)"),
+    ]:
         action = sub.add_parser(name, help=text)
         action.add_argument("model")
         action.add_argument("version", type=_version)
@@ -172,16 +196,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     promote.add_argument("model")
     promote.add_argument("version", type=_version)
     promote.add_argument("--alias", default=PRODUCTION, help="alias to set (default production)")
-    promote.add_argument("--min-requests", dest="min_requests", type=int,
-                         help="refuse unless this many canary answers + shadow comparisons were seen")
-    promote.add_argument("--min-agreement", dest="min_agreement", type=float,
-                         help="refuse unless shadow answers agreed at least this often (0..1)")
-    promote.add_argument("--max-p99-ratio", dest="max_p99_ratio", type=float,
-                         help="refuse if the candidate's p99 exceeds production's by more than this factor")
-    promote.add_argument("--max-error-ratio", dest="max_error_ratio", type=float,
-                         help="refuse if more than this share of the candidate's answers were 5xx")
-    promote.add_argument("--force", action="store_true",
-                         help="promote even if the evidence falls short (audited as forced)")
+    promote.add_argument(
+        "--min-requests",
+        dest="min_requests",
+        type=int,
+        help="refuse unless this many canary answers + shadow comparisons were seen",
+    )
+    promote.add_argument(
+        "--min-agreement",
+        dest="min_agreement",
+        type=float,
+        help="refuse unless shadow answers agreed at least this often (0..1)",
+    )
+    promote.add_argument(
+        "--max-p99-ratio",
+        dest="max_p99_ratio",
+        type=float,
+        help="refuse if the candidate's p99 exceeds production's by more than this factor",
+    )
+    promote.add_argument(
+        "--max-error-ratio",
+        dest="max_error_ratio",
+        type=float,
+        help="refuse if more than this share of the candidate's answers were 5xx",
+    )
+    promote.add_argument(
+        "--force", action="store_true", help="promote even if the evidence falls short (audited as forced)"
+    )
     traffic = sub.add_parser("traffic", help="split unpinned requests: production=90 canary=10")
     traffic.add_argument("model")
     traffic.add_argument("weights", nargs="*", metavar="TARGET=PERCENT")
@@ -190,10 +231,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shadow.add_argument("model")
     shadow.add_argument("version", type=_version, nargs="?")
     shadow.add_argument("--share", type=float, default=1.0, help="share of requests copied (default 1)")
-    shadow.add_argument("--tolerance", type=float, default=1e-4,
-                        help="largest output difference counted as agreement (default 1e-4)")
-    shadow.add_argument("--threshold", type=float,
-                        help="decision threshold: agreement means the same side of it")
+    shadow.add_argument(
+        "--tolerance", type=float, default=1e-4, help="largest output difference counted as agreement (default 1e-4)"
+    )
+    shadow.add_argument("--threshold", type=float, help="decision threshold: agreement means the same side of it")
     shadow.add_argument("--off", action="store_true", help="stop shadowing")
     evidence = sub.add_parser("evidence", help="what a candidate showed (canary answers, shadow comparisons)")
     evidence.add_argument("model")
@@ -235,9 +276,22 @@ def run(args: argparse.Namespace) -> int:
 def render(action: str, doc: Any) -> str:
     """The answer to `action` as text an operator reads."""
     if action == "history":
-        return table(["AT", "WHO", "ACTION", "ALIAS", "FROM", "TO", "RESULT", "DETAIL"],
-                     [[e["at"], e["who"], e["action"], e.get("alias"), e.get("from"), e.get("to"),
-                       e["result"], e.get("detail")] for e in doc["entries"]])
+        return table(
+            ["AT", "WHO", "ACTION", "ALIAS", "FROM", "TO", "RESULT", "DETAIL"],
+            [
+                [
+                    e["at"],
+                    e["who"],
+                    e["action"],
+                    e.get("alias"),
+                    e.get("from"),
+                    e.get("to"),
+                    e["result"],
+                    e.get("detail"),
+                ]
+                for e in doc["entries"]
+            ],
+        )
     if action == "rescan":
         found = ", ".join(f"{x['model']} v{x['version']}" for x in doc["added"]) or "nothing new"
         gone = ", ".join(f"{x['model']} v{x['version']}" for x in doc["removed"]) or "nothing"
@@ -249,17 +303,33 @@ def render(action: str, doc: Any) -> str:
     if action == "replicas":
         return f"control revision {doc['revision']}\n" + table(
             ["REPLICA", "APPLIED REVISION", "REPORTED", "SPLIT (VERSION=PERCENT)", "FALLBACKS"],
-            [[r["replica"], r["revision"], r["reported_at"],
-              "; ".join(f"{m}: " + ", ".join(f"v{v}={w}" for v, w in sorted(ws.items()))
-                        for m, ws in sorted(r["models"].items())),
-              "; ".join(r["fallbacks"])] for r in doc["replicas"]])
+            [
+                [
+                    r["replica"],
+                    r["revision"],
+                    r["reported_at"],
+                    "; ".join(
+                        f"{m}: " + ", ".join(f"v{v}={w}" for v, w in sorted(ws.items()))
+                        for m, ws in sorted(r["models"].items())
+                    ),
+                    "; ".join(r["fallbacks"]),
+                ]
+                for r in doc["replicas"]
+            ],
+        )
     return f"{describe_change(doc['change'])}\n\n{models_table([doc['model']])}"
 
 
 def describe_change(change: dict[str, Any]) -> str:
-    what = {"load": "loaded", "unload": "unloaded", "alias": "set", "rollback": "rolled back",
-            "promote": "promoted", "traffic": "traffic set", "shadow": "shadow set"}.get(
-        change["action"], change["action"])
+    what = {
+        "load": "loaded",
+        "unload": "unloaded",
+        "alias": "set",
+        "rollback": "rolled back",
+        "promote": "promoted",
+        "traffic": "traffic set",
+        "shadow": "shadow set",
+    }.get(change["action"], change["action"])
     target = change["model"] + (f" {change['alias']}" if change.get("alias") else "")
     moved = f"{_text(change.get('from'))} -> {_text(change.get('to'))}"
     if not change["changed"]:
@@ -269,15 +339,21 @@ def describe_change(change: dict[str, Any]) -> str:
 
 def evidence_table(evidence: dict[str, Any]) -> str:
     candidate, production = evidence["candidate"], evidence.get("production") or {}
-    return table(["EVIDENCE", "VALUE"], [
-        ["canary answers (5xx)", f"{candidate['requests']} ({candidate['errors']})"],
-        ["p99 candidate / production", f"{_ms(candidate.get('p99_s'))} / {_ms(production.get('p99_s'))}"],
-        ["p99 ratio", _text(evidence.get("p99_ratio"))],
-        ["error ratio", _text(evidence.get("error_ratio"))],
-        ["shadow compared (dropped, failed)",
-         f"{evidence['shadow_compared']} ({evidence['shadow_dropped']}, {evidence['shadow_failed']})"],
-        ["shadow agreement", _text(evidence.get("shadow_agreement"))],
-        ["observed", evidence["observed"]]])
+    return table(
+        ["EVIDENCE", "VALUE"],
+        [
+            ["canary answers (5xx)", f"{candidate['requests']} ({candidate['errors']})"],
+            ["p99 candidate / production", f"{_ms(candidate.get('p99_s'))} / {_ms(production.get('p99_s'))}"],
+            ["p99 ratio", _text(evidence.get("p99_ratio"))],
+            ["error ratio", _text(evidence.get("error_ratio"))],
+            [
+                "shadow compared (dropped, failed)",
+                f"{evidence['shadow_compared']} ({evidence['shadow_dropped']}, {evidence['shadow_failed']})",
+            ],
+            ["shadow agreement", _text(evidence.get("shadow_agreement"))],
+            ["observed", evidence["observed"]],
+        ],
+    )
 
 
 def _ms(seconds: float | None) -> str:
@@ -288,21 +364,46 @@ def models_table(models: Sequence[dict[str, Any]]) -> str:
     rows = []
     for model in models:
         for v in model["versions"]:
-            rows.append([model["name"] + (" (unloaded)" if model["stopped"] else ""), v["version"],
-                         v["state"], ",".join(v["aliases"]),
-                         "*" if model["serving"] == v["version"] else "",
-                         v["loaded_at"], _seconds(v["load_duration_s"]), _mib(v["memory_bytes"]),
-                         v["provider"], v["inflight"], v["reason"]])
-    return table(["MODEL", "VERSION", "STATE", "ALIASES", "SERVING", "LOADED AT", "LOAD", "MEMORY",
-                  "PROVIDER", "IN-FLIGHT", "REASON"], rows)
+            rows.append(
+                [
+                    model["name"] + (" (unloaded)" if model["stopped"] else ""),
+                    v["version"],
+                    v["state"],
+                    ",".join(v["aliases"]),
+                    "*" if model["serving"] == v["version"] else "",
+                    v["loaded_at"],
+                    _seconds(v["load_duration_s"]),
+                    _mib(v["memory_bytes"]),
+                    v["provider"],
+                    v["inflight"],
+                    v["reason"],
+                ]
+            )
+    return table(
+        [
+            "MODEL",
+            "VERSION",
+            "STATE",
+            "ALIASES",
+            "SERVING",
+            "LOADED AT",
+            "LOAD",
+            "MEMORY",
+            "PROVIDER",
+            "IN-FLIGHT",
+            "REASON",
+        ],
+        rows,
+    )
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     """Left-aligned columns; None shows as '-'."""
     cells = [headers] + [[_text(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in cells)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
 
 
 def _text(value: Any) -> str:

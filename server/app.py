@@ -60,8 +60,7 @@ class HotserveApp(FastAPI):
             end_request(token)
 
 
-def create_app(settings: Settings, registry: Registry | None = None,
-               metrics: Metrics | None = None) -> HotserveApp:
+def create_app(settings: Settings, registry: Registry | None = None, metrics: Metrics | None = None) -> HotserveApp:
     """The hotserve ASGI app. Tests may inject a registry (and the metrics it records into).
 
     Raises AdminTokensInvalid (a ValueError) when the configured admin tokens are unusable.
@@ -70,31 +69,54 @@ def create_app(settings: Settings, registry: Registry | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app_metrics = metrics if metrics is not None else Metrics(
-            drift=DriftMonitor(DriftConfig.from_settings(settings)))
+        app_metrics = (
+            metrics if metrics is not None else Metrics(drift=DriftMonitor(DriftConfig.from_settings(settings)))
+        )
         app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
         features = await open_features(settings, app_metrics)
-        edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics,
-                    inflight=InflightRequests(app_metrics),
-                    request_metrics=RequestMetrics(app_metrics), features=features,
-                    request_log=request_log,
-                    shadow=ShadowRunner(app_metrics, max_pending=settings.shadow_max_pending))
+        edge = Edge(
+            settings=settings,
+            registry=app_registry,
+            metrics=app_metrics,
+            inflight=InflightRequests(app_metrics),
+            request_metrics=RequestMetrics(app_metrics),
+            features=features,
+            request_log=request_log,
+            shadow=ShadowRunner(app_metrics, max_pending=settings.shadow_max_pending),
+        )
         app.state.edge = edge
         if admin_tokens is not None:
-            controller = Controller(
-                app_registry, FileAuditLog(settings.resolved_audit_log_path), app_metrics,
-                keep_previous_loaded=settings.keep_previous_loaded, shadow=edge.shadow,
-            ) if isinstance(app_registry, ModelRegistry) else None
+            controller = (
+                Controller(
+                    app_registry,
+                    FileAuditLog(settings.resolved_audit_log_path),
+                    app_metrics,
+                    keep_previous_loaded=settings.keep_previous_loaded,
+                    shadow=edge.shadow,
+                )
+                if isinstance(app_registry, ModelRegistry)
+                else None
+            )
             app.state.admin = AdminPlane(admin_tokens, controller)
-            logger.info("admin API on /admin and /v2/repository for tokens: %s; audit log %s",
-                        ", ".join(admin_tokens.names), settings.resolved_audit_log_path)
+            logger.info(
+                "admin API on /admin and /v2/repository for tokens: %s; audit log %s",
+                ", ".join(admin_tokens.names),
+                settings.resolved_audit_log_path,
+            )
         else:
-            logger.info("admin API off (404): set HOTSERVE_ADMIN_TOKENS, HOTSERVE_ADMIN_TOKENS_FILE "
-                        "or HOTSERVE_ADMIN_TOKEN to turn it on")
+            logger.info(
+                "admin API off (404): set HOTSERVE_ADMIN_TOKENS, HOTSERVE_ADMIN_TOKENS_FILE "
+                "or HOTSERVE_ADMIN_TOKEN to turn it on"
+            )
         await app_registry.start()
         edge.shadow.start()
-        logger.info("serving %s on %s:%d (ready=%s)", settings.model_repository, settings.host,
-                    settings.port, app_registry.ready)
+        logger.info(
+            "serving %s on %s:%d (ready=%s)",
+            settings.model_repository,
+            settings.host,
+            settings.port,
+            app_registry.ready,
+        )
         drift_task = asyncio.create_task(app_metrics.drift.run(), name="hotserve-drift")
         try:
             yield
@@ -109,8 +131,7 @@ def create_app(settings: Settings, registry: Registry | None = None,
             await features.lookup.close()
 
     request_log = RequestLog(settings.log_success_sample_rate)
-    app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(RequestLogMiddleware, request_log=request_log)  # the FastAPI lane only
     install_error_handlers(app)
     app.include_router(health.router)

@@ -24,8 +24,9 @@ class HotserveError(Exception):
 class InvalidInput(HotserveError):
     """A request that can never succeed as sent; names the field, expected vs got."""
 
-    def __init__(self, field: str, expected: str | None = None, got: str | None = None,
-                 detail: str | None = None) -> None:
+    def __init__(
+        self, field: str, expected: str | None = None, got: str | None = None, detail: str | None = None
+    ) -> None:
         if detail is not None:
             message = f"{field}: {detail}"
         else:
@@ -74,8 +75,11 @@ class PromotionRefused(Conflict):
     """A guarded promotion whose evidence falls short of its requirements (409, evidence in the body)."""
 
     def __init__(self, model: str, version: int, shortfalls: list[str], evidence: dict[str, Any]) -> None:
-        super().__init__(f"model {model!r} version {version} not promoted: " + "; ".join(shortfalls)
-                         + " (force to override; it is audited)")
+        super().__init__(
+            f"model {model!r} version {version} not promoted: "
+            + "; ".join(shortfalls)
+            + " (force to override; it is audited)"
+        )
         self.fields = {"shortfalls": shortfalls, "evidence": evidence}
 
 
@@ -83,8 +87,10 @@ class ControlConflict(Conflict):
     """A control-state write based on a revision that is no longer the stored one."""
 
     def __init__(self, expected_revision: int, stored_revision: int) -> None:
-        super().__init__(f"control state changed meanwhile: expected revision {expected_revision}, "
-                         f"stored revision is {stored_revision}; read it again and retry")
+        super().__init__(
+            f"control state changed meanwhile: expected revision {expected_revision}, "
+            f"stored revision is {stored_revision}; read it again and retry"
+        )
         self.expected_revision = expected_revision
         self.stored_revision = stored_revision
 

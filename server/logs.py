@@ -61,8 +61,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         fields = [f"request_id={request_id}"] if (request_id := _request_id(record)) else []
-        fields += [f"{name}={record.__dict__[name]}" for name in REQUEST_FIELDS
-                   if record.__dict__.get(name) is not None]
+        fields += [
+            f"{name}={record.__dict__[name]}" for name in REQUEST_FIELDS if record.__dict__.get(name) is not None
+        ]
         if not fields:
             return line
         head, newline, tail = line.partition("\n")  # keep a traceback below the fields
@@ -76,12 +77,15 @@ def logging_config(level: str, log_format: LogFormat) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"hotserve": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "hotserve",
-                                "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "hotserve", "stream": "ext://sys.stderr"}
+        },
         "root": {"handlers": ["stderr"], "level": level.upper()},
         # uvicorn's loggers lose their own handlers and propagate to the root's.
-        "loggers": {name: {"handlers": [], "propagate": True}
-                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")},
+        "loggers": {
+            name: {"handlers": [], "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+        },
     }
 
 

@@ -42,8 +42,11 @@ logger = logging.getLogger(__name__)
 
 def flag_fields() -> dict[str, FieldInfo]:
     """`Settings` fields that are flags: all but secrets (a flag shows in `ps`)."""
-    return {name: field for name, field in Settings.model_fields.items()
-            if SecretStr not in typing.get_args(field.annotation) and field.annotation is not SecretStr}
+    return {
+        name: field
+        for name, field in Settings.model_fields.items()
+        if SecretStr not in typing.get_args(field.annotation) and field.annotation is not SecretStr
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,11 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description = (field.description or name.replace("_", " ")).replace("%", "%%")
         help_text = f"{description} (env {env}; default {_default_text(field.default)})"
         if field.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         else:
-            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
-                                help=help_text)
+            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -140,8 +143,12 @@ class DrainingServer(uvicorn.Server):
             return
         self._draining = True
         edge.inflight.begin_drain(self._grace_s)
-        logger.info("%s: draining %d in-flight requests (grace %.1f s)",
-                    signal.Signals(sig).name, edge.inflight.count, self._grace_s)
+        logger.info(
+            "%s: draining %d in-flight requests (grace %.1f s)",
+            signal.Signals(sig).name,
+            edge.inflight.count,
+            self._grace_s,
+        )
         self._loop.call_soon_threadsafe(self._start_drain, edge)
 
     def _start_drain(self, edge: Edge) -> None:
@@ -152,7 +159,6 @@ class DrainingServer(uvicorn.Server):
         if not idle:
             logger.warning("grace period over with %d requests still in flight", edge.inflight.count)
         self.should_exit = True
-
 
 
 def _default_text(value: Any) -> str:

@@ -17,8 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Server configuration; `hotserve serve` flags use the same names."""
 
-    model_config = SettingsConfigDict(env_prefix="HOTSERVE_", extra="ignore",
-                                      use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(env_prefix="HOTSERVE_", extra="ignore", use_attribute_docstrings=True)
 
     model_repository: Path = Path("model_repository")
     """Folder holding `<model>/<version>/model.onnx` + `model.json`."""

@@ -43,8 +43,7 @@ class ShadowEvidence:
         return self.agreed / self.compared if self.compared else None
 
 
-def agrees(primary: Tensors, shadow: Tensors, tolerance: float,
-           threshold: float | None) -> tuple[bool, float]:
+def agrees(primary: Tensors, shadow: Tensors, tolerance: float, threshold: float | None) -> tuple[bool, float]:
     """(agreement, largest absolute difference) over the outputs both answers carry."""
     largest = 0.0
     same_decisions = True

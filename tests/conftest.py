@@ -21,4 +21,3 @@ def _no_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
 def settings(tmp_path: Path) -> Settings:
     """Small limits so 413 is cheap to provoke; a short grace period."""
     return Settings(model_repository=tmp_path, max_request_bytes=4096, shutdown_grace_s=5)
-

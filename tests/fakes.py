@@ -41,27 +41,35 @@ from server.settings import Settings
 Compute = Callable[[Tensors], Tensors]
 
 
-def make_manifest(name: str, inputs: list[tuple[str, str, list[int]]],
-                  outputs: list[tuple[str, str, list[int]]], version: int = 1,
-                  features: FeatureSpec | None = None, batching: BatchingPolicy | None = None,
-                  onnx_sha256: str = "0" * 64) -> ModelManifest:
+def make_manifest(
+    name: str,
+    inputs: list[tuple[str, str, list[int]]],
+    outputs: list[tuple[str, str, list[int]]],
+    version: int = 1,
+    features: FeatureSpec | None = None,
+    batching: BatchingPolicy | None = None,
+    onnx_sha256: str = "0" * 64,
+) -> ModelManifest:
     """A valid `ModelManifest` with test lineage."""
     return ModelManifest(
-        name=name, version=version,
+        name=name,
+        version=version,
         inputs=[TensorSpec(name=n, datatype=d, shape=s) for n, d, s in inputs],  # type: ignore[arg-type]
         outputs=[TensorSpec(name=n, datatype=d, shape=s) for n, d, s in outputs],  # type: ignore[arg-type]
-        features=features, batching=batching or BatchingPolicy(),
-        lineage=Lineage(architecture="test", git_commit="abc123", dataset_sha256="d" * 64,
-                        metrics={"auc": 0.9}),
+        features=features,
+        batching=batching or BatchingPolicy(),
+        lineage=Lineage(architecture="test", git_commit="abc123", dataset_sha256="d" * 64, metrics={"auc": 0.9}),
         onnx_sha256=onnx_sha256,
     )
 
 
-def fake_manifest(name: str = "echo", version: int = 1, features: int = 3,
-                  batching: BatchingPolicy | None = None) -> ModelManifest:
+def fake_manifest(
+    name: str = "echo", version: int = 1, features: int = 3, batching: BatchingPolicy | None = None
+) -> ModelManifest:
     """A manifest with one FP32 input `x` [-1, features] and one FP32 output `y` of the same shape."""
-    return make_manifest(name, [("x", "FP32", [-1, features])], [("y", "FP32", [-1, features])],
-                         version=version, batching=batching)
+    return make_manifest(
+        name, [("x", "FP32", [-1, features])], [("y", "FP32", [-1, features])], version=version, batching=batching
+    )
 
 
 async def until(condition: Callable[[], bool], turns: int = 20_000) -> None:
@@ -197,8 +205,7 @@ class FakeRegistry:
     async def start(self) -> None:
         self.started = True
 
-    def acquire(self, name: str, version: int | None = None,
-                routing_key: str | None = None) -> FakeServedVersion:
+    def acquire(self, name: str, version: int | None = None, routing_key: str | None = None) -> FakeServedVersion:
         self.routing_keys.append(routing_key)
         served = self.resolve(name, version)
         served.leases += 1
@@ -250,9 +257,11 @@ def write_tiny_mlp(path: Path, features: int = 3, outputs: int = 2, seed: int = 
     weight = rng.normal(size=(features, outputs)).astype(np.float32)
     bias = rng.normal(size=(outputs,)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["xw"]),
-         helper.make_node("Add", ["xw", "b"], ["logits"]),
-         helper.make_node("Sigmoid", ["logits"], ["y"])],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["logits"]),
+            helper.make_node("Sigmoid", ["logits"], ["y"]),
+        ],
         "tiny_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", outputs])],
@@ -270,9 +279,15 @@ def tiny_mlp_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> n
     return 1.0 / (1.0 + np.exp(-(x @ weight + bias)))
 
 
-def write_model_version(repository: Path, name: str, version: int, features: int = 3,
-                        outputs: int = 2, batching: BatchingPolicy | None = None,
-                        drift: DriftReference | None = None) -> tuple[np.ndarray, np.ndarray]:
+def write_model_version(
+    repository: Path,
+    name: str,
+    version: int,
+    features: int = 3,
+    outputs: int = 2,
+    batching: BatchingPolicy | None = None,
+    drift: DriftReference | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Write `<repository>/<name>/<version>/` with a tiny MLP and a matching `model.json`.
 
     The weights depend on `version`, so answers tell versions apart. Returns (W, b).
@@ -340,10 +355,12 @@ def break_version(folder: Path, how: str) -> str:
     if how == "warm_up":
         features, outputs = manifest["inputs"][0]["shape"][1], manifest["outputs"][0]["shape"][1]
         graph = helper.make_graph(
-            [helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad_reshape",
+            [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+            "bad_reshape",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", outputs])],
-            initializer=[numpy_helper.from_array(np.array([-1, features + 1], dtype=np.int64), "shape")])
+            initializer=[numpy_helper.from_array(np.array([-1, features + 1], dtype=np.int64), "shape")],
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         (folder / "model.onnx").write_bytes(model.SerializeToString())

@@ -206,9 +206,7 @@ def write_checkpoint(
             version = next_version(model_dir)
             metadata = describe(version)
             if metadata.version != version or metadata.name != name:
-                raise ValueError(
-                    f"metadata names {metadata.name!r} v{metadata.version}, expected {name!r} v{version}"
-                )
+                raise ValueError(f"metadata names {metadata.name!r} v{metadata.version}, expected {name!r} v{version}")
             text = (metadata.model_dump_json(indent=2) + "\n").encode()
             _fsync_write(staging / METADATA_FILENAME, lambda fh: fh.write(text))
             target = model_dir / str(version)
@@ -252,7 +250,9 @@ def _read_payload(path: Path) -> dict[str, Any]:
         raise CheckpointError(path, f"corrupt {CHECKPOINT_FILENAME}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(path, f"{CHECKPOINT_FILENAME} is not a format-{CHECKPOINT_FORMAT} checkpoint (found {found!r})")
+        raise CheckpointError(
+            path, f"{CHECKPOINT_FILENAME} is not a format-{CHECKPOINT_FORMAT} checkpoint (found {found!r})"
+        )
     missing = [k for k in ("state_dict", "optimizer_state", "holdout_inputs", "holdout_labels") if k not in payload]
     if missing:
         raise CheckpointError(path, f"{CHECKPOINT_FILENAME} lacks {missing}")
@@ -262,8 +262,14 @@ def _read_payload(path: Path) -> dict[str, Any]:
 def build_module(metadata: CheckpointMetadata) -> TaskModel:
     """An untrained module with the architecture, input shape, preprocessing and task `metadata` records."""
     row_shape = tuple(metadata.inputs[0].shape[1:])
-    return build_model(metadata.architecture, row_shape, metadata.architecture_kwargs, metadata.preprocessing,
-                       metadata.task, metadata.classes)
+    return build_model(
+        metadata.architecture,
+        row_shape,
+        metadata.architecture_kwargs,
+        metadata.preprocessing,
+        metadata.task,
+        metadata.classes,
+    )
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:

@@ -30,13 +30,17 @@ def resolve_device(choice: DeviceChoice, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         if choice == "cuda":
-            raise DeviceError(f"--device cuda: CUDA is not available (torch {torch.__version__}, "
-                              f"built for CUDA {torch.version.cuda or 'none'})")
+            raise DeviceError(
+                f"--device cuda: CUDA is not available (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda or 'none'})"
+            )
         return torch.device("cpu")
     visible = torch.cuda.device_count()
     if local_rank >= visible:
-        raise DeviceError(f"local rank {local_rank} has no GPU of its own: {visible} visible; "
-                          "start at most one process per GPU (--nproc)")
+        raise DeviceError(
+            f"local rank {local_rank} has no GPU of its own: {visible} visible; "
+            "start at most one process per GPU (--nproc)"
+        )
     return torch.device("cuda", local_rank)
 
 

@@ -58,7 +58,9 @@ class Placement:
         return self.world_size > 1
 
 
-def start(device_choice: DeviceChoice = "auto", amp: bool = False, timeout_s: float = DEFAULT_DIST_TIMEOUT_S) -> Placement:
+def start(
+    device_choice: DeviceChoice = "auto", amp: bool = False, timeout_s: float = DEFAULT_DIST_TIMEOUT_S
+) -> Placement:
     """This process's placement; joins the process group when torchrun started several ranks."""
     rank, world, local = 0, 1, 0
     if launched_by_torchrun():
@@ -74,8 +76,9 @@ def start(device_choice: DeviceChoice = "auto", amp: bool = False, timeout_s: fl
         if device.type == "cuda":
             torch.cuda.set_device(device)
         try:
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
-                                    device_id=device if device.type == "cuda" else None)
+            dist.init_process_group(
+                backend, timeout=timedelta(seconds=timeout_s), device_id=device if device.type == "cuda" else None
+            )
         except RuntimeError as exc:  # torch.distributed.DistError included
             raise DistributedError(f"rank {rank}: cannot join the {backend} process group: {exc}") from exc
     return Placement(rank, world, local, device, backend, amp_mode, tuple(n for n in (note,) if n))

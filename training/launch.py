@@ -56,8 +56,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
     """One machine, `nproc` ranks, a rendezvous on a free local port, no restarts."""
-    return [*TORCHRUN, "--standalone", "--nproc-per-node", str(nproc), "--max-restarts", "0",
-            "-m", "training", *argv]
+    return [*TORCHRUN, "--standalone", "--nproc-per-node", str(nproc), "--max-restarts", "0", "-m", "training", *argv]
 
 
 def _loopback_env() -> dict[str, str]:
@@ -73,6 +72,9 @@ def launch(nproc: int, args: argparse.Namespace) -> int:
     print(f"starting {nproc} processes: {' '.join(command[1:])}", flush=True)
     done = subprocess.run(command, env=env, cwd=Path.cwd(), check=False)
     if done.returncode != 0:
-        print(f"hotserve train: error: distributed training failed (torchrun exit status {done.returncode}); "
-              "torchrun's report above names the rank that failed first and how", file=sys.stderr)
+        print(
+            f"hotserve train: error: distributed training failed (torchrun exit status {done.returncode}); "
+            "torchrun's report above names the rank that failed first and how",
+            file=sys.stderr,
+        )
     return done.returncode

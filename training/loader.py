@@ -54,20 +54,26 @@ class SeededPermutation(Sampler[int]):
 class TrainBatches:
     """Iterable of (inputs, targets) batches for one epoch at a time; call `set_epoch` first."""
 
-    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int,
-                 placement: Placement) -> None:
+    def __init__(
+        self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int, placement: Placement
+    ) -> None:
         rows = _Rows(inputs, targets)
         self.sampler: SeededPermutation | DistributedSampler[int]
         if placement.distributed:
-            self.sampler = DistributedSampler(rows, num_replicas=placement.world_size, rank=placement.rank,
-                                              shuffle=True, seed=seed, drop_last=False)
+            self.sampler = DistributedSampler(
+                rows, num_replicas=placement.world_size, rank=placement.rank, shuffle=True, seed=seed, drop_last=False
+            )
         else:
             self.sampler = SeededPermutation(len(rows), seed)
         # `batch_size` is the global batch: each of N ranks takes 1/N of it, so the averaged
         # gradient step is the single-process one and results stay comparable across world sizes.
         self.rank_batch_size = math.ceil(batch_size / placement.world_size)
-        self.loader = DataLoader(rows, sampler=BatchSampler(self.sampler, self.rank_batch_size, drop_last=False),
-                                 batch_size=None, pin_memory=placement.device.type == "cuda")
+        self.loader = DataLoader(
+            rows,
+            sampler=BatchSampler(self.sampler, self.rank_batch_size, drop_last=False),
+            batch_size=None,
+            pin_memory=placement.device.type == "cuda",
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)

@@ -19,9 +19,7 @@ def roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float:
     positives = int(truth.sum())
     negatives = truth.size - positives
     if positives == 0 or negatives == 0:
-        raise ValueError(
-            f"AUC needs both classes; got {positives} positive and {negatives} negative labels"
-        )
+        raise ValueError(f"AUC needs both classes; got {positives} positive and {negatives} negative labels")
     order = np.argsort(scores, kind="mergesort")
     sorted_scores = scores[order]
     ranks = np.empty(scores.size, dtype=np.float64)

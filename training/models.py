@@ -267,8 +267,7 @@ def build_model(
     spec = get_architecture(architecture)
     if len(input_shape) + 1 != spec.input_rank:
         raise ValueError(
-            f"architecture {architecture!r} reads rank-{spec.input_rank} batches; "
-            f"got rows of shape {list(input_shape)}"
+            f"architecture {architecture!r} reads rank-{spec.input_rank} batches; got rows of shape {list(input_shape)}"
         )
     preprocess: nn.Module
     if spec.tabular:

@@ -28,7 +28,9 @@ def _edges(values: np.ndarray, bins: int) -> np.ndarray:
     return edges
 
 
-def histogram(name: str, values: np.ndarray, bins: int = DEFAULT_BINS, edges: np.ndarray | None = None) -> ReferenceHistogram:
+def histogram(
+    name: str, values: np.ndarray, bins: int = DEFAULT_BINS, edges: np.ndarray | None = None
+) -> ReferenceHistogram:
     """Histogram of `values` with proportions summing to 1; values outside the edges count in the end bins."""
     flat = np.asarray(values, dtype=np.float64).ravel()
     if flat.size == 0:
@@ -78,13 +80,15 @@ def label_histogram(class_indices: np.ndarray, classes: ClassNames) -> Reference
         name=LABEL_OUTPUT,
         bin_edges=[k - 0.5 for k in range(len(classes) + 1)],
         proportions=[float(c) for c in counts / counts.sum()],
-        categories=[str(c) for c in classes] if any(isinstance(c, str) for c in classes)
+        categories=[str(c) for c in classes]
+        if any(isinstance(c, str) for c in classes)
         else [float(c) for c in classes],
     )
 
 
-def prediction_reference(task: Task, scores: np.ndarray, classes: ClassNames | None = None,
-                         bins: int = DEFAULT_BINS) -> tuple[ReferenceHistogram, str]:
+def prediction_reference(
+    task: Task, scores: np.ndarray, classes: ClassNames | None = None, bins: int = DEFAULT_BINS
+) -> tuple[ReferenceHistogram, str]:
     """(histogram, output it describes) of the model's predictions: the probability for
     binary, the predicted class mix (`label`) for multiclass, the predicted values for regression."""
     if task == "multiclass":

@@ -12,8 +12,9 @@ def _take(rows: np.ndarray, val_fraction: float) -> int:
     return min(rows.size - 1, max(1, round(rows.size * val_fraction)))
 
 
-def split_rows(task: Task, labels: np.ndarray, val_fraction: float, seed: int,
-               classes: ClassNames | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_rows(
+    task: Task, labels: np.ndarray, val_fraction: float, seed: int, classes: ClassNames | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) row indices, sorted; for classifiers each class is in both.
 
     Raises ValueError when the fraction is out of range or a class (or the whole table, for
@@ -29,7 +30,8 @@ def split_rows(task: Task, labels: np.ndarray, val_fraction: float, seed: int,
         n_val = _take(rows, val_fraction)
         return np.sort(rows[n_val:]), np.sort(rows[:n_val])
     strata: list[tuple[float, str]] = (
-        [(float(k), f"class {name!r}") for k, name in enumerate(classes or ())] if task == "multiclass"
+        [(float(k), f"class {name!r}") for k, name in enumerate(classes or ())]
+        if task == "multiclass"
         else [(0.0, "label 0"), (1.0, "label 1")]
     )
     train: list[np.ndarray] = []

@@ -110,8 +110,12 @@ class Trainer:
                 f"architecture {config.architecture!r} reads rank-{self.spec.input_rank} inputs; "
                 f"dataset {dataset.spec.source} has rows of shape {list(dataset.inputs.shape[1:])}"
             )
-        counts = {"epochs": config.epochs, "batch_size": config.batch_size, "patience": config.patience,
-                  "holdout_rows": config.holdout_rows}
+        counts = {
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "patience": config.patience,
+            "holdout_rows": config.holdout_rows,
+        }
         bad = {name: value for name, value in counts.items() if value < 1}
         if bad:
             # holdout_rows too: a checkpoint without held-out rows cannot be parity-checked or exported.
@@ -119,8 +123,10 @@ class Trainer:
         if parent is not None:
             meta = parent.metadata
             if (meta.task, meta.classes) != (dataset.task, dataset.classes):
-                raise TrainingError(f"resumed checkpoint is a {meta.task} model (classes {meta.classes}); "
-                                    f"the dataset is {dataset.task} (classes {dataset.classes})")
+                raise TrainingError(
+                    f"resumed checkpoint is a {meta.task} model (classes {meta.classes}); "
+                    f"the dataset is {dataset.task} (classes {dataset.classes})"
+                )
 
     def _transform(self, train_rows: np.ndarray) -> TabularTransform | None:
         if not self.spec.tabular:
@@ -129,7 +135,9 @@ class Trainer:
             transform = self.parent.metadata.preprocessing
             if transform is None or transform.columns != list(self.dataset.columns):
                 have = None if transform is None else transform.columns
-                raise TrainingError(f"resumed checkpoint reads columns {have}, dataset has {list(self.dataset.columns)}")
+                raise TrainingError(
+                    f"resumed checkpoint reads columns {have}, dataset has {list(self.dataset.columns)}"
+                )
             return transform
         return TabularTransform.fit(train_rows, self.dataset.columns, self.dataset.categorical)
 
@@ -141,8 +149,15 @@ class Trainer:
             return module
         row_shape = tuple(self.dataset.inputs.shape[1:])
         target = (float(train_targets.mean()), float(train_targets.std()) or 1.0)
-        return build_model(self.config.architecture, row_shape, self.config.architecture_kwargs, transform,
-                           self.dataset.task, self.dataset.classes, target)
+        return build_model(
+            self.config.architecture,
+            row_shape,
+            self.config.architecture_kwargs,
+            transform,
+            self.dataset.task,
+            self.dataset.classes,
+            target,
+        )
 
     def _scores(self, model: TaskModel, inputs: torch.Tensor, raw: bool) -> np.ndarray:
         """The task's scores in chunks: through the whole module (`raw`) or the body over preprocessed rows."""
@@ -160,8 +175,14 @@ class Trainer:
         local = self._scores(model, inputs[shard(self.placement, inputs.shape[0])], raw=False)
         return evaluate_task(self.dataset.task, gather_rows(self.placement, local), labels)
 
-    def _fit_epoch(self, model: TaskModel, body: torch.nn.Module, batches: TrainBatches,
-                   optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> float:
+    def _fit_epoch(
+        self,
+        model: TaskModel,
+        body: torch.nn.Module,
+        batches: TrainBatches,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+    ) -> float:
         """One pass over this rank's batches; the mean training loss over every rank's rows."""
         model.train()
         device = self.placement.device
@@ -199,8 +220,9 @@ class Trainer:
         def body_inputs(rows: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(transform.apply(rows) if transform is not None else rows)
 
-        batches = TrainBatches(body_inputs(raw[train_idx]), torch.from_numpy(labels[train_idx]), config.batch_size,
-                               config.seed, placement)
+        batches = TrainBatches(
+            body_inputs(raw[train_idx]), torch.from_numpy(labels[train_idx]), config.batch_size, config.seed, placement
+        )
         x_val, y_val = body_inputs(raw[val_idx]), labels[val_idx]
         body: torch.nn.Module = model.body
         if placement.distributed:
@@ -247,8 +269,10 @@ class Trainer:
             except RuntimeError as exc:
                 if not placement.distributed or isinstance(exc, DistributedError):
                     raise
-                raise DistributedError(f"rank {placement.rank} of {placement.world_size}: epoch {epoch} failed "
-                                       f"(a lost rank shows up here as a failed collective): {exc}") from exc
+                raise DistributedError(
+                    f"rank {placement.rank} of {placement.world_size}: epoch {epoch} failed "
+                    f"(a lost rank shows up here as a failed collective): {exc}"
+                ) from exc
             result = EpochResult(epoch, train_loss, metrics)
             history.append(result)
             progress.set_postfix(train_loss=f"{result.train_loss:.4f}", **{selection: f"{metrics[selection]:.4f}"})
@@ -269,9 +293,12 @@ class Trainer:
         model.eval()
         # Reference statistics come from raw rows through the whole module: what serving will see.
         train_scores = self._scores(model, torch.from_numpy(raw[train_idx]), raw=True)
-        drift = drift_reference(raw[train_idx], self.dataset.columns,
-                                prediction_reference(task, train_scores, self.dataset.classes),
-                                categorical=self.dataset.categorical)
+        drift = drift_reference(
+            raw[train_idx],
+            self.dataset.columns,
+            prediction_reference(task, train_scores, self.dataset.classes),
+            categorical=self.dataset.categorical,
+        )
         holdout = val_idx[: config.holdout_rows]
         input_spec = TensorSpec(name=self.spec.input_name, datatype="FP32", shape=[-1, *raw.shape[1:]])
         payload = {

@@ -70,8 +70,9 @@ BodyT = TypeVar("BodyT", bound=_Body)
 async def list_models(admin: AdminDep) -> Response:
     registry = admin.controller.registry
     names = sorted({s.name for s in registry.statuses()})
-    return json_response({"revision": registry.applied.revision,
-                  "models": [model_view(admin.controller, name) for name in names]})
+    return json_response(
+        {"revision": registry.applied.revision, "models": [model_view(admin.controller, name) for name in names]}
+    )
 
 
 @router.get("/models/{name}")
@@ -151,23 +152,32 @@ async def replicas(admin: AdminDep) -> Response:
     """Every replica that reported recently, with the routing revision and split it applied."""
     registry = admin.controller.registry
     reports = await registry.control.replicas()
-    return json_response({"revision": registry.applied.revision,
-                  "replicas": [r.model_dump() for r in reports]})
+    return json_response({"revision": registry.applied.revision, "replicas": [r.model_dump() for r in reports]})
 
 
 @router.post("/repository/rescan")
 async def rescan(admin: AdminDep) -> Response:
     found = await admin.controller.rescan(admin.caller)
-    return json_response({"added": [{"model": m, "version": v} for m, v in found.added],
-                  "removed": [{"model": m, "version": v} for m, v in found.removed]})
+    return json_response(
+        {
+            "added": [{"model": m, "version": v} for m, v in found.added],
+            "removed": [{"model": m, "version": v} for m, v in found.removed],
+        }
+    )
 
 
 @router.get("/audit")
-async def audit(admin: AdminDep, model: str | None = None, alias: str | None = None,
-                since: str | None = None, until: str | None = None,
-                limit: int = Query(default=100, ge=1, le=MAX_AUDIT_ENTRIES)) -> Response:
-    entries = await admin.controller.audit.read(model=model, alias=alias, since=_time("since", since),
-                                                until=_time("until", until), limit=limit)
+async def audit(
+    admin: AdminDep,
+    model: str | None = None,
+    alias: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = Query(default=100, ge=1, le=MAX_AUDIT_ENTRIES),
+) -> Response:
+    entries = await admin.controller.audit.read(
+        model=model, alias=alias, since=_time("since", since), until=_time("until", until), limit=limit
+    )
     return json_response({"entries": [e.model_dump(mode="json", by_alias=True) for e in entries]})
 
 
@@ -195,25 +205,44 @@ def _routing_view(table: RoutingTable, name: str) -> dict[str, Any]:
     """What this replica applied: the revision, each version's effective share, and why part of
     the policy is not served as written (a canary still loading goes to production meanwhile)."""
     routes = table.models.get(name)
-    return {"revision": table.revision,
-            "weights": {} if routes is None else {str(v): w for v, w in sorted(routes.weights.items())},
-            "fallbacks": [] if routes is None else list(routes.fallbacks),
-            "shadow_ready": routes is not None and routes.shadow is not None}
+    return {
+        "revision": table.revision,
+        "weights": {} if routes is None else {str(v): w for v, w in sorted(routes.weights.items())},
+        "fallbacks": [] if routes is None else list(routes.fallbacks),
+        "shadow_ready": routes is not None and routes.shadow is not None,
+    }
 
 
 def _version_view(status: VersionStatus, snapshot: ControlSnapshot) -> dict[str, Any]:
     aliases = sorted(a for a, v in snapshot.model(status.name).aliases.items() if v == status.version)
-    return {"version": status.version, "state": status.state.value, "reason": status.reason,
-            "aliases": aliases, "loaded_at": status.loaded_at,
-            "load_duration_s": status.load_duration_s, "provider": status.provider,
-            "memory_bytes": status.memory_bytes, "inflight": status.inflight}
+    return {
+        "version": status.version,
+        "state": status.state.value,
+        "reason": status.reason,
+        "aliases": aliases,
+        "loaded_at": status.loaded_at,
+        "load_duration_s": status.load_duration_s,
+        "provider": status.provider,
+        "memory_bytes": status.memory_bytes,
+        "inflight": status.inflight,
+    }
 
 
 def _changed(controller: Controller, outcome: Outcome) -> Response:
-    return json_response({"change": {"action": outcome.action, "model": outcome.model, "alias": outcome.alias,
-                             "from": outcome.from_version, "to": outcome.to_version,
-                             "changed": outcome.changed, "revision": outcome.revision},
-                  "model": model_view(controller, outcome.model)})
+    return json_response(
+        {
+            "change": {
+                "action": outcome.action,
+                "model": outcome.model,
+                "alias": outcome.alias,
+                "from": outcome.from_version,
+                "to": outcome.to_version,
+                "changed": outcome.changed,
+                "revision": outcome.revision,
+            },
+            "model": model_view(controller, outcome.model),
+        }
+    )
 
 
 def _time(field: str, value: str | None) -> Any:
@@ -222,15 +251,13 @@ def _time(field: str, value: str | None) -> Any:
     try:
         return parse_time(value)
     except ValueError:
-        raise InvalidInput(field, expected="an ISO 8601 time (e.g. 2026-11-24T14:00:00Z)",
-                           got=repr(value)) from None
+        raise InvalidInput(field, expected="an ISO 8601 time (e.g. 2026-11-24T14:00:00Z)", got=repr(value)) from None
 
 
 # --- /v2/repository (Triton / MLServer model repository extension) ------------------------------
 
 # Triton's states: READY, LOADING, UNLOADING, UNAVAILABLE (with a reason).
-_TRITON_STATES = {VersionState.READY: "READY", VersionState.LOADING: "LOADING",
-                  VersionState.DRAINING: "UNLOADING"}
+_TRITON_STATES = {VersionState.READY: "READY", VersionState.LOADING: "LOADING", VersionState.DRAINING: "UNLOADING"}
 _TRITON_REASONS = {VersionState.AVAILABLE: "not loaded", VersionState.UNLOADED: "unloaded"}
 
 
@@ -258,8 +285,10 @@ async def repository_load(name: str, request: Request, admin: AdminDep) -> Respo
     body = await _triton_body(request, RepositoryBody)
     overrides = sorted(k for k in body.parameters if k == "config" or k.startswith("file:"))
     if overrides:
-        raise InvalidInput("parameters", detail=f"{', '.join(overrides)} not supported: hotserve loads "
-                                                f"only what the model repository holds")
+        raise InvalidInput(
+            "parameters",
+            detail=f"{', '.join(overrides)} not supported: hotserve loads only what the model repository holds",
+        )
     await admin.controller.load_model(admin.caller, name)
     return Response(status_code=200)
 
@@ -278,6 +307,5 @@ async def _triton_body(request: Request, shape: type[BodyT]) -> BodyT:
     try:
         return shape.model_validate_json(raw) if raw.strip() else shape()
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}"
-                             for e in error.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in error.errors())
         raise InvalidInput("body", detail=problems) from None

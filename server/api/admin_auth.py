@@ -22,8 +22,17 @@ UNNAMED = "admin"
 """Audit name of `HOTSERVE_ADMIN_TOKEN`."""
 MIN_TOKEN_LENGTH = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-_PLACEHOLDERS = {"changeme", "change-me", "changethis", "secret", "password", "token",
-                 "admin", "example", "xxxxxxxxxxxxxxxx"}
+_PLACEHOLDERS = {
+    "changeme",
+    "change-me",
+    "changethis",
+    "secret",
+    "password",
+    "token",
+    "admin",
+    "example",
+    "xxxxxxxxxxxxxxxx",
+}
 
 
 class AdminTokensInvalid(ValueError):
@@ -43,13 +52,16 @@ class AdminTokens:
         if settings.admin_tokens is not None:
             for number, item in enumerate(settings.admin_tokens.get_secret_value().split(","), 1):
                 if item.strip():
-                    entries.append((*_split(item, f"HOTSERVE_ADMIN_TOKENS entry {number}"),
-                                    f"HOTSERVE_ADMIN_TOKENS entry {number}"))
+                    entries.append(
+                        (
+                            *_split(item, f"HOTSERVE_ADMIN_TOKENS entry {number}"),
+                            f"HOTSERVE_ADMIN_TOKENS entry {number}",
+                        )
+                    )
         if settings.admin_tokens_file is not None:
             entries += _read_file(settings.admin_tokens_file)
         if settings.admin_token is not None and settings.admin_token.get_secret_value().strip():
-            entries.append((UNNAMED, settings.admin_token.get_secret_value().strip(),
-                            "HOTSERVE_ADMIN_TOKEN"))
+            entries.append((UNNAMED, settings.admin_token.get_secret_value().strip(), "HOTSERVE_ADMIN_TOKEN"))
         if not entries:
             return None
         names: set[str] = set()
@@ -58,12 +70,15 @@ class AdminTokens:
             if name in names:
                 raise AdminTokensInvalid(f"{where}: token name {name!r} is used twice")
             if len(token) < MIN_TOKEN_LENGTH or token.lower() in _PLACEHOLDERS:
-                raise AdminTokensInvalid(f"{where}: the token of {name!r} is a placeholder or shorter "
-                                         f"than {MIN_TOKEN_LENGTH} characters")
+                raise AdminTokensInvalid(
+                    f"{where}: the token of {name!r} is a placeholder or shorter than {MIN_TOKEN_LENGTH} characters"
+                )
             digest = _digest(token)
             if digest in digests:
-                raise AdminTokensInvalid(f"{where}: {name!r} has the same token as "
-                                         f"{digests[digest]!r}; the audit log could not tell them apart")
+                raise AdminTokensInvalid(
+                    f"{where}: {name!r} has the same token as "
+                    f"{digests[digest]!r}; the audit log could not tell them apart"
+                )
             names.add(name)
             digests[digest] = name
         return cls(tuple((name, digest) for digest, name in digests.items()))
@@ -101,8 +116,7 @@ def _split(item: str, where: str) -> tuple[str, str]:
         raise AdminTokensInvalid(f"{where}: expected `name:token`")
     if not _NAME.fullmatch(name):
         # The name is not echoed: a mangled entry may have the token where the name belongs.
-        raise AdminTokensInvalid(f"{where}: a token name must be letters, digits and _.@- "
-                                 f"(at most 64)")
+        raise AdminTokensInvalid(f"{where}: a token name must be letters, digits and _.@- (at most 64)")
     return name, token
 
 
@@ -110,8 +124,7 @@ def _read_file(path: Path) -> list[tuple[str, str, str]]:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
-        raise AdminTokensInvalid(f"admin tokens file {path} cannot be read: "
-                                 f"{type(error).__name__}") from None
+        raise AdminTokensInvalid(f"admin tokens file {path} cannot be read: {type(error).__name__}") from None
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip() and not line.lstrip().startswith("#"):

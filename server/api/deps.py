@@ -84,8 +84,7 @@ class Registry(Protocol):
 
     async def start(self) -> None: ...
 
-    def acquire(self, name: str, version: int | None = None,
-                routing_key: str | None = None) -> ServedModel:
+    def acquire(self, name: str, version: int | None = None, routing_key: str | None = None) -> ServedModel:
         """Route a request (pinned, or by the traffic policy, sticky by `routing_key`) and lease
         the version; the caller releases it once answered."""
         ...

@@ -38,11 +38,13 @@ def _drift(edge: Edge, name: str, version: int | None) -> Response:
     monitor = edge.metrics.drift
     config = monitor.config
     drift = monitor.get(served.name, served.version)
-    doc: dict[str, Any] = {"name": served.name, "version": str(served.version),
-                           "monitored": drift is not None}
+    doc: dict[str, Any] = {"name": served.name, "version": str(served.version), "monitored": drift is not None}
     if drift is None:
-        reasons = (["drift monitoring is off (HOTSERVE_DRIFT_ENABLED=false)"] if not config.enabled
-                   else plan_drift(served.manifest).skipped or ["nothing to monitor"])
+        reasons = (
+            ["drift monitoring is off (HOTSERVE_DRIFT_ENABLED=false)"]
+            if not config.enabled
+            else plan_drift(served.manifest).skipped or ["nothing to monitor"]
+        )
         doc["reason"] = "; ".join(reasons)
     else:
         doc.update(_report(drift.latest, drift.plan.skipped, config))
@@ -52,11 +54,19 @@ def _drift(edge: Edge, name: str, version: int | None) -> Response:
 def _report(report: DriftReport, skipped: list[str], config: DriftConfig) -> dict[str, Any]:
     return {
         "computed_at": _time(report),
-        "window": {"rows": report.window_rows, "max_rows": config.window_rows,
-                   "max_age_s": config.window_s or None, "min_rows": config.min_rows,
-                   "sampled_rows_total": report.sampled_rows_total},
-        "method": {"metric": "psi", "epsilon": EPSILON, "recompute_interval_s": config.interval_s,
-                   "thresholds": {"watch": WATCH_THRESHOLD, "act": ACT_THRESHOLD}},
+        "window": {
+            "rows": report.window_rows,
+            "max_rows": config.window_rows,
+            "max_age_s": config.window_s or None,
+            "min_rows": config.min_rows,
+            "sampled_rows_total": report.sampled_rows_total,
+        },
+        "method": {
+            "metric": "psi",
+            "epsilon": EPSILON,
+            "recompute_interval_s": config.interval_s,
+            "thresholds": {"watch": WATCH_THRESHOLD, "act": ACT_THRESHOLD},
+        },
         "features": [_quantity(q) for q in report.features],
         "prediction": None if report.prediction is None else _quantity(report.prediction),
         "not_monitored": skipped,

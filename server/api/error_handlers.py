@@ -80,13 +80,17 @@ def error_body(message: str, fields: dict[str, Any] | None = None) -> bytes:
     return orjson.dumps({"error": message, **fields} if fields else {"error": message})
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None,
-                   request: Request | None = None, fields: dict[str, Any] | None = None) -> Response:
+def error_response(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    request: Request | None = None,
+    fields: dict[str, Any] | None = None,
+) -> Response:
     """The error answer of a FastAPI route; with `request`, its message goes into the request's log event."""
     if request is not None:
         note_error(request.scope, message)
-    return Response(error_body(message, fields), status_code=status,
-                    media_type="application/json", headers=headers)
+    return Response(error_body(message, fields), status_code=status, media_type="application/json", headers=headers)
 
 
 def describe_error(exc: HotserveError, where: str) -> tuple[int, str, dict[str, str]]:
@@ -115,15 +119,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"no route for {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"method {request.method} not allowed on {request.url.path}"
-    return error_response(exc.status_code, message, dict(exc.headers) if exc.headers else None,
-                          request)
+    return error_response(exc.status_code, message, dict(exc.headers) if exc.headers else None, request)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = "; ".join(
-        f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
-        for err in exc.errors())
+        f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in exc.errors()
+    )
     # 400, not FastAPI's 422: the v2 protocol and the admin API answer every malformed request 400.
     return error_response(400, problems or "invalid request", request=request)
 

@@ -48,8 +48,11 @@ def _view(edge: EdgeDep, name: str, version: int) -> FeatureView:
     views = repository_views(edge.settings.model_repository)
     view = views.get(f"{name}:v{version}")
     if view is None:
-        raise HTTPException(404, f"no model.json in the repository declares feature view "
-                                 f"{name}:v{version} (known: {sorted(views) or 'none'})")
+        raise HTTPException(
+            404,
+            f"no model.json in the repository declares feature view "
+            f"{name}:v{version} (known: {sorted(views) or 'none'})",
+        )
     return view
 
 
@@ -57,9 +60,12 @@ def _view(edge: EdgeDep, name: str, version: int) -> FeatureView:
 async def list_views(edge: EdgeDep, _: AdminCallerDep) -> dict[str, Any]:
     """The views of the repository's models and the store they are looked up in."""
     lookup = edge.features.lookup
-    return {"store": lookup.store.describe(), "backend": lookup.store.backend,
-            "breaker": lookup.breaker.state.name.lower(),
-            "views": [view.model_dump() for view in repository_views(edge.settings.model_repository).values()]}
+    return {
+        "store": lookup.store.describe(),
+        "backend": lookup.store.backend,
+        "breaker": lookup.breaker.state.name.lower(),
+        "views": [view.model_dump() for view in repository_views(edge.settings.model_repository).values()],
+    }
 
 
 @router.post("/views/{name}/versions/{version}/rows")

@@ -96,10 +96,10 @@ def _metadata(served: ServedModel, edge: Edge, name: str) -> dict[str, Any]:
             "metrics": lineage.metrics,
             "parent_version": lineage.parent_version,
             # imported versions: the source file, its producer, edits and --meta pairs
-            "imported_from": (manifest.imported_from.model_dump()
-                              if manifest.imported_from is not None else None),
+            "imported_from": (manifest.imported_from.model_dump() if manifest.imported_from is not None else None),
         },
         "onnx_sha256": manifest.onnx_sha256,
-        "version_states": [{"version": str(s.version), "state": state_name(s.state), "reason": s.reason}
-                           for s in statuses],
+        "version_states": [
+            {"version": str(s.version), "state": state_name(s.state), "reason": s.reason} for s in statuses
+        ],
     }

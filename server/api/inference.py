@@ -74,10 +74,24 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
     answer: Answer
     request_id: str = scope[SCOPE_KEY]
     if scope["method"] != "POST":
-        await _send(send, request_id, Answer(405, error_body(f"method {scope['method']} not allowed on {scope['path']}"),
-                                 headers=((b"allow", b"POST"),)))
-        edge.request_log.record(request_id, scope["method"], scope["path"], 405,
-                                time.monotonic() - arrived, protocol=target.protocol, error="method not allowed")
+        await _send(
+            send,
+            request_id,
+            Answer(
+                405,
+                error_body(f"method {scope['method']} not allowed on {scope['path']}"),
+                headers=((b"allow", b"POST"),),
+            ),
+        )
+        edge.request_log.record(
+            request_id,
+            scope["method"],
+            scope["path"],
+            405,
+            time.monotonic() - arrived,
+            protocol=target.protocol,
+            error="method not allowed",
+        )
         return
     try:
         if edge.inflight.draining:
@@ -93,33 +107,40 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
             # record's entity key hashes to, so its body is read before it is routed.
             entity_field = edge.registry.sticky_field(target.name)
             if entity_field is not None:
-                body = await _read_body(receive, headers.get(b"content-length"),
-                                        edge.settings.max_request_bytes)
+                body = await _read_body(receive, headers.get(b"content-length"), edge.settings.max_request_bytes)
                 routing_key = first_record_field(body, entity_field)
         # Otherwise routed (and leased) before the body is read: a swap while it arrives cannot
         # strand it.
         served = edge.registry.acquire(
-            target.name, None if target.version is None else parse_version(target.name, target.version),
-            routing_key)
+            target.name, None if target.version is None else parse_version(target.name, target.version), routing_key
+        )
         # Label only resolved names: a client cannot mint new time series with bad names.
         model_label, version_label = served.name, str(served.version)
         if body is None:
-            body = await _read_body(receive, headers.get(b"content-length"),
-                                    edge.settings.max_request_bytes)
+            body = await _read_body(receive, headers.get(b"content-length"), edge.settings.max_request_bytes)
         if target.protocol == "v2":
             answer, request, results = await _infer_v2(served, body, headers, arrived, request_id)
         else:
-            answer, request, results = await _predict_v1(served, edge.features, body, headers, arrived,
-                                                         request_id)
+            answer, request, results = await _predict_v1(served, edge.features, body, headers, arrived, request_id)
         if target.version is None:
             shadow = edge.registry.shadow_route(target.name)
             if shadow is not None and (shadow.share >= 1.0 or random.random() < shadow.share):
                 edge.shadow.offer(shadow, request, results)
     except (asyncio.CancelledError, _ClientGone) as exc:
-        edge.request_metrics.record(model_label, version_label, target.protocol, 499,
-                                    time.monotonic() - arrived)  # client gone (nginx's code)
-        edge.request_log.record(request_id, "POST", scope["path"], 499, time.monotonic() - arrived,
-                                model_label, version_label, target.protocol, "client disconnected")
+        edge.request_metrics.record(
+            model_label, version_label, target.protocol, 499, time.monotonic() - arrived
+        )  # client gone (nginx's code)
+        edge.request_log.record(
+            request_id,
+            "POST",
+            scope["path"],
+            499,
+            time.monotonic() - arrived,
+            model_label,
+            version_label,
+            target.protocol,
+            "client disconnected",
+        )
         if isinstance(exc, asyncio.CancelledError):
             raise
         return
@@ -131,21 +152,34 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         if entered:
             edge.inflight.exit()
     await _send(send, request_id, answer)
-    edge.request_metrics.record(model_label, version_label, target.protocol, answer.status,
-                                time.monotonic() - arrived)
+    edge.request_metrics.record(model_label, version_label, target.protocol, answer.status, time.monotonic() - arrived)
     # Errors (and sampled successes) only: for the rest this returns after one comparison.
-    edge.request_log.record(request_id, "POST", scope["path"], answer.status,
-                            time.monotonic() - arrived, model_label, version_label, target.protocol,
-                            answer.error)
+    edge.request_log.record(
+        request_id,
+        "POST",
+        scope["path"],
+        answer.status,
+        time.monotonic() - arrived,
+        model_label,
+        version_label,
+        target.protocol,
+        answer.error,
+    )
 
 
 async def _send(send: Send, request_id: str, answer: Answer) -> None:
-    await send({"type": "http.response.start", "status": answer.status, "headers": [
-        (b"content-type", answer.content_type),
-        (b"content-length", str(len(answer.body)).encode()),
-        (REQUEST_ID_HEADER, request_id.encode()),
-        *answer.headers,
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": [
+                (b"content-type", answer.content_type),
+                (b"content-length", str(len(answer.body)).encode()),
+                (REQUEST_ID_HEADER, request_id.encode()),
+                *answer.headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": answer.body})
 
 
@@ -164,8 +198,9 @@ async def _read_body(receive: Receive, declared: bytes | None, limit_bytes: int)
         try:
             size = int(declared)
         except ValueError:
-            raise InvalidInput("Content-Length", expected="an integer",
-                               got=repr(declared.decode(errors="replace"))) from None
+            raise InvalidInput(
+                "Content-Length", expected="an integer", got=repr(declared.decode(errors="replace"))
+            ) from None
         if size > limit_bytes:
             raise PayloadTooLarge(size, limit_bytes)
     chunks: list[bytes] = []
@@ -187,29 +222,40 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
-async def _infer_v2(served: ServedModel, body: bytes, headers: dict[bytes, bytes],
-                    arrived: float, request_id: str) -> Answered:
+async def _infer_v2(
+    served: ServedModel, body: bytes, headers: dict[bytes, bytes], arrived: float, request_id: str
+) -> Answered:
     decoded = decode_infer_request(body, _text(headers.get(HEADER_LENGTH.encode())), served.schema)
-    deadline = deadline_from(arrived, decoded.timeout_us, _text(headers.get(TIMEOUT_HEADER.encode())),
-                             served.default_timeout_s)
+    deadline = deadline_from(
+        arrived, decoded.timeout_us, _text(headers.get(TIMEOUT_HEADER.encode())), served.default_timeout_s
+    )
     request = InferenceRequest(decoded.inputs, decoded.rows, arrived, deadline, request_id)
     results = await served.infer(request)
     content, header_length = encode_infer_response(served.name, served.version, decoded, results)
     if header_length is None:
         return Answer(200, content), request, results
-    return Answer(200, content, _OCTETS,
-                  ((b"inference-header-content-length", str(header_length).encode()),)), request, results
+    return (
+        Answer(200, content, _OCTETS, ((b"inference-header-content-length", str(header_length).encode()),)),
+        request,
+        results,
+    )
 
 
-async def _predict_v1(served: ServedModel, features: FeatureJoin, body: bytes, headers: dict[bytes, bytes],
-                      arrived: float, request_id: str) -> Answered:
+async def _predict_v1(
+    served: ServedModel,
+    features: FeatureJoin,
+    body: bytes,
+    headers: dict[bytes, bytes],
+    arrived: float,
+    request_id: str,
+) -> Answered:
     schema = served.schema
-    deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())),
-                             served.default_timeout_s)
+    deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())), served.default_timeout_s)
     instances = parse_instances(body)
     if not schema.batch_axis:
-        raise InvalidInput("instances", detail="the model has no batch axis, so instances cannot be "
-                                               "its rows; use the v2 protocol")
+        raise InvalidInput(
+            "instances", detail="the model has no batch axis, so instances cannot be its rows; use the v2 protocol"
+        )
     spec = served.manifest.features
     inputs: Tensors
     entity_keys: tuple[str, ...] | None = None
@@ -218,8 +264,10 @@ async def _predict_v1(served: ServedModel, features: FeatureJoin, body: bytes, h
         inputs = {input_name: tensor}
     else:
         if len(schema.inputs) != 1:
-            raise InvalidInput("instances", detail=f"the model has inputs {list(schema.inputs)} besides "
-                                                   f"{spec.input!r}; use the v2 protocol")
+            raise InvalidInput(
+                "instances",
+                detail=f"the model has inputs {list(schema.inputs)} besides {spec.input!r}; use the v2 protocol",
+            )
         records = check_records(instances, spec)
         if spec.view is not None:
             records, entity_keys = await features.join(records, spec.view)
@@ -237,5 +285,9 @@ def _error_answer(exc: Exception, target: InferenceTarget) -> Answer:
         logger.exception("unhandled error on %s", where)
         return Answer(500, error_body("internal server error"), error="internal server error")
     status, message, headers = describe_error(exc, where)
-    return Answer(status, error_body(message), headers=tuple(
-        (k.lower().encode(), v.encode()) for k, v in headers.items()), error=message)
+    return Answer(
+        status,
+        error_body(message),
+        headers=tuple((k.lower().encode(), v.encode()) for k, v in headers.items()),
+        error=message,
+    )

@@ -31,19 +31,40 @@ class RequestLog:
     def __init__(self, success_sample_rate: float = 0.0) -> None:
         self.success_sample_rate = success_sample_rate
 
-    def record(self, request_id: str, method: str, path: str, status: int, duration_s: float,
-               model: str = "", version: str = "", protocol: str = "", error: str = "") -> None:
+    def record(
+        self,
+        request_id: str,
+        method: str,
+        path: str,
+        status: int,
+        duration_s: float,
+        model: str = "",
+        version: str = "",
+        protocol: str = "",
+        error: str = "",
+    ) -> None:
         """One answered request (status 499: the client went away before its answer)."""
-        if status < 400 and (not model or self.success_sample_rate <= 0.0
-                             or random.random() >= self.success_sample_rate):
+        if status < 400 and (
+            not model or self.success_sample_rate <= 0.0 or random.random() >= self.success_sample_rate
+        ):
             return
         level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
         if not logger.isEnabledFor(level):
             return
-        logger.log(level, f"{method} {path} {status}" + (f": {error}" if error else ""), extra={
-            "request_id": request_id, "method": method, "path": path, "model": model or None,
-            "version": version or None, "protocol": protocol or None, "status": status,
-            "duration_ms": round(duration_s * 1000.0, 3)})
+        logger.log(
+            level,
+            f"{method} {path} {status}" + (f": {error}" if error else ""),
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "model": model or None,
+                "version": version or None,
+                "protocol": protocol or None,
+                "status": status,
+                "duration_ms": round(duration_s * 1000.0, 3),
+            },
+        )
 
 
 def note_error(scope: Scope, message: str) -> None:
@@ -78,5 +99,11 @@ class RequestLogMiddleware:
             status = status or (499 if isinstance(error, asyncio.CancelledError) else 500)
             raise
         finally:
-            self.request_log.record(request_id_of(scope), scope["method"], scope["path"], status or 499,
-                                    time.monotonic() - started, error=scope.get(ERROR_KEY, ""))
+            self.request_log.record(
+                request_id_of(scope),
+                scope["method"],
+                scope["path"],
+                status or 499,
+                time.monotonic() - started,
+                error=scope.get(ERROR_KEY, ""),
+            )

@@ -51,8 +51,13 @@ BatchObserver = Callable[[Tensors, Tensors], None]
 class Batcher:
     """Queues one version's requests and runs them in batches on its executor."""
 
-    def __init__(self, manifest: ModelManifest, executor: RuntimeExecutor, metrics: Metrics,
-                 on_batch: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        manifest: ModelManifest,
+        executor: RuntimeExecutor,
+        metrics: Metrics,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
         self.name = manifest.name
         self._on_batch = on_batch
         self.version = manifest.version
@@ -103,9 +108,8 @@ class Batcher:
         if rows > self._max_batch_size:
             if not self._allow_split:
                 raise InvalidInput(
-                    field="inputs",
-                    expected=f"at most {self._max_batch_size} rows (max_batch_size)",
-                    got=f"{rows} rows")
+                    field="inputs", expected=f"at most {self._max_batch_size} rows (max_batch_size)", got=f"{rows} rows"
+                )
             return await self._submit_split(request)
         if self._queued >= self._max_queue_size:
             raise Overloaded(self.name, self.version, self._max_queue_size)
@@ -125,9 +129,13 @@ class Batcher:
             raise Overloaded(self.name, self.version, self._max_queue_size)
         now = time.monotonic()
         entries = [
-            self._enqueue(request.with_inputs(
-                {name: array[start:start + size] for name, array in request.inputs.items()},
-                min(size, rows - start)), now)
+            self._enqueue(
+                request.with_inputs(
+                    {name: array[start : start + size] for name, array in request.inputs.items()},
+                    min(size, rows - start),
+                ),
+                now,
+            )
             for start in starts
         ]
         try:
@@ -199,11 +207,14 @@ class Batcher:
             if not queue:
                 return
             now = max(time.monotonic(), not_before)
-            decision = decide(self._candidate_rows(), config=self._config,
-                              oldest_enqueued_at=queue[0].enqueued_at,
-                              # Closed to new requests: waiting for company is pointless.
-                              now=math.inf if self._closing else now,
-                              idle_arrival=idle_arrival)
+            decision = decide(
+                self._candidate_rows(),
+                config=self._config,
+                oldest_enqueued_at=queue[0].enqueued_at,
+                # Closed to new requests: waiting for company is pointless.
+                now=math.inf if self._closing else now,
+                idle_arrival=idle_arrival,
+            )
             if decision.take == 0:
                 assert decision.wake_at is not None
                 self._arm(decision.wake_at)
@@ -284,8 +295,7 @@ class Batcher:
             if len(entries) == 1:
                 inputs = entries[0].inputs
             else:
-                inputs = {name: np.concatenate([entry.inputs[name] for entry in entries])
-                          for name in self._input_names}
+                inputs = {name: np.concatenate([entry.inputs[name] for entry in entries]) for name in self._input_names}
             self._executor.submit(self._loop, inputs, partial(self._finish, entries, rows, inputs))
         except Exception as error:
             # Popped entries must never be left without an answer. The surrounding _pump
@@ -297,8 +307,15 @@ class Batcher:
         self._m_batches[reason].inc()
         self._m_batch_size.observe(rows)
 
-    def _finish(self, entries: list[PendingRequest], rows: int, inputs: Tensors,
-                outputs: Tensors | None, error: BaseException | None, run_s: float) -> None:
+    def _finish(
+        self,
+        entries: list[PendingRequest],
+        rows: int,
+        inputs: Tensors,
+        outputs: Tensors | None,
+        error: BaseException | None,
+        run_s: float,
+    ) -> None:
         """On the loop: hand each caller its rows (or the batch's one error), refill, then observe."""
         self._running -= 1
         self._m_inference_duration.observe(run_s)
@@ -327,10 +344,10 @@ class Batcher:
     def _fail(self, entries: list[PendingRequest], rows: int, error: BaseException) -> None:
         """Answer every caller of one batch with the same error (InferenceFailed if foreign)."""
         if not isinstance(error, HotserveError):
-            log.error("model %r version %d: batch of %d rows failed", self.name, self.version,
-                      rows, exc_info=error)
-            error = InferenceFailed(f"model {self.name!r} version {self.version}: "
-                                    f"runtime raised {type(error).__name__}: {error}")
+            log.error("model %r version %d: batch of %d rows failed", self.name, self.version, rows, exc_info=error)
+            error = InferenceFailed(
+                f"model {self.name!r} version {self.version}: runtime raised {type(error).__name__}: {error}"
+            )
         for entry in entries:
             if not entry.future.done():
                 entry.future.set_exception(error)
@@ -341,7 +358,8 @@ class Batcher:
             if got != rows:
                 return InferenceFailed(
                     f"model {self.name!r} version {self.version}: output {name!r} has "
-                    f"{'no batch axis' if got is None else f'{got} rows'} for a batch of {rows} rows")
+                    f"{'no batch axis' if got is None else f'{got} rows'} for a batch of {rows} rows"
+                )
         return None
 
     # --- shutdown --------------------------------------------------------------
@@ -383,12 +401,18 @@ class Batcher:
         while self._queue:
             entry = self._queue.popleft()
             if entry.queued and not entry.future.done():
-                entry.future.set_exception(ModelNotReady(
-                    f"model {self.name!r} version {self.version} closed before the request ran"))
+                entry.future.set_exception(
+                    ModelNotReady(f"model {self.name!r} version {self.version} closed before the request ran")
+                )
             self._leave(entry)
         if not drained:
-            log.warning("model %r version %d: %d batch(es) still running after %.1f s of drain",
-                        self.name, self.version, self._running, timeout_s)
+            log.warning(
+                "model %r version %d: %d batch(es) still running after %.1f s of drain",
+                self.name,
+                self.version,
+                self._running,
+                timeout_s,
+            )
         return drained and not self._running
 
     def _check_drained(self) -> None:

@@ -16,8 +16,7 @@ class PendingRequest:
 
     __slots__ = ("request", "inputs", "rows", "future", "enqueued_at", "deadline", "timer", "queued")
 
-    def __init__(self, request: InferenceRequest, future: asyncio.Future[Tensors],
-                 enqueued_at: float) -> None:
+    def __init__(self, request: InferenceRequest, future: asyncio.Future[Tensors], enqueued_at: float) -> None:
         self.request = request
         # Copied out of the request: the batcher reads these on every decision.
         self.inputs = request.inputs

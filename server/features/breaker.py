@@ -26,8 +26,13 @@ class BreakerState(IntEnum):
 
 
 class CircuitBreaker:
-    def __init__(self, failures: int, reset_s: float, on_change: Callable[[BreakerState], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        failures: int,
+        reset_s: float,
+        on_change: Callable[[BreakerState], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.failures = failures
         self.reset_s = reset_s
         self._on_change = on_change
@@ -53,7 +58,8 @@ class CircuitBreaker:
         retry_in = max(0.0, self.reset_s - (self._clock() - self._opened_at))
         raise FeatureStoreUnavailable(
             f"feature store {where} unavailable: circuit open after {self.failures} failed lookups "
-            f"(last: {self.last_error}); next probe in {retry_in:.1f} s")
+            f"(last: {self.last_error}); next probe in {retry_in:.1f} s"
+        )
 
     def succeeded(self, probe: bool) -> None:
         self._consecutive = 0

@@ -31,8 +31,9 @@ RowFuture = asyncio.Future[EntityRow | None]
 class LookupGatherer:
     """Coalesces and gathers store lookups; owned by `FeatureLookup`."""
 
-    def __init__(self, store: FeatureStore, cache: LocalCache, breaker: CircuitBreaker, window_s: float,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, store: FeatureStore, cache: LocalCache, breaker: CircuitBreaker, window_s: float, metrics: Metrics
+    ) -> None:
         self._store = store
         self._cache = cache
         self._breaker = breaker

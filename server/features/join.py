@@ -60,9 +60,10 @@ class FeatureJoin:
                 continue
             raw = record.get(key_field)
             if raw is None:
-                raise InvalidInput(f"instances[{index}].{key_field}",
-                                   detail=f"missing: the entity key stored features of view {view.label} "
-                                          "are looked up by")
+                raise InvalidInput(
+                    f"instances[{index}].{key_field}",
+                    detail=f"missing: the entity key stored features of view {view.label} are looked up by",
+                )
             try:
                 entities.append(parse_entity(view, raw))
             except ValueError as exc:
@@ -80,8 +81,14 @@ class FeatureJoin:
         results["defaults" if used_defaults else "ok"].inc()
         return joined, tuple(entities)
 
-    def _fill(self, plan: _Plan, records: list[Record], entities: list[str], needing: list[int],
-              rows: dict[str, EntityRow | Missing]) -> tuple[list[Record], bool]:
+    def _fill(
+        self,
+        plan: _Plan,
+        records: list[Record],
+        entities: list[str],
+        needing: list[int],
+        rows: dict[str, EntityRow | Missing],
+    ) -> tuple[list[Record], bool]:
         view = plan.view
         joined = list(records)
         used_defaults = False

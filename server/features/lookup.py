@@ -47,16 +47,25 @@ class _ViewInstruments:
         self.store_misses = metrics.feature_misses.labels(label, backend)
         self.duration = metrics.feature_lookup_duration.labels(label)
         self.staleness = metrics.feature_staleness.labels(label)
-        self.results = {result: metrics.feature_lookups.labels(label, result)
-                        for result in ("ok", "defaults", "not_found", "unavailable", "invalid")}
+        self.results = {
+            result: metrics.feature_lookups.labels(label, result)
+            for result in ("ok", "defaults", "not_found", "unavailable", "invalid")
+        }
 
 
 class FeatureLookup:
     """The app-wide lookup path over one store; built by `features/service.py`."""
 
-    def __init__(self, store: FeatureStore, metrics: Metrics, cache_size: int = 100_000,
-                 cache_ttl_s: float = 5.0, gather_window_s: float = 0.0, breaker_failures: int = 5,
-                 breaker_reset_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        metrics: Metrics,
+        cache_size: int = 100_000,
+        cache_ttl_s: float = 5.0,
+        gather_window_s: float = 0.0,
+        breaker_failures: int = 5,
+        breaker_reset_s: float = 2.0,
+    ) -> None:
         self.store = store
         self._metrics = metrics
         self.cache = LocalCache(cache_size, cache_ttl_s)
@@ -100,8 +109,9 @@ class FeatureLookup:
         meter.duration.observe(time.perf_counter() - started)
         return found
 
-    async def _from_store(self, view: FeatureView, misses: list[str], found: dict[str, Any],
-                          meter: _ViewInstruments) -> None:
+    async def _from_store(
+        self, view: FeatureView, misses: list[str], found: dict[str, Any], meter: _ViewInstruments
+    ) -> None:
         futures = self._gatherer.fetch(view, misses)
         # wait(), not gather(): a caller that goes away must not cancel futures others share.
         await asyncio.wait(futures)
@@ -133,10 +143,10 @@ class FeatureLookup:
                 age_s = wall - row.event_time
                 meter.staleness.observe(max(0.0, age_s))
                 if max_age_s is not None and age_s > max_age_s:
-                    found[entity] = Missing(f"values are {age_s:.0f} s old, older than the view's "
-                                            f"max_age_s of {max_age_s:g} s")
+                    found[entity] = Missing(
+                        f"values are {age_s:.0f} s old, older than the view's max_age_s of {max_age_s:g} s"
+                    )
 
     async def close(self) -> None:
         await self._gatherer.close()
         await self.store.close()
-

@@ -44,23 +44,34 @@ class MaterializeError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="features_command", required=True)
-    m = sub.add_parser("materialize", help="load entity features from a table into the online store",
-                       description=__doc__.split("\n\n")[0] if __doc__ else None)
+    m = sub.add_parser(
+        "materialize",
+        help="load entity features from a table into the online store",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
     m.add_argument("source", help="a .csv or .parquet table, or demo:fraud")
-    m.add_argument("--model-repository", type=Path,
-                   default=Path(os.environ.get("HOTSERVE_MODEL_REPOSITORY")
-                                or str(Settings.model_fields["model_repository"].default)),
-                   help="repository whose model.json files declare the feature views "
-                        "(default: $HOTSERVE_MODEL_REPOSITORY or %(default)s)")
+    m.add_argument(
+        "--model-repository",
+        type=Path,
+        default=Path(
+            os.environ.get("HOTSERVE_MODEL_REPOSITORY") or str(Settings.model_fields["model_repository"].default)
+        ),
+        help="repository whose model.json files declare the feature views "
+        "(default: $HOTSERVE_MODEL_REPOSITORY or %(default)s)",
+    )
     m.add_argument("--view", help="feature view as NAME:vVERSION (default: the repository's only view)")
-    m.add_argument("--server", help="base URL of a running hotserve to write through (its embedded "
-                                    "store or its Redis); default: Redis at $HOTSERVE_REDIS_URL")
-    m.add_argument("--event-time-column", help="column holding each row's event time "
-                                               "(Unix seconds or ISO-8601)")
-    m.add_argument("--event-time", help="event time of every row when the table has no such column "
-                                        "(default: the file's modification time; now for demo tables)")
-    m.add_argument("--ttl-s", type=float, default=None, help="expire the written keys after this long "
-                                                             "(default: never)")
+    m.add_argument(
+        "--server",
+        help="base URL of a running hotserve to write through (its embedded "
+        "store or its Redis); default: Redis at $HOTSERVE_REDIS_URL",
+    )
+    m.add_argument("--event-time-column", help="column holding each row's event time (Unix seconds or ISO-8601)")
+    m.add_argument(
+        "--event-time",
+        help="event time of every row when the table has no such column "
+        "(default: the file's modification time; now for demo tables)",
+    )
+    m.add_argument("--ttl-s", type=float, default=None, help="expire the written keys after this long (default: never)")
     m.add_argument("--chunk-rows", type=int, default=1000, help="rows per pipelined write (default %(default)s)")
     m.add_argument("--rows", type=int, default=None, help="rows of a demo table (its default if unset)")
     m.add_argument("--seed", type=int, default=0, help="seed of a demo table (default %(default)s)")
@@ -70,12 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def pick_view(views: dict[str, FeatureView], wanted: str | None, root: Path) -> FeatureView:
     if wanted is not None:
         if wanted not in views:
-            raise MaterializeError(f"feature view {wanted!r} is not declared in {root} "
-                                   f"(known: {sorted(views) or 'none'})")
+            raise MaterializeError(
+                f"feature view {wanted!r} is not declared in {root} (known: {sorted(views) or 'none'})"
+            )
         return views[wanted]
     if len(views) != 1:
-        raise MaterializeError(f"{root} declares {len(views)} feature views {sorted(views)}; choose one "
-                               "with --view NAME:vVERSION")
+        raise MaterializeError(
+            f"{root} declares {len(views)} feature views {sorted(views)}; choose one with --view NAME:vVERSION"
+        )
     return next(iter(views.values()))
 
 
@@ -109,13 +122,20 @@ class Progress:
         self.out.flush()
 
 
-async def write_redis(url: str, view: FeatureView, writes: list[EntityWrite], ttl_s: float | None,
-                      chunk_rows: int, timeout_s: float, progress: Progress) -> tuple[int, list[str]]:
+async def write_redis(
+    url: str,
+    view: FeatureView,
+    writes: list[EntityWrite],
+    ttl_s: float | None,
+    chunk_rows: int,
+    timeout_s: float,
+    progress: Progress,
+) -> tuple[int, list[str]]:
     store = RedisFeatureStore(url, timeout_s, write_timeout_s=timeout_s)
     written = 0
     try:
         for start in range(0, len(writes), chunk_rows):
-            chunk = writes[start:start + chunk_rows]
+            chunk = writes[start : start + chunk_rows]
             written += await store.put_many(chunk, view, ttl_s)
             progress.advance(len(chunk))
     except FeatureStoreUnavailable as exc:
@@ -125,18 +145,33 @@ async def write_redis(url: str, view: FeatureView, writes: list[EntityWrite], tt
     return written, []
 
 
-def write_server(base_url: str, view: FeatureView, writes: list[EntityWrite], ttl_s: float | None,
-                 chunk_rows: int, timeout_s: float, progress: Progress) -> tuple[int, list[str]]:
+def write_server(
+    base_url: str,
+    view: FeatureView,
+    writes: list[EntityWrite],
+    ttl_s: float | None,
+    chunk_rows: int,
+    timeout_s: float,
+    progress: Progress,
+) -> tuple[int, list[str]]:
     url = f"{base_url.rstrip('/')}/admin/features/views/{view.name}/versions/{view.version}/rows"
     token = os.environ.get("HOTSERVE_ADMIN_TOKEN", "")
     written = 0
     rejected: list[str] = []
     for start in range(0, len(writes), chunk_rows):
-        chunk = writes[start:start + chunk_rows]
-        body = json.dumps({"ttl_s": ttl_s, "rows": [
-            {"entity": w.entity, "event_time": w.event_time, "values": dict(w.values)} for w in chunk]}).encode()
-        request = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        chunk = writes[start : start + chunk_rows]
+        body = json.dumps(
+            {
+                "ttl_s": ttl_s,
+                "rows": [{"entity": w.entity, "event_time": w.event_time, "values": dict(w.values)} for w in chunk],
+            }
+        ).encode()
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 answer: dict[str, Any] = json.loads(response.read())
@@ -158,8 +193,7 @@ def materialize(args: argparse.Namespace, out: TextIO | None = None) -> int:
     view = pick_view(views, args.view, args.model_repository)
     redis_url = os.environ.get("HOTSERVE_REDIS_URL", "")
     if args.server is None and not redis_url:
-        raise MaterializeError("nowhere to write: give --server URL (a running hotserve) or set "
-                               "HOTSERVE_REDIS_URL")
+        raise MaterializeError("nowhere to write: give --server URL (a running hotserve) or set HOTSERVE_REDIS_URL")
     try:
         columns, rows = read_table(args.source, args.rows, args.seed)
         check_columns(view, columns, args.event_time_column, args.source)
@@ -170,15 +204,20 @@ def materialize(args: argparse.Namespace, out: TextIO | None = None) -> int:
     target = args.server if args.server is not None else redacted(redis_url)
     progress = Progress(len(checked.writes), f"{view.label} -> {target}")
     if args.server is not None:
-        written, refused = write_server(args.server, view, checked.writes, args.ttl_s, args.chunk_rows,
-                                        args.timeout_s, progress)
+        written, refused = write_server(
+            args.server, view, checked.writes, args.ttl_s, args.chunk_rows, args.timeout_s, progress
+        )
     else:
-        written, refused = asyncio.run(write_redis(redis_url, view, checked.writes, args.ttl_s,
-                                                   args.chunk_rows, args.timeout_s, progress))
+        written, refused = asyncio.run(
+            write_redis(redis_url, view, checked.writes, args.ttl_s, args.chunk_rows, args.timeout_s, progress)
+        )
     problems = [f"row {number}: {reason}" for number, reason in checked.rejected] + refused
     ttl = "no expiry" if args.ttl_s is None else f"ttl {args.ttl_s:g} s"
-    print(f"materialized feature view {view.label} from {args.source} into {target}: "
-          f"{written} entities written ({checked.read} rows read, {len(problems)} rejected; {ttl})", file=out)
+    print(
+        f"materialized feature view {view.label} from {args.source} into {target}: "
+        f"{written} entities written ({checked.read} rows read, {len(problems)} rejected; {ttl})",
+        file=out,
+    )
     for problem in problems[:SHOWN_REJECTIONS]:
         print(f"  rejected {problem}", file=out)
     if len(problems) > SHOWN_REJECTIONS:
@@ -192,4 +231,3 @@ def run(args: argparse.Namespace) -> int:
     except MaterializeError as exc:
         print(f"hotserve features materialize: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-

@@ -48,17 +48,24 @@ class RedisFeatureStore:
         self._timeout_s = timeout_s
         self._write_timeout_s = write_timeout_s if write_timeout_s is not None else max(timeout_s, 5.0)
         self._redis = Redis.from_url(
-            url, socket_timeout=self._write_timeout_s, socket_connect_timeout=timeout_s,
+            url,
+            socket_timeout=self._write_timeout_s,
+            socket_connect_timeout=timeout_s,
             # One immediate retry, on a fresh connection: after a Redis restart each pooled
             # connection is stale once, which must not count as Redis being down.
-            retry=Retry(NoBackoff(), 1), health_check_interval=0)
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=0,
+        )
 
     def describe(self) -> str:
         return f"redis at {self._where}"
 
     def _unavailable(self, exc: BaseException) -> FeatureStoreUnavailable:
-        reason = f"no answer within {self._timeout_s * 1000:.0f} ms" if isinstance(exc, TimeoutError) \
+        reason = (
+            f"no answer within {self._timeout_s * 1000:.0f} ms"
+            if isinstance(exc, TimeoutError)
             else f"{type(exc).__name__}: {exc}"
+        )
         return FeatureStoreUnavailable(f"feature store {self.describe()} unavailable ({reason})")
 
     async def get_many(self, entity_keys: Sequence[str], view: FeatureView) -> list[StoredRow]:
@@ -78,7 +85,7 @@ class RedisFeatureStore:
             for start in range(0, len(rows), WRITE_CHUNK_ROWS):
                 async with asyncio.timeout(self._write_timeout_s):
                     async with self._redis.pipeline(transaction=False) as pipe:
-                        for row in rows[start:start + WRITE_CHUNK_ROWS]:
+                        for row in rows[start : start + WRITE_CHUNK_ROWS]:
                             pipe.set(prefix + row.entity, encode_stored(row), px=expire_ms)
                         await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:

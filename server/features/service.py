@@ -54,11 +54,15 @@ def open_store(settings: Settings) -> FeatureStore:
 async def open_features(settings: Settings, metrics: Metrics) -> FeatureJoin:
     """The app's feature join over the configured store, the embedded one filled from its table."""
     store = open_store(settings)
-    lookup = FeatureLookup(store, metrics, cache_size=settings.feature_cache_size,
-                           cache_ttl_s=settings.feature_cache_ttl_s,
-                           gather_window_s=settings.feature_gather_window_ms / 1000.0,
-                           breaker_failures=settings.feature_breaker_failures,
-                           breaker_reset_s=settings.feature_breaker_reset_s)
+    lookup = FeatureLookup(
+        store,
+        metrics,
+        cache_size=settings.feature_cache_size,
+        cache_ttl_s=settings.feature_cache_ttl_s,
+        gather_window_s=settings.feature_gather_window_ms / 1000.0,
+        breaker_failures=settings.feature_breaker_failures,
+        breaker_reset_s=settings.feature_breaker_reset_s,
+    )
     if isinstance(store, MemoryFeatureStore) and settings.feature_table:
         await fill_from_table(store, settings.feature_table, repository_views(settings.model_repository))
     logger.info("features: %s", store.describe())
@@ -76,7 +80,13 @@ async def fill_from_table(store: MemoryFeatureStore, source: str, views: dict[st
             continue
         checked = await asyncio.to_thread(table_rows, view, rows)
         written = await store.put_many(checked.writes, view, None)
-        logger.info("feature view %s: %d entities loaded from %s (%d rows read, %d rejected)",
-                    label, written, source, checked.read, len(checked.rejected))
+        logger.info(
+            "feature view %s: %d entities loaded from %s (%d rows read, %d rejected)",
+            label,
+            written,
+            source,
+            checked.read,
+            len(checked.rejected),
+        )
         for number, reason in checked.rejected[:5]:
             logger.warning("feature table %s row %d rejected: %s", source, number, reason)

@@ -35,8 +35,9 @@ class TableRows:
     read: int = 0
 
 
-def read_table(source: str, demo_rows: int | None = None,
-               demo_seed: int = 0) -> tuple[list[str], Iterator[Mapping[str, Any]]]:
+def read_table(
+    source: str, demo_rows: int | None = None, demo_seed: int = 0
+) -> tuple[list[str], Iterator[Mapping[str, Any]]]:
     """(column names, rows as mappings) of a `.csv`/`.parquet` file or a demo generator."""
     if source.startswith("demo:"):
         if source not in DEMO_SOURCES:
@@ -78,12 +79,14 @@ def check_columns(view: FeatureView, columns: list[str], event_time_column: str 
         wanted.append(event_time_column)
     missing = [c for c in wanted if c not in columns]
     if missing:
-        raise TableError(f"{source}: columns {missing} of feature view {view.label} missing "
-                         f"(columns present: {columns})")
+        raise TableError(
+            f"{source}: columns {missing} of feature view {view.label} missing (columns present: {columns})"
+        )
 
 
-def table_rows(view: FeatureView, rows: Iterable[Mapping[str, Any]], event_time_column: str | None = None,
-               now: float | None = None) -> TableRows:
+def table_rows(
+    view: FeatureView, rows: Iterable[Mapping[str, Any]], event_time_column: str | None = None, now: float | None = None
+) -> TableRows:
     """Check every row against `view`; keep the latest row per entity."""
     stamp = time.time() if now is None else now
     out = TableRows()

@@ -49,8 +49,9 @@ def parse_value(datatype: str, value: object, text_ok: bool = False) -> FeatureV
         if datatype == "BOOL" and text.lower() in ("true", "false", "0", "1"):
             return text.lower() in ("true", "1")
         try:
-            value = int(text) if datatype not in ("FP16", "FP32", "FP64") and text.lstrip("+-").isdigit() \
-                else float(text)
+            value = (
+                int(text) if datatype not in ("FP16", "FP32", "FP64") and text.lstrip("+-").isdigit() else float(text)
+            )
         except ValueError:
             raise ValueError(f"expected {datatype}, got {value!r}") from None
     if datatype == "BOOL":
@@ -113,8 +114,9 @@ def parse_event_time(value: object) -> float:
     return float(value)
 
 
-def check_write(view: FeatureView, entity: object, values: Mapping[str, object], event_time: object,
-                text_ok: bool = False) -> EntityWrite:
+def check_write(
+    view: FeatureView, entity: object, values: Mapping[str, object], event_time: object, text_ok: bool = False
+) -> EntityWrite:
     """A row to store, every feature of the view present and of its type; RowRejected naming
     the column at fault. Extra columns are ignored (tables hold more than one view)."""
     try:

@@ -18,21 +18,61 @@ from server.monitoring.monitor import DriftMonitor
 
 # Sub-millisecond resolution at the fast end: the demo model answers in ~1 ms.
 LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
-    0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024)
 ABS_DIFFERENCE_BUCKETS = (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 LOAD_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # Feature lookups: a local-cache hit costs microseconds, a Redis round trip a fraction of a ms.
 FEATURE_LATENCY_BUCKETS_S = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
 )
-STALENESS_BUCKETS_S = (1, 10, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400,
-                       7 * 86400, 30 * 86400)
+STALENESS_BUCKETS_S = (
+    1,
+    10,
+    60,
+    300,
+    900,
+    3600,
+    3 * 3600,
+    6 * 3600,
+    12 * 3600,
+    86400,
+    2 * 86400,
+    7 * 86400,
+    30 * 86400,
+)
 # A promotion of a loaded version is a reference swap (~ms); one that loads first takes seconds.
-SWAP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                  10.0, 30.0, 60.0, 120.0)
+SWAP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class DriftCollector(Collector):
@@ -64,28 +104,36 @@ class DriftCollector(Collector):
         return list(families)
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily,
-                             GaugeMetricFamily, CounterMetricFamily]:
+    def _families() -> tuple[
+        GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily
+    ]:
         return (
             GaugeMetricFamily(
-                "hotserve_drift_feature_psi", "PSI of a feature's live values in the drift window "
+                "hotserve_drift_feature_psi",
+                "PSI of a feature's live values in the drift window "
                 "against the training reference (0.1 watch, 0.2 act).",
-                labels=["model", "version", "feature"]),
+                labels=["model", "version", "feature"],
+            ),
             GaugeMetricFamily(
-                "hotserve_drift_prediction_psi", "PSI of the predictions (an output's values) in the "
-                "drift window against the training reference.",
-                labels=["model", "version", "output"]),
+                "hotserve_drift_prediction_psi",
+                "PSI of the predictions (an output's values) in the drift window against the training reference.",
+                labels=["model", "version", "output"],
+            ),
             GaugeMetricFamily(
-                "hotserve_drift_window_rows", "Rows in the drift window of a loaded version.",
-                labels=["model", "version"]),
+                "hotserve_drift_window_rows",
+                "Rows in the drift window of a loaded version.",
+                labels=["model", "version"],
+            ),
             GaugeMetricFamily(
-                "hotserve_drift_window_nan_values", "NaN values of a feature in the drift window "
-                "(counted apart, not in the PSI).",
-                labels=["model", "version", "feature"]),
+                "hotserve_drift_window_nan_values",
+                "NaN values of a feature in the drift window (counted apart, not in the PSI).",
+                labels=["model", "version", "feature"],
+            ),
             CounterMetricFamily(
-                "hotserve_drift_sampled_rows", "Rows sampled into the drift window since the version "
-                "was loaded.",
-                labels=["model", "version"]),
+                "hotserve_drift_sampled_rows",
+                "Rows sampled into the drift window since the version was loaded.",
+                labels=["model", "version"],
+            ),
         )
 
 
@@ -101,124 +149,210 @@ class Metrics:
         r = self.registry
         r.register(DriftCollector(self.drift))
         self.requests = Counter(
-            "hotserve_requests", "Inference requests answered.",
-            ["model", "version", "protocol", "code"], registry=r)
+            "hotserve_requests", "Inference requests answered.", ["model", "version", "protocol", "code"], registry=r
+        )
         self.request_duration = Histogram(
-            "hotserve_request_duration_seconds", "End-to-end inference request latency.",
-            ["model", "version", "protocol"], buckets=LATENCY_BUCKETS_S, registry=r)
+            "hotserve_request_duration_seconds",
+            "End-to-end inference request latency.",
+            ["model", "version", "protocol"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.queue_duration = Histogram(
-            "hotserve_queue_duration_seconds", "Time a request waited in the batcher queue.",
-            ["model", "version"], buckets=LATENCY_BUCKETS_S, registry=r)
+            "hotserve_queue_duration_seconds",
+            "Time a request waited in the batcher queue.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.inference_duration = Histogram(
-            "hotserve_inference_duration_seconds", "Runtime time of one batch.",
-            ["model", "version"], buckets=LATENCY_BUCKETS_S, registry=r)
+            "hotserve_inference_duration_seconds",
+            "Runtime time of one batch.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "hotserve_batch_size", "Rows per dispatched batch.",
-            ["model", "version"], buckets=BATCH_SIZE_BUCKETS, registry=r)
+            "hotserve_batch_size",
+            "Rows per dispatched batch.",
+            ["model", "version"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
         self.batches = Counter(
-            "hotserve_batches", "Dispatched batches by why they were sent "
-            "(full, preferred, delay, idle).",
-            ["model", "version", "reason"], registry=r)
+            "hotserve_batches",
+            "Dispatched batches by why they were sent (full, preferred, delay, idle).",
+            ["model", "version", "reason"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
-            "hotserve_queue_depth", "Requests waiting in the batcher queue.",
-            ["model", "version"], registry=r)
-        self.inflight_requests = Gauge(
-            "hotserve_inflight_requests", "Inference requests being handled.", registry=r)
+            "hotserve_queue_depth", "Requests waiting in the batcher queue.", ["model", "version"], registry=r
+        )
+        self.inflight_requests = Gauge("hotserve_inflight_requests", "Inference requests being handled.", registry=r)
         self.model_loads = Counter(
-            "hotserve_model_loads", "Model version loads by result (success, failure).",
-            ["model", "result"], registry=r)
+            "hotserve_model_loads", "Model version loads by result (success, failure).", ["model", "result"], registry=r
+        )
         self.model_load_duration = Histogram(
-            "hotserve_model_load_duration_seconds", "Load + verify + warm-up time of a version.",
-            ["model"], buckets=LOAD_BUCKETS_S, registry=r)
+            "hotserve_model_load_duration_seconds",
+            "Load + verify + warm-up time of a version.",
+            ["model"],
+            buckets=LOAD_BUCKETS_S,
+            registry=r,
+        )
         self.model_ready = Gauge(
-            "hotserve_model_ready", "1 while a model version is loaded and ready.",
-            ["model", "version"], registry=r)
+            "hotserve_model_ready", "1 while a model version is loaded and ready.", ["model", "version"], registry=r
+        )
 
         # --- online features (label `view` is `<name>:v<version>`; `layer`/`backend`: local,
         # redis, memory)
         self.feature_lookups = Counter(
-            "hotserve_feature_lookups", "v1 requests that needed stored features, by outcome "
-            "(ok, defaults, not_found, unavailable, invalid).", ["view", "result"], registry=r)
+            "hotserve_feature_lookups",
+            "v1 requests that needed stored features, by outcome (ok, defaults, not_found, unavailable, invalid).",
+            ["view", "result"],
+            registry=r,
+        )
         self.feature_hits = Counter(
-            "hotserve_feature_hits", "Entity lookups answered by a layer (local cache, store).",
-            ["view", "layer"], registry=r)
+            "hotserve_feature_hits",
+            "Entity lookups answered by a layer (local cache, store).",
+            ["view", "layer"],
+            registry=r,
+        )
         self.feature_misses = Counter(
-            "hotserve_feature_misses", "Entity lookups a layer had no entry for (local: went on to "
-            "the store; store: entity absent).", ["view", "layer"], registry=r)
+            "hotserve_feature_misses",
+            "Entity lookups a layer had no entry for (local: went on to the store; store: entity absent).",
+            ["view", "layer"],
+            registry=r,
+        )
         self.feature_lookup_duration = Histogram(
-            "hotserve_feature_lookup_duration_seconds", "Time a request waited for its stored features.",
-            ["view"], buckets=FEATURE_LATENCY_BUCKETS_S, registry=r)
+            "hotserve_feature_lookup_duration_seconds",
+            "Time a request waited for its stored features.",
+            ["view"],
+            buckets=FEATURE_LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.feature_round_trip_keys = Histogram(
-            "hotserve_feature_round_trip_keys", "Distinct keys per feature store round trip.",
-            ["backend"], buckets=BATCH_SIZE_BUCKETS, registry=r)
+            "hotserve_feature_round_trip_keys",
+            "Distinct keys per feature store round trip.",
+            ["backend"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
         self.feature_round_trip_duration = Histogram(
-            "hotserve_feature_round_trip_duration_seconds", "Duration of successful store round trips.",
-            ["backend"], buckets=FEATURE_LATENCY_BUCKETS_S, registry=r)
+            "hotserve_feature_round_trip_duration_seconds",
+            "Duration of successful store round trips.",
+            ["backend"],
+            buckets=FEATURE_LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.feature_staleness = Histogram(
-            "hotserve_feature_staleness_seconds", "Age of stored features at lookup (now - event time).",
-            ["view"], buckets=STALENESS_BUCKETS_S, registry=r)
+            "hotserve_feature_staleness_seconds",
+            "Age of stored features at lookup (now - event time).",
+            ["view"],
+            buckets=STALENESS_BUCKETS_S,
+            registry=r,
+        )
         self.feature_store_errors = Counter(
-            "hotserve_feature_store_errors", "Store round trips that failed (timeout, connection) or "
-            "were refused by the open circuit breaker.", ["backend", "kind"], registry=r)
+            "hotserve_feature_store_errors",
+            "Store round trips that failed (timeout, connection) or were refused by the open circuit breaker.",
+            ["backend", "kind"],
+            registry=r,
+        )
         self.feature_breaker_state = Gauge(
-            "hotserve_feature_breaker_state", "Feature store circuit breaker: 0 closed, 1 half-open, 2 open.",
-            ["backend"], registry=r)
+            "hotserve_feature_breaker_state",
+            "Feature store circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["backend"],
+            registry=r,
+        )
 
         # --- control path: swaps, drains, memory, aliases, admin operations
         self.model_swaps = Counter(
-            "hotserve_model_swaps", "Admin changes of the version serving a model's unpinned "
+            "hotserve_model_swaps",
+            "Admin changes of the version serving a model's unpinned "
             "requests (promote, rollback), by result (success, failure).",
-            ["model", "result"], registry=r)
+            ["model", "result"],
+            registry=r,
+        )
         self.model_swap_duration = Histogram(
-            "hotserve_model_swap_duration_seconds", "From a promote/rollback call to the new "
+            "hotserve_model_swap_duration_seconds",
+            "From a promote/rollback call to the new "
             "routing published (includes loading the version when it was not loaded).",
-            ["model"], buckets=SWAP_BUCKETS_S, registry=r)
+            ["model"],
+            buckets=SWAP_BUCKETS_S,
+            registry=r,
+        )
         self.model_unloads = Counter(
-            "hotserve_model_unloads", "Versions drained and unloaded, by whether every routed "
-            "request finished first (drained, timeout).",
-            ["model", "result"], registry=r)
+            "hotserve_model_unloads",
+            "Versions drained and unloaded, by whether every routed request finished first (drained, timeout).",
+            ["model", "result"],
+            registry=r,
+        )
         self.model_drain_duration = Histogram(
-            "hotserve_model_drain_duration_seconds", "From a version leaving the routing table "
-            "to its session being released.",
-            ["model"], buckets=SWAP_BUCKETS_S, registry=r)
+            "hotserve_model_drain_duration_seconds",
+            "From a version leaving the routing table to its session being released.",
+            ["model"],
+            buckets=SWAP_BUCKETS_S,
+            registry=r,
+        )
         self.model_memory = Gauge(
-            "hotserve_model_memory_bytes", "Memory cost of a loaded version: the process RSS "
-            "growth its load and warm-up caused.",
-            ["model", "version"], registry=r)
+            "hotserve_model_memory_bytes",
+            "Memory cost of a loaded version: the process RSS growth its load and warm-up caused.",
+            ["model", "version"],
+            registry=r,
+        )
         self.model_version_info = Gauge(
-            "hotserve_model_version_info", "1 for each alias and the version it routes to; "
-            "`production` is the version answering unpinned requests.",
-            ["model", "alias", "version"], registry=r)
+            "hotserve_model_version_info",
+            "1 for each alias and the version it routes to; `production` is the version answering unpinned requests.",
+            ["model", "alias", "version"],
+            registry=r,
+        )
         self.admin_operations = Counter(
-            "hotserve_admin_operations", "Admin API changes by operation and result "
-            "(ok, noop, refused, failed).",
-            ["operation", "result"], registry=r)
+            "hotserve_admin_operations",
+            "Admin API changes by operation and result (ok, noop, refused, failed).",
+            ["operation", "result"],
+            registry=r,
+        )
         # --- traffic policy, shadow, fleet control state (server/routing/, server/shadow.py)
         self.shadow_requests = Counter(
-            "hotserve_shadow_requests", "Copies of requests for a shadow version, by outcome "
+            "hotserve_shadow_requests",
+            "Copies of requests for a shadow version, by outcome "
             "(compared, dropped: shadow queue full, failed: the shadow raised).",
-            ["model", "version", "outcome"], registry=r)
+            ["model", "version", "outcome"],
+            registry=r,
+        )
         self.shadow_agreements = Counter(
-            "hotserve_shadow_agreements", "Compared shadow answers by whether they agreed with the "
-            "primary's (result: agree, disagree).",
-            ["model", "version", "result"], registry=r)
+            "hotserve_shadow_agreements",
+            "Compared shadow answers by whether they agreed with the primary's (result: agree, disagree).",
+            ["model", "version", "result"],
+            registry=r,
+        )
         self.shadow_abs_difference = Histogram(
-            "hotserve_shadow_abs_difference", "Largest absolute output difference between a shadow "
-            "answer and the primary's.",
-            ["model", "version"], buckets=ABS_DIFFERENCE_BUCKETS, registry=r)
+            "hotserve_shadow_abs_difference",
+            "Largest absolute output difference between a shadow answer and the primary's.",
+            ["model", "version"],
+            buckets=ABS_DIFFERENCE_BUCKETS,
+            registry=r,
+        )
         self.shadow_duration = Histogram(
-            "hotserve_shadow_duration_seconds", "Time a shadow version took to answer a copy.",
-            ["model", "version"], buckets=LATENCY_BUCKETS_S, registry=r)
+            "hotserve_shadow_duration_seconds",
+            "Time a shadow version took to answer a copy.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.traffic_weight = Gauge(
-            "hotserve_traffic_weight_percent", "Share of unpinned requests routed to a version on this "
-            "replica (after fallbacks for versions not ready).",
-            ["model", "version"], registry=r)
+            "hotserve_traffic_weight_percent",
+            "Share of unpinned requests routed to a version on this replica (after fallbacks for versions not ready).",
+            ["model", "version"],
+            registry=r,
+        )
         self.control_revision = Gauge(
-            "hotserve_control_revision", "Revision of the control state (routing) this replica applied.",
-            registry=r)
+            "hotserve_control_revision", "Revision of the control state (routing) this replica applied.", registry=r
+        )
         self.control_state_up = Gauge(
-            "hotserve_control_state_up", "1 while the control-state store (Redis or file) answers; "
-            "0: serving the last routing applied.", registry=r)
+            "hotserve_control_state_up",
+            "1 while the control-state store (Redis or file) answers; 0: serving the last routing applied.",
+            registry=r,
+        )
 
     def model_found(self, model: str) -> None:
         """Create a model's failure counters at 0 when the repository scan first finds it.

@@ -41,9 +41,13 @@ class DriftConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DriftConfig:
-        return cls(enabled=settings.drift_enabled, window_rows=settings.drift_window_rows,
-                   window_s=settings.drift_window_s, min_rows=settings.drift_min_rows,
-                   interval_s=settings.drift_interval_s)
+        return cls(
+            enabled=settings.drift_enabled,
+            window_rows=settings.drift_window_rows,
+            window_s=settings.drift_window_s,
+            min_rows=settings.drift_min_rows,
+            interval_s=settings.drift_interval_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +97,16 @@ def plan_drift(manifest: ModelManifest) -> DriftPlan:
     inputs = {spec.name: spec for spec in manifest.inputs}
     spec = manifest.features
     if reference.features and spec is None:
-        plan.skipped.append("feature references but no feature spec (features.columns) to place them: "
-                            "features not monitored")
+        plan.skipped.append(
+            "feature references but no feature spec (features.columns) to place them: features not monitored"
+        )
     elif reference.features and spec is not None:
         tensor = inputs[spec.input]
-        if len(tensor.shape) != 2 or tensor.shape[1] not in (-1, len(spec.columns)) \
-                or tensor.datatype in _UNBINNABLE:
-            plan.skipped.append(f"input {spec.input!r} is {tensor.datatype} {tensor.shape}, not "
-                                f"[-1, {len(spec.columns)}] numbers: features not monitored")
+        if len(tensor.shape) != 2 or tensor.shape[1] not in (-1, len(spec.columns)) or tensor.datatype in _UNBINNABLE:
+            plan.skipped.append(
+                f"input {spec.input!r} is {tensor.datatype} {tensor.shape}, not "
+                f"[-1, {len(spec.columns)}] numbers: features not monitored"
+            )
         else:
             taken: list[int] = []
             for histogram in reference.features:
@@ -117,18 +123,21 @@ def plan_drift(manifest: ModelManifest) -> DriftPlan:
         name = reference.prediction_output or manifest.outputs[0].name
         output = next((o for o in manifest.outputs if o.name == name), None)
         if output is None:
-            plan.skipped.append(f"prediction reference describes {name!r}, which is not an output: "
-                                "prediction not monitored")
+            plan.skipped.append(
+                f"prediction reference describes {name!r}, which is not an output: prediction not monitored"
+            )
         elif output.datatype in _UNBINNABLE:
             plan.skipped.append(f"output {name!r} is {output.datatype}, not numbers: prediction not monitored")
         elif any(d < 0 for d in output.shape[1:]):
-            plan.skipped.append(f"output {name!r} has shape {output.shape}: values per row unknown, "
-                                "prediction not monitored")
+            plan.skipped.append(
+                f"output {name!r} has shape {output.shape}: values per row unknown, prediction not monitored"
+            )
         else:
             plan.prediction_output = name
             plan.prediction_width = math.prod(output.shape[1:])
-            plan.quantities.append(_Quantity(name, plan.feature_width, plan.prediction_width,
-                                             ReferenceBins(reference.prediction)))
+            plan.quantities.append(
+                _Quantity(name, plan.feature_width, plan.prediction_width, ReferenceBins(reference.prediction))
+            )
     return plan
 
 
@@ -168,8 +177,11 @@ class VersionDrift:
             self.window.append(parts, time.monotonic())
         except Exception:  # never let monitoring fail a request path; say so once
             self._broken = True
-            log.exception("model %r version %d: drift sampling failed; drift monitoring of this "
-                          "version stops", self.name, self.version)
+            log.exception(
+                "model %r version %d: drift sampling failed; drift monitoring of this version stops",
+                self.name,
+                self.version,
+            )
 
     # --- off the request path ---------------------------------------------------------------
 
@@ -181,12 +193,14 @@ class VersionDrift:
 
     def _report(self, values: np.ndarray, computed_at: float | None) -> DriftReport:
         rows = int(values.shape[0])
-        quantities = [self._quantity(q, values[:, q.column:q.column + q.width].ravel(), rows)
-                      for q in self.plan.quantities]
+        quantities = [
+            self._quantity(q, values[:, q.column : q.column + q.width].ravel(), rows) for q in self.plan.quantities
+        ]
         # The prediction, when monitored, is the last quantity (its columns come last).
         prediction = quantities.pop() if self._prediction_output is not None else None
-        return DriftReport(self.name, self.version, rows, self.window.appended, computed_at,
-                           tuple(quantities), prediction)
+        return DriftReport(
+            self.name, self.version, rows, self.window.appended, computed_at, tuple(quantities), prediction
+        )
 
     def _quantity(self, quantity: _Quantity, values: np.ndarray, rows: int) -> QuantityDrift:
         bins = quantity.bins

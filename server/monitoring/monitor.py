@@ -32,8 +32,13 @@ class DriftMonitor:
             return None
         plan = plan_drift(manifest)
         for reason in plan.skipped:  # a model without any reference is normal; a partial one is not
-            log.log(logging.INFO if manifest.drift is None else logging.WARNING,
-                    "model %r version %d drift: %s", manifest.name, manifest.version, reason)
+            log.log(
+                logging.INFO if manifest.drift is None else logging.WARNING,
+                "model %r version %d drift: %s",
+                manifest.name,
+                manifest.version,
+                reason,
+            )
         if not plan.quantities:
             return None
         drift = VersionDrift(manifest, plan, self.config)

@@ -50,9 +50,9 @@ class SampleWindow:
                 column = 0
                 for part in parts:
                     width = part.shape[1]
-                    self._values[at:at + count, column:column + width] = part[source:source + count]
+                    self._values[at : at + count, column : column + width] = part[source : source + count]
                     column += width
-                self._times[at:at + count] = now
+                self._times[at : at + count] = now
             self._next = (start + rows - skip) % self.capacity
             self._filled = min(self.capacity, self._filled + rows - skip)
             self._appended += rows

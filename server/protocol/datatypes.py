@@ -27,8 +27,7 @@ def numpy_dtype(datatype: str) -> np.dtype:
     try:
         return NUMPY_DTYPES[datatype]
     except KeyError:
-        raise InvalidInput("datatype", expected=f"one of {sorted(NUMPY_DTYPES)}",
-                           got=repr(datatype)) from None
+        raise InvalidInput("datatype", expected=f"one of {sorted(NUMPY_DTYPES)}", got=repr(datatype)) from None
 
 
 def v2_datatype(dtype: np.dtype) -> str:
@@ -61,8 +60,7 @@ def tensor_from_bytes(raw: bytes | memoryview, datatype: str, shape: list[int], 
     dtype = numpy_dtype(datatype)
     expected = count * dtype.itemsize
     if len(raw) != expected:
-        raise InvalidInput(field, expected=f"{expected} bytes for {datatype} shape {shape}",
-                           got=f"{len(raw)} bytes")
+        raise InvalidInput(field, expected=f"{expected} bytes for {datatype} shape {shape}", got=f"{len(raw)} bytes")
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
@@ -72,18 +70,19 @@ def _bytes_elements(raw: bytes | memoryview, count: int, field: str) -> np.ndarr
     offset = 0
     for i in range(count):
         if offset + 4 > len(view):
-            raise InvalidInput(field, expected=f"{count} length-prefixed BYTES elements",
-                               got=f"data ending inside element {i}")
+            raise InvalidInput(
+                field, expected=f"{count} length-prefixed BYTES elements", got=f"data ending inside element {i}"
+            )
         (length,) = _LENGTH.unpack_from(view, offset)
         offset += 4
         if offset + length > len(view):
-            raise InvalidInput(field, expected=f"{length} bytes for BYTES element {i}",
-                               got=f"{len(view) - offset} bytes left")
-        out[i] = bytes(view[offset:offset + length])
+            raise InvalidInput(
+                field, expected=f"{length} bytes for BYTES element {i}", got=f"{len(view) - offset} bytes left"
+            )
+        out[i] = bytes(view[offset : offset + length])
         offset += length
     if offset != len(view):
-        raise InvalidInput(field, expected=f"{offset} bytes for {count} BYTES elements",
-                           got=f"{len(view)} bytes")
+        raise InvalidInput(field, expected=f"{offset} bytes for {count} BYTES elements", got=f"{len(view)} bytes")
     return out
 
 

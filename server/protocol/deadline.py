@@ -14,8 +14,9 @@ from server.errors import InvalidInput
 TIMEOUT_HEADER = "hotserve-timeout-ms"
 
 
-def deadline_from(arrived: float, timeout_us: int | None, header_ms: str | None,
-                  default_timeout_s: float | None = None) -> float | None:
+def deadline_from(
+    arrived: float, timeout_us: int | None, header_ms: str | None, default_timeout_s: float | None = None
+) -> float | None:
     """Absolute deadline for a request that arrived at `arrived` (monotonic), or None."""
     timeouts_s: list[float] = []
     if timeout_us:
@@ -26,8 +27,7 @@ def deadline_from(arrived: float, timeout_us: int | None, header_ms: str | None,
         except ValueError:
             value = math.nan
         if not (value > 0 and math.isfinite(value)):
-            raise InvalidInput("Hotserve-Timeout-Ms", expected="a positive number of milliseconds",
-                               got=repr(header_ms))
+            raise InvalidInput("Hotserve-Timeout-Ms", expected="a positive number of milliseconds", got=repr(header_ms))
         timeouts_s.append(value / 1000)
     if timeouts_s:
         return arrived + min(timeouts_s)

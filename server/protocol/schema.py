@@ -49,8 +49,7 @@ class ModelSchema:
     def from_manifest(cls, manifest: ModelManifest) -> ModelSchema:
         finite_input = manifest.features.input if manifest.features else None
         inputs = {
-            spec.name: InputSchema(spec=spec, dtype=numpy_dtype(spec.datatype),
-                                   finite=spec.name == finite_input)
+            spec.name: InputSchema(spec=spec, dtype=numpy_dtype(spec.datatype), finite=spec.name == finite_input)
             for spec in manifest.inputs
         }
         return cls(

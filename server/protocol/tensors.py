@@ -16,12 +16,27 @@ from server.protocol.schema import InputSchema
 
 _ALLOWED_KINDS: dict[str, str] = {
     "BOOL": "b",
-    "FP16": "iuf", "FP32": "iuf", "FP64": "iuf",
-    "INT8": "iu", "INT16": "iu", "INT32": "iu", "INT64": "iu",
-    "UINT8": "iu", "UINT16": "iu", "UINT32": "iu", "UINT64": "iu",
+    "FP16": "iuf",
+    "FP32": "iuf",
+    "FP64": "iuf",
+    "INT8": "iu",
+    "INT16": "iu",
+    "INT32": "iu",
+    "INT64": "iu",
+    "UINT8": "iu",
+    "UINT16": "iu",
+    "UINT32": "iu",
+    "UINT64": "iu",
 }
-_KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats",
-               "U": "strings", "S": "bytes", "O": "mixed or null values"}
+_KIND_NAMES = {
+    "b": "booleans",
+    "i": "integers",
+    "u": "integers",
+    "f": "floats",
+    "U": "strings",
+    "S": "bytes",
+    "O": "mixed or null values",
+}
 
 
 def check_header(schema: InputSchema, datatype: Any, shape: Any, field: str) -> list[int]:
@@ -29,14 +44,13 @@ def check_header(schema: InputSchema, datatype: Any, shape: Any, field: str) -> 
     if datatype != schema.datatype:
         raise InvalidInput(f"{field}.datatype", expected=schema.datatype, got=repr(datatype))
     expected = schema.spec.shape
-    if (not isinstance(shape, list) or len(shape) != len(expected)
-            or not all(type(d) is int and d >= 0 for d in shape)):
-        raise InvalidInput(f"{field}.shape", expected=f"{len(expected)} non-negative dims like {expected}",
-                           got=repr(shape))
+    if not isinstance(shape, list) or len(shape) != len(expected) or not all(type(d) is int and d >= 0 for d in shape):
+        raise InvalidInput(
+            f"{field}.shape", expected=f"{len(expected)} non-negative dims like {expected}", got=repr(shape)
+        )
     for axis, (want, got) in enumerate(zip(expected, shape)):
         if want != -1 and want != got:
-            raise InvalidInput(f"{field}.shape", expected=str(expected),
-                               got=f"{shape} (axis {axis} is {got})")
+            raise InvalidInput(f"{field}.shape", expected=str(expected), got=f"{shape} (axis {axis} is {got})")
     if shape[0] == 0:
         raise InvalidInput(f"{field}.shape", expected="at least one row", got=repr(shape))
     return shape
@@ -50,8 +64,7 @@ def tensor_from_json(schema: InputSchema, shape: list[int], data: Any, field: st
     else:
         array = _numbers_from_json(schema, data, field)
     if array.size != count:
-        raise InvalidInput(f"{field}.data", expected=f"{count} values for shape {shape}",
-                           got=f"{array.size} values")
+        raise InvalidInput(f"{field}.data", expected=f"{count} values for shape {shape}", got=f"{array.size} values")
     array = array.reshape(shape)
     if schema.finite:
         check_finite(array, f"{field}.data")
@@ -80,8 +93,7 @@ def check_finite(array: np.ndarray, field: str) -> None:
     if not finite.all():
         bad = np.argwhere(~finite)[0]
         value = array[tuple(bad)]
-        raise InvalidInput(field, expected="finite numbers",
-                           got=f"{value} at index {bad.tolist()}")
+        raise InvalidInput(field, expected="finite numbers", got=f"{value} at index {bad.tolist()}")
 
 
 def _check_utf8(array: np.ndarray, field: str) -> None:
@@ -89,8 +101,9 @@ def _check_utf8(array: np.ndarray, field: str) -> None:
         try:
             item.decode()
         except UnicodeDecodeError as error:
-            raise InvalidInput(field, expected="UTF-8 text in every BYTES element",
-                               got=f"{error.reason} in element {index}") from None
+            raise InvalidInput(
+                field, expected="UTF-8 text in every BYTES element", got=f"{error.reason} in element {index}"
+            ) from None
 
 
 def _numbers_from_json(schema: InputSchema, data: Any, field: str) -> np.ndarray:
@@ -99,19 +112,22 @@ def _numbers_from_json(schema: InputSchema, data: Any, field: str) -> np.ndarray
     try:
         raw = np.asarray(data)
     except ValueError:
-        raise InvalidInput(f"{field}.data", expected="a flat or evenly nested list",
-                           got="ragged nesting") from None
+        raise InvalidInput(f"{field}.data", expected="a flat or evenly nested list", got="ragged nesting") from None
     allowed = _ALLOWED_KINDS[schema.datatype]
     if raw.dtype.kind not in allowed and raw.size:
-        raise InvalidInput(f"{field}.data", expected=f"{schema.datatype} values",
-                           got=_KIND_NAMES.get(raw.dtype.kind, str(raw.dtype)))
+        raise InvalidInput(
+            f"{field}.data", expected=f"{schema.datatype} values", got=_KIND_NAMES.get(raw.dtype.kind, str(raw.dtype))
+        )
     target = schema.dtype
     if target.kind in "iu" and raw.size:
         info = np.iinfo(target)
         low, high = raw.min(), raw.max()
         if low < info.min or high > info.max:
-            raise InvalidInput(f"{field}.data", expected=f"{schema.datatype} values in [{info.min}, {info.max}]",
-                               got=f"values in [{low}, {high}]")
+            raise InvalidInput(
+                f"{field}.data",
+                expected=f"{schema.datatype} values in [{info.min}, {info.max}]",
+                got=f"values in [{low}, {high}]",
+            )
     with np.errstate(over="ignore"):  # overflow becomes inf, which the finite rule reports
         return raw.astype(target, copy=False)
 
@@ -123,8 +139,9 @@ def _bytes_from_json(data: Any, field: str) -> np.ndarray:
     out = np.empty(len(flat), dtype=object)
     for i, item in enumerate(flat):
         if not isinstance(item, str):
-            raise InvalidInput(f"{field}.data", expected="BYTES values as strings",
-                               got=f"{type(item).__name__} at index {i}")
+            raise InvalidInput(
+                f"{field}.data", expected="BYTES values as strings", got=f"{type(item).__name__} at index {i}"
+            )
         out[i] = item.encode()
     return out
 

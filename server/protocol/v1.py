@@ -55,19 +55,24 @@ def check_records(instances: list[Any], spec: FeatureSpec) -> list[Record]:
     fields (or, with a feature view, stored features the view does not let them override)."""
     view = spec.view
     required = spec.request_features if view is not None else spec.columns
-    allowed = set(spec.columns) if view is None else (
-        set(spec.request_features) | {f.name for f in view.features if f.overridable})
+    allowed = (
+        set(spec.columns)
+        if view is None
+        else (set(spec.request_features) | {f.name for f in view.features if f.overridable})
+    )
     if spec.entity_key:
         allowed.add(spec.entity_key)
     store_features = set(spec.store_features)
     for index, record in enumerate(instances):
         if not isinstance(record, dict):
-            raise InvalidInput(f"instances[{index}]", expected="an object of features",
-                               got=type(record).__name__)
+            raise InvalidInput(f"instances[{index}]", expected="an object of features", got=type(record).__name__)
         for name in required:
             if name not in record:
-                detail = ("missing (a store feature: this model has no feature view, so "
-                          "records must carry it)" if name in store_features else "missing")
+                detail = (
+                    "missing (a store feature: this model has no feature view, so records must carry it)"
+                    if name in store_features
+                    else "missing"
+                )
                 raise InvalidInput(f"instances[{index}].{name}", detail=detail)
         if len(record) > len(required):
             for name in record:
@@ -78,8 +83,10 @@ def check_records(instances: list[Any], spec: FeatureSpec) -> list[Record]:
 
 def _unknown(name: str, spec: FeatureSpec, allowed: set[str]) -> str:
     if spec.view is not None and name in spec.store_features:
-        return (f"a stored feature of view {spec.view.label}, looked up by {spec.entity_key}; the view "
-                "does not let requests override it")
+        return (
+            f"a stored feature of view {spec.view.label}, looked up by {spec.entity_key}; the view "
+            "does not let requests override it"
+        )
     return f"unknown field; the model takes {sorted(allowed)}"
 
 
@@ -92,8 +99,7 @@ def assemble_features(records: list[Record], spec: FeatureSpec, schema: ModelSch
         for name in columns:
             value = record[name]
             if type(value) not in (int, float):
-                raise InvalidInput(f"instances[{index}].{name}", expected="a number",
-                                   got=type(value).__name__)
+                raise InvalidInput(f"instances[{index}].{name}", expected="a number", got=type(value).__name__)
             row.append(value)
         rows.append(row)
     dtype = schema.inputs[spec.input].dtype
@@ -103,17 +109,20 @@ def assemble_features(records: list[Record], spec: FeatureSpec, schema: ModelSch
         finite = np.isfinite(tensor)
         if not finite.all():
             row_index, col_index = np.argwhere(~finite)[0]
-            raise InvalidInput(f"instances[{row_index}].{columns[col_index]}",
-                               expected=f"a finite {schema.inputs[spec.input].datatype}",
-                               got=str(tensor[row_index, col_index]))
+            raise InvalidInput(
+                f"instances[{row_index}].{columns[col_index]}",
+                expected=f"a finite {schema.inputs[spec.input].datatype}",
+                got=str(tensor[row_index, col_index]),
+            )
     return tensor
 
 
 def raw_tensor(instances: list[Any], schema: ModelSchema) -> tuple[str, np.ndarray]:
     """Instances as rows of the model's single input (models without a feature spec)."""
     if len(schema.inputs) != 1:
-        raise InvalidInput("instances", detail=f"the model has inputs {list(schema.inputs)} and no "
-                                               "feature spec; use the v2 protocol")
+        raise InvalidInput(
+            "instances", detail=f"the model has inputs {list(schema.inputs)} and no feature spec; use the v2 protocol"
+        )
     (input_schema,) = schema.inputs.values()
     try:
         shape = list(np.asarray(instances).shape)
@@ -123,8 +132,9 @@ def raw_tensor(instances: list[Any], schema: ModelSchema) -> tuple[str, np.ndarr
     return input_schema.name, tensor_from_json(input_schema, shape, instances, "instances")
 
 
-def encode_predictions(model_name: str, model_version: int, results: dict[str, np.ndarray],
-                       output_names: tuple[str, ...]) -> bytes:
+def encode_predictions(
+    model_name: str, model_version: int, results: dict[str, np.ndarray], output_names: tuple[str, ...]
+) -> bytes:
     """`{"predictions", "model_name", "model_version"}`: one value per instance, or one object of
     outputs per instance when the model has several outputs."""
     arrays = {name: _jsonable(results[name]) for name in output_names}
@@ -133,16 +143,21 @@ def encode_predictions(model_name: str, model_version: int, results: dict[str, n
     else:
         # orjson serialises numpy arrays and float scalars, but not every integer scalar type
         # (onnxruntime's int64 outputs are `longlong`): 1-D integer outputs become Python ints.
-        columns = {name: arr.tolist() if isinstance(arr, np.ndarray) and arr.ndim == 1
-                   and arr.dtype.kind in "iub" else arr for name, arr in arrays.items()}
+        columns = {
+            name: arr.tolist() if isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.dtype.kind in "iub" else arr
+            for name, arr in arrays.items()
+        }
         rows = len(next(iter(columns.values())))
         predictions = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
-    return orjson.dumps({"predictions": predictions, "model_name": model_name,
-                         "model_version": str(model_version)}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(
+        {"predictions": predictions, "model_name": model_name, "model_version": str(model_version)},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
 
 
 def _jsonable(array: np.ndarray) -> Any:
     if array.dtype.kind in "OSU":
-        return np.vectorize(lambda b: b.decode(errors="replace") if isinstance(b, bytes) else str(b),
-                            otypes=[object])(array).tolist()
+        return np.vectorize(lambda b: b.decode(errors="replace") if isinstance(b, bytes) else str(b), otypes=[object])(
+            array
+        ).tolist()
     return np.ascontiguousarray(array)

@@ -58,8 +58,14 @@ def decode_infer_request(body: bytes, header_length: str | None, schema: ModelSc
     inputs, rows = _decode_inputs(doc.get("inputs"), binary, schema)
     binary_default = _flag(parameters, "binary_data_output", "parameters.binary_data_output")
     outputs = _decode_outputs(doc.get("outputs"), binary_default, schema)
-    return InferRequest(id=doc.get("id"), parameters=parameters, inputs=inputs, rows=rows,
-                        outputs=outputs, timeout_us=_timeout_us(parameters))
+    return InferRequest(
+        id=doc.get("id"),
+        parameters=parameters,
+        inputs=inputs,
+        rows=rows,
+        outputs=outputs,
+        timeout_us=_timeout_us(parameters),
+    )
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryview, memoryview | None]:
@@ -68,21 +74,28 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryv
     try:
         length = int(header_length)
     except ValueError:
-        raise InvalidInput("Inference-Header-Content-Length", expected="an integer",
-                           got=repr(header_length)) from None
+        raise InvalidInput("Inference-Header-Content-Length", expected="an integer", got=repr(header_length)) from None
     if not 0 < length <= len(body):
-        raise InvalidInput("Inference-Header-Content-Length",
-                           expected=f"1..{len(body)} (the body length)", got=str(length))
+        raise InvalidInput(
+            "Inference-Header-Content-Length", expected=f"1..{len(body)} (the body length)", got=str(length)
+        )
     view = memoryview(body)
     return view[:length], view[length:]
 
 
-def _decode_inputs(raw_inputs: Any, binary: memoryview | None,
-                   schema: ModelSchema) -> tuple[dict[str, np.ndarray], int]:
+def _decode_inputs(
+    raw_inputs: Any, binary: memoryview | None, schema: ModelSchema
+) -> tuple[dict[str, np.ndarray], int]:
     if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise InvalidInput("inputs", expected="a non-empty list",
-                           got="an empty list" if raw_inputs == [] else
-                           repr(raw_inputs) if raw_inputs is None else type(raw_inputs).__name__)
+        raise InvalidInput(
+            "inputs",
+            expected="a non-empty list",
+            got="an empty list"
+            if raw_inputs == []
+            else repr(raw_inputs)
+            if raw_inputs is None
+            else type(raw_inputs).__name__,
+        )
     tensors: dict[str, np.ndarray] = {}
     offset = 0
     rows: int | None = None
@@ -92,8 +105,7 @@ def _decode_inputs(raw_inputs: Any, binary: memoryview | None,
             raise InvalidInput(f"inputs[{index}]", expected="an object", got=type(item).__name__)
         name = item.get("name")
         if not isinstance(name, str) or name not in schema.inputs:
-            raise InvalidInput(f"inputs[{index}].name", expected=f"one of {sorted(schema.inputs)}",
-                               got=repr(name))
+            raise InvalidInput(f"inputs[{index}].name", expected=f"one of {sorted(schema.inputs)}", got=repr(name))
         input_schema = schema.inputs[name]
         field = f"inputs.{name}"
         if name in tensors:
@@ -103,14 +115,18 @@ def _decode_inputs(raw_inputs: Any, binary: memoryview | None,
         size = params.get("binary_data_size") if params else None
         if size is not None:
             if binary is None:
-                raise InvalidInput(f"{field}.parameters.binary_data_size",
-                                   detail="needs the Inference-Header-Content-Length header")
+                raise InvalidInput(
+                    f"{field}.parameters.binary_data_size", detail="needs the Inference-Header-Content-Length header"
+                )
             if type(size) is not int or size < 0 or offset + size > len(binary):
-                raise InvalidInput(f"{field}.parameters.binary_data_size",
-                                   expected=f"0..{len(binary) - offset} (binary bytes left)", got=repr(size))
+                raise InvalidInput(
+                    f"{field}.parameters.binary_data_size",
+                    expected=f"0..{len(binary) - offset} (binary bytes left)",
+                    got=repr(size),
+                )
             if "data" in item:
                 raise InvalidInput(field, detail="has both data and binary_data_size")
-            tensor = tensor_from_binary(input_schema, shape, binary[offset:offset + size], field)
+            tensor = tensor_from_binary(input_schema, shape, binary[offset : offset + size], field)
             offset += size
         else:
             if "data" not in item:
@@ -121,15 +137,17 @@ def _decode_inputs(raw_inputs: Any, binary: memoryview | None,
         elif rows is None:
             rows, rows_from = shape[0], name
         elif shape[0] != rows:
-            raise InvalidInput(f"{field}.shape", expected=f"{rows} rows like input {rows_from!r}",
-                               got=f"{shape[0]} rows")
+            raise InvalidInput(
+                f"{field}.shape", expected=f"{rows} rows like input {rows_from!r}", got=f"{shape[0]} rows"
+            )
         tensors[name] = tensor
     missing = [n for n in schema.inputs if n not in tensors]
     if missing:
         raise InvalidInput("inputs", expected=f"inputs {list(schema.inputs)}", got=f"{missing} missing")
     if binary is not None and offset != len(binary):
-        raise InvalidInput("binary_data_size", expected=f"sizes summing to {len(binary)} binary bytes",
-                           got=f"{offset} bytes claimed")
+        raise InvalidInput(
+            "binary_data_size", expected=f"sizes summing to {len(binary)} binary bytes", got=f"{offset} bytes claimed"
+        )
     assert rows is not None
     return tensors, rows
 
@@ -146,8 +164,7 @@ def _decode_outputs(raw_outputs: Any, binary_default: bool, schema: ModelSchema)
             raise InvalidInput(f"outputs[{index}]", expected="an object", got=type(item).__name__)
         name = item.get("name")
         if name not in schema.output_names:
-            raise InvalidInput(f"outputs[{index}].name", expected=f"one of {list(schema.output_names)}",
-                               got=repr(name))
+            raise InvalidInput(f"outputs[{index}].name", expected=f"one of {list(schema.output_names)}", got=repr(name))
         if name in seen:
             raise InvalidInput(f"outputs.{name}", detail="requested more than once")
         seen.add(name)
@@ -164,8 +181,7 @@ def _timeout_us(parameters: dict[str, Any] | None) -> int | None:
         return None
     value = parameters["timeout"]
     if type(value) is not int or value < 0:
-        raise InvalidInput("parameters.timeout", expected="non-negative integer microseconds",
-                           got=repr(value))
+        raise InvalidInput("parameters.timeout", expected="non-negative integer microseconds", got=repr(value))
     return value or None
 
 

@@ -17,15 +17,15 @@ from server.protocol.v2_request import InferRequest
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def encode_infer_response(model_name: str, model_version: int, request: InferRequest,
-                          results: dict[str, np.ndarray]) -> tuple[bytes, int | None]:
+def encode_infer_response(
+    model_name: str, model_version: int, request: InferRequest, results: dict[str, np.ndarray]
+) -> tuple[bytes, int | None]:
     """Serialise the response; returns the body and, when binary outputs follow it, the JSON length."""
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for wanted in request.outputs:
         array = results[wanted.name]
-        entry: dict[str, Any] = {"name": wanted.name, "datatype": v2_datatype(array.dtype),
-                                 "shape": list(array.shape)}
+        entry: dict[str, Any] = {"name": wanted.name, "datatype": v2_datatype(array.dtype), "shape": list(array.shape)}
         if wanted.binary:
             raw = tensor_to_bytes(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
@@ -51,6 +51,7 @@ def _json_data(array: np.ndarray, name: str) -> Any:
         try:
             return [item.decode() if isinstance(item, bytes) else str(item) for item in array.ravel()]
         except UnicodeDecodeError:
-            raise InvalidInput(f"outputs.{name}", detail="holds non-UTF-8 bytes; request it with "
-                                                         "parameters.binary_data=true") from None
+            raise InvalidInput(
+                f"outputs.{name}", detail="holds non-UTF-8 bytes; request it with parameters.binary_data=true"
+            ) from None
     return np.ascontiguousarray(array).ravel()

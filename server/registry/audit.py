@@ -57,9 +57,14 @@ class AuditEntry(BaseModel):
 class AuditLog(Protocol):
     async def append(self, entry: AuditEntry) -> None: ...
 
-    async def read(self, model: str | None = None, alias: str | None = None,
-                   since: datetime | None = None, until: datetime | None = None,
-                   limit: int = 100) -> list[AuditEntry]:
+    async def read(
+        self,
+        model: str | None = None,
+        alias: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
         """The newest `limit` entries matching every filter given, oldest first."""
         ...
 
@@ -75,14 +80,23 @@ class FileAuditLog:
         async with self._lock:
             await asyncio.to_thread(self._append, entry.line())
 
-    async def read(self, model: str | None = None, alias: str | None = None,
-                   since: datetime | None = None, until: datetime | None = None,
-                   limit: int = 100) -> list[AuditEntry]:
+    async def read(
+        self,
+        model: str | None = None,
+        alias: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
         entries = await asyncio.to_thread(self._read)
-        matching = [e for e in entries
-                    if (model is None or e.model == model) and (alias is None or e.alias == alias)
-                    and (since is None or parse_time(e.at) >= since)
-                    and (until is None or parse_time(e.at) <= until)]
+        matching = [
+            e
+            for e in entries
+            if (model is None or e.model == model)
+            and (alias is None or e.alias == alias)
+            and (since is None or parse_time(e.at) >= since)
+            and (until is None or parse_time(e.at) <= until)
+        ]
         return matching[-limit:] if limit > 0 else []
 
     def _append(self, line: bytes) -> None:

@@ -78,7 +78,7 @@ class ModelControl(_Frozen):
 
     def wanted(self) -> set[int]:
         """Versions this state wants loaded: aliased, explicitly loaded, retained, named by the
-    traffic policy or as shadow; none if stopped."""
+        traffic policy or as shadow; none if stopped."""
         if self.stopped:
             return set()
         retained = {self.retained} if self.retained is not None else set()
@@ -104,8 +104,9 @@ class ControlSnapshot(_Frozen):
         """A copy with `name`'s state replaced (same revision: `write` assigns the next one)."""
         return self.model_copy(update={"models": {**self.models, name: control}})
 
-    def with_alias(self, model: str, alias: str, version: int, by: str | None = None,
-                   serving: int | None = None) -> ControlSnapshot:
+    def with_alias(
+        self, model: str, alias: str, version: int, by: str | None = None, serving: int | None = None
+    ) -> ControlSnapshot:
         """A copy with `model`'s `alias` pointing at `version`; a `production` change is recorded
         in the model's history. `serving`: the version answering unpinned requests while
         `production` is unset (recorded as the previous one, so a rollback returns to it)."""
@@ -115,8 +116,9 @@ class ControlSnapshot(_Frozen):
         if alias == PRODUCTION and previous is None:
             previous = serving
         if alias == PRODUCTION and previous != version:
-            change = ProductionChange(version=version, previous=previous, by=by,
-                                      at=datetime.now(UTC).isoformat(timespec="seconds"))
+            change = ProductionChange(
+                version=version, previous=previous, by=by, at=datetime.now(UTC).isoformat(timespec="seconds")
+            )
             update["history"] = [*current.history, change][-HISTORY_LIMIT:]
         return self.with_model(model, current.model_copy(update=update))
 
@@ -223,7 +225,8 @@ class FileControlState:
             except OSError as error:  # e.g. a read-only model repository holding the default path
                 raise ControlStateUnavailable(
                     f"control state {self.path} cannot be written ({error.strerror or error}); "
-                    f"set HOTSERVE_CONTROL_STATE_PATH to a writable file") from error
+                    f"set HOTSERVE_CONTROL_STATE_PATH to a writable file"
+                ) from error
         self._writes += 1
         async with self._written:
             self._written.notify_all()
@@ -264,8 +267,9 @@ class FileControlState:
         except FileNotFoundError:
             return ControlSnapshot()
         except OSError as error:
-            raise ControlStateUnavailable(f"control state {self.path} cannot be read "
-                                          f"({error.strerror or error})") from error
+            raise ControlStateUnavailable(
+                f"control state {self.path} cannot be read ({error.strerror or error})"
+            ) from error
         try:
             return ControlSnapshot.model_validate_json(raw)
         except ValidationError as error:

@@ -56,8 +56,14 @@ class Outcome:
 class Controller:
     """Load, unload, alias, rollback, take out of / back into service; audited."""
 
-    def __init__(self, registry: ModelRegistry, audit: AuditLog, metrics: Metrics,
-                 keep_previous_loaded: bool = True, shadow: ShadowRunner | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        audit: AuditLog,
+        metrics: Metrics,
+        keep_previous_loaded: bool = True,
+        shadow: ShadowRunner | None = None,
+    ) -> None:
         self.registry = registry
         self.audit = audit
         self._metrics = metrics
@@ -68,28 +74,38 @@ class Controller:
 
     async def load(self, caller: Caller, model: str, version: int) -> Outcome:
         """Load `version` and keep it loaded (pinned requests can reach it; aliases may name it)."""
+
         async def run() -> Outcome:
             self._in_service(model)
             await self.registry.ensure_loaded(model, version)
-            change = await self._commit(lambda s: None if version in s.model(model).loaded
-                                        else s.with_loaded(model, version))
+            change = await self._commit(
+                lambda s: None if version in s.model(model).loaded else s.with_loaded(model, version)
+            )
             return _outcome("load", model, None, None, version, change)
+
         return await self._run(caller, "load", model, run, to_version=version)
 
     async def unload(self, caller: Caller, model: str, version: int) -> Outcome:
         """Stop keeping `version` loaded; refused while an alias names it or it serves the model."""
+
         def edit(snapshot: ControlSnapshot) -> ControlSnapshot | None:
             control = snapshot.model(model)
             for alias, named in sorted(control.aliases.items()):
                 if named == version and alias == PRODUCTION:
-                    raise Conflict(f"model {model!r} version {version} holds production; promote "
-                                   f"another version before unloading it")
+                    raise Conflict(
+                        f"model {model!r} version {version} holds production; promote "
+                        f"another version before unloading it"
+                    )
                 if named == version:
-                    raise Conflict(f"model {model!r} version {version} is named by alias {alias!r}; "
-                                   f"point the alias elsewhere or delete it first")
+                    raise Conflict(
+                        f"model {model!r} version {version} is named by alias {alias!r}; "
+                        f"point the alias elsewhere or delete it first"
+                    )
             if PRODUCTION not in control.aliases and self.registry.serving(model) == version:
-                raise Conflict(f"model {model!r} version {version} serves its unpinned requests; "
-                               f"promote another version before unloading it")
+                raise Conflict(
+                    f"model {model!r} version {version} serves its unpinned requests; "
+                    f"promote another version before unloading it"
+                )
             if version not in control.loaded and control.retained != version:
                 return None
             return snapshot.without_loaded(model, version)
@@ -99,6 +115,7 @@ class Controller:
             change = await self._commit(edit)
             await change.drained
             return _outcome("unload", model, None, version, None, change)
+
         return await self._run(caller, "unload", model, run, from_version=version)
 
     async def set_alias(self, caller: Caller, model: str, alias: str, version: int) -> Outcome:
@@ -108,31 +125,42 @@ class Controller:
         fails, nothing changes (409 with the reason). Naming the version already named: no-op.
         """
         if not ALIAS_NAME.fullmatch(alias):
-            raise InvalidInput("alias", detail="must start with a letter and hold only letters, "
-                                               "digits and _.- (at most 64)")
-        return await self._run(caller, "alias", model,
-                               lambda: self._switch(caller, model, alias, version, "alias"),
-                               alias=alias, to_version=version)
+            raise InvalidInput(
+                "alias", detail="must start with a letter and hold only letters, digits and _.- (at most 64)"
+            )
+        return await self._run(
+            caller,
+            "alias",
+            model,
+            lambda: self._switch(caller, model, alias, version, "alias"),
+            alias=alias,
+            to_version=version,
+        )
 
     async def rollback(self, caller: Caller, model: str) -> Outcome:
         """Return `production` to the version it named before its current one."""
+
         async def run() -> Outcome:
             previous = (await self.registry.control.read()).previous_production(model)
             if previous is None:
                 raise Conflict(f"model {model!r} has no previous production version to roll back to")
             return await self._switch(caller, model, PRODUCTION, previous, "rollback")
+
         return await self._run(caller, "rollback", model, run, alias=PRODUCTION)
 
     async def delete_alias(self, caller: Caller, model: str, alias: str) -> Outcome:
         """Remove an alias (not `production`: promote another version instead)."""
+
         async def run() -> Outcome:
             if alias == PRODUCTION:
                 raise Conflict("the production alias cannot be deleted; promote another version")
             before = self.registry.applied.alias(model, alias)
-            change = await self._commit(lambda s: s.without_alias(model, alias)
-                                        if alias in s.model(model).aliases else None)
+            change = await self._commit(
+                lambda s: s.without_alias(model, alias) if alias in s.model(model).aliases else None
+            )
             await change.drained
             return _outcome("unalias", model, alias, before, None, change)
+
         return await self._run(caller, "unalias", model, run, alias=alias)
 
     # --- traffic policy, shadow, guarded promotion (issue 9) ----------------------------------------
@@ -143,6 +171,7 @@ class Controller:
         Every version the split names is loaded, verified and warmed up first: one that fails
         is refused (409 with the reason) and the routing does not change.
         """
+
         async def run() -> Outcome:
             self._in_service(model)
             stored = await self.registry.control.read()
@@ -155,43 +184,74 @@ class Controller:
                 version = target_version(target, aliases)
                 if weight and version is not None:
                     await self.registry.ensure_loaded(model, version)
-            change = await self._commit(lambda s: None if s.model(model).traffic == weights
-                                        else s.with_model(model, s.model(model).model_copy(
-                                            update={"traffic": dict(weights)})))
+            change = await self._commit(
+                lambda s: (
+                    None
+                    if s.model(model).traffic == weights
+                    else s.with_model(model, s.model(model).model_copy(update={"traffic": dict(weights)}))
+                )
+            )
             await change.drained
             return _outcome("traffic", model, None, None, None, change)
+
         return await self._run(caller, "traffic", model, run, detail=_weights_text(weights))
 
     async def clear_traffic(self, caller: Caller, model: str) -> Outcome:
         """Send every unpinned request to `production` again."""
+
         async def run() -> Outcome:
-            change = await self._commit(lambda s: None if not s.model(model).traffic
-                                        else s.with_model(model, s.model(model).model_copy(update={"traffic": {}})))
+            change = await self._commit(
+                lambda s: (
+                    None
+                    if not s.model(model).traffic
+                    else s.with_model(model, s.model(model).model_copy(update={"traffic": {}}))
+                )
+            )
             await change.drained
             return _outcome("traffic", model, None, None, None, change)
+
         return await self._run(caller, "traffic", model, run, detail="cleared")
 
     async def set_shadow(self, caller: Caller, model: str, policy: ShadowPolicy) -> Outcome:
         """Copy a share of `model`'s unpinned requests to `policy.version` (loaded first)."""
+
         async def run() -> Outcome:
             self._in_service(model)
             await self.registry.ensure_loaded(model, policy.version)
-            change = await self._commit(lambda s: None if s.model(model).shadow == policy
-                                        else s.with_model(model, s.model(model).model_copy(
-                                            update={"shadow": policy})))
+            change = await self._commit(
+                lambda s: (
+                    None
+                    if s.model(model).shadow == policy
+                    else s.with_model(model, s.model(model).model_copy(update={"shadow": policy}))
+                )
+            )
             return _outcome("shadow", model, None, None, policy.version, change)
-        return await self._run(caller, "shadow", model, run, to_version=policy.version,
-                               detail=f"share {policy.share}, tolerance {policy.tolerance}"
-                                      + (f", threshold {policy.threshold}" if policy.threshold is not None else ""))
+
+        return await self._run(
+            caller,
+            "shadow",
+            model,
+            run,
+            to_version=policy.version,
+            detail=f"share {policy.share}, tolerance {policy.tolerance}"
+            + (f", threshold {policy.threshold}" if policy.threshold is not None else ""),
+        )
 
     async def clear_shadow(self, caller: Caller, model: str) -> Outcome:
         """Stop copying requests to the shadow version (it unloads unless something else wants it)."""
+
         async def run() -> Outcome:
             before = self.registry.applied.model(model).shadow
-            change = await self._commit(lambda s: None if s.model(model).shadow is None
-                                        else s.with_model(model, s.model(model).model_copy(update={"shadow": None})))
+            change = await self._commit(
+                lambda s: (
+                    None
+                    if s.model(model).shadow is None
+                    else s.with_model(model, s.model(model).model_copy(update={"shadow": None}))
+                )
+            )
             await change.drained
             return _outcome("shadow", model, None, None if before is None else before.version, None, change)
+
         return await self._run(caller, "shadow", model, run, detail="cleared")
 
     def evidence(self, model: str, version: int) -> Evidence:
@@ -200,8 +260,14 @@ class Controller:
         shadow = self._shadow.evidence(model, version) if self._shadow is not None else ShadowEvidence()
         return gather(self._metrics, shadow, model, version, self.registry.serving(model))
 
-    async def promote(self, caller: Caller, model: str, version: int,
-                      requirements: PromotionRequirements | None = None, force: bool = False) -> Outcome:
+    async def promote(
+        self,
+        caller: Caller,
+        model: str,
+        version: int,
+        requirements: PromotionRequirements | None = None,
+        force: bool = False,
+    ) -> Outcome:
         """`production` -> `version`, refused (409 with the evidence) when `requirements` are not
         met unless `force`, which the audit log records with what fell short."""
         shortfall: list[str] = []
@@ -212,10 +278,16 @@ class Controller:
                 error = PromotionRefused(model, version, shortfall, evidence_view(evidence))
                 await self._refused(caller, "promote", model, error, PRODUCTION, None, version)
                 raise error
-        return await self._run(caller, "promote", model,
-                               lambda: self._switch(caller, model, PRODUCTION, version, "promote"),
-                               alias=PRODUCTION, to_version=version, forced=bool(shortfall),
-                               detail="; ".join(shortfall) or None)
+        return await self._run(
+            caller,
+            "promote",
+            model,
+            lambda: self._switch(caller, model, PRODUCTION, version, "promote"),
+            alias=PRODUCTION,
+            to_version=version,
+            forced=bool(shortfall),
+            detail="; ".join(shortfall) or None,
+        )
 
     # --- model operations (the repository extension) --------------------------------------------
 
@@ -236,22 +308,25 @@ class Controller:
                 if PRODUCTION not in out.model(model).aliases and self.registry.serving(model) != target:
                     out = self._promote(out, model, PRODUCTION, target, caller) or out
                 return out
+
             change = await self._commit(edit)
             if change.after is not None and before is not None and before != target:
                 self._metrics.model_swaps.labels(model, "success").inc()
                 self._metrics.model_swap_duration.labels(model).observe(time.perf_counter() - started)
             await change.drained
             return _outcome("repository_load", model, PRODUCTION, before, target, change)
+
         return await self._run(caller, "repository_load", model, run)
 
     async def unload_model(self, caller: Caller, model: str) -> Outcome:
         """Take a model out of service: every version drains and unloads; requests get 503."""
+
         async def run() -> Outcome:
             before = self.registry.serving(model)
-            change = await self._commit(lambda s: None if s.model(model).stopped
-                                        else s.with_stopped(model, True))
+            change = await self._commit(lambda s: None if s.model(model).stopped else s.with_stopped(model, True))
             await change.drained
             return _outcome("repository_unload", model, None, before, None, change)
+
         return await self._run(caller, "repository_unload", model, run)
 
     async def rescan(self, caller: Caller) -> Rescan:
@@ -260,14 +335,16 @@ class Controller:
         result: Result = "ok" if found.added or found.removed else "noop"
         self._metrics.admin_operations.labels("rescan", result).inc()
         detail = found.describe() if result == "ok" else None
-        await self._append(AuditEntry(who=caller.name, action="rescan", result=result, detail=detail,
-                                      request_id=caller.request_id))
+        await self._append(
+            AuditEntry(who=caller.name, action="rescan", result=result, detail=detail, request_id=caller.request_id)
+        )
         return found
 
     # --- steps ------------------------------------------------------------------------------------
 
-    def _promote(self, snapshot: ControlSnapshot, model: str, alias: str, version: int,
-                 caller: Caller) -> ControlSnapshot | None:
+    def _promote(
+        self, snapshot: ControlSnapshot, model: str, alias: str, version: int, caller: Caller
+    ) -> ControlSnapshot | None:
         """`snapshot` with `alias` -> `version`; for `production` the previous one is retained
         (`keep_previous_loaded`) so a rollback needs no load. None: it names it already."""
         control = snapshot.model(model)
@@ -294,11 +371,11 @@ class Controller:
     def _in_service(self, model: str) -> None:
         self.registry.versions(model)
         if self.registry.applied.model(model).stopped:
-            raise Conflict(f"model {model!r} is unloaded; load the model first "
-                           f"(POST /v2/repository/models/{model}/load)")
+            raise Conflict(
+                f"model {model!r} is unloaded; load the model first (POST /v2/repository/models/{model}/load)"
+            )
 
-    async def _switch(self, caller: Caller, model: str, alias: str, version: int,
-                      action: str) -> Outcome:
+    async def _switch(self, caller: Caller, model: str, alias: str, version: int, action: str) -> Outcome:
         """Load -> verify -> warm up -> switch the alias -> drain what left the routing."""
         self._in_service(model)
         started = time.perf_counter()
@@ -315,17 +392,27 @@ class Controller:
         if alias == PRODUCTION:
             if self.registry.serving(model) != version:  # e.g. unloaded again meanwhile
                 self._metrics.model_swaps.labels(model, "failure").inc()
-                raise VersionNotReady(model, version, self.registry.status(model, version).state,
-                                      "it did not take the routing; try again")
+                raise VersionNotReady(
+                    model, version, self.registry.status(model, version).state, "it did not take the routing; try again"
+                )
             if change.after is not None:
                 self._metrics.model_swaps.labels(model, "success").inc()
                 self._metrics.model_swap_duration.labels(model).observe(time.perf_counter() - started)
         await change.drained
         return _outcome(action, model, alias, before, version, change)
 
-    async def _run(self, caller: Caller, action: str, model: str, body: Callable[[], Awaitable[Outcome]],
-                   alias: str | None = None, from_version: int | None = None,
-                   to_version: int | None = None, forced: bool = False, detail: str | None = None) -> Outcome:
+    async def _run(
+        self,
+        caller: Caller,
+        action: str,
+        model: str,
+        body: Callable[[], Awaitable[Outcome]],
+        alias: str | None = None,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        forced: bool = False,
+        detail: str | None = None,
+    ) -> Outcome:
         """Run `body` under the model's lock and audit it, done or refused."""
         try:
             self.registry.versions(model)  # before taking a lock: unknown names create nothing
@@ -340,27 +427,67 @@ class Controller:
             raise
         result = "ok" if outcome.changed else "noop"
         self._metrics.admin_operations.labels(action, result).inc()
-        await self._append(AuditEntry.model_validate({
-            "who": caller.name, "action": action, "model": model, "alias": outcome.alias,
-            "from": outcome.from_version, "to": outcome.to_version, "result": result,
-            "revision": outcome.revision, "request_id": caller.request_id, "forced": forced,
-            "detail": detail}))
-        log.info("admin %s by %s: model %r%s %s -> %s (%s, revision %d)", action, caller.name, model,
-                 f" alias {outcome.alias!r}" if outcome.alias else "", outcome.from_version,
-                 outcome.to_version, result, outcome.revision)
+        await self._append(
+            AuditEntry.model_validate(
+                {
+                    "who": caller.name,
+                    "action": action,
+                    "model": model,
+                    "alias": outcome.alias,
+                    "from": outcome.from_version,
+                    "to": outcome.to_version,
+                    "result": result,
+                    "revision": outcome.revision,
+                    "request_id": caller.request_id,
+                    "forced": forced,
+                    "detail": detail,
+                }
+            )
+        )
+        log.info(
+            "admin %s by %s: model %r%s %s -> %s (%s, revision %d)",
+            action,
+            caller.name,
+            model,
+            f" alias {outcome.alias!r}" if outcome.alias else "",
+            outcome.from_version,
+            outcome.to_version,
+            result,
+            outcome.revision,
+        )
         return outcome
 
-    async def _refused(self, caller: Caller, action: str, model: str, error: HotserveError,
-                       alias: str | None = None, from_version: int | None = None,
-                       to_version: int | None = None, forced: bool = False) -> None:
+    async def _refused(
+        self,
+        caller: Caller,
+        action: str,
+        model: str,
+        error: HotserveError,
+        alias: str | None = None,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        forced: bool = False,
+    ) -> None:
         failed = isinstance(error, VersionNotReady) and error.state == VersionState.FAILED.value
         result = "failed" if failed else "refused"
         self._metrics.admin_operations.labels(action, result).inc()
         log.warning("admin %s by %s on model %r %s: %s", action, caller.name, model, result, error.message)
-        await self._append(AuditEntry.model_validate({
-            "who": caller.name, "action": action, "model": model, "alias": alias,
-            "from": from_version, "to": to_version, "result": result, "detail": error.message,
-            "request_id": caller.request_id, "forced": forced}))
+        await self._append(
+            AuditEntry.model_validate(
+                {
+                    "who": caller.name,
+                    "action": action,
+                    "model": model,
+                    "alias": alias,
+                    "from": from_version,
+                    "to": to_version,
+                    "result": result,
+                    "detail": error.message,
+                    "request_id": caller.request_id,
+                    "forced": forced,
+                }
+            )
+        )
 
     async def _settle(self) -> None:
         """After a refused change: unload what it may have loaded for nothing."""
@@ -378,16 +505,20 @@ class Controller:
 
 def evidence_view(evidence: Evidence) -> dict[str, object]:
     """The evidence as the admin API and the audit show it (ratios computed)."""
-    return {**evidence.model_dump(), "observed": evidence.observed, "error_ratio": evidence.error_ratio,
-            "p99_ratio": evidence.p99_ratio}
+    return {
+        **evidence.model_dump(),
+        "observed": evidence.observed,
+        "error_ratio": evidence.error_ratio,
+        "p99_ratio": evidence.p99_ratio,
+    }
 
 
 def _weights_text(weights: dict[str, int]) -> str:
     return ", ".join(f"{target}={weight}" for target, weight in sorted(weights.items()))
 
 
-def _outcome(action: str, model: str, alias: str | None, from_version: int | None,
-             to_version: int | None, change: Change) -> Outcome:
+def _outcome(
+    action: str, model: str, alias: str | None, from_version: int | None, to_version: int | None, change: Change
+) -> Outcome:
     after = change.after if change.after is not None else change.before
-    return Outcome(action, model, alias, from_version, to_version, change.after is not None,
-                   after.revision)
+    return Outcome(action, model, alias, from_version, to_version, change.after is not None, after.revision)

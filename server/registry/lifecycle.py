@@ -68,8 +68,13 @@ class VersionLifecycle:
             rss_before = await asyncio.to_thread(process_rss_bytes)
             started = time.perf_counter()
             try:
-                served = await load_version(version_dir(self._settings.model_repository, name, version), name, version,
-                                            self._settings, self._metrics)
+                served = await load_version(
+                    version_dir(self._settings.model_repository, name, version),
+                    name,
+                    version,
+                    self._settings,
+                    self._metrics,
+                )
             except ModelLoadFailed as error:
                 reason = error.message
             except Exception as error:  # a bug or an environment problem: keep the other models
@@ -81,15 +86,22 @@ class VersionLifecycle:
                 slot.state, slot.served = VersionState.READY, served
                 slot.loaded_at = datetime.now(UTC).isoformat(timespec="seconds")
                 slot.load_duration_s, slot.provider = elapsed, served.provider
-                slot.memory_bytes = (max(0, rss_after - rss_before)
-                                     if rss_before is not None and rss_after is not None else None)
+                slot.memory_bytes = (
+                    max(0, rss_after - rss_before) if rss_before is not None and rss_after is not None else None
+                )
                 self._metrics.model_loads.labels(name, "success").inc()
                 self._metrics.model_load_duration.labels(name).observe(elapsed)
                 self._metrics.model_ready.labels(name, str(version)).set(1)
                 if slot.memory_bytes is not None:
                     self._metrics.model_memory.labels(name, str(version)).set(slot.memory_bytes)
-                log.info("model %r version %d ready on %s in %.2f s (memory %s)", name, version,
-                         served.provider, elapsed, _mib(slot.memory_bytes))
+                log.info(
+                    "model %r version %d ready on %s in %.2f s (memory %s)",
+                    name,
+                    version,
+                    served.provider,
+                    elapsed,
+                    _mib(slot.memory_bytes),
+                )
                 return True
         slot.state, slot.reason = VersionState.FAILED, reason
         self._metrics.model_loads.labels(name, "failure").inc()
@@ -131,11 +143,9 @@ class VersionLifecycle:
             if slot.memory_bytes is not None:
                 self._metrics.model_memory.remove(served.name, str(served.version))
         self._metrics.model_unloads.labels(served.name, "drained" if drained else "timeout").inc()
-        self._metrics.model_drain_duration.labels(served.name).observe(
-            time.perf_counter() - retired.since)
+        self._metrics.model_drain_duration.labels(served.name).observe(time.perf_counter() - retired.since)
         if not drained:
-            log.warning("model %r version %d: unloaded with work still running", served.name,
-                        served.version)
+            log.warning("model %r version %d: unloaded with work still running", served.name, served.version)
         log.info("model %r version %d drained and unloaded", served.name, served.version)
 
 

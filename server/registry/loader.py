@@ -42,11 +42,14 @@ def read_manifest(folder: Path, name: str, version: int) -> ModelManifest:
         raise ModelLoadFailed(f"{path} cannot be read: {error}") from error
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in error.errors())
+            f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in error.errors()
+        )
         raise ModelLoadFailed(f"{path} is invalid: {problems}") from error
     if (manifest.name, manifest.version) != (name, version):
-        raise ModelLoadFailed(f"{path} describes {manifest.name!r} version {manifest.version}, "
-                              f"but sits in the folder of {name!r} version {version}")
+        raise ModelLoadFailed(
+            f"{path} describes {manifest.name!r} version {manifest.version}, "
+            f"but sits in the folder of {name!r} version {version}"
+        )
     return manifest
 
 
@@ -76,49 +79,53 @@ def _check_sha256(path: Path, expected: str, role: str, noun: str) -> None:
     except OSError as error:
         raise ModelLoadFailed(f"{path} cannot be read: {error}") from error
     if digest != expected:
-        raise ModelLoadFailed(f"{path} has sha256 {digest}, {MANIFEST_FILENAME} expects "
-                              f"{expected}: the {noun} is corrupt or was replaced")
+        raise ModelLoadFailed(
+            f"{path} has sha256 {digest}, {MANIFEST_FILENAME} expects {expected}: the {noun} is corrupt or was replaced"
+        )
 
 
 def check_graph(manifest: ModelManifest, runtime: Runtime) -> None:
     """The graph's real inputs/outputs must be the ones the manifest promises the edge."""
     batching = manifest.batching
     _check_tensors("input", manifest.inputs, runtime.inputs, batching.max_batch_size, batching.batch_axis)
-    _check_tensors("output", manifest.outputs, runtime.outputs, batching.max_batch_size,
-                   batching.batch_axis)
+    _check_tensors("output", manifest.outputs, runtime.outputs, batching.max_batch_size, batching.batch_axis)
 
 
-def _check_tensors(kind: str, declared: list[TensorSpec], actual: list[TensorSpec],
-                   max_batch_size: int, batch_axis: bool) -> None:
+def _check_tensors(
+    kind: str, declared: list[TensorSpec], actual: list[TensorSpec], max_batch_size: int, batch_axis: bool
+) -> None:
     graph = {spec.name: spec for spec in actual}
     missing = [spec.name for spec in declared if spec.name not in graph]
     extra = sorted(set(graph) - {spec.name for spec in declared})
     if missing or extra:
-        raise ModelLoadFailed(f"{kind}s of {MANIFEST_FILENAME} do not match the graph: "
-                              f"declared but absent {missing}, in the graph but undeclared {extra}")
+        raise ModelLoadFailed(
+            f"{kind}s of {MANIFEST_FILENAME} do not match the graph: "
+            f"declared but absent {missing}, in the graph but undeclared {extra}"
+        )
     for spec in declared:
         real = graph[spec.name]
         where = f"{kind} {spec.name!r}"
         if spec.datatype != real.datatype:
-            raise ModelLoadFailed(f"{where}: {MANIFEST_FILENAME} says {spec.datatype}, "
-                                  f"the graph has {real.datatype}")
+            raise ModelLoadFailed(f"{where}: {MANIFEST_FILENAME} says {spec.datatype}, the graph has {real.datatype}")
         if batch_axis and spec.shape[:1] != [-1]:
-            raise ModelLoadFailed(f"{where}: {MANIFEST_FILENAME} shape {spec.shape} must start "
-                                  f"with -1 (the batch axis)")
+            raise ModelLoadFailed(
+                f"{where}: {MANIFEST_FILENAME} shape {spec.shape} must start with -1 (the batch axis)"
+            )
         if not real.shape:
             continue  # graph leaves the rank unknown; run-time checks cover it
         if len(real.shape) != len(spec.shape):
-            raise ModelLoadFailed(f"{where}: {MANIFEST_FILENAME} shape {spec.shape}, graph shape "
-                                  f"{real.shape} (different rank)")
+            raise ModelLoadFailed(
+                f"{where}: {MANIFEST_FILENAME} shape {spec.shape}, graph shape {real.shape} (different rank)"
+            )
         if batch_axis and real.shape[0] != -1 and not (real.shape[0] == 1 and max_batch_size == 1):
-            raise ModelLoadFailed(f"{where}: the graph fixes the batch axis at {real.shape[0]}; "
-                                  f"batching up to {max_batch_size} rows needs a dynamic first axis")
+            raise ModelLoadFailed(
+                f"{where}: the graph fixes the batch axis at {real.shape[0]}; "
+                f"batching up to {max_batch_size} rows needs a dynamic first axis"
+            )
         first = 1 if batch_axis else 0  # without a batch axis every axis is checked
-        for axis, (want, have) in enumerate(zip(spec.shape[first:], real.shape[first:], strict=True),
-                                            first):
+        for axis, (want, have) in enumerate(zip(spec.shape[first:], real.shape[first:], strict=True), first):
             if have != -1 and want != have:
-                raise ModelLoadFailed(f"{where}: axis {axis} is {have} in the graph, "
-                                      f"{MANIFEST_FILENAME} says {want}")
+                raise ModelLoadFailed(f"{where}: axis {axis} is {have} in the graph, {MANIFEST_FILENAME} says {want}")
 
 
 def warm_up_inputs(manifest: ModelManifest, rows: int) -> dict[str, np.ndarray]:
@@ -132,8 +139,7 @@ def warm_up_inputs(manifest: ModelManifest, rows: int) -> dict[str, np.ndarray]:
         dims = spec.shape[1:] if batch_axis else spec.shape
         shape = ([rows] if batch_axis else []) + [dim if dim > 0 else 1 for dim in dims]
         dtype = NUMPY_DTYPES[spec.datatype]
-        inputs[spec.name] = (np.full(shape, b"", dtype=object) if dtype.kind == "O"
-                             else np.zeros(shape, dtype=dtype))
+        inputs[spec.name] = np.full(shape, b"", dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype=dtype)
     return inputs
 
 
@@ -150,12 +156,15 @@ def open_version(folder: Path, name: str, version: int, settings: Settings) -> t
     check_inside_repository(folder)
     manifest = read_manifest(folder, name, version)
     model_path = verify_model_file(folder, manifest)
-    runtime = OnnxRuntime(model_path, settings.provider_preference,
-                          intra_op_threads=settings.intra_op_threads,
-                          inter_op_threads=settings.inter_op_threads,
-                          spinning=settings.intra_op_spinning,
-                          op_libraries=verify_op_libraries(folder, manifest),
-                          batch_axis=manifest.batching.batch_axis)
+    runtime = OnnxRuntime(
+        model_path,
+        settings.provider_preference,
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        spinning=settings.intra_op_spinning,
+        op_libraries=verify_op_libraries(folder, manifest),
+        batch_axis=manifest.batching.batch_axis,
+    )
     try:
         check_graph(manifest, runtime)
     except BaseException:
@@ -164,8 +173,7 @@ def open_version(folder: Path, name: str, version: int, settings: Settings) -> t
     return manifest, runtime
 
 
-async def load_version(folder: Path, name: str, version: int, settings: Settings,
-                       metrics: Metrics) -> ServedVersion:
+async def load_version(folder: Path, name: str, version: int, settings: Settings, metrics: Metrics) -> ServedVersion:
     """Load one version fully; it is returned only once warm-up at 1 and max_batch_size rows passed."""
     manifest, runtime = await asyncio.to_thread(open_version, folder, name, version, settings)
     served = ServedVersion(manifest, runtime, metrics)
@@ -176,11 +184,8 @@ async def load_version(folder: Path, name: str, version: int, settings: Settings
             except HotserveError as error:
                 raise ModelLoadFailed(f"warm-up with {rows} rows failed: {error.message}") from error
             except Exception as error:
-                raise ModelLoadFailed(f"warm-up with {rows} rows failed: "
-                                      f"{type(error).__name__}: {error}") from error
+                raise ModelLoadFailed(f"warm-up with {rows} rows failed: {type(error).__name__}: {error}") from error
     except BaseException:
         await served.close(timeout_s=0)
         raise
     return served
-
-

@@ -97,8 +97,10 @@ class BatchingPolicy(_Strict):
         if bad:
             raise ValueError(f"preferred_batch_sizes {bad} outside 1..max_batch_size")
         if not self.batch_axis and (self.enabled or self.max_batch_size != 1 or self.allow_split):
-            raise ValueError("a graph without a batch axis runs one request at a time: "
-                             "batch_axis false needs enabled false, max_batch_size 1, allow_split false")
+            raise ValueError(
+                "a graph without a batch axis runs one request at a time: "
+                "batch_axis false needs enabled false, max_batch_size 1, allow_split false"
+            )
         return self
 
 
@@ -106,8 +108,9 @@ class StoredFeature(_Strict):
     """One feature of a view: its stored type, what stands in when it is missing, who may set it."""
 
     name: str
-    datatype: Literal["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
-                      "UINT64", "FP16", "FP32", "FP64"] = "FP32"
+    datatype: Literal[
+        "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64"
+    ] = "FP32"
     """Type a stored value must parse as; a value that does not is an error naming key and feature."""
     default: float | None = None
     """Stands in when the value is missing (entity absent, older than `max_age_s`, store
@@ -214,8 +217,7 @@ class ReferenceHistogram(_Strict):
             if len(self.categories) != len(self.proportions):
                 raise ValueError("categories must have one entry per proportion")
             numeric = [c for c in self.categories if not isinstance(c, str)]
-            if len(numeric) == len(self.categories) and any(
-                    b <= a for a, b in zip(numeric, numeric[1:], strict=False)):
+            if len(numeric) == len(self.categories) and any(b <= a for a, b in zip(numeric, numeric[1:], strict=False)):
                 raise ValueError("categories must be strictly ascending")
             if sum(self.proportions) > 1.0 + 1e-6:
                 raise ValueError("category proportions must not sum to more than 1")

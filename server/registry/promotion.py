@@ -68,13 +68,17 @@ def shortfalls(requirements: PromotionRequirements, evidence: Evidence) -> list[
     """Each requirement the evidence does not meet, said with the measured value."""
     failed = []
     if evidence.observed < requirements.min_requests:
-        failed.append(f"observed {evidence.observed} requests (canary answers + shadow comparisons), "
-                      f"requires {requirements.min_requests}")
+        failed.append(
+            f"observed {evidence.observed} requests (canary answers + shadow comparisons), "
+            f"requires {requirements.min_requests}"
+        )
     if requirements.min_agreement is not None:
         agreement = evidence.shadow_agreement
         if agreement is None or agreement < requirements.min_agreement:
-            failed.append(f"shadow agreement {_fmt(agreement)} over {evidence.shadow_compared} "
-                          f"comparisons, requires >= {requirements.min_agreement}")
+            failed.append(
+                f"shadow agreement {_fmt(agreement)} over {evidence.shadow_compared} "
+                f"comparisons, requires >= {requirements.min_agreement}"
+            )
     if requirements.max_p99_ratio is not None:
         ratio = evidence.p99_ratio
         if ratio is None or ratio > requirements.max_p99_ratio:
@@ -82,20 +86,24 @@ def shortfalls(requirements: PromotionRequirements, evidence: Evidence) -> list[
     if requirements.max_error_ratio is not None:
         ratio = evidence.error_ratio
         if ratio is None or ratio > requirements.max_error_ratio:
-            failed.append(f"error ratio {_fmt(ratio)} over {evidence.candidate.requests} answers, "
-                          f"requires <= {requirements.max_error_ratio}")
+            failed.append(
+                f"error ratio {_fmt(ratio)} over {evidence.candidate.requests} answers, "
+                f"requires <= {requirements.max_error_ratio}"
+            )
     return failed
 
 
-def gather(metrics: Metrics, shadow: ShadowEvidence, model: str, candidate: int,
-           production: int | None) -> Evidence:
+def gather(metrics: Metrics, shadow: ShadowEvidence, model: str, candidate: int, production: int | None) -> Evidence:
     traffic = version_traffic(metrics, model)
     empty = VersionTraffic(requests=0, errors=0, p99_s=None)
     return Evidence(
         candidate=traffic.get(str(candidate), empty),
         production=None if production is None else traffic.get(str(production), empty),
-        shadow_compared=shadow.compared, shadow_agreement=shadow.agreement,
-        shadow_dropped=shadow.dropped, shadow_failed=shadow.failed)
+        shadow_compared=shadow.compared,
+        shadow_agreement=shadow.agreement,
+        shadow_dropped=shadow.dropped,
+        shadow_failed=shadow.failed,
+    )
 
 
 def version_traffic(metrics: Metrics, model: str) -> dict[str, VersionTraffic]:
@@ -114,9 +122,12 @@ def version_traffic(metrics: Metrics, model: str) -> dict[str, VersionTraffic]:
         for sample in family.samples:
             if sample.name.endswith("_bucket") and sample.labels.get("model") == model:
                 buckets[sample.labels["version"]][float(sample.labels["le"])] += sample.value
-    return {version: VersionTraffic(requests=requests[version], errors=errors[version],
-                                    p99_s=histogram_quantile(0.99, buckets.get(version, {})))
-            for version in set(requests) | set(buckets)}
+    return {
+        version: VersionTraffic(
+            requests=requests[version], errors=errors[version], p99_s=histogram_quantile(0.99, buckets.get(version, {}))
+        )
+        for version in set(requests) | set(buckets)
+    }
 
 
 def histogram_quantile(q: float, cumulative: dict[float, float]) -> float | None:

@@ -50,17 +50,26 @@ MAX_BACKOFF_S = 2.0
 class RedisControlState:
     """The `ControlSnapshot` as one Redis hash with a revision, changes published on a channel."""
 
-    def __init__(self, url: str, key_prefix: str = "hotserve", timeout_s: float = 0.5,
-                 reconcile_interval_s: float = 5.0,
-                 on_up_change: Callable[[bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        key_prefix: str = "hotserve",
+        timeout_s: float = 0.5,
+        reconcile_interval_s: float = 5.0,
+        on_up_change: Callable[[bool], None] | None = None,
+    ) -> None:
         self.key = f"{key_prefix}:control"
         self.channel = f"{key_prefix}:control:changes"
         self.replicas_key = f"{key_prefix}:control:replicas"
         self.reconcile_interval_s = reconcile_interval_s
         # One retry on a dropped connection: a pooled connection goes stale when Redis restarts.
         self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError, RedisTimeoutError])
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         self._cas = self._client.register_script(_COMPARE_AND_SET)
         self._on_up_change = on_up_change
         self.up = True
@@ -72,8 +81,7 @@ class RedisControlState:
             if up:
                 log.warning("control state: Redis answers again at %s", self.key)
             else:
-                log.error("control state: Redis unreachable (%s); serving the last routing applied",
-                          error)
+                log.error("control state: Redis unreachable (%s); serving the last routing applied", error)
             if self._on_up_change is not None:
                 self._on_up_change(up)
 
@@ -95,8 +103,9 @@ class RedisControlState:
     async def write(self, snapshot: ControlSnapshot, expected_revision: int) -> ControlSnapshot:
         stored = snapshot.model_copy(update={"revision": expected_revision + 1})
         try:
-            result = await self._cas(keys=[self.key, self.channel],
-                                     args=[expected_revision, stored.model_dump_json(), stored.revision])
+            result = await self._cas(
+                keys=[self.key, self.channel], args=[expected_revision, stored.model_dump_json(), stored.revision]
+            )
         except (RedisError, OSError) as error:
             self._mark(False, error)
             raise ControlStateUnavailable(f"control state in Redis cannot be written: {error}") from error
@@ -119,8 +128,7 @@ class RedisControlState:
                     if snapshot.revision > seen:
                         seen = snapshot.revision
                         yield snapshot
-                    await pubsub.get_message(ignore_subscribe_messages=True,
-                                             timeout=self.reconcile_interval_s)
+                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.reconcile_interval_s)
             except (RedisError, OSError, ControlStateUnavailable) as error:
                 self._mark(False, error)
             except ValueError as error:

@@ -92,20 +92,20 @@ def control_state_for(settings: Settings, metrics: Metrics) -> ControlState:
     if settings.redis_url is not None:
         from server.registry.redis_control_state import RedisControlState
 
-        return RedisControlState(settings.redis_url.get_secret_value(),
-                                 key_prefix=settings.control_key_prefix,
-                                 timeout_s=settings.control_redis_timeout_ms / 1000.0,
-                                 reconcile_interval_s=settings.control_reconcile_interval_s,
-                                 on_up_change=lambda up: metrics.control_state_up.set(1 if up else 0))
-    return FileControlState(settings.resolved_control_state_path,
-                            poll_interval_s=settings.control_poll_interval_s)
+        return RedisControlState(
+            settings.redis_url.get_secret_value(),
+            key_prefix=settings.control_key_prefix,
+            timeout_s=settings.control_redis_timeout_ms / 1000.0,
+            reconcile_interval_s=settings.control_reconcile_interval_s,
+            on_up_change=lambda up: metrics.control_state_up.set(1 if up else 0),
+        )
+    return FileControlState(settings.resolved_control_state_path, poll_interval_s=settings.control_poll_interval_s)
 
 
 class ModelRegistry:
     """Every model version of the repository, the routing table over the loaded ones, and `apply`."""
 
-    def __init__(self, settings: Settings, metrics: Metrics,
-                 control_state: ControlState | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, control_state: ControlState | None = None) -> None:
         self._settings = settings
         self._metrics = metrics
         self._root = settings.model_repository
@@ -151,10 +151,17 @@ class ModelRegistry:
             self._metrics.model_found(name)
         await self.apply(await self._read_at_start())
         self._started = True
-        log.info("model repository %s: %d model(s), serving %s", self._root, len(found),
-                 ", ".join(f"{r.name} v{r.default.version} on {r.default.provider}"
-                           for r in self._table.models.values() if r.default is not None)
-                 or "nothing")
+        log.info(
+            "model repository %s: %d model(s), serving %s",
+            self._root,
+            len(found),
+            ", ".join(
+                f"{r.name} v{r.default.version} on {r.default.provider}"
+                for r in self._table.models.values()
+                if r.default is not None
+            )
+            or "nothing",
+        )
         self._tasks.append(asyncio.create_task(self._follow(), name="hotserve-control-watch"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="hotserve-control-report"))
         if self._settings.repository_poll_interval_s > 0:
@@ -169,8 +176,9 @@ class ModelRegistry:
                 return await self.control.read()
             except ControlStateUnavailable as error:
                 if time.monotonic() >= deadline:
-                    raise RuntimeError(f"{error}; gave up after control_start_timeout_s="
-                                       f"{self._settings.control_start_timeout_s}") from error
+                    raise RuntimeError(
+                        f"{error}; gave up after control_start_timeout_s={self._settings.control_start_timeout_s}"
+                    ) from error
                 log.warning("%s; retrying (the server is not ready until it has the routing)", error)
             await asyncio.sleep(backoff)  # retry backoff, not synchronisation
             backoff = min(2.0, backoff * 2)
@@ -179,10 +187,12 @@ class ModelRegistry:
         """Tell operators (through the control store) which routing this replica applied."""
         table = self._table
         status = ReplicaStatus(
-            replica=self._settings.replica_id, revision=table.revision, reported_at=time.time(),
-            models={name: {str(v): w for v, w in routes.weights.items()}
-                    for name, routes in table.models.items()},
-            fallbacks=[f"{name}: {f}" for name, routes in table.models.items() for f in routes.fallbacks])
+            replica=self._settings.replica_id,
+            revision=table.revision,
+            reported_at=time.time(),
+            models={name: {str(v): w for v, w in routes.weights.items()} for name, routes in table.models.items()},
+            fallbacks=[f"{name}: {f}" for name, routes in table.models.items() for f in routes.fallbacks],
+        )
         try:
             await self.control.report(status)
         except Exception:  # reporting is for operators; routing never depends on it
@@ -246,10 +256,10 @@ class ModelRegistry:
         at start-up); versions whose folder is gone are forgotten unless loaded."""
         async with self._lock:
             found = await asyncio.to_thread(scan_repository, self._root)
-            added = [(name, v) for name, versions in found.items() for v in versions
-                     if v not in self._slots.get(name, {})]
-            removed = [(name, v) for name, slots in self._slots.items() for v in slots
-                       if v not in found.get(name, [])]
+            added = [
+                (name, v) for name, versions in found.items() for v in versions if v not in self._slots.get(name, {})
+            ]
+            removed = [(name, v) for name, slots in self._slots.items() for v in slots if v not in found.get(name, [])]
             for name, version in added:
                 if name not in self._slots:
                     self._metrics.model_found(name)
@@ -257,8 +267,9 @@ class ModelRegistry:
             for name, version in removed:
                 slot = self._slots[name][version]
                 if slot.served is not None or slot.draining or slot.loading is not None:
-                    log.warning("model %r version %d: its folder is gone; it stays loaded until "
-                                "unloaded", name, version)
+                    log.warning(
+                        "model %r version %d: its folder is gone; it stays loaded until unloaded", name, version
+                    )
                     continue
                 del self._slots[name][version]
                 if not self._slots[name]:
@@ -270,35 +281,42 @@ class ModelRegistry:
         await self._lifecycle.retire(retired)
         return Rescan(added, removed)
 
-    async def _apply_locked(self, snapshot: ControlSnapshot,
-                            newest: bool = False) -> tuple[RoutingTable, list[Retired]]:
+    async def _apply_locked(
+        self, snapshot: ControlSnapshot, newest: bool = False
+    ) -> tuple[RoutingTable, list[Retired]]:
         if self._closing:
             raise ModelNotReady("server is shutting down")
         if snapshot.revision < self._applied.revision and not newest:
             return self._table, []  # a newer snapshot is applied already: never go back
         names = sorted(self._slots)
-        defaults = await asyncio.gather(*(self._apply_model(name, snapshot.model(name))
-                                          for name in names))
+        defaults = await asyncio.gather(*(self._apply_model(name, snapshot.model(name)) for name in names))
         retired: list[Retired] = []
         models: dict[str, ModelRoutes] = {}
         for name, default in zip(names, defaults, strict=True):
             control = snapshot.model(name)
-            aliases = {alias: v for alias, v in control.aliases.items()
-                       if v in self._slots[name] and not control.stopped}
+            aliases = {
+                alias: v for alias, v in control.aliases.items() if v in self._slots[name] and not control.stopped
+            }
             keep = (control.wanted() & set(self._slots[name])) | ({default.version} if default else set())
             retired += self._lifecycle.detach(name, self._slots[name], keep)
-            routable = {v: slot.served for v, slot in self._slots[name].items()
-                        if slot.routable and slot.served is not None}
+            routable = {
+                v: slot.served for v, slot in self._slots[name].items() if slot.routable and slot.served is not None
+            }
             traffic = {} if control.stopped else control.traffic
             targets = aliases if default is None else {PRODUCTION: default.version, **aliases}
             resolved = resolve_split(traffic, targets, routable, default)
             for fallback in resolved.fallbacks:
                 log.warning("model %r traffic: %s", name, fallback)
             models[name] = ModelRoutes(
-                name=name, default=default, aliases=MappingProxyType(aliases),
-                versions=MappingProxyType(routable), split=resolved.split,
-                weights=MappingProxyType(resolved.weights), fallbacks=resolved.fallbacks,
-                shadow=None if control.stopped else self._shadow_route(name, control, routable))
+                name=name,
+                default=default,
+                aliases=MappingProxyType(aliases),
+                versions=MappingProxyType(routable),
+                split=resolved.split,
+                weights=MappingProxyType(resolved.weights),
+                fallbacks=resolved.fallbacks,
+                shadow=None if control.stopped else self._shadow_route(name, control, routable),
+            )
         table = RoutingTable(revision=snapshot.revision, models=MappingProxyType(models))
         self._publish_version_info(self._table, table)
         self._publish_weights(self._table, table)
@@ -311,22 +329,21 @@ class ModelRegistry:
         return table, retired
 
     @staticmethod
-    def _shadow_route(name: str, control: ModelControl,
-                      routable: dict[int, ServedVersion]) -> ShadowRoute | None:
+    def _shadow_route(name: str, control: ModelControl, routable: dict[int, ServedVersion]) -> ShadowRoute | None:
         if control.shadow is None:
             return None
         served = routable.get(control.shadow.version)
         if served is None:
-            log.warning("model %r: shadow version %d is not ready; no copies are sent", name,
-                        control.shadow.version)
+            log.warning("model %r: shadow version %d is not ready; no copies are sent", name, control.shadow.version)
             return None
         return ShadowRoute(served, control.shadow.share, control.shadow.tolerance, control.shadow.threshold)
 
     def _publish_weights(self, old: RoutingTable, new: RoutingTable) -> None:
         """`hotserve_traffic_weight_percent`: the effective share of each routable version."""
         gauge = self._metrics.traffic_weight
-        fresh = {(name, str(v)): routes.weights.get(v, 0)
-                 for name, routes in new.models.items() for v in routes.versions}
+        fresh = {
+            (name, str(v)): routes.weights.get(v, 0) for name, routes in new.models.items() for v in routes.versions
+        }
         for name, routes in old.models.items():
             for version in routes.versions:
                 if (name, str(version)) not in fresh:
@@ -345,8 +362,11 @@ class ModelRegistry:
             except ModelNotReady:
                 return  # shutting down
             except Exception:
-                log.exception("applying control revision %d failed; keeping revision %d",
-                              snapshot.revision, self._applied.revision)
+                log.exception(
+                    "applying control revision %d failed; keeping revision %d",
+                    snapshot.revision,
+                    self._applied.revision,
+                )
 
     async def _poll(self) -> None:
         """Rescan the repository every `repository_poll_interval_s` (a period, not a wait)."""
@@ -366,8 +386,13 @@ class ModelRegistry:
         slots = self._slots[name]
         for alias, version in sorted(control.aliases.items()):
             if version not in slots:
-                log.error("model %r: alias %r names version %d, which is not in the repository "
-                          "(versions %s); ignored", name, alias, version, sorted(slots))
+                log.error(
+                    "model %r: alias %r names version %d, which is not in the repository (versions %s); ignored",
+                    name,
+                    alias,
+                    version,
+                    sorted(slots),
+                )
         # A version that failed is tried again only when this model's desired state changed
         # (or by an explicit load), not by every apply of another model's change.
         retry_failed = control != self._applied.model(name)
@@ -381,18 +406,24 @@ class ModelRegistry:
             if slots[pinned].routable:
                 return slots[pinned].served
             if current is not None:
-                log.error("model %r: production version %d is not ready; version %d keeps serving",
-                          name, pinned, current.version)
+                log.error(
+                    "model %r: production version %d is not ready; version %d keeps serving",
+                    name,
+                    pinned,
+                    current.version,
+                )
                 return current
-            log.error("model %r: production version %d could not be loaded; the model "
-                      "answers 503 until it is", name, pinned)
+            log.error(
+                "model %r: production version %d could not be loaded; the model answers 503 until it is", name, pinned
+            )
             return None
         if current is not None and self._table.serves(current):
             return current
         for version in sorted(slots, reverse=True):
             slot = slots[version]
-            if slot.routable or (slot.state is not VersionState.FAILED
-                                 and await self._lifecycle.load(name, version, slot)):
+            if slot.routable or (
+                slot.state is not VersionState.FAILED and await self._lifecycle.load(name, version, slot)
+            ):
                 return slot.served
         log.error("model %r: no version could be loaded; it answers 503 until one is", name)
         return None
@@ -407,8 +438,7 @@ class ModelRegistry:
 
     # --- request path -----------------------------------------------------------------------
 
-    def acquire(self, name: str, version: int | None = None,
-                routing_key: str | None = None) -> ServedVersion:
+    def acquire(self, name: str, version: int | None = None, routing_key: str | None = None) -> ServedVersion:
         """The version a request goes to, with a lease taken on it: the caller must `release()` it.
 
         Unpinned requests follow the model's traffic policy (sticky by `routing_key`).
@@ -464,9 +494,11 @@ class ModelRegistry:
 
     def statuses(self) -> list[VersionStatus]:
         """Every model version found in the repository with its state, reason and costs."""
-        return [slot.status(name, version)
-                for name in sorted(self._slots)
-                for version, slot in sorted(self._slots[name].items())]
+        return [
+            slot.status(name, version)
+            for name in sorted(self._slots)
+            for version, slot in sorted(self._slots[name].items())
+        ]
 
     def versions(self, name: str) -> list[VersionStatus]:
         """The versions of one model (ModelNotFound if the scan did not find it)."""
@@ -493,9 +525,13 @@ class ModelRegistry:
     @property
     def ready(self) -> bool:
         """`start()` finished, not shutting down, and every model in service has a version serving."""
-        return self._started and not self._closing and all(
-            self._table.lookup(name) is not None for name in self._slots
-            if not self._applied.model(name).stopped)
+        return (
+            self._started
+            and not self._closing
+            and all(
+                self._table.lookup(name) is not None for name in self._slots if not self._applied.model(name).stopped
+            )
+        )
 
     async def close(self, timeout_s: float) -> None:
         """Stop routing; let routed, queued and running work finish (at most `timeout_s`); unload."""
@@ -511,12 +547,10 @@ class ModelRegistry:
                         slot.served, slot.state = None, VersionState.UNLOADED
                         self._metrics.model_ready.labels(name, str(version)).set(0)
             self._table = RoutingTable(revision=self._table.revision)
-        results = await asyncio.gather(*(served.drain(timeout_s) for served in loaded),
-                                       *self._lifecycle.draining)
+        results = await asyncio.gather(*(served.drain(timeout_s) for served in loaded), *self._lifecycle.draining)
         for served, drained in zip(loaded, results, strict=False):
             if not drained:
-                log.warning("model %r version %d: closed with work still running", served.name,
-                            served.version)
+                log.warning("model %r version %d: closed with work still running", served.name, served.version)
         await self.control.close()
 
 

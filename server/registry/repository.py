@@ -54,8 +54,11 @@ def model_versions(model_dir: Path, real_root: Path | None = None) -> list[int]:
     `real_root`, only folders that lie within it once symlinks are resolved."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(d.name) for d in model_dir.iterdir()
-                  if d.is_dir() and _VERSION.match(d.name) and (real_root is None or inside(d, real_root)))
+    return sorted(
+        int(d.name)
+        for d in model_dir.iterdir()
+        if d.is_dir() and _VERSION.match(d.name) and (real_root is None or inside(d, real_root))
+    )
 
 
 def inside(path: Path, real_root: Path) -> bool:

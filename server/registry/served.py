@@ -31,13 +31,15 @@ class ServedVersion:
         self.schema = ModelSchema.from_manifest(manifest)
         """What the decoders check requests against; built once per loaded version."""
         self.runtime = runtime
-        self.executor = RuntimeExecutor(runtime, manifest.batching.instances,
-                                        thread_name=f"hotserve-{manifest.name}-v{manifest.version}")
+        self.executor = RuntimeExecutor(
+            runtime, manifest.batching.instances, thread_name=f"hotserve-{manifest.name}-v{manifest.version}"
+        )
         self._drift_monitor = metrics.drift
         self.drift: VersionDrift | None = metrics.drift.track(manifest)
         """Samples each batch for drift monitoring; None when model.json has no reference."""
-        self.batcher = Batcher(manifest, self.executor, metrics,
-                               on_batch=None if self.drift is None else self.drift.record)
+        self.batcher = Batcher(
+            manifest, self.executor, metrics, on_batch=None if self.drift is None else self.drift.record
+        )
         timeout_ms = manifest.batching.default_timeout_ms
         self.default_timeout_s = None if timeout_ms is None else timeout_ms / 1000.0
         """Deadline (from arrival) of requests that carry none: `batching.default_timeout_ms`."""

@@ -76,5 +76,14 @@ class VersionSlot:
         inflight = sum(s.leases for s in self.draining)
         if self.served is not None:
             inflight += self.served.leases
-        return VersionStatus(name, version, self.state, self.reason, self.loaded_at,
-                             self.load_duration_s, self.provider, self.memory_bytes, inflight)
+        return VersionStatus(
+            name,
+            version,
+            self.state,
+            self.reason,
+            self.loaded_at,
+            self.load_duration_s,
+            self.provider,
+            self.memory_bytes,
+            inflight,
+        )

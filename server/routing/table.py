@@ -56,8 +56,7 @@ class RoutingTable:
     revision: int = 0
     models: Mapping[str, ModelRoutes] = field(default_factory=lambda: MappingProxyType({}))
 
-    def lookup(self, name: str, version: int | None = None,
-               routing_key: str | None = None) -> ServedVersion | None:
+    def lookup(self, name: str, version: int | None = None, routing_key: str | None = None) -> ServedVersion | None:
         """The version a request for `name` goes to: `version` if pinned (bypassing the traffic
         policy), else the policy's pick (sticky by `routing_key`), else the default. None when
         there is none to route to (the registry explains why)."""

@@ -37,8 +37,7 @@ class Split:
     targets: tuple[ServedVersion | None, ...]
     """None: that share has no ready version to go to (answered 503)."""
 
-    def pick(self, routing_key: str | None,
-             draw: Callable[[int], int] = random.randrange) -> ServedVersion | None:
+    def pick(self, routing_key: str | None, draw: Callable[[int], int] = random.randrange) -> ServedVersion | None:
         bucket = sticky_bucket(routing_key) if routing_key is not None else draw(BUCKETS)
         return self.targets[bisect_right(self.bounds, bucket)]
 
@@ -68,22 +67,28 @@ def check_weights(traffic: Mapping[str, int], aliases: Mapping[str, int], versio
         return
     total = sum(traffic.values())
     if total != 100:
-        raise InvalidInput("traffic", expected="weights summing to 100",
-                           got=f"{dict(traffic)} (sum {total})")
+        raise InvalidInput("traffic", expected="weights summing to 100", got=f"{dict(traffic)} (sum {total})")
     for target, weight in traffic.items():
         if weight < 0:
             raise InvalidInput(f"traffic.{target}", expected="a weight >= 0", got=str(weight))
         version = target_version(target, aliases)
         if version is None:
-            raise InvalidInput(f"traffic.{target}", detail=f"is neither an alias ({sorted(aliases)}) "
-                                                           "nor a version number")
+            raise InvalidInput(
+                f"traffic.{target}", detail=f"is neither an alias ({sorted(aliases)}) nor a version number"
+            )
         if version not in versions:
-            raise InvalidInput(f"traffic.{target}", detail=f"names version {version}, which is not in "
-                                                           f"the repository (versions {sorted(versions)})")
+            raise InvalidInput(
+                f"traffic.{target}",
+                detail=f"names version {version}, which is not in the repository (versions {sorted(versions)})",
+            )
 
 
-def resolve_split(traffic: Mapping[str, int], aliases: Mapping[str, int],
-                  routable: Mapping[int, ServedVersion], default: ServedVersion | None) -> ResolvedSplit:
+def resolve_split(
+    traffic: Mapping[str, int],
+    aliases: Mapping[str, int],
+    routable: Mapping[int, ServedVersion],
+    default: ServedVersion | None,
+) -> ResolvedSplit:
     """The split this replica can serve now; shares of targets that are not READY go to `default`."""
     weights: dict[int, int] = {}
     if not traffic:
@@ -100,11 +105,13 @@ def resolve_split(traffic: Mapping[str, int], aliases: Mapping[str, int],
             continue
         named = target if version is None else f"{target} (version {version})"
         if default is None:
-            fallbacks.append(f"{named} is not ready and there is no {PRODUCTION} version: "
-                             f"its {weight}% is refused (503)")
+            fallbacks.append(
+                f"{named} is not ready and there is no {PRODUCTION} version: its {weight}% is refused (503)"
+            )
             continue
-        fallbacks.append(f"{named} is not ready on this replica: its {weight}% goes to "
-                         f"{PRODUCTION} (version {default.version})")
+        fallbacks.append(
+            f"{named} is not ready on this replica: its {weight}% goes to {PRODUCTION} (version {default.version})"
+        )
         weights[default.version] = weights.get(default.version, 0) + weight
     bounds: list[int] = []
     targets: list[ServedVersion | None] = []

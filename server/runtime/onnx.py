@@ -42,14 +42,14 @@ ORT_DATATYPES: dict[str, Datatype] = {
 """onnxruntime type string -> v2 datatype."""
 
 
-
 def choose_providers(preference: Sequence[str], available: Sequence[str]) -> list[str]:
     """The preferred providers this build offers, in preference order; ModelLoadFailed if none."""
     chosen = [p for p in preference if p in available]
     if not chosen:
         raise ModelLoadFailed(
             f"none of the execution providers {list(preference)} is available; "
-            f"this onnxruntime offers {list(available)}")
+            f"this onnxruntime offers {list(available)}"
+        )
     return chosen
 
 
@@ -65,16 +65,24 @@ def _tensor_spec(arg: Any) -> TensorSpec:
 class OnnxRuntime:
     """Runs whole batches through one `InferenceSession`; thread-safe for concurrent `run`."""
 
-    def __init__(self, model_path: Path, providers: Sequence[str], intra_op_threads: int = 0,
-                 inter_op_threads: int = 0, spinning: bool = False,
-                 op_libraries: Sequence[Path] = (), batch_axis: bool = True) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        providers: Sequence[str],
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        spinning: bool = False,
+        op_libraries: Sequence[Path] = (),
+        batch_axis: bool = True,
+    ) -> None:
         options = ort.SessionOptions()
         for library in op_libraries:
             try:
                 options.register_custom_ops_library(str(library))
             except Exception as error:  # a library for another platform or onnxruntime build
-                raise ModelLoadFailed(f"onnxruntime could not load the custom-op library "
-                                      f"{library.name}: {error}") from error
+                raise ModelLoadFailed(
+                    f"onnxruntime could not load the custom-op library {library.name}: {error}"
+                ) from error
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         spin = "1" if spinning else "0"
@@ -162,8 +170,9 @@ class _IoBindingRunner:
         self._device = device
         self._device_id = device_id
 
-    def run(self, session: ort.InferenceSession, inputs: dict[str, np.ndarray],
-            output_names: Sequence[str]) -> list[np.ndarray]:
+    def run(
+        self, session: ort.InferenceSession, inputs: dict[str, np.ndarray], output_names: Sequence[str]
+    ) -> list[np.ndarray]:
         binding = session.io_binding()
         for name, array in inputs.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))

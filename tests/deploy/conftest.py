@@ -49,14 +49,16 @@ def find_tool(name: str) -> str:
     return str(found)
 
 
-def run(cmd: Sequence[str], *, check: bool = True, cwd: Path = REPO,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: Sequence[str], *, check: bool = True, cwd: Path = REPO, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a tool; with `check`, a non-zero exit fails the test showing its output."""
-    result = subprocess.run(list(cmd), cwd=cwd, input=stdin, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(list(cmd), cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120)
     if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}\nstdout:\n{result.stdout}\n"
-                    f"stderr:\n{result.stderr}", pytrace=False)
+        pytest.fail(
+            f"{' '.join(cmd)} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}",
+            pytrace=False,
+        )
     return result
 
 
@@ -82,10 +84,10 @@ Render = Callable[..., list[dict[str, Any]]]
 def render(helm: str) -> Render:
     """`helm template` the chart; returns the rendered documents (None documents dropped)."""
 
-    def _render(*values_files: Path, set_values: Sequence[str] = (),
-                set_json: Sequence[str] = ()) -> list[dict[str, Any]]:
-        cmd = [helm, "template", "rel", str(CHART), "--namespace", "serving",
-               "--kube-version", KUBE_VERSION]
+    def _render(
+        *values_files: Path, set_values: Sequence[str] = (), set_json: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        cmd = [helm, "template", "rel", str(CHART), "--namespace", "serving", "--kube-version", KUBE_VERSION]
         for values_file in values_files:
             cmd += ["-f", str(values_file)]
         for assignment in set_values:

@@ -61,5 +61,4 @@ def rule_groups(path: Path) -> list[dict[str, Any]]:
 
 def alert_rules() -> list[dict[str, Any]]:
     """Every alerting rule of the chart's rule files."""
-    return [rule for path in RULE_FILES for group in rule_groups(path) for rule in group["rules"]
-            if "alert" in rule]
+    return [rule for path in RULE_FILES for group in rule_groups(path) for rule in group["rules"] if "alert" in rule]

@@ -25,7 +25,7 @@ def _instructions() -> list[tuple[str, str]]:
 def _runtime_stage() -> list[tuple[str, str]]:
     instructions = _instructions()
     starts = [i for i, (k, _) in enumerate(instructions) if k == "FROM"]
-    return instructions[starts[-1]:]
+    return instructions[starts[-1] :]
 
 
 def test_dockerfile_passes_hadolint(hadolint: str) -> None:
@@ -50,7 +50,9 @@ def test_runtime_stage_runs_hotserve_serve_as_non_root() -> None:
 def test_both_variants_install_through_the_shared_script() -> None:
     runs = [args for keyword, args in _instructions() if keyword == "RUN"]
     installs = [args for args in runs if args.startswith("hotserve-install ")]
-    assert installs == ['hotserve-install /opt/venv /src "${VARIANT}" deps',
-                        'hotserve-install /opt/venv /src "${VARIANT}" project']
+    assert installs == [
+        'hotserve-install /opt/venv /src "${VARIANT}" deps',
+        'hotserve-install /opt/venv /src "${VARIANT}" project',
+    ]
     assert ("COPY", "docker/install.sh /usr/local/bin/hotserve-install") in _instructions()
     assert not any("pip install" in args for args in runs), "pip belongs in docker/install.sh"

@@ -33,16 +33,18 @@ def _kubernetes_validate() -> Any:
 
 
 def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    deployment = next(d for d in by_kind(docs, "Deployment")
-                      if d["metadata"]["labels"]["app.kubernetes.io/component"] == "server")
+    deployment = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == "server"
+    )
     containers = deployment["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["hotserve"]
     return containers[0]
 
 
 def _pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    deployment = next(d for d in by_kind(docs, "Deployment")
-                      if d["metadata"]["labels"]["app.kubernetes.io/component"] == "server")
+    deployment = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == "server"
+    )
     return deployment["spec"]["template"]["spec"]
 
 
@@ -55,8 +57,7 @@ def test_chart_lints_strictly(helm: str, values: list[Path]) -> None:
 
 
 @pytest.mark.parametrize("values", [[], [GPU_VALUES]], ids=["default", "gpu"])
-def test_rendered_manifests_match_kubernetes_1_30_strict_schemas(render: Render,
-                                                                 values: list[Path]) -> None:
+def test_rendered_manifests_match_kubernetes_1_30_strict_schemas(render: Render, values: list[Path]) -> None:
     kv = _kubernetes_validate()
     docs = render(*values)
     validated = []
@@ -71,8 +72,7 @@ def test_rendered_manifests_match_kubernetes_1_30_strict_schemas(render: Render,
         except kv.ValidationError as exc:
             pytest.fail(f"{name}: {exc.message} at {list(exc.path)}", pytrace=False)
         validated.append(doc["kind"])
-    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget"} <= set(validated)
+    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(validated)
 
 
 @pytest.mark.parametrize(
@@ -90,8 +90,10 @@ def test_rendered_manifests_match_kubernetes_1_30_strict_schemas(render: Render,
     ],
 )
 def test_values_schema_rejects_bad_values(helm: str, assignment: str, complaint: str) -> None:
-    for cmd in ([helm, "lint", "--strict", str(CHART), "--set", assignment],
-                [helm, "template", "rel", str(CHART), "--set", assignment]):
+    for cmd in (
+        [helm, "lint", "--strict", str(CHART), "--set", assignment],
+        [helm, "template", "rel", str(CHART), "--set", assignment],
+    ):
         result = run(cmd, check=False)
         assert result.returncode != 0, f"{' '.join(cmd)} accepted {assignment}"
         assert complaint in result.stdout + result.stderr
@@ -108,10 +110,21 @@ def test_termination_grace_covers_pre_stop_and_drain(render: Render) -> None:
 
 
 def test_too_short_termination_grace_is_refused(helm: str) -> None:
-    result = run([helm, "template", "rel", str(CHART),
-                  "--set", "lifecycle.terminationGracePeriodSeconds=30",
-                  "--set", "lifecycle.preStopSleepSeconds=10",
-                  "--set", "server.shutdownGraceS=30"], check=False)
+    result = run(
+        [
+            helm,
+            "template",
+            "rel",
+            str(CHART),
+            "--set",
+            "lifecycle.terminationGracePeriodSeconds=30",
+            "--set",
+            "lifecycle.preStopSleepSeconds=10",
+            "--set",
+            "server.shutdownGraceS=30",
+        ],
+        check=False,
+    )
     assert result.returncode != 0
     assert "must exceed" in result.stderr
 
@@ -152,8 +165,7 @@ def test_gpu_values_request_a_gpu_and_ship_monitoring(render: Render) -> None:
     service = one(docs, "Service")
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
-    assert set(monitor["spec"]["selector"]["matchLabels"].items()) <= set(
-        service["metadata"]["labels"].items())
+    assert set(monitor["spec"]["selector"]["matchLabels"].items()) <= set(service["metadata"]["labels"].items())
     hpa = one(docs, "HorizontalPodAutoscaler")
     assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "Pods"]
 
@@ -169,8 +181,9 @@ def test_prometheus_rule_ships_every_rule_file_unchanged(render: Render) -> None
 
 
 def test_dashboards_config_map_carries_each_dashboard(render: Render) -> None:
-    config_map = next(d for d in by_kind(render(GPU_VALUES), "ConfigMap")
-                      if d["metadata"]["name"].endswith("-dashboards"))
+    config_map = next(
+        d for d in by_kind(render(GPU_VALUES), "ConfigMap") if d["metadata"]["name"].endswith("-dashboards")
+    )
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     files = {p.name: p for p in (CHART / "dashboards").glob("*.json")}
     assert files and set(config_map["data"]) == set(files)
@@ -182,35 +195,53 @@ def test_admin_token_comes_from_a_secret(render: Render) -> None:
     created = render(set_values=["adminToken.value=s3cret"])
     secret = one(created, "Secret")
     env = _container(created)["env"]
-    assert env == [{"name": "HOTSERVE_ADMIN_TOKEN", "valueFrom": {"secretKeyRef": {
-        "name": secret["metadata"]["name"], "key": "admin-token"}}}]
+    assert env == [
+        {
+            "name": "HOTSERVE_ADMIN_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": secret["metadata"]["name"], "key": "admin-token"}},
+        }
+    ]
     existing = render(set_values=["adminToken.existingSecret=ops-token"])
     assert not by_kind(existing, "Secret")
     assert _container(existing)["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "ops-token"
     assert "HOTSERVE_CONTROL_STATE_PATH" not in one(existing, "ConfigMap")["data"]
-    stored = render(set_values=["adminToken.existingSecret=ops-token",
-                                "server.controlStatePath=/var/lib/hotserve/control.json"])
+    stored = render(
+        set_values=["adminToken.existingSecret=ops-token", "server.controlStatePath=/var/lib/hotserve/control.json"]
+    )
     assert one(stored, "ConfigMap")["data"]["HOTSERVE_CONTROL_STATE_PATH"] == "/var/lib/hotserve/control.json"
 
 
-def test_bundled_redis_is_wired_and_exclusive_with_an_external_url(render: Render,
-                                                                   helm: str) -> None:
+def test_bundled_redis_is_wired_and_exclusive_with_an_external_url(render: Render, helm: str) -> None:
     docs = render(set_values=["redis.deploy.enabled=true"])
     redis_service = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-redis"))
     url = one(docs, "ConfigMap")["data"]["HOTSERVE_REDIS_URL"]
     assert url == f"redis://{redis_service['metadata']['name']}:6379/0"
-    server_selector = next(s for s in by_kind(docs, "Service")
-                           if s is not redis_service)["spec"]["selector"]
+    server_selector = next(s for s in by_kind(docs, "Service") if s is not redis_service)["spec"]["selector"]
     assert redis_service["spec"]["selector"] != server_selector
-    result = run([helm, "template", "rel", str(CHART), "--set", "redis.deploy.enabled=true",
-                  "--set", "redis.url=redis://elsewhere:6379/0"], check=False)
+    result = run(
+        [
+            helm,
+            "template",
+            "rel",
+            str(CHART),
+            "--set",
+            "redis.deploy.enabled=true",
+            "--set",
+            "redis.url=redis://elsewhere:6379/0",
+        ],
+        check=False,
+    )
     assert result.returncode != 0 and "not both" in result.stderr
 
 
 def test_model_repository_from_an_image_uses_an_init_container(render: Render) -> None:
-    docs = render(set_values=["modelRepository.source=image",
-                              "modelRepository.image.repository=registry.example/models",
-                              "modelRepository.image.tag=2026-11-22"])
+    docs = render(
+        set_values=[
+            "modelRepository.source=image",
+            "modelRepository.image.repository=registry.example/models",
+            "modelRepository.image.tag=2026-11-22",
+        ]
+    )
     pod = _pod_spec(docs)
     init = pod["initContainers"][0]
     assert init["image"] == "registry.example/models:2026-11-22"
@@ -221,23 +252,34 @@ def test_model_repository_from_an_image_uses_an_init_container(render: Render) -
 
 def test_chart_yaml_files_pass_yamllint() -> None:
     yamllint = find_tool("yamllint")
-    config = ("{extends: default, rules: {line-length: {max: 120}, document-start: disable, "
-              "truthy: {check-keys: false}}}")
-    files = [CHART / "Chart.yaml", CHART / "values.yaml", GPU_VALUES,
-             *sorted((CHART / "rules").glob("*.yaml"))]
+    config = (
+        "{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}}}"
+    )
+    files = [CHART / "Chart.yaml", CHART / "values.yaml", GPU_VALUES, *sorted((CHART / "rules").glob("*.yaml"))]
     run([yamllint, "--strict", "-d", config, *map(str, files)])
 
 
 def test_log_and_drift_values_become_settings_the_server_accepts(render: Render) -> None:
     from server.settings import Settings
 
-    docs = render(set_json=['server.drift={"enabled": true, "windowRows": 5000, "windowS": 600, '
-                            '"minRows": 500, "intervalS": 2.5}', "server.logSuccessSampleRate=0.01"])
+    docs = render(
+        set_json=[
+            'server.drift={"enabled": true, "windowRows": 5000, "windowS": 600, "minRows": 500, "intervalS": 2.5}',
+            "server.logSuccessSampleRate=0.01",
+        ]
+    )
     config = one(docs, "ConfigMap")["data"]
-    fields = {name.removeprefix("HOTSERVE_").lower(): value for name, value in config.items()
-              if name.startswith(("HOTSERVE_LOG_", "HOTSERVE_DRIFT_"))}
+    fields = {
+        name.removeprefix("HOTSERVE_").lower(): value
+        for name, value in config.items()
+        if name.startswith(("HOTSERVE_LOG_", "HOTSERVE_DRIFT_"))
+    }
     assert set(fields) == {name for name in Settings.model_fields if name.startswith(("log_", "drift_"))}
     settings = Settings(**fields)
     assert (settings.log_format, settings.log_success_sample_rate) == ("json", 0.01)
-    assert (settings.drift_window_rows, settings.drift_window_s, settings.drift_min_rows,
-            settings.drift_interval_s) == (5000, 600.0, 500, 2.5)
+    assert (
+        settings.drift_window_rows,
+        settings.drift_window_s,
+        settings.drift_min_rows,
+        settings.drift_interval_s,
+    ) == (5000, 600.0, 500, 2.5)

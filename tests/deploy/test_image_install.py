@@ -69,9 +69,13 @@ def copy_build_context(dest: Path) -> list[str]:
 
 def healthcheck(venv: Path, context: Path, port: int) -> subprocess.CompletedProcess[str]:
     """The image's HEALTHCHECK command, with the venv's interpreter as `python`."""
-    return subprocess.run([str(venv / "bin" / "python"), str(context / "docker" / "healthcheck.py")],
-                          env={"HOTSERVE_PORT": str(port), "PATH": os.environ.get("PATH", "")},
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [str(venv / "bin" / "python"), str(context / "docker" / "healthcheck.py")],
+        env={"HOTSERVE_PORT": str(port), "PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +87,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert "pyproject.toml" in copied and "docker/install.sh" in copied
     assert not any(p.startswith((".venv/", ".git/", "tests/", "helm/")) for p in copied)
     venv = root / "venv"
-    result = subprocess.run(["sh", str(context / "docker" / "install.sh"), str(venv), str(context), "cpu"],
-                            env={**os.environ, "PYTHON": sys.executable}, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        ["sh", str(context / "docker" / "install.sh"), str(venv), str(context), "cpu"],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, f"install.sh failed:\n{result.stdout}\n{result.stderr}"
     return venv, context
 
@@ -93,11 +101,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_install_has_the_server_without_torch_or_the_gpu_wheel(installed: tuple[Path, Path]) -> None:
     venv, _ = installed
     probe = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import importlib.metadata as m, importlib.util as u, json; "
-         "print(json.dumps({'torch': u.find_spec('torch') is not None, "
-         "'dists': sorted(d.metadata['Name'].lower() for d in m.distributions())}))"],
-        capture_output=True, text=True, check=True, timeout=60)
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m, importlib.util as u, json; "
+            "print(json.dumps({'torch': u.find_spec('torch') is not None, "
+            "'dists': sorted(d.metadata['Name'].lower() for d in m.distributions())}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     facts = json.loads(probe.stdout)
     assert facts["torch"] is False
     assert "hotserve" in facts["dists"] and "onnxruntime" in facts["dists"]
@@ -106,23 +121,34 @@ def test_install_has_the_server_without_torch_or_the_gpu_wheel(installed: tuple[
 
 
 @pytest.fixture
-def server(installed: tuple[Path, Path],
-           tmp_path: Path) -> Iterator[tuple[ServerProcess, tuple[np.ndarray, np.ndarray]]]:
+def server(
+    installed: tuple[Path, Path], tmp_path: Path
+) -> Iterator[tuple[ServerProcess, tuple[np.ndarray, np.ndarray]]]:
     """(the installed `hotserve serve`, (W, b) of the served `tiny` model)."""
     venv, _ = installed
     repository = tmp_path / "models"
     weight, bias = write_model_version(repository, "tiny", 1, features=4)
     # What the image sets, except the interface: tests bind loopback only. Started the way the
     # image starts it (env only), with the installed code, not this checkout's.
-    with start_server(repository, tmp_path / "server.log", ready_path=None, grace_s=5,
-                      command=[str(venv / "bin" / "hotserve"), "serve"], from_checkout=False, cwd=tmp_path,
-                      env={"HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
-                           "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}"}) as served:
+    with start_server(
+        repository,
+        tmp_path / "server.log",
+        ready_path=None,
+        grace_s=5,
+        command=[str(venv / "bin" / "hotserve"), "serve"],
+        from_checkout=False,
+        cwd=tmp_path,
+        env={
+            "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
+            "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}",
+        },
+    ) as served:
         yield served, (weight, bias)
 
 
 def test_installed_server_becomes_ready_serves_and_drains_on_sigterm(
-        installed: tuple[Path, Path], server: tuple[ServerProcess, tuple[np.ndarray, np.ndarray]]) -> None:
+    installed: tuple[Path, Path], server: tuple[ServerProcess, tuple[np.ndarray, np.ndarray]]
+) -> None:
     venv, context = installed
     served, (weight, bias) = server
     deadline = time.monotonic() + READY_WAIT_S
@@ -132,17 +158,17 @@ def test_installed_server_becomes_ready_serves_and_drains_on_sigterm(
         time.sleep(0.2)
 
     x = np.array([[1, 0, 0, 0], [0, 1, 1, 1]], dtype=np.float32)
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
-                        "data": x.ravel().tolist()}]}
-    request = urllib.request.Request(f"{served.base_url}/v2/models/tiny/infer",
-                                     data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+    request = urllib.request.Request(
+        f"{served.base_url}/v2/models/tiny/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         answer = json.loads(response.read())
     (output,) = answer["outputs"]
     assert output["name"] == "y" and output["shape"] == [2, 2]
-    np.testing.assert_allclose(np.array(output["data"]).reshape(2, 2),
-                               tiny_mlp_reference(x, weight, bias), rtol=1e-5)
+    np.testing.assert_allclose(np.array(output["data"]).reshape(2, 2), tiny_mlp_reference(x, weight, bias), rtol=1e-5)
 
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=30) == 0, served.log()

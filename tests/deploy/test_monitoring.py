@@ -70,8 +70,12 @@ def test_alerts_fire_as_unit_tested(promtool: str) -> None:
 
 
 def test_every_alert_is_unit_tested_firing_and_silent() -> None:
-    cases = [case for path in RULES_UNIT_TESTS for test in yaml.safe_load(path.read_text())["tests"]
-             for case in test.get("alert_rule_test", [])]
+    cases = [
+        case
+        for path in RULES_UNIT_TESTS
+        for test in yaml.safe_load(path.read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+    ]
     fires = {case["alertname"] for case in cases if case.get("exp_alerts")}
     silent = {case["alertname"] for case in cases if not case.get("exp_alerts")}
     alerts = {rule["alert"] for rule in alert_rules()}
@@ -83,8 +87,14 @@ def test_every_alert_is_unit_tested_firing_and_silent() -> None:
 def test_dashboard_promql_parses(promtool: str, dashboard_path: Path, tmp_path: Path) -> None:
     exprs = dashboard_exprs(load_dashboard(dashboard_path))
     assert len(exprs) >= 10
-    rules = {"groups": [{"name": "dashboard-exprs", "rules": [
-        {"record": f"dashboard:expr_{i}", "expr": expr} for i, expr in enumerate(exprs)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard-exprs",
+                "rules": [{"record": f"dashboard:expr_{i}", "expr": expr} for i, expr in enumerate(exprs)],
+            }
+        ]
+    }
     rules_file = tmp_path / "dash_exprs.rules.json"
     rules_file.write_text(json.dumps(rules))
     result = run([promtool, "check", "rules", str(rules_file)])
@@ -112,10 +122,8 @@ def test_rules_and_dashboards_only_use_metrics_the_server_exports() -> None:
             for rule in group["rules"]:
                 used.setdefault(path.name, set()).update(METRIC_NAME.findall(rule["expr"]))
     for path in DASHBOARDS:
-        used.setdefault(path.name, set()).update(
-            METRIC_NAME.findall(" ".join(dashboard_exprs(load_dashboard(path)))))
-    unknown = {name: sorted(metrics - exported) for name, metrics in used.items()
-               if metrics - exported}
+        used.setdefault(path.name, set()).update(METRIC_NAME.findall(" ".join(dashboard_exprs(load_dashboard(path)))))
+    unknown = {name: sorted(metrics - exported) for name, metrics in used.items() if metrics - exported}
     assert not unknown, f"metrics not defined in server/metrics/instruments.py: {unknown}"
     covered = set().union(*used.values())
     for family, series in _exported_families().items():
@@ -134,7 +142,8 @@ def test_dashboard_selects_model_and_version(dashboard_path: Path) -> None:
         for expr in (t["expr"] for t in panel.get("targets") or []):
             for metric, matchers in SELECTOR.findall(expr):
                 wanted = ['namespace=~"$namespace"', 'job=~"$job"'] + [
-                    f'{label}=~"${label}"' for label in ("model", "version") if label in labels[family_of[metric]]]
+                    f'{label}=~"${label}"' for label in ("model", "version") if label in labels[family_of[metric]]
+                ]
                 missing = [m for m in wanted if m not in matchers]
                 assert not missing, f"{panel['title']}: {metric} not filtered by {missing}"
 

@@ -65,8 +65,7 @@ def exported_mlp(mlp_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
-def exported_transformer(transformer_checkpoint: Path,
-                         tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+def exported_transformer(transformer_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
     """The transformer checkpoint exported with default options (fp32, optimised)."""
     return export_checkpoint(transformer_checkpoint, tmp_path_factory.mktemp("repository"))
 
@@ -74,8 +73,7 @@ def exported_transformer(transformer_checkpoint: Path,
 @pytest.fixture(scope="session")
 def exported_mlp_int8(mlp_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
     """The mlp checkpoint exported with dynamic int8 quantisation."""
-    return export_checkpoint(mlp_checkpoint, tmp_path_factory.mktemp("repository"),
-                             ExportOptions(quantize="int8"))
+    return export_checkpoint(mlp_checkpoint, tmp_path_factory.mktemp("repository"), ExportOptions(quantize="int8"))
 
 
 TINY_TASK_MLP = replace(TINY_MLP, epochs=3, batch_size=64, lr=0.02, holdout_rows=200)
@@ -97,8 +95,9 @@ def regression_checkpoint(checkpoints_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tasks_repository(multiclass_checkpoint: Path, regression_checkpoint: Path,
-                     tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tasks_repository(
+    multiclass_checkpoint: Path, regression_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """One repository holding both checkpoints exported with default options (fp32, optimised)."""
     repository = tmp_path_factory.mktemp("tasks_repository")
     for checkpoint in (multiclass_checkpoint, regression_checkpoint):

@@ -13,12 +13,25 @@ from server.registry.manifest import ModelManifest
 
 
 def test_export_publishes_the_latest_version_of_a_model_folder(
-        transformer_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    transformer_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     repository = tmp_path / "repository"
 
-    code = main(["export", str(transformer_checkpoint.parent), "--repository", str(repository),
-                 "--no-optimize", "--max-batch-size", "16", "--max-queue-delay-ms", "1",
-                 "--instances", "1"])
+    code = main(
+        [
+            "export",
+            str(transformer_checkpoint.parent),
+            "--repository",
+            str(repository),
+            "--no-optimize",
+            "--max-batch-size",
+            "16",
+            "--max-queue-delay-ms",
+            "1",
+            "--instances",
+            "1",
+        ]
+    )
 
     assert code == 0
     version_dir = repository / "sequences" / "1"
@@ -33,7 +46,8 @@ def test_export_publishes_the_latest_version_of_a_model_folder(
 
 
 def test_export_of_a_missing_checkpoint_exits_1_with_the_path(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nowhere" / "fraud"
 
     code = main(["export", str(missing), "--repository", str(tmp_path / "repository")])
@@ -43,7 +57,8 @@ def test_export_of_a_missing_checkpoint_exits_1_with_the_path(
 
 
 def test_export_over_an_existing_version_exits_1_and_says_it_is_never_overwritten(
-        transformer_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    transformer_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "sequences" / "1").mkdir(parents=True)
 
     code = main(["export", str(transformer_checkpoint), "--repository", str(tmp_path)])
@@ -61,21 +76,33 @@ def test_int8_and_fp16_flags_are_mutually_exclusive(tmp_path: Path) -> None:
 
 def test_export_arguments_import_neither_torch_nor_onnx() -> None:
     """`hotserve` imports every subcommand module to build its parser, even to serve."""
-    probe = ("import argparse, sys, exporters.cli; "
-             "exporters.cli.add_arguments(argparse.ArgumentParser()); "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-             "('torch', 'onnx', 'onnxruntime', 'onnxscript')))")
+    probe = (
+        "import argparse, sys, exporters.cli; "
+        "exporters.cli.add_arguments(argparse.ArgumentParser()); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'onnx', 'onnxruntime', 'onnxscript')))"
+    )
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_export_failing_parity_exits_3_and_publishes_nothing(
-        transformer_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    transformer_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # int8 weights always move some output a little; a zero tolerance cannot be met.
-    code = main(["export", str(transformer_checkpoint), "--repository", str(tmp_path),
-                 "--quantize", "int8", "--reduced-tolerance", "0"])
+    code = main(
+        [
+            "export",
+            str(transformer_checkpoint),
+            "--repository",
+            str(tmp_path),
+            "--quantize",
+            "int8",
+            "--reduced-tolerance",
+            "0",
+        ]
+    )
 
     assert code == 3
     err = capsys.readouterr().err

@@ -21,8 +21,7 @@ from training.models import ProbabilityModel
 
 
 def _session(result: ExportResult) -> ort.InferenceSession:
-    return ort.InferenceSession(str(result.version_dir / ONNX_FILENAME),
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(result.version_dir / ONNX_FILENAME), providers=["CPUExecutionProvider"])
 
 
 def _torch(module: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
@@ -31,11 +30,10 @@ def _torch(module: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("exported", ["exported_mlp", "exported_transformer"])
-def test_published_graph_matches_torch_on_held_out_rows(exported: str,
-                                                        request: pytest.FixtureRequest) -> None:
+def test_published_graph_matches_torch_on_held_out_rows(exported: str, request: pytest.FixtureRequest) -> None:
     result: ExportResult = request.getfixturevalue(exported)
     loaded = load_checkpoint(result.checkpoint)
-    (name, rows), = loaded.holdout_inputs.items()
+    ((name, rows),) = loaded.holdout_inputs.items()
 
     got = _session(result).run(["probability"], {name: rows.astype(np.float32)})[0]
     expected = _torch(loaded.module, rows.astype(np.float32))
@@ -62,8 +60,7 @@ def test_mlp_graph_serves_any_batch_size(exported_mlp: ExportResult, rows: int) 
 
 
 @pytest.mark.parametrize("rows", [1, 100])
-def test_transformer_graph_serves_any_batch_size(exported_transformer: ExportResult,
-                                                 rows: int) -> None:
+def test_transformer_graph_serves_any_batch_size(exported_transformer: ExportResult, rows: int) -> None:
     loaded = load_checkpoint(exported_transformer.checkpoint)
     tokens = np.random.default_rng(rows).normal(size=(rows, 32, 64)).astype(np.float32)
 
@@ -88,8 +85,7 @@ def test_raw_feature_rows_need_no_client_side_preprocessing(exported_mlp: Export
         pipeline = torch.sigmoid(body(torch.from_numpy(transform.apply(raw)))).numpy()
 
     np.testing.assert_allclose(onnx_probabilities, pipeline, atol=FP32_TOLERANCE, rtol=0)
-    np.testing.assert_allclose(onnx_probabilities, _torch(loaded.module, raw),
-                               atol=FP32_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(onnx_probabilities, _torch(loaded.module, raw), atol=FP32_TOLERANCE, rtol=0)
     # The body reads the one-hot-expanded matrix, not raw columns: the graph holds the transform.
     assert transform.output_dim > raw.shape[1]
 
@@ -107,8 +103,7 @@ class ExportDivergent(torch.nn.Module):
         return probability * 0.5 if torch.compiler.is_exporting() else probability
 
 
-def test_graph_that_strays_from_torch_is_refused_and_nothing_is_published(
-        mlp_checkpoint: Path, tmp_path: Path) -> None:
+def test_graph_that_strays_from_torch_is_refused_and_nothing_is_published(mlp_checkpoint: Path, tmp_path: Path) -> None:
     loaded = load_checkpoint(mlp_checkpoint)
     divergent = dataclasses.replace(loaded, module=ExportDivergent(loaded.module).eval())
 
@@ -163,8 +158,7 @@ def test_metric_change_is_reduced_minus_float() -> None:
 def test_metric_change_refuses_an_auc_drop_beyond_the_limit() -> None:
     labels = np.array([0, 0, 1, 1])
     with pytest.raises(MetricRegression, match="auc = 0.7500 vs 1.0000"):
-        metric_change("int8", np.array([0.1, 0.4, 0.6, 0.9]), np.array([0.1, 0.7, 0.6, 0.9]),
-                      labels, max_auc_drop=0.01)
+        metric_change("int8", np.array([0.1, 0.4, 0.6, 0.9]), np.array([0.1, 0.7, 0.6, 0.9]), labels, max_auc_drop=0.01)
 
 
 class ColumnOutput(torch.nn.Module):
@@ -180,7 +174,8 @@ class ColumnOutput(torch.nn.Module):
 
 
 def test_graph_whose_output_differs_from_the_declared_signature_is_refused(
-        mlp_checkpoint: Path, tmp_path: Path) -> None:
+    mlp_checkpoint: Path, tmp_path: Path
+) -> None:
     loaded = load_checkpoint(mlp_checkpoint)
     reshaped = dataclasses.replace(loaded, module=ColumnOutput(loaded.module).eval())
 

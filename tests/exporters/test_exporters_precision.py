@@ -28,7 +28,8 @@ def _op_types(version_dir: Path) -> set[str]:
 
 
 def test_int8_export_records_metric_change_against_the_float_graph(
-        mlp_checkpoint: Path, exported_mlp: ExportResult, exported_mlp_int8: ExportResult) -> None:
+    mlp_checkpoint: Path, exported_mlp: ExportResult, exported_mlp_int8: ExportResult
+) -> None:
     result = exported_mlp_int8
 
     export = ModelManifest.read(result.version_dir).export
@@ -48,8 +49,7 @@ def test_int8_export_records_metric_change_against_the_float_graph(
         assert delta == pytest.approx(int8_metrics[name] - float_metrics[name], abs=1e-9)
 
 
-def test_fp16_export_runs_on_cpu_with_fp32_inputs_and_outputs(transformer_checkpoint: Path,
-                                                               tmp_path: Path) -> None:
+def test_fp16_export_runs_on_cpu_with_fp32_inputs_and_outputs(transformer_checkpoint: Path, tmp_path: Path) -> None:
     result = export_checkpoint(transformer_checkpoint, tmp_path, ExportOptions(fp16=True))
 
     graph = onnx.load(str(result.version_dir / ONNX_FILENAME))

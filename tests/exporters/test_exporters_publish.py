@@ -23,8 +23,7 @@ from training.checkpoints import read_metadata
 
 
 @pytest.mark.parametrize("exported", ["exported_mlp", "exported_transformer"])
-def test_model_json_validates_and_pins_the_published_graph(exported: str,
-                                                            request: pytest.FixtureRequest) -> None:
+def test_model_json_validates_and_pins_the_published_graph(exported: str, request: pytest.FixtureRequest) -> None:
     result: ExportResult = request.getfixturevalue(exported)
     metadata = read_metadata(result.checkpoint)
 
@@ -46,8 +45,7 @@ def test_model_json_validates_and_pins_the_published_graph(exported: str,
     assert {"torch", "onnx", "onnxruntime", "numpy", "python"} <= set(export.library_versions)
 
 
-def test_graph_declares_the_checkpoint_signature_with_a_dynamic_batch_axis(
-        exported_transformer: ExportResult) -> None:
+def test_graph_declares_the_checkpoint_signature_with_a_dynamic_batch_axis(exported_transformer: ExportResult) -> None:
     graph = onnx.load(str(exported_transformer.version_dir / ONNX_FILENAME))
     onnx.checker.check_model(graph, full_check=True)
 
@@ -57,15 +55,14 @@ def test_graph_declares_the_checkpoint_signature_with_a_dynamic_batch_axis(
     batch = tokens.type.tensor_type.shape.dim[0]
     assert batch.dim_param and not batch.HasField("dim_value")
     assert [d.dim_value for d in tokens.type.tensor_type.shape.dim[1:]] == [32, 64]
-    assert exported_transformer.manifest.inputs == [
-        TensorSpec(name="tokens", datatype="FP32", shape=[-1, 32, 64])
-    ]
+    assert exported_transformer.manifest.inputs == [TensorSpec(name="tokens", datatype="FP32", shape=[-1, 32, 64])]
     # Standard ONNX only: onnxruntime's own domains are not declared by the optimised graph.
     assert [(entry.domain, entry.version) for entry in graph.opset_import] == [("", 18)]
 
 
-def test_batching_defaults_follow_the_architecture(exported_mlp: ExportResult,
-                                                   exported_transformer: ExportResult) -> None:
+def test_batching_defaults_follow_the_architecture(
+    exported_mlp: ExportResult, exported_transformer: ExportResult
+) -> None:
     mlp, transformer = exported_mlp.manifest.batching, exported_transformer.manifest.batching
     assert (mlp.max_batch_size, mlp.max_queue_delay_ms) == (64, 2.0)
     assert transformer.max_batch_size == 32

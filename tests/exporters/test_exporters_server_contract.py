@@ -12,8 +12,7 @@ from server.settings import Settings
 
 
 def _serve_rows(result: ExportResult) -> None:
-    manifest, runtime = open_version(result.version_dir, result.manifest.name,
-                                     result.manifest.version, Settings())
+    manifest, runtime = open_version(result.version_dir, result.manifest.name, result.manifest.version, Settings())
     try:
         for rows in (1, manifest.batching.max_batch_size):
             outputs = runtime.run(warm_up_inputs(manifest, rows))
@@ -24,8 +23,7 @@ def _serve_rows(result: ExportResult) -> None:
 
 
 @pytest.mark.parametrize("exported", ["exported_mlp", "exported_transformer", "exported_mlp_int8"])
-def test_server_loads_and_runs_the_published_version(exported: str,
-                                                     request: pytest.FixtureRequest) -> None:
+def test_server_loads_and_runs_the_published_version(exported: str, request: pytest.FixtureRequest) -> None:
     result: ExportResult = request.getfixturevalue(exported)
     assert scan_repository(result.version_dir.parent.parent) == {result.manifest.name: [1]}
     _serve_rows(result)

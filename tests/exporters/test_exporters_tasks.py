@@ -32,8 +32,9 @@ def _onnx(version_dir: Path, rows: np.ndarray) -> list[np.ndarray]:
     return list(session.run(None, {"features": rows}))
 
 
-def test_multiclass_graph_answers_class_probabilities_and_names(multiclass_checkpoint: Path,
-                                                                tasks_repository: Path) -> None:
+def test_multiclass_graph_answers_class_probabilities_and_names(
+    multiclass_checkpoint: Path, tasks_repository: Path
+) -> None:
     loaded = load_checkpoint(multiclass_checkpoint)
     classes = loaded.metadata.classes
     assert classes == ["bargain", "business", "premium", "regular"]
@@ -47,8 +48,10 @@ def test_multiclass_graph_answers_class_probabilities_and_names(multiclass_check
     np.testing.assert_allclose(probabilities, expected_probabilities, atol=FP32_TOLERANCE, rtol=0)
     assert labels.tolist() == [classes[i] for i in expected_index]
     manifest = ModelManifest.read(version_dir)
-    assert manifest.outputs == [TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 4]),
-                                TensorSpec(name="label", datatype="BYTES", shape=[-1])]
+    assert manifest.outputs == [
+        TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 4]),
+        TensorSpec(name="label", datatype="BYTES", shape=[-1]),
+    ]
     assert manifest.drift is not None and manifest.drift.prediction_output == "label"
     assert manifest.drift.prediction is not None and manifest.drift.prediction.categories == classes
     assert (manifest.lineage.model_extra or {})["classes"] == classes
@@ -70,12 +73,16 @@ def test_regression_graph_predicts_what_torch_predicts(regression_checkpoint: Pa
     assert manifest.export is not None and manifest.export.parity_max_abs_diff <= FP32_TOLERANCE
 
 
-@pytest.mark.parametrize(("checkpoint", "metrics"), [
-    ("multiclass_checkpoint", {"accuracy", "macro_f1", "log_loss"}),
-    ("regression_checkpoint", {"rmse", "mae", "r2"}),
-])
-def test_int8_export_records_the_tasks_metric_change(checkpoint: str, metrics: set[str], tmp_path: Path,
-                                                     tasks_repository: Path, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(
+    ("checkpoint", "metrics"),
+    [
+        ("multiclass_checkpoint", {"accuracy", "macro_f1", "log_loss"}),
+        ("regression_checkpoint", {"rmse", "mae", "r2"}),
+    ],
+)
+def test_int8_export_records_the_tasks_metric_change(
+    checkpoint: str, metrics: set[str], tmp_path: Path, tasks_repository: Path, request: pytest.FixtureRequest
+) -> None:
     path: Path = request.getfixturevalue(checkpoint)
     result = export_checkpoint(path, tmp_path, ExportOptions(quantize="int8"))
 
@@ -120,15 +127,18 @@ def test_reduced_precision_is_judged_by_accuracy_or_rmse() -> None:
     targets = np.array([10.0, 20.0, 30.0, 40.0])
     deltas = metric_change("int8", targets + 1.0, targets + 1.01, targets, task="regression")
     assert deltas["rmse"] == pytest.approx(0.01) and set(deltas) == {"rmse", "mae", "r2"}
-    with pytest.raises(MetricRegression, match=r"rmse = 1.1000 vs 1.0000 .*an increase of 10.00% exceeds the allowed 2.00%"):
+    with pytest.raises(
+        MetricRegression, match=r"rmse = 1.1000 vs 1.0000 .*an increase of 10.00% exceeds the allowed 2.00%"
+    ):
         metric_change("int8", targets + 1.0, targets + 1.1, targets, task="regression")
 
 
 def test_whole_number_classes_are_served_as_int64(tmp_path: Path) -> None:
     scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3])
     label = helper.make_tensor_value_info("label", TensorProto.INT64, ["n"])
-    graph = helper.make_graph([helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0)],
-                              "argmax", [scores], [label])
+    graph = helper.make_graph(
+        [helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0)], "argmax", [scores], [label]
+    )
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
 
@@ -151,14 +161,28 @@ def test_server_answers_v1_and_v2_as_onnxruntime_does(tasks_repository: Path, tm
             rows = load_checkpoint(Path(manifest.lineage.checkpoint or "")).holdout_inputs["features"][:5]
             expected = dict(zip([o.name for o in manifest.outputs], _onnx(tasks_repository / name / "1", rows)))
 
-            v2 = httpx.post(f"{server.base_url}/v2/models/{name}/infer", timeout=30, json={
-                "inputs": [{"name": "features", "datatype": "FP32", "shape": list(rows.shape),
-                            "data": rows.ravel().tolist()}]})
+            v2 = httpx.post(
+                f"{server.base_url}/v2/models/{name}/infer",
+                timeout=30,
+                json={
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "datatype": "FP32",
+                            "shape": list(rows.shape),
+                            "data": rows.ravel().tolist(),
+                        }
+                    ]
+                },
+            )
             assert v2.status_code == 200, v2.text
             outputs = {o["name"]: o for o in v2.json()["outputs"]}
             assert set(outputs) == set(expected)
-            v1 = httpx.post(f"{server.base_url}/v1/models/{name}:predict", timeout=30,
-                            json={"instances": [dict(zip(columns, row)) for row in rows.tolist()]})
+            v1 = httpx.post(
+                f"{server.base_url}/v1/models/{name}:predict",
+                timeout=30,
+                json={"instances": [dict(zip(columns, row)) for row in rows.tolist()]},
+            )
             assert v1.status_code == 200, v1.text
             predictions = v1.json()["predictions"]
 

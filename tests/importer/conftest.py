@@ -114,8 +114,7 @@ def lightgbm_model(table: pd.DataFrame, models_dir: Path) -> Converted:
 
     x, y = _xy(table)
     model = lightgbm.LGBMClassifier(n_estimators=20, num_leaves=7, verbose=-1).fit(x, y)
-    converted = convert_lightgbm(model, initial_types=[("input", FloatTensorType([None, 4]))],
-                                 zipmap=False)
+    converted = convert_lightgbm(model, initial_types=[("input", FloatTensorType([None, 4]))], zipmap=False)
     path = models_dir / "lightgbm.onnx"
     onnx.save(converted, str(path))
     return Converted(model, path)
@@ -143,12 +142,19 @@ def mixed_pipeline(mixed_table: pd.DataFrame, models_dir: Path) -> Converted:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    prepare = ColumnTransformer([("numbers", StandardScaler(), ["amount", "count"]),
-                                 ("text", OneHotEncoder(handle_unknown="ignore"), ["country"])])
+    prepare = ColumnTransformer(
+        [
+            ("numbers", StandardScaler(), ["amount", "count"]),
+            ("text", OneHotEncoder(handle_unknown="ignore"), ["country"]),
+        ]
+    )
     model = Pipeline([("prepare", prepare), ("classify", LogisticRegression())])
     model.fit(mixed_table[["amount", "count", "country"]], mixed_table["label"])
-    types = [("amount", FloatTensorType([None, 1])), ("count", FloatTensorType([None, 1])),
-             ("country", StringTensorType([None, 1]))]
+    types = [
+        ("amount", FloatTensorType([None, 1])),
+        ("count", FloatTensorType([None, 1])),
+        ("country", StringTensorType([None, 1])),
+    ]
     path = models_dir / "mixed.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -176,12 +182,18 @@ def custom_op_model(models_dir: Path) -> Path:
     from onnx import TensorProto, helper
 
     node = helper.make_node("StringUpper", ["text"], ["upper"], domain="ai.onnx.contrib")
-    graph = helper.make_graph([node], "upper",
-                              [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
-                              [helper.make_tensor_value_info("upper", TensorProto.STRING, ["N"])])
-    model = helper.make_model(graph, producer_name="hand-made", ir_version=9,
-                              opset_imports=[helper.make_opsetid("", 17),
-                                             helper.make_opsetid("ai.onnx.contrib", 1)])
+    graph = helper.make_graph(
+        [node],
+        "upper",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("upper", TensorProto.STRING, ["N"])],
+    )
+    model = helper.make_model(
+        graph,
+        producer_name="hand-made",
+        ir_version=9,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.contrib", 1)],
+    )
     path = models_dir / "upper.onnx"
     onnx.save(model, str(path))
     return path

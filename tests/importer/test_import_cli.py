@@ -11,10 +11,24 @@ from tests.importer.conftest import Converted
 
 
 def test_import_prints_the_signature_parity_and_notes(
-        sklearn_pipeline: Converted, reference_csv: Path, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["import", str(sklearn_pipeline.path), "--name", "scorer", "--repository", str(tmp_path),
-                 "--reference", str(reference_csv), "--label", "label", "--meta", "owner=risk"])
+    sklearn_pipeline: Converted, reference_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "import",
+            str(sklearn_pipeline.path),
+            "--name",
+            "scorer",
+            "--repository",
+            str(tmp_path),
+            "--reference",
+            str(reference_csv),
+            "--label",
+            "label",
+            "--meta",
+            "owner=risk",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert f"published {tmp_path / 'scorer' / '1'} from {sklearn_pipeline.path} (skl2onnx" in out
@@ -23,8 +37,9 @@ def test_import_prints_the_signature_parity_and_notes(
     assert "note: metrics on 300 reference rows (binary classification, output 'probabilities'): auc" in out
 
 
-def test_refusals_exit_1_with_the_reason(sklearn_pipeline_zipmap: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_refusals_exit_1_with_the_reason(
+    sklearn_pipeline_zipmap: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["import", str(sklearn_pipeline_zipmap), "--name", "m", "--repository", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 1
@@ -32,10 +47,23 @@ def test_refusals_exit_1_with_the_reason(sklearn_pipeline_zipmap: Path, tmp_path
     assert "options={'zipmap': False}" in err
 
 
-def test_a_graph_that_strays_from_the_source_exits_3(mlp_classifier: Converted, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["import", str(mlp_classifier.path), "--name", "mlp", "--repository", str(tmp_path),
-                 "--quantize", "int8", "--reduced-tolerance", "0"])
+def test_a_graph_that_strays_from_the_source_exits_3(
+    mlp_classifier: Converted, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "import",
+            str(mlp_classifier.path),
+            "--name",
+            "mlp",
+            "--repository",
+            str(tmp_path),
+            "--quantize",
+            "int8",
+            "--reduced-tolerance",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3
     assert "REFUSED" in err and "parity check failed for the int8 model: max |onnx - source|" in err

@@ -23,10 +23,14 @@ def start_gated_server(repository: Path, log_dir: Path, ready_path: str) -> Gate
     """`hotserve serve` on `repository` (CPU, one intra-op thread, 64 KiB bodies, 30 s grace), ready."""
     gate = GateClient(log_dir / "gate.sock")
     server = start_server(
-        repository, log_dir / "server.log", ready_path=ready_path,
+        repository,
+        log_dir / "server.log",
+        ready_path=ready_path,
         command=[sys.executable, str(GATED_SERVE), str(gate.socket_path), "serve"],
-        flags=["--log-level", "info", "--max-request-bytes", "65536"], grace_s=30.0,
-        env={"HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider", "HOTSERVE_INTRA_OP_THREADS": "1"})
+        flags=["--log-level", "info", "--max-request-bytes", "65536"],
+        grace_s=30.0,
+        env={"HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider", "HOTSERVE_INTRA_OP_THREADS": "1"},
+    )
     return GatedServer(server, gate)
 
 
@@ -77,8 +81,9 @@ def serve_with(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
     started: list[ServerProcess] = []
 
     def start(repository: Path, env: dict[str, str], ready_path: str = "/v2/health/ready") -> ServerProcess:
-        process = start_server(repository, tmp_path_factory.mktemp("logs") / "server.log",
-                               ready_path=ready_path, env=env)
+        process = start_server(
+            repository, tmp_path_factory.mktemp("logs") / "server.log", ready_path=ready_path, env=env
+        )
         started.append(process)
         return process
 

@@ -42,19 +42,25 @@ def fraud_rows(seed: int, rows: int, generated: int = REFERENCE_ROWS) -> np.ndar
 
 def scorer_model(mean: np.ndarray, std: np.ndarray) -> onnx.ModelProto:
     """score = sigmoid(((features - mean) / std) @ W - 3): features FP32 [n, 9] -> score FP32 [n, 1]."""
-    nodes = [helper.make_node("Sub", ["features", "mean"], ["centred"]),
-             helper.make_node("Div", ["centred", "std"], ["scaled"]),
-             helper.make_node("MatMul", ["scaled", "W"], ["z0"]),
-             helper.make_node("Add", ["z0", "b"], ["z"]),
-             helper.make_node("Sigmoid", ["z"], ["score"])]
+    nodes = [
+        helper.make_node("Sub", ["features", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "std"], ["scaled"]),
+        helper.make_node("MatMul", ["scaled", "W"], ["z0"]),
+        helper.make_node("Add", ["z0", "b"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["score"]),
+    ]
     graph = helper.make_graph(
-        nodes, "fraud_scorer",
+        nodes,
+        "fraud_scorer",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", len(COLUMNS)])],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])],
-        [numpy_helper.from_array(mean.astype(np.float32), "mean"),
-         numpy_helper.from_array(std.astype(np.float32), "std"),
-         numpy_helper.from_array(_WEIGHTS, "W"),
-         numpy_helper.from_array(np.array([-3.0], dtype=np.float32), "b")])
+        [
+            numpy_helper.from_array(mean.astype(np.float32), "mean"),
+            numpy_helper.from_array(std.astype(np.float32), "std"),
+            numpy_helper.from_array(_WEIGHTS, "W"),
+            numpy_helper.from_array(np.array([-3.0], dtype=np.float32), "b"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
     onnx.checker.check_model(model)
     return model
@@ -68,9 +74,17 @@ def write_fraud_scorer(repository: Path, name: str, version: int) -> Path:
     scores = session.run(None, {"features": reference})[0]
     drift = drift_reference(reference, COLUMNS, (prediction_histogram(scores), "score"), categorical=CATEGORICAL)
     features = FeatureSpec(input="features", columns=COLUMNS, request_features=COLUMNS)
-    return write_version(repository, name, version, model, [("features", "FP32", [-1, len(COLUMNS)])],
-                         [("score", "FP32", [-1, 1])],
-                         BatchingPolicy(max_batch_size=256, max_queue_delay_ms=2.0), features, drift)
+    return write_version(
+        repository,
+        name,
+        version,
+        model,
+        [("features", "FP32", [-1, len(COLUMNS)])],
+        [("score", "FP32", [-1, 1])],
+        BatchingPolicy(max_batch_size=256, max_queue_delay_ms=2.0),
+        features,
+        drift,
+    )
 
 
 def independent_psi(values: np.ndarray, reference: ReferenceHistogram) -> tuple[float, int]:
@@ -84,8 +98,11 @@ def independent_psi(values: np.ndarray, reference: ReferenceHistogram) -> tuple[
         counts = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0].astype(np.float64)
         expected = np.asarray(reference.proportions)
     else:
-        counts = np.array([np.count_nonzero(values == c) for c in reference.categories]
-                          + [np.count_nonzero(~np.isin(values, reference.categories))], dtype=np.float64)
+        counts = np.array(
+            [np.count_nonzero(values == c) for c in reference.categories]
+            + [np.count_nonzero(~np.isin(values, reference.categories))],
+            dtype=np.float64,
+        )
         expected = np.array([*reference.proportions, 1.0 - sum(reference.proportions)])
     total = 0.0
     for live_count, share in zip(counts, expected, strict=True):
@@ -95,14 +112,15 @@ def independent_psi(values: np.ndarray, reference: ReferenceHistogram) -> tuple[
     return float(total), nan
 
 
-def score_stream(client: httpx.Client, name: str, version: int | None, rows: np.ndarray,
-                 chunk: int = 100) -> np.ndarray:
+def score_stream(
+    client: httpx.Client, name: str, version: int | None, rows: np.ndarray, chunk: int = 100
+) -> np.ndarray:
     """Score `rows` through the server in `chunk`-row requests, rotating v2 JSON, v2 binary and (for
     the unpinned route, the production version) v1 records; returns the scores as answered."""
     base = f"/v2/models/{name}" + ("" if version is None else f"/versions/{version}")
     scores = []
     for index, start in enumerate(range(0, len(rows), chunk)):
-        part = rows[start:start + chunk]
+        part = rows[start : start + chunk]
         kind = index % 3
         if kind == 2 and version is None:
             records = [dict(zip(COLUMNS, row, strict=True)) for row in part.tolist()]
@@ -112,16 +130,27 @@ def score_stream(client: httpx.Client, name: str, version: int | None, rows: np.
             continue
         tensor = {"name": "features", "datatype": "FP32", "shape": list(part.shape)}
         if kind == 1:
-            header = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": part.nbytes}}],
-                                   "outputs": [{"name": "score", "parameters": {"binary_data": True}}]})
-            response = client.post(f"{base}/infer", content=header + part.tobytes(), headers={
-                "Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"})
+            header = orjson.dumps(
+                {
+                    "inputs": [{**tensor, "parameters": {"binary_data_size": part.nbytes}}],
+                    "outputs": [{"name": "score", "parameters": {"binary_data": True}}],
+                }
+            )
+            response = client.post(
+                f"{base}/infer",
+                content=header + part.tobytes(),
+                headers={
+                    "Inference-Header-Content-Length": str(len(header)),
+                    "Content-Type": "application/octet-stream",
+                },
+            )
             assert response.status_code == 200, response.text
             length = int(response.headers["inference-header-content-length"])
             scores.append(np.frombuffer(response.content[length:], dtype=np.float32))
         else:
-            response = client.post(f"{base}/infer", content=orjson.dumps(
-                {"inputs": [{**tensor, "data": part.ravel().tolist()}]}))
+            response = client.post(
+                f"{base}/infer", content=orjson.dumps({"inputs": [{**tensor, "data": part.ravel().tolist()}]})
+            )
             assert response.status_code == 200, response.text
             scores.append(np.asarray(response.json()["outputs"][0]["data"], dtype=np.float32))
     return np.concatenate(scores).astype(np.float64)

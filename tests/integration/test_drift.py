@@ -27,8 +27,11 @@ from server.registry.manifest import ReferenceHistogram
 pytestmark = pytest.mark.integration
 
 STREAM_ROWS = 8_000
-DRIFT_ENV = {"HOTSERVE_DRIFT_INTERVAL_S": "0.2", "HOTSERVE_DRIFT_WINDOW_ROWS": "10000",
-             "HOTSERVE_DRIFT_MIN_ROWS": "1000"}
+DRIFT_ENV = {
+    "HOTSERVE_DRIFT_INTERVAL_S": "0.2",
+    "HOTSERVE_DRIFT_WINDOW_ROWS": "10000",
+    "HOTSERVE_DRIFT_MIN_ROWS": "1000",
+}
 
 
 @dataclass
@@ -54,15 +57,16 @@ def streams(drift_server: ServerProcess) -> Iterator[dict[str, Stream]]:
         stable_scores = score_stream(client, "fraud", None, stable_rows)  # production = version 1
         shifted_scores = score_stream(client, "fraud", 2, shifted_rows)
     yield {
-        "stable": Stream(1, stable_rows, stable_scores,
-                         drift_report(drift_server.base_url, "fraud", 1, STREAM_ROWS)),
-        "shifted": Stream(2, shifted_rows, shifted_scores,
-                          drift_report(drift_server.base_url, "fraud", 2, STREAM_ROWS)),
+        "stable": Stream(1, stable_rows, stable_scores, drift_report(drift_server.base_url, "fraud", 1, STREAM_ROWS)),
+        "shifted": Stream(
+            2, shifted_rows, shifted_scores, drift_report(drift_server.base_url, "fraud", 2, STREAM_ROWS)
+        ),
     }
 
 
 def test_training_distribution_stays_stable_and_one_shifted_feature_crosses_the_act_threshold(
-        streams: dict[str, Stream]) -> None:
+    streams: dict[str, Stream],
+) -> None:
     stable = {f["name"]: f for f in streams["stable"].report["features"]}
     assert list(stable) == COLUMNS
     assert all(f["psi"] < 0.1 and f["status"] == "stable" for f in stable.values()), stable
@@ -75,12 +79,16 @@ def test_training_distribution_stays_stable_and_one_shifted_feature_crosses_the_
     assert streams["shifted"].report["prediction"]["psi"] > 0.2
 
 
-def test_every_psi_equals_an_independent_computation_on_the_same_rows_and_bins(
-        streams: dict[str, Stream]) -> None:
+def test_every_psi_equals_an_independent_computation_on_the_same_rows_and_bins(streams: dict[str, Stream]) -> None:
     for stream in streams.values():
         report = stream.report
-        assert report["window"] == {"rows": STREAM_ROWS, "max_rows": 10_000, "max_age_s": None,
-                                    "min_rows": 1_000, "sampled_rows_total": STREAM_ROWS}
+        assert report["window"] == {
+            "rows": STREAM_ROWS,
+            "max_rows": 10_000,
+            "max_age_s": None,
+            "min_rows": 1_000,
+            "sampled_rows_total": STREAM_ROWS,
+        }
         for column, feature in enumerate(report["features"]):
             reference = ReferenceHistogram.model_validate(feature["reference"])
             # The server saw FP32 tensors: the same values, widened.
@@ -104,11 +112,13 @@ def test_categorical_feature_is_compared_per_category(streams: dict[str, Stream]
     assert len(feature["expected_proportions"]) == 13
 
 
-def test_metrics_carry_the_same_numbers_per_version(drift_server: ServerProcess,
-                                                    streams: dict[str, Stream]) -> None:
+def test_metrics_carry_the_same_numbers_per_version(drift_server: ServerProcess, streams: dict[str, Stream]) -> None:
     text = httpx.get(f"{drift_server.base_url}/metrics").text
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
     for stream in streams.values():
         labels = {"model": "fraud", "version": str(stream.version)}
         assert samples[("hotserve_drift_window_rows", tuple(sorted(labels.items())))] >= STREAM_ROWS
@@ -120,11 +130,11 @@ def test_metrics_carry_the_same_numbers_per_version(drift_server: ServerProcess,
 
 
 def test_drift_route_answers_for_the_serving_version_and_refuses_unknown_ones(
-        drift_server: ServerProcess, streams: dict[str, Stream]) -> None:
+    drift_server: ServerProcess, streams: dict[str, Stream]
+) -> None:
     serving = httpx.get(f"{drift_server.base_url}/v2/models/fraud/drift").json()
     assert (serving["version"], serving["monitored"]) == ("1", True)
     assert serving["method"]["thresholds"] == {"watch": 0.1, "act": 0.2}
     missing = httpx.get(f"{drift_server.base_url}/v2/models/fraud/versions/7/drift")
     assert missing.status_code == 404 and "error" in missing.json()
     assert httpx.get(f"{drift_server.base_url}/v2/models/nope/drift").status_code == 404
-

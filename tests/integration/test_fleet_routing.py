@@ -28,8 +28,9 @@ from server.registry.redis_control_state import RedisControlState
 pytestmark = pytest.mark.integration
 
 HANG_GUARD_S = 30.0
-BODY = orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
-                                 "data": [0.1, 0.2, 0.3, 0.4]}]})
+BODY = orjson.dumps(
+    {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}]}
+)
 
 
 @dataclass
@@ -44,12 +45,29 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + HANG_GUARD_S
-        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
-                             text=True).stdout.strip() != "PONG":
+        while (
+            subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True).stdout.strip()
+            != "PONG"
+        ):
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
 
@@ -80,11 +98,18 @@ TOKEN = "fleet-operator-token-0123"
 
 
 def start_replica(repository: Path, redis: RedisServer, log: Path) -> ServerProcess:
-    return start_server(repository, log, env={
-        "HOTSERVE_REDIS_URL": redis.url, "HOTSERVE_CONTROL_RECONCILE_INTERVAL_S": "1",
-        "HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}",
-        "HOTSERVE_CONTROL_REDIS_TIMEOUT_MS": "200", "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
-        "HOTSERVE_INTRA_OP_THREADS": "1"})
+    return start_server(
+        repository,
+        log,
+        env={
+            "HOTSERVE_REDIS_URL": redis.url,
+            "HOTSERVE_CONTROL_RECONCILE_INTERVAL_S": "1",
+            "HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}",
+            "HOTSERVE_CONTROL_REDIS_TIMEOUT_MS": "200",
+            "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
+            "HOTSERVE_INTRA_OP_THREADS": "1",
+        },
+    )
 
 
 def applied_revision(server: ServerProcess) -> int:
@@ -151,8 +176,9 @@ def control_up(server: ServerProcess) -> float:
 async def admin(replica: ServerProcess, method: str, path: str, body: object = None) -> dict[str, object]:
     """An operator's admin call through one replica; returns the answer's JSON (200 asserted)."""
     async with httpx.AsyncClient(timeout=HANG_GUARD_S) as http:
-        response = await http.request(method, replica.base_url + path, json=body,
-                                      headers={"Authorization": f"Bearer {TOKEN}"})
+        response = await http.request(
+            method, replica.base_url + path, json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
     assert response.status_code == 200, response.text
     doc: dict[str, object] = response.json()
     return doc
@@ -165,7 +191,8 @@ def revision_of(doc: dict[str, object]) -> int:
 
 
 async def test_a_canary_split_reaches_every_replica_and_a_late_one_starts_with_it(
-        repository: Path, redis_server: RedisServer, tmp_path: Path) -> None:
+    repository: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
     operator = RedisControlState(redis_server.url)
     await operator.write(ControlSnapshot().with_alias("tab", "production", 1), expected_revision=0)
     replicas = [start_replica(repository, redis_server, tmp_path / f"replica{i}.log") for i in range(2)]
@@ -173,8 +200,9 @@ async def test_a_canary_split_reaches_every_replica_and_a_late_one_starts_with_i
         # The canary and its 90/10 split are set through replica 0's admin API only.
         await admin(replicas[0], "PUT", "/admin/models/tab/aliases/canary", {"version": 2})
         started = time.monotonic()
-        revision = revision_of(await admin(replicas[0], "PUT", "/admin/models/tab/traffic",
-                                           {"weights": {"production": 90, "canary": 10}}))
+        revision = revision_of(
+            await admin(replicas[0], "PUT", "/admin/models/tab/traffic", {"weights": {"production": 90, "canary": 10}})
+        )
         convergence_s = wait_applied(replicas, revision) + (time.monotonic() - started)
         print(f"canary 90/10 applied by both replicas in {convergence_s * 1000:.0f} ms")
         assert convergence_s < 5.0  # pub/sub: milliseconds; generous for a loaded machine
@@ -214,7 +242,8 @@ async def test_a_canary_split_reaches_every_replica_and_a_late_one_starts_with_i
 
 
 async def test_replicas_keep_the_last_routing_while_redis_is_down_and_converge_after(
-        repository: Path, redis_server: RedisServer, tmp_path: Path) -> None:
+    repository: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
     operator = RedisControlState(redis_server.url)
     await operator.write(ControlSnapshot().with_alias("tab", "production", 2), expected_revision=0)
     replicas = [start_replica(repository, redis_server, tmp_path / f"replica{i}.log") for i in range(2)]

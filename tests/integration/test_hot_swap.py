@@ -44,8 +44,12 @@ def swap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     control = root / ".hotserve" / "control.json"
     control.parent.mkdir()
     control.write_text(json.dumps({"models": {"mlp": {"aliases": {"production": 1}}}}))
-    server = start_server(root, tmp_path_factory.mktemp("logs") / "swap.log", ready_path="/v2/health/ready",
-                          env={"HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}"})
+    server = start_server(
+        root,
+        tmp_path_factory.mktemp("logs") / "swap.log",
+        ready_path="/v2/health/ready",
+        env={"HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}"},
+    )
     yield server, reasons
     assert server.stop() == 0, server.log()
 
@@ -83,8 +87,9 @@ class Load:
     async def after(self, moment: float, count: int = ANSWERS_PER_STEP) -> list[Answer]:
         """Wait until `count` requests sent after `moment` have their answer; returns those."""
         async with self._arrived:
-            await asyncio.wait_for(self._arrived.wait_for(
-                lambda: sum(a.sent > moment for a in self.answers) >= count), 60)
+            await asyncio.wait_for(
+                self._arrived.wait_for(lambda: sum(a.sent > moment for a in self.answers) >= count), 60
+            )
             return [a for a in self.answers if a.sent > moment]
 
     def stop(self) -> None:
@@ -116,7 +121,8 @@ async def admin(client: httpx.AsyncClient, method: str, path: str, **kwargs: obj
 
 
 async def test_load_promote_rollback_promote_unload_under_load_fails_no_request(
-        swap_server: tuple[ServerProcess, dict[int, str]]) -> None:
+    swap_server: tuple[ServerProcess, dict[int, str]],
+) -> None:
     server, _ = swap_server
     load = Load(server.base_url)
     clients = [asyncio.ensure_future(load.client()) for _ in range(CLIENTS)]
@@ -127,10 +133,13 @@ async def test_load_promote_rollback_promote_unload_under_load_fails_no_request(
             loaded = await admin(control, "POST", "/admin/models/mlp/versions/2/load")
             assert [v["state"] for v in loaded.json()["model"]["versions"][:2]] == ["READY", "READY"]
             await load.after(time.monotonic())
-            for step, (method, path, body, to) in enumerate([
+            for step, (method, path, body, to) in enumerate(
+                [
                     ("PUT", "/admin/models/mlp/aliases/production", {"version": 2}, "2"),
                     ("POST", "/admin/models/mlp/rollback", None, "1"),
-                    ("PUT", "/admin/models/mlp/aliases/production", {"version": 2}, "2")]):
+                    ("PUT", "/admin/models/mlp/aliases/production", {"version": 2}, "2"),
+                ]
+            ):
                 started = time.monotonic()
                 changed = await admin(control, method, path, json=body)
                 switches.append(Switch(started, time.monotonic(), to))
@@ -159,7 +168,8 @@ async def test_load_promote_rollback_promote_unload_under_load_fails_no_request(
 
 
 async def test_versions_that_cannot_load_fail_with_their_reason_while_traffic_flows(
-        swap_server: tuple[ServerProcess, dict[int, str]]) -> None:
+    swap_server: tuple[ServerProcess, dict[int, str]],
+) -> None:
     server, reasons = swap_server
     load = Load(server.base_url)
     clients = [asyncio.ensure_future(load.client()) for _ in range(CLIENTS)]
@@ -169,8 +179,10 @@ async def test_versions_that_cannot_load_fail_with_their_reason_while_traffic_fl
             started = time.monotonic()
             await load.after(started - 60)
             for version, reason in reasons.items():
-                for method, path, body in [("POST", f"/admin/models/mlp/versions/{version}/load", None),
-                                           ("PUT", "/admin/models/mlp/aliases/production", {"version": version})]:
+                for method, path, body in [
+                    ("POST", f"/admin/models/mlp/versions/{version}/load", None),
+                    ("PUT", "/admin/models/mlp/aliases/production", {"version": version}),
+                ]:
                     response = await control.request(method, path, headers=AUTH, json=body)
                     assert response.status_code == 409, response.text
                     assert response.json()["error"].startswith(f"model 'mlp' version {version} is FAILED: ")
@@ -189,7 +201,8 @@ async def test_versions_that_cannot_load_fail_with_their_reason_while_traffic_fl
 
 
 def test_repository_extension_through_the_unchanged_triton_client(
-        swap_server: tuple[ServerProcess, dict[int, str]]) -> None:
+    swap_server: tuple[ServerProcess, dict[int, str]],
+) -> None:
     server, _ = swap_server
     client = httpclient.InferenceServerClient(server.base_url.removeprefix("http://"))
     with pytest.raises(InferenceServerException) as missing:
@@ -205,8 +218,12 @@ def test_repository_extension_through_the_unchanged_triton_client(
 
     client.unload_model("other", headers=AUTH)
     assert not client.is_model_ready("other")
-    assert {"name": "other", "version": "2", "state": "UNAVAILABLE", "reason": "unloaded"} in \
-        client.get_model_repository_index(headers=AUTH)
+    assert {
+        "name": "other",
+        "version": "2",
+        "state": "UNAVAILABLE",
+        "reason": "unloaded",
+    } in client.get_model_repository_index(headers=AUTH)
     client.load_model("other", headers=AUTH)
     assert client.is_model_ready("other") and client.is_model_ready("other", "2")
     with pytest.raises(InferenceServerException) as unknown:
@@ -215,8 +232,10 @@ def test_repository_extension_through_the_unchanged_triton_client(
 
 
 def test_operator_cli_promotes_lists_refuses_and_shows_history(
-        swap_server: tuple[ServerProcess, dict[int, str]], monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    swap_server: tuple[ServerProcess, dict[int, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     server, _ = swap_server
     url = ["--url", server.base_url]
     monkeypatch.delenv("HOTSERVE_ADMIN_TOKEN", raising=False)
@@ -232,22 +251,26 @@ def test_operator_cli_promotes_lists_refuses_and_shows_history(
     assert hotserve(["models", *url, "unload", "other", "1"]) == 1
     assert capsys.readouterr().err.strip() == (
         "hotserve models unload: 409: model 'other' version 1 holds production; "
-        "promote another version before unloading it")
+        "promote another version before unloading it"
+    )
     assert hotserve(["models", *url, "rollback", "other"]) == 0
     assert "rolled back other production: 1 -> 2" in capsys.readouterr().out
 
     assert hotserve(["models", *url, "list", "other"]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.split()[:5] == ["MODEL", "VERSION", "STATE", "ALIASES", "SERVING"]
-    assert [row.split()[:5] for row in rows] == [["other", "1", "READY", "-", "-"],
-                                                 ["other", "2", "READY", "production", "*"]]
+    assert [row.split()[:5] for row in rows] == [
+        ["other", "1", "READY", "-", "-"],
+        ["other", "2", "READY", "production", "*"],
+    ]
 
     assert hotserve(["models", *url, "history", "other"]) == 0
     history = capsys.readouterr().out.splitlines()
     assert [line.split()[1:7] for line in history[-3:]] == [
         ["ops", "promote", "production", "2", "1", "ok"],
         ["ops", "unload", "-", "1", "-", "refused"],
-        ["ops", "rollback", "production", "1", "2", "ok"]]
+        ["ops", "rollback", "production", "1", "2", "ok"],
+    ]
 
     assert hotserve(["models", "--url", "http://127.0.0.1:9", "list"]) == 1
     assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
@@ -257,8 +280,11 @@ async def test_two_servers_sharing_a_control_state_file_apply_one_change(tmp_pat
     root = tmp_path / "repository"
     for version in (1, 2):
         write_model_version(root, "mlp", version)
-    env = {"HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}", "HOTSERVE_CONTROL_POLL_INTERVAL_S": "0.05",
-           "HOTSERVE_CONTROL_STATE_PATH": str(tmp_path / "shared" / "control.json")}
+    env = {
+        "HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}",
+        "HOTSERVE_CONTROL_POLL_INTERVAL_S": "0.05",
+        "HOTSERVE_CONTROL_STATE_PATH": str(tmp_path / "shared" / "control.json"),
+    }
     first = start_server(root, tmp_path / "first.log", ready_path="/v2/health/ready", env=env)
     second = start_server(root, tmp_path / "second.log", ready_path="/v2/health/ready", env=env)
     try:

@@ -24,29 +24,53 @@ from training.datasets.fraud import ENTITY_KEY, REQUEST_FEATURES, STORE_FEATURES
 
 pytestmark = pytest.mark.integration
 
-PASSING_SLO = {"p99_ms": {"v2_json": 5000, "v2_binary": 5000, "v1_features": 5000, "v1_unknown_entity": 5000},
-               "max_error_ratio": 0.0, "min_throughput_rps": 1, "zero_failures_during_promotions": True}
+PASSING_SLO = {
+    "p99_ms": {"v2_json": 5000, "v2_binary": 5000, "v1_features": 5000, "v1_unknown_entity": 5000},
+    "max_error_ratio": 0.0,
+    "min_throughput_rps": 1,
+    "zero_failures_during_promotions": True,
+}
 
 
 def write_repository(root: Path) -> Path:
     """fraud v1 and v2: the same scorer (answers agree exactly) reading the demo customers' stored
     features by `customer_id`, as the demo export does."""
     reference = fraud_rows(seed=0, rows=2000, generated=2000)
-    view = FeatureView(name="fraud", entity_key=ENTITY_KEY,
-                       features=[StoredFeature(name=name) for name in STORE_FEATURES])
-    spec = FeatureSpec(input="features", columns=COLUMNS, request_features=REQUEST_FEATURES,
-                       store_features=STORE_FEATURES, entity_key=ENTITY_KEY, view=view)
+    view = FeatureView(
+        name="fraud", entity_key=ENTITY_KEY, features=[StoredFeature(name=name) for name in STORE_FEATURES]
+    )
+    spec = FeatureSpec(
+        input="features",
+        columns=COLUMNS,
+        request_features=REQUEST_FEATURES,
+        store_features=STORE_FEATURES,
+        entity_key=ENTITY_KEY,
+        view=view,
+    )
     for version in (1, 2):
-        write_version(root, "fraud", version, scorer_model(reference.mean(axis=0), reference.std(axis=0)),
-                      [("features", "FP32", [-1, len(COLUMNS)])], [("score", "FP32", [-1, 1])],
-                      BatchingPolicy(max_batch_size=32, max_queue_delay_ms=1.0), spec)
+        write_version(
+            root,
+            "fraud",
+            version,
+            scorer_model(reference.mean(axis=0), reference.std(axis=0)),
+            [("features", "FP32", [-1, len(COLUMNS)])],
+            [("score", "FP32", [-1, 1])],
+            BatchingPolicy(max_batch_size=32, max_queue_delay_ms=1.0),
+            spec,
+        )
     return root
 
 
 def load_tests(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSERVE_")}
-    return subprocess.run([sys.executable, "-m", "load_tests", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=240, env={**env, "PYTHONPATH": str(REPO_ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "load_tests", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +80,29 @@ def release_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Co
     slo = tmp / "slo.yaml"
     slo.write_text(json.dumps(PASSING_SLO))  # JSON is YAML too
     out = tmp / "out"
-    done = load_tests("run", "--repository", str(write_repository(tmp / "repository")), "--out", str(out),
-                      "--users", "8", "--spawn-rate", "8", "--duration", "5", "--rate-per-user", "20",
-                      "--unknown-share", "0.2", "--operator-interval", "0.4", "--slo", str(slo),
-                      "--promotion-requirements",
-                      '{"min_requests": 5, "min_agreement": 0.99, "max_p99_ratio": 100, "max_error_ratio": 0.01}')
+    done = load_tests(
+        "run",
+        "--repository",
+        str(write_repository(tmp / "repository")),
+        "--out",
+        str(out),
+        "--users",
+        "8",
+        "--spawn-rate",
+        "8",
+        "--duration",
+        "5",
+        "--rate-per-user",
+        "20",
+        "--unknown-share",
+        "0.2",
+        "--operator-interval",
+        "0.4",
+        "--slo",
+        str(slo),
+        "--promotion-requirements",
+        '{"min_requests": 5, "min_agreement": 0.99, "max_p99_ratio": 100, "max_error_ratio": 0.01}',
+    )
     return done, out
 
 
@@ -70,7 +112,8 @@ def summary_of(out: Path) -> dict[str, Any]:
 
 
 def test_a_short_mixed_run_with_the_operator_checks_every_answer_and_passes_its_slo(
-        release_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    release_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     done, out = release_run
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SLO gate: all 7 passed" in done.stdout
@@ -82,7 +125,8 @@ def test_a_short_mixed_run_with_the_operator_checks_every_answer_and_passes_its_
 
 
 def test_the_operator_releases_and_rolls_back_a_version_with_no_failed_request_around_it(
-        release_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    release_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     _, out = release_run
     doc = summary_of(out)
     done = [(e["action"], e["ok"]) for e in doc["events"]]
@@ -95,11 +139,18 @@ def test_the_operator_releases_and_rolls_back_a_version_with_no_failed_request_a
 
 
 def test_the_run_leaves_locust_reports_plots_and_the_model_as_it_found_it(
-        release_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    release_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     _, out = release_run
     doc = summary_of(out)
-    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "locust.html",
-                 "latency_over_time.png", "version_share.png"):
+    for name in (
+        "locust_stats.csv",
+        "locust_stats_history.csv",
+        "locust_failures.csv",
+        "locust.html",
+        "latency_over_time.png",
+        "version_share.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert (out / "locust_stats.csv").read_text().count("\n") > 4
     assert doc["cpu"]["generator_cores"] > 0 and doc["cpu"]["server_cores"] > 0
@@ -109,14 +160,17 @@ def test_the_run_leaves_locust_reports_plots_and_the_model_as_it_found_it(
 
 
 def test_the_slo_gate_fails_naming_each_target_set_below_what_the_server_achieved(
-        release_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
+    release_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
+) -> None:
     _, out = release_run
     doc = summary_of(out)
     measured_p99 = doc["scenarios"]["v2_json"]["p99_ms"]
     achieved = doc["total"]["prediction_requests_per_s"]
     strict = tmp_path / "strict.yaml"
-    strict.write_text(f"p99_ms:\n  v2_json: {measured_p99 / 2}\n  v2_binary: 5000\n"
-                      f"min_throughput_rps: {achieved * 10}\nmax_error_ratio: 0\n")
+    strict.write_text(
+        f"p99_ms:\n  v2_json: {measured_p99 / 2}\n  v2_binary: 5000\n"
+        f"min_throughput_rps: {achieved * 10}\nmax_error_ratio: 0\n"
+    )
     failed = load_tests("check", str(out / "summary.json"), "--slo", str(strict))
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert f"FAIL p99 v2_json: measured {measured_p99:g} ms, target <= {measured_p99 / 2:g} ms" in failed.stdout

@@ -49,9 +49,12 @@ pytestmark = pytest.mark.integration
 STREAM_ROWS = 3_000
 PRIMING_ROWS = 300
 ADMIN_TOKEN = secrets.token_hex(16)
-SERVER_ENV = {"HOTSERVE_DRIFT_INTERVAL_S": "0.2", "HOTSERVE_DRIFT_MIN_ROWS": "1000",
-              "HOTSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
-              "HOTSERVE_KEEP_PREVIOUS_LOADED": "false"}  # a promotion drains and unloads the old version
+SERVER_ENV = {
+    "HOTSERVE_DRIFT_INTERVAL_S": "0.2",
+    "HOTSERVE_DRIFT_MIN_ROWS": "1000",
+    "HOTSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
+    "HOTSERVE_KEEP_PREVIOUS_LOADED": "false",
+}  # a promotion drains and unloads the old version
 CUSTOMERS = 200
 """Entities in the feature table; each lookup phase asks for entities the other did not."""
 POLL_TIMEOUT_S = 90.0
@@ -111,20 +114,36 @@ def _send_streams(base_url: str, streams: tuple[np.ndarray, np.ndarray], part: s
 def _write_scored(repository: Path, customers: Path) -> None:
     """`scored` versions 1-3 (the same weights: a shadow agrees) reading `age` and `count` from the
     `cust` view, version 4 corrupt; production is version 1. `customers`: the view's table."""
-    view = FeatureView(name="cust", entity_key="customer_id", features=[
-        StoredFeature(name="age"), StoredFeature(name="count", datatype="INT64")])
-    spec = FeatureSpec(input="features", columns=TAB_COLUMNS, request_features=["amount", "hour"],
-                       store_features=["age", "count"], entity_key="customer_id", view=view)
+    view = FeatureView(
+        name="cust",
+        entity_key="customer_id",
+        features=[StoredFeature(name="age"), StoredFeature(name="count", datatype="INT64")],
+    )
+    spec = FeatureSpec(
+        input="features",
+        columns=TAB_COLUMNS,
+        request_features=["amount", "hour"],
+        store_features=["age", "count"],
+        entity_key="customer_id",
+        view=view,
+    )
     for version in (1, 2, 3):
-        write_version(repository, "scored", version, tabular_model(seed=1), [("features", "FP32", [-1, 4])],
-                      [("score", "FP32", [-1, 1])], BatchingPolicy(max_batch_size=16, max_queue_delay_ms=1.0), spec)
+        write_version(
+            repository,
+            "scored",
+            version,
+            tabular_model(seed=1),
+            [("features", "FP32", [-1, 4])],
+            [("score", "FP32", [-1, 1])],
+            BatchingPolicy(max_batch_size=16, max_queue_delay_ms=1.0),
+            spec,
+        )
     write_corrupt(repository, "scored", version=4)
     control_path = repository / ".hotserve" / "control.json"
     control = json.loads(control_path.read_text())
     control["models"]["scored"] = {"aliases": {"production": 1}}
     control_path.write_text(json.dumps(control))
-    customers.write_text("customer_id,age,count\n" + "".join(
-        f"c{i},{20 + i % 50},{i % 7}\n" for i in range(CUSTOMERS)))
+    customers.write_text("customer_id,age,count\n" + "".join(f"c{i},{20 + i % 50},{i % 7}\n" for i in range(CUSTOMERS)))
 
 
 def _look_up(base_url: str, entities: range) -> None:
@@ -134,13 +153,14 @@ def _look_up(base_url: str, entities: range) -> None:
     with httpx.Client(base_url=base_url, timeout=30) as client:
         for _ in range(2):
             for start in range(0, len(records), 4):
-                response = client.post("/v1/models/scored:predict", json={"instances": records[start:start + 4]})
+                response = client.post("/v1/models/scored:predict", json={"instances": records[start : start + 4]})
                 assert response.status_code == 200, response.text
 
 
 def _admin(base_url: str, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    return httpx.request(method, f"{base_url}/admin{path}", json=body, timeout=60,
-                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    return httpx.request(
+        method, f"{base_url}/admin{path}", json=body, timeout=60, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
 
 
 def _prime_control_path(base_url: str) -> None:
@@ -180,16 +200,24 @@ def stack(serve_with: Callable[..., ServerProcess], tmp_path_factory: pytest.Tem
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in RULE_FILES],
-        "scrape_configs": [{"job_name": "hotserve", "static_configs": [
-            {"targets": [server.base_url.removeprefix("http://")]}]}],
+        "scrape_configs": [
+            {"job_name": "hotserve", "static_configs": [{"targets": [server.base_url.removeprefix("http://")]}]}
+        ],
     }
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     with (root / "prometheus.log").open("wb") as log:
         process = subprocess.Popen(
-            [prometheus, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                prometheus,
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -237,8 +265,10 @@ def test_every_dashboard_query_returns_a_number(stack: Stack, dashboard_path: Pa
                 del pending[item]
         return not pending
 
-    poll(all_answered, lambda: "queries without a number: " + "; ".join(
-        f"{t}: {e} -> {stack.query(e)}" for t, e in pending))
+    poll(
+        all_answered,
+        lambda: "queries without a number: " + "; ".join(f"{t}: {e} -> {stack.query(e)}" for t, e in pending),
+    )
     # The traffic arrived between scrapes: rates are measured, not extrapolated from nothing.
     request_rate = next(e for t, e in panel_exprs(load_dashboard(dashboard_path)) if t == "Request rate")
     poll(lambda: float(stack.query(request_rate)[0]["value"][1]) > 0, lambda: str(stack.query(request_rate)))
@@ -251,8 +281,10 @@ def test_drift_alerts_hold_for_the_shifted_stream_only_and_every_other_alert_is_
         expr = rule["expr"]
         if rule["alert"] in EXPECTED_FIRING:
             expected = EXPECTED_FIRING[rule["alert"]]
-            poll(lambda e=expr, x=expected: [r["metric"] for r in stack.query(e)] == x,
-                 lambda e=expr: f"{rule['alert']}: {stack.query(e)}")
+            poll(
+                lambda e=expr, x=expected: [r["metric"] for r in stack.query(e)] == x,
+                lambda e=expr: f"{rule['alert']}: {stack.query(e)}",
+            )
             continue
         # Silent because its condition is false, not because it names series that do not exist.
         names = set(METRIC_NAME.findall(expr)) | set(RECORDED.findall(expr)) | ({"up"} if "up{" in expr else set())
@@ -268,25 +300,48 @@ def _pending(stack: Stack) -> dict[str, dict[str, Any]]:
 
 def test_drift_alerts_fire_in_promtool_on_the_series_prometheus_scraped(stack: Stack, tmp_path: Path) -> None:
     # Prometheus itself evaluates the chart's rules: the drift alerts are pending (for: 15m).
-    poll(lambda: {name: a["state"] for name, a in _pending(stack).items()}
-         == dict.fromkeys(DRIFT_ALERTS, "pending"), lambda: str(_pending(stack)))
+    poll(
+        lambda: {name: a["state"] for name, a in _pending(stack).items()} == dict.fromkeys(DRIFT_ALERTS, "pending"),
+        lambda: str(_pending(stack)),
+    )
     pending = _pending(stack)
     scraped = stack.query('{__name__=~"hotserve_drift_(feature_psi|prediction_psi|window_rows)"}')
-    input_series = [{
-        "series": sample["metric"]["__name__"] + "{" + ",".join(
-            f'{k}="{v}"' for k, v in sorted(sample["metric"].items()) if k != "__name__") + "}",
-        "values": f"{sample['value'][1]}x30",  # the scraped value, held for half an hour
-    } for sample in scraped]
-    tests = {"rule_files": [str(path) for path in RULE_FILES], "evaluation_interval": "1m", "tests": [{
-        "interval": "1m",
-        "input_series": input_series,
-        "alert_rule_test": [
-            *({"eval_time": "10m", "alertname": name, "exp_alerts": []} for name in DRIFT_ALERTS),
-            *({"eval_time": "16m", "alertname": name, "exp_alerts": [
-                {"exp_labels": {k: v for k, v in alert["labels"].items() if k != "alertname"},
-                 "exp_annotations": alert["annotations"]}]} for name, alert in pending.items()),
+    input_series = [
+        {
+            "series": sample["metric"]["__name__"]
+            + "{"
+            + ",".join(f'{k}="{v}"' for k, v in sorted(sample["metric"].items()) if k != "__name__")
+            + "}",
+            "values": f"{sample['value'][1]}x30",  # the scraped value, held for half an hour
+        }
+        for sample in scraped
+    ]
+    tests = {
+        "rule_files": [str(path) for path in RULE_FILES],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input_series,
+                "alert_rule_test": [
+                    *({"eval_time": "10m", "alertname": name, "exp_alerts": []} for name in DRIFT_ALERTS),
+                    *(
+                        {
+                            "eval_time": "16m",
+                            "alertname": name,
+                            "exp_alerts": [
+                                {
+                                    "exp_labels": {k: v for k, v in alert["labels"].items() if k != "alertname"},
+                                    "exp_annotations": alert["annotations"],
+                                }
+                            ],
+                        }
+                        for name, alert in pending.items()
+                    ),
+                ],
+            }
         ],
-    }]}
+    }
     test_file = tmp_path / "drift_alerts_test.yaml"
     test_file.write_text(yaml.safe_dump(tests))
     result = run([find_tool("promtool"), "test", "rules", str(test_file)])

@@ -63,8 +63,7 @@ async def test_a_change_without_a_message_is_caught_by_reconciling(prefix: str) 
 
 async def test_unreachable_redis_is_a_fast_clear_error_and_watch_waits_it_out() -> None:
     flips: list[bool] = []
-    state = RedisControlState(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2,
-                              on_up_change=flips.append)
+    state = RedisControlState(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2, on_up_change=flips.append)
     with pytest.raises(ControlStateUnavailable, match="cannot be read"):
         await asyncio.wait_for(state.read(), HANG_GUARD_S)
     with pytest.raises(ControlStateUnavailable, match="cannot be written"):

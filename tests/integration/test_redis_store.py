@@ -25,8 +25,11 @@ REDIS_URL = os.environ.get("HOTSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15
 @pytest.fixture
 async def view() -> AsyncIterator[FeatureView]:
     """A view of its own (unique name), its keys deleted afterwards: the test Redis is shared."""
-    own = FeatureView(name=f"test-{uuid.uuid4().hex[:12]}", entity_key="id",
-                      features=[StoredFeature(name="x"), StoredFeature(name="n", datatype="INT32")])
+    own = FeatureView(
+        name=f"test-{uuid.uuid4().hex[:12]}",
+        entity_key="id",
+        features=[StoredFeature(name="x"), StoredFeature(name="n", datatype="INT32")],
+    )
     yield own
     client = aioredis.Redis.from_url(REDIS_URL)
     keys = [key async for key in client.scan_iter(own.key_prefix + "*")]
@@ -39,8 +42,10 @@ async def test_rows_written_with_a_ttl_read_back_in_one_mget(view: FeatureView) 
     store = RedisFeatureStore(REDIS_URL, timeout_s=1.0)
     try:
         now = time.time()
-        assert await store.put_many([EntityWrite(f"e{i}", {"x": i / 2, "n": i}, now) for i in range(2500)],
-                                    view, ttl_s=30) == 2500
+        assert (
+            await store.put_many([EntityWrite(f"e{i}", {"x": i / 2, "n": i}, now) for i in range(2500)], view, ttl_s=30)
+            == 2500
+        )
         client = aioredis.Redis.from_url(REDIS_URL)
         assert 25_000 < await client.pttl(view.key_prefix + "e7") <= 30_000
         await client.set(view.key_prefix + "bad", b'{"x": 1, "n": 2.5, "_event_time": 1}')

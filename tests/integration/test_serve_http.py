@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 def _session(repository: Path, name: str, version: int) -> ort.InferenceSession:
-    return ort.InferenceSession(str(repository / name / str(version) / "model.onnx"),
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(repository / name / str(version) / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
 
 
 def _features(seed: int, rows: int) -> np.ndarray:
@@ -29,8 +30,14 @@ def _features(seed: int, rows: int) -> np.ndarray:
 
 
 def _v2_json(features: np.ndarray, **extra: Any) -> bytes:
-    return orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": list(features.shape),
-                                     "data": features.tolist()}], **extra})
+    return orjson.dumps(
+        {
+            "inputs": [
+                {"name": "features", "datatype": "FP32", "shape": list(features.shape), "data": features.tolist()}
+            ],
+            **extra,
+        }
+    )
 
 
 def _score(response: httpx.Response) -> np.ndarray:
@@ -39,8 +46,7 @@ def _score(response: httpx.Response) -> np.ndarray:
     return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
 
 
-async def test_json_binary_and_v1_answers_match_onnxruntime_in_process(
-        server: ServerProcess, repository: Path) -> None:
+async def test_json_binary_and_v1_answers_match_onnxruntime_in_process(server: ServerProcess, repository: Path) -> None:
     features = _features(seed=1, rows=5)
     expected = {v: _session(repository, "tab", v).run(None, {"features": features})[0] for v in (1, 2)}
     assert not np.allclose(expected[1], expected[2])
@@ -51,14 +57,29 @@ async def test_json_binary_and_v1_answers_match_onnxruntime_in_process(
         np.testing.assert_allclose(pinned, expected[2], rtol=1e-6)
         # v1 is in the repository but not loaded: only the production version (newest) is.
         unloaded = await client.post("/v2/models/tab/versions/1/infer", content=_v2_json(features))
-        assert (unloaded.status_code, unloaded.json()) == (503, {"error": "model 'tab' version 1 is AVAILABLE (not loaded)"})
+        assert (unloaded.status_code, unloaded.json()) == (
+            503,
+            {"error": "model 'tab' version 1 is AVAILABLE (not loaded)"},
+        )
 
-        header = orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [5, 4],
-                                           "parameters": {"binary_data_size": features.nbytes}}],
-                               "parameters": {"binary_data_output": True}})
-        response = await client.post("/v2/models/tab/infer", content=header + features.tobytes(),
-                                     headers={"Inference-Header-Content-Length": str(len(header)),
-                                              "Content-Type": "application/octet-stream"})
+        header = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "features",
+                        "datatype": "FP32",
+                        "shape": [5, 4],
+                        "parameters": {"binary_data_size": features.nbytes},
+                    }
+                ],
+                "parameters": {"binary_data_output": True},
+            }
+        )
+        response = await client.post(
+            "/v2/models/tab/infer",
+            content=header + features.tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+        )
         assert response.status_code == 200 and response.headers["content-type"] == "application/octet-stream"
         length = int(response.headers["inference-header-content-length"])
         (output,) = orjson.loads(response.content[:length])["outputs"]
@@ -70,8 +91,9 @@ async def test_json_binary_and_v1_answers_match_onnxruntime_in_process(
         predicted = await client.post("/v1/models/tab:predict", json={"instances": records})
         assert predicted.status_code == 200
         assert predicted.json()["model_version"] == "2"
-        np.testing.assert_allclose(np.asarray(predicted.json()["predictions"], dtype=np.float32),
-                                   expected[2], rtol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(predicted.json()["predictions"], dtype=np.float32), expected[2], rtol=1e-6
+        )
 
 
 async def test_several_inputs_and_outputs_of_different_dtypes(server: ServerProcess, repository: Path) -> None:
@@ -82,15 +104,24 @@ async def test_several_inputs_and_outputs_of_different_dtypes(server: ServerProc
     expected = _session(repository, "multi", 1).run(None, {"a": a, "b": b, "h": h, "c": np.array(c, dtype=object)})
     names = ["a_sum", "b_twice", "a_positive", "h_double", "c_same"]
     c_raw = b"".join(len(s.encode()).to_bytes(4, "little") + s.encode() for s in c)
-    header = orjson.dumps({"id": "multi-1", "inputs": [
-        {"name": "a", "datatype": "FP32", "shape": [2, 3], "data": a.tolist()},
-        {"name": "b", "datatype": "INT64", "shape": [2, 2], "parameters": {"binary_data_size": b.nbytes}},
-        {"name": "h", "datatype": "FP16", "shape": [2, 2], "data": h.ravel().tolist()},
-        {"name": "c", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(c_raw)}},
-    ], "outputs": [{"name": n, "parameters": {"binary_data": n in ("h_double", "c_same")}} for n in names]})
+    header = orjson.dumps(
+        {
+            "id": "multi-1",
+            "inputs": [
+                {"name": "a", "datatype": "FP32", "shape": [2, 3], "data": a.tolist()},
+                {"name": "b", "datatype": "INT64", "shape": [2, 2], "parameters": {"binary_data_size": b.nbytes}},
+                {"name": "h", "datatype": "FP16", "shape": [2, 2], "data": h.ravel().tolist()},
+                {"name": "c", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(c_raw)}},
+            ],
+            "outputs": [{"name": n, "parameters": {"binary_data": n in ("h_double", "c_same")}} for n in names],
+        }
+    )
     async with httpx.AsyncClient(base_url=server.base_url) as client:
-        response = await client.post("/v2/models/multi/infer", content=header + b.tobytes() + c_raw,
-                                     headers={"Inference-Header-Content-Length": str(len(header))})
+        response = await client.post(
+            "/v2/models/multi/infer",
+            content=header + b.tobytes() + c_raw,
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
     assert response.status_code == 200, response.text
     length = int(response.headers["inference-header-content-length"])
     doc = orjson.loads(response.content[:length])
@@ -107,14 +138,14 @@ async def test_several_inputs_and_outputs_of_different_dtypes(server: ServerProc
 
 
 async def test_concurrent_requests_with_mixed_rows_each_get_their_own_rows(
-        server: ServerProcess, repository: Path) -> None:
+    server: ServerProcess, repository: Path
+) -> None:
     session = _session(repository, "tab", 2)
     requests = [_features(seed=100 + i, rows=1 + i % 5) for i in range(300)]
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=30) as client:
         batches_before = _sum_metric((await client.get("/metrics")).text, "hotserve_batches_total", 'model="tab"')
-        responses = await asyncio.gather(*(client.post("/v2/models/tab/infer", content=_v2_json(f))
-                                           for f in requests))
+        responses = await asyncio.gather(*(client.post("/v2/models/tab/infer", content=_v2_json(f)) for f in requests))
         text = (await client.get("/metrics")).text
     for features, response in zip(requests, responses, strict=True):
         np.testing.assert_allclose(_score(response), session.run(None, {"features": features})[0], rtol=1e-6)
@@ -128,36 +159,81 @@ async def test_concurrent_requests_with_mixed_rows_each_get_their_own_rows(
 async def test_error_cases_get_their_status_and_message_while_others_are_served(server: ServerProcess) -> None:
     good = _v2_json(_features(seed=3, rows=2))
     cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
-        ("/v2/models/tab/infer", orjson.dumps({"inputs": [{"name": "feats", "datatype": "FP32", "shape": [1, 4],
-                                                           "data": [1, 2, 3, 4]}]}), {}, 400,
-         "inputs[0].name: expected one of ['features'], got 'feats'"),
-        ("/v2/models/tab/infer", orjson.dumps({"inputs": [{"name": "features", "datatype": "INT64",
-                                                           "shape": [1, 4], "data": [1, 2, 3, 4]}]}), {}, 400,
-         "inputs.features.datatype: expected FP32, got 'INT64'"),
-        ("/v2/models/tab/infer", orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32",
-                                                           "shape": [1, 3], "data": [1, 2, 3]}]}), {}, 400,
-         "inputs.features.shape: expected [-1, 4], got [1, 3] (axis 1 is 3)"),
-        ("/v2/models/tab/infer", orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32",
-                                                           "shape": [2, 4], "data": [1, 2, 3, 4]}]}), {}, 400,
-         "inputs.features.data: expected 8 values for shape [2, 4], got 4 values"),
-        ("/v2/models/tab/infer", orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32",
-                                                           "shape": [1, 4], "data": [1, "x", 3, 4]}]}), {}, 400,
-         "inputs.features.data: expected FP32 values, got strings"),
-        ("/v2/models/tab/infer", _v2_json(_features(1, 1), outputs=[{"name": "nope"}]), {}, 400,
-         "outputs[0].name: expected one of ['score'], got 'nope'"),
-        ("/v1/models/tab:predict", orjson.dumps({"instances": [{"amount": 1, "age": 2, "hour": 3}]}), {}, 400,
-         "instances[0].count: missing"),
+        (
+            "/v2/models/tab/infer",
+            orjson.dumps({"inputs": [{"name": "feats", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}),
+            {},
+            400,
+            "inputs[0].name: expected one of ['features'], got 'feats'",
+        ),
+        (
+            "/v2/models/tab/infer",
+            orjson.dumps(
+                {"inputs": [{"name": "features", "datatype": "INT64", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+            ),
+            {},
+            400,
+            "inputs.features.datatype: expected FP32, got 'INT64'",
+        ),
+        (
+            "/v2/models/tab/infer",
+            orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}),
+            {},
+            400,
+            "inputs.features.shape: expected [-1, 4], got [1, 3] (axis 1 is 3)",
+        ),
+        (
+            "/v2/models/tab/infer",
+            orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 4], "data": [1, 2, 3, 4]}]}),
+            {},
+            400,
+            "inputs.features.data: expected 8 values for shape [2, 4], got 4 values",
+        ),
+        (
+            "/v2/models/tab/infer",
+            orjson.dumps(
+                {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1, "x", 3, 4]}]}
+            ),
+            {},
+            400,
+            "inputs.features.data: expected FP32 values, got strings",
+        ),
+        (
+            "/v2/models/tab/infer",
+            _v2_json(_features(1, 1), outputs=[{"name": "nope"}]),
+            {},
+            400,
+            "outputs[0].name: expected one of ['score'], got 'nope'",
+        ),
+        (
+            "/v1/models/tab:predict",
+            orjson.dumps({"instances": [{"amount": 1, "age": 2, "hour": 3}]}),
+            {},
+            400,
+            "instances[0].count: missing",
+        ),
         ("/v2/models/nope/infer", good, {}, 404, "model 'nope' not found"),
         ("/v2/models/tab/versions/7/infer", good, {}, 404, "model 'tab' version 7 not found"),
-        ("/v2/models/tab/infer", b" " * 70_000, {}, 413,
-         "request body of 70000 bytes exceeds the limit of 65536 bytes"),
-        ("/v2/models/tab/infer", _v2_json(_features(1, 1), parameters={"timeout": 1}), {}, 504,
-         "deadline of 0 ms passed before inference ran"),
+        (
+            "/v2/models/tab/infer",
+            b" " * 70_000,
+            {},
+            413,
+            "request body of 70000 bytes exceeds the limit of 65536 bytes",
+        ),
+        (
+            "/v2/models/tab/infer",
+            _v2_json(_features(1, 1), parameters={"timeout": 1}),
+            {},
+            504,
+            "deadline of 0 ms passed before inference ran",
+        ),
     ]
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
         for path, body, headers, status, message in cases:
-            bad, ok = await asyncio.gather(client.post(path, content=body, headers=headers),
-                                           client.post("/v2/models/tab/infer", content=good))
+            bad, ok = await asyncio.gather(
+                client.post(path, content=body, headers=headers), client.post("/v2/models/tab/infer", content=good)
+            )
             assert (bad.status_code, bad.json()) == (status, {"error": message}), path
             assert ok.status_code == 200
 
@@ -167,8 +243,7 @@ async def test_full_queue_answers_429_with_retry_after(server: ServerProcess, ga
     async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client, gate.held(), asyncio.timeout(60):
         running = asyncio.create_task(client.post("/v2/models/gated_tiny/infer", content=body))
         await gate.wait_entered(1)  # the one worker is busy: of the next seven, one fits the queue of 1
-        later = [asyncio.create_task(client.post("/v2/models/gated_tiny/infer", content=body))
-                 for _ in range(7)]
+        later = [asyncio.create_task(client.post("/v2/models/gated_tiny/infer", content=body)) for _ in range(7)]
         waiting = set(later)
         while len(waiting) > 1:
             _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

@@ -42,8 +42,7 @@ def _request_events(log_path: Path, request_ids: set[str]) -> dict[str, dict[str
     request after it sent the answer, so the client can read the log before the line is there."""
     deadline = time.monotonic() + 30
     while True:
-        events = {line.get("request_id"): line for line in _log_lines(log_path)
-                  if line["logger"] == "hotserve.request"}
+        events = {line.get("request_id"): line for line in _log_lines(log_path) if line["logger"] == "hotserve.request"}
         if request_ids <= events.keys() or time.monotonic() > deadline:
             return {k: v for k, v in events.items() if isinstance(k, str)}
         time.sleep(0.02)
@@ -52,8 +51,9 @@ def _request_events(log_path: Path, request_ids: set[str]) -> dict[str, dict[str
 def test_request_ids_round_trip_from_header_or_traceparent_or_are_generated(json_server: ServerProcess) -> None:
     with httpx.Client(base_url=json_server.base_url) as client:
         sent = client.post("/v2/models/tab/infer", content=ROWS, headers={"X-Request-ID": "client-42"})
-        traced = client.post("/v2/models/tab/infer", content=ROWS,
-                             headers={"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01"})
+        traced = client.post(
+            "/v2/models/tab/infer", content=ROWS, headers={"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01"}
+        )
         fresh = [client.get("/v2/health/ready").headers["x-request-id"] for _ in range(2)]
     assert sent.status_code == traced.status_code == 200
     assert sent.headers["x-request-id"] == "client-42"
@@ -70,7 +70,12 @@ def test_an_error_carries_its_request_id_in_the_response_and_the_log(json_server
     events = _request_events(json_server.log_path, {"bad-1", unknown.headers["x-request-id"]})
     logged = events["bad-1"]
     assert (logged["status"], logged["model"], logged["version"], logged["protocol"], logged["level"]) == (
-        400, "tab", "1", "v2", "WARNING")
+        400,
+        "tab",
+        "1",
+        "v2",
+        "WARNING",
+    )
     assert bad.json()["error"] in logged["message"] and logged["duration_ms"] > 0
     assert events[unknown.headers["x-request-id"]]["status"] == 404
 

@@ -34,10 +34,8 @@ async def test_corrupt_model_fails_alone_and_the_good_one_serves(draining: Gated
 async def test_sigterm_finishes_accepted_requests_refuses_new_ones_and_exits_0(draining: GatedServer) -> None:
     server, gate = draining
     accepted = 4
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client, \
-            gate.held(), asyncio.timeout(60):
-        held = [asyncio.create_task(client.post("/v2/models/gated/infer", content=BODY))
-                for _ in range(accepted)]
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client, gate.held(), asyncio.timeout(60):
+        held = [asyncio.create_task(client.post("/v2/models/gated/infer", content=BODY)) for _ in range(accepted)]
         await gate.wait_entered(1)  # one running (max_batch_size 1, one instance) ...
         while await _inflight(client) < accepted:  # ... and, once all four are admitted, three queued
             pass
@@ -56,8 +54,7 @@ async def test_sigterm_finishes_accepted_requests_refuses_new_ones_and_exits_0(d
 
 async def _inflight(client: httpx.AsyncClient) -> float:
     text = (await client.get("/metrics")).text
-    return next(float(line.split()[1]) for line in text.splitlines()
-                if line.startswith("hotserve_inflight_requests "))
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("hotserve_inflight_requests "))
 
 
 async def _refuses(client: httpx.AsyncClient) -> bool:

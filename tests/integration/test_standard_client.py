@@ -26,8 +26,9 @@ def client(server: ServerProcess) -> httpclient.InferenceServerClient:
 
 
 def _expected(repository: Path, name: str, version: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    session = ort.InferenceSession(str(repository / name / str(version) / "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(repository / name / str(version) / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     return list(session.run(None, feeds))
 
 
@@ -42,14 +43,19 @@ def test_health_and_metadata_read_by_a_standard_client(client: httpclient.Infere
 
 
 @pytest.mark.parametrize("binary_in, binary_out", [(False, False), (True, False), (True, True), (False, True)])
-def test_infer_matches_onnxruntime_in_json_and_binary(client: httpclient.InferenceServerClient,
-                                                      repository: Path, binary_in: bool,
-                                                      binary_out: bool) -> None:
+def test_infer_matches_onnxruntime_in_json_and_binary(
+    client: httpclient.InferenceServerClient, repository: Path, binary_in: bool, binary_out: bool
+) -> None:
     features = np.random.default_rng(3).normal(size=(5, 4)).astype(np.float32)
     tensor = httpclient.InferInput("features", list(features.shape), "FP32")
     tensor.set_data_from_numpy(features, binary_data=binary_in)
-    result = client.infer("tab", [tensor], model_version="2", request_id="req-7",
-                          outputs=[httpclient.InferRequestedOutput("score", binary_data=binary_out)])
+    result = client.infer(
+        "tab",
+        [tensor],
+        model_version="2",
+        request_id="req-7",
+        outputs=[httpclient.InferRequestedOutput("score", binary_data=binary_out)],
+    )
     (expected,) = _expected(repository, "tab", 2, {"features": features})
     np.testing.assert_allclose(result.as_numpy("score"), expected, rtol=1e-6)
     response = result.get_response()
@@ -57,7 +63,8 @@ def test_infer_matches_onnxruntime_in_json_and_binary(client: httpclient.Inferen
 
 
 def test_every_datatype_round_trips_through_the_binary_extension(
-        client: httpclient.InferenceServerClient, repository: Path) -> None:
+    client: httpclient.InferenceServerClient, repository: Path
+) -> None:
     feeds = {
         "a": np.array([[1.5, -2.0, 3.0], [0.0, 4.0, -1.0]], dtype=np.float32),
         "b": np.array([[1, -2], [3, 2**40]], dtype=np.int64),

@@ -26,10 +26,13 @@ CYCLES = 20
 
 def wide_model(seed: int) -> onnx.ModelProto:
     weight = np.random.default_rng(seed).normal(size=(WIDTH, WIDTH)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "wide",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", WIDTH])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", WIDTH])],
-                              [numpy_helper.from_array(weight, "W")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", WIDTH])],
+        [numpy_helper.from_array(weight, "W")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=9)
 
 
@@ -37,12 +40,23 @@ def wide_model(seed: int) -> onnx.ModelProto:
 def memory_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("memory_repository")
     for version in (1, 2):
-        write_version(root, "wide", version, wide_model(version), [("x", "FP32", [-1, WIDTH])],
-                      [("y", "FP32", [-1, WIDTH])], BatchingPolicy(max_batch_size=8))
+        write_version(
+            root,
+            "wide",
+            version,
+            wide_model(version),
+            [("x", "FP32", [-1, WIDTH])],
+            [("y", "FP32", [-1, WIDTH])],
+            BatchingPolicy(max_batch_size=8),
+        )
     (root / ".hotserve").mkdir()
     (root / ".hotserve" / "control.json").write_text('{"models": {"wide": {"aliases": {"production": 1}}}}')
-    server = start_server(root, tmp_path_factory.mktemp("logs") / "memory.log", ready_path="/v2/health/ready",
-                          env={"HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}"})
+    server = start_server(
+        root,
+        tmp_path_factory.mktemp("logs") / "memory.log",
+        ready_path="/v2/health/ready",
+        env={"HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}"},
+    )
     yield server
     assert server.stop() == 0, server.log()
 
@@ -73,9 +87,11 @@ def test_twenty_load_unload_cycles_give_the_memory_back(memory_server: ServerPro
             assert response.json()["model"]["versions"][1]["state"] == "UNLOADED"
             after.append(rss_mib(memory_server))
     growth = (after[-1] - start) / start
-    print(f"\nRSS MiB: start {start:.1f}; loaded {', '.join(f'{v:.0f}' for v in loaded)}; "
-          f"after unload {', '.join(f'{v:.0f}' for v in after)}; end {after[-1]:.1f} ({growth:+.1%}); "
-          f"v2 memory cost reported {sorted(round(c / 2**20, 1) for c in costs)} MiB")
+    print(
+        f"\nRSS MiB: start {start:.1f}; loaded {', '.join(f'{v:.0f}' for v in loaded)}; "
+        f"after unload {', '.join(f'{v:.0f}' for v in after)}; end {after[-1]:.1f} ({growth:+.1%}); "
+        f"v2 memory cost reported {sorted(round(c / 2**20, 1) for c in costs)} MiB"
+    )
     assert abs(growth) <= 0.10
     # Each load's reported cost is at least the weights it holds (16 MiB), and not wildly more.
     assert all(16 * 2**20 <= cost <= 4 * 16 * 2**20 for cost in costs), costs

@@ -153,8 +153,9 @@ def test_bad_metadata_names_the_field(trained: TrainResult, tmp_path: Path) -> N
 
 def test_weights_of_another_shape_are_refused(trained: TrainResult, tmp_path: Path) -> None:
     broken = _copy(trained.path, tmp_path / "e")
-    text = (broken / METADATA_FILENAME).read_text().replace('"hidden": [\n      8\n    ]',
-                                                            '"hidden": [\n      9\n    ]')
+    text = (
+        (broken / METADATA_FILENAME).read_text().replace('"hidden": [\n      8\n    ]', '"hidden": [\n      9\n    ]')
+    )
     assert '"hidden": [\n      9' in text
     (broken / METADATA_FILENAME).write_text(text)
     with pytest.raises(CheckpointError, match="weights do not fit architecture 'mlp'"):

@@ -44,8 +44,9 @@ def test_importing_the_cli_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-def test_defaults_train_the_fraud_mlp_on_demo_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_defaults_train_the_fraud_mlp_on_demo_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["train", *TINY]) == 0
     out = capsys.readouterr().out
@@ -58,8 +59,9 @@ def test_defaults_train_the_fraud_mlp_on_demo_data(tmp_path: Path, monkeypatch: 
 def test_resume_writes_a_child_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "ck"
     assert main(["train", *TINY, "--checkpoints", str(root), "--name", "m"]) == 0
-    assert main(["train", "--resume", str(root / "m" / "1"), "--epochs", "1", "--checkpoints", str(root),
-                 "--quiet"]) == 0
+    assert (
+        main(["train", "--resume", str(root / "m" / "1"), "--epochs", "1", "--checkpoints", str(root), "--quiet"]) == 0
+    )
     child = load_checkpoint(root / "m" / "2").metadata
     parent = read_metadata(root / "m" / "1")
     assert child.parent_version == 1
@@ -70,9 +72,26 @@ def test_resume_writes_a_child_version(tmp_path: Path, capsys: pytest.CaptureFix
 def test_csv_with_feature_options(tmp_path: Path) -> None:
     path = tmp_path / "tx.csv"
     fraud.generate(rows=600, seed=2).to_csv(path, index=False)
-    args = ["train", "--dataset", str(path), "--features", "amount,merchant_category,cust_txn_count_7d",
-            "--label", "is_fraud", "--entity-key", "customer_id", "--request-features", "amount,merchant_category",
-            "--categorical", "merchant_category", "--epochs", "1", "--quiet", "--checkpoints", str(tmp_path / "ck")]
+    args = [
+        "train",
+        "--dataset",
+        str(path),
+        "--features",
+        "amount,merchant_category,cust_txn_count_7d",
+        "--label",
+        "is_fraud",
+        "--entity-key",
+        "customer_id",
+        "--request-features",
+        "amount,merchant_category",
+        "--categorical",
+        "merchant_category",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--checkpoints",
+        str(tmp_path / "ck"),
+    ]
     assert main(args) == 0
     meta = read_metadata(tmp_path / "ck" / "tx" / "1")
     assert meta.features is not None and meta.features.store_features == ["cust_txn_count_7d"]
@@ -94,27 +113,66 @@ def test_architecture_parameters_are_checked(tmp_path: Path, capsys: pytest.Capt
 def test_inferred_task_is_said_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "deliveries.csv"
     delivery.generate(rows=400, seed=1).to_csv(path, index=False)
-    assert main(["train", "--dataset", str(path), "--label", "minutes", "--categorical", "zone", "--epochs", "1",
-                 "--hidden", "8", "--quiet", "--checkpoints", str(tmp_path / "ck")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(path),
+                "--label",
+                "minutes",
+                "--categorical",
+                "zone",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--quiet",
+                "--checkpoints",
+                str(tmp_path / "ck"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "note: task regression inferred from label column 'minutes': fractional numbers (--task sets it)" in out
     assert "regression, best epoch 1 of 1" in out and "rmse=" in out and "r2=" in out
     meta = read_metadata(tmp_path / "ck" / "deliveries" / "1")
     assert (meta.task, meta.dataset.task, meta.world_size, meta.backend, meta.device) == (
-        "regression", "regression", 1, None, "cpu")
+        "regression",
+        "regression",
+        1,
+        None,
+        "cpu",
+    )
 
 
 def test_a_float_label_for_multiclass_is_refused_by_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "deliveries.csv"
     delivery.generate(rows=50, seed=1).to_csv(path, index=False)
-    assert main(["train", "--dataset", str(path), "--label", "minutes", "--task", "multiclass",
-                 "--checkpoints", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(path),
+                "--label",
+                "minutes",
+                "--task",
+                "multiclass",
+                "--checkpoints",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "column 'minutes': multiclass labels must be class names or whole numbers" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch_cuda_available(), reason="checks the refusal on a machine without CUDA")
 def test_cuda_is_refused_where_there_is_none_and_amp_is_a_note_on_cpu(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", *TINY, "--device", "cuda", "--checkpoints", str(tmp_path)]) == 2
     assert "--device cuda: CUDA is not available" in capsys.readouterr().err
     assert main(["train", *TINY, "--amp", "--checkpoints", str(tmp_path)]) == 0
@@ -122,8 +180,9 @@ def test_cuda_is_refused_where_there_is_none_and_amp_is_a_note_on_cpu(
     assert read_metadata(tmp_path / "fraud" / "1").amp is None
 
 
-def test_nproc_must_be_positive_and_is_not_for_torchrun_ranks(monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_nproc_must_be_positive_and_is_not_for_torchrun_ranks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", *TINY, "--nproc", "0"]) == 2
     assert "--nproc must be at least 1" in capsys.readouterr().err
     for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")):
@@ -135,12 +194,31 @@ def test_nproc_must_be_positive_and_is_not_for_torchrun_ranks(monkeypatch: pytes
 def test_each_rank_gets_the_same_options_without_nproc() -> None:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    argv = ["--dataset", "x.csv", "--features", "a,b", "--hidden", "32,16", "--model-arg", "dropout=0.2",
-            "--model-arg", "note=text", "--task", "multiclass", "--amp", "--nproc", "4", "--dist-timeout-s", "60",
-            "--checkpoints", "ck", "--quiet"]
+    argv = [
+        "--dataset",
+        "x.csv",
+        "--features",
+        "a,b",
+        "--hidden",
+        "32,16",
+        "--model-arg",
+        "dropout=0.2",
+        "--model-arg",
+        "note=text",
+        "--task",
+        "multiclass",
+        "--amp",
+        "--nproc",
+        "4",
+        "--dist-timeout-s",
+        "60",
+        "--checkpoints",
+        "ck",
+        "--quiet",
+    ]
     args = parser.parse_args(argv)
     rank_argv = worker_argv(args)
     assert "--nproc" not in rank_argv
     again = parser.parse_args(rank_argv)
     assert {**vars(again), "nproc": 4} == vars(args)
-    assert torchrun_command(4, rank_argv)[-len(rank_argv) - 2:] == ["-m", "training", *rank_argv]
+    assert torchrun_command(4, rank_argv)[-len(rank_argv) - 2 :] == ["-m", "training", *rank_argv]

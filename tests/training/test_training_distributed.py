@@ -24,8 +24,23 @@ REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 180
 # A multiclass demo small enough to train in seconds; a high learning rate and patience 2 make
 # validation loss stop improving well before --epochs, so early stopping decides the last epoch.
-RUN = ["--dataset", "demo:segments", "--rows", "2000", "--hidden", "16", "--epochs", "40", "--patience", "2",
-       "--lr", "0.05", "--batch-size", "64", "--quiet"]
+RUN = [
+    "--dataset",
+    "demo:segments",
+    "--rows",
+    "2000",
+    "--hidden",
+    "16",
+    "--epochs",
+    "40",
+    "--patience",
+    "2",
+    "--lr",
+    "0.05",
+    "--batch-size",
+    "64",
+    "--quiet",
+]
 LOG_LOSS_REL_TOLERANCE = 0.05
 """Two ranks shuffle differently from one process (DistributedSampler vs one permutation), so the
 runs are not bitwise equal; the global batch and the averaged gradients are the same, so the
@@ -38,8 +53,15 @@ def _env() -> dict[str, str]:
 
 
 def _hotserve_train(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", "train", *argv], cwd=cwd, env={**_env(), **env},
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "train", *argv],
+        cwd=cwd,
+        env={**_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
 
 
 def _train_in_process(argv: list[str]) -> int:
@@ -71,22 +93,43 @@ def test_two_ranks_write_one_version_with_single_process_metrics(tmp_path: Path)
 
 
 def test_a_killed_rank_ends_the_run_with_its_rank_named(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "training", *RUN, "--checkpoints", str(tmp_path)]
-    done = subprocess.run(command, cwd=tmp_path, env={**_env(), FAULT_ENV: "1:2"}, capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT_S, check=False)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "training",
+        *RUN,
+        "--checkpoints",
+        str(tmp_path),
+    ]
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env={**_env(), FAULT_ENV: "1:2"},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
 
     assert done.returncode != 0
     report = done.stderr
-    root_cause = report[report.index("Root Cause"):]
+    root_cause = report[report.index("Root Cause") :]
     assert re.search(r"rank\s+: 1 \(local_rank: 1\)", root_cause), report
     assert "Signal 9 (SIGKILL)" in root_cause
     assert existing_versions(tmp_path / "segments") == []
 
 
 def test_a_hung_rank_times_out_the_others_and_hotserve_says_so(tmp_path: Path) -> None:
-    done = _hotserve_train([*RUN, "--checkpoints", str(tmp_path), "--nproc", "2", "--dist-timeout-s", "5"],
-                           tmp_path, **{FAULT_ENV: "1:2:hang"})
+    done = _hotserve_train(
+        [*RUN, "--checkpoints", str(tmp_path), "--nproc", "2", "--dist-timeout-s", "5"],
+        tmp_path,
+        **{FAULT_ENV: "1:2:hang"},
+    )
 
     assert done.returncode != 0
     assert re.search(r"hotserve train: error: rank 0 of 2: epoch 2 failed .*Timed out", done.stderr), done.stderr

@@ -18,9 +18,9 @@ COLUMNS = ["amount", "category", "flag"]
 @pytest.fixture
 def fitted() -> tuple[TabularTransform, np.ndarray]:
     rng = np.random.default_rng(0)
-    raw = np.stack(
-        [rng.lognormal(3.0, 1.0, 500), rng.integers(0, 4, 500), rng.integers(0, 2, 500)], axis=1
-    ).astype(np.float32)
+    raw = np.stack([rng.lognormal(3.0, 1.0, 500), rng.integers(0, 4, 500), rng.integers(0, 2, 500)], axis=1).astype(
+        np.float32
+    )
     return TabularTransform.fit(raw, COLUMNS, categorical=["category"]), raw
 
 
@@ -43,8 +43,9 @@ def test_layer_matches_numpy_transform_including_outliers_and_unseen_categories(
     with torch.no_grad():
         torch_out = TabularPreprocessor(transform)(torch.from_numpy(rows)).numpy()
     np.testing.assert_allclose(torch_out, transform.apply(rows), rtol=0, atol=1e-6)
-    assert torch_out[50, 0] == pytest.approx((transform.numeric[0].upper - transform.numeric[0].mean)
-                                             / transform.numeric[0].std, rel=1e-5)
+    assert torch_out[50, 0] == pytest.approx(
+        (transform.numeric[0].upper - transform.numeric[0].mean) / transform.numeric[0].std, rel=1e-5
+    )
     np.testing.assert_array_equal(torch_out[50, 2:], 0.0)  # category 9 was never seen
 
 

@@ -22,23 +22,30 @@ from training.models import ClassifierModel, RegressionModel
 from training.tasks import Task
 from training.trainer import TrainingError, train
 
-TINY = TrainConfig(name="tiny", architecture_kwargs={"hidden": [16], "dropout": 0.0}, epochs=4, batch_size=64,
-                   lr=0.02, quiet=True)
+TINY = TrainConfig(
+    name="tiny", architecture_kwargs={"hidden": [16], "dropout": 0.0}, epochs=4, batch_size=64, lr=0.02, quiet=True
+)
 
 
 def _labels(values: list[object], task: Task | None = None) -> Labels:
     return encode_labels(pd.Series(values), task, "y", "t.csv")
 
 
-@pytest.mark.parametrize(("values", "task", "why"), [
-    ([0, 1, 1, 0], "binary", "values 0/1"),
-    ([True, False, True], "binary", "values 0/1"),
-    (["gold", "silver", "gold", "bronze"], "multiclass", "text values (3 classes)"),
-    ([3, 5, 7, 5], "multiclass", "3 distinct whole numbers"),
-    ([1.5, 2.25, 3.0], "regression", "fractional numbers"),
-    (list(range(MAX_INFERRED_CLASSES + 1)), "regression",
-     f"{MAX_INFERRED_CLASSES + 1} distinct whole numbers (more than {MAX_INFERRED_CLASSES} classes)"),
-])
+@pytest.mark.parametrize(
+    ("values", "task", "why"),
+    [
+        ([0, 1, 1, 0], "binary", "values 0/1"),
+        ([True, False, True], "binary", "values 0/1"),
+        (["gold", "silver", "gold", "bronze"], "multiclass", "text values (3 classes)"),
+        ([3, 5, 7, 5], "multiclass", "3 distinct whole numbers"),
+        ([1.5, 2.25, 3.0], "regression", "fractional numbers"),
+        (
+            list(range(MAX_INFERRED_CLASSES + 1)),
+            "regression",
+            f"{MAX_INFERRED_CLASSES + 1} distinct whole numbers (more than {MAX_INFERRED_CLASSES} classes)",
+        ),
+    ],
+)
 def test_task_is_inferred_from_the_label_values_and_says_why(values: list[object], task: str, why: str) -> None:
     labels = _labels(values)
     assert labels.task == task
@@ -55,20 +62,27 @@ def test_multiclass_targets_index_the_sorted_class_names() -> None:
     np.testing.assert_array_equal(codes.targets, [2, 0, 1, 0])
 
 
-@pytest.mark.parametrize(("values", "task", "message"), [
-    ([0.0, 1.0, 0.5, 2.0], "multiclass",
-     r"column 'y': multiclass labels must be class names or whole numbers; got 0.5 at row 2 "
-     r"\(a numeric target: --task regression\)"),
-    (["a", "a", "a"], None, r"column 'y': multiclass labels need at least 2 classes; every row is 'a'"),
-    ([1, 1, 1], "multiclass", r"column 'y': multiclass labels need at least 2 classes; every row is 1"),
-    ([0, 0, 0], None, r"column 'y': binary labels need at least 2 classes; every row is 0"),
-    (["yes", "no"], "binary", r"column 'y': labels must be 0 or 1; got 'yes' at row 0"),
-    (["1.5", "fast"], "regression", r"column 'y': regression labels must be numbers; got 'fast' at row 1"),
-    ([2.5, 2.5], "regression", r"column 'y': regression target is constant \(every row is 2.5\)"),
-    ([1.0, None, 0.0], None, r"column 'y': missing label at row 1 \(1 such rows\)"),
-])
-def test_labels_unfit_for_the_task_are_refused_naming_the_column(values: list[object], task: str | None,
-                                                                  message: str) -> None:
+@pytest.mark.parametrize(
+    ("values", "task", "message"),
+    [
+        (
+            [0.0, 1.0, 0.5, 2.0],
+            "multiclass",
+            r"column 'y': multiclass labels must be class names or whole numbers; got 0.5 at row 2 "
+            r"\(a numeric target: --task regression\)",
+        ),
+        (["a", "a", "a"], None, r"column 'y': multiclass labels need at least 2 classes; every row is 'a'"),
+        ([1, 1, 1], "multiclass", r"column 'y': multiclass labels need at least 2 classes; every row is 1"),
+        ([0, 0, 0], None, r"column 'y': binary labels need at least 2 classes; every row is 0"),
+        (["yes", "no"], "binary", r"column 'y': labels must be 0 or 1; got 'yes' at row 0"),
+        (["1.5", "fast"], "regression", r"column 'y': regression labels must be numbers; got 'fast' at row 1"),
+        ([2.5, 2.5], "regression", r"column 'y': regression target is constant \(every row is 2.5\)"),
+        ([1.0, None, 0.0], None, r"column 'y': missing label at row 1 \(1 such rows\)"),
+    ],
+)
+def test_labels_unfit_for_the_task_are_refused_naming_the_column(
+    values: list[object], task: str | None, message: str
+) -> None:
     with pytest.raises(DatasetError, match=message) as failure:
         _labels(values, task)
     assert failure.value.column == "y"
@@ -109,8 +123,10 @@ def test_multiclass_model_keeps_its_classes_and_answers_probabilities_and_label(
 
     meta = result.metadata
     assert meta.task == "multiclass" and meta.classes == ["bargain", "business", "premium", "regular"]
-    assert meta.outputs == [TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 4]),
-                            TensorSpec(name="label", datatype="BYTES", shape=[-1])]
+    assert meta.outputs == [
+        TensorSpec(name="probabilities", datatype="FP32", shape=[-1, 4]),
+        TensorSpec(name="label", datatype="BYTES", shape=[-1]),
+    ]
     assert set(meta.metrics) == {"accuracy", "macro_f1", "log_loss", "train_loss"}
     assert meta.metrics["accuracy"] > 0.5  # four classes: chance is about 0.35
     assert meta.drift.prediction_output == "label"
@@ -124,7 +140,8 @@ def test_multiclass_model_keeps_its_classes_and_answers_probabilities_and_label(
     np.testing.assert_array_equal(label.numpy(), probabilities.argmax(dim=1).numpy())
     assert loaded.holdout_labels.dtype == np.int64
     assert evaluate_multiclass(probabilities.numpy(), loaded.holdout_labels)["accuracy"] == pytest.approx(
-        meta.metrics["accuracy"])  # the held-out rows are the whole (small) validation split
+        meta.metrics["accuracy"]
+    )  # the held-out rows are the whole (small) validation split
 
 
 def test_regression_model_predicts_in_the_labels_units(root: Path) -> None:
@@ -142,7 +159,9 @@ def test_regression_model_predicts_in_the_labels_units(root: Path) -> None:
     with torch.no_grad():
         predicted = loaded.module(torch.from_numpy(loaded.holdout_inputs["features"])).numpy()
     assert abs(float(predicted.mean()) - float(loaded.holdout_labels.mean())) < 0.5 * float(loaded.holdout_labels.std())
-    assert evaluate_regression(predicted, loaded.holdout_labels)["rmse"] == pytest.approx(meta.metrics["rmse"], rel=1e-5)
+    assert evaluate_regression(predicted, loaded.holdout_labels)["rmse"] == pytest.approx(
+        meta.metrics["rmse"], rel=1e-5
+    )
 
 
 def test_csv_of_the_users_own_with_integer_classes(tmp_path: Path) -> None:

@@ -58,8 +58,9 @@ def test_early_stopping_ends_after_patience_epochs_without_improvement(tiny_mlp:
     assert all(h.metrics["log_loss"] >= best for h in result.history)
 
 
-def test_resume_continues_epochs_and_records_parent(tiny_mlp: TrainConfig, tiny_fraud: Dataset,
-                                                    trained: TrainResult) -> None:
+def test_resume_continues_epochs_and_records_parent(
+    tiny_mlp: TrainConfig, tiny_fraud: Dataset, trained: TrainResult
+) -> None:
     parent = load_checkpoint(trained.path)
     steps_before = max(int(s["step"]) for s in parent.optimizer_state["state"].values())
     child = train(tiny_fraud, replace(tiny_mlp, epochs=2, patience=5), trained.path.parent.parent, parent=parent)
@@ -79,7 +80,8 @@ def test_resume_continues_epochs_and_records_parent(tiny_mlp: TrainConfig, tiny_
 
 
 def test_resume_that_never_beats_the_parent_keeps_its_weights_and_metrics(
-        tiny_mlp: TrainConfig, tiny_fraud: Dataset, trained: TrainResult, root: Path) -> None:
+    tiny_mlp: TrainConfig, tiny_fraud: Dataset, trained: TrainResult, root: Path
+) -> None:
     parent = load_checkpoint(trained.path)
     child = train(tiny_fraud, replace(tiny_mlp, epochs=2, lr=0.0, patience=5), root, parent=parent)
     assert child.metadata.best_epoch == trained.metadata.best_epoch

@@ -23,9 +23,14 @@ CI = "ci-token-9876543210abc"
 
 
 def settings_for(repository: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"model_repository": repository, "execution_providers": "CPUExecutionProvider",
-                              "intra_op_threads": 1, "inter_op_threads": 1,
-                              "admin_tokens": f"alice:{ALICE},ci:{CI}", **overrides}
+    values: dict[str, Any] = {
+        "model_repository": repository,
+        "execution_providers": "CPUExecutionProvider",
+        "intra_op_threads": 1,
+        "inter_op_threads": 1,
+        "admin_tokens": f"alice:{ALICE},ci:{CI}",
+        **overrides,
+    }
     return Settings(**values)
 
 
@@ -36,8 +41,9 @@ class Admin:
         self.client = client
         self.metrics = metrics
 
-    async def call(self, method: str, path: str, token: str | None = ALICE,
-                   headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+    async def call(
+        self, method: str, path: str, token: str | None = ALICE, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         auth = {"Authorization": f"Bearer {token}"} if token else {}
         return await self.client.request(method, path, headers={**auth, **(headers or {})}, **kwargs)
 
@@ -53,8 +59,9 @@ class Admin:
 
     async def infer(self, name: str = "mlp", version: int | None = None) -> httpx.Response:
         path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/infer"
-        return await self.client.post(path, json={"inputs": [
-            {"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [0.5, -1.0, 2.0]}]})
+        return await self.client.post(
+            path, json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [0.5, -1.0, 2.0]}]}
+        )
 
     def sample(self, name: str, labels: dict[str, str]) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -88,11 +95,15 @@ async def admin(repository: Path) -> AsyncIterator[Admin]:
 
 
 async def test_admin_api_is_off_without_a_token_and_says_so_at_start(
-        repository: Path, caplog: pytest.LogCaptureFixture) -> None:
+    repository: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     async for admin in serving_admin(settings_for(repository, admin_tokens=None)):
-        for method, path in [("GET", "/admin/models"), ("POST", "/admin/models/mlp/rollback"),
-                             ("POST", "/v2/repository/index")]:
+        for method, path in [
+            ("GET", "/admin/models"),
+            ("POST", "/admin/models/mlp/rollback"),
+            ("POST", "/v2/repository/index"),
+        ]:
             response = await admin.call(method, path)
             assert response.status_code == 404, (path, response.text)
         assert (await admin.infer()).status_code == 200
@@ -100,7 +111,8 @@ async def test_admin_api_is_off_without_a_token_and_says_so_at_start(
 
 
 async def test_missing_token_is_401_wrong_token_403_right_token_200_and_none_is_logged(
-        admin: Admin, caplog: pytest.LogCaptureFixture) -> None:
+    admin: Admin, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     missing = await admin.call("GET", "/admin/models", token=None)
     assert missing.status_code == 401
@@ -132,8 +144,7 @@ async def test_list_shows_each_version_state_aliases_load_time_provider_and_memo
     assert [m["name"] for m in doc["models"]] == ["mlp", "other"]
     mlp = doc["models"][0]
     assert (mlp["serving"], mlp["aliases"], mlp["stopped"]) == (3, {}, False)
-    assert [(v["version"], v["state"]) for v in mlp["versions"]] == [(1, "AVAILABLE"), (2, "AVAILABLE"),
-                                                                    (3, "READY")]
+    assert [(v["version"], v["state"]) for v in mlp["versions"]] == [(1, "AVAILABLE"), (2, "AVAILABLE"), (3, "READY")]
     ready = mlp["versions"][2]
     assert ready["provider"] == "CPUExecutionProvider" and ready["inflight"] == 0
     assert ready["load_duration_s"] > 0 and ready["loaded_at"].endswith("+00:00")
@@ -144,8 +155,15 @@ async def test_list_shows_each_version_state_aliases_load_time_provider_and_memo
 async def test_promote_loads_the_version_then_switches_and_rollback_is_instant(admin: Admin) -> None:
     promoted = await admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 1})
     assert promoted.status_code == 200, promoted.text
-    assert promoted.json()["change"] == {"action": "alias", "model": "mlp", "alias": "production", "from": 3,
-                                         "to": 1, "changed": True, "revision": 1}
+    assert promoted.json()["change"] == {
+        "action": "alias",
+        "model": "mlp",
+        "alias": "production",
+        "from": 3,
+        "to": 1,
+        "changed": True,
+        "revision": 1,
+    }
     model = promoted.json()["model"]
     assert (model["serving"], model["aliases"], model["retained"]) == (1, {"production": 1}, 3)
     assert (await admin.infer()).json()["model_version"] == "1"
@@ -157,13 +175,13 @@ async def test_promote_loads_the_version_then_switches_and_rollback_is_instant(a
     assert admin.sample("hotserve_model_loads_total", {"model": "mlp", "result": "success"}) == loads
     assert (await admin.infer()).json()["model_version"] == "3"
     assert admin.sample("hotserve_model_swaps_total", {"model": "mlp", "result": "success"}) == 2
-    assert admin.sample("hotserve_model_version_info",
-                        {"model": "mlp", "alias": "production", "version": "3"}) == 1
-    assert admin.sample("hotserve_model_version_info",
-                        {"model": "mlp", "alias": "production", "version": "1"}) == 0
+    assert admin.sample("hotserve_model_version_info", {"model": "mlp", "alias": "production", "version": "3"}) == 1
+    assert admin.sample("hotserve_model_version_info", {"model": "mlp", "alias": "production", "version": "1"}) == 0
     history = (await admin.call("GET", "/admin/audit", params={"model": "mlp", "alias": "production"})).json()
     assert [(e["who"], e["action"], e["from"], e["to"]) for e in history["entries"]] == [
-        ("alice", "alias", 3, 1), ("ci", "rollback", 1, 3)]
+        ("alice", "alias", 3, 1),
+        ("ci", "rollback", 1, 3),
+    ]
 
 
 async def test_setting_an_alias_to_the_version_it_names_is_a_noop_200(admin: Admin) -> None:
@@ -201,8 +219,10 @@ async def test_unloading_a_version_an_alias_names_or_that_serves_is_409(admin: A
     await admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 2})
     await admin.call("PUT", "/admin/models/mlp/aliases/champion", json={"version": 3})
     production = await admin.call("POST", "/admin/models/mlp/versions/2/unload")
-    assert (production.status_code, production.json()) == (409, {
-        "error": "model 'mlp' version 2 holds production; promote another version before unloading it"})
+    assert (production.status_code, production.json()) == (
+        409,
+        {"error": "model 'mlp' version 2 holds production; promote another version before unloading it"},
+    )
     aliased = await admin.call("POST", "/admin/models/mlp/versions/3/unload")
     assert aliased.status_code == 409 and "alias 'champion'" in aliased.json()["error"]
     assert (await admin.call("DELETE", "/admin/models/mlp/aliases/production")).status_code == 409
@@ -217,14 +237,17 @@ async def test_unloading_a_version_an_alias_names_or_that_serves_is_409(admin: A
 
 @pytest.mark.parametrize("how", ["sha256", "graph", "warm_up"])
 async def test_a_version_that_fails_to_load_is_409_with_the_reason_and_never_takes_traffic(
-        repository: Path, how: str) -> None:
+    repository: Path, how: str
+) -> None:
     write_model_version(repository, "mlp", 4)
     expected = break_version(repository / "mlp" / "4", how)
     write_model_version(repository, "mlp", 5)
     async for admin in serving_admin(settings_for(repository, admin_tokens=f"alice:{ALICE}")):
         await admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 5})
-        for method, path, body in [("POST", "/admin/models/mlp/versions/4/load", None),
-                                   ("PUT", "/admin/models/mlp/aliases/production", {"version": 4})]:
+        for method, path, body in [
+            ("POST", "/admin/models/mlp/versions/4/load", None),
+            ("PUT", "/admin/models/mlp/aliases/production", {"version": 4}),
+        ]:
             response = await admin.call(method, path, json=body)
             assert response.status_code == 409, response.text
             assert response.json()["error"].startswith("model 'mlp' version 4 is FAILED: ")
@@ -241,19 +264,25 @@ async def test_a_version_that_fails_to_load_is_409_with_the_reason_and_never_tak
 
 
 async def test_unknown_names_are_404_and_malformed_bodies_400(admin: Admin) -> None:
-    for method, path in [("GET", "/admin/models/nope"), ("POST", "/admin/models/nope/versions/1/load"),
-                         ("POST", "/admin/models/mlp/versions/9/load"),
-                         ("POST", "/admin/models/mlp/versions/abc/unload"),
-                         ("POST", "/admin/models/mlp/versions/0/load"), ("POST", "/admin/models/nope/rollback"),
-                         ("POST", "/v2/repository/models/nope/load"), ("POST", "/v2/repository/models/nope/unload")]:
+    for method, path in [
+        ("GET", "/admin/models/nope"),
+        ("POST", "/admin/models/nope/versions/1/load"),
+        ("POST", "/admin/models/mlp/versions/9/load"),
+        ("POST", "/admin/models/mlp/versions/abc/unload"),
+        ("POST", "/admin/models/mlp/versions/0/load"),
+        ("POST", "/admin/models/nope/rollback"),
+        ("POST", "/v2/repository/models/nope/load"),
+        ("POST", "/v2/repository/models/nope/unload"),
+    ]:
         response = await admin.call(method, path)
         assert response.status_code == 404, (path, response.text)
         assert "not found" in response.json()["error"]
     unknown_version = await admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 9})
     assert (unknown_version.status_code, unknown_version.json()) == (404, {"error": "model 'mlp' version 9 not found"})
     for body in [b"{", b"[]", b'{"version": 0}', b'{"version": "two"}', b'{"version": 2, "force": "x"}', b""]:
-        response = await admin.call("PUT", "/admin/models/mlp/aliases/production", content=body,
-                                    headers={"Content-Type": "application/json"})
+        response = await admin.call(
+            "PUT", "/admin/models/mlp/aliases/production", content=body, headers={"Content-Type": "application/json"}
+        )
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"].startswith("body")
     bad_alias = await admin.call("PUT", "/admin/models/mlp/aliases/-x", json={"version": 2})
@@ -271,14 +300,18 @@ async def test_names_reach_only_what_the_scan_found_never_a_path(tmp_path: Path,
     os.symlink(outside / "secret" / "1", repository / "other" / "7")
     async for admin in serving_admin(settings_for(repository)):
         index = (await admin.call("POST", "/v2/repository/index")).json()
-        assert {(e["name"], e["version"]) for e in index} == {("mlp", "1"), ("mlp", "2"), ("mlp", "3"),
-                                                             ("other", "1")}
-        for path in ["/admin/models/linked/versions/1/load", "/admin/models/other/versions/7/load",
-                     "/admin/models/../versions/1/load", "/admin/models/%2e%2e/versions/1/load",
-                     "/admin/models/..%2Foutside%2Fsecret/versions/1/load",
-                     "/admin/models/%2Ftmp%2Foutside%2Fsecret/versions/1/load",
-                     "/admin/models/mlp/versions/..%2F..%2F1/load", "/v2/repository/models/linked/load",
-                     "/v2/repository/models/..%2Foutside%2Fsecret/load"]:
+        assert {(e["name"], e["version"]) for e in index} == {("mlp", "1"), ("mlp", "2"), ("mlp", "3"), ("other", "1")}
+        for path in [
+            "/admin/models/linked/versions/1/load",
+            "/admin/models/other/versions/7/load",
+            "/admin/models/../versions/1/load",
+            "/admin/models/%2e%2e/versions/1/load",
+            "/admin/models/..%2Foutside%2Fsecret/versions/1/load",
+            "/admin/models/%2Ftmp%2Foutside%2Fsecret/versions/1/load",
+            "/admin/models/mlp/versions/..%2F..%2F1/load",
+            "/v2/repository/models/linked/load",
+            "/v2/repository/models/..%2Foutside%2Fsecret/load",
+        ]:
             response = await admin.call("POST", path)
             assert response.status_code == 404, (path, response.text)
         assert {m["name"] for m in (await admin.call("GET", "/admin/models")).json()["models"]} == {"mlp", "other"}
@@ -290,13 +323,16 @@ async def test_names_reach_only_what_the_scan_found_never_a_path(tmp_path: Path,
 async def test_repository_extension_speaks_tritons_shapes(admin: Admin) -> None:
     index = await admin.call("POST", "/v2/repository/index")
     assert index.status_code == 200
-    assert index.json()[:3] == [{"name": "mlp", "version": "1", "state": "UNAVAILABLE", "reason": "not loaded"},
-                                {"name": "mlp", "version": "2", "state": "UNAVAILABLE", "reason": "not loaded"},
-                                {"name": "mlp", "version": "3", "state": "READY"}]
+    assert index.json()[:3] == [
+        {"name": "mlp", "version": "1", "state": "UNAVAILABLE", "reason": "not loaded"},
+        {"name": "mlp", "version": "2", "state": "UNAVAILABLE", "reason": "not loaded"},
+        {"name": "mlp", "version": "3", "state": "READY"},
+    ]
     ready = await admin.call("POST", "/v2/repository/index", json={"ready": True})
     assert [(e["name"], e["version"]) for e in ready.json()] == [("mlp", "3"), ("other", "1")]
-    unload = await admin.call("POST", "/v2/repository/models/mlp/unload",
-                              json={"parameters": {"unload_dependents": False}})
+    unload = await admin.call(
+        "POST", "/v2/repository/models/mlp/unload", json={"parameters": {"unload_dependents": False}}
+    )
     assert (unload.status_code, unload.content) == (200, b"")
     gone = await admin.infer()
     assert (gone.status_code, gone.json()) == (503, {"error": "model 'mlp' is unloaded; load it to serve it again"})
@@ -306,8 +342,9 @@ async def test_repository_extension_speaks_tritons_shapes(admin: Admin) -> None:
     load = await admin.call("POST", "/v2/repository/models/mlp/load", json={})
     assert (load.status_code, load.content) == (200, b"")
     assert (await admin.infer()).json()["model_version"] == "3"
-    with_config = await admin.call("POST", "/v2/repository/models/mlp/load",
-                                   json={"parameters": {"config": "{}", "file:1/model.onnx": "AAAA"}})
+    with_config = await admin.call(
+        "POST", "/v2/repository/models/mlp/load", json={"parameters": {"config": "{}", "file:1/model.onnx": "AAAA"}}
+    )
     assert with_config.status_code == 400
     assert "config, file:1/model.onnx not supported" in with_config.json()["error"]
 
@@ -316,8 +353,7 @@ async def test_rescan_finds_a_version_published_after_start(repository: Path, ad
     write_model_version(repository, "mlp", 4)
     write_model_version(repository, "fresh", 1)
     rescan = await admin.call("POST", "/admin/repository/rescan")
-    assert rescan.json() == {"added": [{"model": "fresh", "version": 1}, {"model": "mlp", "version": 4}],
-                             "removed": []}
+    assert rescan.json() == {"added": [{"model": "fresh", "version": 1}, {"model": "mlp", "version": 4}], "removed": []}
     assert (await admin.state(4))["state"] == "AVAILABLE"
     assert (await admin.infer("fresh")).json()["model_version"] == "1"  # a new model serves, as at start
     assert (await admin.infer()).json()["model_version"] == "3"  # a new version waits for a promotion
@@ -362,15 +398,17 @@ async def test_audit_log_answers_who_held_production_at_a_time(admin: Admin) -> 
 async def test_admin_operations_on_one_model_run_one_after_the_other(admin: Admin) -> None:
     first, second = await asyncio.gather(
         admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 1}),
-        admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 2}, token=CI))
+        admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 2}, token=CI),
+    )
     changes = sorted((first.json()["change"], second.json()["change"]), key=lambda c: c["revision"])
     assert [c["revision"] for c in changes] == [1, 2]
     assert changes[1]["from"] == changes[0]["to"]  # the second one saw the first one's result
     assert (await admin.model())["serving"] == changes[1]["to"]
 
 
-async def test_an_unwritable_control_state_refuses_the_change_and_keeps_serving(tmp_path: Path,
-                                                                               repository: Path) -> None:
+async def test_an_unwritable_control_state_refuses_the_change_and_keeps_serving(
+    tmp_path: Path, repository: Path
+) -> None:
     blocker = tmp_path / "not-a-folder"
     async for admin in serving_admin(settings_for(repository, control_state_path=blocker / "control.json")):
         blocker.write_text("a file where the control state's folder should be")  # as a read-only mount

@@ -46,14 +46,17 @@ def test_headers_without_a_bearer_token_are_401_and_unknown_tokens_403() -> None
             found.identify(header)
 
 
-@pytest.mark.parametrize("configured, message", [
-    ({"admin_tokens": "alice"}, "HOTSERVE_ADMIN_TOKENS entry 1: expected `name:token`"),
-    ({"admin_tokens": f"alice:{A},alice:{B}"}, "token name 'alice' is used twice"),
-    ({"admin_tokens": f"alice:{A},bob:{A}"}, "'bob' has the same token as 'alice'"),
-    ({"admin_tokens": "alice:changeme"}, "is a placeholder or shorter than 16"),
-    ({"admin_tokens": f"al ice:{A}"}, "a token name must be letters"),
-    ({"admin_token": "short"}, "HOTSERVE_ADMIN_TOKEN: the token of 'admin' is a placeholder"),
-])
+@pytest.mark.parametrize(
+    "configured, message",
+    [
+        ({"admin_tokens": "alice"}, "HOTSERVE_ADMIN_TOKENS entry 1: expected `name:token`"),
+        ({"admin_tokens": f"alice:{A},alice:{B}"}, "token name 'alice' is used twice"),
+        ({"admin_tokens": f"alice:{A},bob:{A}"}, "'bob' has the same token as 'alice'"),
+        ({"admin_tokens": "alice:changeme"}, "is a placeholder or shorter than 16"),
+        ({"admin_tokens": f"al ice:{A}"}, "a token name must be letters"),
+        ({"admin_token": "short"}, "HOTSERVE_ADMIN_TOKEN: the token of 'admin' is a placeholder"),
+    ],
+)
 def test_unusable_tokens_stop_the_start_without_showing_any_token(configured: dict[str, str], message: str) -> None:
     with pytest.raises(AdminTokensInvalid, match=message) as error:
         tokens(**configured)
@@ -72,11 +75,22 @@ def test_secrets_never_show_in_the_settings_repr() -> None:
 async def test_audit_log_appends_durably_and_filters(tmp_path: Path) -> None:
     log = FileAuditLog(tmp_path / "state" / "audit.jsonl")
     assert await log.read() == []
-    first = AuditEntry.model_validate({"who": "alice", "action": "alias", "model": "m", "alias": "production",
-                                       "from": 1, "to": 2, "result": "ok", "revision": 4,
-                                       "at": "2026-11-24T13:00:00+00:00"})
-    second = AuditEntry(who="ci", action="load", model="n", result="refused", detail="why",
-                        at="2026-11-24T15:00:00+00:00")
+    first = AuditEntry.model_validate(
+        {
+            "who": "alice",
+            "action": "alias",
+            "model": "m",
+            "alias": "production",
+            "from": 1,
+            "to": 2,
+            "result": "ok",
+            "revision": 4,
+            "at": "2026-11-24T13:00:00+00:00",
+        }
+    )
+    second = AuditEntry(
+        who="ci", action="load", model="n", result="refused", detail="why", at="2026-11-24T15:00:00+00:00"
+    )
     await log.append(first)
     await log.append(second)
     with (tmp_path / "state" / "audit.jsonl").open("ab") as fh:

@@ -22,8 +22,9 @@ async def test_a_canary_split_routes_by_weight_sticky_by_key_and_pinned_requests
     async for admin in serving_admin(settings_for(root)):
         assert (await admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 1})).status_code == 200
         assert (await admin.call("PUT", "/admin/models/mlp/aliases/canary", json={"version": 2})).status_code == 200
-        response = await admin.call("PUT", "/admin/models/mlp/traffic",
-                                    json={"weights": {"production": 70, "canary": 30}})
+        response = await admin.call(
+            "PUT", "/admin/models/mlp/traffic", json={"weights": {"production": 70, "canary": 30}}
+        )
         assert response.status_code == 200, response.text
         doc = response.json()
         assert doc["model"]["traffic"] == {"canary": 30, "production": 70}
@@ -32,10 +33,16 @@ async def test_a_canary_split_routes_by_weight_sticky_by_key_and_pinned_requests
         for _ in range(600):
             versions[(await admin.infer()).json()["model_version"]] += 1
         assert abs(versions["2"] / 600 - 0.30) < 0.08, versions
-        sticky = {(await admin.client.post("/v2/models/mlp/infer", headers={"Hotserve-Routing-Key": "c-42"},
-                                           json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3],
-                                                             "data": [0, 0, 0]}]})).json()["model_version"]
-                  for _ in range(20)}
+        sticky = {
+            (
+                await admin.client.post(
+                    "/v2/models/mlp/infer",
+                    headers={"Hotserve-Routing-Key": "c-42"},
+                    json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [0, 0, 0]}]},
+                )
+            ).json()["model_version"]
+            for _ in range(20)
+        }
         assert len(sticky) == 1
         pinned = [(await admin.infer(version=1)).json()["model_version"] for _ in range(20)]
         assert set(pinned) == {"1"}  # pinned requests bypass the split
@@ -50,15 +57,18 @@ async def test_bad_policies_are_refused_with_the_reason_and_change_nothing(tmp_p
     root = repository_with(tmp_path / "repository")
     break_version(root / "mlp" / "3", "sha256")
     async for admin in serving_admin(settings_for(root)):
-        cases = [({"production": 90, "canary": 20}, 400, "weights summing to 100"),
-                 ({"production": 90, "blue": 10}, 400, "traffic.blue: is neither an alias"),
-                 ({"production": 90, "9": 10}, 400, "names version 9, which is not in the repository"),
-                 ({"production": 90, "3": 10}, 409, "sha256")]
+        cases = [
+            ({"production": 90, "canary": 20}, 400, "weights summing to 100"),
+            ({"production": 90, "blue": 10}, 400, "traffic.blue: is neither an alias"),
+            ({"production": 90, "9": 10}, 400, "names version 9, which is not in the repository"),
+            ({"production": 90, "3": 10}, 409, "sha256"),
+        ]
         for weights, status, message in cases:
             response = await admin.call("PUT", "/admin/models/mlp/traffic", json={"weights": weights})
             assert response.status_code == status and message in response.json()["error"], response.text
-        assert (await admin.call("PUT", "/admin/models/nope/traffic",
-                                 json={"weights": {"production": 100}})).status_code == 404
+        assert (
+            await admin.call("PUT", "/admin/models/nope/traffic", json={"weights": {"production": 100}})
+        ).status_code == 404
         assert (await admin.model())["traffic"] == {}
         assert (await admin.call("PUT", "/admin/models/mlp/shadow", json={"version": 3})).status_code == 409
 
@@ -67,13 +77,18 @@ async def test_a_shadow_gets_copies_whose_agreement_guards_promotion_and_force_i
     root = repository_with(tmp_path / "repository")
     async for admin in serving_admin(settings_for(root)):
         await admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 1})
-        shadow = await admin.call("PUT", "/admin/models/mlp/shadow",
-                                  json={"version": 2, "share": 1.0, "tolerance": 1e-6})
+        shadow = await admin.call(
+            "PUT", "/admin/models/mlp/shadow", json={"version": 2, "share": 1.0, "tolerance": 1e-6}
+        )
         assert shadow.status_code == 200 and shadow.json()["model"]["routing"]["shadow_ready"]
         answers = [await admin.infer() for _ in range(40)]
         assert {a.json()["model_version"] for a in answers} == {"1"}  # the shadow never answers
-        await until(lambda: admin.sample("hotserve_shadow_requests_total",
-                                         {"model": "mlp", "version": "2", "outcome": "compared"}) >= 40)
+        await until(
+            lambda: (
+                admin.sample("hotserve_shadow_requests_total", {"model": "mlp", "version": "2", "outcome": "compared"})
+                >= 40
+            )
+        )
         evidence = (await admin.call("GET", "/admin/models/mlp/versions/2/evidence")).json()
         assert evidence["shadow_compared"] >= 40 and evidence["shadow_agreement"] == 0.0  # other weights
 
@@ -85,15 +100,18 @@ async def test_a_shadow_gets_copies_whose_agreement_guards_promotion_and_force_i
         assert body["shortfalls"] == [s for s in body["shortfalls"] if "agreement" in s]
         assert (await admin.model())["serving"] == 1
 
-        forced = await admin.call("POST", "/admin/models/mlp/promote",
-                                  json={"version": 2, "requirements": guard, "force": True})
+        forced = await admin.call(
+            "POST", "/admin/models/mlp/promote", json={"version": 2, "requirements": guard, "force": True}
+        )
         assert forced.status_code == 200 and (await admin.model())["serving"] == 2
-        entries = [e for e in (await admin.call("GET", "/admin/audit?model=mlp")).json()["entries"]
-                   if e["action"] == "promote"]
+        entries = [
+            e for e in (await admin.call("GET", "/admin/audit?model=mlp")).json()["entries"] if e["action"] == "promote"
+        ]
         assert [(e["result"], e["forced"]) for e in entries] == [("refused", False), ("ok", True)]
         assert "shadow agreement" in entries[-1]["detail"] and entries[-1]["who"] == "alice"
-        met = await admin.call("POST", "/admin/models/mlp/promote",
-                               json={"version": 1, "requirements": {"min_requests": 0}})
+        met = await admin.call(
+            "POST", "/admin/models/mlp/promote", json={"version": 1, "requirements": {"min_requests": 0}}
+        )
         assert met.status_code == 200 and (await admin.model())["serving"] == 1
 
 
@@ -105,5 +123,9 @@ async def test_a_shadow_that_always_fails_never_fails_the_primary(tmp_path: Path
         assert (await admin.call("PUT", "/admin/models/mlp/shadow", json={"version": 2})).status_code == 200
         statuses = {(await admin.infer()).status_code for _ in range(30)}
         assert statuses == {200}
-        await until(lambda: admin.sample("hotserve_shadow_requests_total",
-                                         {"model": "mlp", "version": "2", "outcome": "failed"}) >= 30)
+        await until(
+            lambda: (
+                admin.sample("hotserve_shadow_requests_total", {"model": "mlp", "version": "2", "outcome": "failed"})
+                >= 30
+            )
+        )

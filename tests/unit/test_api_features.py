@@ -22,20 +22,34 @@ COLUMNS = ["amount", "age", "hour", "count"]
 
 
 def _view(**changes: object) -> FeatureView:
-    base = FeatureView(name="cust", entity_key="customer_id", features=[
-        StoredFeature(name="age", default=40.0), StoredFeature(name="count", datatype="INT64", overridable=True)])
+    base = FeatureView(
+        name="cust",
+        entity_key="customer_id",
+        features=[
+            StoredFeature(name="age", default=40.0),
+            StoredFeature(name="count", datatype="INT64", overridable=True),
+        ],
+    )
     return base.model_copy(update=changes)
 
 
 def _model(name: str, view: FeatureView) -> FakeServedVersion:
-    spec = FeatureSpec(input="features", columns=COLUMNS, request_features=["amount", "hour"],
-                       store_features=["age", "count"], entity_key="customer_id", view=view)
+    spec = FeatureSpec(
+        input="features",
+        columns=COLUMNS,
+        request_features=["amount", "hour"],
+        store_features=["age", "count"],
+        entity_key="customer_id",
+        view=view,
+    )
     manifest = make_manifest(name, [("features", "FP32", [-1, 4])], [("echo", "FP32", [-1, 4])], features=spec)
     return FakeServedVersion(manifest, lambda inputs: {"echo": inputs["features"]})
 
 
-MODELS = [_model("strict", _view()),
-          _model("lenient", _view(name="cust", on_missing_entity="defaults", on_unavailable="defaults"))]
+MODELS = [
+    _model("strict", _view()),
+    _model("lenient", _view(name="cust", on_missing_entity="defaults", on_unavailable="defaults")),
+]
 
 
 @pytest.fixture
@@ -51,8 +65,7 @@ async def client(settings: Settings, store: ControlledStore) -> AsyncIterator[ht
         model.manifest.write(settings.model_repository / model.name / "1")
     async with serving(settings, FakeRegistry(MODELS)) as c:
         app = c.app  # type: ignore[attr-defined]
-        lookup = FeatureLookup(store, app.state.edge.metrics, cache_size=0, breaker_failures=1,
-                               breaker_reset_s=3600.0)
+        lookup = FeatureLookup(store, app.state.edge.metrics, cache_size=0, breaker_failures=1, breaker_reset_s=3600.0)
         app.state.edge = dataclasses.replace(app.state.edge, features=FeatureJoin(lookup))
         await store.put_many([EntityWrite("c1", {"age": 31.0, "count": 7}, time.time())], _view(), None)
         yield c
@@ -63,33 +76,43 @@ async def _predict(client: httpx.AsyncClient, model: str, *records: dict[str, ob
 
 
 async def test_stored_features_fill_records_in_the_models_column_order(client: httpx.AsyncClient) -> None:
-    response = await _predict(client, "strict", {"customer_id": "c1", "amount": 5, "hour": 2},
-                              {"customer_id": "c1", "amount": 6, "hour": 3, "count": 9})
+    response = await _predict(
+        client,
+        "strict",
+        {"customer_id": "c1", "amount": 5, "hour": 2},
+        {"customer_id": "c1", "amount": 6, "hour": 3, "count": 9},
+    )
     assert response.status_code == 200, response.text
     assert response.json()["predictions"] == [[5.0, 31.0, 2.0, 7.0], [6.0, 31.0, 3.0, 9.0]]
 
 
-async def test_a_stored_feature_the_view_does_not_let_requests_override_is_refused(
-        client: httpx.AsyncClient) -> None:
+async def test_a_stored_feature_the_view_does_not_let_requests_override_is_refused(client: httpx.AsyncClient) -> None:
     response = await _predict(client, "strict", {"customer_id": "c1", "amount": 5, "hour": 2, "age": 1})
     assert response.status_code == 400
-    assert response.json()["error"] == ("instances[0].age: a stored feature of view cust:v1, looked up by "
-                                        "customer_id; the view does not let requests override it")
+    assert response.json()["error"] == (
+        "instances[0].age: a stored feature of view cust:v1, looked up by "
+        "customer_id; the view does not let requests override it"
+    )
 
 
-@pytest.mark.parametrize(("record", "message"), [
-    ({"amount": 5, "hour": 2}, "instances[0].customer_id: missing: the entity key stored features of view "
-                               "cust:v1 are looked up by"),
-    ({"customer_id": 12, "amount": 5, "hour": 2}, "instances[0].customer_id: expected a non-empty string, got 12"),
-])
-async def test_records_needing_a_lookup_must_carry_a_valid_entity_key(client: httpx.AsyncClient,
-                                                                      record: dict[str, object], message: str) -> None:
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (
+            {"amount": 5, "hour": 2},
+            "instances[0].customer_id: missing: the entity key stored features of view cust:v1 are looked up by",
+        ),
+        ({"customer_id": 12, "amount": 5, "hour": 2}, "instances[0].customer_id: expected a non-empty string, got 12"),
+    ],
+)
+async def test_records_needing_a_lookup_must_carry_a_valid_entity_key(
+    client: httpx.AsyncClient, record: dict[str, object], message: str
+) -> None:
     response = await _predict(client, "strict", record)
     assert (response.status_code, response.json()["error"]) == (400, message)
 
 
-async def test_a_missing_entity_is_404_naming_it_or_the_defaults_as_the_view_says(
-        client: httpx.AsyncClient) -> None:
+async def test_a_missing_entity_is_404_naming_it_or_the_defaults_as_the_view_says(client: httpx.AsyncClient) -> None:
     strict = await _predict(client, "strict", {"customer_id": "c404", "amount": 5, "hour": 2})
     assert strict.status_code == 404
     assert strict.json()["error"] == "entity 'c404' not found in feature view cust:v1: no values stored"
@@ -101,7 +124,8 @@ async def test_a_missing_entity_is_404_naming_it_or_the_defaults_as_the_view_say
 
 
 async def test_while_the_store_is_down_lookups_get_503_or_defaults_and_requests_needing_none_are_served(
-        client: httpx.AsyncClient, store: ControlledStore) -> None:
+    client: httpx.AsyncClient, store: ControlledStore
+) -> None:
     store.down = True
     first = await _predict(client, "strict", {"customer_id": "c1", "amount": 5, "hour": 2})
     assert first.status_code == 503 and "switched off" in first.json()["error"]
@@ -115,22 +139,31 @@ async def test_while_the_store_is_down_lookups_get_503_or_defaults_and_requests_
     assert 'hotserve_feature_lookups_total{result="unavailable",view="cust:v1"} 2.0' in metrics
 
 
-async def test_admin_feature_routes_need_the_token_and_write_valid_rows(client: httpx.AsyncClient,
-                                                                        settings: Settings) -> None:
+async def test_admin_feature_routes_need_the_token_and_write_valid_rows(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
     url = "/admin/features/views/cust/versions/1/rows"
-    body = {"rows": [{"entity": "c9", "event_time": "2026-01-01T00:00:00+00:00", "values": {"age": 50, "count": 2}},
-                     {"entity": "c10", "event_time": 1.0, "values": {"age": "old", "count": 2}},
-                     {"entity": "c11", "event_time": 1.0, "values": {"age": 1.0}}]}
+    body = {
+        "rows": [
+            {"entity": "c9", "event_time": "2026-01-01T00:00:00+00:00", "values": {"age": 50, "count": 2}},
+            {"entity": "c10", "event_time": 1.0, "values": {"age": "old", "count": 2}},
+            {"entity": "c11", "event_time": 1.0, "values": {"age": 1.0}},
+        ]
+    }
     assert (await client.post(url, json=body)).status_code == 401
     assert (await client.post(url, json=body, headers={"Authorization": "Bearer nope"})).status_code == 403
     response = await client.post(url, json=body, headers={"Authorization": "Bearer feature-admin-t0ken"})
     assert response.status_code == 200, response.text
-    assert response.json() == {"view": "cust:v1", "written": 1, "rejected": [
-        {"index": 1, "reason": "age: expected FP32, got 'old'"}, {"index": 2, "reason": "count: missing"}]}
+    assert response.json() == {
+        "view": "cust:v1",
+        "written": 1,
+        "rejected": [{"index": 1, "reason": "age: expected FP32, got 'old'"}, {"index": 2, "reason": "count: missing"}],
+    }
     predicted = await _predict(client, "strict", {"customer_id": "c9", "amount": 1, "hour": 1})
     assert predicted.json()["predictions"] == [[1.0, 50.0, 1.0, 2.0]]
-    unknown = await client.post("/admin/features/views/nope/versions/1/rows", json=body,
-                                headers={"Authorization": "Bearer feature-admin-t0ken"})
+    unknown = await client.post(
+        "/admin/features/views/nope/versions/1/rows", json=body, headers={"Authorization": "Bearer feature-admin-t0ken"}
+    )
     assert unknown.status_code == 404 and "nope:v1" in unknown.json()["error"]
 
 
@@ -138,4 +171,3 @@ async def test_admin_feature_routes_do_not_exist_without_an_admin_token(settings
     async with serving(settings, FakeRegistry(MODELS)) as c:
         response = await c.get("/admin/features/views", headers={"Authorization": "Bearer x"})
     assert response.status_code == 404
-

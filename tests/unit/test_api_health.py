@@ -18,8 +18,7 @@ from tests.fakes import FakeRegistry, FakeServedVersion, make_manifest, serving
 
 def _version(name: str = "m", version: int = 1) -> FakeServedVersion:
     manifest = make_manifest(name, [("x", "FP32", [-1, 3])], [("y", "FP32", [-1])], version=version)
-    return FakeServedVersion(manifest, lambda inputs: {"y": inputs["x"].sum(axis=1)},
-                             provider="CPUExecutionProvider")
+    return FakeServedVersion(manifest, lambda inputs: {"y": inputs["x"].sum(axis=1)}, provider="CPUExecutionProvider")
 
 
 async def test_server_metadata_lists_the_binary_extension(settings: Settings) -> None:
@@ -43,8 +42,10 @@ async def test_model_metadata_has_v2_fields_provider_batching_and_lineage(settin
         assert extras["lineage"]["git_commit"] == "abc123"
         assert extras["lineage"]["dataset_sha256"] == "d" * 64 and extras["lineage"]["metrics"] == {"auc": 0.9}
         assert extras["lineage"]["imported_from"] is None  # trained, not imported
-        assert extras["version_states"] == [{"version": "1", "state": "READY", "reason": None},
-                                            {"version": "3", "state": "READY", "reason": None}]
+        assert extras["version_states"] == [
+            {"version": "1", "state": "READY", "reason": None},
+            {"version": "3", "state": "READY", "reason": None},
+        ]
         pinned = (await client.get("/v2/models/m/versions/1")).json()
         assert pinned["version"] == "1"
         missing = await client.get("/v2/models/m/versions/2")

@@ -39,8 +39,9 @@ def test_secrets_come_from_the_environment_and_never_show_in_repr(monkeypatch: p
         _parse("--redis-url", "redis://x")
 
 
-def test_unusable_admin_tokens_exit_2_without_showing_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_unusable_admin_tokens_exit_2_without_showing_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HOTSERVE_ADMIN_TOKENS", "alice:visible")
     assert run(_parse("--model-repository", str(tmp_path))) == 2
     err = capsys.readouterr().err

@@ -56,7 +56,8 @@ def rows_of(request_id: int, rows: int, features: int = 3) -> dict[str, np.ndarr
 
 def batches(metrics: Metrics, reason: str) -> float:
     value = metrics.registry.get_sample_value(
-        "hotserve_batches_total", {"model": "echo", "version": "1", "reason": reason})
+        "hotserve_batches_total", {"model": "echo", "version": "1", "reason": reason}
+    )
     return value or 0.0
 
 
@@ -64,8 +65,9 @@ async def guarded(awaitable: Awaitable[T]) -> T:
     return await asyncio.wait_for(awaitable, HANG_GUARD_S)
 
 
-def submit(batcher: Batcher, request_id: int, rows: int,
-           deadline: float | None = None) -> asyncio.Task[dict[str, np.ndarray]]:
+def submit(
+    batcher: Batcher, request_id: int, rows: int, deadline: float | None = None
+) -> asyncio.Task[dict[str, np.ndarray]]:
     return asyncio.create_task(batcher.submit(request(rows_of(request_id, rows), rows, deadline)))
 
 
@@ -78,11 +80,11 @@ async def occupy(batcher: Batcher, request_id: int, rows: int) -> asyncio.Task[d
 
 async def test_each_caller_gets_exactly_its_own_rows_under_concurrency(make_batcher: BatcherFactory) -> None:
     runtime = EchoRuntime()
-    batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=1, instances=2,
-                                    max_queue_size=1000)
+    batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=1, instances=2, max_queue_size=1000)
     sizes = [1 + (i * 7) % 5 for i in range(300)]
-    results = await guarded(asyncio.gather(
-        *(batcher.submit(request(rows_of(i, n), n, None)) for i, n in enumerate(sizes))))
+    results = await guarded(
+        asyncio.gather(*(batcher.submit(request(rows_of(i, n), n, None)) for i, n in enumerate(sizes)))
+    )
     for i, (n, out) in enumerate(zip(sizes, results, strict=True)):
         np.testing.assert_array_equal(out["y"], rows_of(i, n)["x"])
     assert sum(runtime.batch_rows) == sum(sizes)
@@ -99,8 +101,7 @@ async def test_idle_batcher_dispatches_a_lone_request_at_once(make_batcher: Batc
     assert runtime.batch_rows == [2]
 
 
-async def test_requests_reaching_an_idle_batcher_in_one_loop_turn_share_its_batch(
-        make_batcher: BatcherFactory) -> None:
+async def test_requests_reaching_an_idle_batcher_in_one_loop_turn_share_its_batch(make_batcher: BatcherFactory) -> None:
     runtime = EchoRuntime()
     batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=LONG_DELAY_MS)
     tasks = [submit(batcher, i, 2) for i in range(3)]  # all submit before the loop turns
@@ -129,8 +130,7 @@ async def test_full_batch_dispatches_before_the_delay(make_batcher: BatcherFacto
     assert runtime.batch_rows == [1, 4]
 
 
-async def test_work_piled_up_behind_a_busy_worker_goes_as_one_full_batch(
-        make_batcher: BatcherFactory) -> None:
+async def test_work_piled_up_behind_a_busy_worker_goes_as_one_full_batch(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, metrics = make_batcher(runtime, max_batch_size=4, max_queue_delay_ms=LONG_DELAY_MS)
     tasks = [await occupy(batcher, 0, 1), *(submit(batcher, i, 1) for i in range(1, 5))]
@@ -144,8 +144,9 @@ async def test_work_piled_up_behind_a_busy_worker_goes_as_one_full_batch(
 
 async def test_preferred_size_dispatches_before_the_delay(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
-    batcher, metrics = make_batcher(runtime, max_batch_size=8, preferred_batch_sizes=[2],
-                                    max_queue_delay_ms=LONG_DELAY_MS)
+    batcher, metrics = make_batcher(
+        runtime, max_batch_size=8, preferred_batch_sizes=[2], max_queue_delay_ms=LONG_DELAY_MS
+    )
     tasks = [await occupy(batcher, 0, 1), *(submit(batcher, i, 1) for i in range(1, 4))]
     await until(lambda: batcher.queued == 3)
     runtime.gate.set()
@@ -180,8 +181,7 @@ async def test_full_queue_refuses_at_once_with_retry_after(make_batcher: Batcher
     await guarded(asyncio.gather(*tasks))
 
 
-async def test_expired_deadline_is_answered_and_never_reaches_the_runtime(
-        make_batcher: BatcherFactory) -> None:
+async def test_expired_deadline_is_answered_and_never_reaches_the_runtime(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=0)
     running = await occupy(batcher, 0, 1)
@@ -238,13 +238,14 @@ class SlowPoisonRuntime(SlowRuntime):
         return out
 
 
-async def test_runtime_failure_reaches_every_caller_of_the_batch_and_no_other(
-        make_batcher: BatcherFactory) -> None:
+async def test_runtime_failure_reaches_every_caller_of_the_batch_and_no_other(make_batcher: BatcherFactory) -> None:
     runtime = SlowPoisonRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=2, max_queue_delay_ms=0)
     first = await occupy(batcher, 0, 1)
-    same_batch = [asyncio.create_task(batcher.submit(request({"x": np.full((1, 3), -1.0, np.float32)}, 1, None))),
-                  submit(batcher, 1, 1)]
+    same_batch = [
+        asyncio.create_task(batcher.submit(request({"x": np.full((1, 3), -1.0, np.float32)}, 1, None))),
+        submit(batcher, 1, 1),
+    ]
     next_batch = submit(batcher, 2, 1)
     await until(lambda: batcher.queued == 3)
     runtime.gate.set()
@@ -309,8 +310,7 @@ async def test_split_request_fails_as_a_whole_when_a_chunk_expires(make_batcher:
 
 async def test_disabled_batching_runs_every_request_alone(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
-    batcher, metrics = make_batcher(runtime, enabled=False, max_batch_size=8,
-                                    max_queue_delay_ms=LONG_DELAY_MS)
+    batcher, metrics = make_batcher(runtime, enabled=False, max_batch_size=8, max_queue_delay_ms=LONG_DELAY_MS)
     tasks = [await occupy(batcher, 0, 1), submit(batcher, 1, 2), submit(batcher, 2, 3)]
     await until(lambda: batcher.queued == 2)
     runtime.gate.set()
@@ -322,19 +322,20 @@ async def test_disabled_batching_runs_every_request_alone(make_batcher: BatcherF
     assert batches(metrics, "full") == 2
 
 
-async def test_requests_with_different_dynamic_dims_are_never_concatenated(
-        make_batcher: BatcherFactory) -> None:
+async def test_requests_with_different_dynamic_dims_are_never_concatenated(make_batcher: BatcherFactory) -> None:
     runtime = EchoRuntime(features=-1)
     batcher, _ = make_batcher(runtime, features=-1, max_batch_size=16, max_queue_delay_ms=0)
     widths = [2 + i % 3 for i in range(60)]
-    results = await guarded(asyncio.gather(
-        *(batcher.submit(request(rows_of(i, 1 + i % 2, w), 1 + i % 2, None)) for i, w in enumerate(widths))))
+    results = await guarded(
+        asyncio.gather(
+            *(batcher.submit(request(rows_of(i, 1 + i % 2, w), 1 + i % 2, None)) for i, w in enumerate(widths))
+        )
+    )
     for i, (w, out) in enumerate(zip(widths, results, strict=True)):
         np.testing.assert_array_equal(out["y"], rows_of(i, 1 + i % 2, w)["x"])
 
 
-async def test_close_refuses_new_requests_and_drains_queued_and_running(
-        make_batcher: BatcherFactory) -> None:
+async def test_close_refuses_new_requests_and_drains_queued_and_running(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, _ = make_batcher(runtime, max_batch_size=2, max_queue_delay_ms=LONG_DELAY_MS)
     tasks = [await occupy(batcher, 0, 1), *(submit(batcher, i, 1) for i in range(1, 4))]

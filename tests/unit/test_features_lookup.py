@@ -17,13 +17,17 @@ from server.metrics.instruments import Metrics
 from server.registry.manifest import FeatureView, StoredFeature
 from tests.fakes import ControlledStore
 
-VIEW = FeatureView(name="cust", entity_key="customer_id",
-                   features=[StoredFeature(name="age"), StoredFeature(name="count", datatype="INT64")])
+VIEW = FeatureView(
+    name="cust",
+    entity_key="customer_id",
+    features=[StoredFeature(name="age"), StoredFeature(name="count", datatype="INT64")],
+)
 
 
 async def _stored(store: ControlledStore, *entities: str, age_s: float = 0.0, view: FeatureView = VIEW) -> None:
-    await store.put_many([EntityWrite(e, {"age": 30.0 + i, "count": i}, time.time() - age_s)
-                          for i, e in enumerate(entities)], view, None)
+    await store.put_many(
+        [EntityWrite(e, {"age": 30.0 + i, "count": i}, time.time() - age_s) for i, e in enumerate(entities)], view, None
+    )
 
 
 def _lookup(store: ControlledStore, **kwargs: float) -> FeatureLookup:
@@ -34,8 +38,9 @@ async def test_concurrent_requests_share_one_round_trip_and_repeated_keys_are_as
     store = ControlledStore()
     await _stored(store, "a", "b", "c")
     lookup = _lookup(store)
-    results = await asyncio.gather(lookup.rows(VIEW, ["a", "b"]), lookup.rows(VIEW, ["b", "c"]),
-                                   lookup.rows(VIEW, ["a", "zz"]))
+    results = await asyncio.gather(
+        lookup.rows(VIEW, ["a", "b"]), lookup.rows(VIEW, ["b", "c"]), lookup.rows(VIEW, ["a", "zz"])
+    )
     assert len(store.calls) == 1 and sorted(store.calls[0]) == ["a", "b", "c", "zz"]
     assert results[0]["b"] == results[1]["b"] and isinstance(results[0]["b"], EntityRow)
     assert results[2]["zz"] == Missing("no values stored")
@@ -81,17 +86,19 @@ async def test_a_malformed_stored_value_fails_only_lookups_that_need_its_key() -
     class Malformed(ControlledStore):
         async def get_many(self, entity_keys, view):  # type: ignore[no-untyped-def]
             rows = await super().get_many(entity_keys, view)
-            return [decode_stored(view.key_prefix + e, b'{"age": "abc", "_event_time": 1}', view)
-                    if e == "bad" else r for e, r in zip(entity_keys, rows)]
+            return [
+                decode_stored(view.key_prefix + e, b'{"age": "abc", "_event_time": 1}', view) if e == "bad" else r
+                for e, r in zip(entity_keys, rows)
+            ]
 
     store = Malformed()
     await _stored(store, "good")
     lookup = _lookup(store)
-    bad, good = await asyncio.gather(lookup.rows(VIEW, ["bad"]), lookup.rows(VIEW, ["good"]),
-                                     return_exceptions=True)
+    bad, good = await asyncio.gather(lookup.rows(VIEW, ["bad"]), lookup.rows(VIEW, ["good"]), return_exceptions=True)
     assert isinstance(bad, FeatureValueInvalid)
-    assert bad.message == ("stored feature value at key 'hotserve:fv:cust:v1:bad', feature 'age': "
-                           "expected FP32, got 'abc'")
+    assert bad.message == (
+        "stored feature value at key 'hotserve:fv:cust:v1:bad', feature 'age': expected FP32, got 'abc'"
+    )
     assert isinstance(good, dict) and isinstance(good["good"], EntityRow)
 
 
@@ -129,8 +136,13 @@ def test_breaker_probes_once_after_reset_and_closes_on_success() -> None:
     assert breaker.check("redis") is True
     breaker.succeeded(True)
     assert breaker.check("redis") is False
-    assert states == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.OPEN, BreakerState.HALF_OPEN,
-                      BreakerState.CLOSED]
+    assert states == [
+        BreakerState.OPEN,
+        BreakerState.HALF_OPEN,
+        BreakerState.OPEN,
+        BreakerState.HALF_OPEN,
+        BreakerState.CLOSED,
+    ]
 
 
 def test_local_cache_expires_entries_and_evicts_the_least_recently_used() -> None:

@@ -17,8 +17,12 @@ from load_tests.slo import SloFile, evaluate, gate
 
 
 def _v2(version: str = "2", rows: int = 2, **changes: object) -> bytes:
-    doc = {"model_name": "fraud", "model_version": version, "id": "loadtest",
-           "outputs": [{"name": "score", "datatype": "FP32", "shape": [rows, 1], "data": [0.5] * rows}]}
+    doc = {
+        "model_name": "fraud",
+        "model_version": version,
+        "id": "loadtest",
+        "outputs": [{"name": "score", "datatype": "FP32", "shape": [rows, 1], "data": [0.5] * rows}],
+    }
     return json.dumps({**doc, **changes}).encode()
 
 
@@ -26,27 +30,45 @@ def test_a_v2_json_answer_names_the_version_that_answered() -> None:
     assert checks.v2_json(200, _v2("3"), "fraud", ["score"], 2, "loadtest") == "3"
 
 
-@pytest.mark.parametrize(("status", "body", "message"), [
-    (503, b'{"error": "not ready"}', "status 503, expected 200: {\"error\": \"not ready\"}"),
-    (200, b"<html>", "body is not JSON"),
-    (200, _v2(rows=1), "output score shape [1, 1], expected 2 rows"),
-    (200, _v2(model_version=None), "model_version None names no version"),
-    (200, _v2(model_name="other"), "model_name 'other', expected 'fraud'"),
-    (200, _v2(id="x"), "id 'x', expected 'loadtest'"),
-    (200, _v2(outputs=[{"name": "score", "shape": [2, 1], "data": [0.5]}]), "1 values for shape [2, 1]"),
-    (200, _v2(outputs=[]), "expected ['score']"),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (503, b'{"error": "not ready"}', 'status 503, expected 200: {"error": "not ready"}'),
+        (200, b"<html>", "body is not JSON"),
+        (200, _v2(rows=1), "output score shape [1, 1], expected 2 rows"),
+        (200, _v2(model_version=None), "model_version None names no version"),
+        (200, _v2(model_name="other"), "model_name 'other', expected 'fraud'"),
+        (200, _v2(id="x"), "id 'x', expected 'loadtest'"),
+        (200, _v2(outputs=[{"name": "score", "shape": [2, 1], "data": [0.5]}]), "1 values for shape [2, 1]"),
+        (200, _v2(outputs=[]), "expected ['score']"),
+    ],
+)
 def test_a_wrong_v2_json_answer_is_a_failure_saying_what_was_wrong(status: int, body: bytes, message: str) -> None:
     with pytest.raises(WrongAnswer, match=re.escape(message)):
         checks.v2_json(status, body, "fraud", ["score"], 2, "loadtest")
 
 
-def _binary(values: list[float], declared: int | None = None, header_length: int | None = None) -> tuple[dict[str, str], bytes]:
+def _binary(
+    values: list[float], declared: int | None = None, header_length: int | None = None
+) -> tuple[dict[str, str], bytes]:
     raw = struct.pack(f"<{len(values)}f", *values)
-    header = json.dumps({"model_name": "fraud", "model_version": "1", "outputs": [
-        {"name": "score", "datatype": "FP32", "shape": [len(values), 1],
-         "parameters": {"binary_data_size": len(raw) if declared is None else declared}}]}).encode()
-    return {"inference-header-content-length": str(len(header) if header_length is None else header_length)}, header + raw
+    header = json.dumps(
+        {
+            "model_name": "fraud",
+            "model_version": "1",
+            "outputs": [
+                {
+                    "name": "score",
+                    "datatype": "FP32",
+                    "shape": [len(values), 1],
+                    "parameters": {"binary_data_size": len(raw) if declared is None else declared},
+                }
+            ],
+        }
+    ).encode()
+    return {
+        "inference-header-content-length": str(len(header) if header_length is None else header_length)
+    }, header + raw
 
 
 def test_a_v2_binary_answer_carries_every_output_as_the_bytes_its_shape_needs() -> None:
@@ -80,8 +102,15 @@ def _recorded() -> Recorder:
     recorder = Recorder()
     for i in range(100):
         t = 1000.0 + i * 0.1
-        recorder.on_request("POST", "v2_json", float(i % 10), 10, exception=RuntimeError("boom") if i == 50 else None,
-                            context={"version": "1" if t < 1005.0 else "2"}, start_time=t)
+        recorder.on_request(
+            "POST",
+            "v2_json",
+            float(i % 10),
+            10,
+            exception=RuntimeError("boom") if i == 50 else None,
+            context={"version": "1" if t < 1005.0 else "2"},
+            start_time=t,
+        )
     recorder.on_request("POST", "admin promote", 12.0, 10, context={}, start_time=1005.0)
     recorder.record_event(Event("promote", 1005.0, 1005.02, True))
     recorder.record_event(Event("shadow", 1003.0, 1003.01, True))
@@ -105,19 +134,33 @@ def test_the_recorder_series_gives_rate_percentiles_and_version_shares_per_secon
 
 
 def _summary(p99: float = 8.0, failures: int = 0, windows: int = 1, in_windows: int = 0) -> dict[str, object]:
-    return {"scenarios": {"v2_json": {"p99_ms": p99}},
-            "total": {"requests": 1000, "failures": failures, "error_ratio": failures / 1000,
-                      "prediction_requests_per_s": 250.0},
-            "promotions": {"windows": [{"action": "promote"}] * windows, "requests": 300, "failures": in_windows}}
+    return {
+        "scenarios": {"v2_json": {"p99_ms": p99}},
+        "total": {
+            "requests": 1000,
+            "failures": failures,
+            "error_ratio": failures / 1000,
+            "prediction_requests_per_s": 250.0,
+        },
+        "promotions": {"windows": [{"action": "promote"}] * windows, "requests": 300, "failures": in_windows},
+    }
 
 
 def test_the_slo_gate_names_each_failed_target_with_the_measured_value(capsys: pytest.CaptureFixture[str]) -> None:
-    slo = SloFile(p99_ms={"v2_json": 5, "v1_features": 10}, max_error_ratio=0.001, min_throughput_rps=300,
-                  zero_failures_during_promotions=True)
+    slo = SloFile(
+        p99_ms={"v2_json": 5, "v1_features": 10},
+        max_error_ratio=0.001,
+        min_throughput_rps=300,
+        zero_failures_during_promotions=True,
+    )
     verdicts = evaluate(slo, _summary(failures=2, in_windows=1))
     assert [(v.slo, v.passed) for v in verdicts] == [
-        ("p99 v2_json", False), ("p99 v1_features", False), ("error ratio", False), ("throughput", False),
-        ("zero failures during promotions", False)]
+        ("p99 v2_json", False),
+        ("p99 v1_features", False),
+        ("error ratio", False),
+        ("throughput", False),
+        ("zero failures during promotions", False),
+    ]
     assert gate(verdicts) == 1
     out = capsys.readouterr().out
     assert "FAIL p99 v2_json: measured 8 ms, target <= 5 ms" in out

@@ -40,18 +40,31 @@ from tests.fakes import (
 
 HANG_GUARD_S = 20.0
 NUMERIC = ReferenceHistogram(name="x", bin_edges=[0.0, 1.0, 2.0, 3.0], proportions=[0.2, 0.5, 0.3])
-CATEGORY = ReferenceHistogram(name="c", bin_edges=[-0.5, 0.5, 1.5, 4.0], proportions=[0.5, 0.3, 0.1],
-                              categories=[0.0, 1.0, 3.0])
+CATEGORY = ReferenceHistogram(
+    name="c", bin_edges=[-0.5, 0.5, 1.5, 4.0], proportions=[0.5, 0.3, 0.1], categories=[0.0, 1.0, 3.0]
+)
 
 
-def tabular_manifest(columns: list[str], references: list[ReferenceHistogram], version: int = 1,
-                     prediction: ReferenceHistogram | None = None) -> ModelManifest:
+def tabular_manifest(
+    columns: list[str],
+    references: list[ReferenceHistogram],
+    version: int = 1,
+    prediction: ReferenceHistogram | None = None,
+) -> ModelManifest:
     """`x` FP32 [-1, len(columns)] -> `y` FP32 [-1, 2], with a feature spec and the given references."""
     return make_manifest(
-        "tab", [("x", "FP32", [-1, len(columns)])], [("y", "FP32", [-1, 2])], version=version,
+        "tab",
+        [("x", "FP32", [-1, len(columns)])],
+        [("y", "FP32", [-1, 2])],
+        version=version,
         features=FeatureSpec(input="x", columns=columns, request_features=columns),
-    ).model_copy(update={"drift": DriftReference(features=references, prediction=prediction,
-                                                 prediction_output="y" if prediction else None)})
+    ).model_copy(
+        update={
+            "drift": DriftReference(
+                features=references, prediction=prediction, prediction_output="y" if prediction else None
+            )
+        }
+    )
 
 
 # --- binning and the index ------------------------------------------------------------------
@@ -126,9 +139,11 @@ def test_time_window_leaves_out_rows_older_than_its_age() -> None:
 
 
 def test_features_are_taken_by_name_from_the_feature_tensor_and_the_prediction_pooled() -> None:
-    manifest = tabular_manifest(["a", "x", "c"], [CATEGORY, NUMERIC],
-                                prediction=ReferenceHistogram(name="y", bin_edges=[0, 0.5, 1],
-                                                              proportions=[0.5, 0.5]))
+    manifest = tabular_manifest(
+        ["a", "x", "c"],
+        [CATEGORY, NUMERIC],
+        prediction=ReferenceHistogram(name="y", bin_edges=[0, 0.5, 1], proportions=[0.5, 0.5]),
+    )
     drift = VersionDrift(manifest, plan_drift(manifest), DriftConfig(min_rows=1))
     inputs = {"x": np.array([[9.0, 0.5, 3.0], [9.0, 2.5, 5.0]], dtype=np.float32)}
     drift.record(inputs, {"y": np.array([[0.1, 0.9], [0.2, 0.3]], dtype=np.float32)})
@@ -156,8 +171,9 @@ def test_versions_without_a_reference_or_with_drift_off_are_not_tracked() -> Non
     bare = make_manifest("bare", [("x", "FP32", [-1, 1])], [("y", "FP32", [-1, 1])])
     assert DriftMonitor().track(bare) is None
     assert plan_drift(bare).skipped == ["model.json has no drift reference: nothing monitored"]
-    strings = make_manifest("s", [("x", "FP32", [-1, 1])], [("y", "BYTES", [-1])]).model_copy(update={
-        "drift": DriftReference(prediction=NUMERIC, prediction_output="y")})
+    strings = make_manifest("s", [("x", "FP32", [-1, 1])], [("y", "BYTES", [-1])]).model_copy(
+        update={"drift": DriftReference(prediction=NUMERIC, prediction_output="y")}
+    )
     assert DriftMonitor().track(strings) is None
     assert "prediction not monitored" in plan_drift(strings).skipped[0]
 
@@ -188,14 +204,19 @@ async def test_batcher_hands_each_clean_batch_to_its_observer_once() -> None:
     seen: list[tuple[Tensors, Tensors]] = []
     runtime = SlowRuntime()
     executor = RuntimeExecutor(runtime, 1, "test-observer")
-    batcher = Batcher(make_manifest("echo", [("x", "FP32", [-1, 3])], [("y", "FP32", [-1, 3])]),
-                      executor, Metrics(), on_batch=lambda i, o: seen.append((i, o)))
+    batcher = Batcher(
+        make_manifest("echo", [("x", "FP32", [-1, 3])], [("y", "FP32", [-1, 3])]),
+        executor,
+        Metrics(),
+        on_batch=lambda i, o: seen.append((i, o)),
+    )
     try:
         first = asyncio.ensure_future(batcher.submit(request({"x": np.zeros((1, 3), np.float32)})))
         while not batcher.running:
             await asyncio.sleep(0)
-        queued = [asyncio.ensure_future(batcher.submit(request({"x": np.full((2, 3), v, np.float32)})))
-                  for v in (1.0, 2.0)]
+        queued = [
+            asyncio.ensure_future(batcher.submit(request({"x": np.full((2, 3), v, np.float32)}))) for v in (1.0, 2.0)
+        ]
         await asyncio.sleep(0)
         runtime.gate.set()
         await asyncio.wait_for(asyncio.gather(first, *queued), HANG_GUARD_S)
@@ -208,8 +229,12 @@ async def test_batcher_hands_each_clean_batch_to_its_observer_once() -> None:
 async def test_failed_batches_are_not_observed() -> None:
     seen: list[Tensors] = []
     executor = RuntimeExecutor(FailingRuntime(), 1, "test-observer")
-    batcher = Batcher(make_manifest("echo", [("x", "FP32", [-1, 3])], [("y", "FP32", [-1, 3])]),
-                      executor, Metrics(), on_batch=lambda i, o: seen.append(i))
+    batcher = Batcher(
+        make_manifest("echo", [("x", "FP32", [-1, 3])], [("y", "FP32", [-1, 3])]),
+        executor,
+        Metrics(),
+        on_batch=lambda i, o: seen.append(i),
+    )
     try:
         with pytest.raises(Exception, match="injected runtime failure"):
             await asyncio.wait_for(batcher.submit(request({"x": np.zeros((1, 3), np.float32)})), HANG_GUARD_S)
@@ -219,24 +244,29 @@ async def test_failed_batches_are_not_observed() -> None:
 
 
 async def test_unloading_a_version_removes_its_drift_series(tmp_path: Path) -> None:
-    prediction = DriftReference(prediction=ReferenceHistogram(name="y", bin_edges=[0.0, 0.5, 1.0],
-                                                              proportions=[0.5, 0.5]), prediction_output="y")
+    prediction = DriftReference(
+        prediction=ReferenceHistogram(name="y", bin_edges=[0.0, 0.5, 1.0], proportions=[0.5, 0.5]),
+        prediction_output="y",
+    )
     for version in (1, 2):
         write_model_version(tmp_path, "mlp", version, drift=prediction)
-    settings = Settings(model_repository=tmp_path, execution_providers="CPUExecutionProvider",
-                        intra_op_threads=1)
+    settings = Settings(model_repository=tmp_path, execution_providers="CPUExecutionProvider", intra_op_threads=1)
     metrics = Metrics()
     registry = ModelRegistry(settings, metrics)
-    await registry.control.write(ControlSnapshot(models={"mlp": ModelControl(
-        aliases={"production": 1, "canary": 2})}), expected_revision=0)
+    await registry.control.write(
+        ControlSnapshot(models={"mlp": ModelControl(aliases={"production": 1, "canary": 2})}), expected_revision=0
+    )
     await registry.start()
     try:
         text = generate_latest(metrics.registry).decode()
         assert 'hotserve_drift_window_rows{model="mlp",version="1"}' in text
         assert 'hotserve_drift_window_rows{model="mlp",version="2"}' in text
         await registry.apply(ControlSnapshot(revision=2, models={"mlp": ModelControl(aliases={"production": 1})}))
-        drift_lines = [line for line in generate_latest(metrics.registry).decode().splitlines()
-                       if line.startswith("hotserve_drift")]
+        drift_lines = [
+            line
+            for line in generate_latest(metrics.registry).decode().splitlines()
+            if line.startswith("hotserve_drift")
+        ]
         assert 'hotserve_drift_window_rows{model="mlp",version="1"} 0.0' in drift_lines
         assert not [line for line in drift_lines if 'version="2"' in line]
     finally:
@@ -249,7 +279,11 @@ async def test_drift_route_says_why_a_version_is_not_monitored(settings: Setting
     async with serving(settings, registry) as client:
         response = await client.get("/v2/models/bare/drift")
         assert response.status_code == 200
-        assert response.json() == {"name": "bare", "version": "2", "monitored": False,
-                                   "reason": "model.json has no drift reference: nothing monitored"}
+        assert response.json() == {
+            "name": "bare",
+            "version": "2",
+            "monitored": False,
+            "reason": "model.json has no drift reference: nothing monitored",
+        }
         assert (await client.get("/v2/models/bare/versions/9/drift")).status_code == 404
         assert (await client.get("/v2/models/bare/versions/x/drift")).status_code == 404

@@ -23,8 +23,8 @@ def test_histogram_quantile_interpolates_like_prometheus() -> None:
 
 def test_evidence_meets_or_misses_each_requirement_with_the_measured_value() -> None:
     metrics = Metrics()
-    record(metrics, "1", "200", 0.004, 500)     # production
-    record(metrics, "2", "200", 0.004, 95)      # candidate, as fast
+    record(metrics, "1", "200", 0.004, 500)  # production
+    record(metrics, "2", "200", 0.004, 95)  # candidate, as fast
     record(metrics, "2", "500", 0.004, 5)
     shadow = ShadowEvidence(compared=200, agreed=198)
     evidence = gather(metrics, shadow, "m", candidate=2, production=1)
@@ -34,8 +34,7 @@ def test_evidence_meets_or_misses_each_requirement_with_the_measured_value() -> 
 
     met = PromotionRequirements(min_requests=300, min_agreement=0.98, max_p99_ratio=1.5, max_error_ratio=0.05)
     assert shortfalls(met, evidence) == []
-    strict = PromotionRequirements(min_requests=1000, min_agreement=0.995, max_p99_ratio=0.5,
-                                   max_error_ratio=0.01)
+    strict = PromotionRequirements(min_requests=1000, min_agreement=0.995, max_p99_ratio=0.5, max_error_ratio=0.01)
     assert shortfalls(strict, evidence) == [
         "observed 300 requests (canary answers + shadow comparisons), requires 1000",
         "shadow agreement 0.99 over 200 comparisons, requires >= 0.995",
@@ -47,5 +46,7 @@ def test_evidence_meets_or_misses_each_requirement_with_the_measured_value() -> 
 def test_no_evidence_yet_falls_short_of_any_ratio_requirement() -> None:
     evidence = gather(Metrics(), ShadowEvidence(), "m", candidate=2, production=1)
     verdict = shortfalls(PromotionRequirements(min_agreement=0.9, max_error_ratio=0.1), evidence)
-    assert verdict == ["shadow agreement none yet over 0 comparisons, requires >= 0.9",
-                       "error ratio none yet over 0 answers, requires <= 0.1"]
+    assert verdict == [
+        "shadow agreement none yet over 0 comparisons, requires >= 0.9",
+        "error ratio none yet over 0 answers, requires <= 0.1",
+    ]

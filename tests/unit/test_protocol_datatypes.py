@@ -63,11 +63,14 @@ def test_numeric_bytes_of_the_wrong_size_are_refused_with_both_sizes() -> None:
         tensor_from_bytes(raw, "FP32", [2, 3], "x")
 
 
-@pytest.mark.parametrize("raw, message", [
-    (struct.pack("<I", 5) + b"abc", "expected 5 bytes for BYTES element 0, got 3 bytes left"),
-    (struct.pack("<I", 1) + b"a" + b"\x01", "data ending inside element 1"),
-    (struct.pack("<I", 1) + b"a" + struct.pack("<I", 1) + b"b" + b"zz", "expected 10 bytes for 2 BYTES"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (struct.pack("<I", 5) + b"abc", "expected 5 bytes for BYTES element 0, got 3 bytes left"),
+        (struct.pack("<I", 1) + b"a" + b"\x01", "data ending inside element 1"),
+        (struct.pack("<I", 1) + b"a" + struct.pack("<I", 1) + b"b" + b"zz", "expected 10 bytes for 2 BYTES"),
+    ],
+)
 def test_malformed_bytes_elements_are_refused(raw: bytes, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         tensor_from_bytes(raw, "BYTES", [2], "x")

@@ -14,10 +14,15 @@ from server.protocol.v1 import assemble_features, check_records, encode_predicti
 from server.registry.manifest import FeatureSpec
 from tests.fakes import make_manifest
 
-SPEC = FeatureSpec(input="features", columns=["amount", "age", "hour"],
-                   request_features=["hour", "amount", "age"], entity_key="customer_id")
-SCHEMA = ModelSchema.from_manifest(make_manifest(
-    "tab", [("features", "FP32", [-1, 3])], [("score", "FP32", [-1, 1])], features=SPEC))
+SPEC = FeatureSpec(
+    input="features",
+    columns=["amount", "age", "hour"],
+    request_features=["hour", "amount", "age"],
+    entity_key="customer_id",
+)
+SCHEMA = ModelSchema.from_manifest(
+    make_manifest("tab", [("features", "FP32", [-1, 3])], [("score", "FP32", [-1, 1])], features=SPEC)
+)
 
 
 def _records(*records: dict[str, Any]) -> list[dict[str, Any]]:
@@ -25,27 +30,37 @@ def _records(*records: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_records_are_assembled_in_column_order() -> None:
-    records = _records({"age": 30, "hour": 2, "amount": 12.5, "customer_id": "c1"},
-                       {"hour": 23, "amount": 1, "age": 61.5})
+    records = _records(
+        {"age": 30, "hour": 2, "amount": 12.5, "customer_id": "c1"}, {"hour": 23, "amount": 1, "age": 61.5}
+    )
     tensor = assemble_features(records, SPEC, SCHEMA)
     assert tensor.dtype == np.float32
     assert tensor.tolist() == [[12.5, 30.0, 2.0], [1.0, 61.5, 23.0]]
 
 
-@pytest.mark.parametrize("records, message", [
-    ([{"age": 1, "hour": 2}], "instances\\[0\\].amount: missing"),
-    ([{"age": 1, "hour": 2, "amount": 3}, {"age": 1, "hour": 2, "amount": 3, "colour": "red"}],
-     "instances\\[1\\].colour: unknown field; the model takes \\['age', 'amount', 'customer_id', 'hour'\\]"),
-    ([7], "instances\\[0\\]: expected an object of features, got int"),
-])
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        ([{"age": 1, "hour": 2}], "instances\\[0\\].amount: missing"),
+        (
+            [{"age": 1, "hour": 2, "amount": 3}, {"age": 1, "hour": 2, "amount": 3, "colour": "red"}],
+            "instances\\[1\\].colour: unknown field; the model takes \\['age', 'amount', 'customer_id', 'hour'\\]",
+        ),
+        ([7], "instances\\[0\\]: expected an object of features, got int"),
+    ],
+)
 def test_bad_records_name_instance_and_field(records: list[Any], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         check_records(records, SPEC)
 
 
-STORE_SPEC = FeatureSpec(input="features", columns=["amount", "age", "hour"],
-                         request_features=["amount", "hour"], store_features=["age"],
-                         entity_key="customer_id")
+STORE_SPEC = FeatureSpec(
+    input="features",
+    columns=["amount", "age", "hour"],
+    request_features=["amount", "hour"],
+    store_features=["age"],
+    entity_key="customer_id",
+)
 
 
 def test_records_may_carry_store_features_when_no_store_joins_them() -> None:
@@ -58,24 +73,30 @@ def test_missing_store_feature_says_it_is_a_store_feature() -> None:
         check_records([{"amount": 3, "hour": 2, "customer_id": "c9"}], STORE_SPEC)
 
 
-@pytest.mark.parametrize("value, message", [
-    ("12", "instances\\[0\\].amount: expected a number, got str"),
-    (None, "instances\\[0\\].amount: expected a number, got NoneType"),
-    (True, "instances\\[0\\].amount: expected a number, got bool"),
-    (1e39, "instances\\[0\\].amount: expected a finite FP32, got inf"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("12", "instances\\[0\\].amount: expected a number, got str"),
+        (None, "instances\\[0\\].amount: expected a number, got NoneType"),
+        (True, "instances\\[0\\].amount: expected a number, got bool"),
+        (1e39, "instances\\[0\\].amount: expected a finite FP32, got inf"),
+    ],
+)
 def test_non_numeric_or_non_finite_values_name_instance_and_field(value: Any, message: str) -> None:
     records = _records({"age": 1, "hour": 2, "amount": value})
     with pytest.raises(InvalidInput, match=message):
         assemble_features(records, SPEC, SCHEMA)
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"{}", "instances: expected a non-empty list, got None"),
-    (b'{"instances": []}', "instances: expected a non-empty list, got \\[\\]"),
-    (b"[]", "instances: expected a non-empty list, got list"),
-    (b"{", "body: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"{}", "instances: expected a non-empty list, got None"),
+        (b'{"instances": []}', "instances: expected a non-empty list, got \\[\\]"),
+        (b"[]", "instances: expected a non-empty list, got list"),
+        (b"{", "body: expected a JSON object"),
+    ],
+)
 def test_bodies_without_instances_are_refused(body: bytes, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         parse_instances(body)
@@ -87,8 +108,9 @@ def test_models_without_feature_spec_take_raw_rows_of_their_single_input() -> No
     assert name == "x" and tensor.dtype == np.int64 and tensor.tolist() == [[1, 2], [3, 4], [5, 6]]
     with pytest.raises(InvalidInput, match="instances.shape: expected \\[-1, 2\\], got \\[1, 3\\]"):
         raw_tensor([[1, 2, 3]], schema)
-    two_inputs = ModelSchema.from_manifest(make_manifest(
-        "two", [("a", "FP32", [-1]), ("b", "FP32", [-1])], [("y", "FP32", [-1])]))
+    two_inputs = ModelSchema.from_manifest(
+        make_manifest("two", [("a", "FP32", [-1]), ("b", "FP32", [-1])], [("y", "FP32", [-1])])
+    )
     with pytest.raises(InvalidInput, match="inputs \\['a', 'b'\\] and no feature spec; use the v2 protocol"):
         raw_tensor([1.0], two_inputs)
 
@@ -106,7 +128,8 @@ def test_several_outputs_of_onnxruntime_integer_types_serialise_per_instance() -
     """onnxruntime hands int64 outputs as numpy `longlong`, whose scalars orjson refuses."""
     label = np.array([0, 1], dtype=np.longlong)
     probabilities = np.array([[0.75, 0.25], [0.5, 0.5]], dtype=np.float32)
-    body = encode_predictions("m", 1, {"label": label, "probabilities": probabilities},
-                              ("label", "probabilities"))
-    assert orjson.loads(body)["predictions"] == [{"label": 0, "probabilities": [0.75, 0.25]},
-                                                 {"label": 1, "probabilities": [0.5, 0.5]}]
+    body = encode_predictions("m", 1, {"label": label, "probabilities": probabilities}, ("label", "probabilities"))
+    assert orjson.loads(body)["predictions"] == [
+        {"label": 0, "probabilities": [0.75, 0.25]},
+        {"label": 1, "probabilities": [0.5, 0.5]},
+    ]

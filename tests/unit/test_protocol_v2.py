@@ -27,9 +27,14 @@ def _schema_all_types() -> ModelSchema:
 
 def _tabular_schema() -> ModelSchema:
     features = FeatureSpec(input="features", columns=["a", "b"], request_features=["a", "b"])
-    return ModelSchema.from_manifest(make_manifest("tab", [("features", "FP32", [-1, 2])],
-                                    [("score", "FP32", [-1, 1]), ("label", "INT64", [-1])],
-                                    features=features))
+    return ModelSchema.from_manifest(
+        make_manifest(
+            "tab",
+            [("features", "FP32", [-1, 2])],
+            [("score", "FP32", [-1, 1]), ("label", "INT64", [-1])],
+            features=features,
+        )
+    )
 
 
 def _sample(datatype: str) -> list[list[Any]]:
@@ -56,8 +61,14 @@ def test_every_datatype_decodes_from_nested_and_flat_json() -> None:
         inputs = []
         for t in ALL_TYPES:
             data = _sample(t)
-            inputs.append({"name": f"in_{t.lower()}", "datatype": t, "shape": [2, 2],
-                           "data": data if nested else [v for row in data for v in row]})
+            inputs.append(
+                {
+                    "name": f"in_{t.lower()}",
+                    "datatype": t,
+                    "shape": [2, 2],
+                    "data": data if nested else [v for row in data for v in row],
+                }
+            )
         decoded = decode_infer_request(_body(inputs), None, schema)
         assert decoded.rows == 2
         for t in ALL_TYPES:
@@ -75,13 +86,17 @@ def test_every_datatype_decodes_from_binary_data() -> None:
     arrays = {}
     for t in ALL_TYPES:
         data = _sample(t)
-        array = (np.array([[s.encode() for s in row] for row in data], dtype=object) if t == "BYTES"
-                 else np.asarray(data, dtype=NUMPY_DTYPES[t]))
+        array = (
+            np.array([[s.encode() for s in row] for row in data], dtype=object)
+            if t == "BYTES"
+            else np.asarray(data, dtype=NUMPY_DTYPES[t])
+        )
         raw = tensor_to_bytes(array)
         arrays[t] = array
         blobs.append(raw)
-        inputs.append({"name": f"in_{t.lower()}", "datatype": t, "shape": [2, 2],
-                       "parameters": {"binary_data_size": len(raw)}})
+        inputs.append(
+            {"name": f"in_{t.lower()}", "datatype": t, "shape": [2, 2], "parameters": {"binary_data_size": len(raw)}}
+        )
     header = _body(inputs)
     decoded = decode_infer_request(header + b"".join(blobs), str(len(header)), schema)
     for t in ALL_TYPES:
@@ -91,11 +106,15 @@ def test_every_datatype_decodes_from_binary_data() -> None:
 @pytest.mark.parametrize("datatype", ALL_TYPES)
 def test_every_datatype_encodes_as_json_and_binary(datatype: str) -> None:
     data = _sample(datatype)
-    array = (np.array([[s.encode() for s in row] for row in data], dtype=object) if datatype == "BYTES"
-             else np.asarray(data, dtype=NUMPY_DTYPES[datatype]))
+    array = (
+        np.array([[s.encode() for s in row] for row in data], dtype=object)
+        if datatype == "BYTES"
+        else np.asarray(data, dtype=NUMPY_DTYPES[datatype])
+    )
     for binary in (False, True):
-        request = InferRequest(id="r1", parameters={"p": 1}, inputs={}, rows=2,
-                               outputs=[RequestedOutput("out", binary)], timeout_us=None)
+        request = InferRequest(
+            id="r1", parameters={"p": 1}, inputs={}, rows=2, outputs=[RequestedOutput("out", binary)], timeout_us=None
+        )
         body, header_length = encode_infer_response("m", 3, request, {"out": array, "other": array})
         doc = orjson.loads(body[:header_length] if binary else body)
         assert doc["model_name"] == "m" and doc["model_version"] == "3"
@@ -117,12 +136,16 @@ def test_every_datatype_encodes_as_json_and_binary(datatype: str) -> None:
 
 def test_requested_outputs_choose_which_and_how_each_is_sent() -> None:
     schema = _tabular_schema()
-    body = _body([_tab_input([[1, 2], [3, 4]])], parameters={"binary_data_output": True},
-                 outputs=[{"name": "label", "parameters": {"binary_data": False}}])
+    body = _body(
+        [_tab_input([[1, 2], [3, 4]])],
+        parameters={"binary_data_output": True},
+        outputs=[{"name": "label", "parameters": {"binary_data": False}}],
+    )
     decoded = decode_infer_request(body, None, schema)
     assert decoded.outputs == [RequestedOutput("label", False)]
-    everything = decode_infer_request(_body([_tab_input([[1, 2], [3, 4]])],
-                                            parameters={"binary_data_output": True}), None, schema)
+    everything = decode_infer_request(
+        _body([_tab_input([[1, 2], [3, 4]])], parameters={"binary_data_output": True}), None, schema
+    )
     assert everything.outputs == [RequestedOutput("score", True), RequestedOutput("label", True)]
 
 
@@ -132,39 +155,65 @@ def test_timeout_parameter_is_read_in_microseconds(timeout: int, expected: int |
     assert decode_infer_request(body, None, _tabular_schema()).timeout_us == expected
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"{not json", "body: expected a JSON object, got invalid JSON"),
-    (b"[1]", "body: expected a JSON object, got list"),
-    (_body([]), "inputs: expected a non-empty list, got an empty list"),
-    (_body([{"name": "nope", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]),
-     "inputs\\[0\\].name: expected one of \\['features'\\], got 'nope'"),
-    (_body([_tab_input([[1, 2], [3, 4]], datatype="FP64")], ),
-     "inputs.features.datatype: expected FP32, got 'FP64'"),
-    (_body([_tab_input([1, 2, 3, 4], shape=[4])]), "inputs.features.shape: expected 2 non-negative dims"),
-    (_body([_tab_input([1, 2, 3, 4, 5, 6], shape=[2, 3])]),
-     "inputs.features.shape: expected \\[-1, 2\\], got \\[2, 3\\] \\(axis 1 is 3\\)"),
-    (_body([_tab_input([], shape=[0, 2])]), "inputs.features.shape: expected at least one row"),
-    (_body([_tab_input([1, 2, 3])]), "inputs.features.data: expected 4 values for shape \\[2, 2\\], got 3"),
-    (_body([_tab_input([[1, 2], [3]])]), "inputs.features.data: expected a flat or evenly nested list"),
-    (_body([_tab_input([1, "2", 3, 4])]), "inputs.features.data: expected FP32 values, got strings"),
-    (_body([_tab_input([1, None, 3, 4])]), "expected FP32 values, got mixed or null values"),
-    (_body([_tab_input([True, False, True, True])]), "expected FP32 values, got booleans"),
-    (_body([_tab_input([1, 2, 3, 1e39])]), "inputs.features.data: expected finite numbers, got inf at index \\[1, 1\\]"),
-    (_body([_tab_input([[1, 2], [3, 4]]), _tab_input([[1, 2], [3, 4]])]), "inputs.features: given more than once"),
-    (_body([{"name": "features", "datatype": "FP32", "shape": [2, 2]}]), "inputs.features.data: missing"),
-    (_body([_tab_input([1, 2, 3, 4])], outputs=[{"name": "nah"}]),
-     "outputs\\[0\\].name: expected one of \\['score', 'label'\\], got 'nah'"),
-    (_body([_tab_input([1, 2, 3, 4])], outputs=[{"name": ["score"]}]),
-     "outputs\\[0\\].name: expected one of \\['score', 'label'\\], got \\['score'\\]"),
-    (_body([_tab_input([1, 2, 3, 4])], outputs=[{"name": "score"}, {"name": "score"}]),
-     "outputs.score: requested more than once"),
-    (_body([_tab_input([1, 2, 3, 4])], parameters={"binary_data_output": "yes"}),
-     "parameters.binary_data_output: expected true or false, got 'yes'"),
-    (_body([_tab_input([1, 2, 3, 4])], parameters={"timeout": 1.5}),
-     "parameters.timeout: expected non-negative integer microseconds, got 1.5"),
-    (_body([_tab_input([1, 2, 3, 4], parameters={"binary_data_size": 16})]),
-     "binary_data_size: needs the Inference-Header-Content-Length header"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"{not json", "body: expected a JSON object, got invalid JSON"),
+        (b"[1]", "body: expected a JSON object, got list"),
+        (_body([]), "inputs: expected a non-empty list, got an empty list"),
+        (
+            _body([{"name": "nope", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]),
+            "inputs\\[0\\].name: expected one of \\['features'\\], got 'nope'",
+        ),
+        (
+            _body(
+                [_tab_input([[1, 2], [3, 4]], datatype="FP64")],
+            ),
+            "inputs.features.datatype: expected FP32, got 'FP64'",
+        ),
+        (_body([_tab_input([1, 2, 3, 4], shape=[4])]), "inputs.features.shape: expected 2 non-negative dims"),
+        (
+            _body([_tab_input([1, 2, 3, 4, 5, 6], shape=[2, 3])]),
+            "inputs.features.shape: expected \\[-1, 2\\], got \\[2, 3\\] \\(axis 1 is 3\\)",
+        ),
+        (_body([_tab_input([], shape=[0, 2])]), "inputs.features.shape: expected at least one row"),
+        (_body([_tab_input([1, 2, 3])]), "inputs.features.data: expected 4 values for shape \\[2, 2\\], got 3"),
+        (_body([_tab_input([[1, 2], [3]])]), "inputs.features.data: expected a flat or evenly nested list"),
+        (_body([_tab_input([1, "2", 3, 4])]), "inputs.features.data: expected FP32 values, got strings"),
+        (_body([_tab_input([1, None, 3, 4])]), "expected FP32 values, got mixed or null values"),
+        (_body([_tab_input([True, False, True, True])]), "expected FP32 values, got booleans"),
+        (
+            _body([_tab_input([1, 2, 3, 1e39])]),
+            "inputs.features.data: expected finite numbers, got inf at index \\[1, 1\\]",
+        ),
+        (_body([_tab_input([[1, 2], [3, 4]]), _tab_input([[1, 2], [3, 4]])]), "inputs.features: given more than once"),
+        (_body([{"name": "features", "datatype": "FP32", "shape": [2, 2]}]), "inputs.features.data: missing"),
+        (
+            _body([_tab_input([1, 2, 3, 4])], outputs=[{"name": "nah"}]),
+            "outputs\\[0\\].name: expected one of \\['score', 'label'\\], got 'nah'",
+        ),
+        (
+            _body([_tab_input([1, 2, 3, 4])], outputs=[{"name": ["score"]}]),
+            "outputs\\[0\\].name: expected one of \\['score', 'label'\\], got \\['score'\\]",
+        ),
+        (
+            _body([_tab_input([1, 2, 3, 4])], outputs=[{"name": "score"}, {"name": "score"}]),
+            "outputs.score: requested more than once",
+        ),
+        (
+            _body([_tab_input([1, 2, 3, 4])], parameters={"binary_data_output": "yes"}),
+            "parameters.binary_data_output: expected true or false, got 'yes'",
+        ),
+        (
+            _body([_tab_input([1, 2, 3, 4])], parameters={"timeout": 1.5}),
+            "parameters.timeout: expected non-negative integer microseconds, got 1.5",
+        ),
+        (
+            _body([_tab_input([1, 2, 3, 4], parameters={"binary_data_size": 16})]),
+            "binary_data_size: needs the Inference-Header-Content-Length header",
+        ),
+    ],
+)
 def test_malformed_json_requests_are_refused_naming_the_field(body: bytes, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         decode_infer_request(body, None, _tabular_schema())
@@ -174,13 +223,16 @@ def _int_schema(datatype: str) -> ModelSchema:
     return ModelSchema.from_manifest(make_manifest("i", [("x", datatype, [-1])], [("y", "FP32", [-1])]))
 
 
-@pytest.mark.parametrize("datatype, data, message", [
-    ("INT32", [1, 2.5], "inputs.x.data: expected INT32 values, got floats"),
-    ("UINT8", [1, 256], "expected UINT8 values in \\[0, 255\\], got values in \\[1, 256\\]"),
-    ("INT8", [-129, 0], "expected INT8 values in \\[-128, 127\\]"),
-    ("BOOL", [1, 0], "expected BOOL values, got integers"),
-    ("BYTES", ["a", 1], "expected BYTES values as strings, got int at index 1"),
-])
+@pytest.mark.parametrize(
+    "datatype, data, message",
+    [
+        ("INT32", [1, 2.5], "inputs.x.data: expected INT32 values, got floats"),
+        ("UINT8", [1, 256], "expected UINT8 values in \\[0, 255\\], got values in \\[1, 256\\]"),
+        ("INT8", [-129, 0], "expected INT8 values in \\[-128, 127\\]"),
+        ("BOOL", [1, 0], "expected BOOL values, got integers"),
+        ("BYTES", ["a", 1], "expected BYTES values as strings, got int at index 1"),
+    ],
+)
 def test_values_outside_the_datatype_are_refused(datatype: str, data: list[Any], message: str) -> None:
     body = _body([{"name": "x", "datatype": datatype, "shape": [2], "data": data}])
     with pytest.raises(InvalidInput, match=message):
@@ -188,10 +240,15 @@ def test_values_outside_the_datatype_are_refused(datatype: str, data: list[Any],
 
 
 def test_inputs_with_different_row_counts_are_refused() -> None:
-    schema = ModelSchema.from_manifest(make_manifest(
-        "two", [("a", "FP32", [-1, 1]), ("b", "INT64", [-1])], [("y", "FP32", [-1])]))
-    body = _body([{"name": "a", "datatype": "FP32", "shape": [2, 1], "data": [1, 2]},
-                  {"name": "b", "datatype": "INT64", "shape": [3], "data": [1, 2, 3]}])
+    schema = ModelSchema.from_manifest(
+        make_manifest("two", [("a", "FP32", [-1, 1]), ("b", "INT64", [-1])], [("y", "FP32", [-1])])
+    )
+    body = _body(
+        [
+            {"name": "a", "datatype": "FP32", "shape": [2, 1], "data": [1, 2]},
+            {"name": "b", "datatype": "INT64", "shape": [3], "data": [1, 2, 3]},
+        ]
+    )
     with pytest.raises(InvalidInput, match="inputs.b.shape: expected 2 rows like input 'a', got 3 rows"):
         decode_infer_request(body, None, schema)
     missing = _body([{"name": "a", "datatype": "FP32", "shape": [2, 1], "data": [1, 2]}])
@@ -201,14 +258,24 @@ def test_inputs_with_different_row_counts_are_refused() -> None:
 
 def _binary_body(values: np.ndarray, claimed: int | None = None, extra: bytes = b"") -> tuple[bytes, str]:
     raw = values.tobytes()
-    header = _body([{"name": "features", "datatype": "FP32", "shape": list(values.shape),
-                     "parameters": {"binary_data_size": len(raw) if claimed is None else claimed}}])
+    header = _body(
+        [
+            {
+                "name": "features",
+                "datatype": "FP32",
+                "shape": list(values.shape),
+                "parameters": {"binary_data_size": len(raw) if claimed is None else claimed},
+            }
+        ]
+    )
     return header + raw + extra, str(len(header))
 
 
 def test_binary_nan_in_tabular_features_is_refused() -> None:
     body, length = _binary_body(np.array([[1.0, np.nan]], dtype=np.float32))
-    with pytest.raises(InvalidInput, match="inputs.features.data: expected finite numbers, got nan at index \\[0, 1\\]"):
+    with pytest.raises(
+        InvalidInput, match="inputs.features.data: expected finite numbers, got nan at index \\[0, 1\\]"
+    ):
         decode_infer_request(body, length, _tabular_schema())
 
 
@@ -220,13 +287,16 @@ def test_binary_nan_passes_for_inputs_without_the_finite_rule() -> None:
     assert np.isnan(decoded.inputs["x"][0])
 
 
-@pytest.mark.parametrize("case, message", [
-    ("short_claim", "expected 8 bytes for FP32 shape \\[1, 2\\], got 4 bytes"),
-    ("over_claim", "binary_data_size: expected 0..8 \\(binary bytes left\\), got 12"),
-    ("leftover", "binary_data_size: expected sizes summing to 12 binary bytes, got 8 bytes claimed"),
-    ("header_too_long", "Inference-Header-Content-Length: expected 1\\.\\."),
-    ("header_not_int", "Inference-Header-Content-Length: expected an integer, got 'abc'"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("short_claim", "expected 8 bytes for FP32 shape \\[1, 2\\], got 4 bytes"),
+        ("over_claim", "binary_data_size: expected 0..8 \\(binary bytes left\\), got 12"),
+        ("leftover", "binary_data_size: expected sizes summing to 12 binary bytes, got 8 bytes claimed"),
+        ("header_too_long", "Inference-Header-Content-Length: expected 1\\.\\."),
+        ("header_not_int", "Inference-Header-Content-Length: expected an integer, got 'abc'"),
+    ],
+)
 def test_wrong_binary_sizes_are_refused(case: str, message: str) -> None:
     values = np.array([[1.0, 2.0]], dtype=np.float32)
     body, length = {
@@ -241,12 +311,17 @@ def test_wrong_binary_sizes_are_refused(case: str, message: str) -> None:
 
 
 def test_binary_and_json_inputs_mix_in_one_request() -> None:
-    schema = ModelSchema.from_manifest(make_manifest(
-        "two", [("a", "FP32", [-1, 1]), ("b", "BYTES", [-1])], [("y", "FP32", [-1])]))
+    schema = ModelSchema.from_manifest(
+        make_manifest("two", [("a", "FP32", [-1, 1]), ("b", "BYTES", [-1])], [("y", "FP32", [-1])])
+    )
     words = np.array([b"x", b"yz"], dtype=object)
     raw = tensor_to_bytes(words)
-    header = _body([{"name": "a", "datatype": "FP32", "shape": [2, 1], "data": [1, 2]},
-                    {"name": "b", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(raw)}}])
+    header = _body(
+        [
+            {"name": "a", "datatype": "FP32", "shape": [2, 1], "data": [1, 2]},
+            {"name": "b", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(raw)}},
+        ]
+    )
     decoded = decode_infer_request(header + raw, str(len(header)), schema)
     assert decoded.inputs["b"].tolist() == [b"x", b"yz"]
     assert decoded.inputs["a"].tolist() == [[1.0], [2.0]]
@@ -257,18 +332,26 @@ def test_binary_bytes_element_that_is_not_utf8_is_refused_naming_it() -> None:
     schema = _int_schema("BYTES")
     raw = tensor_to_bytes(np.array([b"ok", b"\xff\xfe"], dtype=object))
     header = _body([{"name": "x", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(raw)}}])
-    with pytest.raises(InvalidInput, match="inputs.x.data: expected UTF-8 text in every BYTES element, "
-                                           "got invalid start byte in element 1"):
+    with pytest.raises(
+        InvalidInput,
+        match="inputs.x.data: expected UTF-8 text in every BYTES element, got invalid start byte in element 1",
+    ):
         decode_infer_request(header + raw, str(len(header)), schema)
 
 
 def test_a_model_without_a_batch_axis_takes_whole_tensors_as_one_run() -> None:
     whole = BatchingPolicy(enabled=False, batch_axis=False, max_batch_size=1)
-    schema = ModelSchema.from_manifest(make_manifest(
-        "whole", [("a", "FP32", [3, 2]), ("b", "INT64", [-1])], [("y", "FP32", [3, 2])], batching=whole))
-    body = orjson.dumps({"inputs": [
-        {"name": "a", "datatype": "FP32", "shape": [3, 2], "data": [1, 2, 3, 4, 5, 6]},
-        {"name": "b", "datatype": "INT64", "shape": [5], "data": [1, 2, 3, 4, 5]}]})
+    schema = ModelSchema.from_manifest(
+        make_manifest("whole", [("a", "FP32", [3, 2]), ("b", "INT64", [-1])], [("y", "FP32", [3, 2])], batching=whole)
+    )
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "a", "datatype": "FP32", "shape": [3, 2], "data": [1, 2, 3, 4, 5, 6]},
+                {"name": "b", "datatype": "INT64", "shape": [5], "data": [1, 2, 3, 4, 5]},
+            ]
+        }
+    )
     request = decode_infer_request(body, None, schema)
     assert request.rows == 1  # differing first axes are no row mismatch: there are no rows
     assert request.inputs["a"].shape == (3, 2) and request.inputs["b"].shape == (5,)

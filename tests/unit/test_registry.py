@@ -17,8 +17,13 @@ from tests.fakes import request, tiny_mlp_reference, write_model_version
 
 
 def settings_for(repository: Path, **overrides: object) -> Settings:
-    return Settings(model_repository=repository, execution_providers="CPUExecutionProvider",
-                    intra_op_threads=1, inter_op_threads=1, **overrides)  # type: ignore[arg-type]
+    return Settings(
+        model_repository=repository,
+        execution_providers="CPUExecutionProvider",
+        intra_op_threads=1,
+        inter_op_threads=1,
+        **overrides,
+    )  # type: ignore[arg-type]
 
 
 def write_aliases(path: Path, aliases: dict[str, dict[str, int]]) -> None:
@@ -34,8 +39,7 @@ async def started(repository: Path, **overrides: object) -> tuple[ModelRegistry,
 
 
 def loads(metrics: Metrics, model: str, result: str) -> float:
-    return metrics.registry.get_sample_value(
-        "hotserve_model_loads_total", {"model": model, "result": result}) or 0.0
+    return metrics.registry.get_sample_value("hotserve_model_loads_total", {"model": model, "result": result}) or 0.0
 
 
 async def test_serves_the_latest_version_without_an_alias(tmp_path: Path) -> None:
@@ -50,10 +54,11 @@ async def test_serves_the_latest_version_without_an_alias(tmp_path: Path) -> Non
         np.testing.assert_allclose(out["y"], tiny_mlp_reference(x, weight, bias), rtol=1e-5)
         assert registry.ready
         assert [(s.name, s.version, s.state) for s in registry.statuses()] == [
-            ("mlp", 1, VersionState.AVAILABLE), ("mlp", 2, VersionState.READY)]
+            ("mlp", 1, VersionState.AVAILABLE),
+            ("mlp", 2, VersionState.READY),
+        ]
         assert loads(metrics, "mlp", "success") == 1
-        assert metrics.registry.get_sample_value(
-            "hotserve_model_ready", {"model": "mlp", "version": "2"}) == 1
+        assert metrics.registry.get_sample_value("hotserve_model_ready", {"model": "mlp", "version": "2"}) == 1
     finally:
         await registry.close(timeout_s=5)
 
@@ -121,8 +126,7 @@ async def test_sha256_mismatch_fails_that_version_while_a_good_model_serves(tmp_
         await registry.close(timeout_s=5)
 
 
-async def test_garbage_model_file_with_matching_digest_fails_with_the_onnxruntime_reason(
-        tmp_path: Path) -> None:
+async def test_garbage_model_file_with_matching_digest_fails_with_the_onnxruntime_reason(tmp_path: Path) -> None:
     write_model_version(tmp_path, "good", 1)
     write_model_version(tmp_path, "garbage", 1)
     folder = tmp_path / "garbage" / "1"
@@ -192,8 +196,7 @@ async def test_failing_pinned_version_is_not_replaced_by_another(tmp_path: Path)
     try:
         with pytest.raises(ModelNotReady):
             registry.resolve("mlp")
-        assert [s.state for s in registry.statuses()] == [VersionState.FAILED,
-                                                          VersionState.AVAILABLE]
+        assert [s.state for s in registry.statuses()] == [VersionState.FAILED, VersionState.AVAILABLE]
     finally:
         await registry.close(timeout_s=5)
 
@@ -222,8 +225,7 @@ async def test_close_stops_serving_and_reports_not_ready(tmp_path: Path) -> None
         registry.resolve("mlp")
     with pytest.raises(ModelNotReady):
         await served.infer(request({"x": np.zeros((1, 3), dtype=np.float32)}, 1, None))
-    assert metrics.registry.get_sample_value(
-        "hotserve_model_ready", {"model": "mlp", "version": "1"}) == 0
+    assert metrics.registry.get_sample_value("hotserve_model_ready", {"model": "mlp", "version": "1"}) == 0
 
 
 async def test_missing_repository_stops_start(tmp_path: Path) -> None:

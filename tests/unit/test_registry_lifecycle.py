@@ -22,8 +22,9 @@ from tests.fakes import break_version, request, write_model_version
 
 
 def settings_for(repository: Path) -> Settings:
-    return Settings(model_repository=repository, execution_providers="CPUExecutionProvider",
-                    intra_op_threads=1, inter_op_threads=1)
+    return Settings(
+        model_repository=repository, execution_providers="CPUExecutionProvider", intra_op_threads=1, inter_op_threads=1
+    )
 
 
 @pytest.fixture
@@ -78,8 +79,9 @@ async def test_unloading_releases_the_version_with_its_session(registry: ModelRe
 async def test_concurrent_loads_of_one_version_load_it_once(registry: ModelRegistry, metrics: Metrics) -> None:
     statuses = await asyncio.gather(*(registry.ensure_loaded("mlp", 1) for _ in range(5)))
     assert {s.state for s in statuses} == {VersionState.READY}
-    assert metrics.registry.get_sample_value(
-        "hotserve_model_loads_total", {"model": "mlp", "result": "success"}) == 2  # v2 at start, v1 once
+    assert (
+        metrics.registry.get_sample_value("hotserve_model_loads_total", {"model": "mlp", "result": "success"}) == 2
+    )  # v2 at start, v1 once
     # Nothing wants v1: the next apply unloads what was loaded for nothing.
     await registry.apply(registry.applied)
     assert state(registry, 1) is VersionState.UNLOADED
@@ -157,13 +159,15 @@ def test_desired_state_helpers_keep_loaded_retained_and_stopped() -> None:
 async def test_a_control_state_that_cannot_be_written_says_where_and_why(tmp_path: Path) -> None:
     (tmp_path / "mounted").write_text("a file where the folder should be")
     state = FileControlState(tmp_path / "mounted" / "control.json")
-    with pytest.raises(ControlStateUnavailable, match=r"mounted/control.json cannot be written \(.*\); "
-                                                       r"set HOTSERVE_CONTROL_STATE_PATH"):
+    with pytest.raises(
+        ControlStateUnavailable,
+        match=r"mounted/control.json cannot be written \(.*\); "
+        r"set HOTSERVE_CONTROL_STATE_PATH",
+    ):
         await state.write(ControlSnapshot().with_alias("m", "production", 1), expected_revision=0)
 
 
-async def test_a_change_is_applied_even_after_the_store_was_reset_to_an_older_revision(
-        registry: ModelRegistry) -> None:
+async def test_a_change_is_applied_even_after_the_store_was_reset_to_an_older_revision(registry: ModelRegistry) -> None:
     await registry.apply(registry.applied.model_copy(update={"revision": 7}))  # then the file is lost
     change = await registry.change(lambda s: s.with_alias("mlp", "production", 1))
     assert change.after is not None and change.after.revision == 1

@@ -27,8 +27,7 @@ from tests.fakes import EchoRuntime, SlowRuntime, fake_manifest, request, write_
 
 
 def test_scan_keeps_positive_integer_version_folders_only(tmp_path: Path) -> None:
-    for folder in ["a/1", "a/10", "a/2", "a/0", "a/007", "a/v3", "a/.tmp-4", "b/x", ".hotserve/1",
-                   "bad name/1"]:
+    for folder in ["a/1", "a/10", "a/2", "a/0", "a/007", "a/v3", "a/.tmp-4", "b/x", ".hotserve/1", "bad name/1"]:
         (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "a" / "5").write_text("a file, not a folder")
     assert scan_repository(tmp_path) == {"a": [1, 2, 10]}
@@ -60,8 +59,7 @@ def test_production_history_keeps_the_previous_version_for_rollback() -> None:
     snapshot = ControlSnapshot().with_alias("m", "production", 1, by="alice")
     snapshot = snapshot.with_alias("m", "canary", 3).with_alias("m", "production", 2, by="bob")
     assert snapshot.previous_production("m") == 1
-    assert [(c.version, c.previous, c.by) for c in snapshot.model("m").history] == [
-        (1, None, "alice"), (2, 1, "bob")]
+    assert [(c.version, c.previous, c.by) for c in snapshot.model("m").history] == [(1, None, "alice"), (2, 1, "bob")]
     assert snapshot.with_alias("m", "production", 2).model("m").history == snapshot.model("m").history
     assert ControlSnapshot().previous_production("m") is None
 
@@ -105,16 +103,20 @@ def test_missing_model_json_and_model_file_are_named(tmp_path: Path) -> None:
 
 def test_manifest_must_describe_its_own_folder(tmp_path: Path) -> None:
     write_model_version(tmp_path, "mlp", 1)
-    with pytest.raises(ModelLoadFailed, match="describes 'mlp' version 1, but sits in the folder "
-                                              "of 'mlp' version 2"):
+    with pytest.raises(ModelLoadFailed, match="describes 'mlp' version 1, but sits in the folder of 'mlp' version 2"):
         read_manifest(tmp_path / "mlp" / "1", "mlp", 2)
 
 
 def manifest_with(inputs: list[TensorSpec], max_batch_size: int = 8) -> ModelManifest:
-    return ModelManifest(name="m", version=1, inputs=inputs,
-                         outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, 3])],
-                         batching=BatchingPolicy(max_batch_size=max_batch_size),
-                         lineage=Lineage(architecture="t"), onnx_sha256="0" * 64)
+    return ModelManifest(
+        name="m",
+        version=1,
+        inputs=inputs,
+        outputs=[TensorSpec(name="y", datatype="FP32", shape=[-1, 3])],
+        batching=BatchingPolicy(max_batch_size=max_batch_size),
+        lineage=Lineage(architecture="t"),
+        onnx_sha256="0" * 64,
+    )
 
 
 def test_graph_with_a_fixed_batch_axis_cannot_batch() -> None:
@@ -135,12 +137,19 @@ def test_graph_check_names_missing_inputs_and_wrong_datatypes() -> None:
 
 
 def test_warm_up_inputs_cover_every_input_at_the_asked_rows() -> None:
-    manifest = manifest_with([TensorSpec(name="x", datatype="FP16", shape=[-1, 3]),
-                              TensorSpec(name="ids", datatype="INT64", shape=[-1, -1]),
-                              TensorSpec(name="text", datatype="BYTES", shape=[-1])])
+    manifest = manifest_with(
+        [
+            TensorSpec(name="x", datatype="FP16", shape=[-1, 3]),
+            TensorSpec(name="ids", datatype="INT64", shape=[-1, -1]),
+            TensorSpec(name="text", datatype="BYTES", shape=[-1]),
+        ]
+    )
     inputs = warm_up_inputs(manifest, 8)
     assert {k: (v.shape, v.dtype.str) for k, v in inputs.items()} == {
-        "x": ((8, 3), "<f2"), "ids": ((8, 1), "<i8"), "text": ((8,), "|O")}
+        "x": ((8, 3), "<f2"),
+        "ids": ((8, 1), "<i8"),
+        "text": ((8,), "|O"),
+    }
     assert not inputs["x"].any()
 
 
@@ -175,9 +184,15 @@ def test_graph_without_a_batch_axis_is_checked_whole_and_warmed_up_at_its_shape(
     runtime.inputs = [TensorSpec(name="x", datatype="FP32", shape=[3, 2])]
     runtime.outputs = [TensorSpec(name="y", datatype="FP32", shape=[3, -1])]
     whole = BatchingPolicy(enabled=False, batch_axis=False, max_batch_size=1)
-    manifest = ModelManifest(name="m", version=1, inputs=[TensorSpec(name="x", datatype="FP32", shape=[3, 2])],
-                             outputs=[TensorSpec(name="y", datatype="FP32", shape=[3, 3])],
-                             batching=whole, lineage=Lineage(architecture="t"), onnx_sha256="0" * 64)
+    manifest = ModelManifest(
+        name="m",
+        version=1,
+        inputs=[TensorSpec(name="x", datatype="FP32", shape=[3, 2])],
+        outputs=[TensorSpec(name="y", datatype="FP32", shape=[3, 3])],
+        batching=whole,
+        lineage=Lineage(architecture="t"),
+        onnx_sha256="0" * 64,
+    )
     check_graph(manifest, runtime)
     assert {k: v.shape for k, v in warm_up_inputs(manifest, 1).items()} == {"x": (3, 2)}
     wrong = manifest.model_copy(update={"inputs": [TensorSpec(name="x", datatype="FP32", shape=[4, 2])]})
@@ -187,11 +202,15 @@ def test_graph_without_a_batch_axis_is_checked_whole_and_warmed_up_at_its_shape(
 
 def test_custom_op_library_must_match_its_sha256(tmp_path: Path) -> None:
     (tmp_path / "ops.so").write_bytes(b"not the library that was imported")
-    manifest = fake_manifest().model_copy(update={"op_libraries": [
-        OpLibrary(file="ops.so", sha256="a" * 64, domains=["ai.onnx.contrib"])]})
+    manifest = fake_manifest().model_copy(
+        update={"op_libraries": [OpLibrary(file="ops.so", sha256="a" * 64, domains=["ai.onnx.contrib"])]}
+    )
     with pytest.raises(ModelLoadFailed, match=r"ops.so has sha256 [0-9a-f]{64}, model.json expects a{64}"):
         verify_op_libraries(tmp_path, manifest)
     (tmp_path / "ops.so").unlink()
-    with pytest.raises(ModelLoadFailed, match=r"ops.so \(custom-op library for \['ai.onnx.contrib'\]\) "
-                                              r"is missing"):
+    with pytest.raises(
+        ModelLoadFailed,
+        match=r"ops.so \(custom-op library for \['ai.onnx.contrib'\]\) "
+        r"is missing",
+    ):
         verify_op_libraries(tmp_path, manifest)

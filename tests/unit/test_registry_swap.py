@@ -19,20 +19,22 @@ HANG_GUARD_S = 30
 
 
 def settings_for(repository: Path) -> Settings:
-    return Settings(model_repository=repository, execution_providers="CPUExecutionProvider",
-                    intra_op_threads=1, inter_op_threads=1)
+    return Settings(
+        model_repository=repository, execution_providers="CPUExecutionProvider", intra_op_threads=1, inter_op_threads=1
+    )
 
 
 def v2_body(x: np.ndarray) -> bytes:
-    return orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
-                                     "data": x.ravel().tolist()}]})
+    return orjson.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+    )
 
 
 class SlowBody:
     """An ASGI `receive` that sends the first half of a body, then the rest once `rest` is set."""
 
     def __init__(self, body: bytes) -> None:
-        self.parts = [body[: len(body) // 2], body[len(body) // 2:]]
+        self.parts = [body[: len(body) // 2], body[len(body) // 2 :]]
         self.first_sent = asyncio.Event()
         self.rest = asyncio.Event()
 
@@ -44,8 +46,7 @@ class SlowBody:
         return {"type": "http.request", "body": self.parts[1], "more_body": False}
 
 
-async def test_request_routed_before_a_swap_is_answered_by_its_version_while_its_body_arrives(
-        tmp_path: Path) -> None:
+async def test_request_routed_before_a_swap_is_answered_by_its_version_while_its_body_arrives(tmp_path: Path) -> None:
     weights = {v: write_model_version(tmp_path, "mlp", v) for v in (1, 2)}
     registry = ModelRegistry(settings_for(tmp_path), Metrics())
     app = create_app(settings_for(tmp_path), registry=registry, metrics=Metrics())
@@ -63,16 +64,21 @@ async def test_request_routed_before_a_swap_is_answered_by_its_version_while_its
         old = registry.resolve("mlp")
         assert old.version == 1
         receive = SlowBody(body)
-        scope = {"type": "http", "method": "POST", "path": "/v2/models/mlp/infer", "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            "query_string": b"", "asgi": {"version": "3.0"}, "http_version": "1.1"}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v2/models/mlp/infer",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "query_string": b"",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+        }
         in_flight = asyncio.ensure_future(app(scope, receive, send))
         await asyncio.wait_for(receive.first_sent.wait(), HANG_GUARD_S)
         assert old.leases == 1  # routed and leased before its body is complete
 
         # Promote v2 while v1's request is still arriving: the new table routes to v2 at once...
-        swap = asyncio.ensure_future(registry.apply(
-            registry.applied.with_alias("mlp", "production", 2)))
+        swap = asyncio.ensure_future(registry.apply(registry.applied.with_alias("mlp", "production", 2)))
         await until(lambda: registry.resolve("mlp").version == 2)
         # ...while v1 waits for its lease before it unloads.
         assert not swap.done() and old.leases == 1 and not old.batcher.closing
@@ -85,8 +91,9 @@ async def test_request_routed_before_a_swap_is_answered_by_its_version_while_its
     assert start["status"] == 200, response
     doc = orjson.loads(response["body"])
     assert doc["model_version"] == "1"
-    np.testing.assert_allclose(doc["outputs"][0]["data"],
-                               tiny_mlp_reference(x, *weights[1]).ravel(), rtol=1e-5)
+    np.testing.assert_allclose(doc["outputs"][0]["data"], tiny_mlp_reference(x, *weights[1]).ravel(), rtol=1e-5)
     assert old.leases == 0 and old.batcher.closing
     assert [(s.version, s.state) for s in registry.statuses()] == [
-        (1, VersionState.UNLOADED), (2, VersionState.UNLOADED)]  # closed with the app
+        (1, VersionState.UNLOADED),
+        (2, VersionState.UNLOADED),
+    ]  # closed with the app

@@ -31,15 +31,24 @@ def _record(message: str = "hello %s", args: tuple[object, ...] = ("world",), **
 def test_json_formatter_writes_one_object_per_line_with_the_request_fields() -> None:
     token = request_id_var.set("req-1")
     try:
-        line = JsonFormatter().format(_record("multi\nline %s", ("x",), model="m", version="2", status=400,
-                                              duration_ms=1.5))
+        line = JsonFormatter().format(
+            _record("multi\nline %s", ("x",), model="m", version="2", status=400, duration_ms=1.5)
+        )
     finally:
         request_id_var.reset(token)
     assert "\n" not in line
     doc = json.loads(line)
     assert doc.pop("time").endswith("+00:00")
-    assert doc == {"level": "WARNING", "logger": "hotserve.test", "message": "multi\nline x",
-                   "request_id": "req-1", "model": "m", "version": "2", "status": 400, "duration_ms": 1.5}
+    assert doc == {
+        "level": "WARNING",
+        "logger": "hotserve.test",
+        "message": "multi\nline x",
+        "request_id": "req-1",
+        "model": "m",
+        "version": "2",
+        "status": 400,
+        "duration_ms": 1.5,
+    }
 
 
 def test_json_formatter_keeps_a_traceback_on_the_same_line() -> None:
@@ -64,8 +73,13 @@ def test_text_formatter_is_one_readable_line_with_the_request_fields() -> None:
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
-    saved = {name: (logger.handlers[:], logger.level, logger.propagate) for name, logger in
-             [("", root), *((n, logging.getLogger(n)) for n in ("uvicorn", "uvicorn.error", "uvicorn.access"))]}
+    saved = {
+        name: (logger.handlers[:], logger.level, logger.propagate)
+        for name, logger in [
+            ("", root),
+            *((n, logging.getLogger(n)) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")),
+        ]
+    }
     yield
     logging.captureWarnings(False)
     for name, (handlers, level, propagate) in saved.items():
@@ -75,8 +89,7 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.mark.usefixtures("restore_logging")
 @pytest.mark.parametrize("log_format", ["json", "text"])
-def test_one_formatter_serves_every_logger_including_uvicorns(monkeypatch: pytest.MonkeyPatch,
-                                                              log_format: str) -> None:
+def test_one_formatter_serves_every_logger_including_uvicorns(monkeypatch: pytest.MonkeyPatch, log_format: str) -> None:
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
     configure_logging("info", log_format)  # type: ignore[arg-type]
@@ -87,7 +100,9 @@ def test_one_formatter_serves_every_logger_including_uvicorns(monkeypatch: pytes
     assert len(lines) == 2
     if log_format == "json":
         assert [(d["logger"], d["message"]) for d in map(json.loads, lines)] == [
-            ("uvicorn.error", "Uvicorn running"), ("server.app", "careful")]
+            ("uvicorn.error", "Uvicorn running"),
+            ("server.app", "careful"),
+        ]
     else:
         assert lines[0].endswith("INFO uvicorn.error: Uvicorn running")
 
@@ -105,12 +120,14 @@ def _events(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 async def test_an_error_is_logged_with_the_request_id_the_response_carries(
-        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="hotserve.request")
     async with serving(settings, _registry()) as client:
         bad = await client.post("/v2/models/m/infer", content=b"{", headers={"x-request-id": "abc-123"})
-        traced = await client.post("/v2/models/nope/infer", content=BODY,
-                                   headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
+        traced = await client.post(
+            "/v2/models/nope/infer", content=BODY, headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
+        )
         routed = await client.get("/v2/models/nope")  # the FastAPI lane
     assert bad.status_code == 400 and bad.headers["x-request-id"] == "abc-123"
     assert traced.status_code == 404 and traced.headers["x-request-id"] == TRACE_ID
@@ -119,7 +136,10 @@ async def test_an_error_is_logged_with_the_request_id_the_response_carries(
     events = _events(caplog)  # formatted after the requests ended: the records carry their ids
     formatted = [json.loads(JsonFormatter().format(e)) for e in events]
     assert [(d["request_id"], d["status"], d["level"]) for d in formatted] == [
-        ("abc-123", 400, "WARNING"), (TRACE_ID, 404, "WARNING"), (generated, 404, "WARNING")]
+        ("abc-123", 400, "WARNING"),
+        (TRACE_ID, 404, "WARNING"),
+        (generated, 404, "WARNING"),
+    ]
     assert formatted[0]["model"] == "m" and formatted[0]["version"] == "3" and formatted[0]["protocol"] == "v2"
     assert formatted[0]["message"].startswith("POST /v2/models/m/infer 400: ")
     assert bad.json()["error"] in formatted[0]["message"]
@@ -127,8 +147,7 @@ async def test_an_error_is_logged_with_the_request_id_the_response_carries(
     assert formatted[2]["message"] == "GET /v2/models/nope 404: " + routed.json()["error"]
 
 
-async def test_successes_are_not_logged_unless_sampled(settings: Settings,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+async def test_successes_are_not_logged_unless_sampled(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="hotserve.request")
     async with serving(settings, _registry()) as client:
         assert (await client.post("/v2/models/m/infer", content=BODY)).status_code == 200
@@ -141,12 +160,15 @@ async def test_successes_are_not_logged_unless_sampled(settings: Settings,
     (event,) = _events(caplog)
     doc = json.loads(JsonFormatter().format(event))
     assert (doc["level"], doc["status"], doc["model"], doc["request_id"]) == (
-        "INFO", 200, "m", ok.headers["x-request-id"])
+        "INFO",
+        200,
+        "m",
+        ok.headers["x-request-id"],
+    )
     assert doc["duration_ms"] >= 0
 
 
-async def test_server_side_failures_are_logged_as_errors(settings: Settings,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+async def test_server_side_failures_are_logged_as_errors(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="hotserve.request")
     async with serving(settings, _registry(InferenceFailed("runtime exploded"))) as client:
         response = await client.post("/v2/models/m/infer", content=BODY)

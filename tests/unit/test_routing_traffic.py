@@ -22,8 +22,7 @@ def served(version: int) -> ServedVersion:
 
 def test_split_follows_the_weights_over_many_unkeyed_requests() -> None:
     v1, v2 = served(1), served(2)
-    resolved = resolve_split({"production": 90, "canary": 10}, {"production": 1, "canary": 2},
-                             {1: v1, 2: v2}, v1)
+    resolved = resolve_split({"production": 90, "canary": 10}, {"production": 1, "canary": 2}, {1: v1, 2: v2}, v1)
     assert resolved.weights == {1: 90, 2: 10} and resolved.fallbacks == ()
     assert resolved.split is not None
     draw = random.Random(7).randrange
@@ -45,8 +44,9 @@ def test_a_target_that_is_not_ready_gives_its_share_to_production_and_says_so() 
     v1 = served(1)
     resolved = resolve_split({"production": 90, "canary": 10}, {"production": 1, "canary": 2}, {1: v1}, v1)
     assert resolved.weights == {1: 100}
-    assert resolved.fallbacks == ("canary (version 2) is not ready on this replica: its 10% goes to "
-                                  "production (version 1)",)
+    assert resolved.fallbacks == (
+        "canary (version 2) is not ready on this replica: its 10% goes to production (version 1)",
+    )
     assert resolved.split is not None and resolved.split.pick("any").version == 1
 
 
@@ -58,11 +58,14 @@ def test_without_a_production_version_an_unready_share_is_refused() -> None:
     assert picks == {v2, None}
 
 
-@pytest.mark.parametrize("traffic, message", [
-    ({"production": 90, "canary": 20}, "traffic: expected weights summing to 100, got"),
-    ({"production": 90, "blue": 10}, "traffic.blue: is neither an alias"),
-    ({"production": 90, "7": 10}, "traffic.7: names version 7, which is not in the repository"),
-])
+@pytest.mark.parametrize(
+    "traffic, message",
+    [
+        ({"production": 90, "canary": 20}, "traffic: expected weights summing to 100, got"),
+        ({"production": 90, "blue": 10}, "traffic.blue: is neither an alias"),
+        ({"production": 90, "7": 10}, "traffic.7: names version 7, which is not in the repository"),
+    ],
+)
 def test_policies_that_cannot_apply_are_refused_with_the_reason(traffic: dict[str, int], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         check_weights(traffic, {"production": 1, "canary": 2}, {1, 2})

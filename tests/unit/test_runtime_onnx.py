@@ -41,7 +41,8 @@ def test_reports_graph_io_with_a_dynamic_batch_axis(mlp: tuple[Path, np.ndarray,
 
 
 def test_unavailable_preferred_provider_is_skipped_and_the_one_in_use_reported(
-        mlp: tuple[Path, np.ndarray, np.ndarray]) -> None:
+    mlp: tuple[Path, np.ndarray, np.ndarray],
+) -> None:
     runtime = OnnxRuntime(mlp[0], ["CUDAExecutionProvider", CPU])
     assert runtime.provider == CPU
 
@@ -80,8 +81,7 @@ def test_io_binding_path_gives_the_same_numbers(mlp: tuple[Path, np.ndarray, np.
     np.testing.assert_allclose(y, tiny_mlp_reference(x, weight, bias), rtol=1e-5)
 
 
-async def test_executor_runs_off_the_loop_and_returns_outputs(
-        mlp: tuple[Path, np.ndarray, np.ndarray]) -> None:
+async def test_executor_runs_off_the_loop_and_returns_outputs(mlp: tuple[Path, np.ndarray, np.ndarray]) -> None:
     path, weight, bias = mlp
     executor = RuntimeExecutor(OnnxRuntime(path, [CPU]), instances=2, thread_name="test-onnx")
     try:
@@ -98,9 +98,11 @@ def test_bytes_inputs_reach_a_string_graph_as_text(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["s"], ["o"])], "strings",
+        [helper.make_node("Identity", ["s"], ["o"])],
+        "strings",
         [helper.make_tensor_value_info("s", TensorProto.STRING, ["N"])],
-        [helper.make_tensor_value_info("o", TensorProto.STRING, ["N"])])
+        [helper.make_tensor_value_info("o", TensorProto.STRING, ["N"])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path / "model.onnx"

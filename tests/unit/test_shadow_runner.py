@@ -14,8 +14,12 @@ HANG_GUARD_S = 30
 
 
 def outcome(metrics: Metrics, name: str) -> float:
-    return metrics.registry.get_sample_value(
-        "hotserve_shadow_requests_total", {"model": "m", "version": "2", "outcome": name}) or 0.0
+    return (
+        metrics.registry.get_sample_value(
+            "hotserve_shadow_requests_total", {"model": "m", "version": "2", "outcome": name}
+        )
+        or 0.0
+    )
 
 
 async def test_copies_are_compared_and_agreement_is_counted() -> None:
@@ -25,13 +29,17 @@ async def test_copies_are_compared_and_agreement_is_counted() -> None:
     runner.start()
     x = np.ones((2, 3), np.float32)
     route = ShadowRoute(shadow, share=1.0, tolerance=1e-6)
-    runner.offer(route, request({"x": x}), {"y": x})               # the echo agrees
-    runner.offer(route, request({"x": x}), {"y": x + 1})           # a primary that differs
+    runner.offer(route, request({"x": x}), {"y": x})  # the echo agrees
+    runner.offer(route, request({"x": x}), {"y": x + 1})  # a primary that differs
     await until(lambda: runner.evidence("m", 2).compared == 2)
     evidence = runner.evidence("m", 2)
     assert (evidence.agreed, evidence.agreement, evidence.max_abs_difference) == (1, 0.5, 1.0)
-    assert metrics.registry.get_sample_value(
-        "hotserve_shadow_agreements_total", {"model": "m", "version": "2", "result": "agree"}) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "hotserve_shadow_agreements_total", {"model": "m", "version": "2", "result": "agree"}
+        )
+        == 1
+    )
     assert shadow.leases == 0
     await runner.close()
     await shadow.close(5)

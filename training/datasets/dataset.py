@@ -103,10 +103,14 @@ class Dataset:
         if self.store_features and self.entity_key:
             types = dict(zip(self.columns, self.column_datatypes))
             view = FeatureView(
-                name=view_name, entity_key=self.entity_key,
+                name=view_name,
+                entity_key=self.entity_key,
                 entity_key_type="INT64" if self.entity_key_type == "INT64" else "STRING",
-                features=[StoredFeature(name=name, datatype=types.get(name, "FP32"))  # type: ignore[arg-type]
-                          for name in self.store_features])
+                features=[
+                    StoredFeature(name=name, datatype=types.get(name, "FP32"))  # type: ignore[arg-type]
+                    for name in self.store_features
+                ],
+            )
         return FeatureSpec(
             input=input_name,
             columns=list(self.columns),
@@ -123,15 +127,18 @@ def demo_digest(generator: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def demo_defaults(spec: DatasetSpec, label: str, features: list[str], categorical: list[str],
-                  task: Task) -> DatasetSpec:
+def demo_defaults(
+    spec: DatasetSpec, label: str, features: list[str], categorical: list[str], task: Task
+) -> DatasetSpec:
     """A tabular demo's label, features, categorical columns and task where `spec` gives none."""
     chosen = spec.features if spec.features is not None else features
     return spec.model_copy(
         update={
             "features": chosen,
             "label": spec.label or label,
-            "categorical": spec.categorical if spec.categorical is not None else [c for c in chosen if c in categorical],
+            "categorical": spec.categorical
+            if spec.categorical is not None
+            else [c for c in chosen if c in categorical],
             "task": spec.task or task,
         }
     )
@@ -156,8 +163,9 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
             raise DatasetError(spec.source, f"unknown demo dataset; known: {', '.join(DEMOS)}")
         rows = spec.rows or demo.DEFAULT_ROWS
         frame = demo.generate(rows=rows, seed=spec.seed)
-        digest = demo_digest(spec.source.removeprefix(DEMO_PREFIX),
-                             {"version": demo.GENERATOR_VERSION, "rows": rows, "seed": spec.seed})
+        digest = demo_digest(
+            spec.source.removeprefix(DEMO_PREFIX), {"version": demo.GENERATOR_VERSION, "rows": rows, "seed": spec.seed}
+        )
         return tables.tabular_dataset(frame, demo.fill_defaults(spec.model_copy(update={"rows": rows})), digest)
     path = Path(spec.source)
     frame = tables.read_table(path)

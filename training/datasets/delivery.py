@@ -43,17 +43,24 @@ def generate(rows: int = DEFAULT_ROWS, seed: int = 0) -> pd.DataFrame:
         + _ZONE_MINUTES[zone]
         + rng.normal(0.0, NOISE_MINUTES, size=rows)
     )
-    return pd.DataFrame({
-        "distance_km": distance,
-        "items": items,
-        "hour_of_day": hour,
-        "is_raining": raining,
-        "courier_tenure_months": tenure,
-        "zone": zone,
-        LABEL: np.round(np.maximum(minutes, 3.0), 1),
-    })
+    return pd.DataFrame(
+        {
+            "distance_km": distance,
+            "items": items,
+            "hour_of_day": hour,
+            "is_raining": raining,
+            "courier_tenure_months": tenure,
+            "zone": zone,
+            LABEL: np.round(np.maximum(minutes, 3.0), 1),
+        }
+    )
 
 
 def fill_defaults(spec: DatasetSpec) -> DatasetSpec:
-    return demo_defaults(spec, LABEL, ["distance_km", "items", "hour_of_day", "is_raining", "courier_tenure_months",
-                                       "zone"], CATEGORICAL, "regression")
+    return demo_defaults(
+        spec,
+        LABEL,
+        ["distance_km", "items", "hour_of_day", "is_raining", "courier_tenure_months", "zone"],
+        CATEGORICAL,
+        "regression",
+    )

@@ -94,11 +94,13 @@ def encode_labels(values: pd.Series, task: Task | None, column: str, source: str
         if numbers is None:
             text = pd.to_numeric(values, errors="coerce").isna().to_numpy()
             row = _first(text)
-            raise DatasetError(source, f"regression labels must be numbers; got {values.iloc[row]!r} at row {row}",
-                               column)
+            raise DatasetError(
+                source, f"regression labels must be numbers; got {values.iloc[row]!r} at row {row}", column
+            )
         if np.unique(numbers).size < 2:
-            raise DatasetError(source, f"regression target is constant (every row is {float(numbers[0])!r}); "
-                                       "nothing to learn", column)
+            raise DatasetError(
+                source, f"regression target is constant (every row is {float(numbers[0])!r}); nothing to learn", column
+            )
         return Labels(task, numbers.astype(np.float32), inferred=inferred)
 
     classes: ClassNames
@@ -106,9 +108,12 @@ def encode_labels(values: pd.Series, task: Task | None, column: str, source: str
         fractional = ~_whole(numbers)
         if fractional.any():
             row = _first(fractional)
-            raise DatasetError(source, f"multiclass labels must be class names or whole numbers; got "
-                                       f"{float(numbers[row])!r} at row {row} (a numeric target: --task regression)",
-                               column)
+            raise DatasetError(
+                source,
+                f"multiclass labels must be class names or whole numbers; got "
+                f"{float(numbers[row])!r} at row {row} (a numeric target: --task regression)",
+                column,
+            )
         codes = np.round(numbers).astype(np.int64)
         classes = [int(c) for c in np.unique(codes)]
         index = np.searchsorted(np.asarray(classes, dtype=np.int64), codes)

@@ -19,18 +19,22 @@ REGIONS = 5
 CATEGORICAL = ["region"]
 
 # Per segment: weights of (log spend, visits, log tenure, online share) and an intercept.
-_WEIGHTS = np.array([
-    [-2.0, 0.9, 0.0, 0.5, 0.0],   # bargain: spends little, comes often
-    [1.0, -0.6, 1.2, -1.0, -0.3],  # business: large orders, rarely, long-standing, in store
-    [2.2, 0.3, 0.6, 1.2, -0.8],    # premium: spends a lot, online
-    [0.0, 0.0, 0.0, 0.0, 0.5],     # regular: the baseline
-])
-_REGION_BIAS = np.array([
-    [0.4, -0.2, 0.0, 0.3, 0.0],
-    [-0.3, 0.5, 0.2, -0.4, 0.0],
-    [0.0, 0.3, 0.6, -0.6, 0.2],
-    [0.0, 0.0, 0.0, 0.0, 0.0],
-]).T  # [region, segment]
+_WEIGHTS = np.array(
+    [
+        [-2.0, 0.9, 0.0, 0.5, 0.0],  # bargain: spends little, comes often
+        [1.0, -0.6, 1.2, -1.0, -0.3],  # business: large orders, rarely, long-standing, in store
+        [2.2, 0.3, 0.6, 1.2, -0.8],  # premium: spends a lot, online
+        [0.0, 0.0, 0.0, 0.0, 0.5],  # regular: the baseline
+    ]
+)
+_REGION_BIAS = np.array(
+    [
+        [0.4, -0.2, 0.0, 0.3, 0.0],
+        [-0.3, 0.5, 0.2, -0.4, 0.0],
+        [0.0, 0.3, 0.6, -0.6, 0.2],
+        [0.0, 0.0, 0.0, 0.0, 0.0],
+    ]
+).T  # [region, segment]
 
 
 def generate(rows: int = DEFAULT_ROWS, seed: int = 0) -> pd.DataFrame:
@@ -43,24 +47,34 @@ def generate(rows: int = DEFAULT_ROWS, seed: int = 0) -> pd.DataFrame:
     tenure = np.round(rng.gamma(2.0, 14.0, size=rows)) + 1
     online = np.round(rng.beta(2.0, 2.5, size=rows), 3)
     region = rng.integers(0, REGIONS, size=rows)
-    habits = np.stack([
-        (np.log(spend) - 4.5) / 0.9,
-        (visits - 4.0) / 3.0,
-        (np.log(tenure) - 3.0) / 0.8,
-        (online - 0.45) / 0.22,
-        np.ones(rows),
-    ], axis=1)
+    habits = np.stack(
+        [
+            (np.log(spend) - 4.5) / 0.9,
+            (visits - 4.0) / 3.0,
+            (np.log(tenure) - 3.0) / 0.8,
+            (online - 0.45) / 0.22,
+            np.ones(rows),
+        ],
+        axis=1,
+    )
     scores = 1.6 * habits @ _WEIGHTS.T + _REGION_BIAS[region] + rng.gumbel(size=(rows, len(SEGMENTS)))
-    return pd.DataFrame({
-        "monthly_spend": spend,
-        "visits_per_month": visits,
-        "tenure_months": tenure,
-        "online_share": online,
-        "region": region,
-        LABEL: np.asarray(SEGMENTS)[scores.argmax(axis=1)],
-    })
+    return pd.DataFrame(
+        {
+            "monthly_spend": spend,
+            "visits_per_month": visits,
+            "tenure_months": tenure,
+            "online_share": online,
+            "region": region,
+            LABEL: np.asarray(SEGMENTS)[scores.argmax(axis=1)],
+        }
+    )
 
 
 def fill_defaults(spec: DatasetSpec) -> DatasetSpec:
-    return demo_defaults(spec, LABEL, ["monthly_spend", "visits_per_month", "tenure_months", "online_share", "region"],
-                         CATEGORICAL, "multiclass")
+    return demo_defaults(
+        spec,
+        LABEL,
+        ["monthly_spend", "visits_per_month", "tenure_months", "online_share", "region"],
+        CATEGORICAL,
+        "multiclass",
+    )

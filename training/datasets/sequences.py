@@ -57,5 +57,6 @@ def load(spec: DatasetSpec) -> Dataset:
     digest = demo_digest(
         "sequences", {"version": GENERATOR_VERSION, "rows": rows, "seed": spec.seed, "shape": [SEQ_LEN, TOKEN_DIM]}
     )
-    return Dataset(spec=spec.model_copy(update={"rows": rows, "task": "binary"}), sha256=digest, inputs=tokens,
-                   labels=labels)
+    return Dataset(
+        spec=spec.model_copy(update={"rows": rows, "task": "binary"}), sha256=digest, inputs=tokens, labels=labels
+    )

@@ -44,8 +44,7 @@ def _numeric_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray
         row = int(np.flatnonzero(not_numeric.to_numpy())[0])
         raise DatasetError(
             source,
-            f"non-numeric value {values.iloc[row]!r} at row {row} "
-            f"({int(not_numeric.sum())} non-numeric rows)",
+            f"non-numeric value {values.iloc[row]!r} at row {row} ({int(not_numeric.sum())} non-numeric rows)",
             column,
         )
     array: np.ndarray = converted.to_numpy(dtype=np.float64)
@@ -124,7 +123,8 @@ def tabular_dataset(frame: pd.DataFrame, spec: DatasetSpec, sha256: str) -> Data
         store_features=tuple(store),
         entity_key=spec.entity_key,
         entity_key_type=(
-            "INT64" if spec.entity_key is not None and pd.api.types.is_integer_dtype(frame[spec.entity_key])
+            "INT64"
+            if spec.entity_key is not None and pd.api.types.is_integer_dtype(frame[spec.entity_key])
             else "STRING"
         ),
         column_datatypes=tuple(_datatype(frame[c]) for c in features),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from exporters.errors import ExportError
 from exporters.options import ExportOptions
+from server.contract.manifest import FeatureSpec, FeatureView, StoredFeature
 from server.features.service import repository_views
-from server.registry.manifest import FeatureSpec, FeatureView, StoredFeature
 from training.checkpoints import CheckpointMetadata
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from exporters.errors import ExportError, ModelRefused
-from server.registry.manifest import NUMPY_DTYPES, TensorSpec
+from server.contract.manifest import NUMPY_DTYPES, TensorSpec
 
 CHUNK_ROWS = 256
 """Rows per run, bounding memory on large reference tables."""

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from exporters.errors import ExportError
-from server.registry.manifest import FeatureSpec, TensorSpec
+from server.contract.manifest import FeatureSpec, TensorSpec
 
 
 def feature_spec(

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from exporters.errors import ExportError
 from exporters.options import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
-from server.registry.manifest import MODEL_NAME_PATTERN
+from server.contract.manifest import MODEL_NAME_PATTERN
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,7 @@ from exporters.import_options import ImportOptions
 from exporters.repository import VersionStaging, next_version
 from exporters.source_model import SourceModel, read_source
 from exporters.source_parity import Candidate, CheckInputs, original_outputs, publishable_graph
-from server.errors import ModelLoadFailed
-from server.registry.manifest import (
+from server.contract.manifest import (
     ONNX_FILENAME,
     BatchingPolicy,
     ExportInfo,
@@ -42,6 +41,7 @@ from server.registry.manifest import (
     TensorSpec,
     sha256_file,
 )
+from server.errors import ModelLoadFailed
 from server.registry.repository import version_dir
 
 __all__ = ["ImportOptions", "ImportResult", "import_model"]

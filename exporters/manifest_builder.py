@@ -1,4 +1,4 @@
-"""Assemble `model.json` (server.registry.manifest.ModelManifest) for an exported version.
+"""Assemble `model.json` (server.contract.manifest.ModelManifest) for an exported version.
 
 Last step of `pipeline.export_checkpoint` before the version folder is published: the
 checkpoint supplies signature, feature spec, drift reference and lineage; the export run
@@ -13,7 +13,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.registry.manifest import BatchingPolicy, ExportInfo, FeatureSpec, ModelManifest, sha256_file
+from server.contract.manifest import BatchingPolicy, ExportInfo, FeatureSpec, ModelManifest, sha256_file
 
 if TYPE_CHECKING:  # training.checkpoints imports torch; only the type is needed here
     from training.checkpoints import CheckpointMetadata

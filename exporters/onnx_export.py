@@ -21,7 +21,7 @@ import torch
 from exporters.errors import ExportError, SignatureMismatch
 from exporters.onnx_signature import ONNX_DATATYPES
 from exporters.options import DEFAULT_OPSET
-from server.registry.manifest import TensorSpec
+from server.contract.manifest import TensorSpec
 
 EXAMPLE_ROWS = 4
 """Rows in the example batch: torch.export specialises axes of size 0 or 1, so never 1."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 
 from exporters.errors import ModelRefused
-from server.registry.manifest import Datatype, TensorSpec
+from server.contract.manifest import Datatype, TensorSpec
 
 ONNX_DATATYPES: dict[int, Datatype] = {
     onnx.TensorProto.BOOL: "BOOL",

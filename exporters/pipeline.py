@@ -35,7 +35,7 @@ from exporters import (
 from exporters.errors import ExportError
 from exporters.options import ExportOptions
 from exporters.repository import VersionStaging, ensure_absent
-from server.registry.manifest import ONNX_FILENAME, ExportInfo, ModelManifest
+from server.contract.manifest import ONNX_FILENAME, ExportInfo, ModelManifest
 from server.registry.repository import version_dir
 from training.checkpoints import LoadedCheckpoint
 from training.models import RegressionModel

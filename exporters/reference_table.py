@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from exporters.errors import ExportError
-from server.registry.manifest import NUMPY_DTYPES, DriftReference, TensorSpec, sha256_file
+from server.contract.manifest import NUMPY_DTYPES, DriftReference, TensorSpec, sha256_file
 from training.datasets.dataset import DatasetError
 from training.datasets.tables import read_table
 from training.metrics import evaluate

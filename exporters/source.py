@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.errors import CheckpointUnusable
-from server.registry.manifest import NUMPY_DTYPES
+from server.contract.manifest import NUMPY_DTYPES
 from training.checkpoints import CheckpointError, LoadedCheckpoint, latest_checkpoint, load_checkpoint
 
 _VERSION_FILES = ("metadata.json", "checkpoint.pt")

@@ -19,7 +19,7 @@ from onnx.external_data_helper import load_external_data_for_model, uses_externa
 from exporters import graph_edits, onnx_signature
 from exporters.errors import ExportError, ModelRefused
 from exporters.import_options import ImportOptions
-from server.registry.manifest import TensorSpec, sha256_file
+from server.contract.manifest import TensorSpec, sha256_file
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from load_tests.server_process import ServerProcess, start_server
-from server.registry.manifest import ONNX_FILENAME, ModelManifest
+from server.contract.manifest import ONNX_FILENAME, ModelManifest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "load_tests" / "results"

@@ -33,9 +33,9 @@ from load_tests.benchmark import (
     prepare_repository,
     serving,
 )
+from server.contract.manifest import ModelManifest
 from server.monitoring.drift import DriftConfig
 from server.monitoring.monitor import DriftMonitor
-from server.registry.manifest import ModelManifest
 
 MODEL = "fraud"
 

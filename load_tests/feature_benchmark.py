@@ -34,9 +34,9 @@ from typing import Any
 from load_tests.benchmark import LUA_SCRIPT, RESULTS, ROOT, latest_version_dir, prepare_repository, serving
 from load_tests.markdown import replace_section
 from load_tests.server_process import free_port
+from server.contract.manifest import ONNX_FILENAME, FeatureView, ModelManifest, StoredFeature
 from server.features.redis_store import RedisFeatureStore
 from server.features.table import read_table, table_rows
-from server.registry.manifest import ONNX_FILENAME, FeatureView, ModelManifest, StoredFeature
 
 START, END = "<!-- feature-join-benchmark:start -->", "<!-- feature-join-benchmark:end -->"
 ENTITIES = 1000

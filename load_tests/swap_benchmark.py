@@ -37,7 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from load_tests.benchmark import RESULTS, run_wrk
 from load_tests.server_process import ServerProcess, start_server
-from server.registry.manifest import ONNX_FILENAME, BatchingPolicy, Lineage, ModelManifest, TensorSpec, sha256_file
+from server.contract.manifest import ONNX_FILENAME, BatchingPolicy, Lineage, ModelManifest, TensorSpec, sha256_file
 
 MODEL = "swap"
 FEATURES, HIDDEN = 64, 1024

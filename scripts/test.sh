@@ -11,6 +11,8 @@ export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
 export HOTSERVE_TEST_REDIS_URL="${HOTSERVE_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 echo "== ruff (pyflakes, import order, pyupgrade, pycodestyle)"
 .venv/bin/ruff check .
+echo "== ruff format --check"
+.venv/bin/ruff format --check .
 echo "== mypy --strict (server, training, exporters, load_tests)"
 .venv/bin/mypy
 echo "== pytest"

@@ -21,12 +21,7 @@ import httpx
 import numpy as np
 
 from server.app import create_app
-from server.errors import FeatureStoreUnavailable, ModelNotFound, ModelNotReady
-from server.features.memory_store import MemoryFeatureStore
-from server.features.store import StoredRow
-from server.metrics.instruments import Metrics
-from server.protocol.schema import ModelSchema
-from server.registry.manifest import (
+from server.contract.manifest import (
     BatchingPolicy,
     DriftReference,
     FeatureSpec,
@@ -35,6 +30,11 @@ from server.registry.manifest import (
     ModelManifest,
     TensorSpec,
 )
+from server.errors import FeatureStoreUnavailable, ModelNotFound, ModelNotReady
+from server.features.memory_store import MemoryFeatureStore
+from server.features.store import StoredRow
+from server.metrics.instruments import Metrics
+from server.protocol.schema import ModelSchema
 from server.request import InferenceRequest, Tensors
 from server.settings import Settings
 
@@ -292,7 +292,7 @@ def write_model_version(
 
     The weights depend on `version`, so answers tell versions apart. Returns (W, b).
     """
-    from server.registry.manifest import sha256_file
+    from server.contract.manifest import sha256_file
 
     folder = repository / name / str(version)
     folder.mkdir(parents=True)
@@ -340,7 +340,7 @@ def break_version(folder: Path, how: str) -> str:
 
     from onnx import TensorProto, helper, numpy_helper
 
-    from server.registry.manifest import sha256_file
+    from server.contract.manifest import sha256_file
 
     manifest_path = folder / "model.json"
     manifest = json.loads(manifest_path.read_text())

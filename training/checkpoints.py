@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server.registry.manifest import DriftReference, FeatureSpec, Lineage, TensorSpec
+from server.contract.manifest import DriftReference, FeatureSpec, Lineage, TensorSpec
 from training.datasets import DatasetSpec
 from training.models import TaskModel, build_model
 from training.tabular_transform import TabularTransform

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from server.registry.manifest import DriftReference, ReferenceHistogram
+from server.contract.manifest import DriftReference, ReferenceHistogram
 from training.tasks import LABEL_OUTPUT, SCORE_OUTPUT, ClassNames, Task
 
 DEFAULT_BINS = 10

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from server.registry.manifest import Datatype, TensorSpec
+from server.contract.manifest import Datatype, TensorSpec
 
 Task = Literal["binary", "multiclass", "regression"]
 TASKS: tuple[Task, ...] = get_args(Task)

@@ -20,7 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from server.registry.manifest import TensorSpec
+from server.contract.manifest import TensorSpec
 from training.checkpoints import CHECKPOINT_FORMAT, CheckpointMetadata, LoadedCheckpoint, write_checkpoint
 from training.config import TrainConfig
 from training.datasets import Dataset

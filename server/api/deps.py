@@ -17,12 +17,12 @@ from server.api.context import request_id_of
 from server.api.inflight import InflightRequests
 from server.api.request_log import RequestLog
 from server.api.request_metrics import RequestMetrics
+from server.contract.manifest import ModelManifest
 from server.errors import ModelNotReady
 from server.features.join import FeatureJoin
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
 from server.registry.controller import Caller, Controller
-from server.registry.manifest import ModelManifest
 from server.request import InferenceRequest, Tensors
 from server.routing.table import ShadowRoute
 from server.settings import Settings

@@ -15,10 +15,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from server.api.deps import AdminCallerDep, EdgeDep
+from server.contract.manifest import FeatureView
 from server.features.service import repository_views
 from server.features.store import EntityWrite
 from server.features.values import RowRejected, check_write
-from server.registry.manifest import FeatureView
 
 router = APIRouter(prefix="/admin/features", tags=["admin"])
 

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Response
 import server
 from server.api.deps import Edge, EdgeDep, ServedModel, state_name
 from server.api.error_handlers import json_response
+from server.contract.manifest import ModelManifest
 from server.errors import ModelNotReady
 from server.protocol.paths import parse_version
-from server.registry.manifest import ModelManifest
 
 router = APIRouter()
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from server.batching.pending import PendingRequest
 from server.batching.policy import REASONS, BatchConfig, Reason, decide
+from server.contract.manifest import ModelManifest
 from server.errors import (
     DeadlineExceeded,
     HotserveError,
@@ -37,7 +38,6 @@ from server.errors import (
     Overloaded,
 )
 from server.metrics.instruments import Metrics
-from server.registry.manifest import ModelManifest
 from server.request import InferenceRequest, Tensors
 from server.runtime.executor import RuntimeExecutor
 

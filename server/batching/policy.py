@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from server.registry.manifest import BatchingPolicy
+from server.contract.manifest import BatchingPolicy
 
 Reason = Literal["full", "preferred", "delay", "idle"]
 REASONS: tuple[Reason, ...] = ("full", "preferred", "delay", "idle")

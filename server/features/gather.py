@@ -16,12 +16,12 @@ import asyncio
 import logging
 import time
 
+from server.contract.manifest import FeatureView
 from server.errors import FeatureStoreUnavailable, FeatureValueInvalid
 from server.features.breaker import CircuitBreaker
 from server.features.local_cache import LocalCache
 from server.features.store import EntityRow, FeatureStore
 from server.metrics.instruments import Metrics
-from server.registry.manifest import FeatureView
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from server.contract.manifest import FeatureView
 from server.errors import EntityNotFound, FeatureStoreUnavailable, FeatureValueInvalid, HotserveError, InvalidInput
 from server.features.lookup import FeatureLookup, Missing
 from server.features.store import EntityRow
 from server.features.values import parse_entity
-from server.registry.manifest import FeatureView
 
 Record = dict[str, Any]
 

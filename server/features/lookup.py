@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from server.contract.manifest import FeatureView
 from server.errors import FeatureStoreUnavailable
 from server.features.breaker import BreakerState, CircuitBreaker
 from server.features.gather import LookupGatherer
 from server.features.local_cache import ABSENT, LocalCache
 from server.features.store import EntityRow, FeatureStore
 from server.metrics.instruments import Metrics
-from server.registry.manifest import FeatureView
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,13 +24,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
 
+from server.contract.manifest import FeatureView
 from server.errors import FeatureStoreUnavailable
 from server.features.redis_store import RedisFeatureStore, redacted
 from server.features.service import repository_views
 from server.features.store import EntityWrite
 from server.features.table import TableError, check_columns, read_table, table_rows
 from server.features.values import parse_event_time
-from server.registry.manifest import FeatureView
 from server.settings import Settings
 
 EXIT_FAILED = 1

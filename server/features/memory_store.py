@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from server.contract.manifest import FeatureView
 from server.features.store import EntityRow, EntityWrite, StoredRow
-from server.registry.manifest import FeatureView
 
 
 class MemoryFeatureStore:

@@ -19,10 +19,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from server.contract.manifest import FeatureView
 from server.errors import FeatureStoreUnavailable
 from server.features.store import EntityWrite, StoredRow
 from server.features.values import decode_stored, encode_stored
-from server.registry.manifest import FeatureView
 
 WRITE_CHUNK_ROWS = 1000
 """Rows per pipelined write round trip."""

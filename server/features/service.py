@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from server.contract.manifest import FeatureView, ModelManifest
 from server.features.join import FeatureJoin
 from server.features.lookup import FeatureLookup
 from server.features.memory_store import MemoryFeatureStore
@@ -21,7 +22,6 @@ from server.features.redis_store import RedisFeatureStore
 from server.features.store import FeatureStore
 from server.features.table import TableError, check_columns, read_table, table_rows
 from server.metrics.instruments import Metrics
-from server.registry.manifest import FeatureView, ModelManifest
 from server.registry.repository import scan_repository, version_dir
 from server.settings import Settings
 

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from server.contract.manifest import FeatureView
 from server.errors import FeatureValueInvalid
-from server.registry.manifest import FeatureView
 
 FeatureValue = float | int | bool
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.contract.manifest import FeatureView
 from server.features.store import EntityWrite
 from server.features.values import RowRejected, check_write
-from server.registry.manifest import FeatureView
 
 DEMO_SOURCES = ("demo:fraud",)
 

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from server.contract.manifest import NUMPY_DTYPES, FeatureView
 from server.errors import FeatureValueInvalid
 from server.features.store import EntityRow, EntityWrite, FeatureValue
-from server.registry.manifest import NUMPY_DTYPES, FeatureView
 
 EVENT_TIME_FIELD = "_event_time"
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.contract.manifest import ModelManifest
 from server.monitoring.psi import ReferenceBins
 from server.monitoring.report import DriftReport, QuantityDrift
 from server.monitoring.window import SampleWindow
-from server.registry.manifest import ModelManifest
 from server.request import Tensors
 from server.settings import Settings
 

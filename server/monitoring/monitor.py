@@ -12,9 +12,9 @@ import asyncio
 import logging
 from types import MappingProxyType
 
+from server.contract.manifest import ModelManifest
 from server.monitoring.drift import DriftConfig, VersionDrift, plan_drift
 from server.monitoring.report import DriftReport
-from server.registry.manifest import ModelManifest
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from server.registry.manifest import ReferenceHistogram
+from server.contract.manifest import ReferenceHistogram
 
 EPSILON = 1e-4
 """Share given to an empty bin (live or reference) so the logarithm stays finite."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from server.contract.manifest import ReferenceHistogram
 from server.monitoring.psi import Status, status_of
-from server.registry.manifest import ReferenceHistogram
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from typing import Final
 
 import numpy as np
 
+from server.contract.manifest import NUMPY_DTYPES
 from server.errors import InvalidInput
-from server.registry.manifest import NUMPY_DTYPES
 
 __all__ = ["NUMPY_DTYPES", "numpy_dtype", "v2_datatype", "tensor_to_bytes", "tensor_from_bytes"]
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from server.contract.manifest import ModelManifest, TensorSpec
 from server.protocol.datatypes import numpy_dtype
-from server.registry.manifest import ModelManifest, TensorSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from server.contract.manifest import FeatureSpec
 from server.errors import InvalidInput
 from server.protocol.schema import ModelSchema
 from server.protocol.tensors import check_header, tensor_from_json
-from server.registry.manifest import FeatureSpec
 
 Record = dict[str, Any]
 

@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from server.errors import HotserveError, ModelLoadFailed
-from server.metrics.instruments import Metrics
-from server.registry.manifest import (
+from server.contract.manifest import (
     MANIFEST_FILENAME,
     NUMPY_DTYPES,
     ONNX_FILENAME,
@@ -24,6 +22,8 @@ from server.registry.manifest import (
     TensorSpec,
     sha256_file,
 )
+from server.errors import HotserveError, ModelLoadFailed
+from server.metrics.instruments import Metrics
 from server.registry.repository import inside
 from server.registry.served import ServedVersion
 from server.runtime.base import Runtime

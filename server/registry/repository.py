@@ -14,7 +14,7 @@ import logging
 import re
 from pathlib import Path
 
-from server.registry.manifest import MODEL_NAME_PATTERN
+from server.contract.manifest import MODEL_NAME_PATTERN
 
 log = logging.getLogger(__name__)
 

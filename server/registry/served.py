@@ -12,10 +12,10 @@ import asyncio
 import time
 
 from server.batching.batcher import Batcher
+from server.contract.manifest import ModelManifest
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import VersionDrift
 from server.protocol.schema import ModelSchema
-from server.registry.manifest import ModelManifest
 from server.request import InferenceRequest, Tensors
 from server.runtime.base import Runtime
 from server.runtime.executor import RuntimeExecutor

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from server.registry.manifest import TensorSpec
+from server.contract.manifest import TensorSpec
 
 
 class Runtime(Protocol):

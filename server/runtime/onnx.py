@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from server.contract.manifest import NUMPY_DTYPES, Datatype, TensorSpec
 from server.errors import InferenceFailed, ModelLoadFailed
-from server.registry.manifest import NUMPY_DTYPES, Datatype, TensorSpec
 
 log = logging.getLogger(__name__)
 

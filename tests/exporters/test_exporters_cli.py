@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from server.cli import main
-from server.registry.manifest import ModelManifest
+from server.contract.manifest import ModelManifest
 
 
 def test_export_publishes_the_latest_version_of_a_model_folder(

@@ -14,7 +14,7 @@ from exporters.errors import ExportError, MetricRegression, ParityError, Signatu
 from exporters.options import FP32_TOLERANCE
 from exporters.parity import compare, metric_change
 from exporters.pipeline import ExportResult, export_loaded
-from server.registry.manifest import ONNX_FILENAME
+from server.contract.manifest import ONNX_FILENAME
 from training.checkpoints import load_checkpoint
 from training.datasets import fraud
 from training.models import ProbabilityModel

@@ -13,7 +13,7 @@ import torch
 from exporters.errors import ExportError
 from exporters.options import FP16_TOLERANCE, INT8_TOLERANCE, ExportOptions
 from exporters.pipeline import ExportResult, export_checkpoint
-from server.registry.manifest import ONNX_FILENAME, ModelManifest
+from server.contract.manifest import ONNX_FILENAME, ModelManifest
 from training.checkpoints import load_checkpoint
 from training.metrics import evaluate
 

@@ -12,7 +12,7 @@ from exporters.errors import VersionExists
 from exporters.manifest_builder import batching_policy
 from exporters.pipeline import ExportResult, export_checkpoint
 from exporters.repository import STAGING_PREFIX, VersionStaging
-from server.registry.manifest import (
+from server.contract.manifest import (
     MANIFEST_FILENAME,
     ONNX_FILENAME,
     ModelManifest,

@@ -22,7 +22,7 @@ from exporters.options import FP32_TOLERANCE, INT8_TASK_TOLERANCE, ExportOptions
 from exporters.parity import compare_labels, metric_change
 from exporters.pipeline import export_checkpoint
 from load_tests.server_process import start_server
-from server.registry.manifest import ONNX_FILENAME, ModelManifest, TensorSpec
+from server.contract.manifest import ONNX_FILENAME, ModelManifest, TensorSpec
 from training.checkpoints import load_checkpoint
 from training.metrics import evaluate_task
 

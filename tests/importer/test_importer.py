@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 
 from exporters.errors import ExportError, ModelRefused, VersionExists
 from exporters.importer import ImportOptions, import_model
+from server.contract.manifest import ONNX_FILENAME, ModelManifest, sha256_file
 from server.registry.loader import open_version, warm_up_inputs
-from server.registry.manifest import ONNX_FILENAME, ModelManifest, sha256_file
 from server.settings import Settings
 from tests.importer.conftest import FEATURES, Converted
 from training.metrics import evaluate

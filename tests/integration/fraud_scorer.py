@@ -19,8 +19,8 @@ import orjson
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx_models import IR_VERSION, OPSET, write_version
+from server.contract.manifest import BatchingPolicy, FeatureSpec, ReferenceHistogram
 from server.registry.control_state import ControlSnapshot, ModelControl
-from server.registry.manifest import BatchingPolicy, FeatureSpec, ReferenceHistogram
 from training.datasets.fraud import REQUEST_FEATURES, STORE_FEATURES, generate
 from training.reference_stats import drift_reference, prediction_histogram
 

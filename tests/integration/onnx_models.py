@@ -9,7 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from gated_serve import GATED_PREFIX
-from server.registry.manifest import (
+from server.contract.manifest import (
     ONNX_FILENAME,
     BatchingPolicy,
     DriftReference,

@@ -22,7 +22,7 @@ from fraud_scorer import (
     write_fraud_repository,
 )
 from load_tests.server_process import ServerProcess
-from server.registry.manifest import ReferenceHistogram
+from server.contract.manifest import ReferenceHistogram
 
 pytestmark = pytest.mark.integration
 

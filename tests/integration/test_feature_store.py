@@ -24,7 +24,7 @@ from load_tests.server_process import REPO_ROOT, ServerProcess, start_server
 from onnx_models import tabular_model, write_version
 from redis_process import RedisProcess, start_redis
 from server import cli
-from server.registry.manifest import BatchingPolicy, FeatureSpec, FeatureView, StoredFeature
+from server.contract.manifest import BatchingPolicy, FeatureSpec, FeatureView, StoredFeature
 
 pytestmark = pytest.mark.integration
 

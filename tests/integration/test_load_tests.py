@@ -19,7 +19,7 @@ import pytest
 from fraud_scorer import COLUMNS, fraud_rows, scorer_model
 from load_tests.server_process import REPO_ROOT
 from onnx_models import write_version
-from server.registry.manifest import BatchingPolicy, FeatureSpec, FeatureView, StoredFeature
+from server.contract.manifest import BatchingPolicy, FeatureSpec, FeatureView, StoredFeature
 from training.datasets.fraud import ENTITY_KEY, REQUEST_FEATURES, STORE_FEATURES
 
 pytestmark = pytest.mark.integration

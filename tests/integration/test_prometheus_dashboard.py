@@ -40,7 +40,7 @@ import yaml
 from fraud_scorer import drift_report, fraud_rows, score_stream, shifted, write_fraud_repository
 from load_tests.server_process import ServerProcess, free_port
 from onnx_models import TAB_COLUMNS, tabular_model, write_corrupt, write_version
-from server.registry.manifest import BatchingPolicy, FeatureSpec, FeatureView, StoredFeature
+from server.contract.manifest import BatchingPolicy, FeatureSpec, FeatureView, StoredFeature
 from tests.deploy.conftest import find_tool, run
 from tests.deploy.monitoring_files import DASHBOARDS, METRIC_NAME, RULE_FILES, alert_rules, load_dashboard, panel_exprs
 

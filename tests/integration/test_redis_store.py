@@ -12,10 +12,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from load_tests.server_process import free_port
+from server.contract.manifest import FeatureView, StoredFeature
 from server.errors import FeatureStoreUnavailable, FeatureValueInvalid
 from server.features.redis_store import RedisFeatureStore, redacted
 from server.features.store import EntityRow, EntityWrite
-from server.registry.manifest import FeatureView, StoredFeature
 
 pytestmark = pytest.mark.integration
 

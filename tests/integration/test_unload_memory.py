@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from load_tests.server_process import ServerProcess, start_server
 from onnx_models import OPSET, write_version
-from server.registry.manifest import BatchingPolicy
+from server.contract.manifest import BatchingPolicy
 
 pytestmark = pytest.mark.integration
 

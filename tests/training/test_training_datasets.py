@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from server.registry.manifest import sha256_file
+from server.contract.manifest import sha256_file
 from training.datasets import DatasetError, DatasetSpec, fraud, load_dataset
 
 TABLE_FEATURES = ["amount", "merchant_category", "cust_txn_count_7d"]

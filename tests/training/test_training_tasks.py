@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from server.registry.manifest import TensorSpec
+from server.contract.manifest import TensorSpec
 from training.checkpoints import load_checkpoint
 from training.config import TrainConfig
 from training.datasets import DatasetError, DatasetSpec, load_dataset

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from server.registry.manifest import Lineage, TensorSpec
+from server.contract.manifest import Lineage, TensorSpec
 from training.checkpoints import load_checkpoint
 from training.config import TrainConfig
 from training.datasets import Dataset, DatasetSpec, load_dataset

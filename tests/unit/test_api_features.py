@@ -11,10 +11,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from server.contract.manifest import FeatureSpec, FeatureView, StoredFeature
 from server.features.join import FeatureJoin
 from server.features.lookup import FeatureLookup
 from server.features.store import EntityWrite
-from server.registry.manifest import FeatureSpec, FeatureView, StoredFeature
 from server.settings import Settings
 from tests.fakes import ControlledStore, FakeRegistry, FakeServedVersion, make_manifest, serving
 

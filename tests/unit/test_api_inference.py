@@ -10,8 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
+from server.contract.manifest import FeatureSpec
 from server.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
-from server.registry.manifest import FeatureSpec
 from server.settings import Settings
 from tests.fakes import FakeRegistry, FakeServedVersion, make_manifest, serving
 

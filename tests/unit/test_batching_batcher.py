@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from server.batching.batcher import Batcher
+from server.contract.manifest import BatchingPolicy
 from server.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
 from server.metrics.instruments import Metrics
-from server.registry.manifest import BatchingPolicy
 from server.runtime.base import Runtime
 from server.runtime.executor import RuntimeExecutor
 from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request, until

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.batching.policy import BatchConfig, Decision, decide
-from server.registry.manifest import BatchingPolicy
+from server.contract.manifest import BatchingPolicy
 
 
 def config(**policy: object) -> BatchConfig:

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from server.contract.manifest import FeatureView, StoredFeature
 from server.errors import FeatureStoreUnavailable, FeatureValueInvalid
 from server.features.breaker import BreakerState, CircuitBreaker
 from server.features.local_cache import ABSENT, LocalCache
@@ -14,7 +15,6 @@ from server.features.lookup import FeatureLookup, Missing
 from server.features.store import EntityRow, EntityWrite
 from server.features.values import decode_stored
 from server.metrics.instruments import Metrics
-from server.registry.manifest import FeatureView, StoredFeature
 from tests.fakes import ControlledStore
 
 VIEW = FeatureView(

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from server.contract.manifest import FeatureView, StoredFeature
 from server.errors import FeatureValueInvalid
 from server.features.store import EntityRow, EntityWrite
 from server.features.table import TableError, check_columns, read_table, table_rows
 from server.features.values import decode_stored, encode_stored, parse_value
-from server.registry.manifest import FeatureView, StoredFeature
 
 VIEW = FeatureView(
     name="cust",

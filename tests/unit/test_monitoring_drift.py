@@ -11,18 +11,18 @@ import pytest
 from prometheus_client import generate_latest
 
 from server.batching.batcher import Batcher
+from server.contract.manifest import (
+    DriftReference,
+    FeatureSpec,
+    ModelManifest,
+    ReferenceHistogram,
+)
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import DriftConfig, VersionDrift, plan_drift
 from server.monitoring.monitor import DriftMonitor
 from server.monitoring.psi import EPSILON, ReferenceBins, psi, status_of
 from server.monitoring.window import SampleWindow
 from server.registry.control_state import ControlSnapshot, ModelControl
-from server.registry.manifest import (
-    DriftReference,
-    FeatureSpec,
-    ModelManifest,
-    ReferenceHistogram,
-)
 from server.registry.registry import ModelRegistry
 from server.request import Tensors
 from server.runtime.executor import RuntimeExecutor

@@ -8,10 +8,10 @@ import numpy as np
 import orjson
 import pytest
 
+from server.contract.manifest import FeatureSpec
 from server.errors import InvalidInput
 from server.protocol.schema import ModelSchema
 from server.protocol.v1 import assemble_features, check_records, encode_predictions, parse_instances, raw_tensor
-from server.registry.manifest import FeatureSpec
 from tests.fakes import make_manifest
 
 SPEC = FeatureSpec(

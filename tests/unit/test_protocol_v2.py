@@ -9,12 +9,12 @@ import numpy as np
 import orjson
 import pytest
 
+from server.contract.manifest import BatchingPolicy, FeatureSpec
 from server.errors import InvalidInput
 from server.protocol.datatypes import NUMPY_DTYPES, tensor_to_bytes
 from server.protocol.schema import ModelSchema
 from server.protocol.v2_request import InferRequest, RequestedOutput, decode_infer_request
 from server.protocol.v2_response import encode_infer_response
-from server.registry.manifest import BatchingPolicy, FeatureSpec
 from tests.fakes import make_manifest
 
 ALL_TYPES = sorted(NUMPY_DTYPES)

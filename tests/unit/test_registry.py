@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from server.contract.manifest import sha256_file
 from server.errors import ModelNotFound, ModelNotReady
 from server.metrics.instruments import Metrics
-from server.registry.manifest import sha256_file
 from server.registry.registry import ModelRegistry, VersionState
 from server.settings import Settings
 from tests.fakes import request, tiny_mlp_reference, write_model_version

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from server.contract.manifest import BatchingPolicy, Lineage, ModelManifest, OpLibrary, TensorSpec
 from server.errors import ControlConflict, DeadlineExceeded, ModelLoadFailed
 from server.metrics.instruments import Metrics
 from server.protocol.deadline import deadline_from
@@ -20,7 +21,6 @@ from server.registry.loader import (
     verify_op_libraries,
     warm_up_inputs,
 )
-from server.registry.manifest import BatchingPolicy, Lineage, ModelManifest, OpLibrary, TensorSpec
 from server.registry.repository import scan_repository
 from server.registry.served import ServedVersion
 from tests.fakes import EchoRuntime, SlowRuntime, fake_manifest, request, write_model_version

@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from server.contract.manifest import TensorSpec
 from server.errors import InferenceFailed, ModelLoadFailed
-from server.registry.manifest import TensorSpec
 from server.runtime.executor import RuntimeExecutor
 from server.runtime.onnx import OnnxRuntime, _IoBindingRunner, choose_providers
 from tests.fakes import tiny_mlp_reference, write_tiny_mlp

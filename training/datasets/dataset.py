@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from server.registry.manifest import FeatureSpec, FeatureView, StoredFeature, sha256_file
+from server.contract.manifest import FeatureSpec, FeatureView, StoredFeature, sha256_file
 from training.tasks import ClassNames, Task
 
 DEMO_PREFIX = "demo:"

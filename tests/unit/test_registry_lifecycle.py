@@ -15,6 +15,7 @@ import pytest
 from server.errors import ControlConflict, ControlStateUnavailable, ModelNotFound, VersionNotReady
 from server.metrics.instruments import Metrics
 from server.registry.control_state import ControlSnapshot, FileControlState
+from server.registry.control_store import open_control_state
 from server.registry.registry import ModelRegistry, VersionState
 from server.runtime.onnx import OnnxRuntime
 from server.settings import Settings
@@ -36,7 +37,8 @@ def metrics() -> Metrics:
 async def registry(tmp_path: Path, metrics: Metrics) -> AsyncIterator[ModelRegistry]:
     for version in (1, 2):
         write_model_version(tmp_path, "mlp", version)
-    registry = ModelRegistry(settings_for(tmp_path), metrics)
+    settings = settings_for(tmp_path)
+    registry = ModelRegistry(settings, metrics, open_control_state(settings, metrics))
     await registry.start()
     yield registry
     await registry.close(timeout_s=5)
@@ -107,7 +109,7 @@ async def test_a_snapshot_older_than_the_applied_one_is_never_applied(registry: 
     assert registry.serving("mlp") == 1 and registry.applied.revision == 4
 
 
-async def test_change_stores_then_applies_and_retries_a_stale_read(registry: ModelRegistry) -> None:
+async def test_commit_stores_then_applies_and_retries_a_stale_read(registry: ModelRegistry) -> None:
     calls = 0
 
     def edit(snapshot: ControlSnapshot) -> ControlSnapshot:
@@ -115,22 +117,22 @@ async def test_change_stores_then_applies_and_retries_a_stale_read(registry: Mod
         calls += 1
         return snapshot.with_alias("mlp", "production", 1)
 
-    change = await registry.change(edit)
+    change = await registry.commit(edit)
     await change.drained
     assert change.after is not None and change.after.revision == 1 and calls == 1
     assert registry.serving("mlp") == 1 and state(registry, 2) is VersionState.UNLOADED
     assert (await registry.control.read()) == change.after
-    noop = await registry.change(lambda s: None)
+    noop = await registry.commit(lambda s: None)
     assert noop.after is None and noop.before == change.after
 
 
-async def test_change_gives_up_after_repeated_conflicts(registry: ModelRegistry) -> None:
+async def test_commit_gives_up_after_repeated_conflicts(registry: ModelRegistry) -> None:
     async def always_stale(snapshot: ControlSnapshot, expected_revision: int) -> ControlSnapshot:
         raise ControlConflict(expected_revision, expected_revision + 1)
 
     registry.control.write = always_stale  # type: ignore[method-assign]
     with pytest.raises(ControlConflict):
-        await registry.change(lambda s: s.with_alias("mlp", "production", 1))
+        await registry.commit(lambda s: s.with_alias("mlp", "production", 1))
     assert registry.serving("mlp") == 2
 
 
@@ -169,7 +171,7 @@ async def test_a_control_state_that_cannot_be_written_says_where_and_why(tmp_pat
 
 async def test_a_change_is_applied_even_after_the_store_was_reset_to_an_older_revision(registry: ModelRegistry) -> None:
     await registry.apply(registry.applied.model_copy(update={"revision": 7}))  # then the file is lost
-    change = await registry.change(lambda s: s.with_alias("mlp", "production", 1))
+    change = await registry.commit(lambda s: s.with_alias("mlp", "production", 1))
     assert change.after is not None and change.after.revision == 1
     assert registry.serving("mlp") == 1 and registry.applied.revision == 1
 
@@ -180,7 +182,8 @@ async def test_a_model_file_linked_from_outside_the_repository_is_refused(tmp_pa
     write_model_version(outside, "mlp", 1)
     (repository / "mlp" / "1" / "model.onnx").unlink()
     (repository / "mlp" / "1" / "model.onnx").symlink_to(outside / "mlp" / "1" / "model.onnx")
-    registry = ModelRegistry(settings_for(repository), Metrics())
+    settings, metrics = settings_for(repository), Metrics()
+    registry = ModelRegistry(settings, metrics, open_control_state(settings, metrics))
     await registry.start()
     try:
         status = registry.status("mlp", 1)

@@ -109,13 +109,9 @@ class ModelRegistry:
         """Where the desired state is stored; changes write it, then `apply` it."""
         return self._control
 
-    @property
-    def lock(self) -> asyncio.Lock:
-        """Serialises control operations (held by `apply`, `commit` and `rescan`)."""
-        return self._lock
-
     def model_lock(self, name: str) -> asyncio.Lock:
-        """Serialises the admin operations on one model (taken before `lock`, never inside it)."""
+        """Serialises the admin operations on one model (taken before the control lock that
+        `apply`, `commit` and `rescan` hold, never inside it)."""
         return self._model_locks.setdefault(name, asyncio.Lock())
 
     @property
@@ -228,17 +224,6 @@ class ModelRegistry:
             return Change(before, stored, drained)
         raise AssertionError("unreachable")
 
-    async def ensure_loaded(self, name: str, version: int) -> VersionStatus:
-        """Load `version` unless it is READY (a FAILED or UNLOADED one is tried again).
-
-        ModelNotFound if the scan did not find it; VersionNotReady (409) with the reason if
-        it cannot be loaded. A version nothing wants is unloaded again by the next `apply`.
-        """
-        slot = self._slot(name, version)
-        if not slot.routable and not await self._lifecycle.load(name, version, slot):
-            raise VersionNotReady(name, version, slot.state.value, slot.reason)
-        return slot.status(name, version)
-
     async def rescan(self) -> Rescan:
         """Scan the repository again: new versions become AVAILABLE (new models are served as
         at start-up); versions whose folder is gone are forgotten unless loaded."""
@@ -331,10 +316,12 @@ class ModelRegistry:
         the applied state routes it (a version loaded again after it had failed)."""
         if preparation is None or self._closing:
             return []
-        slots = self._slots.get(preparation.model, {})
-        routes = self._table.models.get(preparation.model)
+        name = preparation.model
+        slots = self._slots.get(name, {})
+        wanted = keep_loaded(self._applied.model(name), slots.keys(), self._default(name))
+        routes = self._table.models.get(name)
         routed = set() if routes is None else set(routes.versions)
-        if all(v not in slots or not slots[v].routable or v in routed for v in preparation.versions):
+        if all(v not in wanted or not slots[v].routable or v in routed for v in preparation.versions):
             return []
         return self._publish(self._applied)
 

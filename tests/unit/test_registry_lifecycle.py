@@ -78,25 +78,31 @@ async def test_unloading_releases_the_version_with_its_session(registry: ModelRe
     assert released() is None
 
 
-async def test_concurrent_loads_of_one_version_load_it_once(registry: ModelRegistry, metrics: Metrics) -> None:
-    statuses = await asyncio.gather(*(registry.ensure_loaded("mlp", 1) for _ in range(5)))
-    assert {s.state for s in statuses} == {VersionState.READY}
+async def test_concurrent_preparations_of_one_version_load_it_once(registry: ModelRegistry, metrics: Metrics) -> None:
+    async def prepared() -> VersionState:
+        async with registry.prepare("mlp", [1]):
+            return state(registry, 1)
+
+    states = await asyncio.gather(*(prepared() for _ in range(5)))
+    assert set(states) == {VersionState.READY}
     assert (
         metrics.registry.get_sample_value("hotserve_model_loads_total", {"model": "mlp", "result": "success"}) == 2
     )  # v2 at start, v1 once
-    # Nothing wants v1: the next apply unloads what was loaded for nothing.
-    await registry.apply(registry.applied)
+    # Nothing wants v1: the last preparation to end unloads what was loaded for nothing.
     assert state(registry, 1) is VersionState.UNLOADED
 
 
-async def test_ensure_loaded_names_the_failure_and_unknown_versions(tmp_path: Path, registry: ModelRegistry) -> None:
+async def test_prepare_names_the_failure_and_unknown_versions(tmp_path: Path, registry: ModelRegistry) -> None:
     write_model_version(tmp_path, "mlp", 3)
     reason = break_version(tmp_path / "mlp" / "3", "graph")
     await registry.rescan()
     with pytest.raises(VersionNotReady, match=f"version 3 is FAILED: .*{reason}"):
-        await registry.ensure_loaded("mlp", 3)
+        async with registry.prepare("mlp", [1, 3]):
+            raise AssertionError("a preparation whose load failed never runs its block")
+    assert state(registry, 1) is VersionState.UNLOADED  # loaded for it, unloaded when it failed
     with pytest.raises(ModelNotFound, match="model 'mlp' version 9 not found"):
-        await registry.ensure_loaded("mlp", 9)
+        async with registry.prepare("mlp", [9]):
+            raise AssertionError("unreachable")
     with pytest.raises(ModelNotFound, match="model 'nope' not found"):
         registry.versions("nope")
 

@@ -296,7 +296,7 @@ class ModelRegistry:
         models: dict[str, ModelRoutes] = {}
         for name in sorted(self._slots):
             slots, control = self._slots[name], snapshot.model(name)
-            decision = default_version(name, control, slots.keys(), self._ready(name), self._default(name))
+            decision = default_version(control, slots.keys(), self._ready(name), self._default(name))
             for note in decision.notes:
                 log.error("model %r: %s", name, note)
             keep = keep_loaded(control, slots.keys(), decision.served) | {v for m, v in self._pins if m == name}

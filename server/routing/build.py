@@ -34,13 +34,12 @@ class Decision:
 
 
 def default_version(
-    name: str,
     control: ModelControl,
     versions: Set[int],
     ready: Mapping[int, ServedVersion],
     current: ServedVersion | None,
 ) -> Decision:
-    """The version `name`'s unpinned requests go to.
+    """The version the model's unpinned requests go to.
 
     `versions`: what the repository holds; `ready`: the READY versions; `current`: the version
     serving unpinned requests in the published table (None if none).

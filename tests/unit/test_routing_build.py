@@ -22,11 +22,11 @@ def control(**fields: object) -> ModelControl:
 def test_production_serves_when_ready_and_the_serving_version_stays_while_it_is_not() -> None:
     v1, v2 = served(1), served(2)
     pinned = control(aliases={"production": 2})
-    assert default_version("m", pinned, VERSIONS, {1: v1, 2: v2}, current=v1).served is v2
-    kept = default_version("m", pinned, VERSIONS, {1: v1}, current=v1)
+    assert default_version(pinned, VERSIONS, {1: v1, 2: v2}, current=v1).served is v2
+    kept = default_version(pinned, VERSIONS, {1: v1}, current=v1)
     assert kept.served is v1
     assert kept.notes == ("production version 2 is not ready; version 1 keeps serving",)
-    at_start = default_version("m", pinned, VERSIONS, {1: v1}, current=None)
+    at_start = default_version(pinned, VERSIONS, {1: v1}, current=None)
     assert at_start.served is None  # never a version the operator did not choose
     assert at_start.notes == ("production version 2 could not be loaded; the model answers 503 until it is",)
 
@@ -34,19 +34,19 @@ def test_production_serves_when_ready_and_the_serving_version_stays_while_it_is_
 def test_without_production_the_serving_version_stays_else_the_newest_ready_one() -> None:
     v1, v2 = served(1), served(2)
     free = control()
-    assert default_version("m", free, VERSIONS, {1: v1, 2: v2}, current=v1).served is v1
-    assert default_version("m", free, VERSIONS, {1: v1, 2: v2}, current=None).served is v2
+    assert default_version(free, VERSIONS, {1: v1, 2: v2}, current=v1).served is v1
+    assert default_version(free, VERSIONS, {1: v1, 2: v2}, current=None).served is v2
     stale = served(1)  # an earlier load of v1, no longer the one in the slot
-    assert default_version("m", free, VERSIONS, {1: v1, 2: v2}, current=stale).served is v2
-    nothing = default_version("m", free, VERSIONS, {}, current=None)
+    assert default_version(free, VERSIONS, {1: v1, 2: v2}, current=stale).served is v2
+    nothing = default_version(free, VERSIONS, {}, current=None)
     assert nothing.served is None and nothing.notes == ("no version could be loaded; it answers 503 until one is",)
-    assert default_version("m", control(stopped=True), VERSIONS, {1: v1}, current=v1).served is None
+    assert default_version(control(stopped=True), VERSIONS, {1: v1}, current=v1).served is None
 
 
 def test_an_alias_naming_a_version_not_in_the_repository_is_ignored_as_production() -> None:
     v1 = served(1)
     missing = control(aliases={"production": 9})
-    assert default_version("m", missing, VERSIONS, {1: v1}, current=None).served is v1
+    assert default_version(missing, VERSIONS, {1: v1}, current=None).served is v1
     routes, notes = model_routes("m", missing, VERSIONS, {1: v1}, v1)
     assert dict(routes.aliases) == {}
     assert notes == (

@@ -41,7 +41,7 @@ from server.metrics.instruments import Metrics
 from server.registry.control_state import ControlSnapshot, ControlState
 from server.registry.lifecycle import Retired, VersionLifecycle
 from server.registry.reporting import RoutingReports
-from server.registry.repository import Rescan, scan_repository
+from server.registry.repository import Rescan, compare_scan, scan_repository
 from server.registry.served import ServedVersion
 from server.registry.versions import VersionSlot, VersionState, VersionStatus
 from server.routing.build import default_version, keep_loaded, model_routes, needs_newest, routing_table
@@ -229,15 +229,12 @@ class ModelRegistry:
         at start-up); versions whose folder is gone are forgotten unless loaded."""
         async with self._lock:
             found = await asyncio.to_thread(scan_repository, self._root)
-            added = [
-                (name, v) for name, versions in found.items() for v in versions if v not in self._slots.get(name, {})
-            ]
-            removed = [(name, v) for name, slots in self._slots.items() for v in slots if v not in found.get(name, [])]
-            for name, version in added:
+            scan = compare_scan(found, self._slots)
+            for name, version in scan.added:
                 if name not in self._slots:
                     self._metrics.model_found(name)
                 self._slots.setdefault(name, {})[version] = VersionSlot()
-            for name, version in removed:
+            for name, version in scan.removed:
                 slot = self._slots[name][version]
                 if slot.served is not None or slot.draining or slot.loading is not None:
                     log.warning(
@@ -248,12 +245,12 @@ class ModelRegistry:
                 if not self._slots[name]:
                     del self._slots[name]
             retired: list[Retired] = []
-            if added or removed:
-                log.info("repository rescan: %s", Rescan(added, removed).describe())
+            if scan.added or scan.removed:
+                log.info("repository rescan: %s", scan.describe())
                 # New models load as at start-up; the routing is published over the new slots.
                 _, retired = await self._apply_locked(self._applied)
         await self._lifecycle.retire(retired)
-        return Rescan(added, removed)
+        return scan
 
     async def _apply_locked(
         self, snapshot: ControlSnapshot, newest: bool = False

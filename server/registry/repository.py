@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,13 @@ class Rescan:
 
     def describe(self) -> str:
         return f"added {_names(self.added)}; removed {_names(self.removed)}"
+
+
+def compare_scan(found: Mapping[str, list[int]], known: Mapping[str, Iterable[int]]) -> Rescan:
+    """What a new scan (`found`) adds to and removes from the versions `known` before."""
+    added = [(name, v) for name, versions in found.items() for v in versions if v not in set(known.get(name, ()))]
+    removed = [(name, v) for name, versions in known.items() for v in versions if v not in found.get(name, [])]
+    return Rescan(added, removed)
 
 
 def _names(versions: list[tuple[str, int]]) -> str:

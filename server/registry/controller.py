@@ -60,7 +60,7 @@ class Controller:
         keep_previous_loaded: bool = True,
         shadow: ShadowRunner | None = None,
     ) -> None:
-        self.registry = registry
+        self._registry = registry
         self._audit = audit
         self._metrics = metrics
         self._keep_previous = keep_previous_loaded
@@ -69,19 +69,19 @@ class Controller:
     # --- queries ----------------------------------------------------------------------------------
 
     async def models(self) -> Models:
-        names = sorted({s.name for s in self.registry.statuses()})
-        return Models(self.registry.applied.revision, tuple(self._model_state(name) for name in names))
+        names = sorted({s.name for s in self._registry.statuses()})
+        return Models(self._registry.applied.revision, tuple(self._model_state(name) for name in names))
 
     async def model(self, name: str) -> ModelState:
         return self._model_state(name)
 
     async def index(self, caller: Caller) -> list[VersionStatus]:
         await self._rescan(caller, audit_noop=False)
-        return self.registry.statuses()
+        return self._registry.statuses()
 
     async def replicas(self) -> Replicas:
-        reports = await self.registry.control.replicas()
-        return Replicas(self.registry.applied.revision, tuple(reports))
+        reports = await self._registry.control.replicas()
+        return Replicas(self._registry.applied.revision, tuple(reports))
 
     async def audit(
         self,
@@ -97,12 +97,12 @@ class Controller:
         return evidence_view(self._evidence(model, version))
 
     def _model_state(self, name: str) -> ModelState:
-        statuses = self.registry.versions(name)
-        applied = self.registry.applied
+        statuses = self._registry.versions(name)
+        applied = self._registry.applied
         control = applied.model(name)
-        routes = self.registry.routes(name)
+        routes = self._registry.routes(name)
         routing = RoutingState(
-            revision=self.registry.table.revision,
+            revision=self._registry.table.revision,
             weights={} if routes is None else dict(sorted(routes.weights.items())),
             fallbacks=() if routes is None else routes.fallbacks,
             shadow_ready=routes is not None and routes.shadow is not None,
@@ -112,7 +112,7 @@ class Controller:
         )
         return ModelState(
             name=name,
-            serving=self.registry.serving(name),
+            serving=self._registry.serving(name),
             control=control,
             previous_production=applied.previous_production(name),
             routing=routing,
@@ -121,9 +121,9 @@ class Controller:
 
     def _evidence(self, model: str, version: int) -> Evidence:
         """What `version` has shown on this replica against the production version."""
-        self.registry.status(model, version)
+        self._registry.status(model, version)
         shadow = self._shadow.evidence(model, version) if self._shadow is not None else ShadowEvidence()
-        return gather(self._metrics, shadow, model, version, self.registry.serving(model))
+        return gather(self._metrics, shadow, model, version, self._registry.serving(model))
 
     # --- version operations ---------------------------------------------------------------------
 
@@ -132,8 +132,8 @@ class Controller:
 
         async def run() -> Outcome:
             self._in_service(model)
-            async with self.registry.prepare(model, [version]) as prepared:
-                change = await self.registry.commit(
+            async with self._registry.prepare(model, [version]) as prepared:
+                change = await self._registry.commit(
                     lambda s: None if version in s.model(model).loaded else s.with_loaded(model, version), prepared
                 )
             return _outcome("load", model, None, None, version, change)
@@ -145,15 +145,15 @@ class Controller:
         names it, or it serves the model's unpinned requests."""
 
         def edit(snapshot: ControlSnapshot) -> ControlSnapshot | None:
-            _check_unloadable(snapshot, model, version, self.registry.serving(model))
+            _check_unloadable(snapshot, model, version, self._registry.serving(model))
             control = snapshot.model(model)
             if version not in control.loaded and control.retained != version:
                 return None
             return snapshot.without_loaded(model, version)
 
         async def run() -> Outcome:
-            self.registry.status(model, version)
-            change = await self.registry.commit(edit)
+            self._registry.status(model, version)
+            change = await self._registry.commit(edit)
             await change.drained
             return _outcome("unload", model, None, version, None, change)
 
@@ -179,7 +179,7 @@ class Controller:
         """Return `production` to the version it named before its current one."""
 
         async def run() -> Outcome:
-            previous = (await self.registry.control.read()).previous_production(model)
+            previous = (await self._registry.control.read()).previous_production(model)
             if previous is None:
                 raise Conflict(f"model {model!r} has no previous production version to roll back to")
             return await self._switch(caller, model, PRODUCTION, previous, "rollback")
@@ -192,8 +192,8 @@ class Controller:
         async def run() -> Outcome:
             if alias == PRODUCTION:
                 raise Conflict("the production alias cannot be deleted; promote another version")
-            before = self.registry.applied.alias(model, alias)
-            change = await self.registry.commit(
+            before = self._registry.applied.alias(model, alias)
+            change = await self._registry.commit(
                 lambda s: s.without_alias(model, alias) if alias in s.model(model).aliases else None
             )
             await change.drained
@@ -212,15 +212,15 @@ class Controller:
 
         async def run() -> Outcome:
             self._in_service(model)
-            stored = await self.registry.control.read()
+            stored = await self._registry.control.read()
             aliases = dict(stored.model(model).aliases)
-            serving = self.registry.serving(model)
+            serving = self._registry.serving(model)
             if PRODUCTION not in aliases and serving is not None:
                 aliases[PRODUCTION] = serving  # `production` is whatever serves unpinned requests
-            check_weights(weights, aliases, {s.version for s in self.registry.versions(model)})
+            check_weights(weights, aliases, {s.version for s in self._registry.versions(model)})
             targets = [target_version(target, aliases) for target, weight in sorted(weights.items()) if weight]
-            async with self.registry.prepare(model, [v for v in targets if v is not None]) as prepared:
-                change = await self.registry.commit(
+            async with self._registry.prepare(model, [v for v in targets if v is not None]) as prepared:
+                change = await self._registry.commit(
                     lambda s: (
                         None
                         if s.model(model).traffic == weights
@@ -237,7 +237,7 @@ class Controller:
         """Send every unpinned request to `production` again."""
 
         async def run() -> Outcome:
-            change = await self.registry.commit(
+            change = await self._registry.commit(
                 lambda s: (
                     None
                     if not s.model(model).traffic
@@ -254,8 +254,8 @@ class Controller:
 
         async def run() -> Outcome:
             self._in_service(model)
-            async with self.registry.prepare(model, [policy.version]) as prepared:
-                change = await self.registry.commit(
+            async with self._registry.prepare(model, [policy.version]) as prepared:
+                change = await self._registry.commit(
                     lambda s: (
                         None
                         if s.model(model).shadow == policy
@@ -279,8 +279,8 @@ class Controller:
         """Stop copying requests to the shadow version (it unloads unless something else wants it)."""
 
         async def run() -> Outcome:
-            before = self.registry.applied.model(model).shadow
-            change = await self.registry.commit(
+            before = self._registry.applied.model(model).shadow
+            change = await self._registry.commit(
                 lambda s: (
                     None
                     if s.model(model).shadow is None
@@ -326,18 +326,18 @@ class Controller:
 
         async def run() -> Outcome:
             started = time.perf_counter()
-            before = self.registry.serving(model)
-            pinned = self.registry.applied.alias(model, PRODUCTION)
-            target = pinned if pinned is not None else max(s.version for s in self.registry.versions(model))
+            before = self._registry.serving(model)
+            pinned = self._registry.applied.alias(model, PRODUCTION)
+            target = pinned if pinned is not None else max(s.version for s in self._registry.versions(model))
 
             def edit(snapshot: ControlSnapshot) -> ControlSnapshot | None:
                 out = snapshot.with_stopped(model, False)
-                if PRODUCTION not in out.model(model).aliases and self.registry.serving(model) != target:
+                if PRODUCTION not in out.model(model).aliases and self._registry.serving(model) != target:
                     out = self._promote(out, model, PRODUCTION, target, caller) or out
                 return out
 
-            async with self.registry.prepare(model, [target]) as prepared:
-                change = await self.registry.commit(edit, prepared)
+            async with self._registry.prepare(model, [target]) as prepared:
+                change = await self._registry.commit(edit, prepared)
             if change.after is not None and before is not None and before != target:
                 self._metrics.model_swaps.labels(model, "success").inc()
                 self._metrics.model_swap_duration.labels(model).observe(time.perf_counter() - started)
@@ -350,8 +350,8 @@ class Controller:
         """Take a model out of service: every version drains and unloads; requests get 503."""
 
         async def run() -> Outcome:
-            before = self.registry.serving(model)
-            change = await self.registry.commit(
+            before = self._registry.serving(model)
+            change = await self._registry.commit(
                 lambda s: None if s.model(model).stopped else s.with_stopped(model, True)
             )
             await change.drained
@@ -368,7 +368,7 @@ class Controller:
     async def _rescan(self, caller: Caller, audit_noop: bool) -> Rescan:
         """Rescan for `caller`; audited when it found something (or always, with `audit_noop`)."""
         try:
-            found = await self.registry.rescan()
+            found = await self._registry.rescan()
         except HotserveError as error:
             await self._refused(caller, "rescan", None, error)
             raise
@@ -390,7 +390,7 @@ class Controller:
         current = control.aliases.get(alias)
         if current == version:
             return None
-        serving = self.registry.serving(model)
+        serving = self._registry.serving(model)
         out = snapshot.with_alias(model, alias, version, by=caller.name, serving=serving)
         if alias != PRODUCTION:
             return out
@@ -400,8 +400,8 @@ class Controller:
         return out.with_retained(model, previous if previous != version else control.retained)
 
     def _in_service(self, model: str) -> None:
-        self.registry.versions(model)
-        if self.registry.applied.model(model).stopped:
+        self._registry.versions(model)
+        if self._registry.applied.model(model).stopped:
             raise Conflict(
                 f"model {model!r} is unloaded; load the model first (POST /v2/repository/models/{model}/load)"
             )
@@ -410,21 +410,26 @@ class Controller:
         """Prepare (load -> verify -> warm up), commit (switch the alias), drain what left the routing."""
         self._in_service(model)
         started = time.perf_counter()
-        before = self.registry.applied.alias(model, alias)
+        before = self._registry.applied.alias(model, alias)
         if alias == PRODUCTION and before is None:
-            before = self.registry.serving(model)
+            before = self._registry.serving(model)
         try:
-            async with self.registry.prepare(model, [version]) as prepared:
-                change = await self.registry.commit(lambda s: self._promote(s, model, alias, version, caller), prepared)
+            async with self._registry.prepare(model, [version]) as prepared:
+                change = await self._registry.commit(
+                    lambda s: self._promote(s, model, alias, version, caller), prepared
+                )
         except VersionNotReady:
             if alias == PRODUCTION:
                 self._metrics.model_swaps.labels(model, "failure").inc()
             raise
         if alias == PRODUCTION:
-            if self.registry.serving(model) != version:  # e.g. unloaded again meanwhile
+            if self._registry.serving(model) != version:  # e.g. unloaded again meanwhile
                 self._metrics.model_swaps.labels(model, "failure").inc()
                 raise VersionNotReady(
-                    model, version, self.registry.status(model, version).state, "it did not take the routing; try again"
+                    model,
+                    version,
+                    self._registry.status(model, version).state,
+                    "it did not take the routing; try again",
                 )
             if change.after is not None:
                 self._metrics.model_swaps.labels(model, "success").inc()
@@ -445,8 +450,8 @@ class Controller:
     ) -> Outcome:
         """Run `body` under the model's lock and audit it, done or refused."""
         try:
-            self.registry.versions(model)  # before taking a lock: unknown names create nothing
-            async with self.registry.model_lock(model):
+            self._registry.versions(model)  # before taking a lock: unknown names create nothing
+            async with self._registry.model_lock(model):
                 outcome = await body()
         except HotserveError as error:
             await self._refused(caller, action, model, error, alias, from_version, to_version)

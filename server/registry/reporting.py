@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from server.errors import ControlStateUnavailable
 from server.metrics.instruments import Metrics
 from server.registry.control_state import PRODUCTION, ControlState, ReplicaStatus
 from server.routing.table import RoutingTable
@@ -69,8 +70,8 @@ class RoutingReports:
             await asyncio.gather(*self._pending, return_exceptions=True)
         try:
             await self._control.withdraw(self._replica)
-        except Exception:  # the report goes stale on its own
-            log.exception("withdrawing replica %r's routing report failed", self._replica)
+        except ControlStateUnavailable as error:  # the report goes stale on its own
+            log.warning("replica %r: its routing report stays listed until it goes stale: %s", self._replica, error)
 
     async def _beat(self) -> None:
         while True:

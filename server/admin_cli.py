@@ -361,9 +361,13 @@ def _ms(seconds: float | None) -> str:
 
 
 def models_table(models: Sequence[dict[str, Any]]) -> str:
+    """One row per version; SERVING marks the version unpinned requests go to by default
+    (production), SPLIT its effective share under a traffic split."""
     rows = []
     for model in models:
+        weights = model["routing"]["weights"] if model["traffic"] else {}
         for v in model["versions"]:
+            share = weights.get(str(v["version"]))
             rows.append(
                 [
                     model["name"] + (" (unloaded)" if model["stopped"] else ""),
@@ -371,6 +375,7 @@ def models_table(models: Sequence[dict[str, Any]]) -> str:
                     v["state"],
                     ",".join(v["aliases"]),
                     "*" if model["serving"] == v["version"] else "",
+                    None if share is None else f"{share}%",
                     v["loaded_at"],
                     _seconds(v["load_duration_s"]),
                     _mib(v["memory_bytes"]),
@@ -386,6 +391,7 @@ def models_table(models: Sequence[dict[str, Any]]) -> str:
             "STATE",
             "ALIASES",
             "SERVING",
+            "SPLIT",
             "LOADED AT",
             "LOAD",
             "MEMORY",

@@ -193,6 +193,10 @@ class ControlState(Protocol):
         """The replicas that reported recently, with what they applied."""
         ...
 
+    async def withdraw(self, replica: str) -> None:
+        """Remove `replica`'s report (it is shutting down cleanly)."""
+        ...
+
     async def close(self) -> None:
         """Release connections (the stored state stays)."""
         ...
@@ -257,6 +261,10 @@ class FileControlState:
 
     async def replicas(self) -> list[ReplicaStatus]:
         return [] if self._reported is None else [self._reported]
+
+    async def withdraw(self, replica: str) -> None:
+        if self._reported is not None and self._reported.replica == replica:
+            self._reported = None
 
     async def close(self) -> None:
         return None

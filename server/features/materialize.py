@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
 
+from demos import is_demo
 from server.contract.manifest import FeatureView
 from server.errors import FeatureStoreUnavailable
 from server.features.redis_store import RedisFeatureStore, redacted
@@ -98,7 +99,7 @@ def default_event_time(args: argparse.Namespace) -> float:
             return parse_event_time(args.event_time)
         except ValueError as exc:
             raise MaterializeError(f"--event-time: {exc}") from None
-    if args.source.startswith("demo:"):
+    if is_demo(args.source):
         return time.time()
     return Path(args.source).stat().st_mtime
 

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from demos import ENTITY_TABLES, fraud, is_demo
 from server.contract.manifest import FeatureView
 from server.features.store import EntityWrite
 from server.features.values import RowRejected, check_write
-
-DEMO_SOURCES = ("demo:fraud",)
 
 
 class TableError(ValueError):
@@ -39,15 +38,11 @@ def read_table(
     source: str, demo_rows: int | None = None, demo_seed: int = 0
 ) -> tuple[list[str], Iterator[Mapping[str, Any]]]:
     """(column names, rows as mappings) of a `.csv`/`.parquet` file or a demo generator."""
-    if source.startswith("demo:"):
-        if source not in DEMO_SOURCES:
-            raise TableError(f"{source}: unknown demo table; known: {', '.join(DEMO_SOURCES)}")
-        try:
-            from training.datasets import fraud  # the `train` extra (pandas)
-        except ImportError as exc:
-            raise TableError(f"{source} needs the train extra (pip install 'hotserve[train]'): {exc}") from None
-        frame = fraud.generate(rows=demo_rows or fraud.DEFAULT_ROWS, seed=demo_seed)
-        return list(frame.columns), iter(frame.to_dict("records"))
+    if is_demo(source):
+        if source not in ENTITY_TABLES:
+            raise TableError(f"{source}: unknown demo table; known: {', '.join(ENTITY_TABLES)}")
+        columns, records = fraud.records(rows=demo_rows or fraud.DEFAULT_ROWS, seed=demo_seed)
+        return columns, iter(records)
     path = Path(source)
     if not path.is_file():
         raise TableError(f"{source}: file not found")

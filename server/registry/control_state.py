@@ -16,12 +16,12 @@ import fcntl
 import os
 import tempfile
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
+from server.contract.provenance import utc_timestamp
 from server.errors import ControlConflict, ControlStateUnavailable
 
 PRODUCTION = "production"
@@ -116,9 +116,7 @@ class ControlSnapshot(_Frozen):
         if alias == PRODUCTION and previous is None:
             previous = serving
         if alias == PRODUCTION and previous != version:
-            change = ProductionChange(
-                version=version, previous=previous, by=by, at=datetime.now(UTC).isoformat(timespec="seconds")
-            )
+            change = ProductionChange(version=version, previous=previous, by=by, at=utc_timestamp())
             update["history"] = [*current.history, change][-HISTORY_LIMIT:]
         return self.with_model(model, current.model_copy(update=update))
 

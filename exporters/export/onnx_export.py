@@ -19,8 +19,8 @@ import onnx
 import torch
 
 from exporters.errors import ExportError, SignatureMismatch
-from exporters.onnx_signature import ONNX_DATATYPES
-from exporters.options import DEFAULT_OPSET
+from exporters.shared.checks import DEFAULT_OPSET
+from exporters.shared.signature import ONNX_DATATYPES
 from server.contract.manifest import TensorSpec
 
 EXAMPLE_ROWS = 4

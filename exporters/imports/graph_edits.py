@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import onnx
 
-from exporters.onnx_signature import producers
+from exporters.shared.signature import producers
 
 BATCH_DIM = "batch"
 """Symbolic name given to a first axis the importer declares dynamic."""

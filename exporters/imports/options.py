@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from exporters.errors import ExportError
-from exporters.options import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
+from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
 from server.contract.manifest import MODEL_NAME_PATTERN
 
 

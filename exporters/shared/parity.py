@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from exporters.errors import ExportError, MetricRegression, ParityError
-from exporters.options import MAX_ACCURACY_DROP, MAX_AUC_DROP, MAX_RMSE_INCREASE
+from exporters.shared.checks import MAX_ACCURACY_DROP, MAX_AUC_DROP, MAX_RMSE_INCREASE
 from training.metrics import evaluate_task
 from training.tasks import Task
 

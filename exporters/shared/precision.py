@@ -15,8 +15,8 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
 from exporters.errors import ExportError
-from exporters.onnx_signature import graph_nodes
-from exporters.optimize import prune_opset_imports
+from exporters.shared.optimize import prune_opset_imports
+from exporters.shared.signature import graph_nodes
 
 
 def quantize_int8(source: Path, target: Path, workdir: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from demos import ENTITY_TABLES, fraud, is_demo
 from server.contract.manifest import FeatureView
+from server.contract.tables import table_format
 from server.features.store import EntityWrite
 from server.features.values import RowRejected, check_write
 
@@ -44,22 +45,21 @@ def read_table(
         columns, records = fraud.records(rows=demo_rows or fraud.DEFAULT_ROWS, seed=demo_seed)
         return columns, iter(records)
     path = Path(source)
-    if not path.is_file():
-        raise TableError(f"{source}: file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
+    try:
+        kind = table_format(path)
+    except ValueError as exc:
+        raise TableError(f"{source}: {exc}") from None
+    if kind == ".csv":
         handle = path.open(newline="")
         reader = csv.DictReader(handle)
         columns = list(reader.fieldnames or [])
         return columns, _closing(reader, handle)
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise TableError(f"{source}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-        table = pq.read_table(path)
-        return list(table.column_names), iter(table.to_pylist())
-    raise TableError(f"{source}: unsupported file type {suffix!r}; expected .csv or .parquet")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TableError(f"{source}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+    table = pq.read_table(path)
+    return list(table.column_names), iter(table.to_pylist())
 
 
 def _closing(rows: Iterable[Mapping[str, Any]], handle: Any) -> Iterator[Mapping[str, Any]]:

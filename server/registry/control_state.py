@@ -21,11 +21,10 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
+from server.contract.aliases import PRODUCTION as PRODUCTION
 from server.contract.provenance import utc_timestamp
 from server.errors import ControlConflict, ControlStateUnavailable
 
-PRODUCTION = "production"
-CANARY = "canary"
 HISTORY_LIMIT = 50
 """Production changes kept per model (rollback needs the previous one; more helps audits)."""
 

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from server.contract.tables import TableFormat, table_format
 from training.datasets.dataset import Dataset, DatasetError, DatasetSpec
 from training.datasets.labels import encode_labels
 
 DEFAULT_LABEL = "label"
-READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
+READERS: dict[TableFormat, Callable[[Path], Any]] = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read a `.csv` or `.parquet` file into a DataFrame."""
     source = str(path)
-    if not path.is_file():
-        raise DatasetError(source, "file not found")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise DatasetError(source, f"unsupported file type {path.suffix!r}; expected one of {sorted(READERS)}")
+    try:
+        reader = READERS[table_format(path)]
+    except ValueError as exc:
+        raise DatasetError(source, str(exc)) from None
     try:
         frame = reader(path)
     except pd.errors.EmptyDataError:

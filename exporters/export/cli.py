@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from exporters.shared import cli_args
@@ -23,7 +22,7 @@ from exporters.shared.checks import (
     MAX_RMSE_INCREASE,
     MIN_OPSET,
 )
-from exporters.shared.cli_args import EXIT_PARITY, EXIT_REFUSED, format_size, non_negative_float, positive_int
+from exporters.shared.cli_args import format_size, non_negative_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,14 +129,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from exporters.errors import ExportError, MetricRegression, ParityError
     from exporters.export.options import ExportOptions
-    from exporters.export.pipeline import export_checkpoint
+    from exporters.export.pipeline import ExportResult, export_checkpoint
 
     # Progress from this package only; torch/onnxscript/quantiser INFO chatter stays hidden.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("exporters").setLevel(logging.INFO)
-    try:
+
+    def publish() -> ExportResult:
         options = ExportOptions(
             version=args.version,
             next_free_when_taken=True,
@@ -161,13 +160,11 @@ def run(args: argparse.Namespace) -> int:
             store_unavailable=args.store_unavailable,
             request_overrides=tuple(n.strip() for n in args.request_overrides.split(",") if n.strip()),
         )
-        result = export_checkpoint(args.checkpoint, args.repository, options)
-    except (ParityError, MetricRegression) as exc:
-        print(f"hotserve export: REFUSED, model does not match its checkpoint: {exc}", file=sys.stderr)
-        return EXIT_PARITY
-    except ExportError as exc:
-        print(f"hotserve export: error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return export_checkpoint(args.checkpoint, args.repository, options)
+
+    result = cli_args.run_pipeline("export", "model does not match its checkpoint", publish)
+    if isinstance(result, int):
+        return result
 
     export = result.manifest.export
     print(f"published {result.version_dir} from {result.checkpoint} in {result.seconds:.1f} s")

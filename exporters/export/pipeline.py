@@ -182,6 +182,8 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path, options: ExportOpt
 
     with VersionStaging(target) as staging:
         run = _Run(loaded, holdout, reference, staging.folder / "work", options, scale)
+        if int(target.name) != metadata.version:
+            run.notes.append(f"checkpoint version {metadata.version} published as version {target.name}")
         run.work.mkdir()
         logger.info("exporting %s checkpoint %d to ONNX as version %s", metadata.name, metadata.version, target.name)
         float_graph, optimized = _float_graph(run)

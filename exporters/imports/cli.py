@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 from exporters.shared import cli_args
 from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
-from exporters.shared.cli_args import EXIT_PARITY, EXIT_REFUSED, format_size, non_negative_float
+from exporters.shared.cli_args import format_size, non_negative_float
 
 
 def _columns(text: str) -> tuple[str, ...]:
@@ -147,12 +146,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from exporters.errors import ExportError, MetricRegression, ParityError
     from exporters.imports.options import ImportOptions
-    from exporters.imports.pipeline import import_model
+    from exporters.imports.pipeline import ImportResult, import_model
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
+
+    def publish() -> ImportResult:
         options = ImportOptions(
             name=args.name,
             version=args.version,
@@ -174,13 +173,11 @@ def run(args: argparse.Namespace) -> int:
             max_queue_delay_ms=args.max_queue_delay_ms,
             instances=args.instances,
         )
-        result = import_model(args.model, args.repository, options)
-    except (ParityError, MetricRegression) as exc:
-        print(f"hotserve import: REFUSED, the graph does not match the original file: {exc}", file=sys.stderr)
-        return EXIT_PARITY
-    except ExportError as exc:
-        print(f"hotserve import: error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return import_model(args.model, args.repository, options)
+
+    result = cli_args.run_pipeline("import", "the graph does not match the original file", publish)
+    if isinstance(result, int):
+        return result
 
     manifest = result.manifest
     source = manifest.imported_from

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from exporters.errors import ExportError, MetricRegression, ParityError
 from server.settings import Settings
+
+Result = TypeVar("Result")
 
 EXIT_REFUSED = 1
 """Refused: the input is unusable, the version exists, or the pipeline failed."""
@@ -72,6 +78,19 @@ def add_batching(parser: argparse.ArgumentParser, default_from: str) -> None:
         default=None,
         help=f"batches run at once by the server (override the {default_from} default)",
     )
+
+
+def run_pipeline(command: str, mismatch: str, pipeline: Callable[[], Result]) -> Result | int:
+    """`pipeline()`'s result; or, when it refused, the reason on stderr and the exit code:
+    EXIT_PARITY for a failed parity or metric check (`mismatch` says against what), else EXIT_REFUSED."""
+    try:
+        return pipeline()
+    except (ParityError, MetricRegression) as exc:
+        print(f"hotserve {command}: REFUSED, {mismatch}: {exc}", file=sys.stderr)
+        return EXIT_PARITY
+    except ExportError as exc:
+        print(f"hotserve {command}: error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def format_size(size_bytes: int) -> str:

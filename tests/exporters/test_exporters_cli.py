@@ -82,7 +82,9 @@ def test_re_export_with_other_serving_options_publishes_the_next_free_version(
     assert (again.version, again.batching.max_batch_size) == (2, 8)
     assert again.lineage.checkpoint == str(mlp_checkpoint.resolve())
     assert ModelManifest.read(repository / "fraud" / "1").batching.max_batch_size == 64
-    assert f"published {repository / 'fraud' / '2'} from {mlp_checkpoint}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"published {repository / 'fraud' / '2'} from {mlp_checkpoint}" in out
+    assert "note: checkpoint version 1 published as version 2" in out
 
 
 def test_export_version_flag_names_the_version_and_never_overwrites(

@@ -14,9 +14,10 @@ from importlib import metadata
 from typing import Literal
 
 
-def utc_timestamp(timespec: Literal["seconds", "milliseconds"] = "seconds") -> str:
-    """The current UTC time, ISO 8601 with its `+00:00` offset."""
-    return datetime.now(UTC).isoformat(timespec=timespec)
+def utc_timestamp(timespec: Literal["seconds", "milliseconds"] = "seconds", at: float | None = None) -> str:
+    """The current UTC time (or Unix time `at`), ISO 8601 with its `+00:00` offset."""
+    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return moment.isoformat(timespec=timespec)
 
 
 def library_versions(names: Iterable[str]) -> dict[str, str]:

@@ -45,7 +45,7 @@ class ExportOptions:
     max_batch_size: int | None = None
     max_queue_delay_ms: float | None = None
     instances: int | None = None
-    # feature view (models with stored features); see exporters/feature_view.py
+    # feature view (models with stored features); see exporters/export/feature_view.py
     feature_view: str | None = None
     """View name; None: the checkpoint's (the model name)."""
     feature_view_version: int | None = None

@@ -1,11 +1,11 @@
 """`export_checkpoint`: checkpoint -> checked ONNX graph -> published repository version.
 
-The control path `hotserve export` runs, offline. Steps, each a module of this package:
-load (`source`), export fp32 (`onnx_export`; a multiclass graph gets its class names,
-`class_labels`), parity against PyTorch (`parity`), optional
-basic graph optimisation kept only if parity still holds (`optimize`), optional int8/fp16
-variant judged by parity and metric change (`precision`), `model.json` (`manifest_builder`),
-the server's loader and warm-up on the staged version, atomic publish (`publish`). Any
+The control path `hotserve export` runs, offline. Steps, each a module of this folder or of
+`exporters/shared/`: load (`source`), export fp32 (`onnx_export`; a multiclass graph gets its
+class names, `class_labels`), parity against PyTorch (`shared.parity`), optional basic graph
+optimisation kept only if parity still holds (`shared.optimize`), optional int8/fp16 variant
+judged by parity and metric change (`shared.precision`), `model.json` (`shared.manifest_builder`),
+the server's loader and warm-up on the staged version, atomic publish (`shared.publish`). Any
 failure leaves the repository untouched. The repository version is the checkpoint's number
 unless `ExportOptions.version` names another (a re-export with other serving options);
 lineage names the checkpoint either way.

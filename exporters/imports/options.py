@@ -1,6 +1,6 @@
 """What an import is asked to do (`hotserve import`'s flags), with their defaults and consistency.
 
-Free of onnx/pandas imports, like `options.py` for exports; `importer.import_model` reads it.
+Free of onnx/pandas imports, like `export/options.py` for exports; `pipeline.import_model` reads it.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """`import_model`: an ONNX file made elsewhere -> checked graph -> published repository version.
 
 The control path `hotserve import` runs, offline, with the guarantees of an exported model.
-Steps, each a module of this package: read and check the file (`source_model`: onnx's
+X
 checker, custom-op domains, ZipMap, signature and batch axis), lay out the check rows
-(`reference_table` or `graph_runs`' generated ones), check every candidate graph against the
+(`shared.reference_table` or `graph_runs`' generated ones), check every candidate graph against the
 original (`source_parity`: as imported, optimised, int8), record drift reference, metrics and
-feature spec (`reference_table`, `features`) and the source file's lineage, open the
+feature spec (`shared.reference_table`, `features`) and the source file's lineage, open the
 staged version with the server's own loader and warm-up, and publish atomically
 (`shared.publish`). Any failure leaves the repository untouched; a version is never overwritten.
 """

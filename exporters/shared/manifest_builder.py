@@ -1,6 +1,6 @@
 """Assemble `model.json` (server.contract.manifest.ModelManifest) for an exported version.
 
-Last step of `pipeline.export_checkpoint` before the version folder is published: the
+Last step of `export.pipeline.export_checkpoint` before the version folder is published: the
 checkpoint supplies signature, feature spec, drift reference and lineage; the export run
 supplies batching defaults, export facts, the finished feature view (`feature_view.py`) and
 the sha256 of the final `model.onnx`.

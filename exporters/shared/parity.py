@@ -1,7 +1,7 @@
 """Parity proof: the ONNX model under onnxruntime (CPU) against its reference outputs.
 
-Every graph `pipeline.export_checkpoint` may publish passes through `compare` against the
-PyTorch module on the checkpoint's held-out rows, and every graph `importer.import_model`
+Every graph `export.pipeline.export_checkpoint` may publish passes through `compare` against the
+PyTorch module on the checkpoint's held-out rows, and every graph `imports.pipeline.import_model`
 may publish against the original ONNX file; a model that strays beyond the tolerance is
 never written. Differences are in output units (probabilities), or in target standard
 deviations for a regression model, so one tolerance means the same for minutes and for

@@ -1,7 +1,8 @@
 """Reduced-precision variants of an exported fp32 graph: dynamic int8 (CPU) and fp16 (GPU).
 
 Both keep FP32 inputs and outputs, so clients and `model.json` signatures are unchanged;
-`pipeline.export_checkpoint` judges them by parity and by the metric change they cause.
+`export.pipeline` (both) and `imports.source_parity` (int8) judge them by parity and by the
+metric change they cause.
 """
 
 from __future__ import annotations

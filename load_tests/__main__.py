@@ -9,8 +9,9 @@ Needs the `load` extra (locust, matplotlib, pyyaml); starting a server on the de
 trains and exports them when missing (the `train` extra).
 
 Exit status: 0 every SLO passed (or none was set), 1 an SLO failed, 2 usage or a bug in the
-load test's own code, 3 the SLO file is missing or invalid, 4 the operator would change a
-canary, traffic split or shadow the model already had (run with --no-operator, or clear them).
+load test's own code, 3 the SLO file is missing or invalid, 4 the operator would not leave the
+model's control state as it found it (a canary, traffic split or shadow it already had, or no
+production alias): the message says what to clear, or run with --no-operator.
 """
 
 from __future__ import annotations

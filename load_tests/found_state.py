@@ -3,7 +3,8 @@ and clean-up of `python -m load_tests run`), so nothing here imports it.
 
 The operator (`operator.py`) names its candidate `canary`, sets a traffic split and a shadow,
 then removes them. A model that already has any of them is refused before the run, since they
-are someone else's; after the run whatever a cycle cut short is undone, back to what was found.
+are someone else's, and so is one without a `production` alias (promote + rollback would leave
+one, and it cannot be deleted); after the run whatever a cycle cut short is undone.
 """
 
 from __future__ import annotations
@@ -59,9 +60,16 @@ class FoundState:
             found.append("a traffic split (" + ", ".join(f"{t}={w}" for t, w in self.traffic.items()) + ")")
         if self.shadow:
             found.append(f"a shadow (v{self.shadow.get('version')})")
+        m = self.model
+        if self.production is None and not found:
+            # promote + rollback end on a `production` alias, which the admin API cannot delete
+            return (
+                f"model {m!r} has no production alias (it serves its newest version): the operator's promote "
+                f"and rollback would leave one. Name it first (hotserve models promote {m} VERSION), or run "
+                f"with --no-operator"
+            )
         if not found:
             return None
-        m = self.model
         return (
             f"model {m!r} already has {' and '.join(found)}: the operator would overwrite and then remove "
             f"them. Run with --no-operator, or clear them first (hotserve models unalias {m} {CANARY}; "

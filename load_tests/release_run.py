@@ -36,7 +36,7 @@ from load_tests.target import read_target
 
 START, END = "<!-- loadtest-release:start -->", "<!-- loadtest-release:end -->"
 EXIT_MODEL_IN_USE = 4
-"""The operator would change a canary, split or shadow the model already had."""
+"""The operator would not leave the model as it found it (its canary, split or shadow; no production)."""
 
 
 def parse_mix(text: str) -> dict[str, int]:

@@ -289,6 +289,11 @@ def test_the_operator_refuses_a_model_whose_canary_split_or_shadow_it_would_remo
 
     clean = FoundState("fraud", 2, {"production": 2}, {}, None)
     assert clean.in_the_way() is None
+    unnamed = FoundState("fraud", None, {}, {}, None)
+    assert unnamed.in_the_way() == (
+        "model 'fraud' has no production alias (it serves its newest version): the operator's promote and "
+        "rollback would leave one. Name it first (hotserve models promote fraud VERSION), or run with --no-operator"
+    )
     busy = FoundState(
         "fraud",
         2,

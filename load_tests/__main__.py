@@ -7,6 +7,11 @@
 
 Needs the `load` extra (locust, matplotlib, pyyaml); starting a server on the demo models
 trains and exports them when missing (the `train` extra).
+
+Exit status: 0 every SLO passed (or none was set), 1 an SLO failed, 2 usage or a bug in the
+load test's own code, 3 the SLO file is missing or invalid, 4 the operator would not leave the
+model's control state as it found it (a canary, traffic split or shadow it already had, or no
+production alias): the message says what to clear, or run with --no-operator.
 """
 
 from __future__ import annotations
@@ -119,17 +124,43 @@ def parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="gate a stored summary.json against an SLO file")
     check.add_argument("summary", type=Path)
-    check.add_argument("--slo", type=Path, required=True)
+    check.add_argument(
+        "--slo", type=Path, help="SLO file (YAML or JSON); default load_tests/slo/<the summary's model>.yaml"
+    )
     return top
+
+
+def check(args: argparse.Namespace) -> int:
+    from load_tests.slo import EXIT_SLO_FILE, SloFile, SloFileError, evaluate, gate
+
+    try:
+        summary = json.loads(args.summary.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"python -m load_tests check: summary {args.summary}: {exc}", file=sys.stderr)
+        return 2
+    if args.slo is None:
+        model = (summary.get("target") or {}).get("model")
+        args.slo = SLO_DIR / f"{model}.yaml"
+        if not args.slo.is_file():
+            print(
+                f"python -m load_tests check: no SLO file for model {model!r} ({args.slo}): give --slo",
+                file=sys.stderr,
+            )
+            return EXIT_SLO_FILE
+    try:
+        slo = SloFile.read(args.slo)
+    except SloFileError as exc:
+        print(f"python -m load_tests check: {exc}", file=sys.stderr)
+        return EXIT_SLO_FILE
+    print(f"== {args.summary} against {args.slo}")
+    return gate(evaluate(slo, summary))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = argv
     if args.command == "check":
-        from load_tests.slo import SloFile, evaluate, gate
-
-        return gate(evaluate(SloFile.read(args.slo), json.loads(args.summary.read_text())))
+        return check(args)
     # locust patches the standard library (gevent) on import: only the commands that run it import it
     if args.command == "run":
         from load_tests.release_run import run

@@ -4,10 +4,11 @@ One cycle, a pause of `interval_s` between steps: load the candidate version; na
 and split traffic (production/canary); add it as a shadow; promote it with evidence
 requirements (refused evidence is a failure, with the server's evidence in the message);
 clear the split and the shadow; roll `production` back; drop the canary alias. The cycle
-repeats until the run ends, so every run ends a cycle with the model as it started, and
-`restore` puts it back if the run stopped mid-cycle. Each call is a locust request (`admin
-...`), checked, and an `Event` on the recorder's timeline (the plots mark them; the
-promotion SLO counts failed predictions around `promote` and `rollback`).
+repeats until the run ends, so every run ends a cycle with the model as it started;
+`found_state.py` refuses a model that already has a canary, split or shadow, and undoes what a
+cycle cut short. Each call is a locust request (`admin ...`), checked, and an `Event` on the
+recorder's timeline (the plots mark them; the promotion SLO counts failed predictions around
+`promote` and `rollback`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import gevent
 from locust import FastHttpUser, constant, task
 
 from load_tests.recorder import Event, Recorder
-from server.admin_client import AdminClient
 from server.contract.aliases import CANARY, PRODUCTION
 
 
@@ -172,38 +172,3 @@ class OperatorUser(FastHttpUser):
 
 def _refuse(message: str) -> None:
     raise AdminRefused(message)
-
-
-def admin_request(
-    host: str, token: str, method: str, path: str, body: dict[str, Any] | None = None, timeout_s: float = 60.0
-) -> tuple[int, dict[str, Any]]:
-    """One admin call outside locust (set-up and clean-up): (status, JSON answer; {} without one)."""
-    status, doc = AdminClient(host, token, timeout_s).request(method, path, body)
-    return status, doc if isinstance(doc, dict) else {}
-
-
-def production_of(host: str, token: str, model: str) -> int | None:
-    status, doc = admin_request(host, token, "GET", f"/admin/models/{model}")
-    if status != 200:
-        raise AdminRefused(f"GET /admin/models/{model}: {status} {doc}")
-    value = doc.get("aliases", {}).get(PRODUCTION)
-    return int(value) if value is not None else None
-
-
-def restore(host: str, token: str, model: str, production: int | None) -> list[str]:
-    """Undo what a cycle cut short left behind: split, shadow, canary alias, production. Returns
-    what it had to change (empty when the run ended between cycles)."""
-    undone = []
-    base = f"/admin/models/{model}"
-    _, doc = admin_request(host, token, "GET", base)
-    for what in ("traffic", "shadow"):
-        status, _ = admin_request(host, token, "DELETE", f"{base}/{what}")
-        if doc.get(what) and status == 200:
-            undone.append(f"cleared {what}")
-    if CANARY in doc.get("aliases", {}):
-        admin_request(host, token, "DELETE", f"{base}/aliases/{CANARY}")
-        undone.append(f"dropped {CANARY}")
-    if production is not None and doc.get("aliases", {}).get(PRODUCTION) != production:
-        admin_request(host, token, "PUT", f"{base}/aliases/{PRODUCTION}", {"version": production})
-        undone.append(f"production back to {production}")
-    return undone

@@ -23,17 +23,20 @@ import psutil
 
 from load_tests import plots, report
 from load_tests.demo_models import demo_repository, fresh_control_state
+from load_tests.found_state import FoundState, found_state, restore
 from load_tests.locust_run import Phase, run_load
 from load_tests.markdown import replace_section
-from load_tests.operator import OperatorPlan, OperatorUser, production_of, restore
+from load_tests.operator import OperatorPlan, OperatorUser
 from load_tests.recorder import Recorder
 from load_tests.scenarios import PREDICTION_NAMES, prediction_users
 from load_tests.server_metrics import latency_buckets, server_latency
 from load_tests.server_process import ServerProcess, start_server
-from load_tests.slo import SloFile, evaluate, gate
+from load_tests.slo import EXIT_SLO_FILE, SloFile, SloFileError, evaluate, gate
 from load_tests.target import read_target
 
 START, END = "<!-- loadtest-release:start -->", "<!-- loadtest-release:end -->"
+EXIT_MODEL_IN_USE = 4
+"""The operator would not leave the model as it found it (its canary, split or shadow; no production)."""
 
 
 def parse_mix(text: str) -> dict[str, int]:
@@ -67,15 +70,26 @@ def start_demo_server(args: argparse.Namespace, token: str, versions_needed: int
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        slo = SloFile.read(args.slo) if args.slo else SloFile()
+    except SloFileError as exc:
+        print(f"python -m load_tests run: {exc}", file=sys.stderr)
+        return EXIT_SLO_FILE
     args.out.mkdir(parents=True, exist_ok=True)
     mix = parse_mix(args.mix)
-    slo = SloFile.read(args.slo) if args.slo else SloFile()
     server: ServerProcess | None = None
     token = os.environ.get("HOTSERVE_ADMIN_TOKEN", "") if args.url else secrets.token_urlsafe(24)
     if args.operator and not token:
         raise SystemExit(
             "the operator needs an admin token for --url: export HOTSERVE_ADMIN_TOKEN (or run with --no-operator)"
         )
+    found: FoundState | None = None
+    if args.url is not None and args.operator:
+        found = found_state(args.url, token, args.model)
+        refusal = found.in_the_way()
+        if refusal:
+            print(f"python -m load_tests run: {refusal}", file=sys.stderr)
+            return EXIT_MODEL_IN_USE
     if args.url is None:
         server = start_demo_server(args, token, 2 if args.operator else 1)
     host = args.url or (server.base_url if server else "")
@@ -84,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         target = read_target(host, args.model, rows=args.rows, entities=args.entities, unknown_share=args.unknown_share)
         recorder = Recorder()
         classes = prediction_users(target, mix, args.rate_per_user)
-        production = production_of(host, token, args.model) if args.operator else None
+        if args.operator and found is None:
+            found = found_state(host, token, args.model)
         if args.operator:
             plan = OperatorPlan(
                 model=args.model,
@@ -104,12 +119,13 @@ def run(args: argparse.Namespace) -> int:
         load = run_load(host, classes, [Phase(args.users, args.spawn_rate, args.duration)], args.out, recorder=recorder)
         server_cpu_s = sum(server_process.cpu_times()[:2]) - server_cpu_before if server_process else None
         answered_by_server = server_latency(buckets_before, latency_buckets(host, args.model))
-        if args.operator:
-            restored = restore(host, token, args.model, production)
+        if found is not None:
+            restored = restore(host, token, found)
     finally:
         if server is not None:
             server.stop()
     settings = {
+        "duration_s": args.duration,
         "users": args.users,
         "spawn_rate": args.spawn_rate,
         "rate_per_user": args.rate_per_user,
@@ -180,7 +196,12 @@ def print_summary(doc: dict[str, Any], out: Path) -> None:
     print(
         f"total: {total['requests']} requests, {total['failures']} failed; "
         f"{total['prediction_requests_per_s']:.0f} prediction req/s; versions answered {doc['versions_answered']}; "
-        f"generator {doc['cpu']['generator_cores']} cores, server {doc['cpu']['server_cores']} cores"
+        f"generator {doc['cpu']['generator_cores']} cores, "
+        + (
+            f"server {doc['cpu']['server_cores']} cores"
+            if doc["cpu"]["server_cores"] is not None
+            else "server cores not measured (--url: a server this command did not start)"
+        )
     )
     for protocol, st in doc["server_latency"].items():
         print(

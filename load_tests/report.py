@@ -157,7 +157,12 @@ def release_section(summary_doc: dict[str, Any], plots: dict[str, str]) -> list[
         f"for {summary_doc['duration_s']:.0f} s; {s['unknown_share']:.0%} of v1 records name an entity the "
         f"feature store does not hold (each must be a 404 naming it). Every answer is checked: status, "
         f"outputs and their shapes, the version that answered. The generator took "
-        f"{summary_doc['cpu']['generator_cores']} cores, the server {summary_doc['cpu']['server_cores']}.",
+        f"{summary_doc['cpu']['generator_cores']} cores, "
+        + (
+            f"the server {summary_doc['cpu']['server_cores']}."
+            if summary_doc["cpu"]["server_cores"] is not None
+            else "the server's were not measured (a server this command did not start)."
+        ),
         "",
         f"**{total['failures']} failed of {total['requests']} requests** "
         f"({total['prediction_requests_per_s']:.0f} prediction req/s); around the "

@@ -119,6 +119,19 @@ install_prometheus() {
     apt_install prometheus  # the tests start their own server on a free port
 }
 
+install_curl() {
+    # tests/docs/test_readme_tour.py runs the README's `curl` commands as written.
+    if command -v curl >/dev/null 2>&1; then
+        return
+    fi
+    if [[ "$(id -u)" != 0 ]]; then
+        log "curl missing and not root: run 'apt-get install -y --no-install-recommends curl' as root"
+        exit 1
+    fi
+    log "installing curl (the README tour's requests)"
+    apt_install curl
+}
+
 ensure_venv
 install_helm
 install_pip_tools
@@ -136,4 +149,5 @@ install_wrk() {
 
 install_prometheus
 install_wrk
+install_curl
 log "ready: $("$TOOLS/bin/helm" version --short), $("$VENV/bin/hadolint" --version), $(prometheus --version 2>&1 | head -1)"

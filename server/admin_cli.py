@@ -1,7 +1,7 @@
 """`hotserve models ...`: the operator's command line over the admin API (control path, client side).
 
-`list`, `load`, `unload`, `promote MODEL VERSION`, `rollback MODEL`, `history MODEL`, `rescan`
-against `--url` (or `HOTSERVE_URL`) with the token from `HOTSERVE_ADMIN_TOKEN`. Prints tables
+`list`, `load`, `unload`, `promote MODEL VERSION`, `unalias MODEL ALIAS`, `rollback MODEL`,
+`traffic`, `shadow`, `evidence`, `replicas`, `history MODEL`, `rescan` against `--url` (or `HOTSERVE_URL`) with the token from `HOTSERVE_ADMIN_TOKEN`. Prints tables
 (or the server's JSON with `--json`); any refusal exits 1 with the server's message. The
 HTTP calls go through `server/admin_client.py`.
 """
@@ -11,15 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from server.admin_client import AdminClient, AdminError, model_path
+from server.admin_render import evidence_table, render
 from server.contract.aliases import PRODUCTION
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+ALIAS_IN_THE_WAY = re.compile(r"is named by alias '([^']+)'")
+"""How the server refuses to unload a version an alias names (`server/registry/controller.py`)."""
 
 
 # --- subcommands: each returns the server's JSON document -----------------------------------------
@@ -86,6 +90,10 @@ def _replicas(client: AdminClient, args: argparse.Namespace) -> Any:
     return client.call("GET", "/admin/replicas")
 
 
+def _unalias(client: AdminClient, args: argparse.Namespace) -> Any:
+    return client.call("DELETE", model_path(args.model, "aliases", args.alias))
+
+
 def _rollback(client: AdminClient, args: argparse.Namespace) -> Any:
     return client.call("POST", model_path(args.model, "rollback"))
 
@@ -104,6 +112,7 @@ ACTIONS: dict[str, Callable[[AdminClient, argparse.Namespace], Any]] = {
     "load": _load,
     "unload": _unload,
     "promote": _promote,
+    "unalias": _unalias,
     "rollback": _rollback,
     "history": _history,
     "rescan": _rescan,
@@ -165,6 +174,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     promote.add_argument(
         "--force", action="store_true", help="promote even if the evidence falls short (audited as forced)"
     )
+    unalias = sub.add_parser("unalias", help="delete an alias (not production: promote another version instead)")
+    unalias.add_argument("model")
+    unalias.add_argument("alias")
     traffic = sub.add_parser("traffic", help="split unpinned requests: production=90 canary=10")
     traffic.add_argument("model")
     traffic.add_argument("weights", nargs="*", metavar="TARGET=PERCENT")
@@ -204,166 +216,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"hotserve models {args.action}: {error}", file=sys.stderr)
         if isinstance(error.doc, dict) and isinstance(error.doc.get("evidence"), dict):
             print(evidence_table(error.doc["evidence"]), file=sys.stderr)
+        named = ALIAS_IN_THE_WAY.search(str(error))
+        if args.action == "unload" and named:
+            print(f"delete it with: hotserve models unalias {args.model} {named.group(1)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         print(render(args.action, doc))
     return 0
-
-
-# --- tables ---------------------------------------------------------------------------------------
-
-
-def render(action: str, doc: Any) -> str:
-    """The answer to `action` as text an operator reads."""
-    if action == "history":
-        return table(
-            ["AT", "WHO", "ACTION", "ALIAS", "FROM", "TO", "RESULT", "DETAIL"],
-            [
-                [
-                    e["at"],
-                    e["who"],
-                    e["action"],
-                    e.get("alias"),
-                    e.get("from"),
-                    e.get("to"),
-                    e["result"],
-                    e.get("detail"),
-                ]
-                for e in doc["entries"]
-            ],
-        )
-    if action == "rescan":
-        found = ", ".join(f"{x['model']} v{x['version']}" for x in doc["added"]) or "nothing new"
-        gone = ", ".join(f"{x['model']} v{x['version']}" for x in doc["removed"]) or "nothing"
-        return f"added: {found}\nremoved: {gone}"
-    if action == "list":
-        return models_table(doc["models"])
-    if action == "evidence":
-        return evidence_table(doc)
-    if action == "replicas":
-        return f"control revision {doc['revision']}\n" + table(
-            ["REPLICA", "APPLIED REVISION", "REPORTED", "SPLIT (VERSION=PERCENT)", "FALLBACKS"],
-            [
-                [
-                    r["replica"],
-                    r["revision"],
-                    r["reported_at"],
-                    "; ".join(
-                        f"{m}: " + ", ".join(f"v{v}={w}" for v, w in sorted(ws.items()))
-                        for m, ws in sorted(r["models"].items())
-                    ),
-                    "; ".join(r["fallbacks"]),
-                ]
-                for r in doc["replicas"]
-            ],
-        )
-    return f"{describe_change(doc['change'])}\n\n{models_table([doc['model']])}"
-
-
-def describe_change(change: dict[str, Any]) -> str:
-    what = {
-        "load": "loaded",
-        "unload": "unloaded",
-        "alias": "set",
-        "rollback": "rolled back",
-        "promote": "promoted",
-        "traffic": "traffic set",
-        "shadow": "shadow set",
-    }.get(change["action"], change["action"])
-    target = change["model"] + (f" {change['alias']}" if change.get("alias") else "")
-    moved = f"{_text(change.get('from'))} -> {_text(change.get('to'))}"
-    if not change["changed"]:
-        return f"no change: {target} already so ({moved}, revision {change['revision']})"
-    return f"{what} {target}: {moved} (revision {change['revision']})"
-
-
-def evidence_table(evidence: dict[str, Any]) -> str:
-    candidate, production = evidence["candidate"], evidence.get("production") or {}
-    return table(
-        ["EVIDENCE", "VALUE"],
-        [
-            ["canary answers (5xx)", f"{candidate['requests']} ({candidate['errors']})"],
-            ["p99 candidate / production", f"{_ms(candidate.get('p99_s'))} / {_ms(production.get('p99_s'))}"],
-            ["p99 ratio", _text(evidence.get("p99_ratio"))],
-            ["error ratio", _text(evidence.get("error_ratio"))],
-            [
-                "shadow compared (dropped, failed)",
-                f"{evidence['shadow_compared']} ({evidence['shadow_dropped']}, {evidence['shadow_failed']})",
-            ],
-            ["shadow agreement", _text(evidence.get("shadow_agreement"))],
-            ["observed", evidence["observed"]],
-        ],
-    )
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.2f} ms"
-
-
-def models_table(models: Sequence[dict[str, Any]]) -> str:
-    """One row per version; SERVING marks the version unpinned requests go to by default
-    (production), SPLIT its effective share under a traffic split."""
-    rows = []
-    for model in models:
-        weights = model["routing"]["weights"] if model["traffic"] else {}
-        for v in model["versions"]:
-            share = weights.get(str(v["version"]))
-            rows.append(
-                [
-                    model["name"] + (" (unloaded)" if model["stopped"] else ""),
-                    v["version"],
-                    v["state"],
-                    ",".join(v["aliases"]),
-                    "*" if model["serving"] == v["version"] else "",
-                    None if share is None else f"{share}%",
-                    v["loaded_at"],
-                    _seconds(v["load_duration_s"]),
-                    _mib(v["memory_bytes"]),
-                    v["provider"],
-                    v["inflight"],
-                    v["reason"],
-                ]
-            )
-    return table(
-        [
-            "MODEL",
-            "VERSION",
-            "STATE",
-            "ALIASES",
-            "SERVING",
-            "SPLIT",
-            "LOADED AT",
-            "LOAD",
-            "MEMORY",
-            "PROVIDER",
-            "IN-FLIGHT",
-            "REASON",
-        ],
-        rows,
-    )
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    """Left-aligned columns; None shows as '-'."""
-    cells = [headers] + [[_text(cell) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
-
-
-def _text(value: Any) -> str:
-    return "-" if value is None or value == "" else str(value)
-
-
-def _seconds(value: float | None) -> str | None:
-    return None if value is None else f"{value:.2f}s"
-
-
-def _mib(value: int | None) -> str | None:
-    return None if value is None else f"{value / 2**20:.1f} MiB"
 
 
 def _version(text: str) -> int:

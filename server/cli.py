@@ -33,8 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    if unknown:
+        # A subcommand may say why an argument is not one of its flags (a secret: `--redis-url`).
+        refusal = getattr(module, "secret_flag_refusal", lambda _: None)(unknown)
+        parser.error(refusal or f"unrecognized arguments: {' '.join(unknown)}")
     return int(module.run(args) or 0)
 
 

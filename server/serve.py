@@ -2,7 +2,8 @@
 
 Every `Settings` field but the secrets is a flag of the same name (`model_repository` ->
 `--model-repository`); a flag overrides its `HOTSERVE_*` variable. Secrets (`HOTSERVE_REDIS_URL`,
-the admin tokens) come from the environment only: a flag would show in `ps`.
+which may hold a password, and the admin tokens) come from the environment only: a flag would
+show in `ps`; `--redis-url` is refused with that reason.
 
 Graceful shutdown: uvicorn's own SIGTERM handling closes the listening sockets and
 then waits for connections, so a load balancer still routing here would see
@@ -22,6 +23,7 @@ import signal
 import socket
 import sys
 import typing
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -49,8 +51,35 @@ def flag_fields() -> dict[str, FieldInfo]:
     }
 
 
+def secret_fields() -> list[str]:
+    """`Settings` fields read from the environment only."""
+    return [name for name in Settings.model_fields if name not in flag_fields()]
+
+
+def secret_flag_refusal(arguments: Sequence[str]) -> str | None:
+    """Why an argument naming a secret setting (`--redis-url ...`) is not a flag, or None.
+
+    The Redis URL is the one place redis-py takes the password (`redis://:pw@host`), so it stays
+    one setting, environment only, rather than a credential-free flag beside a password secret.
+    """
+    secrets = secret_fields()
+    for argument in arguments:
+        name = argument.partition("=")[0].removeprefix("--").replace("-", "_")
+        if argument.startswith("--") and name in secrets:
+            return (
+                f"{argument.partition('=')[0]} is not a flag: HOTSERVE_{name.upper()} may hold a password or "
+                f"token and a flag shows in `ps`; set HOTSERVE_{name.upper()} in the environment"
+            )
+    return None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per `Settings` field except secrets; unset flags leave the env/default value alone."""
+    parser.epilog = (
+        "Environment only (they may hold a password or token, and a flag shows in `ps`): "
+        + ", ".join(f"HOTSERVE_{name.upper()}" for name in secret_fields())
+        + "."
+    )
     for name, field in flag_fields().items():
         flag = "--" + name.replace("_", "-")
         env = f"HOTSERVE_{name.upper()}"

@@ -206,8 +206,8 @@ class ReferenceHistogram(_Strict):
     """Set for a categorical quantity: the category value each bin counts, in bin order. A
     categorical feature's numeric categories ascend (`bin_edges` are the midpoints between them)
     and live values equal to none of them count in one more bin, "other", whose reference share is
-    `1 - sum(proportions)`. A classifier's `label` lists its class names (text labels are not
-    monitored: drift compares numbers)."""
+    `1 - sum(proportions)`. A classifier's `label` lists its class names; text ones are monitored
+    by class index, the argmax of the output holding one score per class."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ReferenceHistogram:

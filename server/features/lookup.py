@@ -34,6 +34,13 @@ class Missing:
 
 
 NOT_STORED = Missing("no values stored")
+EMPTY_STORE = Missing(
+    "no values stored: the feature store holds no entity of this view at all. Fill the embedded store "
+    "at start-up (HOTSERVE_FEATURE_TABLE=TABLE, or `hotserve serve --feature-table TABLE`; "
+    "TABLE a CSV, Parquet or demo:fraud) or a running server's with "
+    "`hotserve features materialize TABLE --server URL`"
+)
+"""An absent entity of a view the store holds nothing of: most likely a store nobody filled."""
 
 
 class _ViewInstruments:
@@ -98,7 +105,7 @@ class FeatureLookup:
                 misses.append(entity)
                 found[entity] = None
             else:
-                found[entity] = NOT_STORED if cached is ABSENT else cached
+                found[entity] = self._absent(view) if cached is ABSENT else cached
         hits = len(found) - len(misses)
         if hits:
             meter.local_hits.inc(hits)
@@ -126,7 +133,7 @@ class FeatureLookup:
                 row = future.result()
                 if row is None:
                     absent += 1
-                    found[entity] = NOT_STORED
+                    found[entity] = self._absent(view)
                 else:
                     found[entity] = row
         answered = sum(1 for future in futures if future.exception() is None)
@@ -134,6 +141,9 @@ class FeatureLookup:
             meter.store_hits.inc(answered - absent)
         if absent:
             meter.store_misses.inc(absent)
+
+    def _absent(self, view: FeatureView) -> Missing:
+        return EMPTY_STORE if self.store.is_empty(view) else NOT_STORED
 
     def _apply_max_age(self, view: FeatureView, found: dict[str, Any], meter: _ViewInstruments) -> None:
         wall = time.time()  # event times are wall-clock: staleness is too

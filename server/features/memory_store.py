@@ -8,6 +8,7 @@ checked when written, so reads never meet a malformed one. Per process: replicas
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 
 from server.contract.manifest import FeatureView
@@ -21,6 +22,8 @@ class MemoryFeatureStore:
 
     def __init__(self) -> None:
         self._rows: dict[str, tuple[EntityRow, float | None]] = {}
+        self._per_view: Counter[str] = Counter()
+        """Entities held per view key prefix (expired ones leave when a read meets them)."""
 
     async def get_many(self, entity_keys: Sequence[str], view: FeatureView) -> list[StoredRow]:
         now = time.monotonic()
@@ -30,6 +33,7 @@ class MemoryFeatureStore:
             entry = self._rows.get(prefix + entity)
             if entry is not None and entry[1] is not None and entry[1] <= now:
                 del self._rows[prefix + entity]
+                self._per_view[prefix] -= 1
                 entry = None
             found.append(None if entry is None else entry[0])
         return found
@@ -38,11 +42,18 @@ class MemoryFeatureStore:
         expires = None if ttl_s is None else time.monotonic() + ttl_s
         prefix = view.key_prefix
         for row in rows:
-            self._rows[prefix + row.entity] = (EntityRow(row.values, row.event_time), expires)
+            key = prefix + row.entity
+            if key not in self._rows:
+                self._per_view[prefix] += 1
+            self._rows[key] = (EntityRow(row.values, row.event_time), expires)
         return len(rows)
+
+    def is_empty(self, view: FeatureView) -> bool:
+        return self._per_view[view.key_prefix] <= 0
 
     async def close(self) -> None:
         self._rows.clear()
+        self._per_view.clear()
 
     def describe(self) -> str:
         return f"embedded store ({len(self._rows)} entities)"

@@ -60,6 +60,9 @@ class RedisFeatureStore:
     def describe(self) -> str:
         return f"redis at {self._where}"
 
+    def is_empty(self, view: FeatureView) -> bool:
+        return False  # knowing would take a SCAN of the keyspace: never on the request path
+
     def _unavailable(self, exc: BaseException) -> FeatureStoreUnavailable:
         reason = (
             f"no answer within {self._timeout_s * 1000:.0f} ms"

@@ -63,8 +63,18 @@ async def open_features(settings: Settings, metrics: Metrics) -> FeatureJoin:
         breaker_failures=settings.feature_breaker_failures,
         breaker_reset_s=settings.feature_breaker_reset_s,
     )
-    if isinstance(store, MemoryFeatureStore) and settings.feature_table:
-        await fill_from_table(store, settings.feature_table, repository_views(settings.model_repository))
+    if isinstance(store, MemoryFeatureStore):
+        views = repository_views(settings.model_repository)
+        if settings.feature_table:
+            await fill_from_table(store, settings.feature_table, views)
+        empty = sorted(label for label, view in views.items() if store.is_empty(view))
+        if empty:
+            logger.warning(
+                "features: the embedded store holds no entities of view(s) %s: v1 requests that need "
+                "stored features will be 404 until it is filled (HOTSERVE_FEATURE_TABLE=TABLE at "
+                "start-up, or `hotserve features materialize TABLE --server URL`)",
+                ", ".join(empty),
+            )
     logger.info("features: %s", store.describe())
     return FeatureJoin(lookup)
 

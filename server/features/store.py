@@ -55,6 +55,11 @@ class FeatureStore(Protocol):
 
     async def close(self) -> None: ...
 
+    def is_empty(self, view: FeatureView) -> bool:
+        """True only when the store knows it holds no entity of `view` at all (a cheap count; a
+        store that cannot tell cheaply answers False). Lets a 404 say how to fill the store."""
+        ...
+
     def describe(self) -> str:
         """Where the store is, for logs and errors (no credentials)."""
         ...

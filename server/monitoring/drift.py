@@ -2,7 +2,8 @@
 
 `record(inputs, outputs)` is the batcher's per-batch hook: it appends the batch's feature tensor
 (`features.input` of model.json: the v1 joined feature vector and v2 tensors alike, since both
-reach the batcher as that tensor) and its prediction output to the version's `SampleWindow`.
+reach the batcher as that tensor) and its prediction output to the version's `SampleWindow`
+(for a classifier with text labels, the class index: the argmax of its per-class scores).
 `compute()` runs on a worker thread every few seconds: it bins the window on the reference
 histograms of model.json's `drift` section and turns them into a `DriftReport` (see `psi.py`).
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.contract.manifest import ModelManifest
+from server.contract.manifest import ModelManifest, ReferenceHistogram
 from server.monitoring.psi import ReferenceBins
 from server.monitoring.report import DriftReport, QuantityDrift
 from server.monitoring.window import SampleWindow
@@ -71,6 +72,8 @@ class DriftPlan:
     """Columns of the input kept in the window, in window order; None: all, in order."""
     prediction_output: str | None = None
     prediction_width: int = 0
+    prediction_classes: bool = False
+    """The prediction is the class index, the argmax of `prediction_output`'s scores (text labels)."""
     quantities: list[_Quantity] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Why something with a reference is not monitored (logged at load, shown by the route)."""
@@ -127,7 +130,18 @@ def plan_drift(manifest: ModelManifest) -> DriftPlan:
                 f"prediction reference describes {name!r}, which is not an output: prediction not monitored"
             )
         elif output.datatype in _UNBINNABLE:
-            plan.skipped.append(f"output {name!r} is {output.datatype}, not numbers: prediction not monitored")
+            scores = _class_scores(manifest, reference.prediction)
+            if scores is None:
+                plan.skipped.append(
+                    f"output {name!r} is {output.datatype}, not numbers, and no output holds one score per "
+                    f"class of its reference: prediction not monitored"
+                )
+            else:
+                # Text labels: the class mix is counted by class index, the argmax of the scores.
+                plan.prediction_output = scores
+                plan.prediction_classes = True
+                plan.prediction_width = 1
+                plan.quantities.append(_Quantity(name, plan.feature_width, 1, ReferenceBins(reference.prediction)))
         elif any(d < 0 for d in output.shape[1:]):
             plan.skipped.append(
                 f"output {name!r} has shape {output.shape}: values per row unknown, prediction not monitored"
@@ -139,6 +153,16 @@ def plan_drift(manifest: ModelManifest) -> DriftPlan:
                 _Quantity(name, plan.feature_width, plan.prediction_width, ReferenceBins(reference.prediction))
             )
     return plan
+
+
+def _class_scores(manifest: ModelManifest, reference: ReferenceHistogram) -> str | None:
+    """The output holding one score per class of a text-label `reference` (its `categories`, in
+    order: a classifier's label is the class of the highest score), if exactly one does."""
+    classes = reference.categories
+    if not classes or not all(isinstance(c, str) for c in classes):
+        return None
+    scores = [o.name for o in manifest.outputs if o.datatype not in _UNBINNABLE and list(o.shape[1:]) == [len(classes)]]
+    return scores[0] if len(scores) == 1 else None
 
 
 class VersionDrift:
@@ -155,6 +179,7 @@ class VersionDrift:
         self._taken = None if plan.taken_columns is None else np.asarray(plan.taken_columns)
         self._prediction_output = plan.prediction_output
         self._prediction_width = plan.prediction_width
+        self._prediction_classes = plan.prediction_classes
         self._broken = False
         self.latest = self._report(np.empty((0, plan.width)), computed_at=None)
 
@@ -173,7 +198,10 @@ class VersionDrift:
                 parts.append(features if self._taken is None else features[:, self._taken])
             if self._prediction_output is not None:
                 prediction = outputs[self._prediction_output]
-                parts.append(prediction.reshape(prediction.shape[0], self._prediction_width))
+                if self._prediction_classes:
+                    parts.append(prediction.argmax(axis=1)[:, None])
+                else:
+                    parts.append(prediction.reshape(prediction.shape[0], self._prediction_width))
             self.window.append(parts, time.monotonic())
         except Exception:  # never let monitoring fail a request path; say so once
             self._broken = True

@@ -7,6 +7,8 @@ equal-width bins over reference and live values combined, which moves with every
   above the last in the last bin (as `np.histogram` over clipped values, which built the reference);
 * categorical (`categories` set): one bin per training category and one "other" bin for any value
   equal to none of them, expected at `1 - sum(proportions)`;
+  text categories (a classifier's class names) are counted by position: the live values are
+  class indices;
 * NaN is counted apart and is in no bin.
 
     PSI = sum over bins of (a - e) * ln(a / e),  a = max(live share, EPSILON), e = max(reference share, EPSILON)
@@ -66,7 +68,13 @@ class ReferenceBins:
         self.categorical = reference.categories is not None
         proportions = np.asarray(reference.proportions, dtype=np.float64)
         if reference.categories is not None:
-            self._categories = np.asarray(reference.categories, dtype=np.float64)
+            text = any(isinstance(c, str) for c in reference.categories)
+            # Text categories (class names) are counted by position: live values are class indices.
+            self._categories = (
+                np.arange(len(reference.categories), dtype=np.float64)
+                if text
+                else np.asarray(reference.categories, dtype=np.float64)
+            )
             other = max(0.0, 1.0 - float(proportions.sum()))
             self.expected = np.append(proportions, other)
         else:

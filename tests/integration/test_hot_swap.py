@@ -300,3 +300,25 @@ async def test_two_servers_sharing_a_control_state_file_apply_one_change(tmp_pat
             assert answer.json()["model_version"] == "1"
     finally:
         assert first.stop() == 0 and second.stop() == 0
+
+
+def test_operator_cli_deletes_an_alias_and_an_unload_it_blocks_names_that_command(
+    swap_server: tuple[ServerProcess, dict[int, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server, _ = swap_server
+    url = ["--url", server.base_url]
+    monkeypatch.setenv("HOTSERVE_ADMIN_TOKEN", TOKEN)
+    assert hotserve(["models", *url, "promote", "other", "1", "--alias", "canary"]) == 0
+    capsys.readouterr()
+    assert hotserve(["models", *url, "unload", "other", "1"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "hotserve models unload: 409: model 'other' version 1 is named by alias 'canary'; "
+        "point the alias elsewhere or delete it first",
+        "delete it with: hotserve models unalias other canary",
+    ]
+    assert hotserve(["models", *url, "unalias", "other", "canary"]) == 0
+    assert capsys.readouterr().out.startswith("deleted alias canary of other (it named v1)")
+    assert hotserve(["models", *url, "unalias", "other", "production"]) == 1
+    assert "the production alias cannot be deleted; promote another version" in capsys.readouterr().err

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from fraud_scorer import COLUMNS, fraud_rows, scorer_model
-from load_tests.server_process import REPO_ROOT
+from load_tests.found_state import admin_request
+from load_tests.server_process import REPO_ROOT, start_server
 from onnx_models import write_version
 from server.contract.manifest import BatchingPolicy, FeatureSpec, FeatureView, StoredFeature
 from training.datasets.fraud import ENTITY_KEY, REQUEST_FEATURES, STORE_FEATURES
@@ -61,8 +62,10 @@ def write_repository(root: Path) -> Path:
     return root
 
 
-def load_tests(*args: str) -> subprocess.CompletedProcess[str]:
+def load_tests(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSERVE_")}
+    if token is not None:
+        env["HOTSERVE_ADMIN_TOKEN"] = token
     return subprocess.run(
         [sys.executable, "-m", "load_tests", *args],
         cwd=REPO_ROOT,
@@ -183,3 +186,36 @@ def test_the_slo_gate_fails_naming_each_target_set_below_what_the_server_achieve
     passed = load_tests("check", str(out / "summary.json"), "--slo", str(relaxed))
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "SLO gate: all 2 passed" in passed.stdout
+
+
+def test_a_run_against_a_given_server_leaves_someone_elses_canary_alone_and_says_what_it_could_not_reach(
+    tmp_path: Path,
+) -> None:
+    token = "loadtest-url-token-0123456789"
+    repository = write_repository(tmp_path / "repository")
+    env = {"HOTSERVE_ADMIN_TOKEN": token, "HOTSERVE_FEATURE_TABLE": "demo:fraud"}
+    with start_server(repository, tmp_path / "server.log", env=env) as server:
+        status, _ = admin_request(server.base_url, token, "PUT", "/admin/models/fraud/aliases/canary", {"version": 2})
+        assert status == 200
+        common = ["--url", server.base_url, "--out", str(tmp_path / "out"), "--users", "3", "--spawn-rate", "3"]
+        refused = load_tests("run", *common, "--duration", "1", token=token)
+        assert refused.returncode == 4, refused.stdout + refused.stderr
+        assert "model 'fraud' already has alias canary -> v2: the operator would overwrite" in refused.stderr
+        _, doc = admin_request(server.base_url, token, "GET", "/admin/models/fraud")
+        assert doc["aliases"]["canary"] == 2  # untouched
+
+        slo = tmp_path / "slo.yaml"
+        slo.write_text("min_throughput_rps: 100000\nzero_failures_during_promotions: true\n")
+        done = load_tests("run", *common, "--duration", "2", "--no-operator", "--slo", str(slo), token=token)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "server cores not measured (--url: a server this command did not start)" in done.stdout
+        assert "target >= 100000 req/s (unreachable with this run's settings: it offers at most 75 req/s" in done.stdout
+        assert "SKIP zero failures during promotions" in done.stdout
+        _, after = admin_request(server.base_url, token, "GET", "/admin/models/fraud")
+        assert after["aliases"] == doc["aliases"]
+
+        broken = tmp_path / "broken.yaml"
+        broken.write_text("p99_ms: [\n")
+        unusable = load_tests("run", *common, "--slo", str(broken), token=token)
+        assert unusable.returncode == 3 and "Traceback" not in unusable.stderr
+        assert unusable.stderr.strip().startswith(f"python -m load_tests run: SLO file {broken}: not YAML")

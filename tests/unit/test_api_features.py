@@ -182,3 +182,32 @@ async def test_admin_feature_rows_are_read_as_json_whatever_the_content_type(cli
         headers={"Authorization": "Bearer feature-admin-t0ken", "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert (response.status_code, response.json()["written"]) == (200, 1)
+
+
+async def test_a_404_from_a_store_holding_nothing_of_the_view_says_how_to_fill_it(
+    client: httpx.AsyncClient, store: ControlledStore
+) -> None:
+    await store.close()  # the embedded store as `hotserve serve` starts without HOTSERVE_FEATURE_TABLE
+    response = await _predict(client, "strict", {"customer_id": "c42", "amount": 5, "hour": 2})
+    assert response.status_code == 404
+    assert response.json()["error"] == (
+        "entity 'c42' not found in feature view cust:v1: no values stored: the feature store holds no entity of "
+        "this view at all. Fill the embedded store at start-up (HOTSERVE_FEATURE_TABLE=TABLE, or `hotserve serve "
+        "--feature-table TABLE`; TABLE a CSV, Parquet or demo:fraud) or a running server's with `hotserve features "
+        "materialize TABLE --server URL`"
+    )
+
+
+async def test_start_up_warns_when_the_embedded_store_holds_nothing_of_a_repository_view(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from server.features.service import open_features
+    from server.metrics.instruments import Metrics
+
+    folder = settings.model_repository / "strict" / "1"
+    folder.mkdir(parents=True)
+    MODELS[0].manifest.write(folder)
+    join = await open_features(settings, Metrics())
+    await join.lookup.close()
+    assert "the embedded store holds no entities of view(s) cust:v1" in caplog.text
+    assert "HOTSERVE_FEATURE_TABLE=TABLE" in caplog.text

@@ -61,3 +61,29 @@ def test_flags_override_env_and_unset_flags_keep_env(monkeypatch: pytest.MonkeyP
 def test_invalid_flag_values_exit_2_before_serving(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(_parse("--port", "70000")) == 2
     assert "port" in capsys.readouterr().err
+
+
+def test_a_secret_given_as_a_flag_is_refused_with_the_reason_and_the_variable_to_use(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from server.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--redis-url", "redis://:hunter2@127.0.0.1:6379/0"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--redis-url is not a flag: HOTSERVE_REDIS_URL may hold a password" in err
+    assert "set HOTSERVE_REDIS_URL in the environment" in err and "hunter2" not in err
+    with pytest.raises(SystemExit):
+        main(["serve", "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_serve_help_lists_the_settings_that_are_environment_only(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "Environment only" in out
+    assert all(f"HOTSERVE_{name.upper()}" in out for name in SECRETS)

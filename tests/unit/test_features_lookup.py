@@ -156,3 +156,30 @@ def test_local_cache_expires_entries_and_evicts_the_least_recently_used() -> Non
     assert cache.get("b", now[0]) is None and cache.get("a", now[0]) is row
     now[0] = 1.5
     assert cache.get("a", now[0]) is None and len(cache) == 1
+
+
+async def test_an_entity_of_a_view_the_store_holds_nothing_of_says_how_to_fill_the_store() -> None:
+    store = ControlledStore()
+    other = VIEW.model_copy(update={"name": "other"})
+    await _stored(store, "a", view=other)  # another view's entities do not count
+    lookup = _lookup(store)
+    for _ in range(2):  # from the store, then from the local cache's remembered absence
+        missing = (await lookup.rows(VIEW, ["c42"]))["c42"]
+        assert isinstance(missing, Missing)
+        assert missing.reason.startswith("no values stored: the feature store holds no entity of this view")
+        assert "HOTSERVE_FEATURE_TABLE" in missing.reason and "hotserve features materialize" in missing.reason
+    await _stored(store, "b")
+    assert (await _lookup(store).rows(VIEW, ["c42"]))["c42"] == Missing("no values stored")
+
+
+async def test_the_embedded_store_counts_entities_per_view_through_replacement_and_expiry() -> None:
+    store = ControlledStore()
+    assert store.is_empty(VIEW)
+    await _stored(store, "a", "b")
+    await _stored(store, "a")  # replaced, not a new entity
+    assert not store.is_empty(VIEW) and store.describe() == "embedded store (2 entities)"
+    brief = VIEW.model_copy(update={"name": "brief"})
+    await store.put_many([EntityWrite("gone", {"age": 1.0}, time.time())], brief, ttl_s=0.0)
+    assert not store.is_empty(brief)
+    assert await store.get_many(["gone"], brief) == [None]  # expired, dropped when read
+    assert store.is_empty(brief) and not store.is_empty(VIEW)

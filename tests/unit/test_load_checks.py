@@ -13,7 +13,7 @@ import pytest
 from load_tests import checks
 from load_tests.checks import WrongAnswer
 from load_tests.recorder import Event, Recorder
-from load_tests.slo import SloFile, evaluate, gate
+from load_tests.slo import SloFile, SloFileError, evaluate, gate
 
 
 def _v2(version: str = "2", rows: int = 2, **changes: object) -> bytes:
@@ -184,3 +184,126 @@ def test_an_slo_file_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
     path.write_text("p99_ms: {v2_json: 10}\nmax_errors: 0\n")
     with pytest.raises(ValueError, match="max_errors"):
         SloFile.read(path)
+
+
+def _run_settings(**overrides: object) -> dict[str, object]:
+    settings: dict[str, object] = {
+        "duration_s": 15.0,
+        "users": 8,
+        "rate_per_user": 25.0,
+        "operator": True,
+        "operator_interval_s": 5.0,
+    }
+    return {**settings, **overrides}
+
+
+def test_a_throughput_floor_set_for_a_bigger_run_is_scaled_to_what_this_run_offers() -> None:
+    slo = SloFile(min_throughput_rps=700, offered_rps=775)
+    (verdict,) = evaluate(slo, {**_summary(), "settings": _run_settings()})  # 7 users x 25 = 175 offered
+    assert verdict.passed and verdict.target == ">= 158.1 req/s"
+    assert verdict.note == (
+        "700 req/s scaled to this run: it offers 175 req/s (7 prediction users x 25 req/s), the floor was set for 775"
+    )
+    (full,) = evaluate(slo, {**_summary(), "settings": _run_settings(users=32)})  # offers 775: as written
+    assert full.target == ">= 700 req/s" and full.note is None and not full.passed
+
+
+def test_a_throughput_floor_out_of_the_runs_reach_fails_saying_so_when_the_file_gives_no_offered_rate() -> None:
+    (verdict,) = evaluate(SloFile(min_throughput_rps=700), {**_summary(), "settings": _run_settings()})
+    assert not verdict.passed
+    assert str(verdict) == (
+        "FAIL throughput: measured 250.0 req/s, target >= 700 req/s (unreachable with this run's settings: it "
+        "offers at most 175 req/s (7 prediction users x 25 req/s); raise --users or --rate-per-user, or lower "
+        "min_throughput_rps)"
+    )
+    unpaced = {**_summary(), "settings": _run_settings(rate_per_user=0)}  # no pacing: no ceiling to know
+    assert evaluate(SloFile(min_throughput_rps=700), unpaced)[0].note is None
+
+
+def test_the_promotion_slo_is_skipped_saying_why_when_the_run_could_not_promote(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    slo = SloFile(zero_failures_during_promotions=True, p99_ms={"v2_json": 10})
+    short = evaluate(slo, {**_summary(windows=0), "settings": _run_settings()})
+    assert short[1].skipped and short[1].passed
+    assert short[1].note == (
+        "skipped: the operator's first promotion comes after 4 x 5 s (--operator-interval), after this 15 s run "
+        "ended; run longer than 20 s or shorten the interval"
+    )
+    assert gate(short) == 0
+    out = capsys.readouterr().out
+    assert "SKIP zero failures during promotions: measured no production change happened" in out
+    assert "SLO gate: 1 of 2 passed, 1 skipped (out of this run's reach)" in out
+    (alone,) = evaluate(
+        SloFile(zero_failures_during_promotions=True),
+        {**_summary(windows=0), "settings": _run_settings(operator=False)},
+    )
+    assert alone.skipped and alone.note == "skipped: the run had no operator (--no-operator)"
+    (refused,) = evaluate(
+        SloFile(zero_failures_during_promotions=True),
+        {**_summary(windows=0), "settings": _run_settings(duration_s=60.0)},
+    )
+    assert not refused.passed and not refused.skipped  # long enough: a missing promotion is a failure
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (None, "cannot read it (No such file or directory)"),
+        ("p99_ms: {v2_json: 10\n", "not YAML at line 2"),
+        ("- 1\n- 2\n", "expected a mapping of targets, got list"),
+        ("min_throughput_rps: -5\n", "min_throughput_rps: Input should be greater than 0"),
+    ],
+)
+def test_an_unusable_slo_file_is_one_line_naming_the_file_and_the_problem(
+    tmp_path: Path, text: str | None, says: str
+) -> None:
+    path = tmp_path / "slo.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(SloFileError) as raised:
+        SloFile.read(path)
+    assert str(raised.value).startswith(f"SLO file {path}: ") and says in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_check_defaults_the_slo_file_to_the_models_and_exits_3_on_an_unusable_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from load_tests.__main__ import main
+
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({**_summary(), "target": {"model": "fraud"}, "settings": _run_settings()}))
+    assert main(["check", str(summary)]) == 1  # load_tests/slo/fraud.yaml: p99 targets of scenarios not run
+    out = capsys.readouterr().out
+    assert "slo/fraud.yaml" in out and "PASS throughput: measured 250.0 req/s, target >= 158.1 req/s" in out
+    assert main(["check", str(summary), "--slo", str(tmp_path / "missing.yaml")]) == 3
+    assert "cannot read it" in capsys.readouterr().err
+    summary.write_text(json.dumps({**_summary(), "target": {"model": "nomodel"}}))
+    assert main(["check", str(summary)]) == 3
+    assert "no SLO file for model 'nomodel'" in capsys.readouterr().err
+
+
+def test_the_operator_refuses_a_model_whose_canary_split_or_shadow_it_would_remove() -> None:
+    from load_tests.found_state import FoundState
+
+    clean = FoundState("fraud", 2, {"production": 2}, {}, None)
+    assert clean.in_the_way() is None
+    unnamed = FoundState("fraud", None, {}, {}, None)
+    assert unnamed.in_the_way() == (
+        "model 'fraud' has no production alias (it serves its newest version): the operator's promote and "
+        "rollback would leave one. Name it first (hotserve models promote fraud VERSION), or run with --no-operator"
+    )
+    busy = FoundState(
+        "fraud",
+        2,
+        {"production": 2, "canary": 3},
+        {"canary": 10, "production": 90},
+        {"version": 4, "share": 0.2},
+    )
+    assert busy.in_the_way() == (
+        "model 'fraud' already has alias canary -> v3 and a traffic split (canary=10, production=90) and a shadow "
+        "(v4): the operator would overwrite and then remove them. Run with --no-operator, or clear them first "
+        "(hotserve models unalias fraud canary; hotserve models traffic fraud --clear; hotserve models shadow "
+        "fraud --off)"
+    )

@@ -179,6 +179,35 @@ def test_versions_without_a_reference_or_with_drift_off_are_not_tracked() -> Non
     assert "prediction not monitored" in plan_drift(strings).skipped[0]
 
 
+def test_text_labels_are_monitored_as_the_class_mix_of_the_per_class_scores() -> None:
+    classes = ReferenceHistogram(
+        name="label",
+        bin_edges=[-0.5, 0.5, 1.5, 2.5],
+        proportions=[0.5, 0.3, 0.2],
+        categories=["basic", "premium", "gold"],
+    )
+    manifest = make_manifest(
+        "seg", [("x", "FP32", [-1, 1])], [("probabilities", "FP32", [-1, 3]), ("label", "BYTES", [-1])]
+    ).model_copy(update={"drift": DriftReference(prediction=classes, prediction_output="label")})
+    plan = plan_drift(manifest)
+    assert plan.skipped == [] and plan.prediction_output == "probabilities" and plan.prediction_classes
+    drift = VersionDrift(manifest, plan, DriftConfig(min_rows=4))
+    scores = np.array([[0.1, 0.2, 0.7], [0.8, 0.1, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]], dtype=np.float32)
+    labels = np.array([b"gold", b"basic", b"premium", b"gold"], dtype=object)
+    drift.record({"x": np.zeros((4, 1), np.float32)}, {"probabilities": scores, "label": labels})
+    report = drift.compute()
+    assert report.prediction is not None and report.prediction.name == "label"
+    assert report.prediction.kind == "categorical" and report.prediction.values == 4
+    assert report.prediction.live_proportions == (0.25, 0.25, 0.5, 0.0)  # basic, premium, gold, other
+    assert report.prediction.psi == pytest.approx(psi(np.array([1, 1, 2, 0]), np.array([0.5, 0.3, 0.2, 0.0])))
+    assert report.prediction.reference.categories == ["basic", "premium", "gold"]
+    # Without an output of one score per class there is nothing to count the classes from.
+    bare = make_manifest("seg", [("x", "FP32", [-1, 1])], [("label", "BYTES", [-1])]).model_copy(
+        update={"drift": DriftReference(prediction=classes, prediction_output="label")}
+    )
+    assert "no output holds one score per class" in plan_drift(bare).skipped[0]
+
+
 # --- export ---------------------------------------------------------------------------------
 
 

@@ -1,0 +1,252 @@
+"""What `hotserve models ...` prints: the admin API's JSON answers as sentences and tables.
+
+Each change is said as what it did ("promoted fraud production: 2 -> 3", "traffic set for fraud:
+production=90, canary=10 (v2 90%, v4 10%)"), or why nothing changed; numbers are rounded to
+what an operator reads, times are UTC with their age, forced promotions say so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+
+def render(action: str, doc: Any, now: float | None = None) -> str:
+    """The answer to `action` as text an operator reads."""
+    if action == "history":
+        return history_table(doc["entries"])
+    if action == "rescan":
+        found = ", ".join(f"{x['model']} v{x['version']}" for x in doc["added"]) or "nothing new"
+        gone = ", ".join(f"{x['model']} v{x['version']}" for x in doc["removed"]) or "nothing"
+        return f"added: {found}\nremoved: {gone}"
+    if action == "list":
+        return models_table(doc["models"])
+    if action == "evidence":
+        return evidence_table(doc)
+    if action == "replicas":
+        return replicas_table(doc, time.time() if now is None else now)
+    return f"{describe_change(doc['change'], doc['model'])}\n\n{models_table([doc['model']])}"
+
+
+# --- changes --------------------------------------------------------------------------------------
+
+
+def describe_change(change: dict[str, Any], model: dict[str, Any]) -> str:
+    """One line: what the change did, with the model's state after it (`model`)."""
+    action, name, alias = change["action"], change["model"], change.get("alias")
+    before, after, changed = change.get("from"), change.get("to"), change["changed"]
+    revision = f"(revision {change['revision']})"
+    if action in ("promote", "rollback", "alias"):
+        what = {"promote": "promoted", "rollback": "rolled back", "alias": "set"}[action]
+        if not changed:
+            return f"no change: {name} {alias} already names {_v(after)} {revision}"
+        if before is None:
+            return f"{what} {name} {alias}: {_v(after)} (new alias) {revision}"
+        if before == after:
+            return f"{what} {name} {alias}: {_v(after)}, which was serving without a {alias} alias {revision}"
+        return f"{what} {name} {alias}: {before} -> {after} {revision}"
+    if action == "unalias":
+        if not changed:
+            return f"no change: {name} has no alias {alias} {revision}"
+        return f"deleted alias {alias} of {name} (it named {_v(before)}) {revision}"
+    if action == "load":
+        if not changed:
+            return f"no change: {name} {_v(after)} is already kept loaded {revision}"
+        return f"loaded {name} {_v(after)}: kept loaded, pinned requests reach it at /versions/{after} {revision}"
+    if action == "unload":
+        if not changed:
+            return (
+                f"no change: {name} {_v(before)} is not kept loaded by a load or as the previous "
+                f"production: nothing to unload {revision}"
+            )
+        return f"unloaded {name} {_v(before)} {revision}"
+    if action == "traffic":
+        split = split_text(model)
+        if not changed:
+            return f"no change: {name} traffic already {split or 'all to production'} {revision}"
+        if not split:
+            return f"traffic cleared for {name}: every unpinned request goes to production {revision}"
+        return f"traffic set for {name}: {split} {revision}"
+    if action == "shadow":
+        shadow = model.get("shadow")
+        if not changed:
+            state = "off" if shadow is None else shadow_text(shadow)
+            return f"no change: {name} shadow already {state} {revision}"
+        if shadow is None:
+            return f"shadow cleared for {name} (it was {_v(before)}) {revision}"
+        return f"shadow set for {name}: {shadow_text(shadow)} {revision}"
+    moved = f"{_text(before)} -> {_text(after)}"
+    return f"{action} {name}: {moved} {revision}" if changed else f"no change: {name} ({moved}) {revision}"
+
+
+def split_text(model: dict[str, Any]) -> str:
+    """`production=90, canary=10 (v2 90%, v4 10%)`: the policy, then the versions it routes to."""
+    traffic = model.get("traffic") or {}
+    if not traffic:
+        return ""
+    policy = ", ".join(f"{target}={weight}" for target, weight in traffic.items())
+    weights = (model.get("routing") or {}).get("weights") or {}
+    routed = ", ".join(f"v{version} {weight}%" for version, weight in weights.items())
+    return f"{policy} ({routed})" if routed else policy
+
+
+def shadow_text(shadow: dict[str, Any]) -> str:
+    threshold = shadow.get("threshold")
+    return (
+        f"{_v(shadow['version'])} sees {shadow['share']:.0%} of unpinned requests, "
+        f"agreement within {shadow['tolerance']:g}" + ("" if threshold is None else f" at threshold {threshold:g}")
+    )
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+
+def history_table(entries: Sequence[dict[str, Any]]) -> str:
+    return table(
+        ["AT", "WHO", "ACTION", "ALIAS", "FROM", "TO", "RESULT", "DETAIL"],
+        [
+            [
+                e["at"],
+                e["who"],
+                e["action"],
+                e.get("alias"),
+                e.get("from"),
+                e.get("to"),
+                e["result"] + (" (forced)" if e.get("forced") else ""),
+                e.get("detail"),
+            ]
+            for e in entries
+        ],
+    )
+
+
+def replicas_table(doc: dict[str, Any], now: float) -> str:
+    return f"control revision {doc['revision']}\n" + table(
+        ["REPLICA", "APPLIED REVISION", "REPORTED", "SPLIT (VERSION=PERCENT)", "FALLBACKS"],
+        [
+            [
+                r["replica"],
+                r["revision"],
+                reported_text(r["reported_at"], now),
+                "; ".join(
+                    f"{m}: " + ", ".join(f"v{v}={w}" for v, w in sorted(ws.items()))
+                    for m, ws in sorted(r["models"].items())
+                ),
+                "; ".join(r["fallbacks"]),
+            ]
+            for r in doc["replicas"]
+        ],
+    )
+
+
+def reported_text(unix_s: float, now: float) -> str:
+    """`2026-12-02 21:40:11 UTC (3 s ago)`."""
+    at = datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{at} ({max(0.0, now - unix_s):.0f} s ago)"
+
+
+def evidence_table(evidence: dict[str, Any]) -> str:
+    candidate, production = evidence["candidate"], evidence.get("production") or {}
+    return table(
+        ["EVIDENCE", "VALUE"],
+        [
+            ["canary answers (5xx)", f"{candidate['requests']} ({candidate['errors']})"],
+            ["p99 candidate / production", f"{_ms(candidate.get('p99_s'))} / {_ms(production.get('p99_s'))}"],
+            ["p99 ratio", _ratio(evidence.get("p99_ratio"))],
+            ["error ratio", _share(evidence.get("error_ratio"))],
+            [
+                "shadow compared (dropped, failed)",
+                f"{evidence['shadow_compared']} ({evidence['shadow_dropped']}, {evidence['shadow_failed']})",
+            ],
+            ["shadow agreement", _share(evidence.get("shadow_agreement"))],
+            ["observed", evidence["observed"]],
+        ],
+    )
+
+
+def models_table(models: Sequence[dict[str, Any]]) -> str:
+    """One row per version; SERVING marks the version unpinned requests go to by default
+    (production), SPLIT its effective share under a traffic split."""
+    rows = []
+    for model in models:
+        weights = model["routing"]["weights"] if model["traffic"] else {}
+        for v in model["versions"]:
+            share = weights.get(str(v["version"]))
+            rows.append(
+                [
+                    model["name"] + (" (unloaded)" if model["stopped"] else ""),
+                    v["version"],
+                    v["state"],
+                    ",".join(v["aliases"]),
+                    "*" if model["serving"] == v["version"] else "",
+                    None if share is None else f"{share}%",
+                    v["loaded_at"],
+                    _seconds(v["load_duration_s"]),
+                    _mib(v["memory_bytes"]),
+                    v["provider"],
+                    v["inflight"],
+                    v["reason"],
+                ]
+            )
+    return table(
+        [
+            "MODEL",
+            "VERSION",
+            "STATE",
+            "ALIASES",
+            "SERVING",
+            "SPLIT",
+            "LOADED AT",
+            "LOAD",
+            "MEMORY",
+            "PROVIDER",
+            "IN-FLIGHT",
+            "REASON",
+        ],
+        rows,
+    )
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """Left-aligned columns; None shows as '-'."""
+    cells = [headers] + [[_text(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _v(version: Any) -> str:
+    return "-" if version is None else f"v{version}"
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _share(value: float | None) -> str:
+    """A share as a percentage, never rounded up to 100% or down to 0% when it is not."""
+    if value is None:
+        return "-"
+    text = f"{value:.2%}"
+    if (text == "100.00%" and value < 1.0) or (text == "0.00%" and value > 0.0):
+        return f"{value:.6%}"
+    return text
+
+
+def _seconds(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f}s"
+
+
+def _mib(value: int | None) -> str | None:
+    return None if value is None else f"{value / 2**20:.1f} MiB"

@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from server.admin_cli import models_table
+from server.admin_render import models_table
 from tests.fakes import break_version, write_model_version
 from tests.unit.test_admin_api import serving_admin, settings_for
 

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     """Redis holding online features and the fleet's control state (routing) (`redis://[:password@]
     host:port/db`, `rediss://`, `unix://`); unset: the embedded in-process feature store and a local
     control-state file. A secret: never a flag, never logged."""
+    redis_password_file: Path | None = None
+    """File holding the Redis password (a mounted Secret), used when the URL carries none; with
+    Redis ACLs put the user name in the URL (`redis://hotserve@host:6379/0`)."""
+    redis_tls_ca_file: Path | None = None
+    """CA bundle that a `rediss://` (TLS) server's certificate is checked against; unset: the system's."""
     redis_timeout_ms: float = Field(default=50.0, gt=0)
     """Longest one Redis connect or lookup round trip may take before it counts as a failure."""
     feature_table: str | None = None
@@ -103,7 +108,7 @@ class Settings(BaseSettings):
     feature_breaker_reset_s: float = Field(default=2.0, gt=0)
     """How long an open breaker waits before one probe round trip may close it."""
 
-    @field_validator("redis_url", "admin_token", "admin_tokens", mode="before")
+    @field_validator("redis_url", "admin_token", "admin_tokens", "control_signing_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -126,6 +131,14 @@ class Settings(BaseSettings):
     """This replica's name in the routing reports (the pod name under Kubernetes)."""
     control_start_timeout_s: float = Field(default=60.0, ge=0)
     """At start, how long to keep trying to read the routing (Redis down) before giving up."""
+
+    # --- signing of the control document (secrets: never flags, never logged) ---------------
+    control_signing_key: SecretStr | None = None
+    """HMAC-SHA256 key signing the control document; replicas apply only documents that verify.
+    Unset (and no key file): documents are written and read unsigned, which only a local control
+    file should rely on (the Helm chart always sets a key)."""
+    control_signing_key_file: Path | None = None
+    """File holding the signing key (a mounted Secret); used when `control_signing_key` is unset."""
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -28,6 +28,7 @@ from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
 from server.api.request_log import RequestLog, RequestLogMiddleware
 from server.api.request_metrics import RequestMetrics
+from server.api.route_gate import RouteGate
 from server.features.service import open_features
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import DriftConfig
@@ -54,8 +55,8 @@ class HotserveApp(FastAPI):
             target = match_inference_path(scope["path"])
             if target is not None:
                 await inference.handle(self.state.edge, target, scope, receive, send)
-            else:
-                await super().__call__(scope, receive, echo_request_id(send, request_id))
+            else:  # credentials and body size are checked before FastAPI reads a byte
+                await self.state.gate(super().__call__, scope, receive, echo_request_id(send, request_id))
         finally:
             end_request(token)
 
@@ -133,6 +134,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
     request_log = RequestLog(settings.log_success_sample_rate)
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(RequestLogMiddleware, request_log=request_log)  # the FastAPI lane only
+    app.state.gate = RouteGate(settings.max_route_request_bytes, admin_tokens)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(drift.router)

@@ -56,7 +56,10 @@ class Settings(BaseSettings):
 
     # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    """Largest request body accepted; larger ones get 413."""
+    """Largest inference request body accepted; larger ones get 413."""
+    max_route_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest body of every other route (admin, features admin, repository extension); larger
+    ones get 413 before they are read, and admin routes check the token before reading any."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """How long SIGTERM waits for queued and running batches before exiting."""
     control_state_path: Path | None = None

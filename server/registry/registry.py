@@ -41,10 +41,10 @@ from server.registry.control_state import (
     PRODUCTION,
     ControlSnapshot,
     ControlState,
-    FileControlState,
     ModelControl,
     ReplicaStatus,
 )
+from server.registry.control_store import open_control_state
 from server.registry.lifecycle import Retired, VersionLifecycle
 from server.registry.repository import scan_repository
 from server.registry.served import ServedVersion
@@ -88,18 +88,7 @@ class Rescan:
 
 def control_state_for(settings: Settings, metrics: Metrics) -> ControlState:
     """Redis (one routing shared by the fleet) when `redis_url` is set, else the local file."""
-    metrics.control_state_up.set(1)
-    if settings.redis_url is not None:
-        from server.registry.redis_control_state import RedisControlState
-
-        return RedisControlState(
-            settings.redis_url.get_secret_value(),
-            key_prefix=settings.control_key_prefix,
-            timeout_s=settings.control_redis_timeout_ms / 1000.0,
-            reconcile_interval_s=settings.control_reconcile_interval_s,
-            on_up_change=lambda up: metrics.control_state_up.set(1 if up else 0),
-        )
-    return FileControlState(settings.resolved_control_state_path, poll_interval_s=settings.control_poll_interval_s)
+    return open_control_state(settings, metrics)  # signing, restoration: server/registry/control_store.py
 
 
 class ModelRegistry:

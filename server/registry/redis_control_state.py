@@ -46,7 +46,7 @@ from server.registry.control_state import ControlSnapshot, ReplicaStatus
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] = hash, KEYS[2] = channel
+# KEYS[1] = hash, KEYS[2] = channel; an absent document has revision 0 (stored ones start at 1).
 # ARGV[1] = expected revision, ARGV[2] = new doc, ARGV[3] = new revision, ARGV[4] = signature
 _COMPARE_AND_SET = """
 local stored = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0')
@@ -55,15 +55,6 @@ if stored ~= tonumber(ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'revision', ARGV[3], 'sig', ARGV[4])
 redis.call('PUBLISH', KEYS[2], ARGV[3])
-return -1
-"""
-# Write back a lost document, unless someone already did. ARGV[1] = doc, ARGV[2] = revision, ARGV[3] = signature
-_RESTORE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return tonumber(redis.call('HGET', KEYS[1], 'revision') or '0')
-end
-redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'revision', ARGV[2], 'sig', ARGV[3])
-redis.call('PUBLISH', KEYS[2], ARGV[2])
 return -1
 """
 
@@ -105,7 +96,6 @@ class RedisControlState:
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         self._cas = self._client.register_script(_COMPARE_AND_SET)
-        self._restore_script = self._client.register_script(_RESTORE)
         self._on_up_change = on_up_change
         self.up = True
         """False while Redis does not answer (the last routing applied keeps serving)."""
@@ -138,6 +128,11 @@ class RedisControlState:
             return await self._missing()
         self._missing_since = None
         snapshot = self._verified(_bytes(doc), None if signature is None else _bytes(signature))
+        last = self._last_good
+        if last is not None and snapshot.revision <= last.revision and snapshot.models != last.models:
+            # Gone backwards (written back by a replica that lagged, or an old backup loaded):
+            # this replica's routing is newer, and replicas never apply an older revision.
+            return await self._write_back(last, snapshot.revision)
         if snapshot.revision > 0:
             self._last_good = snapshot
         return snapshot
@@ -181,11 +176,11 @@ class RedisControlState:
         return stored
 
     async def _missing(self) -> ControlSnapshot:
-        """No document in Redis: restore ours, wait for a live replica to restore its, or (a
-        fleet that never stored one) start from the empty routing."""
+        """No document in Redis: write ours back, wait for a live replica to write its back, or
+        (a fleet that never stored one) start from the empty routing."""
         last = self._last_good
         if last is not None:
-            return await self._restore(last)
+            return await self._write_back(last, observed_revision=0)
         try:
             waiting = await self._others_may_restore()
         except (RedisError, OSError) as error:
@@ -214,61 +209,35 @@ class RedisControlState:
             self._missing_since = now
         return now - self._missing_since < 1.5 * self.reconcile_interval_s
 
-    async def _restore(self, last: ControlSnapshot) -> ControlSnapshot:
-        """Write `last` back as the next revision unless another replica already wrote one."""
+    async def _write_back(self, last: ControlSnapshot, observed_revision: int) -> ControlSnapshot:
+        """Store `last` as revision `last.revision + 1` (above anything a replica applied) if the
+        stored revision is still `observed_revision` (0: absent); else read what another replica
+        wrote meanwhile (and write ours over it if it is older, see `read`)."""
         restored = last.model_copy(update={"revision": last.revision + 1})
         doc = restored.model_dump_json()
         try:
-            result = await self._restore_script(
+            result = await self._cas(
                 keys=[self.key, self.channel],
-                args=[doc, restored.revision, self._signer.sign(self.key, doc.encode())],
+                args=[observed_revision, doc, restored.revision, self._signer.sign(self.key, doc.encode())],
             )
         except (RedisError, OSError) as error:
             self._mark(False, error)
             raise ControlStateUnavailable(f"control state in Redis cannot be written back: {error}") from error
         if int(result) != -1:
-            return await self._adopt_restored(last)
+            return await self.read()
         self._last_good = restored
         log.warning(
-            "control state %s was lost from Redis; wrote this replica's routing (revision %d) back as revision %d",
+            "control state %s was %s; wrote this replica's routing (revision %d) back as revision %d",
             self.key,
+            "lost from Redis"
+            if observed_revision == 0
+            else f"replaced by an older routing (revision {observed_revision})",
             last.revision,
             restored.revision,
         )
         if self._events is not None:
             await self._events.restored(restored, last.revision)
         return restored
-
-    async def _adopt_restored(self, last: ControlSnapshot) -> ControlSnapshot:
-        """Another replica wrote the document back first. If it lagged (its revision is not past
-        ours and its routing differs) ours is newer: write ours on top, so the fleet converges on
-        the newest routing rather than on whoever was quickest."""
-        self._last_good = None  # read what the winner wrote, without restoring again
-        try:
-            winner = await self.read()
-        finally:
-            if self._last_good is None:
-                self._last_good = last
-        if winner.revision > last.revision or winner.models == last.models:
-            return winner
-        try:
-            return await self._restore_over(last, winner)
-        except ControlConflict:
-            return await self.read()  # someone changed it meanwhile: that is the newest
-
-    async def _restore_over(self, last: ControlSnapshot, winner: ControlSnapshot) -> ControlSnapshot:
-        stored = await self.write(last, winner.revision)
-        log.warning(
-            "control state %s was written back by a replica behind this one (revision %d); "
-            "wrote this replica's routing (revision %d) over it as revision %d",
-            self.key,
-            winner.revision,
-            last.revision,
-            stored.revision,
-        )
-        if self._events is not None:
-            await self._events.restored(stored, last.revision)
-        return stored
 
     async def watch(self, after_revision: int) -> AsyncIterator[ControlSnapshot]:
         seen = after_revision

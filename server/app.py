@@ -119,9 +119,16 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             app_registry.ready,
         )
         drift_task = asyncio.create_task(app_metrics.drift.run(), name="hotserve-drift")
+        metrics_listener = (
+            None
+            if settings.metrics_port is None
+            else metrics_route.MetricsListener(settings.host, settings.metrics_port, app_metrics.registry)
+        )
         try:
             yield
         finally:
+            if metrics_listener is not None:
+                metrics_listener.close()
             drift_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await drift_task
@@ -138,7 +145,8 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(drift.router)
-    app.include_router(metrics_route.router)
+    if settings.metrics_port is None:
+        app.include_router(metrics_route.router)
     if admin_tokens is not None:
         app.include_router(features_admin.router)
         app.include_router(admin.router)

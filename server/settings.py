@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     """Interface to bind; containers set 0.0.0.0."""
     port: int = Field(default=8080, ge=1, le=65535)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Serve `/metrics` on this port alone (a listener of its own, so a network policy can admit
+    only the monitoring namespace to it); unset: `/metrics` on the main port."""
     execution_providers: str = "CUDAExecutionProvider,CPUExecutionProvider"
     """onnxruntime providers in order of preference; unavailable ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)

@@ -7,11 +7,14 @@ the metrics registry nor the audit log.
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from server.metrics.instruments import Metrics
 from server.registry.audit import AuditEntry, AuditLog
 from server.registry.control_state import ControlSnapshot
+
+log = logging.getLogger(__name__)
 
 RESTORE_ACTION = "restore"
 """The audit action of a control document written back after it was lost."""
@@ -55,7 +58,9 @@ class RecordedControlEvents:
 
     async def restored(self, restored: ControlSnapshot, from_revision: int) -> None:
         self._metrics.control_document_restored.inc()
-        if self._audit is not None:
+        if self._audit is None:
+            return
+        try:
             await self._audit.append(
                 AuditEntry(
                     who=f"replica:{self._replica}",
@@ -66,3 +71,5 @@ class RecordedControlEvents:
                     f"{from_revision} as revision {restored.revision}",
                 )
             )
+        except OSError as error:  # the routing is back either way; the log line says who wrote it
+            log.error("the audit log cannot record the restoration (%s)", error.strerror or error)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
@@ -166,3 +169,28 @@ async def test_a_replica_starting_after_the_loss_waits_for_the_live_ones_instead
 
 async def test_a_fleet_that_never_stored_a_document_starts_from_the_empty_routing(prefix: str) -> None:
     assert await store(prefix).read() == ControlSnapshot()
+
+
+async def test_hotserve_control_sign_vouches_for_an_unsigned_document_only_when_told(prefix: str) -> None:
+    await store(prefix, key=None).write(ControlSnapshot().with_alias("m", "production", 3), 0)  # an unsigned fleet
+    with pytest.raises(ControlSignatureInvalid, match="carries no signature"):
+        await store(prefix).read()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HOTSERVE_")},
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "HOTSERVE_REDIS_URL": REDIS_URL,
+        "HOTSERVE_CONTROL_KEY_PREFIX": prefix,
+        "HOTSERVE_CONTROL_SIGNING_KEY": KEY.decode(),
+    }
+    command = [sys.executable, "-m", "server.cli", "control", "sign"]
+    shown = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 1 and "m: aliases {'production': 3}" in shown.stdout
+    with pytest.raises(ControlSignatureInvalid):
+        await store(prefix).read()  # nothing written without --yes
+    signed = subprocess.run([*command, "--yes"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert signed.returncode == 0, signed.stderr
+    verified = await store(prefix).read()
+    assert verified.revision == 2 and verified.alias("m", "production") == 3
+    del env["HOTSERVE_CONTROL_SIGNING_KEY"]
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "needs HOTSERVE_REDIS_URL and HOTSERVE_CONTROL_SIGNING_KEY" in refused.stderr

@@ -87,7 +87,7 @@ class RedisControlState:
         self._subscribed = False
         access = url if isinstance(url, RedisAccess) else RedisAccess(url)
         # One retry on a dropped connection: a pooled connection goes stale when Redis restarts.
-        self._client = redis.Redis.from_url(
+        self._client: redis.Redis = redis.Redis.from_url(
             access.url,
             **access.client_options(),
             socket_timeout=timeout_s,
@@ -96,6 +96,10 @@ class RedisControlState:
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         self._cas = self._client.register_script(_COMPARE_AND_SET)
+        # Pub/sub channels span every database of a Redis: the presence channel names this one,
+        # so only replicas sharing this document count as live ones.
+        db = self._client.connection_pool.connection_kwargs.get("db", 0)
+        self.presence_channel = f"{self.channel}:db{db}"
         self._on_up_change = on_up_change
         self.up = True
         """False while Redis does not answer (the last routing applied keeps serving)."""
@@ -195,9 +199,9 @@ class RedisControlState:
 
     async def _others_may_restore(self) -> bool:
         """Whether a live replica holds a routing it will write back: someone else listens on the
-        change channel and either reports a routing, or has not reported yet (reports are rewritten
+        presence channel and either reports a routing, or has not reported yet (reports are rewritten
         every reconcile period; after one period without any the fleet never stored a document)."""
-        numsub = await self._client.pubsub_numsub(self.channel)
+        numsub = await self._client.pubsub_numsub(self.presence_channel)
         others = int(numsub[0][1]) - (1 if self._subscribed else 0) if numsub else 0
         if others <= 0:
             return False
@@ -245,7 +249,7 @@ class RedisControlState:
         while True:
             pubsub = self._client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, self.presence_channel)
                 self._subscribed = True
                 while True:
                     # Read after subscribing: a change published in between is not lost.

@@ -154,7 +154,7 @@ async def test_a_replica_starting_after_the_loss_waits_for_the_live_ones_instead
     await live.report(ReplicaStatus(replica="live", revision=1, reported_at=time.time()))
     client = redis.Redis.from_url(REDIS_URL)
     listener = client.pubsub()  # the live replica's subscription to the change feed
-    await listener.subscribe(f"{prefix}:control:changes")
+    await listener.subscribe(live.presence_channel)
     await client.delete(f"{prefix}:control")  # lost; the live replica has not noticed yet
 
     newcomer = store(prefix)
@@ -168,7 +168,12 @@ async def test_a_replica_starting_after_the_loss_waits_for_the_live_ones_instead
 
 
 async def test_a_fleet_that_never_stored_a_document_starts_from_the_empty_routing(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    elsewhere = client.pubsub()  # replicas of the same prefix in another database of this Redis
+    await elsewhere.subscribe(f"{prefix}:control:changes", f"{prefix}:control:changes:db999")
     assert await store(prefix).read() == ControlSnapshot()
+    await elsewhere.aclose()  # type: ignore[no-untyped-call]
+    await client.aclose()
 
 
 async def test_hotserve_control_sign_vouches_for_an_unsigned_document_only_when_told(prefix: str) -> None:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from server.errors import ControlStateUnavailable
 from server.settings import Settings
 
 MIN_KEY_BYTES = 32
@@ -24,8 +25,9 @@ class ControlSigningKeyInvalid(ValueError):
     """The configured signing key cannot be used (the message never shows the key)."""
 
 
-class ControlSignatureInvalid(ValueError):
-    """A stored control document whose signature does not verify: it is not applied."""
+class ControlSignatureInvalid(ControlStateUnavailable):
+    """A stored control document whose signature does not verify: it is not applied (503 to an
+    admin change; a starting replica waits, as for a store that does not answer)."""
 
     def __init__(self, where: str, revision: int | None, reason: str) -> None:
         shown = "a document" if revision is None else f"revision {revision}"

@@ -119,9 +119,9 @@ class RedisControlState:
     async def read(self) -> ControlSnapshot:
         """The stored document, verified; a lost one is written back first (see the module doc).
 
-        ControlSignatureInvalid (a ValueError) for a document that does not verify, ValueError for
-        an invalid one, ControlStateUnavailable while Redis does not answer or while a lost
-        document waits for the replica that will write it back."""
+        ControlSignatureInvalid (a ControlStateUnavailable) for a document that does not verify,
+        ValueError for an invalid one, ControlStateUnavailable while Redis does not answer or
+        while a lost document waits for the replica that will write it back."""
         try:
             doc, signature = await self._client.hmget(self.key, ["doc", "sig"])
         except (RedisError, OSError) as error:
@@ -176,8 +176,15 @@ class RedisControlState:
         self._mark(True)
         if int(result) != -1:
             raise ControlConflict(expected_revision, int(result))
-        self._last_good = stored
+        self._stored_ours(stored)
         return stored
+
+    def _stored_ours(self, stored: ControlSnapshot) -> None:
+        """What Redis holds now is a document this replica signed."""
+        self._last_good = stored
+        self._rejected = None
+        if self._events is not None:
+            self._events.verified()
 
     async def _missing(self) -> ControlSnapshot:
         """No document in Redis: write ours back, wait for a live replica to write its back, or
@@ -229,7 +236,7 @@ class RedisControlState:
             raise ControlStateUnavailable(f"control state in Redis cannot be written back: {error}") from error
         if int(result) != -1:
             return await self.read()
-        self._last_good = restored
+        self._stored_ours(restored)
         log.warning(
             "control state %s was %s; wrote this replica's routing (revision %d) back as revision %d",
             self.key,
@@ -259,10 +266,10 @@ class RedisControlState:
                         seen = snapshot.revision
                         yield snapshot
                     await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.reconcile_interval_s)
-            except (RedisError, OSError, ControlStateUnavailable) as error:
-                self._mark(False, error)
             except ControlSignatureInvalid:
                 pass  # logged and counted once by read(); keep the last good routing
+            except (RedisError, OSError, ControlStateUnavailable) as error:
+                self._mark(False, error)
             except ValueError as error:
                 log.error("%s", error)  # an invalid document: keep the last routing
             finally:

@@ -223,6 +223,18 @@ async def test_a_forged_revision_is_refused_keeps_the_routing_and_fires_the_aler
             replica.log(),
         )
         _alert_fires_on(exported_before, _control_document_series(replica), tmp_path)
+
+        refused = httpx.put(
+            replica.base_url + "/admin/models/tab/aliases/canary",
+            json={"version": 2},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=HANG_GUARD_S,
+        )
+        assert refused.status_code == 503 and "does not verify" in refused.json()["error"]
+        client.delete(DOC_KEY)  # the remedy: the replica writes its last good routing back, signed
+        poll(lambda: metric(replica, "hotserve_control_document_verified") == 1.0, "the document is written back")
+        restored = ControlSnapshot.model_validate_json(client.hget(DOC_KEY, "doc") or b"")
+        assert restored.alias("tab", "production") == 1 and restored.revision == pinned + 1
     finally:
         assert replica.stop() == 0, replica.log()
         client.close()

@@ -29,6 +29,7 @@ from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
 from server.api.request_log import RequestLog, RequestLogMiddleware
 from server.api.request_metrics import RequestMetrics
+from server.api.route_gate import RouteGate
 from server.features.service import open_features
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import DriftConfig
@@ -57,8 +58,8 @@ class HotserveApp(FastAPI):
             target = match_inference_path(scope["path"])
             if target is not None:
                 await inference.handle(self.state.edge, target, scope, receive, send)
-            else:
-                await super().__call__(scope, receive, echo_request_id(send, request_id))
+            else:  # credentials and body size are checked before FastAPI reads a byte
+                await self.state.gate(super().__call__, scope, receive, echo_request_id(send, request_id))
         finally:
             end_request(token)
 
@@ -128,9 +129,16 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             app_registry.ready,
         )
         drift_task = asyncio.create_task(app_metrics.drift.run(), name="hotserve-drift")
+        metrics_listener = (
+            None
+            if settings.metrics_port is None
+            else metrics_route.MetricsListener(settings.host, settings.metrics_port, app_metrics.registry)
+        )
         try:
             yield
         finally:
+            if metrics_listener is not None:
+                metrics_listener.close()
             drift_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await drift_task
@@ -145,10 +153,12 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
     request_log = RequestLog(settings.log_success_sample_rate)
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(RequestLogMiddleware, request_log=request_log)  # the FastAPI lane only
+    app.state.gate = RouteGate(settings.max_route_request_bytes, admin_tokens)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(drift.router)
-    app.include_router(metrics_route.router)
+    if settings.metrics_port is None:
+        app.include_router(metrics_route.router)
     if admin_tokens is not None:
         app.include_router(features_admin.router)
         app.include_router(admin.router)

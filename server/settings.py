@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     """Interface to bind; containers set 0.0.0.0."""
     port: int = Field(default=8080, ge=1, le=65535)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Serve `/metrics` on this port alone (a listener of its own, so a network policy can admit
+    only the monitoring namespace to it); unset: `/metrics` on the main port."""
     execution_providers: str = "CUDAExecutionProvider,CPUExecutionProvider"
     """onnxruntime providers in order of preference; unavailable ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)
@@ -56,7 +59,10 @@ class Settings(BaseSettings):
 
     # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    """Largest request body accepted; larger ones get 413."""
+    """Largest inference request body accepted; larger ones get 413."""
+    max_route_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest body of every other route (admin, features admin, repository extension); larger
+    ones get 413 before they are read, and admin routes check the token before reading any."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """How long SIGTERM waits for queued and running batches before exiting."""
     control_state_path: Path | None = None
@@ -87,6 +93,11 @@ class Settings(BaseSettings):
     """Redis holding online features and the fleet's control state (routing) (`redis://[:password@]
     host:port/db`, `rediss://`, `unix://`); unset: the embedded in-process feature store and a local
     control-state file. A secret: never a flag, never logged."""
+    redis_password_file: Path | None = None
+    """File holding the Redis password (a mounted Secret), used when the URL carries none; with
+    Redis ACLs put the user name in the URL (`redis://hotserve@host:6379/0`)."""
+    redis_tls_ca_file: Path | None = None
+    """CA bundle that a `rediss://` (TLS) server's certificate is checked against; unset: the system's."""
     redis_timeout_ms: float = Field(default=50.0, gt=0)
     """Longest one Redis connect or lookup round trip may take before it counts as a failure."""
     feature_table: str | None = None
@@ -103,7 +114,7 @@ class Settings(BaseSettings):
     feature_breaker_reset_s: float = Field(default=2.0, gt=0)
     """How long an open breaker waits before one probe round trip may close it."""
 
-    @field_validator("redis_url", "admin_token", "admin_tokens", mode="before")
+    @field_validator("redis_url", "admin_token", "admin_tokens", "control_signing_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -126,6 +137,14 @@ class Settings(BaseSettings):
     """This replica's name in the routing reports (the pod name under Kubernetes)."""
     control_start_timeout_s: float = Field(default=60.0, ge=0)
     """At start, how long to keep trying to read the routing (Redis down) before giving up."""
+
+    # --- signing of the control document (secrets: never flags, never logged) ---------------
+    control_signing_key: SecretStr | None = None
+    """HMAC-SHA256 key signing the control document; replicas apply only documents that verify.
+    Unset (and no key file): documents are written and read unsigned, which only a local control
+    file should rely on (the Helm chart always sets a key)."""
+    control_signing_key_file: Path | None = None
+    """File holding the signing key (a mounted Secret); used when `control_signing_key` is unset."""
 
     @field_validator("log_level", mode="before")
     @classmethod

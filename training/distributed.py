@@ -10,8 +10,10 @@ hang (torchrun then stops the other ranks and reports which one failed). A plain
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -25,9 +27,43 @@ from training.launch import launched_by_torchrun
 
 BACKENDS = {"cpu": "gloo", "cuda": "nccl"}
 FAULT_ENV = "HOTSERVE_TRAIN_FAULT"
-"""Fault injection for tests and drills: `RANK:EPOCH` makes that rank kill itself (SIGKILL) as
-that epoch starts, as an out-of-memory kill or a lost node would; `RANK:EPOCH:hang` makes it
-stop responding instead, as a deadlocked rank or a dead network link would."""
+"""A test hook, not a setting: fault injection for tests and failure drills. `RANK:EPOCH` makes
+that rank kill itself (SIGKILL) as that epoch starts, as an out-of-memory kill or a lost node
+would; `RANK:EPOCH:hang` makes it stop responding instead, as a deadlocked rank or a dead network
+link would. Read once when the run starts; a malformed value, a rank outside the world or a hang
+in a world of one (nothing would ever time it out) refuses to start the run."""
+_FAULT = re.compile(r"(?P<rank>\d+):(?P<epoch>\d+)(?::(?P<mode>kill|hang))?")
+
+
+class FaultSpecInvalid(ValueError):
+    """`HOTSERVE_TRAIN_FAULT` is set to something the hook cannot honour."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the fault hook does: kill or hang `rank` as `epoch` starts."""
+
+    rank: int
+    epoch: int
+    hang: bool = False
+
+
+def fault_from_env(world_size: int, environ: Mapping[str, str] = os.environ) -> Fault | None:
+    """The fault `HOTSERVE_TRAIN_FAULT` asks for (None when unset); FaultSpecInvalid, with the
+    reason, for a value the hook cannot honour."""
+    value = environ.get(FAULT_ENV, "").strip()
+    if not value:
+        return None
+    where = f"{FAULT_ENV}={value!r} (a test hook for failure drills; unset it to train normally)"
+    match = _FAULT.fullmatch(value)
+    if match is None:
+        raise FaultSpecInvalid(f"{where}: expected RANK:EPOCH or RANK:EPOCH:hang, e.g. 1:2")
+    fault = Fault(int(match["rank"]), int(match["epoch"]), match["mode"] == "hang")
+    if fault.rank >= world_size:
+        raise FaultSpecInvalid(f"{where}: rank {fault.rank} is not in this run of {world_size} process(es)")
+    if fault.hang and world_size == 1:
+        raise FaultSpecInvalid(f"{where}: a hang in a single-process run would never end (no other rank times out)")
+    return fault
 
 
 class DistributedError(RuntimeError):
@@ -47,6 +83,8 @@ class Placement:
     amp: AmpMode | None = None
     notes: tuple[str, ...] = ()
     """What the user should hear about how the request was honoured (e.g. --amp on CPU)."""
+    fault: Fault | None = None
+    """The test hook's fault (`HOTSERVE_TRAIN_FAULT`), read and checked once at start."""
 
     @property
     def is_main(self) -> bool:
@@ -65,6 +103,7 @@ def start(
     rank, world, local = 0, 1, 0
     if launched_by_torchrun():
         rank, world, local = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    fault = fault_from_env(world)  # before joining the group: a bad value stops every rank at once
     device = resolve_device(device_choice, local)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     amp_mode, note = choose_amp(device, amp, bf16)
@@ -81,7 +120,7 @@ def start(
             )
         except RuntimeError as exc:  # torch.distributed.DistError included
             raise DistributedError(f"rank {rank}: cannot join the {backend} process group: {exc}") from exc
-    return Placement(rank, world, local, device, backend, amp_mode, tuple(n for n in (note,) if n))
+    return Placement(rank, world, local, device, backend, amp_mode, tuple(n for n in (note,) if n), fault)
 
 
 def stop(placement: Placement) -> None:
@@ -121,13 +160,10 @@ def sum_across(placement: Placement, values: list[float]) -> list[float]:
 
 
 def inject_fault(placement: Placement, epoch: int) -> None:
-    """Kill or hang this process if `HOTSERVE_TRAIN_FAULT` names this rank and epoch (see FAULT_ENV)."""
-    wanted = os.environ.get(FAULT_ENV)
-    if not wanted:
+    """Kill or hang this process if the test hook's fault names this rank and epoch (see FAULT_ENV)."""
+    fault = placement.fault
+    if fault is None or fault.rank != placement.rank or fault.epoch != epoch:
         return
-    rank, at_epoch, mode = (wanted.split(":") + [""])[:3]
-    if rank.strip() != str(placement.rank) or at_epoch.strip() != str(epoch):
-        return
-    if mode.strip() == "hang":
+    if fault.hang:
         threading.Event().wait()  # never set: the other ranks' next collective must time out
     os.kill(os.getpid(), signal.SIGKILL)

@@ -6,6 +6,7 @@ as soon as graceful shutdown starts, so load balancers stop sending traffic.
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -91,7 +92,8 @@ def _metadata(served: ServedModel, edge: Edge, name: str) -> dict[str, Any]:
             "architecture": lineage.architecture,
             "git_commit": lineage.git_commit,
             "git_dirty": lineage.git_dirty,
-            "dataset_path": lineage.dataset_path,
+            # the file name only: the training machine's folders are not the client's business
+            "dataset_path": None if lineage.dataset_path is None else PurePath(lineage.dataset_path).name,
             "dataset_sha256": lineage.dataset_sha256,
             "metrics": lineage.metrics,
             "parent_version": lineage.parent_version,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -23,19 +22,12 @@ from server.contract.manifest import FeatureView
 from server.errors import FeatureStoreUnavailable
 from server.features.store import EntityWrite, StoredRow
 from server.features.values import decode_stored, encode_stored
+from server.redis_access import RedisAccess, redacted
+
+__all__ = ["RedisFeatureStore", "redacted"]
 
 WRITE_CHUNK_ROWS = 1000
 """Rows per pipelined write round trip."""
-
-
-def redacted(url: str) -> str:
-    """`url` without its password, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=user + netloc).geturl()
 
 
 class RedisFeatureStore:
@@ -43,12 +35,14 @@ class RedisFeatureStore:
 
     backend = "redis"
 
-    def __init__(self, url: str, timeout_s: float, write_timeout_s: float | None = None) -> None:
-        self._where = redacted(url)
+    def __init__(self, url: str | RedisAccess, timeout_s: float, write_timeout_s: float | None = None) -> None:
+        access = url if isinstance(url, RedisAccess) else RedisAccess(url)
+        self._where = access.shown
         self._timeout_s = timeout_s
         self._write_timeout_s = write_timeout_s if write_timeout_s is not None else max(timeout_s, 5.0)
         self._redis = Redis.from_url(
-            url,
+            access.url,
+            **access.client_options(),
             socket_timeout=self._write_timeout_s,
             socket_connect_timeout=timeout_s,
             # One immediate retry, on a fresh connection: after a Redis restart each pooled

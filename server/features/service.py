@@ -22,6 +22,7 @@ from server.features.redis_store import RedisFeatureStore
 from server.features.store import FeatureStore
 from server.features.table import TableError, check_columns, read_table, table_rows
 from server.metrics.instruments import Metrics
+from server.redis_access import redis_access_for
 from server.registry.repository import scan_repository, version_dir
 from server.settings import Settings
 
@@ -46,9 +47,10 @@ def repository_views(root: Path) -> dict[str, FeatureView]:
 
 
 def open_store(settings: Settings) -> FeatureStore:
-    if settings.redis_url is None:
+    access = redis_access_for(settings)
+    if access is None:
         return MemoryFeatureStore()
-    return RedisFeatureStore(settings.redis_url.get_secret_value(), settings.redis_timeout_ms / 1000.0)
+    return RedisFeatureStore(access, settings.redis_timeout_ms / 1000.0)
 
 
 async def open_features(settings: Settings, metrics: Metrics) -> FeatureJoin:

@@ -353,6 +353,28 @@ class Metrics:
             "1 while the control-state store (Redis or file) answers; 0: serving the last routing applied.",
             registry=r,
         )
+        self.control_document_verified = Gauge(
+            "hotserve_control_document_verified",
+            "1 while the stored control document verifies (signature, format); 0: the last one read did not "
+            "and is not applied (the last good routing keeps serving).",
+            registry=r,
+        )
+        self.control_document_rejected = Counter(
+            "hotserve_control_document_rejected",
+            "Stored control documents (revisions) refused because their signature did not verify.",
+            registry=r,
+        )
+        self.control_document_restored = Counter(
+            "hotserve_control_document_restored",
+            "Times this replica wrote its last routing back after the control document was lost.",
+            registry=r,
+        )
+        self.control_signing_enabled = Gauge(
+            "hotserve_control_signing_enabled",
+            "1 when control documents are signed and verified (HOTSERVE_CONTROL_SIGNING_KEY); by store.",
+            ["store"],
+            registry=r,
+        )
 
     def model_found(self, model: str) -> None:
         """Create a model's failure counters at 0 when the repository scan first finds it.

@@ -19,7 +19,7 @@ from server.errors import ModelLoadFailed
 from server.metrics.instruments import Metrics
 from server.registry.loader import load_version
 from server.registry.memory import process_rss_bytes
-from server.registry.repository import version_dir
+from server.registry.repository import version_dir, without_repository_root
 from server.registry.served import ServedVersion
 from server.registry.versions import VersionSlot, VersionState
 from server.settings import Settings
@@ -103,6 +103,7 @@ class VersionLifecycle:
                     _mib(slot.memory_bytes),
                 )
                 return True
+        reason = without_repository_root(reason, self._settings.model_repository)
         slot.state, slot.reason = VersionState.FAILED, reason
         self._metrics.model_loads.labels(name, "failure").inc()
         self._metrics.model_load_duration.labels(name).observe(time.perf_counter() - started)

@@ -61,10 +61,14 @@ def verify_model_file(folder: Path, manifest: ModelManifest) -> Path:
 
 
 def verify_op_libraries(folder: Path, manifest: ModelManifest) -> list[Path]:
-    """Each custom-op library the manifest lists must be in the folder with its sha256."""
+    """Each custom-op library the manifest lists must be in the folder with its sha256, and be no
+    symlink out of the model repository (it is loaded into the process: code, not data)."""
     paths = []
+    real_root = folder.parent.parent.resolve()
     for library in manifest.op_libraries:
         path = folder / library.file
+        if not inside(path, real_root):
+            raise ModelLoadFailed(f"{path} (custom-op library) is a symlink out of the model repository")
         _check_sha256(path, library.sha256, f" (custom-op library for {library.domains})", "library")
         paths.append(path)
     return paths

@@ -93,3 +93,12 @@ def inside(path: Path, real_root: Path) -> bool:
 def version_dir(root: Path, name: str, version: int) -> Path:
     """Folder of one model version inside the repository."""
     return root / name / str(version)
+
+
+def without_repository_root(text: str, root: Path) -> str:
+    """`text` (a load-failure reason) with paths inside the repository shown relative to it:
+    reasons reach clients that hold no token, and the server's file layout is not theirs to see."""
+    for prefix in {str(root.resolve()), str(root.absolute()), str(root)}:
+        if prefix not in {"", "."}:
+            text = text.replace(prefix.rstrip("/") + "/", "")
+    return text

@@ -95,3 +95,12 @@ def test_error_table_maps_each_family_member_and_falls_back_along_the_mro() -> N
     assert status_for(NewKindOfInput("x", detail="d")) == 400
     assert status_for(ValueError("boom")) == 500
     assert STATUS_BY_ERROR[HotserveError] == 500
+
+
+async def test_model_metadata_shows_the_training_table_by_file_name_only(settings: Settings) -> None:
+    manifest = make_manifest("m", [("x", "FP32", [-1, 3])], [("y", "FP32", [-1])])
+    lineage = manifest.lineage.model_copy(update={"dataset_path": "/home/alice/private/fraud-2026.parquet"})
+    served = FakeServedVersion(manifest.model_copy(update={"lineage": lineage}), lambda inputs: {"y": inputs["x"]})
+    async with serving(settings, FakeRegistry([served])) as client:
+        doc = (await client.get("/v2/models/m")).json()
+        assert doc["lineage"]["dataset_path"] == "fraud-2026.parquet"

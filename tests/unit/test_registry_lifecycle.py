@@ -198,3 +198,17 @@ async def test_a_model_file_linked_from_outside_the_repository_is_refused(tmp_pa
         assert status.reason.endswith("model.onnx is a symlink out of the model repository")
     finally:
         await registry.close(timeout_s=5)
+
+
+async def test_a_load_failure_reason_shows_paths_relative_to_the_repository(tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    write_model_version(repository, "mlp", 1)
+    (repository / "mlp" / "1" / "model.onnx").unlink()
+    registry = ModelRegistry(settings_for(repository), Metrics())
+    await registry.start()
+    try:
+        reason = registry.status("mlp", 1).reason
+        assert reason == "mlp/1/model.onnx is missing"
+        assert str(tmp_path) not in reason
+    finally:
+        await registry.close(timeout_s=5)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.contract.manifest import BatchingPolicy, Lineage, ModelManifest, OpLibrary, TensorSpec
+from server.contract.manifest import BatchingPolicy, Lineage, ModelManifest, OpLibrary, TensorSpec, sha256_file
 from server.errors import ControlConflict, DeadlineExceeded, ModelLoadFailed
 from server.metrics.instruments import Metrics
 from server.protocol.deadline import deadline_from
@@ -214,3 +214,20 @@ def test_custom_op_library_must_match_its_sha256(tmp_path: Path) -> None:
         r"is missing",
     ):
         verify_op_libraries(tmp_path, manifest)
+
+
+def test_a_custom_op_library_linked_from_outside_the_repository_is_refused(tmp_path: Path) -> None:
+    folder, outside = tmp_path / "repository" / "mlp" / "1", tmp_path / "outside"
+    folder.mkdir(parents=True)
+    outside.mkdir()
+    library = outside / "ops.so"
+    library.write_bytes(b"a library nobody reviewed")
+    (folder / "ops.so").symlink_to(library)
+    manifest = fake_manifest().model_copy(
+        update={"op_libraries": [OpLibrary(file="ops.so", sha256=sha256_file(library), domains=["ai.onnx.contrib"])]}
+    )
+    with pytest.raises(ModelLoadFailed, match=r"ops.so \(custom-op library\) is a symlink out of the model repository"):
+        verify_op_libraries(folder, manifest)
+    (folder / "ops.so").unlink()
+    (folder / "ops.so").write_bytes(library.read_bytes())  # the same bytes inside the repository: accepted
+    assert verify_op_libraries(folder, manifest) == [folder / "ops.so"]

@@ -55,15 +55,49 @@ app.kubernetes.io/part-of: hotserve
 {{- printf "%s-redis" (include "hotserve.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The HOTSERVE_REDIS_URL value: external URL, the bundled Redis, or "" (embedded store). */}}
+{{/* The HOTSERVE_REDIS_URL of the bundled Redis (no credential in it: the password is a mounted file). */}}
 {{- define "hotserve.redisUrl" -}}
-{{- if and .Values.redis.url .Values.redis.deploy.enabled }}
-{{- fail "set either redis.url (external Redis) or redis.deploy.enabled (bundled Redis), not both" }}
-{{- end }}
 {{- if .Values.redis.deploy.enabled }}
 {{- printf "redis://%s:6379/0" (include "hotserve.redisName" .) }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the replicas use a Redis (bundled or external), else "". */}}
+{{- define "hotserve.redisEnabled" -}}
+{{- if and (or .Values.redis.url .Values.redis.existingSecret) .Values.redis.deploy.enabled }}
+{{- fail "set either redis.url / redis.existingSecret (external Redis) or redis.deploy.enabled (bundled Redis), not both" }}
+{{- end }}
+{{- if or .Values.redis.url .Values.redis.existingSecret .Values.redis.deploy.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Secret holding an external Redis URL (key redis.existingSecretKey), or "". */}}
+{{- define "hotserve.redisUrlSecretName" -}}
+{{- if .Values.redis.existingSecret }}
+{{- .Values.redis.existingSecret }}
+{{- else if .Values.redis.url }}
+{{- printf "%s-redis-url" (include "hotserve.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Secret holding the bundled Redis' password (key `password`). */}}
+{{- define "hotserve.redisAuthSecretName" -}}
+{{- default (printf "%s-auth" (include "hotserve.redisName" .) | trunc 63 | trimSuffix "-") .Values.redis.deploy.auth.existingSecret }}
+{{- end }}
+
+{{/* Secret holding the control-document signing key, or "" without Redis. */}}
+{{- define "hotserve.signingSecretName" -}}
+{{- if include "hotserve.redisEnabled" . }}
+{{- default (printf "%s-control-signing" (include "hotserve.fullname" .) | trunc 63 | trimSuffix "-") .Values.controlSigning.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/* A random secret value, or the one a Secret of the release already holds (stable upgrades). */}}
+{{- define "hotserve.keptRandom" -}}
+{{- $existing := lookup "v1" "Secret" .namespace .name }}
+{{- if and $existing (index $existing.data .key) }}
+{{- index $existing.data .key | b64dec }}
 {{- else }}
-{{- .Values.redis.url }}
+{{- randAlphaNum .length }}
 {{- end }}
 {{- end }}
 

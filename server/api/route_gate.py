@@ -1,0 +1,100 @@
+"""The gate in front of the FastAPI routes (admin, features admin, repository extension, metadata):
+credentials first, then a bounded body.
+
+FastAPI reads and parses a route's whole body before its dependencies run, so a token check in a
+dependency comes too late: an unauthenticated client could make the server buffer any size. Here,
+before FastAPI sees the request, an admin path without an accepted bearer token is answered
+401/403 without one byte of the body read, a declared Content-Length over the limit 413 at once,
+and a body without one (chunked) is counted as it arrives and refused 413 once past the limit
+(the route then sees the client as gone, and whatever it would answer is dropped).
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.api.admin_auth import AdminTokens
+from server.api.error_handlers import describe_error, error_response
+from server.errors import HotserveError, InvalidInput, PayloadTooLarge
+
+ADMIN_PREFIXES = ("/admin/", "/v2/repository/")
+"""Paths behind the admin tokens (mounted only when a token is configured)."""
+
+
+def is_admin_path(path: str) -> bool:
+    return path.startswith(ADMIN_PREFIXES) or path in {"/admin", "/v2/repository"}
+
+
+class RouteGate:
+    """Admin credentials before the body, and a body limit, for every FastAPI route."""
+
+    def __init__(self, max_body_bytes: int, tokens: AdminTokens | None) -> None:
+        self.max_body_bytes = max_body_bytes
+        self._tokens = tokens
+
+    async def __call__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            self._check_head(scope)
+        except HotserveError as error:
+            await _refuse(error, scope, receive, send)
+            return
+        body = _BoundedBody(self.max_body_bytes, scope, receive, send)
+        await app(scope, body.receive, body.send)
+
+    def _check_head(self, scope: Scope) -> None:
+        """What the request line and headers alone decide: credentials, declared size."""
+        headers = dict(scope["headers"])
+        if self._tokens is not None and is_admin_path(scope["path"]):
+            authorization = headers.get(b"authorization")
+            self._tokens.identify(None if authorization is None else authorization.decode("latin-1"))
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise InvalidInput(
+                    "Content-Length", expected="an integer", got=repr(declared.decode(errors="replace"))
+                ) from None
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(size, self.max_body_bytes)
+
+
+class _BoundedBody:
+    """`receive` and `send` of one request whose body may not pass `limit_bytes`."""
+
+    def __init__(self, limit_bytes: int, scope: Scope, receive: Receive, send: Send) -> None:
+        self._limit_bytes = limit_bytes
+        self._scope = scope
+        self._receive = receive
+        self._send = send
+        self._received = 0
+        self._started = False
+        self._refused = False
+
+    async def receive(self) -> Message:
+        if self._refused:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            if self._received > self._limit_bytes:
+                self._refused = True
+                if not self._started:
+                    error = PayloadTooLarge(self._received, self._limit_bytes)
+                    await _refuse(error, self._scope, self._receive, self._send)
+                return {"type": "http.disconnect"}
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self._refused:
+            return  # the 413 was the answer
+        if message["type"] == "http.response.start":
+            self._started = True
+        await self._send(message)
+
+
+async def _refuse(error: HotserveError, scope: Scope, receive: Receive, send: Send) -> None:
+    status, message, headers = describe_error(error, f"{scope.get('method', '')} {scope['path']}")
+    # The body stays unread: the server closes the connection after this answer.
+    headers["Connection"] = "close"
+    await error_response(status, message, headers, fields=error.fields)(scope, receive, send)

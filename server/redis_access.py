@@ -1,0 +1,95 @@
+"""How the server reaches Redis (features and control state): the URL, the password from a
+mounted file, TLS, and the URL as it may be shown in logs, answers and error messages.
+
+`HOTSERVE_REDIS_URL` may carry credentials (`redis://user:password@host`, `?password=`); the
+password may instead come from `HOTSERVE_REDIS_PASSWORD_FILE` (a mounted Secret), so it sits in
+neither a ConfigMap nor the environment. `rediss://` turns on TLS, checked against
+`HOTSERVE_REDIS_TLS_CA_FILE` when set (else the system's CAs). Anything shown goes through
+`redacted()`: user-info passwords and credential-like query parameters become `***`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from server.settings import Settings
+
+SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token", "key")
+"""A query parameter whose name contains one of these has its value hidden."""
+HIDDEN = "***"
+
+
+class RedisAccessInvalid(ValueError):
+    """The Redis credentials cannot be used (the message never shows a secret)."""
+
+
+def redacted(url: str) -> str:
+    """`url` without secrets: the password of the user-info part and credential-like query values."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:{HIDDEN}@{host}" if has_password else netloc
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(name, HIDDEN if any(w in name.lower() for w in SECRET_QUERY_WORDS) else value) for name, value in pairs],
+            safe="*",
+        )
+    # By hand: urlunsplit drops the empty authority of `unix:///path`.
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisAccess:
+    """One Redis to connect to: URL plus the options that do not belong in it."""
+
+    url: str
+    password: str | None = None
+    """From `HOTSERVE_REDIS_PASSWORD_FILE`; a password in the URL wins over it (redis-py's rule)."""
+    tls_ca_file: Path | None = None
+
+    @classmethod
+    def from_values(cls, url: str, password_file: Path | None = None, tls_ca_file: Path | None = None) -> RedisAccess:
+        password = None
+        if password_file is not None:
+            try:
+                password = password_file.read_text().strip()
+            except (OSError, UnicodeDecodeError) as error:
+                raise RedisAccessInvalid(
+                    f"Redis password file {password_file} cannot be read: {type(error).__name__}"
+                ) from None
+            if not password:
+                raise RedisAccessInvalid(f"Redis password file {password_file} is empty")
+        if tls_ca_file is not None and not url.startswith("rediss://"):
+            raise RedisAccessInvalid("HOTSERVE_REDIS_TLS_CA_FILE needs a rediss:// URL (TLS)")
+        return cls(url, password, tls_ca_file)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for `redis.Redis.from_url(self.url, ...)`."""
+        options: dict[str, Any] = {}
+        if self.password is not None:
+            options["password"] = self.password
+        if self.tls_ca_file is not None:
+            options["ssl_ca_certs"] = str(self.tls_ca_file)
+        return options
+
+    @property
+    def shown(self) -> str:
+        """The URL as logs and answers may show it."""
+        return redacted(self.url)
+
+
+def redis_access_for(settings: Settings) -> RedisAccess | None:
+    """The configured Redis (`HOTSERVE_REDIS_URL` + password file + CA), or None without one."""
+    if settings.redis_url is None:
+        return None
+    return RedisAccess.from_values(
+        settings.redis_url.get_secret_value(), settings.redis_password_file, settings.redis_tls_ca_file
+    )

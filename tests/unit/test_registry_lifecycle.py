@@ -204,7 +204,8 @@ async def test_a_load_failure_reason_shows_paths_relative_to_the_repository(tmp_
     repository = tmp_path / "repository"
     write_model_version(repository, "mlp", 1)
     (repository / "mlp" / "1" / "model.onnx").unlink()
-    registry = ModelRegistry(settings_for(repository), Metrics())
+    settings, metrics = settings_for(repository), Metrics()
+    registry = ModelRegistry(settings, metrics, open_control_state(settings, metrics))
     await registry.start()
     try:
         reason = registry.status("mlp", 1).reason

@@ -37,6 +37,7 @@ RUN hotserve-install /opt/venv /src "${VARIANT}" deps
 COPY server ./server
 COPY training ./training
 COPY exporters ./exporters
+COPY demos ./demos
 RUN hotserve-install /opt/venv /src "${VARIANT}" project
 
 # ---- runtime

@@ -22,7 +22,9 @@ class VersionExists(ExportError):
     """The repository already holds this model version; versions are never overwritten."""
 
     def __init__(
-        self, version_dir: Path, advice: str = "train a new checkpoint version, or export into another repository"
+        self,
+        version_dir: Path,
+        advice: str = "give --version N to publish the checkpoint as another version, or export into another repository",
     ) -> None:
         super().__init__(f"{version_dir} already exists; a published version is never overwritten ({advice})")
         self.version_dir = version_dir

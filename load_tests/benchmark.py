@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from load_tests.markdown import utc_minute
 from load_tests.server_process import ServerProcess, start_server
 from server.contract.manifest import ONNX_FILENAME, ModelManifest
 
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",")
     clients = [int(c) for c in args.clients.split(",")]
     protocols = args.protocols.split(",")
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    started = utc_minute()
     RESULTS.mkdir(parents=True, exist_ok=True)
     prepare_repository(args.repository, models)
 

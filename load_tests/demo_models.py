@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from load_tests.benchmark import BIN, MODELS, prepare_repository
+from server.contract.aliases import PRODUCTION
 from server.registry.control_state import ControlSnapshot, ModelControl
 from server.registry.repository import model_versions
 
@@ -54,6 +55,6 @@ def demo_repository(repository: Path, model: str, versions: int) -> list[int]:
 def fresh_control_state(path: Path, model: str, production: int) -> Path:
     """A control state naming only `production`, so a run does not inherit an earlier run's aliases."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    snapshot = ControlSnapshot(revision=1, models={model: ModelControl(aliases={"production": production})})
+    snapshot = ControlSnapshot(revision=1, models={model: ModelControl(aliases={PRODUCTION: production})})
     path.write_text(snapshot.model_dump_json())
     return path

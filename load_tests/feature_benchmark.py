@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from load_tests.benchmark import LUA_SCRIPT, RESULTS, ROOT, latest_version_dir, prepare_repository, serving
-from load_tests.markdown import replace_section
+from load_tests.markdown import replace_section, utc_minute
 from load_tests.server_process import free_port
 from server.contract.manifest import ONNX_FILENAME, FeatureView, ModelManifest, StoredFeature
 from server.features.redis_store import RedisFeatureStore
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} not found: apt-get install {tool}")
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    started = utc_minute()
     RESULTS.mkdir(parents=True, exist_ok=True)
     prepare_repository(args.repository, ["fraud"])
 

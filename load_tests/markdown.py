@@ -3,6 +3,7 @@ and rewrites only that, so the benchmarks can run (and be rerun) independently."
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 
@@ -16,3 +17,8 @@ def replace_section(path: Path, start: str, end: str, lines: list[str]) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def utc_minute() -> str:
+    """The current UTC time as reports date their results: `2026-01-31 14:05 UTC`."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -24,6 +22,8 @@ import gevent
 from locust import FastHttpUser, constant, task
 
 from load_tests.recorder import Event, Recorder
+from server.admin_client import AdminClient
+from server.contract.aliases import CANARY, PRODUCTION
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,12 @@ class OperatorUser(FastHttpUser):
             return
         self._call("load", "POST", f"{base}/versions/{candidate}/load", None)
         gevent.sleep(plan.interval_s)
-        self._call("canary", "PUT", f"{base}/aliases/canary", {"version": candidate})
+        self._call("canary", "PUT", f"{base}/aliases/{CANARY}", {"version": candidate})
         self._call(
             "traffic",
             "PUT",
             f"{base}/traffic",
-            {"weights": {"production": 100 - plan.canary_weight, "canary": plan.canary_weight}},
+            {"weights": {PRODUCTION: 100 - plan.canary_weight, CANARY: plan.canary_weight}},
         )
         gevent.sleep(plan.interval_s)
         self._call(
@@ -105,14 +105,14 @@ class OperatorUser(FastHttpUser):
         gevent.sleep(plan.interval_s)
         self._call("rollback", "POST", f"{base}/rollback", None)
         self._expect_production(production)
-        self._call("drop canary", "DELETE", f"{base}/aliases/canary", None)
+        self._call("drop canary", "DELETE", f"{base}/aliases/{CANARY}", None)
 
     def _versions(self) -> tuple[int, int | None]:
         """(production, the newest other version) as the admin API reports them."""
         doc = self._call("state", "GET", f"/admin/models/{self.plan.model}", None)
         production = (
-            int(doc["aliases"]["production"])
-            if doc and "production" in doc.get("aliases", {})
+            int(doc["aliases"][PRODUCTION])
+            if doc and PRODUCTION in doc.get("aliases", {})
             else int(doc["serving"])
             if doc and doc.get("serving")
             else 0
@@ -128,7 +128,7 @@ class OperatorUser(FastHttpUser):
             None,
             expect=lambda doc: (
                 None
-                if doc.get("aliases", {}).get("production") == version
+                if doc.get("aliases", {}).get(PRODUCTION) == version
                 else _refuse(f"production is {doc.get('aliases', {}).get('production')}, expected {version}")
             ),
         )
@@ -177,25 +177,16 @@ def _refuse(message: str) -> None:
 def admin_request(
     host: str, token: str, method: str, path: str, body: dict[str, Any] | None = None, timeout_s: float = 60.0
 ) -> tuple[int, dict[str, Any]]:
-    """One admin call outside locust (set-up and clean-up): (status, JSON answer)."""
-    request = urllib.request.Request(
-        f"{host}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+    """One admin call outside locust (set-up and clean-up): (status, JSON answer; {} without one)."""
+    status, doc = AdminClient(host, token, timeout_s).request(method, path, body)
+    return status, doc if isinstance(doc, dict) else {}
 
 
 def production_of(host: str, token: str, model: str) -> int | None:
     status, doc = admin_request(host, token, "GET", f"/admin/models/{model}")
     if status != 200:
         raise AdminRefused(f"GET /admin/models/{model}: {status} {doc}")
-    value = doc.get("aliases", {}).get("production")
+    value = doc.get("aliases", {}).get(PRODUCTION)
     return int(value) if value is not None else None
 
 
@@ -209,10 +200,10 @@ def restore(host: str, token: str, model: str, production: int | None) -> list[s
         status, _ = admin_request(host, token, "DELETE", f"{base}/{what}")
         if doc.get(what) and status == 200:
             undone.append(f"cleared {what}")
-    if "canary" in doc.get("aliases", {}):
-        admin_request(host, token, "DELETE", f"{base}/aliases/canary")
-        undone.append("dropped canary")
-    if production is not None and doc.get("aliases", {}).get("production") != production:
-        admin_request(host, token, "PUT", f"{base}/aliases/production", {"version": production})
+    if CANARY in doc.get("aliases", {}):
+        admin_request(host, token, "DELETE", f"{base}/aliases/{CANARY}")
+        undone.append(f"dropped {CANARY}")
+    if production is not None and doc.get("aliases", {}).get(PRODUCTION) != production:
+        admin_request(host, token, "PUT", f"{base}/aliases/{PRODUCTION}", {"version": production})
         undone.append(f"production back to {production}")
     return undone

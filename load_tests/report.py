@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from load_tests.locust_run import LoadRun
+from load_tests.markdown import utc_minute
 from load_tests.recorder import Recorder
 from load_tests.scenarios import PREDICTION_NAMES
 from load_tests.server_process import REPO_ROOT as ROOT
@@ -41,7 +41,7 @@ def machine() -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "locust": version("locust"),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date": utc_minute(),
     }
 
 

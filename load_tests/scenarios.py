@@ -55,8 +55,8 @@ class PredictionUser(FastHttpUser):
     def _send(self, name: str, path: str, body: Body, check: Callable[[ResponseContextManager], str | None]) -> None:
         with self.client.post(
             path,
-            data=body.data,
-            headers=body.headers,  # type: ignore[arg-type]  # bytes are sent as they are
+            data=body.data,  # type: ignore[arg-type]  # bytes are sent as they are
+            headers=body.headers,
             name=name,
             catch_response=True,
         ) as response:

@@ -35,6 +35,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from load_tests.benchmark import RESULTS, run_wrk
 from load_tests.server_process import start_server
+from server.admin_client import AdminClient
+from server.contract.aliases import PRODUCTION
 from server.contract.manifest import ONNX_FILENAME, BatchingPolicy, Lineage, ModelManifest, TensorSpec, sha256_file
 
 MODEL = "fast"
@@ -103,14 +105,7 @@ def write_repository(root: Path) -> None:
 
 
 def admin(url: str, method: str, path: str, body: Any = None) -> Any:
-    request = urllib.request.Request(
-        url + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read() or b"null")
+    return AdminClient(url, TOKEN, timeout_s=120).call(method, path, body)
 
 
 def shadow_counts(url: str, version: int) -> dict[str, float]:
@@ -164,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             url = server.base_url
-            admin(url, "PUT", f"/admin/models/{MODEL}/aliases/production", {"version": 1})
+            admin(url, "PUT", f"/admin/models/{MODEL}/aliases/{PRODUCTION}", {"version": 1})
             for version in (2, 3):
                 admin(url, "POST", f"/admin/models/{MODEL}/versions/{version}/load")
             infer = f"{url}/v2/models/{MODEL}/infer"

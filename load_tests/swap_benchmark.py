@@ -37,6 +37,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from load_tests.benchmark import RESULTS, run_wrk
 from load_tests.server_process import ServerProcess, start_server
+from server.admin_client import AdminClient, model_path
+from server.contract.aliases import PRODUCTION
 from server.contract.manifest import ONNX_FILENAME, BatchingPolicy, Lineage, ModelManifest, TensorSpec, sha256_file
 
 MODEL = "swap"
@@ -97,20 +99,14 @@ def write_repository(root: Path) -> None:
             onnx_sha256=sha256_file(folder / ONNX_FILENAME),
         ).write(folder)
     (root / ".hotserve").mkdir()
-    (root / ".hotserve" / "control.json").write_text(json.dumps({"models": {MODEL: {"aliases": {"production": 1}}}}))
+    (root / ".hotserve" / "control.json").write_text(json.dumps({"models": {MODEL: {"aliases": {PRODUCTION: 1}}}}))
 
 
 def promote(url: str, version: int) -> float:
     """PUT production -> version; returns the call's wall time in seconds."""
-    request = urllib.request.Request(
-        f"{url}/admin/models/{MODEL}/aliases/production",
-        method="PUT",
-        data=json.dumps({"version": version}).encode(),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-    )
+    client = AdminClient(url, TOKEN, timeout_s=120)
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=120) as response:
-        response.read()
+    client.call("PUT", model_path(MODEL, "aliases", PRODUCTION), {"version": version})
     return time.perf_counter() - started
 
 

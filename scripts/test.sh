@@ -15,7 +15,7 @@ echo "== ruff (pyflakes, import order, pyupgrade, pycodestyle)"
 .venv/bin/ruff check .
 echo "== ruff format --check"
 .venv/bin/ruff format --check .
-echo "== mypy --strict (server, training, exporters, load_tests)"
+echo "== mypy --strict (server, training, exporters, demos, load_tests)"
 .venv/bin/mypy
 echo "== pytest"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

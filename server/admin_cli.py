@@ -3,7 +3,7 @@
 `list`, `load`, `unload`, `promote MODEL VERSION`, `rollback MODEL`, `history MODEL`, `rescan`
 against `--url` (or `HOTSERVE_URL`) with the token from `HOTSERVE_ADMIN_TOKEN`. Prints tables
 (or the server's JSON with `--json`); any refusal exits 1 with the server's message. The
-standard library's HTTP client keeps the server's install free of a client dependency.
+HTTP calls go through `server/admin_client.py`.
 """
 
 from __future__ import annotations
@@ -12,72 +12,14 @@ import argparse
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
+
+from server.admin_client import AdminClient, AdminError, model_path
+from server.contract.aliases import PRODUCTION
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-PRODUCTION = "production"
-
-
-class AdminError(Exception):
-    """The server refused the call, or could not be reached; `doc` is its JSON answer, if any."""
-
-    def __init__(self, message: str, doc: Any = None) -> None:
-        super().__init__(message)
-        self.doc = doc
-
-
-class AdminClient:
-    """JSON over HTTP to `/admin`, with the bearer token."""
-
-    def __init__(self, url: str, token: str, timeout_s: float) -> None:
-        self._url = url.rstrip("/")
-        self._token = token
-        self._timeout_s = timeout_s
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self._url + path,
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self._token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            answer = error.read()
-            raise AdminError(f"{error.code}: {_message(answer)}", _json_or_none(answer)) from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise AdminError(f"cannot reach {self._url}: {reason}") from None
-
-
-def _message(body: bytes) -> str:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return body.decode(errors="replace").strip() or "no message"
-    return str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc)
-
-
-def _json_or_none(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
-def _model_path(model: str, *rest: str) -> str:
-    return "/admin/models/" + "/".join([quote(model, safe=""), *(quote(p, safe="") for p in rest)])
 
 
 # --- subcommands: each returns the server's JSON document -----------------------------------------
@@ -88,32 +30,32 @@ REQUIREMENTS = ("min_requests", "min_agreement", "max_p99_ratio", "max_error_rat
 
 def _list(client: AdminClient, args: argparse.Namespace) -> Any:
     if args.model:
-        return {"models": [client.call("GET", _model_path(args.model))]}
+        return {"models": [client.call("GET", model_path(args.model))]}
     return client.call("GET", "/admin/models")
 
 
 def _load(client: AdminClient, args: argparse.Namespace) -> Any:
-    return client.call("POST", _model_path(args.model, "versions", str(args.version), "load"))
+    return client.call("POST", model_path(args.model, "versions", str(args.version), "load"))
 
 
 def _unload(client: AdminClient, args: argparse.Namespace) -> Any:
-    return client.call("POST", _model_path(args.model, "versions", str(args.version), "unload"))
+    return client.call("POST", model_path(args.model, "versions", str(args.version), "unload"))
 
 
 def _promote(client: AdminClient, args: argparse.Namespace) -> Any:
     if args.alias != PRODUCTION:
-        return client.call("PUT", _model_path(args.model, "aliases", args.alias), {"version": args.version})
+        return client.call("PUT", model_path(args.model, "aliases", args.alias), {"version": args.version})
     requirements = {name: getattr(args, name) for name in REQUIREMENTS if getattr(args, name) is not None}
     return client.call(
         "POST",
-        _model_path(args.model, "promote"),
+        model_path(args.model, "promote"),
         {"version": args.version, "requirements": requirements or None, "force": args.force},
     )
 
 
 def _traffic(client: AdminClient, args: argparse.Namespace) -> Any:
     if args.clear:
-        return client.call("DELETE", _model_path(args.model, "traffic"))
+        return client.call("DELETE", model_path(args.model, "traffic"))
     if not args.weights:
         raise AdminError("give weights (production=90 canary=10) or --clear")
     weights: dict[str, int] = {}
@@ -122,22 +64,22 @@ def _traffic(client: AdminClient, args: argparse.Namespace) -> Any:
         if not target or not weight.isdigit():
             raise AdminError(f"{item!r}: expected TARGET=PERCENT, e.g. canary=10")
         weights[target] = int(weight)
-    return client.call("PUT", _model_path(args.model, "traffic"), {"weights": weights})
+    return client.call("PUT", model_path(args.model, "traffic"), {"weights": weights})
 
 
 def _shadow(client: AdminClient, args: argparse.Namespace) -> Any:
     if args.off:
-        return client.call("DELETE", _model_path(args.model, "shadow"))
+        return client.call("DELETE", model_path(args.model, "shadow"))
     if args.version is None:
         raise AdminError("give the shadow VERSION, or --off")
     body: dict[str, Any] = {"version": args.version, "share": args.share, "tolerance": args.tolerance}
     if args.threshold is not None:
         body["threshold"] = args.threshold
-    return client.call("PUT", _model_path(args.model, "shadow"), body)
+    return client.call("PUT", model_path(args.model, "shadow"), body)
 
 
 def _evidence(client: AdminClient, args: argparse.Namespace) -> Any:
-    return client.call("GET", _model_path(args.model, "versions", str(args.version), "evidence"))
+    return client.call("GET", model_path(args.model, "versions", str(args.version), "evidence"))
 
 
 def _replicas(client: AdminClient, args: argparse.Namespace) -> Any:
@@ -145,7 +87,7 @@ def _replicas(client: AdminClient, args: argparse.Namespace) -> Any:
 
 
 def _rollback(client: AdminClient, args: argparse.Namespace) -> Any:
-    return client.call("POST", _model_path(args.model, "rollback"))
+    return client.call("POST", model_path(args.model, "rollback"))
 
 
 def _history(client: AdminClient, args: argparse.Namespace) -> Any:
@@ -361,9 +303,13 @@ def _ms(seconds: float | None) -> str:
 
 
 def models_table(models: Sequence[dict[str, Any]]) -> str:
+    """One row per version; SERVING marks the version unpinned requests go to by default
+    (production), SPLIT its effective share under a traffic split."""
     rows = []
     for model in models:
+        weights = model["routing"]["weights"] if model["traffic"] else {}
         for v in model["versions"]:
+            share = weights.get(str(v["version"]))
             rows.append(
                 [
                     model["name"] + (" (unloaded)" if model["stopped"] else ""),
@@ -371,6 +317,7 @@ def models_table(models: Sequence[dict[str, Any]]) -> str:
                     v["state"],
                     ",".join(v["aliases"]),
                     "*" if model["serving"] == v["version"] else "",
+                    None if share is None else f"{share}%",
                     v["loaded_at"],
                     _seconds(v["load_duration_s"]),
                     _mib(v["memory_bytes"]),
@@ -386,6 +333,7 @@ def models_table(models: Sequence[dict[str, Any]]) -> str:
             "STATE",
             "ALIASES",
             "SERVING",
+            "SPLIT",
             "LOADED AT",
             "LOAD",
             "MEMORY",

@@ -1,5 +1,6 @@
-"""`create_app`: the one composition root. Builds metrics, the model registry and the edge state,
-starts the registry before serving, and closes it (draining batches) on shutdown.
+"""`create_app`: the one composition root. Builds metrics, opens the control-state and feature
+stores, builds the model registry, its controller and the edge state, starts the registry
+before serving, and closes it (draining batches) on shutdown.
 
 `HotserveApp` passes every request through the request-context step (`server/api/context.py`),
 then sends the three inference routes straight to `server/api/inference.py` (plain ASGI, the
@@ -34,6 +35,8 @@ from server.monitoring.drift import DriftConfig
 from server.monitoring.monitor import DriftMonitor
 from server.protocol.paths import match_inference_path
 from server.registry.audit import FileAuditLog
+from server.registry.control_state import ControlState
+from server.registry.control_store import open_control_state
 from server.registry.controller import Controller
 from server.registry.registry import ModelRegistry
 from server.settings import Settings
@@ -72,7 +75,14 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         app_metrics = (
             metrics if metrics is not None else Metrics(drift=DriftMonitor(DriftConfig.from_settings(settings)))
         )
-        app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
+        # The control-state store, like the feature store, is opened here and handed in.
+        control: ControlState | None = None
+        app_registry: Registry
+        if registry is None:
+            control = open_control_state(settings, app_metrics)
+            app_registry = ModelRegistry(settings, app_metrics, control)
+        else:
+            app_registry = registry
         features = await open_features(settings, app_metrics)
         edge = Edge(
             settings=settings,
@@ -128,6 +138,8 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             # what is left of the grace period to finish queued batches.
             await edge.shadow.close()
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
+            if control is not None:
+                await control.close()
             await features.lookup.close()
 
     request_log = RequestLog(settings.log_success_sample_rate)

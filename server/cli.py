@@ -15,8 +15,8 @@ from collections.abc import Sequence
 # subcommand -> module defining `add_arguments(parser)` and `run(args) -> int`
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli", "train a model and write a versioned checkpoint"),
-    "export": ("exporters.cli", "export a checkpoint to ONNX into a model repository"),
-    "import": ("exporters.import_cli", "import an ONNX file made elsewhere into a model repository"),
+    "export": ("exporters.export.cli", "export a checkpoint to ONNX into a model repository"),
+    "import": ("exporters.imports.cli", "import an ONNX file made elsewhere into a model repository"),
     "serve": ("server.serve", "serve a model repository over HTTP"),
     "features": ("server.features.materialize", "online feature store: materialize entity features"),
     "models": ("server.admin_cli", "load, unload, promote and roll back model versions (admin API)"),

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import logging.config
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 
 from server.api.context import request_id_var
+from server.contract.provenance import utc_timestamp
 
 LogFormat = Literal["json", "text"]
 
@@ -33,7 +33,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": utc_timestamp("milliseconds", at=record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -2,56 +2,42 @@
 
 torchrun, not a launcher of ours, owns the ranks: it sets RANK/WORLD_SIZE/LOCAL_RANK, watches
 them, stops the others when one fails and reports which one did. This module only rebuilds
-the command line and turns torchrun's exit status into one line for the user.
+the command line (`options.worker_argv`) and turns torchrun's exit status into one line for the user.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+
+from training.options import worker_argv
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+RANK_ERRORS_ENV = "HOTSERVE_RANK_ERRORS"
+"""Folder where each rank leaves its one-line error, for the launcher to repeat last."""
+
+
+def record_rank_error(line: str) -> None:
+    """Under `hotserve train --nproc`, leave this rank's error line for the launcher (else nothing)."""
+    folder = os.environ.get(RANK_ERRORS_ENV)
+    if folder:
+        Path(folder, f"rank-{os.environ.get('RANK', '0')}.txt").write_text(line + "\n")
+
+
+def first_rank_error(folder: Path) -> str | None:
+    """The error line the first failing rank left (the cause; later failures mostly follow from it)."""
+    lines = sorted(folder.glob("rank-*.txt"), key=lambda path: (path.stat().st_mtime_ns, path.name))
+    return lines[0].read_text().strip() if lines else None
 
 
 def launched_by_torchrun() -> bool:
     """Whether this process is a torchrun rank (torchrun sets these for each one)."""
     return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, tuple):  # a --model-arg KEY=VALUE pair, VALUE parsed as JSON
-        key, item = value
-        return f"{key}={json.dumps(item)}"
-    return str(value)
-
-
-def worker_argv(args: argparse.Namespace) -> list[str]:
-    """The options in `args` as a command line for each rank: the same run, without --nproc."""
-    from training.cli import add_arguments
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    argv: list[str] = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest in ("help", "nproc"):
-            continue
-        flag, value = action.option_strings[0], getattr(args, action.dest)
-        if isinstance(action, argparse._StoreTrueAction):
-            argv += [flag] if value else []
-        elif isinstance(action, argparse._AppendAction):
-            for item in value:
-                argv += [flag, _text(item)]
-        elif value is not None and value != action.default:
-            argv += [flag, _text(value)]
-    return argv
 
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
@@ -66,15 +52,21 @@ def _loopback_env() -> dict[str, str]:
 
 
 def launch(nproc: int, args: argparse.Namespace) -> int:
-    """Run torchrun in the foreground; its exit status, with a one-line verdict on failure."""
+    """Run torchrun in the foreground; its exit status, with a one-line verdict on failure and,
+    as the last line, the error of the rank that failed (torchrun's traceback comes before)."""
     command = torchrun_command(nproc, worker_argv(args))
-    env = {**_loopback_env(), **os.environ}
     print(f"starting {nproc} processes: {' '.join(command[1:])}", flush=True)
-    done = subprocess.run(command, env=env, cwd=Path.cwd(), check=False)
-    if done.returncode != 0:
+    with tempfile.TemporaryDirectory(prefix="hotserve-ranks-") as errors:
+        env = {**_loopback_env(), **os.environ, RANK_ERRORS_ENV: errors}
+        done = subprocess.run(command, env=env, cwd=Path.cwd(), check=False)
+        if done.returncode == 0:
+            return 0
         print(
             f"hotserve train: error: distributed training failed (torchrun exit status {done.returncode}); "
             "torchrun's report above names the rank that failed first and how",
             file=sys.stderr,
         )
+        rank_error = first_rank_error(Path(errors))
+        if rank_error is not None:
+            print(rank_error, file=sys.stderr)
     return done.returncode

@@ -1,11 +1,11 @@
-"""Where a training run came from: git state, library versions and UTC timestamps for checkpoint lineage."""
+"""Where a training run came from: git state and library versions for checkpoint lineage."""
 
 from __future__ import annotations
 
-import platform
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
+
+from server.contract import provenance
 
 GIT_TIMEOUT_S = 10.0
 
@@ -33,14 +33,10 @@ def git_state(directory: Path) -> tuple[str | None, bool | None]:
     return commit.strip(), (None if status is None else bool(status.strip()))
 
 
+TRAINING_LIBRARIES = ("torch", "numpy")
+"""What shapes the trained weights (with python), recorded in checkpoint lineage."""
+
+
 def library_versions() -> dict[str, str]:
-    """Versions of what shapes the trained weights: torch, numpy and python."""
-    import numpy
-    import torch
-
-    return {"torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
-
-
-def utc_now() -> str:
-    """Current UTC time, ISO 8601 with offset."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """Versions of torch, numpy and python for checkpoint lineage."""
+    return provenance.library_versions(TRAINING_LIBRARIES)

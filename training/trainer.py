@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import random
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from server.contract.manifest import TensorSpec
+from server.contract.provenance import utc_timestamp
 from training.checkpoints import CHECKPOINT_FORMAT, CheckpointMetadata, LoadedCheckpoint, write_checkpoint
 from training.config import TrainConfig
 from training.datasets import Dataset
@@ -29,7 +30,7 @@ from training.distributed import DistributedError, Placement, gather_rows, injec
 from training.loader import TrainBatches
 from training.metrics import evaluate_task
 from training.models import TaskModel, build_model, get_architecture, resolve_kwargs
-from training.provenance import git_state, library_versions, utc_now
+from training.provenance import git_state, library_versions
 from training.reference_stats import drift_reference, prediction_reference
 from training.splits import split_rows
 from training.tabular_transform import TabularTransform
@@ -65,6 +66,45 @@ class RankResult:
     rank: int
     best_epoch: int
     history: list[EpochResult]
+
+
+@dataclass
+class _Setup:
+    """A run's prepared parts: the split, preprocessing, model (and its DDP wrapper), batches, optimizer."""
+
+    architecture_kwargs: dict[str, Any]
+    """The architecture's parameters with its defaults filled in, as the checkpoint records them."""
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    transform: TabularTransform | None
+    model: TaskModel
+    body: torch.nn.Module
+    """`model.body`, wrapped in DistributedDataParallel under torchrun."""
+    batches: TrainBatches
+    x_val: torch.Tensor
+    y_val: np.ndarray
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+
+@dataclass
+class _Best:
+    """The best epoch so far: its validation loss, metrics and a copy of the weights and optimizer state."""
+
+    loss: float = float("inf")
+    epoch: int = 0
+    first_epoch: int = 1
+    """The run's first epoch number (a resumed run continues after its parent's best epoch)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    optimizer_state: dict[str, Any] = field(default_factory=dict)
+
+    def keep(
+        self, loss: float, epoch: int, metrics: dict[str, float], model: TaskModel, optimizer: torch.optim.Optimizer
+    ) -> None:
+        self.loss, self.epoch, self.metrics = loss, epoch, metrics
+        self.state = copy.deepcopy(model.state_dict())
+        self.optimizer_state = copy.deepcopy(optimizer.state_dict())
 
 
 def seed_everything(seed: int) -> None:
@@ -202,18 +242,27 @@ class Trainer:
         return total / seen
 
     def run(self) -> TrainResult | RankResult:
-        config, placement = self.config, self.placement
-        task = self.dataset.task
-        selection = SELECTION_METRIC[task]
-        started_at = utc_now()
-        seed_everything(config.seed)
-        kwargs = resolve_kwargs(config.architecture, config.architecture_kwargs)
-        raw = self.dataset.inputs
-        labels = self.dataset.labels
+        """Prepare, run the epochs with early stopping, and (rank 0) write the best epoch."""
+        started_at = utc_timestamp()
+        seed_everything(self.config.seed)
+        setup = self._prepare()
+        best = self._baseline(setup)
+        history = self._epochs(setup, best)
+        if not self.placement.is_main:
+            return RankResult(self.placement.rank, best.epoch, history)
+        return self._write(setup, best, history, started_at)
+
+    def _prepare(self) -> _Setup:
+        """Split the rows, fit (or inherit) preprocessing, build the model, its optimizer and batches."""
+        config, placement, labels = self.config, self.placement, self.dataset.labels
+        architecture_kwargs = resolve_kwargs(config.architecture, config.architecture_kwargs)
         try:
-            train_idx, val_idx = split_rows(task, labels, config.val_fraction, config.seed, self.dataset.classes)
+            train_idx, val_idx = split_rows(
+                self.dataset.task, labels, config.val_fraction, config.seed, self.dataset.classes
+            )
         except ValueError as exc:
             raise TrainingError(str(exc)) from exc
+        raw = self.dataset.inputs
         transform = self._transform(raw[train_idx])
         model = self._model(transform, labels[train_idx]).to(placement.device)
 
@@ -223,94 +272,114 @@ class Trainer:
         batches = TrainBatches(
             body_inputs(raw[train_idx]), torch.from_numpy(labels[train_idx]), config.batch_size, config.seed, placement
         )
-        x_val, y_val = body_inputs(raw[val_idx]), labels[val_idx]
         body: torch.nn.Module = model.body
         if placement.distributed:
             device_ids = [placement.device.index] if placement.device.type == "cuda" else None
             body = DistributedDataParallel(model.body, device_ids=device_ids)
-
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        scaler = self.precision.scaler()
-        first_epoch = 1
-        best_metrics: dict[str, float] = {}
-        best_loss = float("inf")
-        best_epoch = 0
-        best_state: dict[str, Any] = {}
-        best_optimizer: dict[str, Any] = {}
-        if self.parent is not None:
-            optimizer.load_state_dict(self.parent.optimizer_state)
-            for group in optimizer.param_groups:
-                group["lr"], group["weight_decay"] = config.lr, config.weight_decay
-            first_epoch = self.parent.metadata.best_epoch + 1
-            # The parent's weights are the baseline: a resumed run never saves anything worse.
-            # Should they stay best, so do the parent's metrics (train_loss included).
-            model.eval()
-            best_metrics = {**self.parent.metadata.metrics, **self._validate(model, x_val, y_val)}
-            best_loss, best_epoch = best_metrics[selection], self.parent.metadata.best_epoch
-            best_state = copy.deepcopy(model.state_dict())
-            best_optimizer = copy.deepcopy(optimizer.state_dict())
+        return _Setup(
+            architecture_kwargs=architecture_kwargs,
+            train_idx=train_idx,
+            val_idx=val_idx,
+            transform=transform,
+            model=model,
+            body=body,
+            batches=batches,
+            x_val=body_inputs(raw[val_idx]),
+            y_val=labels[val_idx],
+            optimizer=optimizer,
+            scaler=self.precision.scaler(),
+        )
 
+    def _baseline(self, setup: _Setup) -> _Best:
+        """What an epoch must beat: nothing for a new model; a resumed run's parent, so it never
+        saves anything worse (should the parent stay best, so do its metrics, train_loss included)."""
+        if self.parent is None:
+            return _Best()
+        config, optimizer, model = self.config, setup.optimizer, setup.model
+        optimizer.load_state_dict(self.parent.optimizer_state)
+        for group in optimizer.param_groups:
+            group["lr"], group["weight_decay"] = config.lr, config.weight_decay
+        model.eval()
+        metrics = {**self.parent.metadata.metrics, **self._validate(model, setup.x_val, setup.y_val)}
+        best = _Best(epoch=self.parent.metadata.best_epoch, first_epoch=self.parent.metadata.best_epoch + 1)
+        best.keep(metrics[SELECTION_METRIC[self.dataset.task]], best.epoch, metrics, model, optimizer)
+        return best
+
+    def _epochs(self, setup: _Setup, best: _Best) -> list[EpochResult]:
+        """Train epoch after epoch until `config.epochs` ran or `patience` epochs brought no better
+        validation loss; `best` follows the best epoch. Every rank runs the same epochs."""
+        config, placement = self.config, self.placement
+        selection = SELECTION_METRIC[self.dataset.task]
         history: list[EpochResult] = []
         stale = 0
-        last_epoch = first_epoch + config.epochs - 1
         progress = tqdm(
-            range(first_epoch, last_epoch + 1),
+            range(best.first_epoch, best.first_epoch + config.epochs),
             desc=f"train {config.name}",
             unit="epoch",
             disable=config.quiet or not placement.is_main or not sys.stderr.isatty(),
         )
         for epoch in progress:
-            inject_fault(placement, epoch)
-            batches.set_epoch(epoch)
-            try:
-                train_loss = self._fit_epoch(model, body, batches, optimizer, scaler)
-                model.eval()
-                metrics = self._validate(model, x_val, y_val)
-            except RuntimeError as exc:
-                if not placement.distributed or isinstance(exc, DistributedError):
-                    raise
-                raise DistributedError(
-                    f"rank {placement.rank} of {placement.world_size}: epoch {epoch} failed "
-                    f"(a lost rank shows up here as a failed collective): {exc}"
-                ) from exc
-            result = EpochResult(epoch, train_loss, metrics)
+            result = self._epoch(setup, epoch)
             history.append(result)
-            progress.set_postfix(train_loss=f"{result.train_loss:.4f}", **{selection: f"{metrics[selection]:.4f}"})
-            if metrics[selection] < best_loss:
-                best_loss, best_epoch, stale = metrics[selection], epoch, 0
-                best_metrics = {**metrics, "train_loss": result.train_loss}
-                best_state = copy.deepcopy(model.state_dict())
-                best_optimizer = copy.deepcopy(optimizer.state_dict())
+            metric = result.metrics[selection]
+            progress.set_postfix(train_loss=f"{result.train_loss:.4f}", **{selection: f"{metric:.4f}"})
+            if metric < best.loss:
+                best.keep(
+                    metric, epoch, {**result.metrics, "train_loss": result.train_loss}, setup.model, setup.optimizer
+                )
+                stale = 0
             else:
                 stale += 1
                 if stale >= config.patience:
                     break
         progress.close()
-        if not placement.is_main:
-            return RankResult(placement.rank, best_epoch, history)
+        return history
 
-        model.load_state_dict(best_state)
+    def _epoch(self, setup: _Setup, epoch: int) -> EpochResult:
+        """One epoch's training pass and validation; a failed collective names this rank."""
+        placement = self.placement
+        inject_fault(placement, epoch)
+        setup.batches.set_epoch(epoch)
+        try:
+            train_loss = self._fit_epoch(setup.model, setup.body, setup.batches, setup.optimizer, setup.scaler)
+            setup.model.eval()
+            metrics = self._validate(setup.model, setup.x_val, setup.y_val)
+        except RuntimeError as exc:
+            if not placement.distributed or isinstance(exc, DistributedError):
+                raise
+            raise DistributedError(
+                f"rank {placement.rank} of {placement.world_size}: epoch {epoch} failed "
+                f"(a lost rank shows up here as a failed collective): {exc}"
+            ) from exc
+        return EpochResult(epoch, train_loss, metrics)
+
+    def _write(self, setup: _Setup, best: _Best, history: list[EpochResult], started_at: str) -> TrainResult:
+        """Rank 0: the best epoch's weights, held-out rows, drift reference and lineage as a new version."""
+        config, placement, task = self.config, self.placement, self.dataset.task
+        raw, labels, model = self.dataset.inputs, self.dataset.labels, setup.model
+        model.load_state_dict(best.state)
         model.eval()
         # Reference statistics come from raw rows through the whole module: what serving will see.
-        train_scores = self._scores(model, torch.from_numpy(raw[train_idx]), raw=True)
+        train_scores = self._scores(model, torch.from_numpy(raw[setup.train_idx]), raw=True)
         drift = drift_reference(
-            raw[train_idx],
+            raw[setup.train_idx],
             self.dataset.columns,
             prediction_reference(task, train_scores, self.dataset.classes),
             categorical=self.dataset.categorical,
         )
-        holdout = val_idx[: config.holdout_rows]
+        holdout = setup.val_idx[: config.holdout_rows]
         input_spec = TensorSpec(name=self.spec.input_name, datatype="FP32", shape=[-1, *raw.shape[1:]])
         payload = {
             "format": CHECKPOINT_FORMAT,
-            "state_dict": _to_cpu(best_state),
-            "optimizer_state": _to_cpu(best_optimizer),
+            "state_dict": _to_cpu(best.state),
+            "optimizer_state": _to_cpu(best.optimizer_state),
             "holdout_inputs": {self.spec.input_name: torch.from_numpy(raw[holdout].copy())},
             "holdout_labels": torch.from_numpy(labels[holdout].copy()),
         }
         commit, dirty = git_state(self.source_dir)
         versions = library_versions()
-        finished_at = utc_now()
+        finished_at = utc_timestamp()
         parent_version = self.parent.metadata.version if self.parent is not None else None
 
         def describe(version: int) -> CheckpointMetadata:
@@ -318,12 +387,12 @@ class Trainer:
                 name=config.name,
                 version=version,
                 architecture=config.architecture,
-                architecture_kwargs=kwargs,
+                architecture_kwargs=setup.architecture_kwargs,
                 task=task,
                 classes=self.dataset.classes,
                 hyperparameters=config.hyperparameters(),
-                metrics=best_metrics,
-                best_epoch=best_epoch,
+                metrics=best.metrics,
+                best_epoch=best.epoch,
                 epochs_completed=history[-1].epoch,
                 dataset=self.dataset.spec,
                 dataset_path=self.dataset.path,
@@ -343,7 +412,7 @@ class Trainer:
                 inputs=[input_spec],
                 outputs=output_specs(task, self.dataset.classes),
                 features=self.dataset.feature_spec(self.spec.input_name, config.name),
-                preprocessing=transform,
+                preprocessing=setup.transform,
                 drift=drift,
             )
 

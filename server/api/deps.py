@@ -22,7 +22,7 @@ from server.errors import ModelNotReady
 from server.features.join import FeatureJoin
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
-from server.registry.controller import Caller, Controller
+from server.registry.control_api import Caller, ControlAPI
 from server.request import InferenceRequest, Tensors
 from server.routing.table import ShadowRoute
 from server.settings import Settings
@@ -146,7 +146,7 @@ class AdminPlane:
     """What the admin routes use, built by the lifespan when an admin token is configured."""
 
     tokens: AdminTokens
-    controller: Controller | None
+    controller: ControlAPI | None
     """None when the app runs over a registry that is not the `ModelRegistry` (edge tests)."""
 
 
@@ -154,7 +154,7 @@ class AdminPlane:
 class AdminCall:
     """An authenticated admin request: the controller and who is calling."""
 
-    controller: Controller
+    controller: ControlAPI
     caller: Caller
 
 

@@ -8,13 +8,13 @@ numbers can be checked without Prometheus. It computes nothing itself.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Response
 
 from server.api.deps import Edge, EdgeDep
 from server.api.error_handlers import json_response
+from server.contract.provenance import utc_timestamp
 from server.monitoring.drift import DriftConfig, plan_drift
 from server.monitoring.psi import ACT_THRESHOLD, EPSILON, WATCH_THRESHOLD
 from server.monitoring.report import DriftReport, QuantityDrift
@@ -76,7 +76,7 @@ def _report(report: DriftReport, skipped: list[str], config: DriftConfig) -> dic
 def _time(report: DriftReport) -> str | None:
     if report.computed_at is None:
         return None
-    return datetime.fromtimestamp(report.computed_at, UTC).isoformat(timespec="milliseconds")
+    return utc_timestamp("milliseconds", at=report.computed_at)
 
 
 def _quantity(quantity: QuantityDrift) -> dict[str, Any]:

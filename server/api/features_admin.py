@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from server.api.admin_body import json_body
 from server.api.deps import AdminCallerDep, EdgeDep
 from server.contract.manifest import FeatureView
 from server.features.service import repository_views
@@ -69,7 +70,8 @@ async def list_views(edge: EdgeDep, _: AdminCallerDep) -> dict[str, Any]:
 
 
 @router.post("/views/{name}/versions/{version}/rows")
-async def write_rows(name: str, version: int, body: RowsIn, edge: EdgeDep, _: AdminCallerDep) -> RowsOut:
+async def write_rows(name: str, version: int, request: Request, edge: EdgeDep, _: AdminCallerDep) -> RowsOut:
+    body = await json_body(request, RowsIn)
     view = _view(edge, name, version)
     writes: list[EntityWrite] = []
     rejected: list[Rejected] = []

@@ -19,11 +19,11 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
+from demos import is_demo
+from server.admin_client import AdminClient, AdminError
 from server.contract.manifest import FeatureView
 from server.errors import FeatureStoreUnavailable
 from server.features.redis_store import RedisFeatureStore, redacted
@@ -98,7 +98,7 @@ def default_event_time(args: argparse.Namespace) -> float:
             return parse_event_time(args.event_time)
         except ValueError as exc:
             raise MaterializeError(f"--event-time: {exc}") from None
-    if args.source.startswith("demo:"):
+    if is_demo(args.source):
         return time.time()
     return Path(args.source).stat().st_mtime
 
@@ -154,33 +154,25 @@ def write_server(
     timeout_s: float,
     progress: Progress,
 ) -> tuple[int, list[str]]:
-    url = f"{base_url.rstrip('/')}/admin/features/views/{view.name}/versions/{view.version}/rows"
-    token = os.environ.get("HOTSERVE_ADMIN_TOKEN", "")
+    client = AdminClient(base_url, os.environ.get("HOTSERVE_ADMIN_TOKEN", ""), timeout_s)
+    path = f"/admin/features/views/{view.name}/versions/{view.version}/rows"
+    url = client.url + path
     written = 0
     rejected: list[str] = []
     for start in range(0, len(writes), chunk_rows):
         chunk = writes[start : start + chunk_rows]
-        body = json.dumps(
-            {
-                "ttl_s": ttl_s,
-                "rows": [{"entity": w.entity, "event_time": w.event_time, "values": dict(w.values)} for w in chunk],
-            }
-        ).encode()
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        )
+        body = {
+            "ttl_s": ttl_s,
+            "rows": [{"entity": w.entity, "event_time": w.event_time, "values": dict(w.values)} for w in chunk],
+        }
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                answer: dict[str, Any] = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            hint = " (set HOTSERVE_ADMIN_TOKEN to the server's admin token)" if exc.code in (401, 403, 404) else ""
-            raise MaterializeError(f"{url}: HTTP {exc.code} {detail}{hint} after {written} entities") from None
-        except (urllib.error.URLError, OSError) as exc:
+            status, answer = client.request("POST", path, body)
+        except AdminError as exc:
             raise MaterializeError(f"{url}: {exc} after {written} entities") from None
+        if status != 200 or not isinstance(answer, dict):
+            hint = " (set HOTSERVE_ADMIN_TOKEN to the server's admin token)" if status in (401, 403, 404) else ""
+            detail = json.dumps(answer) if answer is not None else "no answer"
+            raise MaterializeError(f"{url}: HTTP {status} {detail}{hint} after {written} entities")
         written += int(answer["written"])
         rejected += [f"entity {chunk[r['index']].entity!r}: {r['reason']}" for r in answer["rejected"]]
         progress.advance(len(chunk))

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from demos import ENTITY_TABLES, fraud, is_demo
 from server.contract.manifest import FeatureView
+from server.contract.tables import table_format
 from server.features.store import EntityWrite
 from server.features.values import RowRejected, check_write
-
-DEMO_SOURCES = ("demo:fraud",)
 
 
 class TableError(ValueError):
@@ -39,32 +39,27 @@ def read_table(
     source: str, demo_rows: int | None = None, demo_seed: int = 0
 ) -> tuple[list[str], Iterator[Mapping[str, Any]]]:
     """(column names, rows as mappings) of a `.csv`/`.parquet` file or a demo generator."""
-    if source.startswith("demo:"):
-        if source not in DEMO_SOURCES:
-            raise TableError(f"{source}: unknown demo table; known: {', '.join(DEMO_SOURCES)}")
-        try:
-            from training.datasets import fraud  # the `train` extra (pandas)
-        except ImportError as exc:
-            raise TableError(f"{source} needs the train extra (pip install 'hotserve[train]'): {exc}") from None
-        frame = fraud.generate(rows=demo_rows or fraud.DEFAULT_ROWS, seed=demo_seed)
-        return list(frame.columns), iter(frame.to_dict("records"))
+    if is_demo(source):
+        if source not in ENTITY_TABLES:
+            raise TableError(f"{source}: unknown demo table; known: {', '.join(ENTITY_TABLES)}")
+        columns, records = fraud.records(rows=demo_rows or fraud.DEFAULT_ROWS, seed=demo_seed)
+        return columns, iter(records)
     path = Path(source)
-    if not path.is_file():
-        raise TableError(f"{source}: file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
+    try:
+        kind = table_format(path)
+    except ValueError as exc:
+        raise TableError(f"{source}: {exc}") from None
+    if kind == ".csv":
         handle = path.open(newline="")
         reader = csv.DictReader(handle)
         columns = list(reader.fieldnames or [])
         return columns, _closing(reader, handle)
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise TableError(f"{source}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-        table = pq.read_table(path)
-        return list(table.column_names), iter(table.to_pylist())
-    raise TableError(f"{source}: unsupported file type {suffix!r}; expected .csv or .parquet")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TableError(f"{source}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+    table = pq.read_table(path)
+    return list(table.column_names), iter(table.to_pylist())
 
 
 def _closing(rows: Iterable[Mapping[str, Any]], handle: Any) -> Iterator[Mapping[str, Any]]:

@@ -17,6 +17,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from server.contract.provenance import utc_timestamp
+
 log = logging.getLogger(__name__)
 
 Result = Literal["ok", "noop", "refused", "failed"]
@@ -28,7 +30,7 @@ class AuditEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    at: str = Field(default_factory=lambda: utc_timestamp("milliseconds"))
     """UTC time, ISO 8601."""
     who: str
     """Name of the admin token used."""

@@ -16,16 +16,15 @@ import fcntl
 import os
 import tempfile
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 
+from server.contract.aliases import PRODUCTION as PRODUCTION
+from server.contract.provenance import utc_timestamp
 from server.errors import ControlConflict, ControlStateUnavailable
 
-PRODUCTION = "production"
-CANARY = "canary"
 HISTORY_LIMIT = 50
 """Production changes kept per model (rollback needs the previous one; more helps audits)."""
 
@@ -116,9 +115,7 @@ class ControlSnapshot(_Frozen):
         if alias == PRODUCTION and previous is None:
             previous = serving
         if alias == PRODUCTION and previous != version:
-            change = ProductionChange(
-                version=version, previous=previous, by=by, at=datetime.now(UTC).isoformat(timespec="seconds")
-            )
+            change = ProductionChange(version=version, previous=previous, by=by, at=utc_timestamp())
             update["history"] = [*current.history, change][-HISTORY_LIMIT:]
         return self.with_model(model, current.model_copy(update=update))
 
@@ -193,6 +190,10 @@ class ControlState(Protocol):
         """The replicas that reported recently, with what they applied."""
         ...
 
+    async def withdraw(self, replica: str) -> None:
+        """Remove `replica`'s report (it is shutting down cleanly)."""
+        ...
+
     async def close(self) -> None:
         """Release connections (the stored state stays)."""
         ...
@@ -257,6 +258,10 @@ class FileControlState:
 
     async def replicas(self) -> list[ReplicaStatus]:
         return [] if self._reported is None else [self._reported]
+
+    async def withdraw(self, replica: str) -> None:
+        if self._reported is not None and self._reported.replica == replica:
+            self._reported = None
 
     async def close(self) -> None:
         return None

@@ -1,12 +1,15 @@
-"""`Controller`: the operator's changes to the desired state (control path, below `api/admin.py`).
+"""`Controller`: the `ControlAPI` over the registry, the control-state store and the audit log
+(control path, below `api/admin.py` and the repository extension).
 
 Each operation on a model runs under that model's lock: it checks the names it is given
-against what the repository scan found (never a path), loads what it needs (read, sha256,
-session, warm-up: the version takes no traffic yet), then calls `registry.change(edit)`,
-which edits the stored snapshot, stores it by compare-and-set and applies it: the routing
-switches in one reference swap and what left it drains, then unloads. A version that fails
-to load never gets into the routing; the serving one keeps serving. Every attempt, done or
-refused, is appended to the audit log with the name of the token that made it.
+against what the repository scan found (never a path), then prepares (`registry.prepare`:
+read, sha256, session, warm-up of the versions the change needs; nothing takes traffic yet)
+and commits (`registry.commit(edit)`: edit the stored snapshot, compare-and-set it, apply it:
+the routing switches in one reference swap and what left it drains, then unloads). A version
+that fails to load never gets into the routing and nothing is stored; the serving one keeps
+serving, and what the preparation loaded is unloaded when it ends. Every attempt, done or
+refused, is appended to the audit log with the name of the token that made it; so is every
+rescan a caller asks for that finds something.
 """
 
 from __future__ import annotations
@@ -14,16 +17,27 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from datetime import datetime
 
-from server.errors import Conflict, HotserveError, InvalidInput, ModelNotReady, PromotionRefused, VersionNotReady
+from server.errors import Conflict, HotserveError, InvalidInput, PromotionRefused, VersionNotReady
 from server.metrics.instruments import Metrics
 from server.registry.audit import AuditEntry, AuditLog, Result
+from server.registry.control_api import (
+    Caller,
+    Models,
+    ModelState,
+    Outcome,
+    Replicas,
+    RoutingState,
+    VersionView,
+)
 from server.registry.control_state import PRODUCTION, ControlSnapshot, ShadowPolicy
 from server.registry.promotion import Evidence, PromotionRequirements, gather, shortfalls
-from server.registry.registry import Change, ModelRegistry, Rescan
-from server.registry.versions import VersionState
+from server.registry.registry import Change, ModelRegistry
+from server.registry.repository import Rescan
+from server.registry.versions import VersionState, VersionStatus
 from server.routing.traffic import check_weights, target_version
 from server.shadow import ShadowEvidence, ShadowRunner
 
@@ -31,30 +45,12 @@ log = logging.getLogger(__name__)
 
 ALIAS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who makes a change: the admin token's name, and the request it came in."""
-
-    name: str
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What an operation did; `changed` is False for a no-op."""
-
-    action: str
-    model: str
-    alias: str | None
-    from_version: int | None
-    to_version: int | None
-    changed: bool
-    revision: int
+__all__ = ["ALIAS_NAME", "Caller", "Controller", "Outcome", "evidence_view"]
 
 
 class Controller:
-    """Load, unload, alias, rollback, take out of / back into service; audited."""
+    """Queries; load, unload, alias, traffic, shadow, promote, rollback, take out of / back into
+    service; audited. Implements `ControlAPI`."""
 
     def __init__(
         self,
@@ -64,11 +60,70 @@ class Controller:
         keep_previous_loaded: bool = True,
         shadow: ShadowRunner | None = None,
     ) -> None:
-        self.registry = registry
-        self.audit = audit
+        self._registry = registry
+        self._audit = audit
         self._metrics = metrics
         self._keep_previous = keep_previous_loaded
         self._shadow = shadow
+
+    # --- queries ----------------------------------------------------------------------------------
+
+    async def models(self) -> Models:
+        names = sorted({s.name for s in self._registry.statuses()})
+        return Models(self._registry.applied.revision, tuple(self._model_state(name) for name in names))
+
+    async def model(self, name: str) -> ModelState:
+        return self._model_state(name)
+
+    async def index(self, caller: Caller) -> list[VersionStatus]:
+        await self._rescan(caller, audit_noop=False)
+        return self._registry.statuses()
+
+    async def replicas(self) -> Replicas:
+        reports = await self._registry.control.replicas()
+        return Replicas(self._registry.applied.revision, tuple(reports))
+
+    async def audit(
+        self,
+        model: str | None = None,
+        alias: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        return await self._audit.read(model=model, alias=alias, since=since, until=until, limit=limit)
+
+    async def evidence(self, model: str, version: int) -> Mapping[str, object]:
+        return evidence_view(self._evidence(model, version))
+
+    def _model_state(self, name: str) -> ModelState:
+        statuses = self._registry.versions(name)
+        applied = self._registry.applied
+        control = applied.model(name)
+        routes = self._registry.routes(name)
+        routing = RoutingState(
+            revision=self._registry.table.revision,
+            weights={} if routes is None else dict(sorted(routes.weights.items())),
+            fallbacks=() if routes is None else routes.fallbacks,
+            shadow_ready=routes is not None and routes.shadow is not None,
+        )
+        versions = tuple(
+            VersionView(s, tuple(sorted(a for a, v in control.aliases.items() if v == s.version))) for s in statuses
+        )
+        return ModelState(
+            name=name,
+            serving=self._registry.serving(name),
+            control=control,
+            previous_production=applied.previous_production(name),
+            routing=routing,
+            versions=versions,
+        )
+
+    def _evidence(self, model: str, version: int) -> Evidence:
+        """What `version` has shown on this replica against the production version."""
+        self._registry.status(model, version)
+        shadow = self._shadow.evidence(model, version) if self._shadow is not None else ShadowEvidence()
+        return gather(self._metrics, shadow, model, version, self._registry.serving(model))
 
     # --- version operations ---------------------------------------------------------------------
 
@@ -77,42 +132,28 @@ class Controller:
 
         async def run() -> Outcome:
             self._in_service(model)
-            await self.registry.ensure_loaded(model, version)
-            change = await self._commit(
-                lambda s: None if version in s.model(model).loaded else s.with_loaded(model, version)
-            )
+            async with self._registry.prepare(model, [version]) as prepared:
+                change = await self._registry.commit(
+                    lambda s: None if version in s.model(model).loaded else s.with_loaded(model, version), prepared
+                )
             return _outcome("load", model, None, None, version, change)
 
         return await self._run(caller, "load", model, run, to_version=version)
 
     async def unload(self, caller: Caller, model: str, version: int) -> Outcome:
-        """Stop keeping `version` loaded; refused while an alias names it or it serves the model."""
+        """Stop keeping `version` loaded; refused while an alias, a traffic weight or the shadow
+        names it, or it serves the model's unpinned requests."""
 
         def edit(snapshot: ControlSnapshot) -> ControlSnapshot | None:
+            _check_unloadable(snapshot, model, version, self._registry.serving(model))
             control = snapshot.model(model)
-            for alias, named in sorted(control.aliases.items()):
-                if named == version and alias == PRODUCTION:
-                    raise Conflict(
-                        f"model {model!r} version {version} holds production; promote "
-                        f"another version before unloading it"
-                    )
-                if named == version:
-                    raise Conflict(
-                        f"model {model!r} version {version} is named by alias {alias!r}; "
-                        f"point the alias elsewhere or delete it first"
-                    )
-            if PRODUCTION not in control.aliases and self.registry.serving(model) == version:
-                raise Conflict(
-                    f"model {model!r} version {version} serves its unpinned requests; "
-                    f"promote another version before unloading it"
-                )
             if version not in control.loaded and control.retained != version:
                 return None
             return snapshot.without_loaded(model, version)
 
         async def run() -> Outcome:
-            self.registry.status(model, version)
-            change = await self._commit(edit)
+            self._registry.status(model, version)
+            change = await self._registry.commit(edit)
             await change.drained
             return _outcome("unload", model, None, version, None, change)
 
@@ -124,24 +165,21 @@ class Controller:
         The version is loaded, verified and warmed up before the routing changes; if that
         fails, nothing changes (409 with the reason). Naming the version already named: no-op.
         """
-        if not ALIAS_NAME.fullmatch(alias):
-            raise InvalidInput(
-                "alias", detail="must start with a letter and hold only letters, digits and _.- (at most 64)"
-            )
-        return await self._run(
-            caller,
-            "alias",
-            model,
-            lambda: self._switch(caller, model, alias, version, "alias"),
-            alias=alias,
-            to_version=version,
-        )
+
+        async def run() -> Outcome:
+            if not ALIAS_NAME.fullmatch(alias):
+                raise InvalidInput(
+                    "alias", detail="must start with a letter and hold only letters, digits and _.- (at most 64)"
+                )
+            return await self._switch(caller, model, alias, version, "alias")
+
+        return await self._run(caller, "alias", model, run, alias=alias, to_version=version)
 
     async def rollback(self, caller: Caller, model: str) -> Outcome:
         """Return `production` to the version it named before its current one."""
 
         async def run() -> Outcome:
-            previous = (await self.registry.control.read()).previous_production(model)
+            previous = (await self._registry.control.read()).previous_production(model)
             if previous is None:
                 raise Conflict(f"model {model!r} has no previous production version to roll back to")
             return await self._switch(caller, model, PRODUCTION, previous, "rollback")
@@ -154,8 +192,8 @@ class Controller:
         async def run() -> Outcome:
             if alias == PRODUCTION:
                 raise Conflict("the production alias cannot be deleted; promote another version")
-            before = self.registry.applied.alias(model, alias)
-            change = await self._commit(
+            before = self._registry.applied.alias(model, alias)
+            change = await self._registry.commit(
                 lambda s: s.without_alias(model, alias) if alias in s.model(model).aliases else None
             )
             await change.drained
@@ -163,7 +201,7 @@ class Controller:
 
         return await self._run(caller, "unalias", model, run, alias=alias)
 
-    # --- traffic policy, shadow, guarded promotion (issue 9) ----------------------------------------
+    # --- traffic policy, shadow, guarded promotion ------------------------------------------------
 
     async def set_traffic(self, caller: Caller, model: str, weights: dict[str, int]) -> Outcome:
         """Split `model`'s unpinned requests by `weights` (over aliases or versions, summing to 100).
@@ -174,23 +212,22 @@ class Controller:
 
         async def run() -> Outcome:
             self._in_service(model)
-            stored = await self.registry.control.read()
+            stored = await self._registry.control.read()
             aliases = dict(stored.model(model).aliases)
-            serving = self.registry.serving(model)
+            serving = self._registry.serving(model)
             if PRODUCTION not in aliases and serving is not None:
                 aliases[PRODUCTION] = serving  # `production` is whatever serves unpinned requests
-            check_weights(weights, aliases, {s.version for s in self.registry.versions(model)})
-            for target, weight in sorted(weights.items()):
-                version = target_version(target, aliases)
-                if weight and version is not None:
-                    await self.registry.ensure_loaded(model, version)
-            change = await self._commit(
-                lambda s: (
-                    None
-                    if s.model(model).traffic == weights
-                    else s.with_model(model, s.model(model).model_copy(update={"traffic": dict(weights)}))
+            check_weights(weights, aliases, {s.version for s in self._registry.versions(model)})
+            targets = [target_version(target, aliases) for target, weight in sorted(weights.items()) if weight]
+            async with self._registry.prepare(model, [v for v in targets if v is not None]) as prepared:
+                change = await self._registry.commit(
+                    lambda s: (
+                        None
+                        if s.model(model).traffic == weights
+                        else s.with_model(model, s.model(model).model_copy(update={"traffic": dict(weights)}))
+                    ),
+                    prepared,
                 )
-            )
             await change.drained
             return _outcome("traffic", model, None, None, None, change)
 
@@ -200,7 +237,7 @@ class Controller:
         """Send every unpinned request to `production` again."""
 
         async def run() -> Outcome:
-            change = await self._commit(
+            change = await self._registry.commit(
                 lambda s: (
                     None
                     if not s.model(model).traffic
@@ -217,14 +254,15 @@ class Controller:
 
         async def run() -> Outcome:
             self._in_service(model)
-            await self.registry.ensure_loaded(model, policy.version)
-            change = await self._commit(
-                lambda s: (
-                    None
-                    if s.model(model).shadow == policy
-                    else s.with_model(model, s.model(model).model_copy(update={"shadow": policy}))
+            async with self._registry.prepare(model, [policy.version]) as prepared:
+                change = await self._registry.commit(
+                    lambda s: (
+                        None
+                        if s.model(model).shadow == policy
+                        else s.with_model(model, s.model(model).model_copy(update={"shadow": policy}))
+                    ),
+                    prepared,
                 )
-            )
             return _outcome("shadow", model, None, None, policy.version, change)
 
         return await self._run(
@@ -241,8 +279,8 @@ class Controller:
         """Stop copying requests to the shadow version (it unloads unless something else wants it)."""
 
         async def run() -> Outcome:
-            before = self.registry.applied.model(model).shadow
-            change = await self._commit(
+            before = self._registry.applied.model(model).shadow
+            change = await self._registry.commit(
                 lambda s: (
                     None
                     if s.model(model).shadow is None
@@ -254,12 +292,6 @@ class Controller:
 
         return await self._run(caller, "shadow", model, run, detail="cleared")
 
-    def evidence(self, model: str, version: int) -> Evidence:
-        """What `version` has shown on this replica against the production version."""
-        self.registry.status(model, version)
-        shadow = self._shadow.evidence(model, version) if self._shadow is not None else ShadowEvidence()
-        return gather(self._metrics, shadow, model, version, self.registry.serving(model))
-
     async def promote(
         self,
         caller: Caller,
@@ -270,46 +302,42 @@ class Controller:
     ) -> Outcome:
         """`production` -> `version`, refused (409 with the evidence) when `requirements` are not
         met unless `force`, which the audit log records with what fell short."""
-        shortfall: list[str] = []
-        if requirements is not None:
-            evidence = self.evidence(model, version)
-            shortfall = shortfalls(requirements, evidence)
-            if shortfall and not force:
-                error = PromotionRefused(model, version, shortfall, evidence_view(evidence))
-                await self._refused(caller, "promote", model, error, PRODUCTION, None, version)
-                raise error
-        return await self._run(
-            caller,
-            "promote",
-            model,
-            lambda: self._switch(caller, model, PRODUCTION, version, "promote"),
-            alias=PRODUCTION,
-            to_version=version,
-            forced=bool(shortfall),
-            detail="; ".join(shortfall) or None,
-        )
+
+        async def run() -> Outcome:
+            shortfall: list[str] = []
+            if requirements is not None:
+                evidence = self._evidence(model, version)
+                shortfall = shortfalls(requirements, evidence)
+                if shortfall and not force:
+                    raise PromotionRefused(model, version, shortfall, evidence_view(evidence))
+            outcome = await self._switch(caller, model, PRODUCTION, version, "promote")
+            if not shortfall:
+                return outcome
+            return replace(outcome, forced=True, detail="; ".join(shortfall))
+
+        return await self._run(caller, "promote", model, run, alias=PRODUCTION, to_version=version)
 
     # --- model operations (the repository extension) --------------------------------------------
 
     async def load_model(self, caller: Caller, model: str) -> Outcome:
         """Bring a model (back) into service after a rescan: its `production` version, or without
         one the newest version in the repository (Triton's default version policy)."""
-        await self.registry.rescan()
+        await self._rescan(caller, audit_noop=False)
 
         async def run() -> Outcome:
             started = time.perf_counter()
-            before = self.registry.serving(model)
-            pinned = self.registry.applied.alias(model, PRODUCTION)
-            target = pinned if pinned is not None else max(s.version for s in self.registry.versions(model))
-            await self.registry.ensure_loaded(model, target)
+            before = self._registry.serving(model)
+            pinned = self._registry.applied.alias(model, PRODUCTION)
+            target = pinned if pinned is not None else max(s.version for s in self._registry.versions(model))
 
             def edit(snapshot: ControlSnapshot) -> ControlSnapshot | None:
                 out = snapshot.with_stopped(model, False)
-                if PRODUCTION not in out.model(model).aliases and self.registry.serving(model) != target:
+                if PRODUCTION not in out.model(model).aliases and self._registry.serving(model) != target:
                     out = self._promote(out, model, PRODUCTION, target, caller) or out
                 return out
 
-            change = await self._commit(edit)
+            async with self._registry.prepare(model, [target]) as prepared:
+                change = await self._registry.commit(edit, prepared)
             if change.after is not None and before is not None and before != target:
                 self._metrics.model_swaps.labels(model, "success").inc()
                 self._metrics.model_swap_duration.labels(model).observe(time.perf_counter() - started)
@@ -322,8 +350,10 @@ class Controller:
         """Take a model out of service: every version drains and unloads; requests get 503."""
 
         async def run() -> Outcome:
-            before = self.registry.serving(model)
-            change = await self._commit(lambda s: None if s.model(model).stopped else s.with_stopped(model, True))
+            before = self._registry.serving(model)
+            change = await self._registry.commit(
+                lambda s: None if s.model(model).stopped else s.with_stopped(model, True)
+            )
             await change.drained
             return _outcome("repository_unload", model, None, before, None, change)
 
@@ -331,16 +361,25 @@ class Controller:
 
     async def rescan(self, caller: Caller) -> Rescan:
         """Scan the repository again (new versions appear, vanished unloaded ones go)."""
-        found = await self.registry.rescan()
-        result: Result = "ok" if found.added or found.removed else "noop"
-        self._metrics.admin_operations.labels("rescan", result).inc()
-        detail = found.describe() if result == "ok" else None
-        await self._append(
-            AuditEntry(who=caller.name, action="rescan", result=result, detail=detail, request_id=caller.request_id)
-        )
-        return found
+        return await self._rescan(caller, audit_noop=True)
 
     # --- steps ------------------------------------------------------------------------------------
+
+    async def _rescan(self, caller: Caller, audit_noop: bool) -> Rescan:
+        """Rescan for `caller`; audited when it found something (or always, with `audit_noop`)."""
+        try:
+            found = await self._registry.rescan()
+        except HotserveError as error:
+            await self._refused(caller, "rescan", None, error)
+            raise
+        result: Result = "ok" if found.added or found.removed else "noop"
+        if result == "ok" or audit_noop:
+            self._metrics.admin_operations.labels("rescan", result).inc()
+            detail = found.describe() if result == "ok" else None
+            await self._append(
+                AuditEntry(who=caller.name, action="rescan", result=result, detail=detail, request_id=caller.request_id)
+            )
+        return found
 
     def _promote(
         self, snapshot: ControlSnapshot, model: str, alias: str, version: int, caller: Caller
@@ -351,7 +390,7 @@ class Controller:
         current = control.aliases.get(alias)
         if current == version:
             return None
-        serving = self.registry.serving(model)
+        serving = self._registry.serving(model)
         out = snapshot.with_alias(model, alias, version, by=caller.name, serving=serving)
         if alias != PRODUCTION:
             return out
@@ -360,40 +399,37 @@ class Controller:
             return out.with_retained(model, None)
         return out.with_retained(model, previous if previous != version else control.retained)
 
-    async def _commit(self, edit: Callable[[ControlSnapshot], ControlSnapshot | None]) -> Change:
-        change = await self.registry.change(edit)
-        if change.after is None:
-            # Nothing to store, but a version this call loaded (or loaded again after it had
-            # failed) takes the place the stored state gives it, and nothing else stays loaded.
-            await self.registry.apply(self.registry.applied)
-        return change
-
     def _in_service(self, model: str) -> None:
-        self.registry.versions(model)
-        if self.registry.applied.model(model).stopped:
+        self._registry.versions(model)
+        if self._registry.applied.model(model).stopped:
             raise Conflict(
                 f"model {model!r} is unloaded; load the model first (POST /v2/repository/models/{model}/load)"
             )
 
     async def _switch(self, caller: Caller, model: str, alias: str, version: int, action: str) -> Outcome:
-        """Load -> verify -> warm up -> switch the alias -> drain what left the routing."""
+        """Prepare (load -> verify -> warm up), commit (switch the alias), drain what left the routing."""
         self._in_service(model)
         started = time.perf_counter()
-        before = self.registry.applied.alias(model, alias)
+        before = self._registry.applied.alias(model, alias)
         if alias == PRODUCTION and before is None:
-            before = self.registry.serving(model)
+            before = self._registry.serving(model)
         try:
-            await self.registry.ensure_loaded(model, version)
+            async with self._registry.prepare(model, [version]) as prepared:
+                change = await self._registry.commit(
+                    lambda s: self._promote(s, model, alias, version, caller), prepared
+                )
         except VersionNotReady:
             if alias == PRODUCTION:
                 self._metrics.model_swaps.labels(model, "failure").inc()
             raise
-        change = await self._commit(lambda s: self._promote(s, model, alias, version, caller))
         if alias == PRODUCTION:
-            if self.registry.serving(model) != version:  # e.g. unloaded again meanwhile
+            if self._registry.serving(model) != version:  # e.g. unloaded again meanwhile
                 self._metrics.model_swaps.labels(model, "failure").inc()
                 raise VersionNotReady(
-                    model, version, self.registry.status(model, version).state, "it did not take the routing; try again"
+                    model,
+                    version,
+                    self._registry.status(model, version).state,
+                    "it did not take the routing; try again",
                 )
             if change.after is not None:
                 self._metrics.model_swaps.labels(model, "success").inc()
@@ -410,20 +446,15 @@ class Controller:
         alias: str | None = None,
         from_version: int | None = None,
         to_version: int | None = None,
-        forced: bool = False,
         detail: str | None = None,
     ) -> Outcome:
         """Run `body` under the model's lock and audit it, done or refused."""
         try:
-            self.registry.versions(model)  # before taking a lock: unknown names create nothing
-            async with self.registry.model_lock(model):
-                try:
-                    outcome = await body()
-                except HotserveError:
-                    await self._settle()
-                    raise
+            self._registry.versions(model)  # before taking a lock: unknown names create nothing
+            async with self._registry.model_lock(model):
+                outcome = await body()
         except HotserveError as error:
-            await self._refused(caller, action, model, error, alias, from_version, to_version, forced)
+            await self._refused(caller, action, model, error, alias, from_version, to_version)
             raise
         result = "ok" if outcome.changed else "noop"
         self._metrics.admin_operations.labels(action, result).inc()
@@ -439,8 +470,8 @@ class Controller:
                     "result": result,
                     "revision": outcome.revision,
                     "request_id": caller.request_id,
-                    "forced": forced,
-                    "detail": detail,
+                    "forced": outcome.forced,
+                    "detail": outcome.detail or detail,
                 }
             )
         )
@@ -461,12 +492,11 @@ class Controller:
         self,
         caller: Caller,
         action: str,
-        model: str,
+        model: str | None,
         error: HotserveError,
         alias: str | None = None,
         from_version: int | None = None,
         to_version: int | None = None,
-        forced: bool = False,
     ) -> None:
         failed = isinstance(error, VersionNotReady) and error.state == VersionState.FAILED.value
         result = "failed" if failed else "refused"
@@ -484,23 +514,46 @@ class Controller:
                     "result": result,
                     "detail": error.message,
                     "request_id": caller.request_id,
-                    "forced": forced,
                 }
             )
         )
 
-    async def _settle(self) -> None:
-        """After a refused change: unload what it may have loaded for nothing."""
-        try:
-            await self.registry.apply(self.registry.applied)
-        except ModelNotReady:
-            pass  # shutting down
-
     async def _append(self, entry: AuditEntry) -> None:
         try:
-            await self.audit.append(entry)
+            await self._audit.append(entry)
         except OSError:
             log.exception("could not append to the audit log: %s", entry.line().decode().strip())
+
+
+def _check_unloadable(snapshot: ControlSnapshot, model: str, version: int, serving: int | None) -> None:
+    """Refuse (409) to unload a version the desired state still routes to: named by an alias,
+    a traffic weight or the shadow, or serving unpinned requests."""
+    control = snapshot.model(model)
+    for alias, named in sorted(control.aliases.items()):
+        if named == version and alias == PRODUCTION:
+            raise Conflict(
+                f"model {model!r} version {version} holds production; promote another version before unloading it"
+            )
+        if named == version:
+            raise Conflict(
+                f"model {model!r} version {version} is named by alias {alias!r}; "
+                f"point the alias elsewhere or delete it first"
+            )
+    for target, weight in sorted(control.traffic.items()):
+        if target_version(target, control.aliases) == version:
+            raise Conflict(
+                f"model {model!r} version {version} is named by traffic weight {target}={weight}; "
+                f"change or clear the traffic split first"
+            )
+    if control.shadow is not None and control.shadow.version == version:
+        raise Conflict(
+            f"model {model!r} version {version} is the shadow (share {control.shadow.share}); stop shadowing it first"
+        )
+    if PRODUCTION not in control.aliases and serving == version:
+        raise Conflict(
+            f"model {model!r} version {version} serves its unpinned requests; "
+            f"promote another version before unloading it"
+        )
 
 
 def evidence_view(evidence: Evidence) -> dict[str, object]:

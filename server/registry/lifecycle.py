@@ -13,8 +13,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from server.contract.provenance import utc_timestamp
 from server.errors import ModelLoadFailed
 from server.metrics.instruments import Metrics
 from server.registry.loader import load_version
@@ -84,7 +84,7 @@ class VersionLifecycle:
                 elapsed = time.perf_counter() - started
                 rss_after = await asyncio.to_thread(process_rss_bytes)
                 slot.state, slot.served = VersionState.READY, served
-                slot.loaded_at = datetime.now(UTC).isoformat(timespec="seconds")
+                slot.loaded_at = utc_timestamp()
                 slot.load_duration_s, slot.provider = elapsed, served.provider
                 slot.memory_bytes = (
                     max(0, rss_after - rss_before) if rss_before is not None and rss_after is not None else None

@@ -128,6 +128,11 @@ def _check_tensors(
                 raise ModelLoadFailed(f"{where}: axis {axis} is {have} in the graph, {MANIFEST_FILENAME} says {want}")
 
 
+def warm_up_rows(manifest: ModelManifest) -> list[int]:
+    """The batch sizes a version is warmed up at before it serves: 1 and its largest batch."""
+    return sorted({1, manifest.batching.max_batch_size})
+
+
 def warm_up_inputs(manifest: ModelManifest, rows: int) -> dict[str, np.ndarray]:
     """Zeros (empty strings for BYTES) of every input at `rows` rows; other dynamic axes get 1.
 
@@ -178,7 +183,7 @@ async def load_version(folder: Path, name: str, version: int, settings: Settings
     manifest, runtime = await asyncio.to_thread(open_version, folder, name, version, settings)
     served = ServedVersion(manifest, runtime, metrics)
     try:
-        for rows in sorted({1, manifest.batching.max_batch_size}):
+        for rows in warm_up_rows(manifest):
             try:
                 await served.executor.run(warm_up_inputs(manifest, rows))
             except HotserveError as error:

@@ -165,5 +165,12 @@ class RedisControlState:
                 await self._client.hdel(self.replicas_key, *(s.replica for s in stale))
         return sorted(statuses, key=lambda s: s.replica)
 
+    async def withdraw(self, replica: str) -> None:
+        try:
+            await self._client.hdel(self.replicas_key, replica)
+        except (RedisError, OSError) as error:
+            self._mark(False, error)
+            raise ControlStateUnavailable(f"replica report in Redis cannot be removed: {error}") from error
+
     async def close(self) -> None:
         await self._client.aclose()

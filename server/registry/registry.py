@@ -1,25 +1,26 @@
-"""`ModelRegistry`: the versions of the repository, their lifecycle, and the routing table.
+"""`ModelRegistry`: the versions of the repository, their lifecycle, and the published routing table.
 
 Control path, one way in: `apply(snapshot)` makes a `ControlSnapshot` (the desired routing
 state) true. Under the control lock it loads what the snapshot wants loaded (aliased,
 explicitly loaded and retained versions; off the loop: read, sha256, session, graph check,
-warm-up), builds a new immutable `RoutingTable` and publishes it by replacing one reference,
-then drains and unloads the versions nothing wants any more, each once its request leases
-reach zero. Start-up is `scan` + `apply(stored snapshot)`; a watcher applies every newer
-snapshot the control state reports (written by another process or replica); an admin
-change is `change(edit)`: read the stored snapshot, edit it, compare-and-set it, apply it,
-all under the same lock. A snapshot older than the one applied is never applied.
+warm-up), then publishes: the pure functions of `server/routing/build.py` decide, from the
+snapshot and the READY versions, which version serves, what stays loaded and the new immutable
+`RoutingTable`; the registry detaches what is no longer kept, replaces the table's one
+reference, and drains and unloads the detached versions once their request leases reach zero.
 
-Which version serves unpinned requests: the one the `production` alias names. If that one
-fails to load, the version serving before keeps serving (at start-up there is none: the
-model serves nothing rather than a version the operator did not choose). Without an alias
-the version serving keeps serving, and at start-up the newest version that loads serves
-(a failing newer version is skipped). An alias naming a version not in the repository is
-logged and ignored. A failure is logged with its reason, counted, shown by `statuses()`,
-and never receives traffic; other models serve. A model the snapshot marks `stopped` serves
-nothing and does not count against readiness.
+Start-up is `scan` + `apply(stored snapshot)`; a watcher applies every newer snapshot the
+control state reports (written by another process or replica). An operator's change is
+prepare, then commit: `prepare(model, versions)` loads, verifies and warms up the versions the
+change needs and keeps them loaded until it ends (they take no traffic yet); `commit(edit)`
+reads the stored snapshot, edits it, compare-and-sets it and applies it, under the control lock.
+What a preparation loaded that the committed state does not want is unloaded when it ends;
+nothing is applied again to clean up. A snapshot older than the one applied is never applied.
 
-`lifecycle.py` moves each version through its states (load, detach, drain, unload).
+A failure to load is logged with its reason, counted, shown by `statuses()`, and never
+receives traffic; other models serve. A model the snapshot marks `stopped` serves nothing and
+does not count against readiness. `lifecycle.py` moves each version through its states (load,
+detach, drain, unload); `reporting.py` tells Prometheus and the other replicas what was
+published. The control-state store is handed in (`create_app` opens it from the settings).
 
 Request path: `acquire()` is one lookup in the published table plus a lease; the edge calls
 `release()` on the version once the request is answered.
@@ -28,34 +29,28 @@ Request path: `acquire()` is one lookup in the published table plus a lease; the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from server.errors import ControlConflict, ControlStateUnavailable, ModelNotFound, ModelNotReady, VersionNotReady
 from server.metrics.instruments import Metrics
-from server.registry.control_state import (
-    PRODUCTION,
-    ControlSnapshot,
-    ControlState,
-    FileControlState,
-    ModelControl,
-    ReplicaStatus,
-)
+from server.registry.control_state import ControlSnapshot, ControlState
 from server.registry.lifecycle import Retired, VersionLifecycle
-from server.registry.repository import scan_repository
+from server.registry.reporting import RoutingReports
+from server.registry.repository import Rescan, compare_scan, scan_repository
 from server.registry.served import ServedVersion
 from server.registry.versions import VersionSlot, VersionState, VersionStatus
+from server.routing.build import default_version, keep_loaded, model_routes, needs_newest, routing_table
 from server.routing.table import ModelRoutes, RoutingTable, ShadowRoute
-from server.routing.traffic import resolve_split
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Change", "ModelRegistry", "Rescan", "ServedVersion", "VersionState", "VersionStatus"]
+__all__ = ["Change", "ModelRegistry", "Preparation", "Rescan", "ServedVersion", "VersionState", "VersionStatus"]
 
 CHANGE_ATTEMPTS = 3
 """Compare-and-set attempts of one change before a `ControlConflict` reaches the caller."""
@@ -67,7 +62,7 @@ Edit = Callable[[ControlSnapshot], ControlSnapshot | None]
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What `change()` did: the stored snapshot it edited and the one it stored (None: no-op)."""
+    """What `commit()` did: the stored snapshot it edited and the one it stored (None: no-op)."""
 
     before: ControlSnapshot
     after: ControlSnapshot | None
@@ -76,61 +71,47 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
-class Rescan:
-    """Versions a repository scan found new, and versions whose folders are gone."""
+class Preparation:
+    """Versions of one model loaded, verified and warmed up for a change, kept loaded until the
+    preparation ends (a concurrent apply does not unload them before the commit)."""
 
-    added: list[tuple[str, int]]
-    removed: list[tuple[str, int]]
-
-    def describe(self) -> str:
-        return f"added {_names(self.added)}; removed {_names(self.removed)}"
-
-
-def control_state_for(settings: Settings, metrics: Metrics) -> ControlState:
-    """Redis (one routing shared by the fleet) when `redis_url` is set, else the local file."""
-    metrics.control_state_up.set(1)
-    if settings.redis_url is not None:
-        from server.registry.redis_control_state import RedisControlState
-
-        return RedisControlState(
-            settings.redis_url.get_secret_value(),
-            key_prefix=settings.control_key_prefix,
-            timeout_s=settings.control_redis_timeout_ms / 1000.0,
-            reconcile_interval_s=settings.control_reconcile_interval_s,
-            on_up_change=lambda up: metrics.control_state_up.set(1 if up else 0),
-        )
-    return FileControlState(settings.resolved_control_state_path, poll_interval_s=settings.control_poll_interval_s)
+    model: str
+    versions: tuple[int, ...]
 
 
 class ModelRegistry:
     """Every model version of the repository, the routing table over the loaded ones, and `apply`."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, control_state: ControlState | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, control: ControlState) -> None:
         self._settings = settings
         self._metrics = metrics
         self._root = settings.model_repository
-        self.control: ControlState = control_state or control_state_for(settings, metrics)
-        """Where the desired state is stored; admin operations write it, then `apply` it."""
+        self._control = control
         self._slots: dict[str, dict[int, VersionSlot]] = {}
         self._table = RoutingTable()
         self._applied = ControlSnapshot()
         self._lock = asyncio.Lock()
         self._model_locks: dict[str, asyncio.Lock] = {}
+        self._pins: Counter[tuple[str, int]] = Counter()
+        """Versions held loaded by preparations in progress."""
         self._lifecycle = VersionLifecycle(settings, metrics)
+        self._reports = RoutingReports(
+            settings.replica_id, control, metrics, settings.control_reconcile_interval_s, lambda: self._table
+        )
         self._tasks: list[asyncio.Task[None]] = []
-        self._reports: set[asyncio.Future[None]] = set()
         self._started = False
         self._closing = False
 
     # --- control path -----------------------------------------------------------------------
 
     @property
-    def lock(self) -> asyncio.Lock:
-        """Serialises control operations (held by `apply`, `change` and `rescan`)."""
-        return self._lock
+    def control(self) -> ControlState:
+        """Where the desired state is stored; changes write it, then `apply` it."""
+        return self._control
 
     def model_lock(self, name: str) -> asyncio.Lock:
-        """Serialises the admin operations on one model (taken before `lock`, never inside it)."""
+        """Serialises the admin operations on one model (taken before the control lock that
+        `apply`, `commit` and `rescan` hold, never inside it)."""
         return self._model_locks.setdefault(name, asyncio.Lock())
 
     @property
@@ -163,7 +144,7 @@ class ModelRegistry:
             or "nothing",
         )
         self._tasks.append(asyncio.create_task(self._follow(), name="hotserve-control-watch"))
-        self._tasks.append(asyncio.create_task(self._heartbeat(), name="hotserve-control-report"))
+        self._reports.start()
         if self._settings.repository_poll_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._poll(), name="hotserve-repository-poll"))
 
@@ -173,7 +154,7 @@ class ModelRegistry:
         backoff = 0.1
         while True:
             try:
-                return await self.control.read()
+                return await self._control.read()
             except ControlStateUnavailable as error:
                 if time.monotonic() >= deadline:
                     raise RuntimeError(
@@ -182,27 +163,6 @@ class ModelRegistry:
                 log.warning("%s; retrying (the server is not ready until it has the routing)", error)
             await asyncio.sleep(backoff)  # retry backoff, not synchronisation
             backoff = min(2.0, backoff * 2)
-
-    async def _report(self) -> None:
-        """Tell operators (through the control store) which routing this replica applied."""
-        table = self._table
-        status = ReplicaStatus(
-            replica=self._settings.replica_id,
-            revision=table.revision,
-            reported_at=time.time(),
-            models={name: {str(v): w for v, w in routes.weights.items()} for name, routes in table.models.items()},
-            fallbacks=[f"{name}: {f}" for name, routes in table.models.items() for f in routes.fallbacks],
-        )
-        try:
-            await self.control.report(status)
-        except Exception:  # reporting is for operators; routing never depends on it
-            log.exception("reporting the applied routing failed")
-
-    async def _heartbeat(self) -> None:
-        """Report the applied routing every reconcile period, so operators see live replicas."""
-        while True:
-            await asyncio.sleep(self._settings.control_reconcile_interval_s)  # a period, not a sync
-            await self._report()
 
     async def apply(self, snapshot: ControlSnapshot) -> RoutingTable:
         """Make `snapshot` the running state; returns the routing table it published.
@@ -216,19 +176,43 @@ class ModelRegistry:
         await self._lifecycle.retire(retired)
         return table
 
-    async def change(self, edit: Edit) -> Change:
+    @asynccontextmanager
+    async def prepare(self, model: str, versions: Iterable[int]) -> AsyncIterator[Preparation]:
+        """Load, verify and warm up `versions` of `model` for a change, and keep them loaded
+        until the block ends; then what the applied state does not want is unloaded.
+
+        ModelNotFound if the scan did not find one; VersionNotReady (409) with the reason if
+        one cannot be loaded (nothing of the change is stored then).
+        """
+        wanted = sorted(set(versions))
+        slots = [(version, self._slot(model, version)) for version in wanted]
+        keys = [(model, version) for version in wanted]
+        self._pins.update(keys)
+        try:
+            for version, slot in slots:
+                if not slot.routable and not await self._lifecycle.load(model, version, slot):
+                    raise VersionNotReady(model, version, slot.state.value, slot.reason)
+            yield Preparation(model, tuple(wanted))
+        finally:
+            self._pins.subtract(keys)
+            self._pins = +self._pins  # drop the zero counts
+            await self._release(model, wanted)
+
+    async def commit(self, edit: Edit, preparation: Preparation | None = None) -> Change:
         """Read the stored snapshot, `edit` it, store it (compare-and-set) and apply it, under the
         control lock. Returns once the new routing is published; `Change.drained` completes
         when what it retired is unloaded. A stale read is retried; `ControlConflict` after
-        `CHANGE_ATTEMPTS`."""
+        `CHANGE_ATTEMPTS`. With nothing to store, a prepared version that became ready still
+        takes the place the applied state gives it (e.g. one loaded again after a failure)."""
         for attempt in range(1, CHANGE_ATTEMPTS + 1):
             async with self._lock:
-                before = await self.control.read()
+                before = await self._control.read()
                 edited = edit(before)
                 if edited is None or edited.models == before.models:
-                    return Change(before, None, _done())
+                    retired = self._publish_prepared(preparation)
+                    return Change(before, None, asyncio.ensure_future(self._lifecycle.retire(retired)))
                 try:
-                    stored = await self.control.write(edited, before.revision)
+                    stored = await self._control.write(edited, before.revision)
                 except ControlConflict:
                     if attempt == CHANGE_ATTEMPTS:
                         raise
@@ -240,31 +224,17 @@ class ModelRegistry:
             return Change(before, stored, drained)
         raise AssertionError("unreachable")
 
-    async def ensure_loaded(self, name: str, version: int) -> VersionStatus:
-        """Load `version` unless it is READY (a FAILED or UNLOADED one is tried again).
-
-        ModelNotFound if the scan did not find it; VersionNotReady (409) with the reason if
-        it cannot be loaded. A version nothing wants is unloaded again by the next `apply`.
-        """
-        slot = self._slot(name, version)
-        if not slot.routable and not await self._lifecycle.load(name, version, slot):
-            raise VersionNotReady(name, version, slot.state.value, slot.reason)
-        return slot.status(name, version)
-
     async def rescan(self) -> Rescan:
         """Scan the repository again: new versions become AVAILABLE (new models are served as
         at start-up); versions whose folder is gone are forgotten unless loaded."""
         async with self._lock:
             found = await asyncio.to_thread(scan_repository, self._root)
-            added = [
-                (name, v) for name, versions in found.items() for v in versions if v not in self._slots.get(name, {})
-            ]
-            removed = [(name, v) for name, slots in self._slots.items() for v in slots if v not in found.get(name, [])]
-            for name, version in added:
+            scan = compare_scan(found, self._slots)
+            for name, version in scan.added:
                 if name not in self._slots:
                     self._metrics.model_found(name)
                 self._slots.setdefault(name, {})[version] = VersionSlot()
-            for name, version in removed:
+            for name, version in scan.removed:
                 slot = self._slots[name][version]
                 if slot.served is not None or slot.draining or slot.loading is not None:
                     log.warning(
@@ -275,11 +245,12 @@ class ModelRegistry:
                 if not self._slots[name]:
                     del self._slots[name]
             retired: list[Retired] = []
-            if added or removed:
-                log.info("repository rescan: %s", Rescan(added, removed).describe())
+            if scan.added or scan.removed:
+                log.info("repository rescan: %s", scan.describe())
+                # New models load as at start-up; the routing is published over the new slots.
                 _, retired = await self._apply_locked(self._applied)
         await self._lifecycle.retire(retired)
-        return Rescan(added, removed)
+        return scan
 
     async def _apply_locked(
         self, snapshot: ControlSnapshot, newest: bool = False
@@ -288,73 +259,91 @@ class ModelRegistry:
             raise ModelNotReady("server is shutting down")
         if snapshot.revision < self._applied.revision and not newest:
             return self._table, []  # a newer snapshot is applied already: never go back
-        names = sorted(self._slots)
-        defaults = await asyncio.gather(*(self._apply_model(name, snapshot.model(name)) for name in names))
+        retry_failed = {name: snapshot.model(name) != self._applied.model(name) for name in self._slots}
+        await asyncio.gather(*(self._load_wanted(name, snapshot, retry_failed[name]) for name in sorted(self._slots)))
+        retired = self._publish(snapshot)
+        return self._table, retired
+
+    async def _load_wanted(self, name: str, snapshot: ControlSnapshot, retry_failed: bool) -> None:
+        """Act: load what `snapshot` wants of `name` (and, with nothing serving and no
+        `production`, the newest version that loads, as at start-up)."""
+        control = snapshot.model(name)
+        if control.stopped:
+            return
+        slots = self._slots[name]
+        # A version that failed is tried again only when this model's desired state changed
+        # (or by an explicit load), not by every apply of another model's change.
+        for version in sorted(control.wanted() & set(slots), reverse=True):
+            slot = slots[version]
+            if not slot.routable and (retry_failed or slot.state is not VersionState.FAILED):
+                await self._lifecycle.load(name, version, slot)
+        if not needs_newest(control, slots.keys(), self._ready(name), self._default(name)):
+            return
+        for version in sorted(slots, reverse=True):
+            slot = slots[version]
+            if slot.routable or (
+                slot.state is not VersionState.FAILED and await self._lifecycle.load(name, version, slot)
+            ):
+                return
+
+    def _publish(self, snapshot: ControlSnapshot) -> list[Retired]:
+        """Decide the routing from `snapshot` and the READY versions (`routing/build.py`), detach
+        what is no longer kept, publish the table (one reference swap); returns the detached."""
         retired: list[Retired] = []
         models: dict[str, ModelRoutes] = {}
-        for name, default in zip(names, defaults, strict=True):
-            control = snapshot.model(name)
-            aliases = {
-                alias: v for alias, v in control.aliases.items() if v in self._slots[name] and not control.stopped
-            }
-            keep = (control.wanted() & set(self._slots[name])) | ({default.version} if default else set())
-            retired += self._lifecycle.detach(name, self._slots[name], keep)
-            routable = {
-                v: slot.served for v, slot in self._slots[name].items() if slot.routable and slot.served is not None
-            }
-            traffic = {} if control.stopped else control.traffic
-            targets = aliases if default is None else {PRODUCTION: default.version, **aliases}
-            resolved = resolve_split(traffic, targets, routable, default)
-            for fallback in resolved.fallbacks:
-                log.warning("model %r traffic: %s", name, fallback)
-            models[name] = ModelRoutes(
-                name=name,
-                default=default,
-                aliases=MappingProxyType(aliases),
-                versions=MappingProxyType(routable),
-                split=resolved.split,
-                weights=MappingProxyType(resolved.weights),
-                fallbacks=resolved.fallbacks,
-                shadow=None if control.stopped else self._shadow_route(name, control, routable),
-            )
-        table = RoutingTable(revision=snapshot.revision, models=MappingProxyType(models))
-        self._publish_version_info(self._table, table)
-        self._publish_weights(self._table, table)
-        self._table = table  # publish: one reference swap
+        for name in sorted(self._slots):
+            slots, control = self._slots[name], snapshot.model(name)
+            decision = default_version(control, slots.keys(), self._ready(name), self._default(name))
+            for note in decision.notes:
+                log.error("model %r: %s", name, note)
+            keep = keep_loaded(control, slots.keys(), decision.served) | {v for m, v in self._pins if m == name}
+            retired += self._lifecycle.detach(name, slots, keep)
+            routes, notes = model_routes(name, control, slots.keys(), self._ready(name), decision.served)
+            for note in notes:
+                log.warning("model %r: %s", name, note)
+            models[name] = routes
+        table = routing_table(snapshot.revision, models)
+        old, self._table = self._table, table  # publish: one reference swap
         self._applied = snapshot
-        self._metrics.control_revision.set(snapshot.revision)
-        report = asyncio.ensure_future(self._report())  # for operators; the change does not wait
-        self._reports.add(report)
-        report.add_done_callback(self._reports.discard)
-        return table, retired
+        self._reports.published(old, table)
+        return retired
 
-    @staticmethod
-    def _shadow_route(name: str, control: ModelControl, routable: dict[int, ServedVersion]) -> ShadowRoute | None:
-        if control.shadow is None:
-            return None
-        served = routable.get(control.shadow.version)
-        if served is None:
-            log.warning("model %r: shadow version %d is not ready; no copies are sent", name, control.shadow.version)
-            return None
-        return ShadowRoute(served, control.shadow.share, control.shadow.tolerance, control.shadow.threshold)
+    def _publish_prepared(self, preparation: Preparation | None) -> list[Retired]:
+        """After a no-op commit: publish again only if a prepared version became ready and
+        the applied state routes it (a version loaded again after it had failed)."""
+        if preparation is None or self._closing:
+            return []
+        name = preparation.model
+        slots = self._slots.get(name, {})
+        wanted = keep_loaded(self._applied.model(name), slots.keys(), self._default(name))
+        routes = self._table.models.get(name)
+        routed = set() if routes is None else set(routes.versions)
+        if all(v not in wanted or not slots[v].routable or v in routed for v in preparation.versions):
+            return []
+        return self._publish(self._applied)
 
-    def _publish_weights(self, old: RoutingTable, new: RoutingTable) -> None:
-        """`hotserve_traffic_weight_percent`: the effective share of each routable version."""
-        gauge = self._metrics.traffic_weight
-        fresh = {
-            (name, str(v)): routes.weights.get(v, 0) for name, routes in new.models.items() for v in routes.versions
-        }
-        for name, routes in old.models.items():
-            for version in routes.versions:
-                if (name, str(version)) not in fresh:
-                    with contextlib.suppress(KeyError):
-                        gauge.remove(name, str(version))
-        for (name, label), weight in fresh.items():
-            gauge.labels(name, label).set(weight)
+    async def _release(self, model: str, versions: list[int]) -> None:
+        """A preparation ended: unload what it loaded that nothing wants (no apply, no load)."""
+        if self._closing:
+            return
+        async with self._lock:
+            slots = self._slots.get(model, {})
+            keep = keep_loaded(self._applied.model(model), slots.keys(), self._default(model))
+            pinned = {v for m, v in self._pins if m == model}
+            unwanted = [v for v in versions if v in slots and slots[v].served is not None and v not in keep | pinned]
+            retired = self._publish(self._applied) if unwanted else []
+        await self._lifecycle.retire(retired)
+
+    def _ready(self, name: str) -> dict[int, ServedVersion]:
+        return {v: slot.served for v, slot in self._slots[name].items() if slot.routable and slot.served is not None}
+
+    def _default(self, name: str) -> ServedVersion | None:
+        routes = self._table.models.get(name)
+        return None if routes is None else routes.default
 
     async def _follow(self) -> None:
         """Apply every newer snapshot the control state reports, until closed."""
-        async for snapshot in self.control.watch(self._applied.revision):
+        async for snapshot in self._control.watch(self._applied.revision):
             if snapshot.revision <= self._applied.revision:
                 continue  # already applied (e.g. by the admin call that wrote it)
             try:
@@ -378,63 +367,6 @@ class ModelRegistry:
                 return
             except Exception:
                 log.exception("repository rescan failed")
-
-    async def _apply_model(self, name: str, control: ModelControl) -> ServedVersion | None:
-        """Load what `control` wants; return the version unpinned requests should go to."""
-        if control.stopped:
-            return None
-        slots = self._slots[name]
-        for alias, version in sorted(control.aliases.items()):
-            if version not in slots:
-                log.error(
-                    "model %r: alias %r names version %d, which is not in the repository (versions %s); ignored",
-                    name,
-                    alias,
-                    version,
-                    sorted(slots),
-                )
-        # A version that failed is tried again only when this model's desired state changed
-        # (or by an explicit load), not by every apply of another model's change.
-        retry_failed = control != self._applied.model(name)
-        for version in sorted(control.wanted() & set(slots), reverse=True):
-            slot = slots[version]
-            if not slot.routable and (retry_failed or slot.state is not VersionState.FAILED):
-                await self._lifecycle.load(name, version, slot)
-        current = self._table.lookup(name)
-        pinned = control.aliases.get(PRODUCTION)
-        if pinned is not None and pinned in slots:
-            if slots[pinned].routable:
-                return slots[pinned].served
-            if current is not None:
-                log.error(
-                    "model %r: production version %d is not ready; version %d keeps serving",
-                    name,
-                    pinned,
-                    current.version,
-                )
-                return current
-            log.error(
-                "model %r: production version %d could not be loaded; the model answers 503 until it is", name, pinned
-            )
-            return None
-        if current is not None and self._table.serves(current):
-            return current
-        for version in sorted(slots, reverse=True):
-            slot = slots[version]
-            if slot.routable or (
-                slot.state is not VersionState.FAILED and await self._lifecycle.load(name, version, slot)
-            ):
-                return slot.served
-        log.error("model %r: no version could be loaded; it answers 503 until one is", name)
-        return None
-
-    def _publish_version_info(self, old: RoutingTable, new: RoutingTable) -> None:
-        """`hotserve_model_version_info`: one series per alias -> version of the new table."""
-        gauge = self._metrics.model_version_info
-        for labels in _alias_labels(old) - _alias_labels(new):
-            gauge.remove(*labels)
-        for labels in _alias_labels(new):
-            gauge.labels(*labels).set(1)
 
     # --- request path -----------------------------------------------------------------------
 
@@ -512,9 +444,14 @@ class ModelRegistry:
         return self._slot(name, version).status(name, version)
 
     def serving(self, name: str) -> int | None:
-        """The version answering `name`'s unpinned requests now; None when none is."""
-        served = self._table.lookup(name)
+        """The version `name`'s unpinned requests go to by default (its `production`; a traffic
+        split sends shares elsewhere, see `routes`); None when none is."""
+        served = self._default(name)
         return None if served is None else served.version
+
+    def routes(self, name: str) -> ModelRoutes | None:
+        """`name`'s published routes (None: not in the table)."""
+        return self._table.models.get(name)
 
     def _slot(self, name: str, version: int) -> VersionSlot:
         slot = self._slots.get(name, {}).get(version)
@@ -528,9 +465,7 @@ class ModelRegistry:
         return (
             self._started
             and not self._closing
-            and all(
-                self._table.lookup(name) is not None for name in self._slots if not self._applied.model(name).stopped
-            )
+            and all(self._default(name) is not None for name in self._slots if not self._applied.model(name).stopped)
         )
 
     async def close(self, timeout_s: float) -> None:
@@ -551,26 +486,4 @@ class ModelRegistry:
         for served, drained in zip(loaded, results, strict=False):
             if not drained:
                 log.warning("model %r version %d: closed with work still running", served.name, served.version)
-        await self.control.close()
-
-
-def _alias_labels(table: RoutingTable) -> set[tuple[str, str, str]]:
-    labels = set()
-    for name, routes in table.models.items():
-        aliases = {alias: v for alias, v in routes.aliases.items() if v in routes.versions}
-        if routes.default is not None:
-            aliases[PRODUCTION] = routes.default.version
-        else:
-            aliases.pop(PRODUCTION, None)
-        labels |= {(name, alias, str(version)) for alias, version in aliases.items()}
-    return labels
-
-
-def _names(versions: list[tuple[str, int]]) -> str:
-    return ", ".join(f"{name} v{version}" for name, version in versions) or "nothing"
-
-
-def _done() -> asyncio.Future[None]:
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
+        await self._reports.close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from server.contract.manifest import MODEL_NAME_PATTERN
@@ -20,6 +22,28 @@ log = logging.getLogger(__name__)
 
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _VERSION = re.compile(r"^[1-9][0-9]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rescan:
+    """Versions a repository scan found new, and versions whose folders are gone."""
+
+    added: list[tuple[str, int]]
+    removed: list[tuple[str, int]]
+
+    def describe(self) -> str:
+        return f"added {_names(self.added)}; removed {_names(self.removed)}"
+
+
+def compare_scan(found: Mapping[str, list[int]], known: Mapping[str, Iterable[int]]) -> Rescan:
+    """What a new scan (`found`) adds to and removes from the versions `known` before."""
+    added = [(name, v) for name, versions in found.items() for v in versions if v not in set(known.get(name, ()))]
+    removed = [(name, v) for name, versions in known.items() for v in versions if v not in found.get(name, [])]
+    return Rescan(added, removed)
+
+
+def _names(versions: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{name} v{version}" for name, version in versions) or "nothing"
 
 
 def scan_repository(root: Path) -> dict[str, list[int]]:

@@ -16,8 +16,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from server.contract.aliases import PRODUCTION
 from server.errors import InvalidInput
-from server.registry.control_state import PRODUCTION
 from server.registry.served import ServedVersion
 
 BUCKETS = 10_000

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from exporters.options import ExportOptions
-from exporters.pipeline import ExportResult, export_checkpoint
+from exporters.export.options import ExportOptions
+from exporters.export.pipeline import ExportResult, export_checkpoint
 from training.config import TrainConfig
 from training.datasets import DatasetSpec, load_dataset
 from training.trainer import train

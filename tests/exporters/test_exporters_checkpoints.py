@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from exporters.errors import CheckpointUnusable
-from exporters.pipeline import export_checkpoint
-from exporters.source import resolve_checkpoint
+from exporters.export.pipeline import export_checkpoint
+from exporters.export.source import resolve_checkpoint
 
 
 @pytest.fixture

@@ -68,6 +68,37 @@ def test_export_over_an_existing_version_exits_1_and_says_it_is_never_overwritte
     assert list((tmp_path / "sequences" / "1").iterdir()) == []
 
 
+def test_re_export_with_other_serving_options_publishes_the_next_free_version(
+    mlp_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No retraining to change batching: the checkpoint's number is taken, so the next one is used."""
+    repository = tmp_path / "repository"
+    first = ["export", str(mlp_checkpoint), "--repository", str(repository), "--no-optimize"]
+    assert main(first) == 0
+    assert main([*first, "--max-batch-size", "8"]) == 0
+
+    assert sorted(p.name for p in (repository / "fraud").iterdir()) == ["1", "2"]
+    again = ModelManifest.read(repository / "fraud" / "2")
+    assert (again.version, again.batching.max_batch_size) == (2, 8)
+    assert again.lineage.checkpoint == str(mlp_checkpoint.resolve())
+    assert ModelManifest.read(repository / "fraud" / "1").batching.max_batch_size == 64
+    out = capsys.readouterr().out
+    assert f"published {repository / 'fraud' / '2'} from {mlp_checkpoint}" in out
+    assert "note: checkpoint version 1 published as version 2" in out
+
+
+def test_export_version_flag_names_the_version_and_never_overwrites(
+    mlp_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repository = tmp_path / "repository"
+    command = ["export", str(mlp_checkpoint), "--repository", str(repository), "--no-optimize", "--version", "7"]
+
+    assert main(command) == 0
+    assert ModelManifest.read(repository / "fraud" / "7").version == 7
+    assert main(command) == 1
+    assert "fraud/7 already exists; a published version is never overwritten" in capsys.readouterr().err
+
+
 def test_int8_and_fp16_flags_are_mutually_exclusive(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["export", str(tmp_path), "--quantize", "int8", "--fp16"])
@@ -77,8 +108,8 @@ def test_int8_and_fp16_flags_are_mutually_exclusive(tmp_path: Path) -> None:
 def test_export_arguments_import_neither_torch_nor_onnx() -> None:
     """`hotserve` imports every subcommand module to build its parser, even to serve."""
     probe = (
-        "import argparse, sys, exporters.cli; "
-        "exporters.cli.add_arguments(argparse.ArgumentParser()); "
+        "import argparse, sys, exporters.export.cli; "
+        "exporters.export.cli.add_arguments(argparse.ArgumentParser()); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'onnx', 'onnxruntime', 'onnxscript')))"
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from exporters.errors import ExportError
-from exporters.feature_view import export_feature_spec
-from exporters.options import ExportOptions
-from exporters.pipeline import ExportResult
+from exporters.export.feature_view import export_feature_spec
+from exporters.export.options import ExportOptions
+from exporters.export.pipeline import ExportResult
 from training.checkpoints import METADATA_FILENAME, CheckpointMetadata
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from exporters.errors import ExportError, MetricRegression, ParityError, SignatureMismatch
-from exporters.options import FP32_TOLERANCE
-from exporters.parity import compare, metric_change
-from exporters.pipeline import ExportResult, export_loaded
+from exporters.export.pipeline import ExportResult, export_loaded
+from exporters.shared.checks import FP32_TOLERANCE
+from exporters.shared.parity import compare, metric_change
 from server.contract.manifest import ONNX_FILENAME
 from training.checkpoints import load_checkpoint
 from training.datasets import fraud

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from exporters.errors import ExportError
-from exporters.options import FP16_TOLERANCE, INT8_TOLERANCE, ExportOptions
-from exporters.pipeline import ExportResult, export_checkpoint
+from exporters.export.options import ExportOptions
+from exporters.export.pipeline import ExportResult, export_checkpoint
+from exporters.shared.checks import FP16_TOLERANCE, INT8_TOLERANCE
 from server.contract.manifest import ONNX_FILENAME, ModelManifest
 from training.checkpoints import load_checkpoint
 from training.metrics import evaluate

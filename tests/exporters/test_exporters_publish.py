@@ -9,9 +9,9 @@ import onnx
 import pytest
 
 from exporters.errors import VersionExists
-from exporters.manifest_builder import batching_policy
-from exporters.pipeline import ExportResult, export_checkpoint
-from exporters.repository import STAGING_PREFIX, VersionStaging
+from exporters.export.pipeline import ExportResult, export_checkpoint
+from exporters.shared.manifest_builder import batching_policy
+from exporters.shared.publish import STAGING_PREFIX, VersionStaging
 from server.contract.manifest import (
     MANIFEST_FILENAME,
     ONNX_FILENAME,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporters.pipeline import ExportResult
+from exporters.export.pipeline import ExportResult
 from server.registry.loader import open_version, warm_up_inputs
 from server.registry.repository import scan_repository
 from server.settings import Settings

@@ -16,11 +16,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from exporters.class_labels import attach_class_names
 from exporters.errors import MetricRegression, ParityError
-from exporters.options import FP32_TOLERANCE, INT8_TASK_TOLERANCE, ExportOptions
-from exporters.parity import compare_labels, metric_change
-from exporters.pipeline import export_checkpoint
+from exporters.export.class_labels import attach_class_names
+from exporters.export.options import ExportOptions
+from exporters.export.pipeline import export_checkpoint
+from exporters.shared.checks import FP32_TOLERANCE, INT8_TASK_TOLERANCE
+from exporters.shared.parity import compare_labels, metric_change
 from load_tests.server_process import start_server
 from server.contract.manifest import ONNX_FILENAME, ModelManifest, TensorSpec
 from training.checkpoints import load_checkpoint

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import tritonclient.http as httpclient
 
-from exporters.importer import ImportOptions, import_model
+from exporters.imports.pipeline import ImportOptions, import_model
 from load_tests.server_process import ServerProcess, start_server
 from tests.importer.conftest import FEATURES, Converted
 

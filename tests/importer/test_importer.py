@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from exporters.errors import ExportError, ModelRefused, VersionExists
-from exporters.importer import ImportOptions, import_model
+from exporters.imports.pipeline import ImportOptions, import_model
 from server.contract.manifest import ONNX_FILENAME, ModelManifest, sha256_file
 from server.registry.loader import open_version, warm_up_inputs
 from server.settings import Settings

@@ -97,13 +97,13 @@ def repository(tmp_path: Path) -> Path:
 TOKEN = "fleet-operator-token-0123"
 
 
-def start_replica(repository: Path, redis: RedisServer, log: Path) -> ServerProcess:
+def start_replica(repository: Path, redis: RedisServer, log: Path, reconcile_s: float = 1.0) -> ServerProcess:
     return start_server(
         repository,
         log,
         env={
             "HOTSERVE_REDIS_URL": redis.url,
-            "HOTSERVE_CONTROL_RECONCILE_INTERVAL_S": "1",
+            "HOTSERVE_CONTROL_RECONCILE_INTERVAL_S": str(reconcile_s),
             "HOTSERVE_ADMIN_TOKENS": f"ops:{TOKEN}",
             "HOTSERVE_CONTROL_REDIS_TIMEOUT_MS": "200",
             "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
@@ -271,3 +271,35 @@ async def test_replicas_keep_the_last_routing_while_redis_is_down_and_converge_a
         for replica in replicas:
             assert replica.stop() == 0, replica.log()
         await operator.close()
+
+
+async def listed_replicas(replica: ServerProcess) -> list[dict[str, object]]:
+    listed = (await admin(replica, "GET", "/admin/replicas"))["replicas"]
+    assert isinstance(listed, list)
+    return listed
+
+
+async def test_a_cleanly_stopped_replica_leaves_the_replica_list_at_once(
+    repository: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Reports go stale after three reconcile periods (90 s here): only a withdrawal explains
+    # a stopped replica leaving the list before that.
+    replicas = [start_replica(repository, redis_server, tmp_path / f"replica{i}.log", reconcile_s=30) for i in (0, 1)]
+    stopped = False
+    try:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while len(await listed_replicas(replicas[0])) < 2:  # each reports once it applied the routing
+            assert time.monotonic() < deadline, "the second replica never reported"
+            await asyncio.sleep(0.05)  # polling interval
+        assert replicas[1].stop() == 0, replicas[1].log()
+        stopped = True
+        listed = await listed_replicas(replicas[0])
+        assert len(listed) == 1, listed
+        operator = RedisControlState(redis_server.url)
+        try:
+            assert [r.replica for r in await operator.replicas()] == [listed[0]["replica"]]
+        finally:
+            await operator.close()
+    finally:
+        for replica in replicas[: 1 if stopped else 2]:
+            assert replica.stop() == 0, replica.log()

@@ -179,3 +179,17 @@ def test_missing_file_and_unknown_suffix_are_refused(tmp_path: Path) -> None:
     odd.write_bytes(b"x")
     with pytest.raises(DatasetError, match="unsupported file type '.xlsx'"):
         load_dataset(DatasetSpec(source=str(odd)))
+
+
+def test_a_text_id_column_is_refused_with_the_entity_key_advice(tmp_path: Path) -> None:
+    customers = pd.DataFrame(
+        {"customer_id": ["c0", "c1", "c2", "c3"], "spend": [1.0, 2.0, 3.0, 4.0], "label": [0, 1, 0, 1]}
+    )
+    path = _write(customers, tmp_path / "customers.csv")
+
+    with pytest.raises(DatasetError, match=r"column 'customer_id': non-numeric value 'c0'") as info:
+        load_dataset(DatasetSpec(source=str(path)))
+    assert "give --entity-key customer_id" in str(info.value)
+
+    dataset = load_dataset(DatasetSpec(source=str(path), entity_key="customer_id"))
+    assert dataset.columns == ("spend",)

@@ -136,3 +136,21 @@ def test_a_hung_rank_times_out_the_others_and_hotserve_says_so(tmp_path: Path) -
     assert "no checkpoint was written" in done.stderr
     assert "hotserve train: error: distributed training failed (torchrun exit status 1)" in done.stderr
     assert existing_versions(tmp_path / "segments") == []
+
+
+def test_under_nproc_the_ranks_error_is_the_last_line(tmp_path: Path) -> None:
+    customers = tmp_path / "customers.csv"
+    customers.write_text("customer_id,spend,label\n" + "".join(f"c{i},{i}.5,{i % 2}\n" for i in range(40)))
+
+    done = _hotserve_train(
+        ["--dataset", str(customers), "--epochs", "1", "--quiet", "--checkpoints", str(tmp_path), "--nproc", "2"],
+        tmp_path,
+    )
+
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"hotserve train: error: rank \d of 2: .*customers\.csv: column 'customer_id': non-numeric value 'c0'.*"
+        r"give --entity-key customer_id.*",
+        last,
+    ), done.stderr

@@ -4,6 +4,7 @@ overrides, defaults, 404/503 answers, requests served while the store is down, a
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -171,3 +172,13 @@ async def test_admin_feature_routes_do_not_exist_without_an_admin_token(settings
     async with serving(settings, FakeRegistry(MODELS)) as c:
         response = await c.get("/admin/features/views", headers={"Authorization": "Bearer x"})
     assert response.status_code == 404
+
+
+async def test_admin_feature_rows_are_read_as_json_whatever_the_content_type(client: httpx.AsyncClient) -> None:
+    rows = {"rows": [{"entity": "c12", "event_time": 1.0, "values": {"age": 40, "count": 1}}]}
+    response = await client.post(
+        "/admin/features/views/cust/versions/1/rows",
+        content=json.dumps(rows),
+        headers={"Authorization": "Bearer feature-admin-t0ken", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert (response.status_code, response.json()["written"]) == (200, 1)

@@ -23,6 +23,7 @@ from server.monitoring.monitor import DriftMonitor
 from server.monitoring.psi import EPSILON, ReferenceBins, psi, status_of
 from server.monitoring.window import SampleWindow
 from server.registry.control_state import ControlSnapshot, ModelControl
+from server.registry.control_store import open_control_state
 from server.registry.registry import ModelRegistry
 from server.request import Tensors
 from server.runtime.executor import RuntimeExecutor
@@ -252,7 +253,7 @@ async def test_unloading_a_version_removes_its_drift_series(tmp_path: Path) -> N
         write_model_version(tmp_path, "mlp", version, drift=prediction)
     settings = Settings(model_repository=tmp_path, execution_providers="CPUExecutionProvider", intra_op_threads=1)
     metrics = Metrics()
-    registry = ModelRegistry(settings, metrics)
+    registry = ModelRegistry(settings, metrics, open_control_state(settings, metrics))
     await registry.control.write(
         ControlSnapshot(models={"mlp": ModelControl(aliases={"production": 1, "canary": 2})}), expected_revision=0
     )

@@ -11,6 +11,7 @@ import pytest
 from server.contract.manifest import sha256_file
 from server.errors import ModelNotFound, ModelNotReady
 from server.metrics.instruments import Metrics
+from server.registry.control_store import open_control_state
 from server.registry.registry import ModelRegistry, VersionState
 from server.settings import Settings
 from tests.fakes import request, tiny_mlp_reference, write_model_version
@@ -33,7 +34,8 @@ def write_aliases(path: Path, aliases: dict[str, dict[str, int]]) -> None:
 
 async def started(repository: Path, **overrides: object) -> tuple[ModelRegistry, Metrics]:
     metrics = Metrics()
-    registry = ModelRegistry(settings_for(repository, **overrides), metrics)
+    settings = settings_for(repository, **overrides)
+    registry = ModelRegistry(settings, metrics, open_control_state(settings, metrics))
     await registry.start()
     return registry, metrics
 
@@ -229,6 +231,7 @@ async def test_close_stops_serving_and_reports_not_ready(tmp_path: Path) -> None
 
 
 async def test_missing_repository_stops_start(tmp_path: Path) -> None:
-    registry = ModelRegistry(settings_for(tmp_path / "absent"), Metrics())
+    settings, metrics = settings_for(tmp_path / "absent"), Metrics()
+    registry = ModelRegistry(settings, metrics, open_control_state(settings, metrics))
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         await registry.start()

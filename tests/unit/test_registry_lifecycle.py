@@ -15,6 +15,7 @@ import pytest
 from server.errors import ControlConflict, ControlStateUnavailable, ModelNotFound, VersionNotReady
 from server.metrics.instruments import Metrics
 from server.registry.control_state import ControlSnapshot, FileControlState
+from server.registry.control_store import open_control_state
 from server.registry.registry import ModelRegistry, VersionState
 from server.runtime.onnx import OnnxRuntime
 from server.settings import Settings
@@ -36,7 +37,8 @@ def metrics() -> Metrics:
 async def registry(tmp_path: Path, metrics: Metrics) -> AsyncIterator[ModelRegistry]:
     for version in (1, 2):
         write_model_version(tmp_path, "mlp", version)
-    registry = ModelRegistry(settings_for(tmp_path), metrics)
+    settings = settings_for(tmp_path)
+    registry = ModelRegistry(settings, metrics, open_control_state(settings, metrics))
     await registry.start()
     yield registry
     await registry.close(timeout_s=5)
@@ -76,25 +78,31 @@ async def test_unloading_releases_the_version_with_its_session(registry: ModelRe
     assert released() is None
 
 
-async def test_concurrent_loads_of_one_version_load_it_once(registry: ModelRegistry, metrics: Metrics) -> None:
-    statuses = await asyncio.gather(*(registry.ensure_loaded("mlp", 1) for _ in range(5)))
-    assert {s.state for s in statuses} == {VersionState.READY}
+async def test_concurrent_preparations_of_one_version_load_it_once(registry: ModelRegistry, metrics: Metrics) -> None:
+    async def prepared() -> VersionState:
+        async with registry.prepare("mlp", [1]):
+            return state(registry, 1)
+
+    states = await asyncio.gather(*(prepared() for _ in range(5)))
+    assert set(states) == {VersionState.READY}
     assert (
         metrics.registry.get_sample_value("hotserve_model_loads_total", {"model": "mlp", "result": "success"}) == 2
     )  # v2 at start, v1 once
-    # Nothing wants v1: the next apply unloads what was loaded for nothing.
-    await registry.apply(registry.applied)
+    # Nothing wants v1: the last preparation to end unloads what was loaded for nothing.
     assert state(registry, 1) is VersionState.UNLOADED
 
 
-async def test_ensure_loaded_names_the_failure_and_unknown_versions(tmp_path: Path, registry: ModelRegistry) -> None:
+async def test_prepare_names_the_failure_and_unknown_versions(tmp_path: Path, registry: ModelRegistry) -> None:
     write_model_version(tmp_path, "mlp", 3)
     reason = break_version(tmp_path / "mlp" / "3", "graph")
     await registry.rescan()
     with pytest.raises(VersionNotReady, match=f"version 3 is FAILED: .*{reason}"):
-        await registry.ensure_loaded("mlp", 3)
+        async with registry.prepare("mlp", [1, 3]):
+            raise AssertionError("a preparation whose load failed never runs its block")
+    assert state(registry, 1) is VersionState.UNLOADED  # loaded for it, unloaded when it failed
     with pytest.raises(ModelNotFound, match="model 'mlp' version 9 not found"):
-        await registry.ensure_loaded("mlp", 9)
+        async with registry.prepare("mlp", [9]):
+            raise AssertionError("unreachable")
     with pytest.raises(ModelNotFound, match="model 'nope' not found"):
         registry.versions("nope")
 
@@ -107,7 +115,7 @@ async def test_a_snapshot_older_than_the_applied_one_is_never_applied(registry: 
     assert registry.serving("mlp") == 1 and registry.applied.revision == 4
 
 
-async def test_change_stores_then_applies_and_retries_a_stale_read(registry: ModelRegistry) -> None:
+async def test_commit_stores_then_applies_and_retries_a_stale_read(registry: ModelRegistry) -> None:
     calls = 0
 
     def edit(snapshot: ControlSnapshot) -> ControlSnapshot:
@@ -115,22 +123,22 @@ async def test_change_stores_then_applies_and_retries_a_stale_read(registry: Mod
         calls += 1
         return snapshot.with_alias("mlp", "production", 1)
 
-    change = await registry.change(edit)
+    change = await registry.commit(edit)
     await change.drained
     assert change.after is not None and change.after.revision == 1 and calls == 1
     assert registry.serving("mlp") == 1 and state(registry, 2) is VersionState.UNLOADED
     assert (await registry.control.read()) == change.after
-    noop = await registry.change(lambda s: None)
+    noop = await registry.commit(lambda s: None)
     assert noop.after is None and noop.before == change.after
 
 
-async def test_change_gives_up_after_repeated_conflicts(registry: ModelRegistry) -> None:
+async def test_commit_gives_up_after_repeated_conflicts(registry: ModelRegistry) -> None:
     async def always_stale(snapshot: ControlSnapshot, expected_revision: int) -> ControlSnapshot:
         raise ControlConflict(expected_revision, expected_revision + 1)
 
     registry.control.write = always_stale  # type: ignore[method-assign]
     with pytest.raises(ControlConflict):
-        await registry.change(lambda s: s.with_alias("mlp", "production", 1))
+        await registry.commit(lambda s: s.with_alias("mlp", "production", 1))
     assert registry.serving("mlp") == 2
 
 
@@ -169,7 +177,7 @@ async def test_a_control_state_that_cannot_be_written_says_where_and_why(tmp_pat
 
 async def test_a_change_is_applied_even_after_the_store_was_reset_to_an_older_revision(registry: ModelRegistry) -> None:
     await registry.apply(registry.applied.model_copy(update={"revision": 7}))  # then the file is lost
-    change = await registry.change(lambda s: s.with_alias("mlp", "production", 1))
+    change = await registry.commit(lambda s: s.with_alias("mlp", "production", 1))
     assert change.after is not None and change.after.revision == 1
     assert registry.serving("mlp") == 1 and registry.applied.revision == 1
 
@@ -180,7 +188,8 @@ async def test_a_model_file_linked_from_outside_the_repository_is_refused(tmp_pa
     write_model_version(outside, "mlp", 1)
     (repository / "mlp" / "1" / "model.onnx").unlink()
     (repository / "mlp" / "1" / "model.onnx").symlink_to(outside / "mlp" / "1" / "model.onnx")
-    registry = ModelRegistry(settings_for(repository), Metrics())
+    settings, metrics = settings_for(repository), Metrics()
+    registry = ModelRegistry(settings, metrics, open_control_state(settings, metrics))
     await registry.start()
     try:
         status = registry.status("mlp", 1)

@@ -11,6 +11,7 @@ import orjson
 
 from server.app import create_app
 from server.metrics.instruments import Metrics
+from server.registry.control_store import open_control_state
 from server.registry.registry import ModelRegistry, VersionState
 from server.settings import Settings
 from tests.fakes import tiny_mlp_reference, until, write_model_version
@@ -48,7 +49,8 @@ class SlowBody:
 
 async def test_request_routed_before_a_swap_is_answered_by_its_version_while_its_body_arrives(tmp_path: Path) -> None:
     weights = {v: write_model_version(tmp_path, "mlp", v) for v in (1, 2)}
-    registry = ModelRegistry(settings_for(tmp_path), Metrics())
+    settings, metrics = settings_for(tmp_path), Metrics()
+    registry = ModelRegistry(settings, metrics, open_control_state(settings, metrics))
     app = create_app(settings_for(tmp_path), registry=registry, metrics=Metrics())
     x = np.array([[0.5, -1.0, 2.0]], dtype=np.float32)
     body = v2_body(x)

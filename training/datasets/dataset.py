@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from server.contract.manifest import FeatureSpec, FeatureView, StoredFeature, sha256_file
+from demos import is_demo
+from server.contract.manifest import FeatureSpec, FeatureView, StoredFeature
 from training.tasks import ClassNames, Task
-
-DEMO_PREFIX = "demo:"
 
 
 class DatasetError(ValueError):
@@ -55,7 +54,7 @@ class DatasetSpec(BaseModel):
 
     @property
     def is_demo(self) -> bool:
-        return self.source.startswith(DEMO_PREFIX)
+        return is_demo(self.source)
 
 
 @dataclass(frozen=True)
@@ -142,31 +141,3 @@ def demo_defaults(
             "task": spec.task or task,
         }
     )
-
-
-DEMOS = ("demo:fraud", "demo:segments", "demo:delivery", "demo:sequences")
-"""Built-in generated datasets: binary fraud, multiclass customer segments, regression
-delivery minutes, binary token sequences."""
-
-
-def load_dataset(spec: DatasetSpec) -> Dataset:
-    """Load (or generate) the dataset `spec` names; raises DatasetError with the column at fault."""
-    # Imported here: each loader pulls in its own dependencies (pandas/pyarrow for tables).
-    from training.datasets import delivery, fraud, segments, sequences, tables
-
-    if spec.source == "demo:sequences":
-        return sequences.load(spec)
-    if spec.is_demo:
-        tabular_demos = {"demo:fraud": fraud, "demo:segments": segments, "demo:delivery": delivery}
-        demo = tabular_demos.get(spec.source)
-        if demo is None:
-            raise DatasetError(spec.source, f"unknown demo dataset; known: {', '.join(DEMOS)}")
-        rows = spec.rows or demo.DEFAULT_ROWS
-        frame = demo.generate(rows=rows, seed=spec.seed)
-        digest = demo_digest(
-            spec.source.removeprefix(DEMO_PREFIX), {"version": demo.GENERATOR_VERSION, "rows": rows, "seed": spec.seed}
-        )
-        return tables.tabular_dataset(frame, demo.fill_defaults(spec.model_copy(update={"rows": rows})), digest)
-    path = Path(spec.source)
-    frame = tables.read_table(path)
-    return tables.tabular_dataset(frame, spec, sha256_file(path))

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from server.contract.tables import TableFormat, table_format
 from training.datasets.dataset import Dataset, DatasetError, DatasetSpec
 from training.datasets.labels import encode_labels
 
 DEFAULT_LABEL = "label"
-READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
+READERS: dict[TableFormat, Callable[[Path], Any]] = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read a `.csv` or `.parquet` file into a DataFrame."""
     source = str(path)
-    if not path.is_file():
-        raise DatasetError(source, "file not found")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise DatasetError(source, f"unsupported file type {path.suffix!r}; expected one of {sorted(READERS)}")
+    try:
+        reader = READERS[table_format(path)]
+    except ValueError as exc:
+        raise DatasetError(source, str(exc)) from None
     try:
         frame = reader(path)
     except pd.errors.EmptyDataError:
@@ -33,8 +35,16 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _numeric_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
-    """The column as float64; refuses non-numeric values and NaN/missing cells, naming the first one."""
+def _text_column_advice(column: str, entity_key: str | None) -> str:
+    """What to do about a feature column holding text: features are numbers, an id is not a feature."""
+    leave_out = "leave it out of the features with --features a,b,..."
+    if entity_key is None:
+        return f"; if it identifies entities (a customer id), give --entity-key {column}, or {leave_out}"
+    return f"; {leave_out}, or encode it as numbers"
+
+
+def _numeric_column(frame: pd.DataFrame, column: str, source: str, advice: str = "") -> np.ndarray:
+    """The column as float64; refuses non-numeric values (with `advice`) and NaN/missing cells, naming the first one."""
     values = frame[column]
     if pd.api.types.is_bool_dtype(values):
         values = values.astype(np.float64)
@@ -44,7 +54,7 @@ def _numeric_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray
         row = int(np.flatnonzero(not_numeric.to_numpy())[0])
         raise DatasetError(
             source,
-            f"non-numeric value {values.iloc[row]!r} at row {row} ({int(not_numeric.sum())} non-numeric rows)",
+            f"non-numeric value {values.iloc[row]!r} at row {row} ({int(not_numeric.sum())} non-numeric rows)" + advice,
             column,
         )
     array: np.ndarray = converted.to_numpy(dtype=np.float64)
@@ -97,7 +107,9 @@ def tabular_dataset(frame: pd.DataFrame, spec: DatasetSpec, sha256: str) -> Data
     if store and spec.entity_key is None:
         raise DatasetError(source, f"store features {store} need an entity key column (--entity-key)")
 
-    inputs = np.stack([_numeric_column(frame, c, source) for c in features], axis=1).astype(np.float32)
+    inputs = np.stack(
+        [_numeric_column(frame, c, source, _text_column_advice(c, spec.entity_key)) for c in features], axis=1
+    ).astype(np.float32)
     labels = encode_labels(frame[label], spec.task, label, source)
 
     resolved = spec.model_copy(

@@ -2,7 +2,7 @@
 
 Loads the file and runs onnx's full checker, refuses custom-operator domains no given
 library provides, applies the asked-for ZipMap removal, and reads the signature with the
-batch-axis rules of `onnx_signature`. Everything here looks at the file only; running it is
+batch-axis rules of `shared.signature`. Everything here looks at the file only; running it is
 `graph_runs`' part.
 """
 
@@ -16,9 +16,10 @@ from pathlib import Path
 import onnx
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
-from exporters import graph_edits, onnx_signature
 from exporters.errors import ExportError, ModelRefused
-from exporters.import_options import ImportOptions
+from exporters.imports import graph_edits
+from exporters.imports.options import ImportOptions
+from exporters.shared import signature
 from server.contract.manifest import TensorSpec, sha256_file
 
 
@@ -37,8 +38,8 @@ class SourceModel:
     custom_domains: list[str]
     zipmaps: dict[str, list[int] | list[str]]
     """Outputs whose ZipMap was removed -> class labels (the original returns maps for them)."""
-    inputs: list[onnx_signature.GraphTensor]
-    outputs: list[onnx_signature.GraphTensor]
+    inputs: list[signature.GraphTensor]
+    outputs: list[signature.GraphTensor]
     batch_axis: bool
     external_data: bool
     """Weights were in files beside the model: the published graph embeds them."""
@@ -75,7 +76,7 @@ def read_source(path: Path, options: ImportOptions) -> SourceModel:
     """Load and check `path`; ModelRefused naming what cannot be served and how to fix it."""
     model, digest, external_data = _load_checked(path)
     producer_name, producer_version = model.producer_name or None, model.producer_version or None
-    opsets = onnx_signature.opsets(model)  # before any edit adds one
+    opsets = signature.opsets(model)  # before any edit adds one
     domains = _check_domains(path, model, options.op_libraries)
     zipmaps: dict[str, list[int] | list[str]] = {}
     edits: list[str] = []
@@ -84,11 +85,11 @@ def read_source(path: Path, options: ImportOptions) -> SourceModel:
         if not zipmaps:
             raise ModelRefused(path, "--strip-zipmap given, but no output is made by a ZipMap")
         edits = graph_edits.strip_zipmap(model)
-    inputs, outputs = onnx_signature.tensors(path, model.graph)
+    inputs, outputs = signature.tensors(path, model.graph)
     if options.batch_axis:
-        onnx_signature.check_batch_axis(path, inputs)
+        signature.check_batch_axis(path, inputs)
     else:
-        onnx_signature.check_no_batch_shapes(path, inputs)
+        signature.check_no_batch_shapes(path, inputs)
     return SourceModel(
         path=path,
         sha256=digest,
@@ -131,7 +132,7 @@ def _load_checked(path: Path) -> tuple[onnx.ModelProto, str, bool]:
 
 def _check_domains(path: Path, model: onnx.ModelProto, libraries: Sequence[Path]) -> list[str]:
     """Custom-op domains the graph uses; refused unless libraries that provide them are given."""
-    domains = onnx_signature.custom_domains(model)
+    domains = signature.custom_domains(model)
     if domains and not libraries:
         used = "; ".join(f"{domain}: {', '.join(ops)}" for domain, ops in domains.items())
         raise ModelRefused(

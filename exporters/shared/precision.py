@@ -1,7 +1,8 @@
 """Reduced-precision variants of an exported fp32 graph: dynamic int8 (CPU) and fp16 (GPU).
 
 Both keep FP32 inputs and outputs, so clients and `model.json` signatures are unchanged;
-`pipeline.export_checkpoint` judges them by parity and by the metric change they cause.
+`export.pipeline` (both) and `imports.source_parity` (int8) judge them by parity and by the
+metric change they cause.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
 from exporters.errors import ExportError
-from exporters.onnx_signature import graph_nodes
-from exporters.optimize import prune_opset_imports
+from exporters.shared.optimize import prune_opset_imports
+from exporters.shared.signature import graph_nodes
 
 
 def quantize_int8(source: Path, target: Path, workdir: Path) -> None:

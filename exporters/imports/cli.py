@@ -1,4 +1,4 @@
-"""`hotserve import`: the command line over `exporters.importer.import_model`.
+"""`hotserve import`: the command line over `exporters.imports.pipeline.import_model`.
 
 Imported when the `hotserve` parser is built, so onnx, pandas and the importer are imported
 only in `run` (it needs the `train` extra's onnx and pandas, never torch). Exit codes, as
@@ -11,19 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-from exporters.cli import (
-    EXIT_PARITY,
-    EXIT_REFUSED,
-    default_repository,
-    format_size,
-    non_negative_float,
-    positive_int,
-)
-from exporters.options import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
+from exporters.shared import cli_args
+from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
+from exporters.shared.cli_args import format_size, non_negative_float
 
 
 def _columns(text: str) -> tuple[str, ...]:
@@ -60,18 +53,7 @@ def _feature_spec(text: str) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="the ONNX file (skl2onnx, onnxmltools, tf2onnx, ...)")
     parser.add_argument("--name", required=True, help="model name in the repository")
-    parser.add_argument(
-        "--repository",
-        type=Path,
-        default=Path(default_repository()),
-        help="model repository to publish <name>/<version>/ into (default: $HOTSERVE_MODEL_REPOSITORY or %(default)s)",
-    )
-    parser.add_argument(
-        "--version",
-        type=positive_int,
-        default=None,
-        help="version number (default: the next after the highest published); an existing version is never overwritten",
-    )
+    cli_args.add_destination(parser, "name", "the next after the highest published")
     graph = parser.add_argument_group("graph")
     graph.add_argument(
         "--no-batch",
@@ -160,19 +142,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=MAX_AUC_DROP,
         help="largest AUC loss int8 may cause on the reference rows (default %(default)s)",
     )
-    batching = parser.add_argument_group("batching")
-    batching.add_argument("--max-batch-size", type=positive_int, default=None)
-    batching.add_argument("--max-queue-delay-ms", type=non_negative_float, default=None)
-    batching.add_argument("--instances", type=positive_int, default=None, help="batches the server runs at once")
+    cli_args.add_batching(parser, "imported model's")
 
 
 def run(args: argparse.Namespace) -> int:
-    from exporters.errors import ExportError, MetricRegression, ParityError
-    from exporters.import_options import ImportOptions
-    from exporters.importer import import_model
+    from exporters.imports.options import ImportOptions
+    from exporters.imports.pipeline import ImportResult, import_model
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
+
+    def publish() -> ImportResult:
         options = ImportOptions(
             name=args.name,
             version=args.version,
@@ -194,13 +173,11 @@ def run(args: argparse.Namespace) -> int:
             max_queue_delay_ms=args.max_queue_delay_ms,
             instances=args.instances,
         )
-        result = import_model(args.model, args.repository, options)
-    except (ParityError, MetricRegression) as exc:
-        print(f"hotserve import: REFUSED, the graph does not match the original file: {exc}", file=sys.stderr)
-        return EXIT_PARITY
-    except ExportError as exc:
-        print(f"hotserve import: error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return import_model(args.model, args.repository, options)
+
+    result = cli_args.run_pipeline("import", "the graph does not match the original file", publish)
+    if isinstance(result, int):
+        return result
 
     manifest = result.manifest
     source = manifest.imported_from

@@ -1,7 +1,7 @@
 """Parity proof: the ONNX model under onnxruntime (CPU) against its reference outputs.
 
-Every graph `pipeline.export_checkpoint` may publish passes through `compare` against the
-PyTorch module on the checkpoint's held-out rows, and every graph `importer.import_model`
+Every graph `export.pipeline.export_checkpoint` may publish passes through `compare` against the
+PyTorch module on the checkpoint's held-out rows, and every graph `imports.pipeline.import_model`
 may publish against the original ONNX file; a model that strays beyond the tolerance is
 never written. Differences are in output units (probabilities), or in target standard
 deviations for a regression model, so one tolerance means the same for minutes and for
@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from exporters.errors import ExportError, MetricRegression, ParityError
-from exporters.options import MAX_ACCURACY_DROP, MAX_AUC_DROP, MAX_RMSE_INCREASE
+from exporters.shared.checks import MAX_ACCURACY_DROP, MAX_AUC_DROP, MAX_RMSE_INCREASE
 from training.metrics import evaluate_task
 from training.tasks import Task
 

@@ -2,7 +2,9 @@
 
 A version is assembled in a hidden staging folder next to its final place (same file
 system, so the final `os.rename` is atomic) and renamed into place; the server's scan
-never sees a half-written version. Published versions are never overwritten.
+never sees a half-written version. Published versions are never overwritten. Both
+pipelines end in `publish_version`: model.json written, opened by the server's loader and
+warmed up (`server_check`), then renamed into place.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 
 from exporters.errors import ExportError, VersionExists
+from exporters.shared.server_check import check_server_loads
+from server.contract.manifest import MANIFEST_FILENAME, ModelManifest
 from server.registry.repository import model_versions
 
 STAGING_PREFIX = ".staging-"
@@ -31,6 +35,11 @@ def ensure_absent(target: Path) -> None:
 def next_version(repository: Path, name: str) -> int:
     """The number after the highest version of `name` in the repository (1 for a new model)."""
     return max(model_versions(repository / name), default=0) + 1
+
+
+def is_published(target: Path) -> bool:
+    """Whether `target` holds a published version (its model.json), not merely a folder of that name."""
+    return (target / MANIFEST_FILENAME).is_file()
 
 
 class VersionStaging:
@@ -92,3 +101,12 @@ class VersionStaging:
         if self._created_model_dir:
             with contextlib.suppress(OSError):  # not empty: another export published meanwhile
                 self.target.parent.rmdir()
+
+
+def publish_version(staging: VersionStaging, manifest: ModelManifest) -> Path:
+    """Write `manifest` into the staged folder, check that it reads back as the server parses it
+    and that the server's loader opens and warms up the version, then publish it; its final path."""
+    manifest.write(staging.folder)
+    ModelManifest.read(staging.folder)
+    check_server_loads(staging.folder, manifest)
+    return staging.publish()

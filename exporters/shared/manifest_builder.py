@@ -1,6 +1,6 @@
 """Assemble `model.json` (server.contract.manifest.ModelManifest) for an exported version.
 
-Last step of `pipeline.export_checkpoint` before the version folder is published: the
+Last step of `export.pipeline.export_checkpoint` before the version folder is published: the
 checkpoint supplies signature, feature spec, drift reference and lineage; the export run
 supplies batching defaults, export facts, the finished feature view (`feature_view.py`) and
 the sha256 of the final `model.onnx`.
@@ -8,11 +8,10 @@ the sha256 of the final `model.onnx`.
 
 from __future__ import annotations
 
-import platform
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from server.contract import provenance
 from server.contract.manifest import BatchingPolicy, ExportInfo, FeatureSpec, ModelManifest, sha256_file
 
 if TYPE_CHECKING:  # training.checkpoints imports torch; only the type is needed here
@@ -62,13 +61,7 @@ def batching_policy(
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that produced and checked the graph."""
-    versions = {"python": platform.python_version()}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            continue
-    return versions
+    return provenance.library_versions(_LIBRARIES)
 
 
 def build_manifest(
@@ -78,12 +71,14 @@ def build_manifest(
     batching: BatchingPolicy,
     export: ExportInfo,
     features: FeatureSpec | None = None,
+    version: int | None = None,
 ) -> ModelManifest:
     """`model.json` for `onnx_path`, whose sha256 is taken from the file as it is now;
-    `features` (from `feature_view.export_feature_spec`) replaces the checkpoint's spec."""
+    `features` (from `feature_view.export_feature_spec`) replaces the checkpoint's spec;
+    `version` is the repository version (default: the checkpoint's)."""
     return ModelManifest(
         name=checkpoint_metadata.name,
-        version=checkpoint_metadata.version,
+        version=checkpoint_metadata.version if version is None else version,
         inputs=list(checkpoint_metadata.inputs),
         outputs=list(checkpoint_metadata.outputs),
         batching=batching,

@@ -1,6 +1,6 @@
 """What a foreign ONNX graph offers the server: its tensors in v2 terms, and what cannot be served.
 
-First step of `importer.import_model` after onnx's checker: reads the declared inputs and
+First step of `imports.pipeline.import_model` after onnx's checker: reads the declared inputs and
 outputs of a graph made elsewhere (skl2onnx, onnxmltools, another exporter) and refuses, with
 the fix in the message, what the server cannot carry: non-tensor values (skl2onnx's ZipMap
 sequence-of-maps), element types the v2 protocol has no name for, operator domains

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporters.errors import ExportError
-from exporters.options import ExportOptions
+from exporters.export.options import ExportOptions
 from server.contract.manifest import FeatureSpec, FeatureView, StoredFeature
 from server.features.service import repository_views
 from training.checkpoints import CheckpointMetadata

@@ -1,4 +1,4 @@
-"""`hotserve export`: the command line over `exporters.pipeline.export_checkpoint`.
+"""`hotserve export`: the command line over `exporters.export.pipeline.export_checkpoint`.
 
 Imported when the `hotserve` parser is built, so torch and onnx are imported only in `run`.
 Exit codes: 0 published; 1 refused (checkpoint unusable, version exists, export failed);
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from pathlib import Path
 
-from exporters.options import (
+from exporters.shared import cli_args
+from exporters.shared.checks import (
     DEFAULT_OPSET,
     FP16_TOLERANCE,
     FP32_TOLERANCE,
@@ -23,29 +22,7 @@ from exporters.options import (
     MAX_RMSE_INCREASE,
     MIN_OPSET,
 )
-from server.settings import Settings
-
-EXIT_REFUSED = 1
-EXIT_PARITY = 3
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def default_repository() -> str:
-    """Where versions are published unless `--repository` says: the server's setting."""
-    return os.environ.get("HOTSERVE_MODEL_REPOSITORY") or str(Settings.model_fields["model_repository"].default)
+from exporters.shared.cli_args import format_size, non_negative_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,11 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a checkpoint version folder (checkpoints/fraud/3) or a model folder "
         "(checkpoints/fraud: its latest version)",
     )
-    parser.add_argument(
-        "--repository",
-        type=Path,
-        default=Path(default_repository()),
-        help="model repository to publish <model>/<version>/ into (default: $HOTSERVE_MODEL_REPOSITORY or %(default)s)",
+    cli_args.add_destination(
+        parser, "model", "the checkpoint's number, or the next free one when a version of that number exists"
     )
     parser.add_argument(
         "--no-optimize",
@@ -110,21 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default %(default)s, at least {MIN_OPSET})"
     )
-    parser.add_argument(
-        "--max-batch-size", type=positive_int, default=None, help="override the architecture's batching default"
-    )
-    parser.add_argument(
-        "--max-queue-delay-ms",
-        type=non_negative_float,
-        default=None,
-        help="override the architecture's batching default",
-    )
-    parser.add_argument(
-        "--instances",
-        type=positive_int,
-        default=None,
-        help="batches run at once by the server (override the architecture's default)",
-    )
+    cli_args.add_batching(parser, "architecture's")
     view = parser.add_argument_group("feature view (models with stored features)")
     view.add_argument(
         "--feature-view",
@@ -168,20 +128,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def format_size(size_bytes: int) -> str:
-    return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e5 else f"{size_bytes / 1e3:.1f} kB"
-
-
 def run(args: argparse.Namespace) -> int:
-    from exporters.errors import ExportError, MetricRegression, ParityError
-    from exporters.options import ExportOptions
-    from exporters.pipeline import export_checkpoint
+    from exporters.export.options import ExportOptions
+    from exporters.export.pipeline import ExportResult, export_checkpoint
 
     # Progress from this package only; torch/onnxscript/quantiser INFO chatter stays hidden.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("exporters").setLevel(logging.INFO)
-    try:
+
+    def publish() -> ExportResult:
         options = ExportOptions(
+            version=args.version,
+            next_free_when_taken=True,
             optimize=args.optimize,
             quantize=args.quantize,
             fp16=args.fp16,
@@ -202,13 +160,11 @@ def run(args: argparse.Namespace) -> int:
             store_unavailable=args.store_unavailable,
             request_overrides=tuple(n.strip() for n in args.request_overrides.split(",") if n.strip()),
         )
-        result = export_checkpoint(args.checkpoint, args.repository, options)
-    except (ParityError, MetricRegression) as exc:
-        print(f"hotserve export: REFUSED, model does not match its checkpoint: {exc}", file=sys.stderr)
-        return EXIT_PARITY
-    except ExportError as exc:
-        print(f"hotserve export: error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return export_checkpoint(args.checkpoint, args.repository, options)
+
+    result = cli_args.run_pipeline("export", "model does not match its checkpoint", publish)
+    if isinstance(result, int):
+        return result
 
     export = result.manifest.export
     print(f"published {result.version_dir} from {result.checkpoint} in {result.seconds:.1f} s")

@@ -1,6 +1,6 @@
 """PyTorch module -> ONNX graph with a dynamic batch axis; the full checker and signature check.
 
-First step of `pipeline.export_checkpoint`. Uses torch's `torch.export`-based exporter
+First step of `pipeline.export_checkpoint` (this folder). Uses torch's `torch.export`-based exporter
 (`dynamo=True`): it is the default and maintained path in torch 2.13, while the TorchScript
 exporter (`dynamo=False`) is deprecated and, being a tracer, silently bakes Python branches
 taken on the example batch (e.g. attention fast-path checks) into the graph.
@@ -19,8 +19,8 @@ import onnx
 import torch
 
 from exporters.errors import ExportError, SignatureMismatch
-from exporters.onnx_signature import ONNX_DATATYPES
-from exporters.options import DEFAULT_OPSET
+from exporters.shared.checks import DEFAULT_OPSET
+from exporters.shared.signature import ONNX_DATATYPES
 from server.contract.manifest import TensorSpec
 
 EXAMPLE_ROWS = 4

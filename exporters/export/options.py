@@ -1,6 +1,7 @@
 """What an export is asked to do: precision, checks and batching overrides, with their defaults.
 
-Free of torch/onnx imports so `exporters/cli.py` can show the defaults in `--help`.
+Free of torch/onnx imports so `exporters/export/cli.py` can show the defaults in `--help`; the
+checks' defaults, shared with `hotserve import`, are in `exporters/shared/checks.py`.
 """
 
 from __future__ import annotations
@@ -9,34 +10,27 @@ from dataclasses import dataclass
 from typing import Literal
 
 from exporters.errors import ExportError
-
-FP32_TOLERANCE = 1e-4
-"""Max |onnx - torch| for a full-precision graph: only kernel rounding differs. Differences are
-in probability units, or in target standard deviations for regression models."""
-FP16_TOLERANCE = 1e-2
-"""Half precision keeps ~3 significant digits; judged mainly by the metric change."""
-INT8_TOLERANCE = 5e-2
-"""Dynamic int8 quantisation moves logits; judged mainly by the metric change."""
-INT8_TASK_TOLERANCE = {"binary": INT8_TOLERANCE, "multiclass": 0.1, "regression": 0.5}
-"""int8's worst held-out row by task, a bound on gross breakage rather than the verdict (the
-metric change is): spread-out class probabilities and an unbounded regression output (here in
-target standard deviations) move more than a rare-event probability near 0 does. Measured on
-the demos: 0.07 (segments) and 0.24 std (delivery) for an RMSE change of +0.5%."""
-MAX_AUC_DROP = 0.01
-"""Largest AUC loss on the held-out rows a reduced-precision binary model may cause."""
-MAX_ACCURACY_DROP = 0.01
-"""Largest accuracy loss on the held-out rows a reduced-precision multiclass model may cause."""
-MAX_RMSE_INCREASE = 0.02
-"""Largest relative RMSE growth on the held-out rows a reduced-precision regression model may cause."""
-DEFAULT_OPSET = 18
-"""The torch exporter's native opset; lower ones go through the ONNX version converter."""
-MIN_OPSET = 17
+from exporters.shared.checks import (
+    DEFAULT_OPSET,
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    INT8_TASK_TOLERANCE,
+    MAX_ACCURACY_DROP,
+    MAX_AUC_DROP,
+    MAX_RMSE_INCREASE,
+    MIN_OPSET,
+)
 
 
 @dataclass(frozen=True)
 class ExportOptions:
     """What `hotserve export` was asked to do beyond the plain fp32 export."""
 
+    version: int | None = None
+    """Repository version to publish; None: the checkpoint's number."""
+    next_free_when_taken: bool = False
+    """With no `version`: publish as the next free version when the checkpoint's number is
+    already a published version (`hotserve export`'s default), instead of refusing."""
     optimize: bool = True
     quantize: Literal["int8"] | None = None
     fp16: bool = False
@@ -51,7 +45,7 @@ class ExportOptions:
     max_batch_size: int | None = None
     max_queue_delay_ms: float | None = None
     instances: int | None = None
-    # feature view (models with stored features); see exporters/feature_view.py
+    # feature view (models with stored features); see exporters/export/feature_view.py
     feature_view: str | None = None
     """View name; None: the checkpoint's (the model name)."""
     feature_view_version: int | None = None
@@ -66,6 +60,8 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.quantize is not None and self.fp16:
             raise ExportError("choose one of --quantize int8 and --fp16, not both")
+        if self.version is not None and self.version < 1:
+            raise ExportError(f"version must be >= 1, got {self.version}")
         if self.opset < MIN_OPSET:
             raise ExportError(f"opset {self.opset} is too old; use {MIN_OPSET} or newer")
         if self.feature_view_version is not None and self.feature_view_version < 1:

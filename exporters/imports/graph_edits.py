@@ -1,7 +1,7 @@
 """The few edits `hotserve import` makes to a foreign graph, each asked for or proven harmless.
 
 Every edit returns a sentence for the version's lineage (`ImportedFrom.edits`), and every
-edited graph is checked against the original file by `parity` before it is published.
+edited graph is checked against the original file by `shared.parity` before it is published.
 
 - `strip_zipmap` (asked for with `--strip-zipmap`): a classifier's ZipMap turns its
   probability tensor into a sequence of {class: probability} maps, which the v2 protocol cannot
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import onnx
 
-from exporters.onnx_signature import producers
+from exporters.shared.signature import producers
 
 BATCH_DIM = "batch"
 """Symbolic name given to a first axis the importer declares dynamic."""

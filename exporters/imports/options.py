@@ -1,6 +1,6 @@
 """What an import is asked to do (`hotserve import`'s flags), with their defaults and consistency.
 
-Free of onnx/pandas imports, like `options.py` for exports; `importer.import_model` reads it.
+Free of onnx/pandas imports, like `export/options.py` for exports; `pipeline.import_model` reads it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from exporters.errors import ExportError
-from exporters.options import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
+from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
 from server.contract.manifest import MODEL_NAME_PATTERN
 
 

@@ -1,4 +1,4 @@
-"""Running a foreign graph under onnxruntime (CPU) on check rows, for `importer.import_model`.
+"""Running a foreign graph under onnxruntime (CPU) on check rows, for `pipeline.import_model`.
 
 The importer runs the original file and every candidate it may publish on the same rows:
 the reference table's, or generated ones. A graph with a batch axis runs the rows in chunks;

@@ -1,13 +1,13 @@
 """`import_model`: an ONNX file made elsewhere -> checked graph -> published repository version.
 
 The control path `hotserve import` runs, offline, with the guarantees of an exported model.
-Steps, each a module of this package: read and check the file (`source_model`: onnx's
+X
 checker, custom-op domains, ZipMap, signature and batch axis), lay out the check rows
-(`reference_table` or `graph_runs`' generated ones), check every candidate graph against the
+(`shared.reference_table` or `graph_runs`' generated ones), check every candidate graph against the
 original (`source_parity`: as imported, optimised, int8), record drift reference, metrics and
-feature spec (`reference_table`, `import_features`) and the source file's lineage, open the
+feature spec (`shared.reference_table`, `features`) and the source file's lineage, open the
 staged version with the server's own loader and warm-up, and publish atomically
-(`repository`). Any failure leaves the repository untouched; a version is never overwritten.
+(`shared.publish`). Any failure leaves the repository untouched; a version is never overwritten.
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from exporters import graph_runs, manifest_builder, onnx_signature, parity, reference_table
 from exporters.errors import ExportError, VersionExists
-from exporters.import_features import feature_spec
-from exporters.import_options import ImportOptions
-from exporters.repository import VersionStaging, next_version
-from exporters.source_model import SourceModel, read_source
-from exporters.source_parity import Candidate, CheckInputs, original_outputs, publishable_graph
+from exporters.imports import graph_runs
+from exporters.imports.features import feature_spec
+from exporters.imports.options import ImportOptions
+from exporters.imports.source_model import SourceModel, read_source
+from exporters.imports.source_parity import Candidate, CheckInputs, original_outputs, publishable_graph
+from exporters.shared import manifest_builder, parity, reference_table, signature
+from exporters.shared.publish import VersionStaging, next_version, publish_version
 from server.contract.manifest import (
     ONNX_FILENAME,
     BatchingPolicy,
@@ -41,7 +41,7 @@ from server.contract.manifest import (
     TensorSpec,
     sha256_file,
 )
-from server.errors import ModelLoadFailed
+from server.contract.provenance import utc_timestamp
 from server.registry.repository import version_dir
 
 __all__ = ["ImportOptions", "ImportResult", "import_model"]
@@ -69,7 +69,7 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
     facts; nothing is written to the repository then.
     """
     started = time.monotonic()
-    imported_at = _now()
+    imported_at = utc_timestamp()
     model = read_source(source, options)
     inputs = model.input_specs
     reference = (
@@ -100,7 +100,7 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
                 drift=(reference_table.drift_reference(reference, output, prediction) if reference else None),
                 lineage=_lineage(reference, metrics, imported_at),
                 export=ExportInfo(
-                    opset=onnx_signature.default_opset(onnx.load(str(model_path))),
+                    opset=signature.default_opset(onnx.load(str(model_path))),
                     exported_at=imported_at,
                     parity_max_abs_diff=checks.reports[-1].max_abs_diff,
                     parity_rows=checks.reports[-1].rows,
@@ -114,9 +114,7 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
                 onnx_sha256=sha256_file(model_path),
                 op_libraries=_store_libraries(options.op_libraries, model.custom_domains, staging.folder),
             )
-            manifest.write(staging.folder)
-            _server_accepts(staging.folder, manifest)
-            published = staging.publish()
+            published = publish_version(staging, manifest)
     except VersionExists as exc:  # asked for with --version, or another import took the number
         raise VersionExists(exc.version_dir, "import without --version to publish the next version") from exc
     return ImportResult(
@@ -129,10 +127,6 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
         model_size_bytes=(published / ONNX_FILENAME).stat().st_size,
         seconds=time.monotonic() - started,
     )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _check_inputs(
@@ -195,7 +189,7 @@ def _lineage(reference: reference_table.ReferenceRows | None, metrics: dict[str,
         dataset_sha256=reference.sha256 if reference else None,
         library_versions=manifest_builder.library_versions(),
         started_at=imported_at,
-        finished_at=_now(),
+        finished_at=utc_timestamp(),
     )
 
 
@@ -225,23 +219,3 @@ def _store_libraries(libraries: Sequence[Path], domains: list[str], folder: Path
         shutil.copyfile(library, target)
         stored.append(OpLibrary(file=library.name, sha256=sha256_file(target), domains=domains))
     return stored
-
-
-def _server_accepts(folder: Path, manifest: ModelManifest) -> None:
-    """Open the staged version with the server's loader and run its warm-up: what is published
-    loads. A graph that fails on the warm-up's zeros or empty strings is refused here, not later."""
-    from server.registry.loader import open_version, warm_up_inputs
-    from server.settings import Settings
-
-    settings = Settings(execution_providers="CPUExecutionProvider")
-    try:
-        _, runtime = open_version(folder, manifest.name, manifest.version, settings)
-    except ModelLoadFailed as exc:
-        raise ExportError(f"the server would not load this version: {exc.message}") from exc
-    try:
-        for rows in sorted({1, manifest.batching.max_batch_size}):
-            runtime.run(warm_up_inputs(manifest, rows))
-    except Exception as exc:  # InferenceFailed, or anything the runtime lets through
-        raise ExportError(f"the server's warm-up (zeros, empty strings) fails on this graph: {exc}") from exc
-    finally:
-        runtime.close()

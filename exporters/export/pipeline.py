@@ -1,11 +1,14 @@
 """`export_checkpoint`: checkpoint -> checked ONNX graph -> published repository version.
 
-The control path `hotserve export` runs, offline. Steps, each a module of this package:
-load (`source`), export fp32 (`onnx_export`; a multiclass graph gets its class names,
-`class_labels`), parity against PyTorch (`parity`), optional
-basic graph optimisation kept only if parity still holds (`optimize`), optional int8/fp16
-variant judged by parity and metric change (`precision`), `model.json` (`manifest_builder`),
-atomic publish (`repository`). Any failure leaves the repository untouched.
+The control path `hotserve export` runs, offline. Steps, each a module of this folder or of
+`exporters/shared/`: load (`source`), export fp32 (`onnx_export`; a multiclass graph gets its
+class names, `class_labels`), parity against PyTorch (`shared.parity`), optional basic graph
+optimisation kept only if parity still holds (`shared.optimize`), optional int8/fp16 variant
+judged by parity and metric change (`shared.precision`), `model.json` (`shared.manifest_builder`),
+the server's loader and warm-up on the staged version, atomic publish (`shared.publish`). Any
+failure leaves the repository untouched. The repository version is the checkpoint's number
+unless `ExportOptions.version` names another (a re-export with other serving options);
+lineage names the checkpoint either way.
 """
 
 from __future__ import annotations
@@ -16,26 +19,18 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from exporters import (
-    class_labels,
-    feature_view,
-    manifest_builder,
-    onnx_export,
-    optimize,
-    parity,
-    precision,
-    source,
-)
 from exporters.errors import ExportError
-from exporters.options import ExportOptions
-from exporters.repository import VersionStaging, ensure_absent
+from exporters.export import class_labels, feature_view, onnx_export, source
+from exporters.export.options import ExportOptions
+from exporters.shared import manifest_builder, optimize, parity, precision, signature
+from exporters.shared.publish import VersionStaging, ensure_absent, is_published, next_version, publish_version
 from server.contract.manifest import ONNX_FILENAME, ExportInfo, ModelManifest
+from server.contract.provenance import utc_timestamp
 from server.registry.repository import version_dir
 from training.checkpoints import LoadedCheckpoint
 from training.models import RegressionModel
@@ -151,9 +146,14 @@ def _reduced_graph(run: _Run, stage: str, float_graph: _Graph) -> tuple[_Graph, 
     return graph, deltas
 
 
-def _default_opset(path: Path) -> int:
-    model = onnx.load(str(path), load_external_data=False)
-    return next(int(entry.version) for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+def _version(repository: Path, name: str, checkpoint_version: int, options: ExportOptions) -> int:
+    """The repository version to publish: `options.version`, else the checkpoint's number or,
+    with `next_free_when_taken` and that number already published, the next free one."""
+    if options.version is not None:
+        return options.version
+    if options.next_free_when_taken and is_published(version_dir(repository, name, checkpoint_version)):
+        return next_version(repository, name)
+    return checkpoint_version
 
 
 def export_checkpoint(checkpoint: Path, repository: Path, options: ExportOptions | None = None) -> ExportResult:
@@ -171,7 +171,7 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path, options: ExportOpt
     started = time.monotonic()
     checkpoint_dir = loaded.path
     metadata = loaded.metadata
-    target = version_dir(repository, metadata.name, metadata.version)
+    target = version_dir(repository, metadata.name, _version(repository, metadata.name, metadata.version, options))
     ensure_absent(target)  # fail before minutes of work, not after
     features = feature_view.export_feature_spec(metadata, options, repository)
     holdout = source.holdout_arrays(loaded)
@@ -182,8 +182,10 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path, options: ExportOpt
 
     with VersionStaging(target) as staging:
         run = _Run(loaded, holdout, reference, staging.folder / "work", options, scale)
+        if int(target.name) != metadata.version:
+            run.notes.append(f"checkpoint version {metadata.version} published as version {target.name}")
         run.work.mkdir()
-        logger.info("exporting %s version %d to ONNX", metadata.name, metadata.version)
+        logger.info("exporting %s checkpoint %d to ONNX as version %s", metadata.name, metadata.version, target.name)
         float_graph, optimized = _float_graph(run)
         final = float_graph
         metric_deltas: dict[str, float] = {}
@@ -195,8 +197,8 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path, options: ExportOpt
         shutil.rmtree(run.work)
 
         export_info = ExportInfo(
-            opset=_default_opset(model_path),
-            exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            opset=signature.default_opset(onnx.load(str(model_path), load_external_data=False)),
+            exported_at=utc_timestamp(),
             parity_max_abs_diff=run.reports[-1].max_abs_diff,
             parity_rows=run.reports[-1].rows,
             optimized=optimized,
@@ -209,11 +211,9 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path, options: ExportOpt
             metadata.architecture, options.max_batch_size, options.max_queue_delay_ms, options.instances
         )
         manifest = manifest_builder.build_manifest(
-            metadata, checkpoint_dir, model_path, batching, export_info, features
+            metadata, checkpoint_dir, model_path, batching, export_info, features, version=int(target.name)
         )
-        manifest.write(staging.folder)
-        ModelManifest.read(staging.folder)  # what the server will parse must round-trip
-        published = staging.publish()
+        published = publish_version(staging, manifest)
 
     seconds = time.monotonic() - started
     return ExportResult(

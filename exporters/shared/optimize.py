@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 
 from exporters.errors import ExportError
-from exporters.onnx_signature import graph_nodes
+from exporters.shared.signature import graph_nodes
 
 
 def optimize_graph(source: Path, target: Path) -> None:

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from exporters import graph_runs, onnx_signature, optimize, parity, precision
 from exporters.errors import ExportError, ModelRefused
-from exporters.import_options import ImportOptions
-from exporters.source_model import SourceModel
+from exporters.imports import graph_runs
+from exporters.imports.options import ImportOptions
+from exporters.imports.source_model import SourceModel
+from exporters.shared import optimize, parity, precision, signature
 
 AGAINST = "source"
 """How parity messages name the original file."""
@@ -133,7 +134,7 @@ def _optimised(checks: SourceParity, imported: Candidate, work: Path) -> Candida
 def _int8(checks: SourceParity, float_graph: Candidate, labels: np.ndarray | None, work: Path) -> Candidate:
     path = work / "int8.onnx"
     precision.quantize_int8(float_graph.path, path, work)
-    ops = {node.op_type for node in onnx_signature.graph_nodes(onnx.load(str(path)).graph)}
+    ops = {node.op_type for node in signature.graph_nodes(onnx.load(str(path)).graph)}
     if not ops & _QUANTIZED_OPS:
         raise ModelRefused(
             checks.source.path,

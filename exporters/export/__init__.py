@@ -1,0 +1,1 @@
+"""`hotserve export`: a training checkpoint -> checked ONNX graph -> a published repository version."""

@@ -75,7 +75,7 @@ class MlflowRun:
         now = int(time.time() * 1000)
         values = {"train_loss": train_loss, **{f"val_{k}": v for k, v in metrics.items()}}
         self._call(
-            "log the metrics of epoch %d" % epoch,
+            f"log the metrics of epoch {epoch}",
             lambda: self.client.log_batch(
                 self.ref.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in values.items()]
             ),
@@ -183,7 +183,9 @@ def _start(request: TrackingRequest, model: str, params: dict[str, Any], tags: d
             experiment.experiment_id if experiment is not None else client.create_experiment(experiment_name)
         )
         run = client.create_run(
-            experiment_id, run_name=f"train {model}", tags={"hotserve.model": model, "mlflow.source.name": "hotserve train", **tags}
+            experiment_id,
+            run_name=f"train {model}",
+            tags={"hotserve.model": model, "mlflow.source.name": "hotserve train", **tags},
         )
         client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
     except Exception as error:

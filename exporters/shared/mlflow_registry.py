@@ -76,6 +76,33 @@ def _signature(manifest: ModelManifest) -> Any:
     return ModelSignature(inputs=specs(manifest.inputs), outputs=specs(manifest.outputs))
 
 
+def example_inputs(manifest: ModelManifest, rows: int = 2) -> dict[str, np.ndarray]:
+    """An input example for the registry: `rows` rows of each input at the centre of its training
+    histogram where the drift reference has one, else zeros (text inputs: empty strings)."""
+    by_name = {h.name: h for h in manifest.drift.features} if manifest.drift else {}
+    columns = manifest.features.columns if manifest.features else []
+    example = {}
+    for spec in manifest.inputs:
+        shape = [rows if i == 0 or d < 0 else d for i, d in enumerate(spec.shape)]
+        if spec.datatype == "BYTES":
+            example[spec.name] = np.full(shape, "", dtype=object)
+            continue
+        array = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
+        if manifest.features is not None and spec.name == manifest.features.input and array.ndim == 2:
+            for column, feature in enumerate(columns):
+                histogram = by_name.get(feature)
+                if histogram is None or column >= array.shape[1]:
+                    continue
+                categories = histogram.categories
+                if categories and isinstance(categories[0], float | int):
+                    array[:, column] = float(categories[len(categories) // 2])
+                elif len(histogram.bin_edges) >= 2:
+                    edges = histogram.bin_edges
+                    array[:, column] = (edges[len(edges) // 2 - 1] + edges[len(edges) // 2]) / 2
+        example[spec.name] = array
+    return example
+
+
 def register_version(
     onnx_path: Path,
     manifest: ModelManifest,
@@ -135,7 +162,9 @@ def fetch_registered(models_uri: str, dest: Path, tracking_uri: str | None = Non
     """Resolve `models:/NAME@ALIAS` or `models:/NAME/VERSION`, check it is ONNX, download it into `dest`."""
     match = MODELS_URI.match(models_uri)
     if match is None:
-        raise RegistryError(f"{models_uri!r} is not a registry URI: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        raise RegistryError(
+            f"{models_uri!r} is not a registry URI: expected models:/NAME@ALIAS or models:/NAME/VERSION"
+        )
     name, alias, number = match.group("name"), match.group("alias"), match.group("version")
     client, uri = _client(tracking_uri)
     try:
@@ -156,7 +185,9 @@ def fetch_registered(models_uri: str, dest: Path, tracking_uri: str | None = Non
         )
         flavors = Model.load(str(local / "MLmodel")).flavors
     except Exception as error:
-        raise RegistryError(f"could not download {models_uri} (version {version}) from {redacted(uri)}: {error}") from error
+        raise RegistryError(
+            f"could not download {models_uri} (version {version}) from {redacted(uri)}: {error}"
+        ) from error
     if "onnx" not in flavors:
         raise RegistryError(
             f"{models_uri} (version {version}) is not an ONNX model: its flavours are "
@@ -164,9 +195,10 @@ def fetch_registered(models_uri: str, dest: Path, tracking_uri: str | None = Non
         )
     onnx_path = local / str(flavors["onnx"].get("data", "model.onnx"))
     if not onnx_path.is_file():
-        raise RegistryError(f"{models_uri} (version {version}): its ONNX flavour names {onnx_path.name}, which is missing")
+        raise RegistryError(
+            f"{models_uri} (version {version}): its ONNX flavour names {onnx_path.name}, which is missing"
+        )
     ref = RegistryModelRef(
         tracking_uri=redacted(uri), name=name, version=version, alias=alias, run_id=found.run_id, source=found.source
     )
     return FetchedModel(onnx_path, ref)
-

@@ -128,42 +128,53 @@ def test_import_of_an_alias_is_served_with_its_registry_lineage(
     client = MlflowClient(tracking.uri)
     client.set_registered_model_alias(REGISTERED, "champion", "1")
     repository = workdir / "imported-repository"
-    hotserve("import", f"models:/{REGISTERED}@champion", "--name", "fraud", "--repository", str(repository),
-             tracking_uri=tracking.uri)  # fmt: skip
-    hotserve("import", f"models:/{REGISTERED}/2", "--name", "fraud", "--repository", str(repository),
-             tracking_uri=tracking.uri)  # fmt: skip
+    done = hotserve("import", f"models:/{REGISTERED}@champion", "--name", "fraud", "--repository", str(repository),
+                    tracking_uri=tracking.uri)  # fmt: skip
+    assert f"fetched models:/{REGISTERED}@champion: {REGISTERED} version 1" in done.stdout
     run_id = _metadata(trained)["mlflow_run"]["run_id"]
     with start_server(repository, workdir / "serve.log") as server:
-        for version, alias in (("1", "champion"), ("2", None)):
-            with urllib.request.urlopen(f"{server.base_url}/v2/models/fraud/versions/{version}", timeout=10) as r:
-                lineage = json.loads(r.read())["lineage"]
-            registry = lineage["imported_from"]["registry"]
-            assert registry["name"] == REGISTERED and registry["version"] == version
-            assert registry["alias"] == alias and registry["run_id"] == run_id
-            assert registry["tracking_uri"] == tracking.uri
-        rows = np.zeros((2, 9), dtype=np.float32).tolist()
+        with urllib.request.urlopen(f"{server.base_url}/v2/models/fraud", timeout=10) as r:
+            lineage = json.loads(r.read())["lineage"]
+        assert lineage["imported_from"]["registry"] == {
+            "registry": "mlflow", "tracking_uri": tracking.uri, "name": REGISTERED, "version": "1",
+            "alias": "champion", "run_id": run_id, "source": lineage["imported_from"]["registry"]["source"],
+        }  # fmt: skip
+        rows = np.zeros((2, 9), dtype=np.float32).ravel().tolist()
         body = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 9], "data": rows}]})
-        request = urllib.request.Request(f"{server.base_url}/v2/models/fraud/versions/1/infer", data=body.encode(),
+        request = urllib.request.Request(f"{server.base_url}/v2/models/fraud/infer", data=body.encode(),
                                          headers={"Content-Type": "application/json"})  # fmt: skip
         with urllib.request.urlopen(request, timeout=10) as r:
             assert r.status == 200
+
+
+def test_import_by_registry_version_records_no_alias(
+    tracking: TrackingServer, registered: list[str], workdir: Path
+) -> None:
+    repository = workdir / "by-version"
+    hotserve("import", f"models:/{REGISTERED}/2", "--name", "fraud", "--repository", str(repository),
+             tracking_uri=tracking.uri)  # fmt: skip
+    manifest = json.loads((repository / "fraud" / "1" / "model.json").read_text())
+    registry = manifest["imported_from"]["registry"]
+    assert (registry["name"], registry["version"], registry["alias"]) == (REGISTERED, "2", None)
 
 
 def test_a_registered_model_that_is_not_onnx_is_refused_naming_its_flavours(
     tracking: TrackingServer, workdir: Path
 ) -> None:
     import mlflow
-    import mlflow.sklearn
-    from sklearn.linear_model import LogisticRegression
+    import mlflow.pyfunc
+
+    class Doubler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return model_input * 2
 
     mlflow.set_tracking_uri(tracking.uri)
-    model = LogisticRegression().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
     with mlflow.start_run():
-        mlflow.sklearn.log_model(model, name="model", registered_model_name="sk-reg")
+        mlflow.pyfunc.log_model(name="model", python_model=Doubler(), registered_model_name="sk-reg")
     done = hotserve("import", "models:/sk-reg/1", "--name", "sk", "--repository", str(workdir / "sk-repository"),
                     tracking_uri=tracking.uri, check=False)  # fmt: skip
     assert done.returncode == 1
-    assert "models:/sk-reg/1 (version 1) is not an ONNX model: its flavours are python_function, sklearn" in done.stderr
+    assert "models:/sk-reg/1 (version 1) is not an ONNX model: its flavours are python_function;" in done.stderr
     assert not (workdir / "sk-repository" / "sk").exists()
 
 

@@ -3,8 +3,10 @@
 # it may apt-get install redis-server and the deploy validation tools).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# `load` too: mypy checks load_tests/ against locust's own annotations.
-bash scripts/setup-env.sh "train,dev,load"
+# `load` too: mypy checks load_tests/ against locust's own annotations; `mlflow`: tests/mlflow (with a
+# real tracking server from .venv-mlflow).
+bash scripts/setup-env.sh "train,dev,load,mlflow"
+bash scripts/mlflow-server-env.sh
 bash scripts/ensure-redis.sh
 bash scripts/ci-tools.sh
 export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"

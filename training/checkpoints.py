@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server.contract.manifest import DriftReference, FeatureSpec, Lineage, TensorSpec
+from server.contract.manifest import DriftReference, FeatureSpec, Lineage, MlflowRunRef, TensorSpec
 from training.datasets import DatasetSpec
 from training.models import TaskModel, build_model
 from training.tabular_transform import TabularTransform
@@ -88,6 +88,8 @@ class CheckpointMetadata(BaseModel):
     device: str = "cpu"
     amp: str | None = None
     """Mixed precision used in training (bf16, fp16); None for float32."""
+    mlflow_run: MlflowRunRef | None = None
+    """The MLflow run that tracked this training (`training/tracking.py`); None: not tracked."""
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
     features: FeatureSpec | None = None
@@ -113,6 +115,7 @@ class CheckpointMetadata(BaseModel):
                 "started_at": self.started_at,
                 "finished_at": self.finished_at,
                 "parent_version": self.parent_version,
+                "mlflow_run": self.mlflow_run,
                 "name": self.name,
                 "version": self.version,
                 "architecture_kwargs": self.architecture_kwargs,

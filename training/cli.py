@@ -21,6 +21,8 @@ DEMO_FOR_RANK = {2: "demo:fraud", 3: "demo:sequences"}
 """The demo `--dataset` defaults to, by the architecture's input rank (tabular rows, token sequences)."""
 
 if TYPE_CHECKING:  # the trainer imports torch
+    from training.datasets import DatasetSpec
+    from training.distributed import Placement
     from training.trainer import RankResult, TrainResult
 
 
@@ -80,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
     from training.checkpoints import CheckpointError, load_checkpoint
     from training.datasets import DatasetError, DatasetSpec, load_dataset
     from training.models import get_architecture
-    from training.trainer import TrainingError, train
+    from training.tracking import MlflowRun, TrackingError, TrackingRequest, start_run
+    from training.trainer import TrainingError, TrainResult, train
 
     placement: distributed.Placement | None = None
+    tracking: MlflowRun | None = None
     prefix = ""
     try:
         placement = distributed.start(args.device, args.amp, args.dist_timeout_s)
@@ -142,7 +146,18 @@ def run(args: argparse.Namespace) -> int:
             seed=settings["seed"],
             quiet=args.quiet,
         )
-        result = train(dataset, config, args.checkpoints, parent=parent, placement=placement)
+        if placement.is_main:
+            request = TrackingRequest.from_env(args.mlflow_experiment, args.mlflow_required)
+            tracking = start_run(request, name, _tracked_params(config, spec, placement))
+        try:
+            result = train(dataset, config, args.checkpoints, parent=parent, placement=placement, tracking=tracking)
+        except BaseException:
+            if tracking is not None:
+                tracking.end("FAILED")
+            raise
+    except TrackingError as exc:
+        _error(f"hotserve train: error: not tracked ({exc}); --mlflow-required stops here, before training")
+        return 2
     except (CheckpointError, DatasetError, TrainingError, ValueError) as exc:
         _error(f"hotserve train: error: {prefix}{exc}")
         return 2
@@ -153,5 +168,23 @@ def run(args: argparse.Namespace) -> int:
         if placement is not None:
             distributed.stop(placement)
 
+    if tracking is not None and isinstance(result, TrainResult):
+        tracking.finish(result.path, result.metadata)
+        if tracking.failed is not None:
+            print(f"warning: MLflow run {tracking.ref.run_id} is incomplete: {tracking.failed}", file=sys.stderr)
     _report(result, prefix)
     return 0
+
+
+def _tracked_params(config: TrainConfig, spec: DatasetSpec, placement: Placement) -> dict[str, Any]:
+    """What MLflow shows as the run's parameters: the hyperparameters, the model and the data."""
+    return {
+        **config.hyperparameters(),
+        "architecture": config.architecture,
+        "architecture_kwargs": config.architecture_kwargs,
+        "seed": config.seed,
+        "dataset": spec.source,
+        **{f"dataset_{k}": v for k, v in spec.model_dump(exclude={"source"}, exclude_none=True).items()},
+        "world_size": placement.world_size,
+        "device": placement.device.type,
+    }

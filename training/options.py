@@ -117,6 +117,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run_group.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    tracking = parser.add_argument_group("tracking (MLflow: the `mlflow` extra)")
+    tracking.add_argument(
+        "--mlflow-experiment",
+        metavar="NAME",
+        help="log the run to this MLflow experiment (default when MLFLOW_TRACKING_URI is set: hotserve-<name>)",
+    )
+    tracking.add_argument(
+        "--mlflow-required",
+        action="store_true",
+        help="fail when MLflow cannot track the run (default: train untracked and say so)",
+    )
+
     scale = parser.add_argument_group("devices and processes")
     scale.add_argument(
         "--device", choices=DEVICE_CHOICES, default="auto", help="where to train (default auto: CUDA when available)"

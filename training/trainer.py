@@ -35,6 +35,7 @@ from training.reference_stats import drift_reference, prediction_reference
 from training.splits import split_rows
 from training.tabular_transform import TabularTransform
 from training.tasks import SELECTION_METRIC, body_outputs, output_specs
+from training.tracking import MlflowRun
 
 EVAL_CHUNK_ROWS = 1024
 
@@ -136,8 +137,11 @@ class Trainer:
         parent: LoadedCheckpoint | None = None,
         source_dir: Path | None = None,
         placement: Placement | None = None,
+        tracking: MlflowRun | None = None,
     ) -> None:
         self.dataset = dataset
+        self.tracking = tracking
+        """Where rank 0 logs each epoch; its run id goes into the checkpoint's metadata."""
         self.config = config
         self.root = checkpoints_root
         self.parent = parent
@@ -322,6 +326,8 @@ class Trainer:
         for epoch in progress:
             result = self._epoch(setup, epoch)
             history.append(result)
+            if self.tracking is not None and placement.is_main:
+                self.tracking.log_epoch(epoch, result.train_loss, result.metrics)
             metric = result.metrics[selection]
             progress.set_postfix(train_loss=f"{result.train_loss:.4f}", **{selection: f"{metric:.4f}"})
             if metric < best.loss:
@@ -414,6 +420,7 @@ class Trainer:
                 features=self.dataset.feature_spec(self.spec.input_name, config.name),
                 preprocessing=setup.transform,
                 drift=drift,
+                mlflow_run=self.tracking.ref if self.tracking is not None else None,
             )
 
         path = write_checkpoint(self.root, config.name, payload, describe)
@@ -427,10 +434,11 @@ def train(
     parent: LoadedCheckpoint | None = None,
     source_dir: Path | None = None,
     placement: Placement | None = None,
+    tracking: MlflowRun | None = None,
 ) -> TrainResult | RankResult:
     """Train `config` on `dataset` (continuing `parent` if given) and write a new checkpoint version.
 
     A single process (the default placement) always gets a TrainResult; under torchrun, rank 0
     does and every other rank gets a RankResult.
     """
-    return Trainer(dataset, config, checkpoints_root, parent, source_dir, placement).run()
+    return Trainer(dataset, config, checkpoints_root, parent, source_dir, placement, tracking).run()

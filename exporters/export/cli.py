@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporters.shared import cli_args
 from exporters.shared.checks import (
@@ -23,6 +25,10 @@ from exporters.shared.checks import (
     MIN_OPSET,
 )
 from exporters.shared.cli_args import format_size, non_negative_float, positive_int
+from server.contract.manifest import ONNX_FILENAME
+
+if TYPE_CHECKING:
+    from exporters.export.pipeline import ExportResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default %(default)s, at least {MIN_OPSET})"
     )
     cli_args.add_batching(parser, "architecture's")
+    parser.add_argument(
+        "--register",
+        metavar="NAME",
+        help="also register the published graph in the MLflow Model Registry as a new version of NAME "
+        "(MLFLOW_TRACKING_URI; the `mlflow` extra), logged to the training's MLflow run",
+    )
     view = parser.add_argument_group("feature view (models with stored features)")
     view.add_argument(
         "--feature-view",
@@ -130,7 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from exporters.export.options import ExportOptions
-    from exporters.export.pipeline import ExportResult, export_checkpoint
+    from exporters.export.pipeline import export_checkpoint
 
     # Progress from this package only; torch/onnxscript/quantiser INFO chatter stays hidden.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -192,4 +204,21 @@ def run(args: argparse.Namespace) -> int:
         )
     for note in result.notes:
         print(f"  note: {note}")
+    if args.register:
+        return _register(result, args.register)
+    return 0
+
+
+def _register(result: ExportResult, name: str) -> int:
+    """Register the published graph in MLflow; the version stays published if that fails (exit 1, said)."""
+    from exporters.shared.mlflow_registry import RegistryError, example_inputs, register_version
+
+    try:
+        registered = register_version(
+            result.version_dir / ONNX_FILENAME, result.manifest, name, example_inputs(result.manifest)
+        )
+    except RegistryError as exc:
+        print(f"hotserve export: error: published {result.version_dir}, but NOT registered: {exc}", file=sys.stderr)
+        return cli_args.EXIT_REFUSED
+    print(f"  registered {registered.name} version {registered.version} in MLflow (run {registered.run_id})")
     return 0

@@ -11,12 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporters.shared import cli_args
 from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
 from exporters.shared.cli_args import format_size, non_negative_float
+
+if TYPE_CHECKING:
+    from server.contract.manifest import RegistryModelRef
 
 
 def _columns(text: str) -> tuple[str, ...]:
@@ -51,7 +56,11 @@ def _feature_spec(text: str) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, help="the ONNX file (skl2onnx, onnxmltools, tf2onnx, ...)")
+    parser.add_argument(
+        "model",
+        help="the ONNX file (skl2onnx, onnxmltools, tf2onnx, ...), or an MLflow registry version: "
+        "models:/NAME@ALIAS or models:/NAME/VERSION (MLFLOW_TRACKING_URI; the `mlflow` extra)",
+    )
     parser.add_argument("--name", required=True, help="model name in the repository")
     cli_args.add_destination(parser, "name", "the next after the highest published")
     graph = parser.add_argument_group("graph")
@@ -146,10 +155,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from exporters.imports.options import ImportOptions
-    from exporters.imports.pipeline import ImportResult, import_model
+    from exporters.shared.mlflow_registry import RegistryError, fetch_registered, is_models_uri
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    with tempfile.TemporaryDirectory(prefix="hotserve-import-") as download:
+        source, registry = Path(args.model), None
+        if is_models_uri(args.model):
+            try:
+                fetched = fetch_registered(args.model, Path(download))
+            except RegistryError as exc:
+                print(f"hotserve import: error: {exc}", file=sys.stderr)
+                return cli_args.EXIT_REFUSED
+            source, registry = fetched.onnx_path, fetched.ref
+            print(f"fetched {args.model}: {registry.name} version {registry.version} (run {registry.run_id})")
+        return _publish(args, source, registry)
+
+
+def _publish(args: argparse.Namespace, source: Path, registry: RegistryModelRef | None) -> int:
+    from exporters.imports.options import ImportOptions
+    from exporters.imports.pipeline import ImportResult, import_model
 
     def publish() -> ImportResult:
         options = ImportOptions(
@@ -164,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             prediction_output=args.prediction_output,
             feature_spec=args.feature_spec,
             meta=dict(args.meta),
+            registry=registry,
             optimize=args.optimize,
             quantize=args.quantize,
             tolerance=args.tolerance,
@@ -173,17 +199,18 @@ def run(args: argparse.Namespace) -> int:
             max_queue_delay_ms=args.max_queue_delay_ms,
             instances=args.instances,
         )
-        return import_model(args.model, args.repository, options)
+        return import_model(source, args.repository, options)
 
     result = cli_args.run_pipeline("import", "the graph does not match the original file", publish)
     if isinstance(result, int):
         return result
 
     manifest = result.manifest
-    source = manifest.imported_from
-    producer = " ".join(p for p in (source.producer_name, source.producer_version) if p) if source else ""
+    origin = manifest.imported_from
+    producer = " ".join(p for p in (origin.producer_name, origin.producer_version) if p) if origin else ""
     print(
-        f"published {result.version_dir} from {result.source} ({producer or 'unknown producer'}) "
+        f"published {result.version_dir} from {args.model if registry else result.source} "
+        f"({producer or 'unknown producer'}) "
         f"in {result.seconds:.1f} s"
     )
     for kind, specs in (("input", manifest.inputs), ("output", manifest.outputs)):

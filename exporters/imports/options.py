@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from exporters.errors import ExportError
 from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
-from server.contract.manifest import MODEL_NAME_PATTERN
+from server.contract.manifest import MODEL_NAME_PATTERN, RegistryModelRef
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class ImportOptions:
     feature_spec: Mapping[str, Any] | None = None
     """`FeatureSpec` fields; `input` and `columns` may be left out (filled from the model)."""
     meta: Mapping[str, str] = field(default_factory=dict)
+    registry: RegistryModelRef | None = None
+    """The registry version the file was downloaded from (`hotserve import models:/...`)."""
     optimize: bool = True
     quantize: Literal["int8"] | None = None
     tolerance: float = FP32_TOLERANCE

@@ -206,6 +206,7 @@ def _imported_from(model: SourceModel, options: ImportOptions, imported_at: str)
         imported_at=imported_at,
         edits=model.edits,
         meta=dict(options.meta),
+        registry=options.registry,
     )
 
 

@@ -97,6 +97,8 @@ def _metadata(served: ServedModel, edge: Edge, name: str) -> dict[str, Any]:
             "dataset_sha256": lineage.dataset_sha256,
             "metrics": lineage.metrics,
             "parent_version": lineage.parent_version,
+            # trained with MLflow tracking: the run (tracking URI without credentials, run id)
+            "mlflow_run": lineage.mlflow_run.model_dump() if lineage.mlflow_run is not None else None,
             # imported versions: the source file, its producer, edits and --meta pairs
             "imported_from": (manifest.imported_from.model_dump() if manifest.imported_from is not None else None),
         },

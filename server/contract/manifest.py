@@ -236,6 +236,31 @@ class DriftReference(_Strict):
     sample_size: int = 0
 
 
+class MlflowRunRef(_Strict):
+    """The MLflow run a version was trained in (`hotserve train` with MLflow tracking)."""
+
+    tracking_uri: str
+    """Where the run lives, without credentials."""
+    experiment_id: str
+    run_id: str
+
+
+class RegistryModelRef(_Strict):
+    """The MLflow Model Registry version a version was imported from (`hotserve import models:/...`)."""
+
+    registry: Literal["mlflow"] = "mlflow"
+    tracking_uri: str
+    """The registry's server, without credentials."""
+    name: str
+    version: str
+    alias: str | None = None
+    """The alias the import resolved (`models:/NAME@ALIAS`); None when imported by version."""
+    run_id: str | None = None
+    """The run that logged the registered model."""
+    source: str | None = None
+    """The registered version's artifact location."""
+
+
 class ImportedFrom(_Strict):
     """The ONNX file a version was imported from (`hotserve import`), as it was before any edit."""
 
@@ -254,6 +279,8 @@ class ImportedFrom(_Strict):
     """What the importer changed in the graph (ZipMap removed, a mis-declared dimension fixed)."""
     meta: dict[str, str] = Field(default_factory=dict)
     """Free-form `--meta key=value` pairs (owner, ticket, training run...)."""
+    registry: RegistryModelRef | None = None
+    """Set when the file came from a model registry (`hotserve import models:/NAME@ALIAS`)."""
 
 
 class Lineage(_Strict):
@@ -277,6 +304,8 @@ class Lineage(_Strict):
     started_at: str | None = None
     finished_at: str | None = None
     parent_version: int | None = None
+    mlflow_run: MlflowRunRef | None = None
+    """Set when the training run was tracked in MLflow."""
 
 
 class ExportInfo(_Strict):

@@ -1,0 +1,190 @@
+"""MLflow interop against a real tracking server (SQLite backend, local artifact store): a tracked
+training run, exports registered as registry versions, `hotserve import models:/...` served by a
+real `hotserve serve` with the registry lineage, and training with MLflow down.
+
+The commands run as a user runs them (`python -m server.cli train|export|import` subprocesses);
+MLflow's own client reads back what they logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from load_tests.server_process import REPO_ROOT, free_port, start_server
+from tracking_server import TrackingServer
+
+pytestmark = pytest.mark.integration
+
+REGISTERED = "fraud-reg"
+
+
+def hotserve(*args: str, tracking_uri: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTSERVE_", "MLFLOW_")) and k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    if check and done.returncode != 0:
+        raise AssertionError(f"hotserve {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def train_args(checkpoints: Path, *extra: str) -> list[str]:
+    return ["train", "--dataset", "demo:fraud", "--rows", "1500", "--epochs", "2", "--hidden", "16", "--name",
+            "fraud", "--checkpoints", str(checkpoints), "--quiet", *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mlflow-interop")
+
+
+@pytest.fixture(scope="module")
+def trained(tracking: TrackingServer, workdir: Path) -> Path:
+    """One tracked training run: `<workdir>/checkpoints/fraud/1`."""
+    hotserve(*train_args(workdir / "checkpoints", "--mlflow-experiment", "fraud-exp"), tracking_uri=tracking.uri)
+    return workdir / "checkpoints" / "fraud" / "1"
+
+
+@pytest.fixture(scope="module")
+def registered(tracking: TrackingServer, trained: Path, workdir: Path) -> list[str]:
+    """Two exports of the checkpoint, each registered: registry versions 1 and 2."""
+    outputs = []
+    for version in ("1", "2"):
+        done = hotserve("export", str(trained), "--repository", str(workdir / "repository"), "--version", version,
+                        "--register", REGISTERED, tracking_uri=tracking.uri)  # fmt: skip
+        outputs.append(done.stdout + done.stderr)
+    return outputs
+
+
+def _metadata(checkpoint: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((checkpoint / "metadata.json").read_text())
+    return data
+
+
+def test_training_run_is_tracked_with_params_metrics_dataset_and_artifacts(
+    tracking: TrackingServer, trained: Path
+) -> None:
+    metadata = _metadata(trained)
+    ref = metadata["mlflow_run"]
+    assert ref["tracking_uri"] == tracking.uri
+    client = MlflowClient(tracking.uri)
+    run = client.get_run(ref["run_id"])
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "fraud-exp"
+    params = run.data.params
+    assert params["epochs"] == "2" and params["lr"] == str(metadata["hyperparameters"]["lr"])
+    assert json.loads(params["architecture_kwargs"])["hidden"] == [16]
+    history = client.get_metric_history(run.info.run_id, "val_auc")
+    assert [m.step for m in history] == list(range(1, metadata["epochs_completed"] + 1))
+    assert run.data.metrics["auc"] == pytest.approx(metadata["metrics"]["auc"])
+    tags = run.data.tags
+    assert tags["hotserve.model"] == "fraud" and tags["hotserve.version"] == "1"
+    assert tags["hotserve.dataset_sha256"] == metadata["dataset_sha256"]
+    assert tags["hotserve.library.torch"] == metadata["library_versions"]["torch"]
+    if metadata["git_commit"] is not None:
+        assert tags["mlflow.source.git.commit"] == metadata["git_commit"]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == metadata["dataset_sha256"][:16]
+    assert json.loads(dataset_input.dataset.profile)["sha256"] == metadata["dataset_sha256"]
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"checkpoint", "reference_histograms.json"} <= artifacts
+    stored = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+    assert {"checkpoint/checkpoint.pt", "checkpoint/metadata.json"} <= stored
+
+
+def test_each_export_registers_a_new_version_tagged_with_the_hotserve_version(
+    tracking: TrackingServer, trained: Path, registered: list[str]
+) -> None:
+    client = MlflowClient(tracking.uri)
+    versions = sorted(client.search_model_versions(f"name='{REGISTERED}'"), key=lambda v: int(v.version))
+    assert [v.version for v in versions] == ["1", "2"]
+    run_id = _metadata(trained)["mlflow_run"]["run_id"]
+    for version, hotserve_version in zip(versions, ("1", "2"), strict=True):
+        assert version.run_id == run_id  # logged to the training's own run
+        assert version.tags["hotserve.model"] == "fraud"
+        assert version.tags["hotserve.version"] == hotserve_version
+    assert f"registered {REGISTERED} version 1" in registered[0]
+
+
+def test_import_of_an_alias_is_served_with_its_registry_lineage(
+    tracking: TrackingServer, trained: Path, registered: list[str], workdir: Path
+) -> None:
+    client = MlflowClient(tracking.uri)
+    client.set_registered_model_alias(REGISTERED, "champion", "1")
+    repository = workdir / "imported-repository"
+    done = hotserve("import", f"models:/{REGISTERED}@champion", "--name", "fraud", "--repository", str(repository),
+                    tracking_uri=tracking.uri)  # fmt: skip
+    assert f"fetched models:/{REGISTERED}@champion: {REGISTERED} version 1" in done.stdout
+    run_id = _metadata(trained)["mlflow_run"]["run_id"]
+    with start_server(repository, workdir / "serve.log") as server:
+        with urllib.request.urlopen(f"{server.base_url}/v2/models/fraud", timeout=10) as r:
+            lineage = json.loads(r.read())["lineage"]
+        assert lineage["imported_from"]["registry"] == {
+            "registry": "mlflow", "tracking_uri": tracking.uri, "name": REGISTERED, "version": "1",
+            "alias": "champion", "run_id": run_id, "source": lineage["imported_from"]["registry"]["source"],
+        }  # fmt: skip
+        rows = np.zeros((2, 9), dtype=np.float32).ravel().tolist()
+        body = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 9], "data": rows}]})
+        request = urllib.request.Request(f"{server.base_url}/v2/models/fraud/infer", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200
+
+
+def test_import_by_registry_version_records_no_alias(
+    tracking: TrackingServer, registered: list[str], workdir: Path
+) -> None:
+    repository = workdir / "by-version"
+    hotserve("import", f"models:/{REGISTERED}/2", "--name", "fraud", "--repository", str(repository),
+             tracking_uri=tracking.uri)  # fmt: skip
+    manifest = json.loads((repository / "fraud" / "1" / "model.json").read_text())
+    registry = manifest["imported_from"]["registry"]
+    assert (registry["name"], registry["version"], registry["alias"]) == (REGISTERED, "2", None)
+
+
+def test_a_registered_model_that_is_not_onnx_is_refused_naming_its_flavours(
+    tracking: TrackingServer, workdir: Path
+) -> None:
+    import mlflow
+    import mlflow.pyfunc
+
+    class Doubler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return model_input * 2
+
+    mlflow.set_tracking_uri(tracking.uri)
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="model", python_model=Doubler(), registered_model_name="sk-reg")
+    done = hotserve("import", "models:/sk-reg/1", "--name", "sk", "--repository", str(workdir / "sk-repository"),
+                    tracking_uri=tracking.uri, check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert "models:/sk-reg/1 (version 1) is not an ONNX model: its flavours are python_function;" in done.stderr
+    assert not (workdir / "sk-repository" / "sk").exists()
+
+
+def test_training_completes_untracked_when_mlflow_is_down_unless_required(workdir: Path) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    done = hotserve(*train_args(workdir / "untracked"), tracking_uri=down)
+    assert "NOT TRACKED in MLflow" in done.stderr and "unreachable" in done.stderr
+    assert _metadata(workdir / "untracked" / "fraud" / "1")["mlflow_run"] is None
+
+    refused = hotserve(*train_args(workdir / "required", "--mlflow-required"), tracking_uri=down, check=False)
+    assert refused.returncode != 0
+    assert "unreachable" in refused.stderr.splitlines()[-1]
+    assert not (workdir / "required" / "fraud").exists()

@@ -13,37 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from server.redaction import HIDDEN, redacted
 from server.settings import Settings
 
-SECRET_QUERY_WORDS = ("password", "passwd", "pwd", "secret", "token", "key")
-"""A query parameter whose name contains one of these has its value hidden."""
-HIDDEN = "***"
+__all__ = ["HIDDEN", "RedisAccess", "RedisAccessInvalid", "redacted", "redis_access_for"]
 
 
 class RedisAccessInvalid(ValueError):
     """The Redis credentials cannot be used (the message never shows a secret)."""
-
-
-def redacted(url: str) -> str:
-    """`url` without secrets: the password of the user-info part and credential-like query values."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:{HIDDEN}@{host}" if has_password else netloc
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(name, HIDDEN if any(w in name.lower() for w in SECRET_QUERY_WORDS) else value) for name, value in pairs],
-            safe="*",
-        )
-    # By hand: urlunsplit drops the empty authority of `unix:///path`.
-    shown = f"{parts.scheme}://{netloc}{parts.path}"
-    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from server.contract.manifest import MlflowRunRef
+from server.redaction import redacted
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -210,13 +211,3 @@ def _probe(uri: str) -> None:
 def _param(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return text[:6000]  # MLflow's limit on a parameter value
-
-
-def redacted(uri: str) -> str:
-    """`uri` without user, password or query string (credentials never reach lineage or logs)."""
-    parts = urlsplit(uri)
-    if not parts.netloc:
-        return parts._replace(query="").geturl()
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc, query="").geturl()

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from server.contract.manifest import NUMPY_DTYPES, ModelManifest, RegistryModelRef
-from training.tracking import HTTP_RETRIES, redacted
+from server.redaction import redacted
+from training.tracking import HTTP_RETRIES
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -11,5 +11,9 @@ if [ -x "$venv/bin/mlflow" ] && "$venv/bin/python" -c "import mlflow, sys; sys.e
 fi
 echo "mlflow-server-env: installing mlflow==$MLFLOW_VERSION into $venv"
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q "mlflow==$MLFLOW_VERSION"
+log="$(mktemp)"
+if ! { "$venv/bin/python" -m pip install -q --upgrade pip && "$venv/bin/python" -m pip install -q "mlflow==$MLFLOW_VERSION"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  exit 1
+fi
+rm -f "$log"

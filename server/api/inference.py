@@ -114,7 +114,18 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
             answer = await _predict_v1(call, served, body, headers, arrived, request_id)
     except (asyncio.CancelledError, _ClientGone) as exc:
         duration_s = call.finish(499)  # client gone (nginx's code)
-        _log(edge, call, request_id, scope, 499, duration_s, "client disconnected")
+        served = call.primary
+        edge.request_log.record(
+            request_id,
+            "POST",
+            scope["path"],
+            499,
+            duration_s,
+            "" if served is None else served.name,
+            "" if served is None else str(served.version),
+            target.protocol,
+            "client disconnected",
+        )
         if isinstance(exc, asyncio.CancelledError):
             raise
         return
@@ -124,33 +135,20 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         call.release()
     await _send(send, request_id, answer)
     duration_s = call.finish(answer.status)
-    # Errors (and sampled successes) only: for the rest this returns after one comparison.
-    _log(edge, call, request_id, scope, answer.status, duration_s, answer.error, answer.expected)
-
-
-def _log(
-    edge: Edge,
-    call: Call,
-    request_id: str,
-    scope: Scope,
-    status: int,
-    duration_s: float,
-    error: str,
-    expected: bool = False,
-) -> None:
-    # Label only resolved names: a client cannot mint new series or log fields with bad names.
+    # Label only resolved names: a client cannot mint log fields with bad names. Errors (and
+    # sampled successes) only: for the rest this returns after one comparison.
     served = call.primary
     edge.request_log.record(
         request_id,
         "POST",
         scope["path"],
-        status,
+        answer.status,
         duration_s,
         "" if served is None else served.name,
         "" if served is None else str(served.version),
-        call.protocol,
-        error,
-        expected,
+        target.protocol,
+        answer.error,
+        answer.expected,
     )
 
 

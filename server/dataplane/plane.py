@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Awaitable
 from typing import Protocol
 
 from server.dataplane.inflight import InflightRequests
@@ -148,16 +149,20 @@ class Call:
         self.primary = primary
         return primary
 
-    async def infer(self, request: InferenceRequest) -> Tensors:
-        """Run a decoded request on the primary's batcher and return its outputs; then offer a
-        copy to the shadow, never awaited. Raises what the batcher raises (Overloaded,
-        DeadlineExceeded, InvalidInput, InferenceFailed, ModelNotReady)."""
+    def infer(self, request: InferenceRequest) -> Awaitable[Tensors]:
+        """Run a decoded request on the primary's batcher; await it for the outputs. A shadow copy,
+        if drawn, is offered once the primary answered, never awaited. Raises what the batcher
+        raises (Overloaded, DeadlineExceeded, InvalidInput, InferenceFailed, ModelNotReady)."""
         primary = self.primary
         if primary is None:
             raise RuntimeError("infer() before the request was routed")
+        if self._shadow is None:
+            return primary.infer(request)  # the batcher's own coroutine: no frame of ours per request
+        return self._infer_and_copy(primary, self._shadow, request)
+
+    async def _infer_and_copy(self, primary: ServedVersion, shadow: ShadowRoute, request: InferenceRequest) -> Tensors:
         outputs = await primary.infer(request)
-        if self._shadow is not None:
-            self._plane.shadow.offer(self._shadow, request, outputs)
+        self._plane.shadow.offer(shadow, request, outputs)
         return outputs
 
     async def infer_records(self, records: list[Record], deadline: float | None, request_id: str) -> Tensors:
@@ -195,7 +200,8 @@ class Call:
         with codes of its own passes the HTTP status its error maps to; 499: the client left).
         Records it against the version that served it (labels "" when none did); returns the
         latency in seconds."""
-        self.release()
+        if self._held:
+            self.release()
         duration_s = time.monotonic() - self.arrived
         served = self.primary
         if served is None:

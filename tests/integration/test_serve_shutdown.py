@@ -50,6 +50,9 @@ async def test_sigterm_finishes_accepted_requests_refuses_new_ones_and_exits_0(d
     assert all(r.json()["outputs"][0]["data"] == [7.0] for r in responses)
     assert server.process.wait(timeout=60) == 0, server.log()
     assert "draining" in server.log()
+    # Refusals are what SIGTERM asked for: logged, but below ERROR, so a rolling update pages nobody.
+    refusals = [line for line in server.log().splitlines() if "503: server is shutting down" in line]
+    assert refusals and all(" INFO hotserve.request: " in line for line in refusals), refusals
 
 
 async def _inflight(client: httpx.AsyncClient) -> float:

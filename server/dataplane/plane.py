@@ -104,10 +104,10 @@ class Call:
 
         `version` pins it (no traffic split, no shadow copy). `routing_key` keeps it on one
         version under a split. `by_entity`: the request carries v1 records, so without a
-        routing key, under a split sticky by entity, the primary waits for `pick` (None is
-        returned and `entity_field` names the field; every version the split can pick is leased). A
-        shadow copy is decided here (the shadow's share), and the shadow leased with it.
-        Raises ShuttingDown while draining, ModelNotFound, ModelNotReady.
+        routing key, under a split sticky by entity, the primary waits for `pick`: None is
+        returned, `entity_field` names the field, and every version the split can pick is
+        leased. A shadow copy is decided here (the shadow's share), and the shadow leased with
+        it. Raises ShuttingDown while draining, ModelNotFound, ModelNotReady.
         """
         plane = self._plane
         if plane.inflight.draining:

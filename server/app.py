@@ -1,11 +1,12 @@
 """`create_app`: the one composition root. Builds metrics, opens the control-state and feature
-stores, builds the model registry, its controller and the edge state, starts the registry
-before serving, and closes it (draining batches) on shutdown.
+stores, builds the model registry, its controller, the data plane and the edge state, starts the
+registry before serving, and closes it (draining batches) on shutdown.
 
 `HotserveApp` passes every request through the request-context step (`server/api/context.py`),
-then sends the three inference routes straight to `server/api/inference.py` (plain ASGI, the
-hot path) and everything else (health, metadata, drift, metrics, admin) through FastAPI. The
-lifespan also runs the drift monitor's periodic recomputation (`server/monitoring/`).
+then sends the inference routes straight to `server/api/inference.py` (plain ASGI, the hot
+path, which decodes into the transport-free `DataPlane`) and everything else (health,
+metadata, drift, metrics, admin) through FastAPI. The lifespan also runs the drift monitor's
+periodic recomputation (`server/monitoring/`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from server.api.admin_auth import AdminTokens
 from server.api.context import begin_request, echo_request_id, end_request
 from server.api.deps import AdminPlane, Edge, Registry
 from server.api.error_handlers import install_error_handlers
-from server.api.inflight import InflightRequests
 from server.api.request_log import RequestLog, RequestLogMiddleware
-from server.api.request_metrics import RequestMetrics
 from server.api.route_gate import RouteGate
+from server.dataplane.inflight import InflightRequests
+from server.dataplane.plane import DataPlane
+from server.dataplane.request_metrics import RequestMetrics
 from server.features.service import open_features
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import DriftConfig
@@ -85,16 +87,14 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         else:
             app_registry = registry
         features = await open_features(settings, app_metrics)
-        edge = Edge(
-            settings=settings,
-            registry=app_registry,
-            metrics=app_metrics,
+        plane = DataPlane(
+            router=app_registry,
+            features=features,
+            shadow=ShadowRunner(app_metrics, max_pending=settings.shadow_max_pending),
             inflight=InflightRequests(app_metrics),
             request_metrics=RequestMetrics(app_metrics),
-            features=features,
-            request_log=request_log,
-            shadow=ShadowRunner(app_metrics, max_pending=settings.shadow_max_pending),
         )
+        edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics, plane=plane, request_log=request_log)
         app.state.edge = edge
         if admin_tokens is not None:
             controller = (

@@ -133,6 +133,14 @@ class ModelNotReady(HotserveError):
     """Not loaded yet, failed, unloading, or the server is draining."""
 
 
+class ShuttingDown(ModelNotReady):
+    """The server is draining (SIGTERM) or closed: new requests are refused on purpose, an
+    answer the operator expects rather than a failure (request logs keep it below ERROR)."""
+
+    def __init__(self) -> None:
+        super().__init__("server is shutting down")
+
+
 class DeadlineExceeded(HotserveError):
     def __init__(self, timeout_s: float) -> None:
         super().__init__(f"deadline of {timeout_s * 1000:.0f} ms passed before inference ran")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,12 +29,13 @@ from server.contract.manifest import (
     ModelManifest,
     TensorSpec,
 )
-from server.errors import FeatureStoreUnavailable, ModelNotFound, ModelNotReady
+from server.errors import FeatureStoreUnavailable, HotserveError, ModelNotFound, ModelNotReady
 from server.features.memory_store import MemoryFeatureStore
 from server.features.store import StoredRow
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
 from server.request import InferenceRequest, Tensors
+from server.routing.table import Route
 from server.settings import Settings
 
 Compute = Callable[[Tensors], Tensors]
@@ -83,10 +83,10 @@ async def until(condition: Callable[[], bool], turns: int = 20_000) -> None:
 
 
 def request(inputs: Tensors, rows: int | None = None, deadline: float | None = None) -> InferenceRequest:
-    """An `InferenceRequest` arriving now; `rows` defaults to the first input's batch axis."""
+    """An `InferenceRequest`; `rows` defaults to the first input's batch axis."""
     if rows is None:
         rows = int(next(iter(inputs.values())).shape[0])
-    return InferenceRequest(inputs, rows, time.monotonic(), deadline)
+    return InferenceRequest(inputs, rows, deadline)
 
 
 class EchoRuntime:
@@ -173,6 +173,9 @@ class FakeServedVersion:
             raise self.error
         return self.compute(request.inputs)
 
+    def lease(self) -> None:
+        self.leases += 1
+
     def release(self) -> None:
         self.leases -= 1
 
@@ -196,20 +199,26 @@ class FakeRegistry:
         self.routing_keys: list[str | None] = []
         self.sticky: dict[str, str] = {}
 
-    def shadow_route(self, name: str) -> None:
-        return None
-
-    def sticky_field(self, name: str) -> str | None:
-        return self.sticky.get(name)
-
     async def start(self) -> None:
         self.started = True
 
-    def acquire(self, name: str, version: int | None = None, routing_key: str | None = None) -> FakeServedVersion:
-        self.routing_keys.append(routing_key)
+    def route(
+        self, name: str, version: int | None = None, routing_key: str | None = None, by_entity: bool = False
+    ) -> Route:
+        """No shadow; `sticky[name]` names the entity field of a split that records the key it picks by."""
         served = self.resolve(name, version)
-        served.leases += 1
-        return served
+        entity_field = self.sticky.get(name) if version is None else None
+        if by_entity and routing_key is None and entity_field is not None:
+            return Route(None, None, _KeyRecordingSplit(self.routing_keys, served), entity_field)  # type: ignore[arg-type]
+        self.routing_keys.append(routing_key)
+        return Route(served)  # type: ignore[arg-type]
+
+    def unroutable(self, name: str, version: int | None) -> HotserveError:
+        try:
+            self.resolve(name, version)
+        except HotserveError as error:
+            return error
+        return ModelNotReady(f"model {name!r} has no ready version")
 
     def resolve(self, name: str, version: int | None = None) -> FakeServedVersion:
         known = sorted(v for (n, v) in self.versions if n == name)
@@ -231,6 +240,22 @@ class FakeRegistry:
 
     async def close(self, timeout_s: float) -> None:
         self.closed_with = timeout_s
+
+
+@dataclass
+class _KeyRecordingSplit:
+    """A one-version split that records the routing key each pick hashes."""
+
+    keys: list[str | None]
+    served: FakeServedVersion
+
+    @property
+    def targets(self) -> tuple[FakeServedVersion, ...]:
+        return (self.served,)
+
+    def pick(self, routing_key: str | None) -> FakeServedVersion:
+        self.keys.append(routing_key)
+        return self.served
 
 
 @asynccontextmanager

@@ -14,23 +14,22 @@ from fastapi import Depends, Request
 
 from server.api.admin_auth import AdminTokens
 from server.api.context import request_id_of
-from server.api.inflight import InflightRequests
 from server.api.request_log import RequestLog
-from server.api.request_metrics import RequestMetrics
 from server.contract.manifest import ModelManifest
+from server.dataplane.inflight import InflightRequests
+from server.dataplane.plane import DataPlane, Router
 from server.errors import ModelNotReady
 from server.features.join import FeatureJoin
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
 from server.registry.control_api import Caller, ControlAPI
 from server.request import InferenceRequest, Tensors
-from server.routing.table import ShadowRoute
 from server.settings import Settings
 from server.shadow import ShadowRunner
 
 
 class ServedModel(Protocol):
-    """One loaded, routable model version (`ServedVersion`)."""
+    """One loaded, routable model version (`ServedVersion`), as metadata and readiness read it."""
 
     @property
     def name(self) -> str: ...
@@ -56,10 +55,6 @@ class ServedModel(Protocol):
 
     async def infer(self, request: InferenceRequest) -> Tensors: ...
 
-    def release(self) -> None:
-        """Give back the lease `Registry.acquire` took."""
-        ...
-
 
 class VersionStatusView(Protocol):
     """One model version found in the repository and its state."""
@@ -79,23 +74,10 @@ class VersionStatusView(Protocol):
     def reason(self) -> str | None: ...
 
 
-class Registry(Protocol):
-    """The engine's `ModelRegistry` as the edge uses it."""
+class Registry(Router, Protocol):
+    """The engine's `ModelRegistry` as the edge uses it (routing: `Router`, for the data plane)."""
 
     async def start(self) -> None: ...
-
-    def acquire(self, name: str, version: int | None = None, routing_key: str | None = None) -> ServedModel:
-        """Route a request (pinned, or by the traffic policy, sticky by `routing_key`) and lease
-        the version; the caller releases it once answered."""
-        ...
-
-    def sticky_field(self, name: str) -> str | None:
-        """The v1 field (entity key) that keeps requests on one version under a traffic split."""
-        ...
-
-    def shadow_route(self, name: str) -> ShadowRoute | None:
-        """Where copies of `name`'s unpinned requests go, if a shadow is set and ready."""
-        ...
 
     def resolve(self, name: str, version: int | None = None) -> ServedModel:
         """The version a request would be routed to (metadata, readiness; no lease)."""
@@ -121,14 +103,23 @@ class Edge:
     settings: Settings
     registry: Registry
     metrics: Metrics
-    inflight: InflightRequests
+    plane: DataPlane
+    """The inference core the fast lane decodes into and encodes out of."""
     request_log: RequestLog
     """Request events (errors, sampled successes) of the inference fast lane."""
-    request_metrics: RequestMetrics
-    features: FeatureJoin
-    """Stored features for v1 records (`server/features/`): the configured store behind its
-    local cache, gatherer and circuit breaker."""
-    shadow: ShadowRunner
+
+    @property
+    def inflight(self) -> InflightRequests:
+        """Inference requests in progress and the draining flag (health, graceful shutdown)."""
+        return self.plane.inflight
+
+    @property
+    def features(self) -> FeatureJoin:
+        return self.plane.features
+
+    @property
+    def shadow(self) -> ShadowRunner:
+        return self.plane.shadow
 
 
 async def _edge(request: Request) -> Edge:

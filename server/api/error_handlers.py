@@ -35,6 +35,7 @@ from server.errors import (
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
+    ShuttingDown,
     Unauthorized,
 )
 
@@ -86,10 +87,12 @@ def error_response(
     headers: dict[str, str] | None = None,
     request: Request | None = None,
     fields: dict[str, Any] | None = None,
+    expected: bool = False,
 ) -> Response:
-    """The error answer of a FastAPI route; with `request`, its message goes into the request's log event."""
+    """The error answer of a FastAPI route; with `request`, its message goes into the request's
+    log event (`expected`: at INFO, an answer given on purpose such as shutting down)."""
     if request is not None:
-        note_error(request.scope, message)
+        note_error(request.scope, message, expected)
     return Response(error_body(message, fields), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -109,7 +112,7 @@ def describe_error(exc: HotserveError, where: str) -> tuple[int, str, dict[str, 
 async def _hotserve_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HotserveError)
     status, message, headers = describe_error(exc, f"{request.method} {request.url.path}")
-    return error_response(status, message, headers or None, request, exc.fields)
+    return error_response(status, message, headers or None, request, exc.fields, isinstance(exc, ShuttingDown))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 import server
 from server.api.deps import Edge, EdgeDep, ServedModel, state_name
 from server.api.error_handlers import json_response
+from server.api.request_log import note_expected
 from server.contract.manifest import ModelManifest
-from server.errors import ModelNotReady
+from server.errors import ModelNotReady, ShuttingDown
 from server.protocol.paths import parse_version
 
 router = APIRouter()
@@ -35,8 +36,11 @@ async def live() -> Response:
 
 
 @router.get("/v2/health/ready")
-async def ready(edge: EdgeDep) -> Response:
-    is_ready = edge.registry.ready and not edge.inflight.draining
+async def ready(edge: EdgeDep, request: Request) -> Response:
+    if edge.inflight.draining:
+        note_expected(request.scope)  # what SIGTERM asked for, not a failure to log at ERROR
+        return json_response({"ready": False}, 503)
+    is_ready = edge.registry.ready
     return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
@@ -53,22 +57,26 @@ async def version_metadata(name: str, version: str, edge: EdgeDep) -> Response:
 
 
 @router.get("/v2/models/{name}/ready")
-async def model_ready(name: str, edge: EdgeDep) -> Response:
-    return _readiness(edge, name, None)
+async def model_ready(name: str, edge: EdgeDep, request: Request) -> Response:
+    return _readiness(edge, request, name, None)
 
 
 @router.get("/v2/models/{name}/versions/{version}/ready")
-async def version_ready(name: str, version: str, edge: EdgeDep) -> Response:
-    return _readiness(edge, name, parse_version(name, version))
+async def version_ready(name: str, version: str, edge: EdgeDep, request: Request) -> Response:
+    return _readiness(edge, request, name, parse_version(name, version))
 
 
-def _readiness(edge: Edge, name: str, version: int | None) -> Response:
+def _readiness(edge: Edge, request: Request, name: str, version: int | None) -> Response:
     """200 `{"ready": true}` or 503 `{"ready": false}`; unknown model/version -> 404."""
     try:
         served = edge.registry.resolve(name, version)
+    except ShuttingDown:
+        note_expected(request.scope)
+        return json_response({"name": name, "ready": False}, 503)
     except ModelNotReady:
         return json_response({"name": name, "ready": False}, 503)
     if edge.inflight.draining:
+        note_expected(request.scope)
         return json_response({"name": name, "ready": False}, 503)
     return json_response({"name": served.name, "version": str(served.version), "ready": True})
 

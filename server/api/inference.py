@@ -1,32 +1,33 @@
-"""Inference routes, where the request path starts: v2 infer (JSON and binary) and v1 `:predict`.
+"""Inference routes over HTTP, where the request path starts: v2 infer (JSON and binary) and v1
+`:predict`, each optionally pinned to a version.
 
-These three routes are plain ASGI, dispatched by `HotserveApp` before FastAPI's router: on
-the demo model FastAPI's per-request machinery (middleware stack, dependency solving,
-Request/Response objects) cost more CPU than decoding, batching and encoding together.
-Hot path: the body is read once, parsed with orjson into numpy arrays, handed to the
-version's batcher, and the answer written with orjson straight from numpy. No pydantic on
-tensors; per request, metrics and (only for errors, or when sampled) one request event.
+These routes are plain ASGI, dispatched by `HotserveApp` before FastAPI's router: on the demo
+model FastAPI's per-request machinery (middleware stack, dependency solving, Request/Response
+objects) cost more CPU than decoding, batching and encoding together. This module is the REST
+transport only: it opens a data-plane call (`server/dataplane/plane.py`: admission, routing,
+leases, feature join, batcher, shadow copy), reads the body, decodes it with orjson into numpy
+arrays against the routed version's schema, and encodes the outputs with orjson straight from
+numpy. No pydantic on tensors; per request, one call's outcome and (only for errors, or when
+sampled) one request event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
 
 from server.api.context import REQUEST_ID_HEADER, SCOPE_KEY
-from server.api.deps import Edge, ServedModel
+from server.api.deps import Edge
 from server.api.error_handlers import describe_error, error_body
-from server.errors import HotserveError, InvalidInput, ModelNotReady, PayloadTooLarge
-from server.features.join import FeatureJoin
+from server.dataplane.plane import Call
+from server.errors import HotserveError, InvalidInput, PayloadTooLarge, ShuttingDown
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
 from server.protocol.paths import InferenceTarget, parse_version
 from server.protocol.v1 import (
-    assemble_features,
     check_records,
     encode_predictions,
     first_record_field,
@@ -35,12 +36,15 @@ from server.protocol.v1 import (
 )
 from server.protocol.v2_request import HEADER_LENGTH, decode_infer_request
 from server.protocol.v2_response import encode_infer_response
-from server.request import InferenceRequest, Tensors
+from server.registry.served import ServedVersion
+from server.request import InferenceRequest
 
 logger = logging.getLogger(__name__)
 
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
+_HEADER_LENGTH = HEADER_LENGTH.encode()  # ASGI servers hand header names lower-cased, as these are
+_TIMEOUT = TIMEOUT_HEADER.encode()
 
 
 ROUTING_KEY_HEADER = b"hotserve-routing-key"
@@ -59,19 +63,14 @@ class Answer:
     headers: tuple[tuple[bytes, bytes], ...] = ()
     error: str = ""
     """The error message of an error answer, for the request event."""
-
-
-Answered = tuple[Answer, InferenceRequest, Tensors]
-"""A protocol handler's success: the answer, and the request and outputs a shadow copy compares."""
+    expected: bool = False
+    """An error answer given on purpose (shutting down): its request event is INFO."""
 
 
 async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer one inference request: admission, route + lease, body, protocol handler, metrics."""
+    """Answer one inference request: open a data-plane call, route + lease, body, decode, run,
+    encode, outcome."""
     arrived = time.monotonic()
-    model_label = version_label = ""
-    entered = False
-    served: ServedModel | None = None
-    answer: Answer
     request_id: str = scope[SCOPE_KEY]
     if scope["method"] != "POST":
         await _send(
@@ -93,51 +92,37 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
             error="method not allowed",
         )
         return
+    call = edge.plane.call(target.protocol, arrived)
+    answer: Answer
     try:
-        if edge.inflight.draining:
-            raise ModelNotReady("server is shutting down")
-        edge.inflight.enter()
-        entered = True
         headers = _headers_of(scope)
         header_key = headers.get(ROUTING_KEY_HEADER)
-        routing_key = None if header_key is None else header_key.decode("latin-1")
-        body: bytes | None = None
-        if routing_key is None and target.protocol == "v1" and target.version is None:
-            # Sticky by entity: under a traffic split, a v1 request goes where its first
-            # record's entity key hashes to, so its body is read before it is routed.
-            entity_field = edge.registry.sticky_field(target.name)
-            if entity_field is not None:
-                body = await _read_body(receive, headers.get(b"content-length"), edge.settings.max_request_bytes)
-                routing_key = first_record_field(body, entity_field)
-        # Otherwise routed (and leased) before the body is read: a swap while it arrives cannot
-        # strand it.
-        served = edge.registry.acquire(
-            target.name, None if target.version is None else parse_version(target.name, target.version), routing_key
+        # Routed (and leased) before the body is read: a swap while it arrives cannot strand it.
+        # A v1 request without a key may wait for its first record's entity key (`Call.pick`).
+        served = call.route(
+            target.name,
+            None if target.version is None else parse_version(target.name, target.version),
+            None if header_key is None else header_key.decode("latin-1"),
+            by_entity=target.protocol == "v1",
         )
-        # Label only resolved names: a client cannot mint new time series with bad names.
-        model_label, version_label = served.name, str(served.version)
-        if body is None:
-            body = await _read_body(receive, headers.get(b"content-length"), edge.settings.max_request_bytes)
+        body = await _read_body(receive, headers.get(b"content-length"), edge.settings.max_request_bytes)
+        if served is None:
+            served = call.pick(first_record_field(body, call.entity_field))
         if target.protocol == "v2":
-            answer, request, results = await _infer_v2(served, body, headers, arrived, request_id)
+            answer = await _infer_v2(call, served, body, headers, arrived, request_id)
         else:
-            answer, request, results = await _predict_v1(served, edge.features, body, headers, arrived, request_id)
-        if target.version is None:
-            shadow = edge.registry.shadow_route(target.name)
-            if shadow is not None and (shadow.share >= 1.0 or random.random() < shadow.share):
-                edge.shadow.offer(shadow, request, results)
+            answer = await _predict_v1(call, served, body, headers, arrived, request_id)
     except (asyncio.CancelledError, _ClientGone) as exc:
-        edge.request_metrics.record(
-            model_label, version_label, target.protocol, 499, time.monotonic() - arrived
-        )  # client gone (nginx's code)
+        duration_s = call.finish(499)  # client gone (nginx's code)
+        served = call.primary
         edge.request_log.record(
             request_id,
             "POST",
             scope["path"],
             499,
-            time.monotonic() - arrived,
-            model_label,
-            version_label,
+            duration_s,
+            "" if served is None else served.name,
+            "" if served is None else str(served.version),
             target.protocol,
             "client disconnected",
         )
@@ -147,23 +132,23 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
     except Exception as exc:  # every failure becomes an answer; nothing reaches the client raw
         answer = _error_answer(exc, target)
     finally:
-        if served is not None:
-            served.release()
-        if entered:
-            edge.inflight.exit()
+        call.release()
     await _send(send, request_id, answer)
-    edge.request_metrics.record(model_label, version_label, target.protocol, answer.status, time.monotonic() - arrived)
-    # Errors (and sampled successes) only: for the rest this returns after one comparison.
+    duration_s = call.finish(answer.status)
+    # Label only resolved names: a client cannot mint log fields with bad names. Errors (and
+    # sampled successes) only: for the rest this returns after one comparison.
+    served = call.primary
     edge.request_log.record(
         request_id,
         "POST",
         scope["path"],
         answer.status,
-        time.monotonic() - arrived,
-        model_label,
-        version_label,
+        duration_s,
+        "" if served is None else served.name,
+        "" if served is None else str(served.version),
         target.protocol,
         answer.error,
+        answer.expected,
     )
 
 
@@ -223,59 +208,39 @@ def _text(value: bytes | None) -> str | None:
 
 
 async def _infer_v2(
-    served: ServedModel, body: bytes, headers: dict[bytes, bytes], arrived: float, request_id: str
-) -> Answered:
-    decoded = decode_infer_request(body, _text(headers.get(HEADER_LENGTH.encode())), served.schema)
-    deadline = deadline_from(
-        arrived, decoded.timeout_us, _text(headers.get(TIMEOUT_HEADER.encode())), served.default_timeout_s
-    )
-    request = InferenceRequest(decoded.inputs, decoded.rows, arrived, deadline, request_id)
-    results = await served.infer(request)
+    call: Call, served: ServedVersion, body: bytes, headers: dict[bytes, bytes], arrived: float, request_id: str
+) -> Answer:
+    decoded = decode_infer_request(body, _text(headers.get(_HEADER_LENGTH)), served.schema)
+    deadline = deadline_from(arrived, decoded.timeout_us, _text(headers.get(_TIMEOUT)), served.default_timeout_s)
+    results = await call.infer(InferenceRequest(decoded.inputs, decoded.rows, deadline, request_id))
     content, header_length = encode_infer_response(served.name, served.version, decoded, results)
     if header_length is None:
-        return Answer(200, content), request, results
-    return (
-        Answer(200, content, _OCTETS, ((b"inference-header-content-length", str(header_length).encode()),)),
-        request,
-        results,
-    )
+        return Answer(200, content)
+    return Answer(200, content, _OCTETS, ((b"inference-header-content-length", str(header_length).encode()),))
 
 
 async def _predict_v1(
-    served: ServedModel,
-    features: FeatureJoin,
-    body: bytes,
-    headers: dict[bytes, bytes],
-    arrived: float,
-    request_id: str,
-) -> Answered:
+    call: Call, served: ServedVersion, body: bytes, headers: dict[bytes, bytes], arrived: float, request_id: str
+) -> Answer:
     schema = served.schema
-    deadline = deadline_from(arrived, None, _text(headers.get(TIMEOUT_HEADER.encode())), served.default_timeout_s)
+    deadline = deadline_from(arrived, None, _text(headers.get(_TIMEOUT)), served.default_timeout_s)
     instances = parse_instances(body)
     if not schema.batch_axis:
         raise InvalidInput(
             "instances", detail="the model has no batch axis, so instances cannot be its rows; use the v2 protocol"
         )
     spec = served.manifest.features
-    inputs: Tensors
-    entity_keys: tuple[str, ...] | None = None
     if spec is None:
         input_name, tensor = raw_tensor(instances, schema)
-        inputs = {input_name: tensor}
+        results = await call.infer(InferenceRequest({input_name: tensor}, len(instances), deadline, request_id))
     else:
         if len(schema.inputs) != 1:
             raise InvalidInput(
                 "instances",
                 detail=f"the model has inputs {list(schema.inputs)} besides {spec.input!r}; use the v2 protocol",
             )
-        records = check_records(instances, spec)
-        if spec.view is not None:
-            records, entity_keys = await features.join(records, spec.view)
-        inputs = {spec.input: assemble_features(records, spec, schema)}
-    request = InferenceRequest(inputs, len(instances), arrived, deadline, request_id, entity_keys=entity_keys)
-    results = await served.infer(request)
-    answer = Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
-    return answer, request, results
+        results = await call.infer_records(check_records(instances, spec), deadline, request_id)
+    return Answer(200, encode_predictions(served.name, served.version, results, schema.output_names))
 
 
 def _error_answer(exc: Exception, target: InferenceTarget) -> Answer:
@@ -290,4 +255,5 @@ def _error_answer(exc: Exception, target: InferenceTarget) -> Answer:
         error_body(message),
         headers=tuple((k.lower().encode(), v.encode()) for k, v in headers.items()),
         error=message,
+        expected=isinstance(exc, ShuttingDown),
     )

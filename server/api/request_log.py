@@ -2,11 +2,14 @@
 
 `RequestLog.record` is the one function that logs a request event. Each lane calls it once per
 request, so no request is logged twice: the inference fast lane (`server/api/inference.py`), which
-alone knows the model, version and protocol it routed to, where it records its metrics; and, for
+alone knows the model, version and protocol its data-plane call routed to; and, for
 every FastAPI route, `RequestLogMiddleware` (that lane only, off the hot path), which takes the
 status from the response and the message from the error handlers (`note_error`). The request id
 comes from the request-context step (`server/api/context.py`). Successes are skipped unless
-sampled (`log_success_sample_rate`), so the hot path pays one comparison for them.
+sampled (`log_success_sample_rate`), so the hot path pays one comparison for them. A failure
+is WARNING (4xx) or ERROR (5xx), except an *expected* answer: a 503 because the server is
+shutting down (`ShuttingDown`, or readiness while draining) is what a SIGTERM asks for, so it is
+INFO and pages nobody.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from server.api.context import request_id_of
 
 ERROR_KEY = "hotserve.error"
 """Scope key of the error message a FastAPI route answered with."""
+EXPECTED_KEY = "hotserve.expected"
+"""Scope key set when a FastAPI route's error answer is an expected one (logged at INFO)."""
 logger = logging.getLogger("hotserve.request")
 
 
@@ -42,13 +47,18 @@ class RequestLog:
         version: str = "",
         protocol: str = "",
         error: str = "",
+        expected: bool = False,
     ) -> None:
-        """One answered request (status 499: the client went away before its answer)."""
+        """One answered request (status 499: the client went away before its answer); `expected`:
+        an error answer the server gives on purpose (shutting down), logged at INFO."""
         if status < 400 and (
             not model or self.success_sample_rate <= 0.0 or random.random() >= self.success_sample_rate
         ):
             return
-        level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+        if expected:
+            level = logging.INFO
+        else:
+            level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
         if not logger.isEnabledFor(level):
             return
         logger.log(
@@ -67,9 +77,16 @@ class RequestLog:
         )
 
 
-def note_error(scope: Scope, message: str) -> None:
+def note_error(scope: Scope, message: str, expected: bool = False) -> None:
     """Record the error message a FastAPI route answers with, for its request event."""
     scope[ERROR_KEY] = message
+    if expected:
+        note_expected(scope)
+
+
+def note_expected(scope: Scope) -> None:
+    """Mark a FastAPI route's error answer as expected (shutting down): its event is INFO."""
+    scope[EXPECTED_KEY] = True
 
 
 class RequestLogMiddleware:
@@ -106,4 +123,5 @@ class RequestLogMiddleware:
                 status or 499,
                 time.monotonic() - started,
                 error=scope.get(ERROR_KEY, ""),
+                expected=scope.get(EXPECTED_KEY, False),
             )

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from server.errors import ModelNotFound
 
 _V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
-_V1_PREDICT = re.compile(r"/v1/models/([^/]+):predict")
+_V1_PREDICT = re.compile(r"/v1/models/([^/]+)(?:/versions/([^/]+))?:predict")
+"""KServe v1 (TF Serving's REST form): `/v1/models/{m}:predict`, `/v1/models/{m}/versions/{v}:predict`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,7 @@ def match_inference_path(path: str) -> InferenceTarget | None:
     if m := _V2_INFER.fullmatch(path):
         return InferenceTarget("v2", m.group(1), m.group(2))
     if m := _V1_PREDICT.fullmatch(path):
-        return InferenceTarget("v1", m.group(1), None)
+        return InferenceTarget("v1", m.group(1), m.group(2))
     return None
 
 

@@ -22,8 +22,8 @@ does not count against readiness. `lifecycle.py` moves each version through its 
 detach, drain, unload); `reporting.py` tells Prometheus and the other replicas what was
 published. The control-state store is handed in (`create_app` opens it from the settings).
 
-Request path: `acquire()` is one lookup in the published table plus a lease; the edge calls
-`release()` on the version once the request is answered.
+Request path: `route()` is one lookup in the published table; the data plane
+(`server/dataplane/`) leases the versions it names and releases them once the request is answered.
 """
 
 from __future__ import annotations
@@ -36,7 +36,15 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from server.errors import ControlConflict, ControlStateUnavailable, ModelNotFound, ModelNotReady, VersionNotReady
+from server.errors import (
+    ControlConflict,
+    ControlStateUnavailable,
+    HotserveError,
+    ModelNotFound,
+    ModelNotReady,
+    ShuttingDown,
+    VersionNotReady,
+)
 from server.metrics.instruments import Metrics
 from server.registry.control_state import ControlSnapshot, ControlState
 from server.registry.lifecycle import Retired, VersionLifecycle
@@ -45,7 +53,7 @@ from server.registry.repository import Rescan, compare_scan, scan_repository
 from server.registry.served import ServedVersion
 from server.registry.versions import VersionSlot, VersionState, VersionStatus
 from server.routing.build import default_version, keep_loaded, model_routes, needs_newest, routing_table
-from server.routing.table import ModelRoutes, RoutingTable, ShadowRoute
+from server.routing.table import ModelRoutes, Route, RoutingTable
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -256,7 +264,7 @@ class ModelRegistry:
         self, snapshot: ControlSnapshot, newest: bool = False
     ) -> tuple[RoutingTable, list[Retired]]:
         if self._closing:
-            raise ModelNotReady("server is shutting down")
+            raise ShuttingDown()
         if snapshot.revision < self._applied.revision and not newest:
             return self._table, []  # a newer snapshot is applied already: never go back
         retry_failed = {name: snapshot.model(name) != self._applied.model(name) for name in self._slots}
@@ -370,43 +378,30 @@ class ModelRegistry:
 
     # --- request path -----------------------------------------------------------------------
 
-    def acquire(self, name: str, version: int | None = None, routing_key: str | None = None) -> ServedVersion:
-        """The version a request goes to, with a lease taken on it: the caller must `release()` it.
-
-        Unpinned requests follow the model's traffic policy (sticky by `routing_key`).
-        ModelNotFound for an unknown model or a version not in the repository; ModelNotReady
-        for one that exists but is not loaded and ready, or while shutting down.
-        """
-        served = self._table.lookup(name, version, routing_key)
-        if served is None or self._closing:
-            raise self._unroutable(name, version)
-        served.lease()
-        return served
-
-    def sticky_field(self, name: str) -> str | None:
-        """The v1 record field whose value keeps a request on one version under `name`'s traffic
-        split (the entity key), or None when no split is set or the model has no entity key."""
-        routes = self._table.models.get(name)
-        if routes is None or routes.split is None or routes.default is None:
-            return None
-        features = routes.default.manifest.features
-        return None if features is None else features.entity_key
-
-    def shadow_route(self, name: str) -> ShadowRoute | None:
-        """Where copies of `name`'s unpinned requests go (None: no shadow, or it is not ready)."""
-        routes = self._table.models.get(name)
-        return None if routes is None else routes.shadow
+    def route(
+        self, name: str, version: int | None = None, routing_key: str | None = None, by_entity: bool = False
+    ) -> Route:
+        """Where a request goes, from the published table (`RoutingTable.route`); the data plane
+        leases what it names. ModelNotFound for an unknown model or a version not in the
+        repository; ModelNotReady for one that exists but is not loaded and ready; ShuttingDown
+        once closing."""
+        route = self._table.route(name, version, routing_key, by_entity)
+        if route is None or self._closing:
+            raise self.unroutable(name, version)
+        return route
 
     def resolve(self, name: str, version: int | None = None) -> ServedVersion:
-        """Like `acquire` without a lease: for metadata and readiness, which run nothing."""
+        """The version a request would be routed to, without a lease: for metadata and
+        readiness, which run nothing."""
         served = self._table.lookup(name, version)
         if served is None or self._closing:
-            raise self._unroutable(name, version)
+            raise self.unroutable(name, version)
         return served
 
-    def _unroutable(self, name: str, version: int | None) -> Exception:
+    def unroutable(self, name: str, version: int | None) -> HotserveError:
+        """Why a request for `name` (pinned to `version`, or not) has nowhere to go now."""
         if self._closing:
-            return ModelNotReady("server is shutting down")
+            return ShuttingDown()
         slots = self._slots.get(name)
         if slots is None:
             return ModelNotFound(name)

@@ -96,6 +96,25 @@ async def test_json_binary_and_v1_answers_match_onnxruntime_in_process(server: S
         )
 
 
+async def test_v1_predict_pinned_to_a_version_as_kserve_v1_clients_send_it(
+    server: ServerProcess, repository: Path
+) -> None:
+    features = _features(seed=2, rows=3)
+    expected = _session(repository, "tab", 2).run(None, {"features": features})[0]
+    records = [dict(zip(TAB_COLUMNS, row)) for row in features.tolist()]
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        pinned = await client.post("/v1/models/tab/versions/2:predict", json={"instances": records})
+        assert pinned.status_code == 200 and pinned.json()["model_version"] == "2"
+        np.testing.assert_allclose(np.asarray(pinned.json()["predictions"], dtype=np.float32), expected, rtol=1e-6)
+        unloaded = await client.post("/v1/models/tab/versions/1:predict", json={"instances": records})
+        assert (unloaded.status_code, unloaded.json()) == (
+            503,
+            {"error": "model 'tab' version 1 is AVAILABLE (not loaded)"},
+        )
+        unknown = await client.post("/v1/models/tab/versions/9:predict", json={"instances": records})
+        assert (unknown.status_code, unknown.json()) == (404, {"error": "model 'tab' version 9 not found"})
+
+
 async def test_several_inputs_and_outputs_of_different_dtypes(server: ServerProcess, repository: Path) -> None:
     a = np.array([[1.5, -2.0, 0.5], [-1.0, -1.0, 4.0]], dtype=np.float32)
     b = np.array([[1, -7], [2**40, 3]], dtype=np.int64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 
 import httpx
@@ -50,6 +51,10 @@ async def test_sigterm_finishes_accepted_requests_refuses_new_ones_and_exits_0(d
     assert all(r.json()["outputs"][0]["data"] == [7.0] for r in responses)
     assert server.process.wait(timeout=60) == 0, server.log()
     assert "draining" in server.log()
+    # Refusals are what SIGTERM asked for: logged, but below ERROR, so a rolling update pages nobody.
+    events = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    refusals = [e for e in events if e.get("status") == 503 and e["message"].endswith("server is shutting down")]
+    assert refusals and {(e["logger"], e["level"]) for e in refusals} == {("hotserve.request", "INFO")}, refusals
 
 
 async def _inflight(client: httpx.AsyncClient) -> float:

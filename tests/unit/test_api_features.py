@@ -3,7 +3,6 @@ overrides, defaults, 404/503 answers, requests served while the store is down, a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -67,7 +66,7 @@ async def client(settings: Settings, store: ControlledStore) -> AsyncIterator[ht
     async with serving(settings, FakeRegistry(MODELS)) as c:
         app = c.app  # type: ignore[attr-defined]
         lookup = FeatureLookup(store, app.state.edge.metrics, cache_size=0, breaker_failures=1, breaker_reset_s=3600.0)
-        app.state.edge = dataclasses.replace(app.state.edge, features=FeatureJoin(lookup))
+        app.state.edge.plane.features = FeatureJoin(lookup)  # the data plane joins through it
         await store.put_many([EntityWrite("c1", {"age": 31.0, "count": 7}, time.time())], _view(), None)
         yield c
 

@@ -332,3 +332,26 @@ async def test_routing_key_comes_from_the_header_or_under_a_split_from_the_v1_en
             ),
         )
     assert registry.routing_keys == ["from-header", None, "c-7", None]
+
+
+async def test_v1_predict_pinned_to_a_version_answers_from_that_version(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/models/tab/versions/1:predict", json={"instances": [{"a": 1, "b": 2}]})
+    assert response.status_code == 200
+    assert response.json() == {"predictions": [{"score": [3.0], "label": 0}], "model_name": "tab", "model_version": "1"}
+    missing = await client.post("/v1/models/tab/versions/9:predict", json={"instances": [{"a": 1, "b": 2}]})
+    assert missing.status_code == 404 and missing.json() == {"error": "model 'tab' version 9 not found"}
+    bad = await client.post("/v1/models/tab/versions/one:predict", json={"instances": [{"a": 1, "b": 2}]})
+    assert bad.status_code == 404 and bad.json() == {"error": "model 'tab' version one not found"}
+
+
+async def test_a_pinned_v1_request_is_not_routed_by_its_entity(settings: Settings) -> None:
+    spec = FeatureSpec(input="features", columns=["a", "b"], request_features=["a", "b"], entity_key="cid")
+    manifest = make_manifest("ent", [("features", "FP32", [-1, 2])], [("score", "FP32", [-1, 1])], features=spec)
+    registry = FakeRegistry([FakeServedVersion(manifest, lambda i: {"score": i["features"][:, :1]})])
+    registry.sticky["ent"] = "cid"
+    async with serving(settings, registry) as client:
+        response = await client.post(
+            "/v1/models/ent/versions/1:predict", json={"instances": [{"cid": "c-7", "a": 1, "b": 2}]}
+        )
+    assert response.status_code == 200 and response.json()["model_version"] == "1"
+    assert registry.routing_keys == [None]  # pinned: routed before the body, by no key

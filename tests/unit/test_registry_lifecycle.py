@@ -50,7 +50,9 @@ def state(registry: ModelRegistry, version: int) -> VersionState:
 
 async def test_a_version_drains_while_a_request_holds_its_lease_then_unloads(registry: ModelRegistry) -> None:
     await registry.apply(registry.applied.with_loaded("mlp", 1))
-    served = registry.acquire("mlp", 1)  # a request routed to v1, not answered yet
+    served = registry.route("mlp", 1).primary  # a request routed to v1, leased, not answered yet
+    assert served is not None
+    served.lease()
     assert registry.status("mlp", 1).inflight == 1
     unload = asyncio.ensure_future(registry.apply(registry.applied.without_loaded("mlp", 1)))
     for _ in range(100):

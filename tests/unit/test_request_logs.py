@@ -177,3 +177,27 @@ async def test_server_side_failures_are_logged_as_errors(settings: Settings, cap
     assert event.levelno == logging.ERROR and event.status == 500  # type: ignore[attr-defined]
     assert event.getMessage().endswith("runtime exploded")
     assert np.isfinite(event.duration_ms)  # type: ignore[attr-defined]
+
+
+async def test_refusals_while_shutting_down_are_logged_at_info_and_other_503s_at_error(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hotserve.request")
+    registry = _registry()
+    registry.not_ready = frozenset({"loading"})
+    async with serving(settings, registry) as client:
+        not_ready = await client.post("/v2/models/loading/infer", content=BODY)
+        client.app.state.edge.inflight.begin_drain(5.0)  # type: ignore[attr-defined]  # what SIGTERM does
+        refused = await client.post("/v2/models/m/infer", content=BODY)
+        probe = await client.get("/v2/health/ready")
+        model_probe = await client.get("/v2/models/m/ready")
+    assert [r.status_code for r in (not_ready, refused, probe, model_probe)] == [503] * 4
+    assert refused.json() == {"error": "server is shutting down"}
+    events = _events(caplog)
+    assert [(e.status, e.levelname) for e in events] == [  # type: ignore[attr-defined]
+        (503, "ERROR"),  # a model that cannot serve: someone should look
+        (503, "INFO"),  # refused because the server is draining: what was asked for
+        (503, "INFO"),
+        (503, "INFO"),
+    ]
+    assert events[1].getMessage() == "POST /v2/models/m/infer 503: server is shutting down"

@@ -1,4 +1,5 @@
-"""Edge request metrics (count by code, end-to-end latency) with labelled children cached.
+"""Request metrics (count by code, end-to-end latency) with labelled children cached; recorded
+by `Call.finish`, where the data plane knows each request's outcome.
 
 `Counter.labels()` takes a lock and builds a key on every call; the hot path records
 two instruments per request, so the children are looked up once per label set.

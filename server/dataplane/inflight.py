@@ -1,7 +1,8 @@
 """Inference requests in progress and the draining flag that graceful shutdown turns on.
 
 `hotserve serve` flips `draining` on SIGTERM (readiness false, new inference 503),
-then waits here until every accepted request has answered before closing sockets.
+then waits here until every accepted request has answered before closing sockets. The data
+plane (`Call.route`, `Call.release`) counts requests in and out, whatever their transport.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ from server.api.error_handlers import install_error_handlers
 from server.api.inflight import InflightRequests
 from server.api.request_log import RequestLog, RequestLogMiddleware
 from server.api.request_metrics import RequestMetrics
+from server.evidence.recorder import MemoryEvidenceRecorder
+from server.evidence.windows import EvidenceWindows
 from server.features.service import open_features
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import DriftConfig
@@ -70,7 +72,12 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app_metrics = (
-            metrics if metrics is not None else Metrics(drift=DriftMonitor(DriftConfig.from_settings(settings)))
+            metrics
+            if metrics is not None
+            else Metrics(
+                drift=DriftMonitor(DriftConfig.from_settings(settings)),
+                evidence=MemoryEvidenceRecorder(EvidenceWindows.from_settings(settings)),
+            )
         )
         app_registry: Registry = registry if registry is not None else ModelRegistry(settings, app_metrics)
         features = await open_features(settings, app_metrics)
@@ -92,7 +99,6 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                     FileAuditLog(settings.resolved_audit_log_path),
                     app_metrics,
                     keep_previous_loaded=settings.keep_previous_loaded,
-                    shadow=edge.shadow,
                 )
                 if isinstance(app_registry, ModelRegistry)
                 else None

@@ -143,8 +143,9 @@ async def clear_shadow(name: str, admin: AdminDep) -> Response:
 
 @router.get("/models/{name}/versions/{version}/evidence")
 async def evidence(name: str, version: str, admin: AdminDep) -> Response:
-    """What a candidate has shown on this replica (canary answers, shadow comparisons)."""
-    return json_response(evidence_view(admin.controller.evidence(name, parse_version(name, version))))
+    """What a candidate has shown on this replica since its load (canary answers, shadow comparisons)
+    against production over the same window."""
+    return json_response(evidence_view(await admin.controller.evidence(name, parse_version(name, version))))
 
 
 @router.get("/replicas")

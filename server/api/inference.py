@@ -153,6 +153,8 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
             edge.inflight.exit()
     await _send(send, request_id, answer)
     edge.request_metrics.record(model_label, version_label, target.protocol, answer.status, time.monotonic() - arrived)
+    if served is not None:  # the evidence of this load of the version (guarded promotion)
+        served.evidence.answered(answer.status, time.monotonic() - arrived)
     # Errors (and sampled successes) only: for the rest this returns after one comparison.
     edge.request_log.record(
         request_id,

@@ -25,7 +25,6 @@ from server.registry.promotion import Evidence, PromotionRequirements, gather, s
 from server.registry.registry import Change, ModelRegistry, Rescan
 from server.registry.versions import VersionState
 from server.routing.traffic import check_weights, target_version
-from server.shadow import ShadowEvidence, ShadowRunner
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +61,11 @@ class Controller:
         audit: AuditLog,
         metrics: Metrics,
         keep_previous_loaded: bool = True,
-        shadow: ShadowRunner | None = None,
     ) -> None:
         self.registry = registry
         self.audit = audit
         self._metrics = metrics
         self._keep_previous = keep_previous_loaded
-        self._shadow = shadow
 
     # --- version operations ---------------------------------------------------------------------
 
@@ -254,11 +251,10 @@ class Controller:
 
         return await self._run(caller, "shadow", model, run, detail="cleared")
 
-    def evidence(self, model: str, version: int) -> Evidence:
-        """What `version` has shown on this replica against the production version."""
+    async def evidence(self, model: str, version: int) -> Evidence:
+        """What `version` has shown since its load against the production version, over the same window."""
         self.registry.status(model, version)
-        shadow = self._shadow.evidence(model, version) if self._shadow is not None else ShadowEvidence()
-        return gather(self._metrics, shadow, model, version, self.registry.serving(model))
+        return await gather(self._metrics.evidence, model, version, self.registry.serving(model))
 
     async def promote(
         self,
@@ -272,7 +268,7 @@ class Controller:
         met unless `force`, which the audit log records with what fell short."""
         shortfall: list[str] = []
         if requirements is not None:
-            evidence = self.evidence(model, version)
+            evidence = await self.evidence(model, version)
             shortfall = shortfalls(requirements, evidence)
             if shortfall and not force:
                 error = PromotionRefused(model, version, shortfall, evidence_view(evidence))

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -352,8 +353,16 @@ def evidence_table(evidence: dict[str, Any]) -> str:
             ],
             ["shadow agreement", _text(evidence.get("shadow_agreement"))],
             ["observed", evidence["observed"]],
+            ["window (both versions)", _window(evidence.get("since"), evidence.get("until"))],
         ],
     )
+
+
+def _window(since: float | None, until: float | None) -> str:
+    if since is None or until is None:
+        return "-"  # a server from before the evidence recorder
+    start, end = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) for t in (since, until))
+    return f"{start} to {end} UTC"
 
 
 def _ms(seconds: float | None) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from server.admin_cli import evidence_table
 from server.evidence.load import LoadEvidence
 from server.evidence.recorder import MemoryEvidenceRecorder
 from server.evidence.summary import histogram_quantile
 from server.evidence.windows import EvidenceWindows
+from server.registry.controller import evidence_view
 from server.registry.promotion import PromotionRequirements, gather, shortfalls
 from tests.fakes import ManualClock, fake_manifest
 
@@ -70,3 +72,11 @@ async def test_production_is_judged_over_the_candidates_window_not_its_whole_lif
     assert evidence.production is not None and evidence.production.requests == 200
     assert evidence.p99_ratio == pytest.approx(1.0)  # over its whole life production's p99 is 100x
     assert evidence.since == candidate.loaded_at // 10 * 10 and evidence.until > evidence.since
+
+
+async def test_the_cli_shows_the_window_both_versions_were_measured_over() -> None:
+    recorder = MemoryEvidenceRecorder(clock=ManualClock(1_000_003.0))
+    recorder.open_load(fake_manifest("m", 2))
+    table = evidence_table(evidence_view(await gather(recorder, "m", candidate=2, production=1)))
+    (row,) = [line for line in table.splitlines() if line.startswith("window (both versions)")]
+    assert row.endswith(" 1970-01-12 13:46:40 to 1970-01-12 13:46:50 UTC")

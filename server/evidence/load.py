@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 
 from server.evidence.predictions import PredictionBins
-from server.evidence.summary import LATENCY_BOUNDS_S, Comparisons, LatencyHistogram, WindowSummary
+from server.evidence.summary import LATENCY_BOUNDS_S, CopyComparisons, LatencyHistogram, WindowSummary
 from server.evidence.windows import EvidenceWindows
 from server.request import Tensors
 
@@ -147,7 +147,7 @@ class LoadEvidence:
             requests=totals[_REQUESTS],
             errors=totals[_ERRORS],
             latency=LatencyHistogram(counts=tuple(totals[_LATENCY:_COMPARED])),
-            comparisons=Comparisons(
+            comparisons=CopyComparisons(
                 compared=totals[_COMPARED],
                 agreed=totals[_AGREED],
                 dropped=totals[_DROPPED],

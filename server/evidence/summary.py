@@ -46,7 +46,7 @@ class LatencyHistogram(_Summary):
         return histogram_quantile(q, cumulative)
 
 
-class Comparisons(_Summary):
+class CopyComparisons(_Summary):
     """Copies of requests a version answered beside the primary (shadow traffic), compared with it."""
 
     compared: int = 0
@@ -62,8 +62,8 @@ class Comparisons(_Summary):
     def agreement(self) -> float | None:
         return self.agreed / self.compared if self.compared else None
 
-    def merge(self, other: Comparisons) -> Comparisons:
-        return Comparisons(
+    def merge(self, other: CopyComparisons) -> CopyComparisons:
+        return CopyComparisons(
             compared=self.compared + other.compared,
             agreed=self.agreed + other.agreed,
             dropped=self.dropped + other.dropped,
@@ -107,7 +107,7 @@ class WindowSummary(_Summary):
     """Of them, answered with a server error (5xx)."""
     latency: LatencyHistogram = LatencyHistogram()
     """End-to-end latency of the answered requests."""
-    comparisons: Comparisons = Comparisons()
+    comparisons: CopyComparisons = CopyComparisons()
     predictions: PredictionHistogram | None = None
     """None when the version's model.json has no prediction reference to bin on."""
 

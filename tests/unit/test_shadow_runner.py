@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.evidence.summary import Comparisons
+from server.evidence.summary import CopyComparisons
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
 from server.routing.table import ShadowRoute
@@ -23,7 +23,7 @@ def outcome(metrics: Metrics, name: str) -> float:
     )
 
 
-def comparisons(shadow: ServedVersion) -> Comparisons:
+def comparisons(shadow: ServedVersion) -> CopyComparisons:
     """What the evidence of the shadow version's load says of its copies."""
     return shadow.evidence.summary().comparisons
 

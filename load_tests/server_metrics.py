@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.registry.promotion import histogram_quantile
+from server.evidence.summary import histogram_quantile
 
 Buckets = dict[str, dict[float, float]]
 """protocol -> cumulative count per bucket upper bound."""

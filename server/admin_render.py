@@ -162,8 +162,16 @@ def evidence_table(evidence: dict[str, Any]) -> str:
             ],
             ["shadow agreement", _share(evidence.get("shadow_agreement"))],
             ["observed", evidence["observed"]],
+            ["window (both versions)", _window(evidence.get("since"), evidence.get("until"))],
         ],
     )
+
+
+def _window(since: float | None, until: float | None) -> str:
+    if since is None or until is None:
+        return "-"  # a server from before the evidence recorder
+    start, end = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) for t in (since, until))
+    return f"{start} to {end} UTC"
 
 
 def models_table(models: Sequence[dict[str, Any]]) -> str:

@@ -32,6 +32,8 @@ from server.api.route_gate import RouteGate
 from server.dataplane.inflight import InflightRequests
 from server.dataplane.plane import DataPlane
 from server.dataplane.request_metrics import RequestMetrics
+from server.evidence.recorder import MemoryEvidenceRecorder
+from server.evidence.windows import EvidenceWindows
 from server.features.service import open_features
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import DriftConfig
@@ -76,7 +78,12 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app_metrics = (
-            metrics if metrics is not None else Metrics(drift=DriftMonitor(DriftConfig.from_settings(settings)))
+            metrics
+            if metrics is not None
+            else Metrics(
+                drift=DriftMonitor(DriftConfig.from_settings(settings)),
+                evidence=MemoryEvidenceRecorder(EvidenceWindows.from_settings(settings)),
+            )
         )
         # The control-state store, like the feature store, is opened here and handed in.
         control: ControlState | None = None
@@ -103,7 +110,6 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                     FileAuditLog(settings.resolved_audit_log_path),
                     app_metrics,
                     keep_previous_loaded=settings.keep_previous_loaded,
-                    shadow=edge.shadow,
                 )
                 if isinstance(app_registry, ModelRegistry)
                 else None

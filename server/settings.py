@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     drift_interval_s: float = Field(default=10.0, gt=0)
     """How often each version's PSI is recomputed (off the request path)."""
 
+    # --- evidence for guarded promotion (per load of a version, in time buckets) ---
+    evidence_bucket_s: float = Field(default=10.0, gt=0)
+    """Width of the time buckets each loaded version's evidence is kept in: a candidate and its
+    baseline are compared over the same whole buckets."""
+    evidence_window_s: float = Field(default=3600.0, gt=0)
+    """How far back evidence is kept (older buckets are dropped)."""
+
     # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest inference request body accepted; larger ones get 413."""

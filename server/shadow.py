@@ -8,7 +8,8 @@ or when the shadow's own queue is full, the copy is dropped and counted. Each
 answer is compared with the primary's: it agrees when every output's largest absolute
 difference is within the shadow's tolerance, or, with a decision threshold, when both answers
 fall on the same side of it row by row. Outcomes, agreement, differences and shadow latency
-are metrics, and `evidence()` sums them per version for guarded promotion.
+are metrics, and each outcome is recorded in the evidence of the shadow version's load
+(`ServedVersion.evidence`) for guarded promotion.
 """
 
 from __future__ import annotations
@@ -16,31 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from server.errors import Overloaded
 from server.metrics.instruments import Metrics
+from server.registry.served import ServedVersion
 from server.request import InferenceRequest, Tensors
 from server.routing.table import ShadowRoute
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class ShadowEvidence:
-    """What shadow copies of one version have shown on this replica since it loaded."""
-
-    compared: int = 0
-    agreed: int = 0
-    dropped: int = 0
-    failed: int = 0
-    max_abs_difference: float = 0.0
-
-    @property
-    def agreement(self) -> float | None:
-        return self.agreed / self.compared if self.compared else None
 
 
 def agrees(primary: Tensors, shadow: Tensors, tolerance: float, threshold: float | None) -> tuple[bool, float]:
@@ -73,7 +59,6 @@ class ShadowRunner:
         self._max_pending = max_pending
         self._pending: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._evidence: dict[tuple[str, int], ShadowEvidence] = {}
 
     def start(self) -> None:
         self._closed = False
@@ -90,40 +75,36 @@ class ShadowRunner:
         """Copies in flight now."""
         return len(self._pending)
 
-    def evidence(self, model: str, version: int) -> ShadowEvidence:
-        return self._evidence.setdefault((model, version), ShadowEvidence())
-
     def offer(self, route: ShadowRoute, request: InferenceRequest, primary: Tensors) -> None:
         """Send a copy of an answered request to the shadow version, or drop it when too many are in flight."""
         served = route.served
         if self._closed or len(self._pending) >= self._max_pending:
-            self._drop(served.name, served.version)
+            self._drop(served)
             return
         served.lease()  # held until the copy ran: a swap cannot unload it under the copy
         task = asyncio.get_running_loop().create_task(self._run(route, request, primary))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    def _drop(self, model: str, version: int) -> None:
-        self.evidence(model, version).dropped += 1
-        self._metrics.shadow_requests.labels(model, str(version), "dropped").inc()
+    def _drop(self, served: ServedVersion) -> None:
+        served.evidence.dropped()
+        self._metrics.shadow_requests.labels(served.name, str(served.version), "dropped").inc()
 
     async def _run(self, route: ShadowRoute, request: InferenceRequest, primary: Tensors) -> None:
         served = route.served
         labels = (served.name, str(served.version))
-        evidence = self.evidence(served.name, served.version)
         # The copy has no deadline of its own: the client already has its answer.
         copy = request._replace(deadline=None)
         started = time.monotonic()
         try:
             outputs = await served.infer(copy)
         except Overloaded:
-            self._drop(served.name, served.version)  # the shadow's own queue is full
+            self._drop(served)  # the shadow's own queue is full
             return
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            evidence.failed += 1
+            served.evidence.failed()
             self._metrics.shadow_requests.labels(*labels, "failed").inc()
             log.debug("shadow %r version %d failed: %s", served.name, served.version, error)
             return
@@ -131,9 +112,7 @@ class ShadowRunner:
             served.release()
         self._metrics.shadow_duration.labels(*labels).observe(time.monotonic() - started)
         agreed, largest = agrees(primary, outputs, route.tolerance, route.threshold)
-        evidence.compared += 1
-        evidence.agreed += agreed
-        evidence.max_abs_difference = max(evidence.max_abs_difference, largest)
+        served.evidence.compared(agreed, largest)
         self._metrics.shadow_requests.labels(*labels, "compared").inc()
         self._metrics.shadow_agreements.labels(*labels, "agree" if agreed else "disagree").inc()
         self._metrics.shadow_abs_difference.labels(*labels).observe(largest)

@@ -30,6 +30,7 @@ from server.contract.manifest import (
     TensorSpec,
 )
 from server.errors import FeatureStoreUnavailable, HotserveError, ModelNotFound, ModelNotReady
+from server.evidence.recorder import MemoryEvidenceRecorder
 from server.features.memory_store import MemoryFeatureStore
 from server.features.store import StoredRow
 from server.metrics.instruments import Metrics
@@ -80,6 +81,16 @@ async def until(condition: Callable[[], bool], turns: int = 20_000) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("condition never held")
+
+
+class ManualClock:
+    """Wall-clock seconds (`time.time()` stand-in) that a test moves by hand."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def request(inputs: Tensors, rows: int | None = None, deadline: float | None = None) -> InferenceRequest:
@@ -153,6 +164,7 @@ class FakeServedVersion:
 
     def __post_init__(self) -> None:
         self.schema = ModelSchema.from_manifest(self.manifest)
+        self.evidence = MemoryEvidenceRecorder().open_load(self.manifest)
 
     @property
     def name(self) -> str:

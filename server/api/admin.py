@@ -142,7 +142,8 @@ async def clear_shadow(name: str, admin: AdminDep) -> Response:
 
 @router.get("/models/{name}/versions/{version}/evidence")
 async def evidence(name: str, version: str, admin: AdminDep) -> Response:
-    """What a candidate has shown on this replica (canary answers, shadow comparisons)."""
+    """What a candidate has shown on this replica since its load (canary answers, shadow comparisons)
+    against production over the same window."""
     return json_response(await admin.controller.evidence(name, parse_version(name, version)))
 
 

@@ -19,6 +19,7 @@ from server.contract.manifest import ModelManifest
 from server.dataplane.inflight import InflightRequests
 from server.dataplane.plane import DataPlane, Router
 from server.errors import ModelNotReady
+from server.evidence.load import LoadEvidence
 from server.features.join import FeatureJoin
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
@@ -47,6 +48,11 @@ class ServedModel(Protocol):
 
     @property
     def default_timeout_s(self) -> float | None: ...
+
+    @property
+    def evidence(self) -> LoadEvidence:
+        """What this load of the version shows, for guarded promotion (fed once per answer)."""
+        ...
 
     @property
     def provider(self) -> str:

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from server.api.context import REQUEST_ID_HEADER, SCOPE_KEY
 from server.api.deps import Edge
 from server.api.error_handlers import describe_error, error_body
-from server.dataplane.plane import Call
+from server.dataplane.plane import CLIENT_GONE, Call
 from server.errors import HotserveError, InvalidInput, PayloadTooLarge, ShuttingDown
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
 from server.protocol.paths import InferenceTarget, parse_version
@@ -113,13 +113,13 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         else:
             answer = await _predict_v1(call, served, body, headers, arrived, request_id)
     except (asyncio.CancelledError, _ClientGone) as exc:
-        duration_s = call.finish(499)  # client gone (nginx's code)
+        duration_s = call.finish(CLIENT_GONE)
         served = call.primary
         edge.request_log.record(
             request_id,
             "POST",
             scope["path"],
-            499,
+            CLIENT_GONE,
             duration_s,
             "" if served is None else served.name,
             "" if served is None else str(served.version),

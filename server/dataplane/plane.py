@@ -33,6 +33,9 @@ from server.request import InferenceRequest, Tensors
 from server.routing.table import Route, ShadowRoute
 from server.shadow import ShadowRunner
 
+CLIENT_GONE = 499
+"""The status of a request whose client left before its answer (nginx's code): not an answer."""
+
 
 class Router(Protocol):
     """What the data plane needs of the registry: the published routing table, and why not."""
@@ -208,6 +211,8 @@ class Call:
             self._plane.request_metrics.record("", "", self.protocol, status, duration_s)
         else:
             self._plane.request_metrics.record(served.name, str(served.version), self.protocol, status, duration_s)
+            if status != CLIENT_GONE:  # the evidence of this load of the version (guarded promotion)
+                served.evidence.answered(status, duration_s)
         return duration_s
 
 

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from server.evidence.recorder import EvidenceRecorder, MemoryEvidenceRecorder
 from server.monitoring.monitor import DriftMonitor
 
 # Sub-millisecond resolution at the fast end: the demo model answers in ~1 ms.
@@ -144,6 +145,9 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     drift: DriftMonitor = field(default_factory=DriftMonitor)
     """Drift of the loaded versions, exported by `DriftCollector` at scrape time."""
+    evidence: EvidenceRecorder = field(default_factory=MemoryEvidenceRecorder)
+    """What each load of a version showed, per time window, for guarded promotion: the request
+    path feeds it beside these instruments, but control decisions never read the instruments."""
 
     def __post_init__(self) -> None:
         r = self.registry

@@ -39,7 +39,6 @@ from server.registry.registry import Change, ModelRegistry
 from server.registry.repository import Rescan
 from server.registry.versions import VersionState, VersionStatus
 from server.routing.traffic import check_weights, target_version
-from server.shadow import ShadowEvidence, ShadowRunner
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +57,11 @@ class Controller:
         audit: AuditLog,
         metrics: Metrics,
         keep_previous_loaded: bool = True,
-        shadow: ShadowRunner | None = None,
     ) -> None:
         self._registry = registry
         self._audit = audit
         self._metrics = metrics
         self._keep_previous = keep_previous_loaded
-        self._shadow = shadow
 
     # --- queries ----------------------------------------------------------------------------------
 
@@ -94,7 +91,7 @@ class Controller:
         return await self._audit.read(model=model, alias=alias, since=since, until=until, limit=limit)
 
     async def evidence(self, model: str, version: int) -> Mapping[str, object]:
-        return evidence_view(self._evidence(model, version))
+        return evidence_view(await self._evidence(model, version))
 
     def _model_state(self, name: str) -> ModelState:
         statuses = self._registry.versions(name)
@@ -119,11 +116,11 @@ class Controller:
             versions=versions,
         )
 
-    def _evidence(self, model: str, version: int) -> Evidence:
-        """What `version` has shown on this replica against the production version."""
+    async def _evidence(self, model: str, version: int) -> Evidence:
+        """What `version` has shown since its load on this replica against the production version,
+        over the same window."""
         self._registry.status(model, version)
-        shadow = self._shadow.evidence(model, version) if self._shadow is not None else ShadowEvidence()
-        return gather(self._metrics, shadow, model, version, self._registry.serving(model))
+        return await gather(self._metrics.evidence, model, version, self._registry.serving(model))
 
     # --- version operations ---------------------------------------------------------------------
 
@@ -306,7 +303,7 @@ class Controller:
         async def run() -> Outcome:
             shortfall: list[str] = []
             if requirements is not None:
-                evidence = self._evidence(model, version)
+                evidence = await self._evidence(model, version)
                 shortfall = shortfalls(requirements, evidence)
                 if shortfall and not force:
                     raise PromotionRefused(model, version, shortfall, evidence_view(evidence))

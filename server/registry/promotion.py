@@ -1,21 +1,19 @@
-"""Guarded promotion: the evidence a candidate version earned on this replica, and the verdict.
+"""Guarded promotion: the evidence a candidate version earned against production, and the verdict.
 
-Control path. A `promote` may carry `PromotionRequirements`; the admin API gathers the
-candidate's `Evidence` from what this replica already measures (no extra work on the request
-path): canary traffic from the request counters and latency histogram of each version, shadow
-traffic from the shadow runner's comparisons. Evidence that falls short refuses the promotion
-(409, the evidence in the body) unless it is forced, which the audit log records.
+Control path. A `promote` may carry `PromotionRequirements`; the controller reads the candidate's
+`Evidence` from the evidence recorder (`server/evidence/`): the candidate's answers, 5xx, latency
+and shadow comparisons, and production's answers and latency, both over the same window (from
+the candidate's current load until now; a reload starts from zero). Evidence that falls short
+refuses the promotion (409, the evidence in the body) unless it is forced, which the audit log
+records.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.metrics.instruments import Metrics
-from server.shadow import ShadowEvidence
+from server.evidence.recorder import EvidenceRecorder
+from server.evidence.summary import WindowSummary
 
 
 class PromotionRequirements(BaseModel):
@@ -38,9 +36,13 @@ class VersionTraffic(BaseModel):
     errors: int
     p99_s: float | None
 
+    @classmethod
+    def of(cls, summary: WindowSummary) -> VersionTraffic:
+        return cls(requests=summary.requests, errors=summary.errors, p99_s=summary.latency.quantile(0.99))
+
 
 class Evidence(BaseModel):
-    """What a candidate showed against the production version (on this replica, since load)."""
+    """What a candidate showed against the production version over one window (epoch seconds)."""
 
     candidate: VersionTraffic
     production: VersionTraffic | None
@@ -48,6 +50,9 @@ class Evidence(BaseModel):
     shadow_agreement: float | None
     shadow_dropped: int
     shadow_failed: int
+    since: float
+    """Start of the window both versions were measured over (the candidate's load, bucket-aligned)."""
+    until: float
 
     @property
     def observed(self) -> int:
@@ -93,63 +98,20 @@ def shortfalls(requirements: PromotionRequirements, evidence: Evidence) -> list[
     return failed
 
 
-def gather(metrics: Metrics, shadow: ShadowEvidence, model: str, candidate: int, production: int | None) -> Evidence:
-    traffic = version_traffic(metrics, model)
-    empty = VersionTraffic(requests=0, errors=0, p99_s=None)
+async def gather(recorder: EvidenceRecorder, model: str, candidate: int, production: int | None) -> Evidence:
+    """The candidate's evidence against `production` over the same window, from its current load."""
+    comparison = await recorder.compare(model, candidate, production)
+    shadow = comparison.candidate.comparisons
     return Evidence(
-        candidate=traffic.get(str(candidate), empty),
-        production=None if production is None else traffic.get(str(production), empty),
+        candidate=VersionTraffic.of(comparison.candidate),
+        production=None if comparison.baseline is None else VersionTraffic.of(comparison.baseline),
         shadow_compared=shadow.compared,
         shadow_agreement=shadow.agreement,
         shadow_dropped=shadow.dropped,
         shadow_failed=shadow.failed,
+        since=comparison.since,
+        until=comparison.until,
     )
-
-
-def version_traffic(metrics: Metrics, model: str) -> dict[str, VersionTraffic]:
-    """Requests, 5xx answers and p99 latency per version of `model`, from this process's metrics."""
-    requests: dict[str, int] = defaultdict(int)
-    errors: dict[str, int] = defaultdict(int)
-    for family in metrics.requests.collect():
-        for sample in family.samples:
-            labels = sample.labels
-            if sample.name.endswith("_total") and labels.get("model") == model:
-                requests[labels["version"]] += int(sample.value)
-                if labels["code"].startswith("5"):
-                    errors[labels["version"]] += int(sample.value)
-    buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
-    for family in metrics.request_duration.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_bucket") and sample.labels.get("model") == model:
-                buckets[sample.labels["version"]][float(sample.labels["le"])] += sample.value
-    return {
-        version: VersionTraffic(
-            requests=requests[version], errors=errors[version], p99_s=histogram_quantile(0.99, buckets.get(version, {}))
-        )
-        for version in set(requests) | set(buckets)
-    }
-
-
-def histogram_quantile(q: float, cumulative: dict[float, float]) -> float | None:
-    """Prometheus' `histogram_quantile` over cumulative bucket counts (upper bound -> count)."""
-    if not cumulative:
-        return None
-    bounds = sorted(cumulative)
-    total = cumulative[bounds[-1]]
-    if total <= 0:
-        return None
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound in bounds:
-        count = cumulative[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return lower  # in the +Inf bucket: the largest finite bound, as Prometheus does
-            if count == below:
-                return bound
-            return lower + (bound - lower) * (rank - below) / (count - below)
-        lower, below = bound, count
-    return lower
 
 
 def _fmt(value: float | None) -> str:

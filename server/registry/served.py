@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from server.batching.batcher import Batcher
+from server.batching.batcher import Batcher, BatchObserver
 from server.contract.manifest import ModelManifest
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import VersionDrift
@@ -37,8 +37,13 @@ class ServedVersion:
         self._drift_monitor = metrics.drift
         self.drift: VersionDrift | None = metrics.drift.track(manifest)
         """Samples each batch for drift monitoring; None when model.json has no reference."""
+        self.evidence = metrics.evidence.open_load(manifest)
+        """What this load shows, for guarded promotion: a reload starts from zero."""
         self.batcher = Batcher(
-            manifest, self.executor, metrics, on_batch=None if self.drift is None else self.drift.record
+            manifest,
+            self.executor,
+            metrics,
+            on_batch=observe_batches(None if self.drift is None else self.drift.record, self.evidence.predicted),
         )
         timeout_ms = manifest.batching.default_timeout_ms
         self.default_timeout_s = None if timeout_ms is None else timeout_ms / 1000.0
@@ -109,3 +114,16 @@ class ServedVersion:
             self.executor.shutdown(wait=False)
         self.runtime.close()
         return drained and self._leases == 0
+
+
+def observe_batches(*observers: BatchObserver | None) -> BatchObserver | None:
+    """One batch observer calling each of `observers` that is set (None when none is)."""
+    chosen = [observer for observer in observers if observer is not None]
+    if len(chosen) <= 1:
+        return chosen[0] if chosen else None
+
+    def observe(inputs: Tensors, outputs: Tensors) -> None:
+        for observer in chosen:
+            observer(inputs, outputs)
+
+    return observe

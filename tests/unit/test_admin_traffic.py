@@ -129,3 +129,25 @@ async def test_a_shadow_that_always_fails_never_fails_the_primary(tmp_path: Path
                 >= 30
             )
         )
+
+
+async def test_a_version_unloaded_and_loaded_again_starts_with_zero_evidence(tmp_path: Path) -> None:
+    root = repository_with(tmp_path / "repository")
+    async for admin in serving_admin(settings_for(root)):
+        await admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 1})
+        assert (await admin.call("POST", "/admin/models/mlp/versions/2/load")).status_code == 200
+        assert {(await admin.infer(version=2)).status_code for _ in range(12)} == {200}
+        before = (await admin.call("GET", "/admin/models/mlp/versions/2/evidence")).json()
+        assert before["candidate"]["requests"] == 12 and before["observed"] == 12
+
+        assert (await admin.call("POST", "/admin/models/mlp/versions/2/unload")).status_code == 200
+        assert (await admin.state(2))["state"] != "READY"
+        assert (await admin.call("POST", "/admin/models/mlp/versions/2/load")).status_code == 200
+        after = (await admin.call("GET", "/admin/models/mlp/versions/2/evidence")).json()
+        assert (after["candidate"]["requests"], after["observed"], after["candidate"]["p99_s"]) == (0, 0, None)
+        refused = await admin.call(
+            "POST", "/admin/models/mlp/promote", json={"version": 2, "requirements": {"min_requests": 12}}
+        )
+        assert refused.status_code == 409 and "observed 0 requests" in refused.json()["error"]
+        await admin.infer(version=2)
+        assert (await admin.call("GET", "/admin/models/mlp/versions/2/evidence")).json()["candidate"]["requests"] == 1

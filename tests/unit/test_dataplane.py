@@ -210,8 +210,8 @@ async def test_an_unpinned_call_copies_to_the_shadow_leased_from_routing_until_t
     assert v3.leases == 1  # taken with the route: a swap during the primary's run cannot close it
     await call.infer(request({"x": X}))
     call.release()
-    await until(lambda: p.plane.shadow.evidence("m", 3).compared == 1)
-    assert (v1.leases, v3.leases, p.plane.shadow.evidence("m", 3).agreed) == (0, 0, 1)
+    await until(lambda: v3.evidence.summary().comparisons.compared == 1)
+    assert (v1.leases, v3.leases, v3.evidence.summary().comparisons.agreed) == (0, 0, 1)
 
 
 async def test_a_pinned_call_bypasses_the_split_and_sends_no_copy(p: Plane) -> None:
@@ -222,7 +222,7 @@ async def test_a_pinned_call_bypasses_the_split_and_sends_no_copy(p: Plane) -> N
     assert v3.leases == 0
     await call.infer(request({"x": X}))
     call.finish(200)
-    assert (p.plane.shadow.pending, p.plane.shadow.evidence("m", 3).compared, v2.leases) == (0, 0, 0)
+    assert (p.plane.shadow.pending, v3.evidence.summary().comparisons.compared, v2.leases) == (0, 0, 0)
 
 
 async def test_a_failed_primary_sends_no_copy_and_returns_the_shadow_lease(p: Plane) -> None:

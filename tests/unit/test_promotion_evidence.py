@@ -1,18 +1,22 @@
-"""Guarded promotion: evidence from this replica's own metrics and shadow runner, and the verdict."""
+"""Guarded promotion: evidence from the evidence recorder over one window for both versions, and the verdict."""
 
 from __future__ import annotations
 
 import pytest
 
-from server.metrics.instruments import Metrics
-from server.registry.promotion import PromotionRequirements, gather, histogram_quantile, shortfalls
-from server.shadow import ShadowEvidence
+from server.admin_cli import evidence_table
+from server.evidence.load import LoadEvidence
+from server.evidence.recorder import MemoryEvidenceRecorder
+from server.evidence.summary import histogram_quantile
+from server.evidence.windows import EvidenceWindows
+from server.registry.controller import evidence_view
+from server.registry.promotion import PromotionRequirements, gather, shortfalls
+from tests.fakes import ManualClock, fake_manifest
 
 
-def record(metrics: Metrics, version: str, code: str, latency_s: float, times: int) -> None:
+def record(load: LoadEvidence, code: int, latency_s: float, times: int) -> None:
     for _ in range(times):
-        metrics.requests.labels("m", version, "v2", code).inc()
-        metrics.request_duration.labels("m", version, "v2").observe(latency_s)
+        load.answered(code, latency_s)
 
 
 def test_histogram_quantile_interpolates_like_prometheus() -> None:
@@ -21,13 +25,16 @@ def test_histogram_quantile_interpolates_like_prometheus() -> None:
     assert histogram_quantile(0.99, {}) is None
 
 
-def test_evidence_meets_or_misses_each_requirement_with_the_measured_value() -> None:
-    metrics = Metrics()
-    record(metrics, "1", "200", 0.004, 500)  # production
-    record(metrics, "2", "200", 0.004, 95)  # candidate, as fast
-    record(metrics, "2", "500", 0.004, 5)
-    shadow = ShadowEvidence(compared=200, agreed=198)
-    evidence = gather(metrics, shadow, "m", candidate=2, production=1)
+async def test_evidence_meets_or_misses_each_requirement_with_the_measured_value() -> None:
+    recorder = MemoryEvidenceRecorder(clock=ManualClock())
+    production = recorder.open_load(fake_manifest("m", 1))
+    candidate = recorder.open_load(fake_manifest("m", 2))
+    record(production, 200, 0.004, 500)
+    record(candidate, 200, 0.004, 95)  # as fast
+    record(candidate, 500, 0.004, 5)
+    for index in range(200):
+        candidate.compared(agreed=index < 198, difference=0.0)
+    evidence = await gather(recorder, "m", candidate=2, production=1)
     assert (evidence.candidate.requests, evidence.candidate.errors) == (100, 5)
     assert evidence.observed == 300 and evidence.shadow_agreement == pytest.approx(0.99)
     assert evidence.p99_ratio == pytest.approx(1.0)
@@ -43,10 +50,33 @@ def test_evidence_meets_or_misses_each_requirement_with_the_measured_value() -> 
     ]
 
 
-def test_no_evidence_yet_falls_short_of_any_ratio_requirement() -> None:
-    evidence = gather(Metrics(), ShadowEvidence(), "m", candidate=2, production=1)
+async def test_no_evidence_yet_falls_short_of_any_ratio_requirement() -> None:
+    evidence = await gather(MemoryEvidenceRecorder(), "m", candidate=2, production=1)
     verdict = shortfalls(PromotionRequirements(min_agreement=0.9, max_error_ratio=0.1), evidence)
     assert verdict == [
         "shadow agreement none yet over 0 comparisons, requires >= 0.9",
         "error ratio none yet over 0 answers, requires <= 0.1",
     ]
+
+
+async def test_production_is_judged_over_the_candidates_window_not_its_whole_life() -> None:
+    clock = ManualClock(10_000.0)
+    recorder = MemoryEvidenceRecorder(EvidenceWindows(bucket_s=10.0, buckets=1000), clock=clock)
+    production = recorder.open_load(fake_manifest("m", 1))
+    record(production, 200, 0.400, 1000)  # an hour of slow answers before the candidate came
+    clock.now += 3600
+    candidate = recorder.open_load(fake_manifest("m", 2))
+    record(production, 200, 0.004, 200)
+    record(candidate, 200, 0.004, 20)
+    evidence = await gather(recorder, "m", candidate=2, production=1)
+    assert evidence.production is not None and evidence.production.requests == 200
+    assert evidence.p99_ratio == pytest.approx(1.0)  # over its whole life production's p99 is 100x
+    assert evidence.since == candidate.loaded_at // 10 * 10 and evidence.until > evidence.since
+
+
+async def test_the_cli_shows_the_window_both_versions_were_measured_over() -> None:
+    recorder = MemoryEvidenceRecorder(clock=ManualClock(1_000_003.0))
+    recorder.open_load(fake_manifest("m", 2))
+    table = evidence_table(evidence_view(await gather(recorder, "m", candidate=2, production=1)))
+    (row,) = [line for line in table.splitlines() if line.startswith("window (both versions)")]
+    assert row.endswith(" 1970-01-12 13:46:40 to 1970-01-12 13:46:50 UTC")

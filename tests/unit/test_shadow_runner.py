@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from server.evidence.summary import CopyComparisons
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
 from server.routing.table import ShadowRoute
@@ -22,6 +23,11 @@ def outcome(metrics: Metrics, name: str) -> float:
     )
 
 
+def comparisons(shadow: ServedVersion) -> CopyComparisons:
+    """What the evidence of the shadow version's load says of its copies."""
+    return shadow.evidence.summary().comparisons
+
+
 async def test_copies_are_compared_and_agreement_is_counted() -> None:
     metrics = Metrics()
     shadow = ServedVersion(fake_manifest("m", 2), EchoRuntime(), metrics)
@@ -31,8 +37,8 @@ async def test_copies_are_compared_and_agreement_is_counted() -> None:
     route = ShadowRoute(shadow, share=1.0, tolerance=1e-6)
     runner.offer(route, request({"x": x}), {"y": x})  # the echo agrees
     runner.offer(route, request({"x": x}), {"y": x + 1})  # a primary that differs
-    await until(lambda: runner.evidence("m", 2).compared == 2)
-    evidence = runner.evidence("m", 2)
+    await until(lambda: comparisons(shadow).compared == 2)
+    evidence = comparisons(shadow)
     assert (evidence.agreed, evidence.agreement, evidence.max_abs_difference) == (1, 0.5, 1.0)
     assert (
         metrics.registry.get_sample_value(
@@ -57,9 +63,9 @@ async def test_copies_beyond_the_in_flight_bound_are_dropped_and_counted() -> No
     await until(lambda: shadow.batcher.running == 1)  # the shadow's one worker is stuck on the gate
     for _ in range(5):
         runner.offer(route, request({"x": x}), {"y": x})
-    assert (outcome(metrics, "dropped"), runner.evidence("m", 2).dropped) == (4, 4)  # 2 in flight
+    assert (outcome(metrics, "dropped"), comparisons(shadow).dropped) == (4, 4)  # 2 in flight
     runtime.gate.set()
-    await until(lambda: runner.evidence("m", 2).compared == 2)
+    await until(lambda: comparisons(shadow).compared == 2)
     assert shadow.leases == 0
     await runner.close()
     await shadow.close(5)
@@ -72,7 +78,7 @@ async def test_a_failing_shadow_is_counted_and_its_lease_returned() -> None:
     runner.start()
     x = np.zeros((1, 3), np.float32)
     runner.offer(ShadowRoute(shadow, 1.0, 0.0), request({"x": x}), {"y": x})
-    await until(lambda: runner.evidence("m", 2).failed == 1)
+    await until(lambda: comparisons(shadow).failed == 1)
     assert outcome(metrics, "failed") == 1 and shadow.leases == 0
     await runner.close()
     await shadow.close(5)

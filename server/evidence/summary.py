@@ -1,0 +1,179 @@
+"""What a model version showed over a time window: mergeable, JSON-serialisable summaries.
+
+Control path (read by guarded promotion, and by releases). Every count is a plain sum and every
+histogram has fixed bounds, so two summaries merge by adding: the buckets of one load over time,
+or the same window of every replica of the fleet. `to_json` / `from_json` carry a summary through
+a store shared by replicas; the latency bounds travel with it, so replicas that disagree on them
+(a rolling upgrade) refuse to merge rather than add unlike buckets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict
+
+LATENCY_BOUNDS_S: tuple[float, ...] = tuple(float(f"{50e-6 * 2 ** (i / 4):.3g}") for i in range(81))
+"""Upper bounds (`le`) of the latency histogram: 50 us to 52 s, four buckets per doubling, so an
+interpolated quantile is within about 10% of the true value; one more bucket counts the rest."""
+
+
+class _Summary(BaseModel):
+    # Infinity (a shadow whose output shape differs) round-trips through JSON as a string.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+
+
+class LatencyHistogram(_Summary):
+    """Answers by latency: `counts[i]` answers took at most `bounds_s[i]` (and more than the bound
+    before it); the last count is beyond the last bound."""
+
+    bounds_s: tuple[float, ...] = LATENCY_BOUNDS_S
+    counts: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS_S) + 1)
+
+    def merge(self, other: LatencyHistogram) -> LatencyHistogram:
+        if self.bounds_s != other.bounds_s:
+            raise ValueError("latency histograms with different bounds do not merge")
+        return LatencyHistogram(bounds_s=self.bounds_s, counts=_add(self.counts, other.counts))
+
+    def quantile(self, q: float) -> float | None:
+        """The `q` quantile in seconds, interpolated within its bucket as Prometheus does; None when empty."""
+        cumulative: dict[float, float] = {}
+        total = 0
+        for bound, count in zip((*self.bounds_s, math.inf), self.counts, strict=True):
+            total += count
+            cumulative[bound] = total
+        return histogram_quantile(q, cumulative)
+
+
+class CopyComparisons(_Summary):
+    """Copies of requests a version answered beside the primary (shadow traffic), compared with it."""
+
+    compared: int = 0
+    agreed: int = 0
+    dropped: int = 0
+    """Copies never run: too many in flight, or the version's queue full."""
+    failed: int = 0
+    """Copies the version failed to answer."""
+    max_abs_difference: float = 0.0
+    """Largest absolute output difference seen (infinite: an output missing or of another shape)."""
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.compared if self.compared else None
+
+    def merge(self, other: CopyComparisons) -> CopyComparisons:
+        return CopyComparisons(
+            compared=self.compared + other.compared,
+            agreed=self.agreed + other.agreed,
+            dropped=self.dropped + other.dropped,
+            failed=self.failed + other.failed,
+            max_abs_difference=max(self.max_abs_difference, other.max_abs_difference),
+        )
+
+
+class PredictionHistogram(_Summary):
+    """A version's predictions on the bins of its drift reference in model.json (`drift.prediction`)."""
+
+    output: str
+    bin_edges: tuple[float, ...]
+    categories: tuple[float, ...] | None = None
+    """Set for a categorical prediction: one bin per category, then one for any other value."""
+    counts: tuple[int, ...]
+    nan: int = 0
+    """NaN values, in no bin."""
+
+    def merge(self, other: PredictionHistogram) -> PredictionHistogram:
+        if (self.output, self.bin_edges, self.categories) != (other.output, other.bin_edges, other.categories):
+            raise ValueError(f"prediction histograms of {self.output!r} on different bins do not merge")
+        return self.model_copy(update={"counts": _add(self.counts, other.counts), "nan": self.nan + other.nan})
+
+
+class WindowSummary(_Summary):
+    """What one model version showed over [since, until) (epoch seconds, bucket-aligned).
+
+    Merging sums two summaries of the same version: adjacent windows of one load, or one window
+    of several replicas; `loads` says which loads contributed (a reload is a new load).
+    """
+
+    model: str
+    version: int
+    since: float
+    until: float
+    loads: tuple[str, ...] = ()
+    requests: int = 0
+    """Answered requests routed to this version (every status but a client that left)."""
+    errors: int = 0
+    """Of them, answered with a server error (5xx)."""
+    latency: LatencyHistogram = LatencyHistogram()
+    """End-to-end latency of the answered requests."""
+    comparisons: CopyComparisons = CopyComparisons()
+    predictions: PredictionHistogram | None = None
+    """None when the version's model.json has no prediction reference to bin on."""
+
+    def merge(self, other: WindowSummary) -> WindowSummary:
+        if (self.model, self.version) != (other.model, other.version):
+            raise ValueError(
+                f"summaries of {self.model!r} v{self.version} and {other.model!r} v{other.version} do not merge"
+            )
+        predictions = self.predictions
+        if other.predictions is not None:
+            predictions = other.predictions if predictions is None else predictions.merge(other.predictions)
+        return WindowSummary(
+            model=self.model,
+            version=self.version,
+            since=min(self.since, other.since),
+            until=max(self.until, other.until),
+            loads=tuple(dict.fromkeys((*self.loads, *other.loads))),
+            requests=self.requests + other.requests,
+            errors=self.errors + other.errors,
+            latency=self.latency.merge(other.latency),
+            comparisons=self.comparisons.merge(other.comparisons),
+            predictions=predictions,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Self:
+        """Raises pydantic's ValidationError (a ValueError) on a document of another shape."""
+        return cls.model_validate(doc)
+
+
+class Comparison(_Summary):
+    """A candidate version and its baseline over the same window."""
+
+    since: float
+    until: float
+    candidate: WindowSummary
+    baseline: WindowSummary | None
+    """None when the model has no baseline (nothing serves its unpinned requests)."""
+
+
+def histogram_quantile(q: float, cumulative: dict[float, float]) -> float | None:
+    """Prometheus' `histogram_quantile` over cumulative bucket counts (upper bound -> count)."""
+    if not cumulative:
+        return None
+    bounds = sorted(cumulative)
+    total = cumulative[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = cumulative[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower  # in the +Inf bucket: the largest finite bound, as Prometheus does
+            if count == below:
+                return bound
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return lower
+
+
+def _add(left: tuple[int, ...], right: tuple[int, ...]) -> tuple[int, ...]:
+    if len(left) != len(right):
+        raise ValueError(f"histograms of {len(left)} and {len(right)} buckets do not merge")
+    return tuple(a + b for a, b in zip(left, right, strict=True))

@@ -4,7 +4,8 @@ starts the registry before serving, and closes it (draining batches) on shutdown
 `HotserveApp` passes every request through the request-context step (`server/api/context.py`),
 then sends the three inference routes straight to `server/api/inference.py` (plain ASGI, the
 hot path) and everything else (health, metadata, drift, metrics, admin) through FastAPI. The
-lifespan also runs the drift monitor's periodic recomputation (`server/monitoring/`).
+lifespan also runs the drift monitor's periodic recomputation (`server/monitoring/`) and, with
+`HOTSERVE_GRPC_PORT`, the gRPC server (`server/grpc_api/`) on the same edge objects.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from server.api.inflight import InflightRequests
 from server.api.request_log import RequestLog, RequestLogMiddleware
 from server.api.request_metrics import RequestMetrics
 from server.features.service import open_features
+from server.grpc_api.server import GrpcServer
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import DriftConfig
 from server.monitoring.monitor import DriftMonitor
@@ -85,6 +87,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             shadow=ShadowRunner(app_metrics, max_pending=settings.shadow_max_pending),
         )
         app.state.edge = edge
+        admin_plane: AdminPlane | None = None
         if admin_tokens is not None:
             controller = (
                 Controller(
@@ -97,7 +100,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                 if isinstance(app_registry, ModelRegistry)
                 else None
             )
-            app.state.admin = AdminPlane(admin_tokens, controller)
+            admin_plane = app.state.admin = AdminPlane(admin_tokens, controller)
             logger.info(
                 "admin API on /admin and /v2/repository for tokens: %s; audit log %s",
                 ", ".join(admin_tokens.names),
@@ -117,10 +120,16 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             settings.port,
             app_registry.ready,
         )
+        grpc_server = GrpcServer(edge, admin_plane)
+        if settings.grpc_port is not None:
+            await grpc_server.start(settings.host, settings.grpc_port)
         drift_task = asyncio.create_task(app_metrics.drift.run(), name="hotserve-drift")
         try:
             yield
         finally:
+            # gRPC calls were drained with REST ones (the same in-flight count); any still open
+            # get what is left of the grace period.
+            await grpc_server.stop(edge.inflight.grace_left(settings.shutdown_grace_s))
             drift_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await drift_task

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     """Interface to bind; containers set 0.0.0.0."""
     port: int = Field(default=8080, ge=1, le=65535)
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of the gRPC Open Inference Protocol service (same host and process as REST); unset: no gRPC."""
     execution_providers: str = "CUDAExecutionProvider,CPUExecutionProvider"
     """onnxruntime providers in order of preference; unavailable ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)

@@ -11,6 +11,7 @@ reason, malformed body 400.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
@@ -265,30 +266,14 @@ _TRITON_REASONS = {VersionState.AVAILABLE: "not loaded", VersionState.UNLOADED: 
 async def repository_index(request: Request, admin: AdminDep) -> Response:
     """Every version in the repository (rescanned first), in Triton's index shape."""
     body = await _triton_body(request, IndexBody)
-    await admin.controller.registry.rescan()
-    entries = []
-    for status in admin.controller.registry.statuses():
-        state = _TRITON_STATES.get(status.state, "UNAVAILABLE")
-        if body.ready and state != "READY":
-            continue
-        entry = {"name": status.name, "version": str(status.version), "state": state}
-        reason = status.reason or _TRITON_REASONS.get(status.state)
-        if state == "UNAVAILABLE" and reason:
-            entry["reason"] = reason
-        entries.append(entry)
-    return json_response(entries)
+    return json_response(await repository_entries(admin.controller, body.ready))
 
 
 @repository_router.post("/models/{name}/load")
 async def repository_load(name: str, request: Request, admin: AdminDep) -> Response:
     """Serve the model again: its `production` version, or the newest one without an alias."""
     body = await _triton_body(request, RepositoryBody)
-    overrides = sorted(k for k in body.parameters if k == "config" or k.startswith("file:"))
-    if overrides:
-        raise InvalidInput(
-            "parameters",
-            detail=f"{', '.join(overrides)} not supported: hotserve loads only what the model repository holds",
-        )
+    refuse_load_overrides(body.parameters)
     await admin.controller.load_model(admin.caller, name)
     return Response(status_code=200)
 
@@ -299,6 +284,36 @@ async def repository_unload(name: str, request: Request, admin: AdminDep) -> Res
     await _triton_body(request, RepositoryBody)  # `unload_dependents`: no ensembles here
     await admin.controller.unload_model(admin.caller, name)
     return Response(status_code=200)
+
+
+async def repository_entries(controller: Controller, ready_only: bool) -> list[dict[str, str]]:
+    """The repository index (rescanned first) in Triton's shape: name, version, state, reason.
+
+    Shared by the REST route and the gRPC `RepositoryIndex`.
+    """
+    await controller.registry.rescan()
+    entries = []
+    for status in controller.registry.statuses():
+        state = _TRITON_STATES.get(status.state, "UNAVAILABLE")
+        if ready_only and state != "READY":
+            continue
+        entry = {"name": status.name, "version": str(status.version), "state": state}
+        reason = status.reason or _TRITON_REASONS.get(status.state)
+        if state == "UNAVAILABLE" and reason:
+            entry["reason"] = reason
+        entries.append(entry)
+    return entries
+
+
+def refuse_load_overrides(parameters: Iterable[str]) -> None:
+    """A repository load names no config or files to use instead of the repository's (Triton's
+    `config` and `file:<path>` parameters): InvalidInput when it does."""
+    overrides = sorted(k for k in parameters if k == "config" or k.startswith("file:"))
+    if overrides:
+        raise InvalidInput(
+            "parameters",
+            detail=f"{', '.join(overrides)} not supported: hotserve loads only what the model repository holds",
+        )
 
 
 async def _triton_body(request: Request, shape: type[BodyT]) -> BodyT:

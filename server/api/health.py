@@ -24,7 +24,7 @@ EXTENSIONS = ["binary_tensor_data", "parameters"]
 
 
 @router.get("/v2")
-async def servermodel_metadata_doc() -> Response:
+async def server_metadata() -> Response:
     return json_response({"name": "hotserve", "version": server.__version__, "extensions": EXTENSIONS})
 
 
@@ -40,15 +40,15 @@ async def ready(edge: EdgeDep) -> Response:
 
 
 @router.get("/v2/models/{name}")
-async def modelmodel_metadata_doc(name: str, edge: EdgeDep) -> Response:
+async def model_metadata(name: str, edge: EdgeDep) -> Response:
     served = edge.registry.resolve(name)
-    return json_response(model_metadata_doc(served, edge, name))
+    return json_response(_metadata(served, edge, name))
 
 
 @router.get("/v2/models/{name}/versions/{version}")
-async def versionmodel_metadata_doc(name: str, version: str, edge: EdgeDep) -> Response:
+async def version_metadata(name: str, version: str, edge: EdgeDep) -> Response:
     served = edge.registry.resolve(name, parse_version(name, version))
-    return json_response(model_metadata_doc(served, edge, name))
+    return json_response(_metadata(served, edge, name))
 
 
 @router.get("/v2/models/{name}/ready")
@@ -72,9 +72,7 @@ def _readiness(edge: Edge, name: str, version: int | None) -> Response:
     return json_response({"name": served.name, "version": str(served.version), "ready": True})
 
 
-def model_metadata_doc(served: ServedModel, edge: Edge, name: str) -> dict[str, Any]:
-    """The v2 model metadata (and hotserve's extras) of the version `name` resolves to; the gRPC
-    `ModelMetadata` answers its v2 fields."""
+def _metadata(served: ServedModel, edge: Edge, name: str) -> dict[str, Any]:
     statuses = [s for s in edge.registry.statuses() if s.name == name]
     manifest: ModelManifest = served.manifest
     lineage = manifest.lineage

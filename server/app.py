@@ -4,8 +4,7 @@ starts the registry before serving, and closes it (draining batches) on shutdown
 `HotserveApp` passes every request through the request-context step (`server/api/context.py`),
 then sends the three inference routes straight to `server/api/inference.py` (plain ASGI, the
 hot path) and everything else (health, metadata, drift, metrics, admin) through FastAPI. The
-lifespan also runs the drift monitor's periodic recomputation (`server/monitoring/`) and, with
-`HOTSERVE_GRPC_PORT`, the gRPC server (`server/grpc_api/`) on the same edge objects.
+lifespan also runs the drift monitor's periodic recomputation (`server/monitoring/`).
 """
 
 from __future__ import annotations
@@ -120,6 +119,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             settings.port,
             app_registry.ready,
         )
+        # With HOTSERVE_GRPC_PORT, the gRPC transport (`server/grpc_api/`) on the same edge objects.
         grpc_server = GrpcServer(edge, admin_plane)
         if settings.grpc_port is not None:
             await grpc_server.start(settings.host, settings.grpc_port)

@@ -22,7 +22,7 @@ PROTOCOL = "grpc"
 """The `protocol` label of metrics and request events for requests served over gRPC."""
 
 
-class Call:
+class GrpcCall:
     """A ServicerContext's metadata read once."""
 
     __slots__ = ("_context", "_metadata", "request_id", "echo")

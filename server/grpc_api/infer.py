@@ -1,6 +1,9 @@
-"""`ModelInfer`, where the gRPC request path starts: admission, route + lease, decode, batcher,
-shadow copy, encode, metrics — the REST v2 lane's steps (`server/api/inference.py`) for a
-`ModelInferRequest`.
+"""`ModelInfer`, where the gRPC request path starts: the gRPC transport over the data plane.
+
+Like the REST fast lane (`server/api/inference.py`), this module only decodes and encodes: it
+opens a data-plane call (`server/dataplane/plane.py`: admission, routing and leases, batcher,
+shadow copy, outcome), decodes the `ModelInferRequest` against the routed version's schema,
+and encodes the outputs as a `ModelInferResponse`.
 
 Deadline: the sooner of the call's own gRPC deadline, Triton's `timeout` parameter, the
 `hotserve-timeout-ms` metadata and the version's default. Routing: `model_version` pins a
@@ -13,16 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 
 import grpc
 
 from server.api.context import request_id_var
-from server.api.deps import Edge, ServedModel
+from server.api.deps import Edge
 from server.api.error_handlers import status_for
-from server.errors import HotserveError, ModelNotReady
-from server.grpc_api.calls import PROTOCOL, Call
+from server.dataplane.plane import Call
+from server.errors import HotserveError, ShuttingDown
+from server.grpc_api.calls import PROTOCOL, GrpcCall
 from server.grpc_api.status import describe_error
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
 from server.protocol.grpc_codec import decode_model_infer, encode_model_infer
@@ -37,51 +40,38 @@ ROUTING_KEY = "hotserve-routing-key"
 RPC = "/inference.GRPCInferenceService/ModelInfer"
 
 
-async def model_infer(edge: Edge, call: Call, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
+async def model_infer(edge: Edge, rpc: GrpcCall, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
     """Answer one ModelInfer call, or abort it with the status code of what went wrong."""
     arrived = time.monotonic()
-    token = request_id_var.set(call.request_id)
-    model_label = version_label = ""
-    served: ServedModel | None = None
-    entered = False
+    token = request_id_var.set(rpc.request_id)
+    call = edge.plane.call(PROTOCOL, arrived)
     try:
-        if edge.inflight.draining:
-            raise ModelNotReady("server is shutting down")
-        edge.inflight.enter()
-        entered = True
         pinned = parse_version(message.model_name, message.model_version) if message.model_version else None
-        served = edge.registry.acquire(message.model_name, pinned, call.metadata(ROUTING_KEY))
-        model_label, version_label = served.name, str(served.version)
+        served = call.route(message.model_name, pinned, rpc.metadata(ROUTING_KEY))
+        if served is None:  # only a v1 request (`by_entity`) waits for its body to pick a version
+            raise RuntimeError("the data plane routed a tensor request without a primary")
         decoded = decode_model_infer(message, served.schema)
-        deadline = deadline_from(arrived, decoded.timeout_us, call.metadata(TIMEOUT_HEADER), served.default_timeout_s)
-        own = call.deadline()
+        deadline = deadline_from(arrived, decoded.timeout_us, rpc.metadata(TIMEOUT_HEADER), served.default_timeout_s)
+        own = rpc.deadline()
         if own is not None:
             deadline = own if deadline is None else min(deadline, own)
-        request = InferenceRequest(decoded.inputs, decoded.rows, arrived, deadline, call.request_id)
-        results = await served.infer(request)
+        results = await call.infer(InferenceRequest(decoded.inputs, decoded.rows, deadline, rpc.request_id))
         response = encode_model_infer(served.name, served.version, decoded, results)
-        if pinned is None:
-            shadow = edge.registry.shadow_route(message.model_name)
-            if shadow is not None and (shadow.share >= 1.0 or random.random() < shadow.share):
-                edge.shadow.offer(shadow, request, results)
     except asyncio.CancelledError:
         # The client went away, or its own deadline passed and gRPC cancelled the call.
-        status = 504 if _passed(call) else 499
-        _record(edge, call, arrived, model_label, version_label, status, "cancelled by the client or its deadline")
+        status = 504 if _passed(rpc) else 499
+        _finish(edge, rpc, call, status, "cancelled by the client or its deadline")
         raise
     except Exception as exc:  # every failure becomes a status code; nothing reaches the client raw
         status, code, text, trailers = _failure(exc, message.model_name)
-        _record(edge, call, arrived, model_label, version_label, status, text)
-        await call.abort(code, text, trailers)
+        _finish(edge, rpc, call, status, text, expected=isinstance(exc, ShuttingDown))
+        await rpc.abort(code, text, trailers)
         raise AssertionError("abort returned") from exc  # it raises
     finally:
-        if served is not None:
-            served.release()
-        if entered:
-            edge.inflight.exit()
+        call.release()
         request_id_var.reset(token)
-    _record(edge, call, arrived, model_label, version_label, 200, "")
-    call.succeed()
+    _finish(edge, rpc, call, 200, "")
+    rpc.succeed()
     return response
 
 
@@ -93,12 +83,25 @@ def _failure(exc: Exception, model: str) -> tuple[int, grpc.StatusCode, str, tup
     return status_for(exc), code, text, trailers
 
 
-def _passed(call: Call) -> bool:
-    deadline = call.deadline()
+def _passed(rpc: GrpcCall) -> bool:
+    deadline = rpc.deadline()
     return deadline is not None and deadline <= time.monotonic()
 
 
-def _record(edge: Edge, call: Call, arrived: float, model: str, version: str, status: int, error: str) -> None:
-    duration_s = time.monotonic() - arrived
-    edge.request_metrics.record(model, version, PROTOCOL, status, duration_s)
-    edge.request_log.record(call.request_id, "gRPC", RPC, status, duration_s, model, version, PROTOCOL, error)
+def _finish(edge: Edge, rpc: GrpcCall, call: Call, status: int, error: str, expected: bool = False) -> None:
+    """Record the outcome (metrics through the data plane) and the request event."""
+    duration_s = call.finish(status)
+    # Label only resolved names: a client cannot mint new series or log fields with bad names.
+    served = call.primary
+    edge.request_log.record(
+        rpc.request_id,
+        "gRPC",
+        RPC,
+        status,
+        duration_s,
+        "" if served is None else served.name,
+        "" if served is None else str(served.version),
+        PROTOCOL,
+        error,
+        expected,
+    )

@@ -23,7 +23,7 @@ from server.api.admin import refuse_load_overrides, repository_entries
 from server.api.deps import AdminPlane, Edge, state_name
 from server.api.error_handlers import status_for
 from server.errors import HotserveError, ModelNotReady
-from server.grpc_api.calls import Call, Context
+from server.grpc_api.calls import Context, GrpcCall
 from server.grpc_api.infer import model_infer
 from server.grpc_api.status import describe_error
 from server.protocol.paths import parse_version
@@ -61,7 +61,7 @@ class InferenceService:
         return pb.ServerMetadataResponse(name="hotserve", version=server.__version__, extensions=EXTENSIONS)
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:  # noqa: N802
-        async def answer(call: Call) -> pb.ModelReadyResponse:
+        async def answer(call: GrpcCall) -> pb.ModelReadyResponse:
             version = parse_version(request.name, request.version) if request.version else None
             try:
                 self._edge.registry.resolve(request.name, version)
@@ -74,7 +74,7 @@ class InferenceService:
     async def ModelMetadata(  # noqa: N802
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
-        async def answer(call: Call) -> pb.ModelMetadataResponse:
+        async def answer(call: GrpcCall) -> pb.ModelMetadataResponse:
             version = parse_version(request.name, request.version) if request.version else None
             served = self._edge.registry.resolve(request.name, version)
             ready = [
@@ -94,12 +94,12 @@ class InferenceService:
         return await self._answer(context, "ModelMetadata", answer)
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:  # noqa: N802
-        return await model_infer(self._edge, Call(context), request)
+        return await model_infer(self._edge, GrpcCall(context), request)
 
     async def RepositoryIndex(  # noqa: N802
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
-        async def answer(call: Call) -> pb.RepositoryIndexResponse:
+        async def answer(call: GrpcCall) -> pb.RepositoryIndexResponse:
             controller, _ = self._admin_call(call)
             entries = await repository_entries(controller, request.ready)
             return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**e) for e in entries])
@@ -109,7 +109,7 @@ class InferenceService:
     async def RepositoryModelLoad(  # noqa: N802
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
-        async def answer(call: Call) -> pb.RepositoryModelLoadResponse:
+        async def answer(call: GrpcCall) -> pb.RepositoryModelLoadResponse:
             controller, caller = self._admin_call(call)
             refuse_load_overrides(request.parameters.keys())
             await controller.load_model(caller, request.model_name)
@@ -120,14 +120,14 @@ class InferenceService:
     async def RepositoryModelUnload(  # noqa: N802
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
-        async def answer(call: Call) -> pb.RepositoryModelUnloadResponse:
+        async def answer(call: GrpcCall) -> pb.RepositoryModelUnloadResponse:
             controller, caller = self._admin_call(call)  # `unload_dependents`: no ensembles here
             await controller.unload_model(caller, request.model_name)
             return pb.RepositoryModelUnloadResponse()
 
         return await self._answer(context, "RepositoryModelUnload", answer)
 
-    def _admin_call(self, call: Call) -> tuple[Controller, Caller]:
+    def _admin_call(self, call: GrpcCall) -> tuple[Controller, Caller]:
         """The controller and who calls: UNAUTHENTICATED without a bearer token, PERMISSION_DENIED
         with an unknown one; UNIMPLEMENTED when the admin API is off."""
         if self._admin is None:
@@ -137,10 +137,10 @@ class InferenceService:
             raise ModelNotReady("model changes need the model registry, which this app does not run")
         return self._admin.controller, caller
 
-    async def _answer(self, context: Context, rpc: str, answer: Callable[[Call], Awaitable[Reply]]) -> Reply:
+    async def _answer(self, context: Context, rpc: str, answer: Callable[[GrpcCall], Awaitable[Reply]]) -> Reply:
         """Run one RPC's `answer`; a failure becomes its status code (and a request event)."""
         started = time.monotonic()
-        call = Call(context)
+        call = GrpcCall(context)
         trailers: tuple[tuple[str, str], ...]
         try:
             return await answer(call)

@@ -9,8 +9,11 @@ own generated messages (`tritonclient.grpc.service_pb2`) and sent on its own stu
 from __future__ import annotations
 
 import asyncio
+import random
+import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from tritonclient.utils import InferenceServerException
 from gated_serve import GateClient
 from load_tests.server_process import ServerProcess, free_port, start_server
 from onnx_models import write_gated, write_multi, write_tabular
+from tests.grpc_messages import random_infer_request
 
 pytestmark = pytest.mark.integration
 
@@ -309,6 +313,8 @@ def test_traffic_split_pinned_versions_and_shadow_apply_to_grpc(
     admin = httpx.Client(base_url=served.server.base_url, headers={"Authorization": AUTH["authorization"]}, timeout=60)
     with admin:
         assert admin.post("/admin/models/tab/versions/1/load").status_code == 200
+        # With two versions loaded, unpinned requests without a split go to `production`.
+        assert admin.put("/admin/models/tab/aliases/production", json={"version": 2}).status_code == 200
         assert admin.put("/admin/models/tab/traffic", json={"weights": {"1": 50, "2": 50}}).status_code == 200
         try:
             versions = {
@@ -342,6 +348,10 @@ def test_traffic_split_pinned_versions_and_shadow_apply_to_grpc(
                 assert time.monotonic() < deadline, admin.get("/metrics").text
         finally:
             assert admin.delete("/admin/models/tab/shadow").status_code == 200
+        wrong = _raw_request(_features(rows=1), model_version="2")
+        wrong.inputs[0].datatype = "FP64"
+        with pytest.raises(grpc.RpcError):
+            stub.ModelInfer(wrong)
         metrics = admin.get("/metrics").text
     assert 'hotserve_requests_total{code="200",model="tab",protocol="grpc",version="1"}' in metrics
     assert 'hotserve_requests_total{code="400",model="tab",protocol="grpc",version="2"}' in metrics
@@ -382,3 +392,85 @@ async def test_full_queue_is_resource_exhausted_and_the_call_deadline_is_honoure
         with pytest.raises(grpc.aio.AioRpcError) as expired:
             await stub.ModelInfer(request, timeout=0.5)
     assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_fuzzed_model_infer_messages_never_fail_internally(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, client: grpcclient.InferenceServerClient, served: GrpcServer
+) -> None:
+    rng = random.Random(1919)
+    models = {
+        "tab": [("features", "FP32", [-1, 4])],
+        "multi": [("a", "FP32", [-1, 3]), ("b", "INT64", [-1, 2]), ("h", "FP16", [-1, 2]), ("c", "BYTES", [-1])],
+    }
+    codes: Counter[grpc.StatusCode] = Counter()
+    for _ in range(400):
+        try:
+            stub.ModelInfer(random_infer_request(rng, service_pb2.ModelInferRequest, models), timeout=60)
+            codes[grpc.StatusCode.OK] += 1
+        except grpc.RpcError as error:
+            codes[error.code()] += 1  # type: ignore[attr-defined]
+    expected = {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,  # a mutated model name or version
+        grpc.StatusCode.UNAVAILABLE,  # tab version 1: in the repository, not loaded
+        grpc.StatusCode.DEADLINE_EXCEEDED,  # a `timeout` parameter of a microsecond
+    }
+    assert set(codes) <= expected and codes[grpc.StatusCode.OK] and codes[grpc.StatusCode.INVALID_ARGUMENT], codes
+    assert client.is_server_live() and client.is_server_ready()
+    assert "Traceback" not in served.server.log() and "unhandled error" not in served.server.log()
+
+
+async def test_sigterm_drains_grpc_calls_with_rest_ones_and_repository_rpcs_need_an_admin_api(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    root = tmp_path_factory.mktemp("grpc_drain_repository")
+    write_gated(root, "gated", max_queue_size=16)
+    logs = tmp_path_factory.mktemp("grpc_drain_logs")
+    gate = GateClient(logs / "gate.sock")
+    grpc_port = free_port()
+    server = start_server(
+        root,
+        logs / "server.log",
+        command=[sys.executable, str(GATED_SERVE), str(gate.socket_path), "serve"],
+        flags=["--grpc-port", str(grpc_port)],
+        env={"HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider"},
+        grace_s=30.0,
+    )
+    request = service_pb2.ModelInferRequest(model_name="gated")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 1]).contents.fp32_contents.append(7.0)
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [7.0]}]}
+    with server:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+            httpx.AsyncClient(base_url=server.base_url, timeout=60) as rest,
+            gate.held(),
+            asyncio.timeout(60),
+        ):
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as admin_off:  # no admin token configured
+                await stub.RepositoryIndex(service_pb2.RepositoryIndexRequest())
+            assert admin_off.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            held = [asyncio.ensure_future(stub.ModelInfer(request)) for _ in range(2)]
+            held_rest = asyncio.ensure_future(rest.post("/v2/models/gated/infer", json=body))
+            await gate.wait_entered(1)
+            while _inflight(await rest.get("/metrics")) < 3:  # all three admitted
+                pass
+            server.process.send_signal(signal.SIGTERM)
+            while (await rest.get("/v2/health/ready")).status_code != 503:
+                pass
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ModelInfer(request)
+            await gate.open()
+            answers = await asyncio.gather(*held)
+            answered_rest = await held_rest
+        assert server.process.wait(timeout=60) == 0, server.log()
+    assert (refused.value.code(), refused.value.details()) == (grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+    assert [list(a.outputs[0].contents.fp32_contents) for a in answers] == [[7.0], [7.0]]
+    assert answered_rest.status_code == 200
+
+
+def _inflight(metrics: httpx.Response) -> float:
+    return next(
+        float(line.split()[1]) for line in metrics.text.splitlines() if line.startswith("hotserve_inflight_requests ")
+    )

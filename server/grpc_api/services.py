@@ -159,15 +159,22 @@ class InferenceService:
 
 
 class HealthService:
-    """`grpc.health.v1.Health/Check`, for Kubernetes' gRPC probes: SERVING while the server is ready
-    (every model has a serving version, not draining), for the server ("") and the inference service."""
+    """`grpc.health.v1.Health/Check`, for Kubernetes' gRPC probes and gRPC load balancers.
+
+    Service "" is the server process: SERVING whenever it answers (`/v2/health/live`), so a
+    liveness or startup probe never restarts a draining pod. Service
+    `inference.GRPCInferenceService` is readiness (`/v2/health/ready`): SERVING once every model
+    has a serving version, NOT_SERVING again as soon as graceful shutdown starts.
+    """
 
     def __init__(self, edge: Edge) -> None:
         self._edge = edge
 
     async def Check(self, request: pb.HealthCheckRequest, context: Context) -> pb.HealthCheckResponse:  # noqa: N802
         status = pb.HealthCheckResponse.ServingStatus
-        if request.service not in ("", INFERENCE_SERVICE):
+        if request.service == "":
+            return pb.HealthCheckResponse(status=status.SERVING)
+        if request.service != INFERENCE_SERVICE:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         ready = self._edge.registry.ready and not self._edge.inflight.draining
         return pb.HealthCheckResponse(status=status.SERVING if ready else status.NOT_SERVING)

@@ -30,6 +30,7 @@ from tritonclient.utils import InferenceServerException
 from gated_serve import GateClient
 from load_tests.server_process import ServerProcess, free_port, start_server
 from onnx_models import write_gated, write_multi, write_tabular
+from server.protocol.proto import inference_pb2 as hotserve_pb
 from tests.grpc_messages import random_infer_request
 
 pytestmark = pytest.mark.integration
@@ -38,6 +39,7 @@ GATED_SERVE = Path(__file__).with_name("gated_serve.py")
 TOKEN = "grpc-integration-token-0123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 MAX_REQUEST_BYTES = 65536
+SERVING, NOT_SERVING = 1, 2
 
 
 class GrpcServer:
@@ -119,11 +121,24 @@ def test_health_and_metadata_read_by_the_grpc_client(client: grpcclient.Inferenc
     assert metadata["inputs"] == [{"name": "features", "datatype": "FP32", "shape": ["-1", "4"]}]
 
 
-def test_standard_grpc_health_check_says_serving(served: GrpcServer) -> None:
-    # grpc.health.v1.Health/Check, as Kubernetes' gRPC probe calls it (an empty request: service "").
-    with grpc.insecure_channel(served.address) as channel:
-        check = channel.unary_unary("/grpc.health.v1.Health/Check")
-        assert check(b"") == b"\x08\x01"  # status: SERVING
+def _health(address: str, service: str) -> int:
+    """grpc.health.v1.Health/Check, as Kubernetes' gRPC probe calls it; the status number."""
+    with grpc.insecure_channel(address) as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=hotserve_pb.HealthCheckRequest.SerializeToString,
+            response_deserializer=hotserve_pb.HealthCheckResponse.FromString,
+        )
+        response: Any = check(hotserve_pb.HealthCheckRequest(service=service), timeout=30)
+        return int(response.status)
+
+
+def test_standard_grpc_health_check_says_live_and_ready(served: GrpcServer) -> None:
+    assert _health(served.address, "") == SERVING
+    assert _health(served.address, "inference.GRPCInferenceService") == SERVING
+    with pytest.raises(grpc.RpcError) as unknown:
+        _health(served.address, "nope")
+    assert _status(unknown)[0] == grpc.StatusCode.NOT_FOUND
 
 
 def test_raw_infer_matches_onnxruntime(client: grpcclient.InferenceServerClient, served: GrpcServer) -> None:
@@ -459,6 +474,9 @@ async def test_sigterm_drains_grpc_calls_with_rest_ones_and_repository_rpcs_need
             server.process.send_signal(signal.SIGTERM)
             while (await rest.get("/v2/health/ready")).status_code != 503:
                 pass
+            address = f"127.0.0.1:{grpc_port}"
+            assert _health(address, "inference.GRPCInferenceService") == NOT_SERVING  # readiness
+            assert _health(address, "") == SERVING  # liveness: a draining pod is not restarted
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.ModelInfer(request)
             await gate.open()

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     feature_breaker_reset_s: float = Field(default=2.0, gt=0)
     """How long an open breaker waits before one probe round trip may close it."""
 
-    @field_validator("redis_url", "admin_token", "admin_tokens", mode="before")
+    @field_validator("redis_url", "admin_token", "admin_tokens", "grpc_port", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

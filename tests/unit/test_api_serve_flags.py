@@ -61,3 +61,12 @@ def test_flags_override_env_and_unset_flags_keep_env(monkeypatch: pytest.MonkeyP
 def test_invalid_flag_values_exit_2_before_serving(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(_parse("--port", "70000")) == 2
     assert "port" in capsys.readouterr().err
+
+
+def test_grpc_is_off_unless_a_port_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings_from_args(_parse()).grpc_port is None
+    assert settings_from_args(_parse("--grpc-port", "8081")).grpc_port == 8081
+    monkeypatch.setenv("HOTSERVE_GRPC_PORT", "")  # `docker run -e HOTSERVE_GRPC_PORT=` turns the image's off
+    assert settings_from_args(_parse()).grpc_port is None
+    monkeypatch.setenv("HOTSERVE_GRPC_PORT", "9100")
+    assert settings_from_args(_parse()).grpc_port == 9100

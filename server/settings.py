@@ -58,7 +58,7 @@ class Settings(BaseSettings):
 
     # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    """Largest request body accepted; larger ones get 413."""
+    """Largest request body (or gRPC message) accepted; larger ones get 413 (gRPC: RESOURCE_EXHAUSTED)."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """How long SIGTERM waits for queued and running batches before exiting."""
     control_state_path: Path | None = None

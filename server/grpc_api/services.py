@@ -22,6 +22,7 @@ import server
 from server.api.admin import refuse_load_overrides, repository_entries
 from server.api.deps import AdminPlane, Edge, state_name
 from server.api.error_handlers import status_for
+from server.contract.manifest import TensorSpec
 from server.errors import HotserveError, ModelNotReady
 from server.grpc_api.calls import Context, GrpcCall
 from server.grpc_api.infer import model_infer
@@ -34,8 +35,9 @@ logger = logging.getLogger(__name__)
 
 INFERENCE_SERVICE = "inference.GRPCInferenceService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
-EXTENSIONS = ["parameters", "model_repository"]
-"""Open Inference Protocol extensions offered over gRPC (raw contents are core, not an extension)."""
+EXTENSIONS = ["parameters"]
+"""Open Inference Protocol extensions offered over gRPC (raw contents are core, not an extension);
+`model_repository` too when the admin API is on."""
 
 Reply = TypeVar("Reply")
 
@@ -47,20 +49,17 @@ class InferenceService:
         self._edge = edge
         self._admin = admin
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:  # noqa: N802
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(  # noqa: N802
-        self, request: pb.ServerReadyRequest, context: Context
-    ) -> pb.ServerReadyResponse:
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._edge.registry.ready and not self._edge.inflight.draining)
 
-    async def ServerMetadata(  # noqa: N802
-        self, request: pb.ServerMetadataRequest, context: Context
-    ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="hotserve", version=server.__version__, extensions=EXTENSIONS)
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
+        extensions = EXTENSIONS if self._admin is None else [*EXTENSIONS, "model_repository"]
+        return pb.ServerMetadataResponse(name="hotserve", version=server.__version__, extensions=extensions)
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:  # noqa: N802
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
         async def answer(call: GrpcCall) -> pb.ModelReadyResponse:
             version = parse_version(request.name, request.version) if request.version else None
             try:
@@ -71,9 +70,7 @@ class InferenceService:
 
         return await self._answer(context, "ModelReady", answer)
 
-    async def ModelMetadata(  # noqa: N802
-        self, request: pb.ModelMetadataRequest, context: Context
-    ) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
         async def answer(call: GrpcCall) -> pb.ModelMetadataResponse:
             version = parse_version(request.name, request.version) if request.version else None
             served = self._edge.registry.resolve(request.name, version)
@@ -93,12 +90,10 @@ class InferenceService:
 
         return await self._answer(context, "ModelMetadata", answer)
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:  # noqa: N802
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         return await model_infer(self._edge, GrpcCall(context), request)
 
-    async def RepositoryIndex(  # noqa: N802
-        self, request: pb.RepositoryIndexRequest, context: Context
-    ) -> pb.RepositoryIndexResponse:
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
         async def answer(call: GrpcCall) -> pb.RepositoryIndexResponse:
             controller, _ = self._admin_call(call)
             entries = await repository_entries(controller, request.ready)
@@ -106,7 +101,7 @@ class InferenceService:
 
         return await self._answer(context, "RepositoryIndex", answer)
 
-    async def RepositoryModelLoad(  # noqa: N802
+    async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
         async def answer(call: GrpcCall) -> pb.RepositoryModelLoadResponse:
@@ -117,7 +112,7 @@ class InferenceService:
 
         return await self._answer(context, "RepositoryModelLoad", answer)
 
-    async def RepositoryModelUnload(  # noqa: N802
+    async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:
         async def answer(call: GrpcCall) -> pb.RepositoryModelUnloadResponse:
@@ -170,7 +165,7 @@ class HealthService:
     def __init__(self, edge: Edge) -> None:
         self._edge = edge
 
-    async def Check(self, request: pb.HealthCheckRequest, context: Context) -> pb.HealthCheckResponse:  # noqa: N802
+    async def Check(self, request: pb.HealthCheckRequest, context: Context) -> pb.HealthCheckResponse:
         status = pb.HealthCheckResponse.ServingStatus
         if request.service == "":
             return pb.HealthCheckResponse(status=status.SERVING)
@@ -201,5 +196,5 @@ def generic_handler(name: str, descriptor: ServiceDescriptor, servicer: object) 
     return grpc.method_handlers_generic_handler(name, handlers)
 
 
-def _tensor_metadata(spec: Any) -> pb.ModelMetadataResponse.TensorMetadata:
+def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
     return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=spec.datatype, shape=spec.shape)

@@ -24,12 +24,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
+from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from gated_serve import GateClient
 from load_tests.server_process import ServerProcess, free_port, start_server
-from onnx_models import write_gated, write_multi, write_tabular
+from onnx_models import write_gated, write_multi, write_tabular, write_version
 from server.protocol.proto import inference_pb2 as hotserve_pb
 from tests.grpc_messages import random_infer_request
 
@@ -57,6 +58,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer]:
     write_tabular(root, 1)
     write_tabular(root, 2)
     write_multi(root)
+    write_ints(root)
     write_gated(root, "gated_tiny", max_queue_size=1)
     logs = tmp_path_factory.mktemp("grpc_logs")
     gate = GateClient(logs / "gate.sock")
@@ -74,6 +76,32 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer]:
     )
     yield GrpcServer(server, grpc_port, gate, root)
     assert server.stop() == 0, server.log()
+
+
+def write_ints(repository: Path) -> None:
+    """`ints`: INT64 and BYTES only (every input has a typed contents field): b * 2, c as is."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["b", "two"], ["b_twice"]), helper.make_node("Identity", ["c"], ["c_same"])],
+        "ints",
+        [
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["n", 2]),
+            helper.make_tensor_value_info("c", TensorProto.STRING, ["n"]),
+        ],
+        [
+            helper.make_tensor_value_info("b_twice", TensorProto.INT64, ["n", 2]),
+            helper.make_tensor_value_info("c_same", TensorProto.STRING, ["n"]),
+        ],
+        [numpy_helper.from_array(np.array(2, dtype=np.int64), "two")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    write_version(
+        repository,
+        "ints",
+        1,
+        model,
+        [("b", "INT64", [-1, 2]), ("c", "BYTES", [-1])],
+        [("b_twice", "INT64", [-1, 2]), ("c_same", "BYTES", [-1])],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +215,18 @@ def test_every_datatype_round_trips_in_raw_contents(
     for name, want in zip(["a_sum", "b_twice", "a_positive", "h_double"], expected, strict=False):
         np.testing.assert_array_equal(result.as_numpy(name), want)
     assert list(result.as_numpy("c_same")) == [b"caf\xc3\xa9", b"x"]
+
+
+def test_int64_and_bytes_in_typed_contents_come_back_typed(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    request = service_pb2.ModelInferRequest(model_name="ints")
+    request.inputs.add(name="b", datatype="INT64", shape=[2, 2]).contents.int64_contents.extend([1, -2, 3, 2**40])
+    request.inputs.add(name="c", datatype="BYTES", shape=[2]).contents.bytes_contents.extend([b"caf\xc3\xa9", b""])
+    response = stub.ModelInfer(request)
+    assert not response.raw_output_contents
+    outputs = {o.name: o for o in response.outputs}
+    assert (outputs["b_twice"].datatype, list(outputs["b_twice"].shape)) == ("INT64", [2, 2])
+    assert list(outputs["b_twice"].contents.int64_contents) == [2, -4, 6, 2**41]
+    assert list(outputs["c_same"].contents.bytes_contents) == [b"caf\xc3\xa9", b""]
 
 
 def test_fp16_cannot_be_sent_in_typed_contents(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:

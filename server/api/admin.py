@@ -266,7 +266,8 @@ _TRITON_REASONS = {VersionState.AVAILABLE: "not loaded", VersionState.UNLOADED: 
 async def repository_index(request: Request, admin: AdminDep) -> Response:
     """Every version in the repository (rescanned first), in Triton's index shape."""
     body = await _triton_body(request, IndexBody)
-    return json_response(await repository_entries(admin.controller, body.ready))
+    await admin.controller.registry.rescan()
+    return json_response(triton_index(admin.controller.registry.statuses(), body.ready))
 
 
 @repository_router.post("/models/{name}/load")
@@ -286,14 +287,11 @@ async def repository_unload(name: str, request: Request, admin: AdminDep) -> Res
     return Response(status_code=200)
 
 
-async def repository_entries(controller: Controller, ready_only: bool) -> list[dict[str, str]]:
-    """The repository index (rescanned first) in Triton's shape: name, version, state, reason.
-
-    Shared by the REST route and the gRPC `RepositoryIndex`.
-    """
-    await controller.registry.rescan()
+def triton_index(statuses: Iterable[VersionStatus], ready_only: bool) -> list[dict[str, str]]:
+    """The repository index in Triton's shape (name, version, state, reason), shared by the REST
+    route and the gRPC `RepositoryIndex`."""
     entries = []
-    for status in controller.registry.statuses():
+    for status in statuses:
         state = _TRITON_STATES.get(status.state, "UNAVAILABLE")
         if ready_only and state != "READY":
             continue

@@ -19,7 +19,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
 import server
-from server.api.admin import refuse_load_overrides, repository_entries
+from server.api.admin import refuse_load_overrides, triton_index
 from server.api.deps import AdminPlane, Edge, state_name
 from server.api.error_handlers import status_for
 from server.contract.manifest import TensorSpec
@@ -96,7 +96,8 @@ class InferenceService:
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
         async def answer(call: GrpcCall) -> pb.RepositoryIndexResponse:
             controller, _ = self._admin_call(call)
-            entries = await repository_entries(controller, request.ready)
+            await controller.registry.rescan()
+            entries = triton_index(controller.registry.statuses(), request.ready)
             return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**e) for e in entries])
 
         return await self._answer(context, "RepositoryIndex", answer)

@@ -4,7 +4,7 @@
 #
 #   docker build -t hotserve:cpu .
 #   docker build --build-arg VARIANT=gpu -t hotserve:gpu .
-#   docker run -p 8080:8080 -v $PWD/model_repository:/models:ro hotserve:cpu
+#   docker run -p 8080:8080 -p 8081:8081 -v $PWD/model_repository:/models:ro hotserve:cpu
 
 ARG VARIANT=cpu
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -63,11 +63,13 @@ ENV PATH=/opt/venv/bin:${PATH} \
     MALLOC_TRIM_THRESHOLD_=131072 \
     HOTSERVE_MODEL_REPOSITORY=/models \
     HOTSERVE_HOST=0.0.0.0 \
-    HOTSERVE_PORT=8080
+    HOTSERVE_PORT=8080 \
+    HOTSERVE_GRPC_PORT=8081
 VOLUME ["/models"]
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 8080
+# HTTP (REST) and gRPC, both the Open Inference Protocol; `-e HOTSERVE_GRPC_PORT=` turns gRPC off.
+EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "/opt/hotserve/healthcheck.py"]
 # The server drains queued batches on SIGTERM (HOTSERVE_SHUTDOWN_GRACE_S) before exiting.

@@ -35,6 +35,7 @@ from server.dataplane.request_metrics import RequestMetrics
 from server.evidence.recorder import MemoryEvidenceRecorder
 from server.evidence.windows import EvidenceWindows
 from server.features.service import open_features
+from server.grpc_api.server import GrpcServer
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import DriftConfig
 from server.monitoring.monitor import DriftMonitor
@@ -103,6 +104,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         )
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics, plane=plane, request_log=request_log)
         app.state.edge = edge
+        admin_plane: AdminPlane | None = None
         if admin_tokens is not None:
             controller = (
                 Controller(
@@ -114,7 +116,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                 if isinstance(app_registry, ModelRegistry)
                 else None
             )
-            app.state.admin = AdminPlane(admin_tokens, controller)
+            admin_plane = app.state.admin = AdminPlane(admin_tokens, controller)
             logger.info(
                 "admin API on /admin and /v2/repository for tokens: %s; audit log %s",
                 ", ".join(admin_tokens.names),
@@ -134,6 +136,10 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             settings.port,
             app_registry.ready,
         )
+        # With HOTSERVE_GRPC_PORT, the gRPC transport (`server/grpc_api/`) on the same edge objects.
+        grpc_server = GrpcServer(edge, admin_plane)
+        if settings.grpc_port is not None:
+            await grpc_server.start(settings.host, settings.grpc_port)
         drift_task = asyncio.create_task(app_metrics.drift.run(), name="hotserve-drift")
         metrics_listener = (
             None
@@ -143,6 +149,9 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         try:
             yield
         finally:
+            # gRPC calls were drained with REST ones (the same in-flight count); any still open
+            # get what is left of the grace period.
+            await grpc_server.stop(edge.inflight.grace_left(settings.shutdown_grace_s))
             if metrics_listener is not None:
                 metrics_listener.close()
             drift_task.cancel()

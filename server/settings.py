@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     """Serve `/metrics` on this port alone (a listener of its own, so a network policy can admit
     only the monitoring namespace to it); unset: `/metrics` on the main port."""
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of the gRPC Open Inference Protocol service (same host and process as REST); unset: no gRPC."""
     execution_providers: str = "CUDAExecutionProvider,CPUExecutionProvider"
     """onnxruntime providers in order of preference; unavailable ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)
@@ -66,7 +68,8 @@ class Settings(BaseSettings):
 
     # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    """Largest inference request body accepted; larger ones get 413."""
+    """Largest inference request body (or gRPC message) accepted; larger ones get 413 (gRPC:
+    RESOURCE_EXHAUSTED)."""
     max_route_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest body of every other route (admin, features admin, repository extension); larger
     ones get 413 before they are read, and admin routes check the token before reading any."""
@@ -121,7 +124,7 @@ class Settings(BaseSettings):
     feature_breaker_reset_s: float = Field(default=2.0, gt=0)
     """How long an open breaker waits before one probe round trip may close it."""
 
-    @field_validator("redis_url", "admin_token", "admin_tokens", "control_signing_key", mode="before")
+    @field_validator("redis_url", "admin_token", "admin_tokens", "control_signing_key", "grpc_port", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

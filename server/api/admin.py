@@ -12,6 +12,7 @@ malformed body 400.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -26,7 +27,7 @@ from server.registry.audit import parse_time
 from server.registry.control_api import ModelState, Outcome, RoutingState, VersionView
 from server.registry.control_state import ShadowPolicy
 from server.registry.promotion import PromotionRequirements
-from server.registry.versions import VersionState
+from server.registry.versions import VersionState, VersionStatus
 
 router = APIRouter(prefix="/admin")
 repository_router = APIRouter(prefix="/v2/repository")
@@ -261,29 +262,14 @@ _TRITON_REASONS = {VersionState.AVAILABLE: "not loaded", VersionState.UNLOADED: 
 async def repository_index(request: Request, admin: AdminDep) -> Response:
     """Every version in the repository (rescanned first), in Triton's index shape."""
     body = await json_body(request, IndexBody, empty_ok=True)
-    entries = []
-    for status in await admin.controller.index(admin.caller):
-        state = _TRITON_STATES.get(status.state, "UNAVAILABLE")
-        if body.ready and state != "READY":
-            continue
-        entry = {"name": status.name, "version": str(status.version), "state": state}
-        reason = status.reason or _TRITON_REASONS.get(status.state)
-        if state == "UNAVAILABLE" and reason:
-            entry["reason"] = reason
-        entries.append(entry)
-    return json_response(entries)
+    return json_response(triton_index(await admin.controller.index(admin.caller), body.ready))
 
 
 @repository_router.post("/models/{name}/load")
 async def repository_load(name: str, request: Request, admin: AdminDep) -> Response:
     """Serve the model again: its `production` version, or the newest one without an alias."""
     body = await json_body(request, RepositoryBody, empty_ok=True)
-    overrides = sorted(k for k in body.parameters if k == "config" or k.startswith("file:"))
-    if overrides:
-        raise InvalidInput(
-            "parameters",
-            detail=f"{', '.join(overrides)} not supported: hotserve loads only what the model repository holds",
-        )
+    refuse_load_overrides(body.parameters)
     await admin.controller.load_model(admin.caller, name)
     return Response(status_code=200)
 
@@ -294,3 +280,30 @@ async def repository_unload(name: str, request: Request, admin: AdminDep) -> Res
     await json_body(request, RepositoryBody, empty_ok=True)  # `unload_dependents`: no ensembles here
     await admin.controller.unload_model(admin.caller, name)
     return Response(status_code=200)
+
+
+def triton_index(statuses: Iterable[VersionStatus], ready_only: bool) -> list[dict[str, str]]:
+    """The repository index in Triton's shape (name, version, state, reason), shared by the REST
+    route and the gRPC `RepositoryIndex`."""
+    entries = []
+    for status in statuses:
+        state = _TRITON_STATES.get(status.state, "UNAVAILABLE")
+        if ready_only and state != "READY":
+            continue
+        entry = {"name": status.name, "version": str(status.version), "state": state}
+        reason = status.reason or _TRITON_REASONS.get(status.state)
+        if state == "UNAVAILABLE" and reason:
+            entry["reason"] = reason
+        entries.append(entry)
+    return entries
+
+
+def refuse_load_overrides(parameters: Iterable[str]) -> None:
+    """A repository load names no config or files to use instead of the repository's (Triton's
+    `config` and `file:<path>` parameters): InvalidInput when it does."""
+    overrides = sorted(k for k in parameters if k == "config" or k.startswith("file:"))
+    if overrides:
+        raise InvalidInput(
+            "parameters",
+            detail=f"{', '.join(overrides)} not supported: hotserve loads only what the model repository holds",
+        )

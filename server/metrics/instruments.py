@@ -1,6 +1,7 @@
 """Every Prometheus metric hotserve exports, defined once.
 
-Labels: `model`, `version`, `protocol` (v1 | v2), `code` (HTTP status). Durations are
+Labels: `model`, `version`, `protocol` (v1 | v2 | grpc), `code` (HTTP status; a gRPC call records the
+status its outcome has in the REST table). Durations are
 seconds. Instruments live in one `CollectorRegistry` per app so tests can build
 several apps in one process.
 """

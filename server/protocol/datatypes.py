@@ -66,7 +66,9 @@ def tensor_from_bytes(raw: bytes | memoryview, datatype: str, shape: list[int], 
 
 def _bytes_elements(raw: bytes | memoryview, count: int, field: str) -> np.ndarray:
     view = memoryview(raw)
-    out = np.empty(count, dtype=object)
+    # Elements are collected before the array is made: a client's shape alone (say 2**40
+    # elements) never sizes an allocation; the bytes run out after len(raw) / 4 elements at most.
+    items: list[bytes] = []
     offset = 0
     for i in range(count):
         if offset + 4 > len(view):
@@ -79,10 +81,12 @@ def _bytes_elements(raw: bytes | memoryview, count: int, field: str) -> np.ndarr
             raise InvalidInput(
                 field, expected=f"{length} bytes for BYTES element {i}", got=f"{len(view) - offset} bytes left"
             )
-        out[i] = bytes(view[offset : offset + length])
+        items.append(bytes(view[offset : offset + length]))
         offset += length
     if offset != len(view):
         raise InvalidInput(field, expected=f"{offset} bytes for {count} BYTES elements", got=f"{len(view)} bytes")
+    out = np.empty(count, dtype=object)
+    out[:] = items
     return out
 
 

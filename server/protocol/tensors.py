@@ -1,4 +1,5 @@
-"""Build request tensors from JSON values or binary bytes and check them against the model input.
+"""Build request tensors from JSON values, binary bytes or gRPC typed contents, checked against the
+model input.
 
 Numbers are checked by numpy kind, not by casting: a string, null, bool-for-number,
 or float-for-integer is refused rather than silently coerced.
@@ -71,17 +72,38 @@ def tensor_from_json(schema: InputSchema, shape: list[int], data: Any, field: st
     return array
 
 
-def tensor_from_binary(schema: InputSchema, shape: list[int], raw: memoryview, field: str) -> np.ndarray:
-    """Turn binary extension bytes into a tensor of `shape`.
+def tensor_from_binary(
+    schema: InputSchema, shape: list[int], raw: memoryview, field: str, size_field: str | None = None
+) -> np.ndarray:
+    """Turn raw tensor bytes (binary extension, gRPC `raw_input_contents`) into a tensor of `shape`.
 
-    BYTES elements must be UTF-8: the runtime hands them to onnxruntime string tensors,
-    and one undecodable element found there would fail the whole shared batch with a 500.
+    A wrong byte count is reported on `size_field` (default: the binary extension's
+    `binary_data_size`). BYTES elements must be UTF-8: the runtime hands them to onnxruntime
+    string tensors, and one undecodable element found there would fail the whole shared batch
+    with a 500.
     """
-    array = tensor_from_bytes(raw, schema.datatype, shape, f"{field}.parameters.binary_data_size")
+    array = tensor_from_bytes(raw, schema.datatype, shape, size_field or f"{field}.parameters.binary_data_size")
     if schema.datatype == "BYTES":
         _check_utf8(array, f"{field}.data")
     elif schema.finite:
         check_finite(array, f"{field}.data")
+    return array
+
+
+def tensor_from_values(schema: InputSchema, shape: list[int], values: np.ndarray, field: str) -> np.ndarray:
+    """Turn values that already have a machine type (gRPC typed contents) into a tensor of `shape`:
+    the same count, range, finiteness and UTF-8 rules as the other encodings."""
+    count = element_count(shape)
+    if values.size != count:
+        raise InvalidInput(field, expected=f"{count} values for shape {shape}", got=f"{values.size} values")
+    if schema.datatype == "BYTES":
+        _check_utf8(values, field)
+        return values.reshape(shape)
+    _check_range(schema, values, field)
+    with np.errstate(over="ignore"):  # overflow becomes inf, which the finite rule reports
+        array = values.astype(schema.dtype, copy=False).reshape(shape)
+    if schema.finite:
+        check_finite(array, field)
     return array
 
 
@@ -118,18 +140,21 @@ def _numbers_from_json(schema: InputSchema, data: Any, field: str) -> np.ndarray
         raise InvalidInput(
             f"{field}.data", expected=f"{schema.datatype} values", got=_KIND_NAMES.get(raw.dtype.kind, str(raw.dtype))
         )
-    target = schema.dtype
-    if target.kind in "iu" and raw.size:
-        info = np.iinfo(target)
-        low, high = raw.min(), raw.max()
-        if low < info.min or high > info.max:
-            raise InvalidInput(
-                f"{field}.data",
-                expected=f"{schema.datatype} values in [{info.min}, {info.max}]",
-                got=f"values in [{low}, {high}]",
-            )
+    _check_range(schema, raw, f"{field}.data")
     with np.errstate(over="ignore"):  # overflow becomes inf, which the finite rule reports
-        return raw.astype(target, copy=False)
+        return raw.astype(schema.dtype, copy=False)
+
+
+def _check_range(schema: InputSchema, values: np.ndarray, field: str) -> None:
+    """Integers must fit the input's integer type (no silent wrap-around when cast)."""
+    if schema.dtype.kind not in "iu" or not values.size:
+        return
+    info = np.iinfo(schema.dtype)
+    low, high = values.min(), values.max()
+    if low < info.min or high > info.max:
+        raise InvalidInput(
+            field, expected=f"{schema.datatype} values in [{info.min}, {info.max}]", got=f"values in [{low}, {high}]"
+        )
 
 
 def _bytes_from_json(data: Any, field: str) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from server.errors import InvalidInput
-from server.protocol.schema import ModelSchema
+from server.protocol.schema import InputSchema, ModelSchema
 from server.protocol.tensors import check_header, tensor_from_binary, tensor_from_json
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -56,7 +56,7 @@ def decode_infer_request(body: bytes, header_length: str | None, schema: ModelSc
 
     parameters = _optional_dict(doc.get("parameters"), "parameters")
     inputs, rows = _decode_inputs(doc.get("inputs"), binary, schema)
-    binary_default = _flag(parameters, "binary_data_output", "parameters.binary_data_output")
+    binary_default = flag(parameters, "binary_data_output", "parameters.binary_data_output")
     outputs = _decode_outputs(doc.get("outputs"), binary_default, schema)
     return InferRequest(
         id=doc.get("id"),
@@ -64,7 +64,7 @@ def decode_infer_request(body: bytes, header_length: str | None, schema: ModelSc
         inputs=inputs,
         rows=rows,
         outputs=outputs,
-        timeout_us=_timeout_us(parameters),
+        timeout_us=timeout_us(parameters),
     )
 
 
@@ -83,6 +83,50 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryv
     return view[:length], view[length:]
 
 
+class InputSet:
+    """A request's input tensors as a transport decodes them (JSON, binary extension, gRPC): every
+    name one of the model's and given once, equal row counts, none missing."""
+
+    def __init__(self, schema: ModelSchema) -> None:
+        self._schema = schema
+        self._tensors: dict[str, np.ndarray] = {}
+        self._rows: int | None = None
+        self._rows_from = ""
+
+    def spec(self, index: int, name: Any) -> tuple[InputSchema, str]:
+        """The model input the request's `index`-th tensor names, and the field errors name it by."""
+        if not isinstance(name, str) or name not in self._schema.inputs:
+            raise InvalidInput(
+                f"inputs[{index}].name", expected=f"one of {sorted(self._schema.inputs)}", got=repr(name)
+            )
+        field = f"inputs.{name}"
+        if name in self._tensors:
+            raise InvalidInput(field, detail="given more than once")
+        return self._schema.inputs[name], field
+
+    def add(self, spec: InputSchema, field: str, tensor: np.ndarray) -> None:
+        name = spec.name
+        if not self._schema.batch_axis:
+            self._rows = 1  # the whole request is one run of a graph without a batch axis
+        elif self._rows is None:
+            self._rows, self._rows_from = tensor.shape[0], name
+        elif tensor.shape[0] != self._rows:
+            raise InvalidInput(
+                f"{field}.shape",
+                expected=f"{self._rows} rows like input {self._rows_from!r}",
+                got=f"{tensor.shape[0]} rows",
+            )
+        self._tensors[name] = tensor
+
+    def finish(self) -> tuple[dict[str, np.ndarray], int]:
+        """The tensors by name and their row count; InvalidInput if a model input is missing."""
+        missing = [n for n in self._schema.inputs if n not in self._tensors]
+        if missing:
+            raise InvalidInput("inputs", expected=f"inputs {list(self._schema.inputs)}", got=f"{missing} missing")
+        assert self._rows is not None
+        return self._tensors, self._rows
+
+
 def _decode_inputs(
     raw_inputs: Any, binary: memoryview | None, schema: ModelSchema
 ) -> tuple[dict[str, np.ndarray], int]:
@@ -96,20 +140,13 @@ def _decode_inputs(
             if raw_inputs is None
             else type(raw_inputs).__name__,
         )
-    tensors: dict[str, np.ndarray] = {}
+    inputs = InputSet(schema)
     offset = 0
-    rows: int | None = None
-    rows_from = ""
     for index, item in enumerate(raw_inputs):
         if not isinstance(item, dict):
             raise InvalidInput(f"inputs[{index}]", expected="an object", got=type(item).__name__)
         name = item.get("name")
-        if not isinstance(name, str) or name not in schema.inputs:
-            raise InvalidInput(f"inputs[{index}].name", expected=f"one of {sorted(schema.inputs)}", got=repr(name))
-        input_schema = schema.inputs[name]
-        field = f"inputs.{name}"
-        if name in tensors:
-            raise InvalidInput(field, detail="given more than once")
+        input_schema, field = inputs.spec(index, name)
         shape = check_header(input_schema, item.get("datatype"), item.get("shape"), field)
         params = _optional_dict(item.get("parameters"), f"{field}.parameters")
         size = params.get("binary_data_size") if params else None
@@ -132,23 +169,12 @@ def _decode_inputs(
             if "data" not in item:
                 raise InvalidInput(f"{field}.data", detail="missing (and no binary_data_size)")
             tensor = tensor_from_json(input_schema, shape, item["data"], field)
-        if not schema.batch_axis:
-            rows = 1  # the whole request is one run of a graph without a batch axis
-        elif rows is None:
-            rows, rows_from = shape[0], name
-        elif shape[0] != rows:
-            raise InvalidInput(
-                f"{field}.shape", expected=f"{rows} rows like input {rows_from!r}", got=f"{shape[0]} rows"
-            )
-        tensors[name] = tensor
-    missing = [n for n in schema.inputs if n not in tensors]
-    if missing:
-        raise InvalidInput("inputs", expected=f"inputs {list(schema.inputs)}", got=f"{missing} missing")
+        inputs.add(input_schema, field, tensor)
+    tensors, rows = inputs.finish()
     if binary is not None and offset != len(binary):
         raise InvalidInput(
             "binary_data_size", expected=f"sizes summing to {len(binary)} binary bytes", got=f"{offset} bytes claimed"
         )
-    assert rows is not None
     return tensors, rows
 
 
@@ -162,21 +188,27 @@ def _decode_outputs(raw_outputs: Any, binary_default: bool, schema: ModelSchema)
     for index, item in enumerate(raw_outputs):
         if not isinstance(item, dict):
             raise InvalidInput(f"outputs[{index}]", expected="an object", got=type(item).__name__)
-        name = item.get("name")
-        if name not in schema.output_names:
-            raise InvalidInput(f"outputs[{index}].name", expected=f"one of {list(schema.output_names)}", got=repr(name))
-        if name in seen:
-            raise InvalidInput(f"outputs.{name}", detail="requested more than once")
-        seen.add(name)
+        name = requested_output_name(schema, index, item.get("name"), seen)
         params = _optional_dict(item.get("parameters"), f"outputs.{name}.parameters")
         binary = binary_default
         if params and "binary_data" in params:
-            binary = _flag(params, "binary_data", f"outputs.{name}.parameters.binary_data")
+            binary = flag(params, "binary_data", f"outputs.{name}.parameters.binary_data")
         requested.append(RequestedOutput(name, binary))
     return requested
 
 
-def _timeout_us(parameters: dict[str, Any] | None) -> int | None:
+def requested_output_name(schema: ModelSchema, index: int, name: Any, seen: set[str]) -> str:
+    """The `index`-th requested output's name, checked: one of the model's, requested once (added to `seen`)."""
+    if not isinstance(name, str) or name not in schema.output_names:
+        raise InvalidInput(f"outputs[{index}].name", expected=f"one of {list(schema.output_names)}", got=repr(name))
+    if name in seen:
+        raise InvalidInput(f"outputs.{name}", detail="requested more than once")
+    seen.add(name)
+    return name
+
+
+def timeout_us(parameters: dict[str, Any] | None) -> int | None:
+    """Triton's `timeout` request parameter in microseconds; None when absent or 0."""
     if not parameters or "timeout" not in parameters:
         return None
     value = parameters["timeout"]
@@ -191,7 +223,8 @@ def _optional_dict(value: Any, field: str) -> dict[str, Any] | None:
     raise InvalidInput(field, expected="an object", got=type(value).__name__)
 
 
-def _flag(params: dict[str, Any] | None, key: str, field: str) -> bool:
+def flag(params: dict[str, Any] | None, key: str, field: str) -> bool:
+    """A true/false parameter (`binary_data`, `binary_data_output`); False when absent."""
     if not params or key not in params:
         return False
     value = params[key]

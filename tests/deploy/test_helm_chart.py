@@ -283,3 +283,23 @@ def test_log_and_drift_values_become_settings_the_server_accepts(render: Render)
         settings.drift_min_rows,
         settings.drift_interval_s,
     ) == (5000, 600.0, 500, 2.5)
+
+
+def test_grpc_port_is_served_exposed_and_probed(render: Render) -> None:
+    from server.settings import Settings
+
+    docs = render()
+    container = _container(docs)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "grpc": 8081}
+    assert container["startupProbe"]["grpc"] == {"port": 8081, "service": ""}  # grpc.health.v1: live
+    service_ports = {p["name"]: p for p in one(docs, "Service")["spec"]["ports"]}
+    assert service_ports["grpc"]["targetPort"] == "grpc" and service_ports["grpc"]["appProtocol"] == "grpc"
+    config = one(docs, "ConfigMap")["data"]
+    assert Settings(grpc_port=config["HOTSERVE_GRPC_PORT"]).grpc_port == 8081
+
+    off = render(set_json=["server.grpcPort=null"])
+    assert "HOTSERVE_GRPC_PORT" not in one(off, "ConfigMap")["data"]
+    assert [p["name"] for p in _container(off)["ports"]] == ["http"]
+    assert [p["name"] for p in one(off, "Service")["spec"]["ports"]] == ["http"]
+    assert _container(off)["startupProbe"]["httpGet"]["path"] == "/v2/health/live"

@@ -87,3 +87,12 @@ def test_serve_help_lists_the_settings_that_are_environment_only(capsys: pytest.
     out = capsys.readouterr().out
     assert "Environment only" in out
     assert all(f"HOTSERVE_{name.upper()}" in out for name in SECRETS)
+
+
+def test_grpc_is_off_unless_a_port_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings_from_args(_parse()).grpc_port is None
+    assert settings_from_args(_parse("--grpc-port", "8081")).grpc_port == 8081
+    monkeypatch.setenv("HOTSERVE_GRPC_PORT", "")  # `docker run -e HOTSERVE_GRPC_PORT=` turns the image's off
+    assert settings_from_args(_parse()).grpc_port is None
+    monkeypatch.setenv("HOTSERVE_GRPC_PORT", "9100")
+    assert settings_from_args(_parse()).grpc_port == 9100

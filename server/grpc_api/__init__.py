@@ -1,0 +1,1 @@
+"""The gRPC edge: the Open Inference Protocol service on its own port, beside the REST edge."""

@@ -291,7 +291,7 @@ def test_grpc_port_is_served_exposed_and_probed(render: Render) -> None:
     docs = render()
     container = _container(docs)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": 8080, "grpc": 8081}
+    assert ports == {"http": 8080, "metrics": 9090, "grpc": 8081}
     assert container["startupProbe"]["grpc"] == {"port": 8081, "service": ""}  # grpc.health.v1: live
     service_ports = {p["name"]: p for p in one(docs, "Service")["spec"]["ports"]}
     assert service_ports["grpc"]["targetPort"] == "grpc" and service_ports["grpc"]["appProtocol"] == "grpc"
@@ -300,6 +300,11 @@ def test_grpc_port_is_served_exposed_and_probed(render: Render) -> None:
 
     off = render(set_json=["server.grpcPort=null"])
     assert "HOTSERVE_GRPC_PORT" not in one(off, "ConfigMap")["data"]
-    assert [p["name"] for p in _container(off)["ports"]] == ["http"]
-    assert [p["name"] for p in one(off, "Service")["spec"]["ports"]] == ["http"]
+    assert [p["name"] for p in _container(off)["ports"]] == ["http", "metrics"]
+    assert [p["name"] for p in one(off, "Service")["spec"]["ports"]] == ["http", "metrics"]
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    server_policy = next(
+        p for p in policies.values() if p["metadata"]["labels"]["app.kubernetes.io/component"] == "server"
+    )
+    assert {"port": "grpc", "protocol": "TCP"} in server_policy["spec"]["ingress"][0]["ports"]
     assert _container(off)["startupProbe"]["httpGet"]["path"] == "/v2/health/live"

@@ -178,8 +178,8 @@ def test_network_policies_open_redis_to_the_server_and_metrics_to_monitoring_onl
     server_policy = policies["rel-hotserve"]["spec"]
     assert server_policy["podSelector"]["matchLabels"] == _selector(docs)
     http, metrics = server_policy["ingress"]
-    assert http == {
-        "ports": [{"port": "http", "protocol": "TCP"}],
+    assert http == {  # the clients reach the inference ports, REST and gRPC
+        "ports": [{"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}],
         "from": [{"namespaceSelector": {"matchLabels": {"team": "payments"}}}],
     }
     assert metrics == {

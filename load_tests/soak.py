@@ -35,6 +35,8 @@ import httpx
 from load_tests.benchmark import RESULTS
 from load_tests.server_process import free_port, start_server
 from load_tests.swap_benchmark import FEATURES, MODEL, TOKEN, write_repository
+from server.admin_client import AdminClient, model_path
+from server.contract.aliases import PRODUCTION
 
 SIGNING_KEY = "soak-control-signing-key-" + "0" * 32
 BODY = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, FEATURES], "data": [0.1] * FEATURES}]})
@@ -112,22 +114,19 @@ async def _clients(base_url: str, clients: int, stop: asyncio.Event, result: Soa
 
 async def _changes(base_url: str, every_s: float, stop: asyncio.Event, result: SoakResult) -> None:
     version = 1
-    async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
-        while True:
-            try:
-                await asyncio.wait_for(stop.wait(), every_s)  # the change period, not a synchronisation
-                return
-            except TimeoutError:
-                pass
-            response = await http.put(
-                f"/admin/models/{MODEL}/aliases/production",
-                json={"version": version},
-                headers={"Authorization": f"Bearer {TOKEN}"},
-            )
-            if response.status_code != 200:
-                result.failures.append(f"change to v{version}: {response.status_code} {response.text[:200]}")
-            result.changes += 1
-            version = 3 - version
+    admin = AdminClient(base_url, TOKEN, timeout_s=120)
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)  # the change period, not a synchronisation
+            return
+        except TimeoutError:
+            pass
+        path = model_path(MODEL, "aliases", PRODUCTION)
+        status, doc = await asyncio.to_thread(admin.request, "PUT", path, {"version": version})
+        if status != 200:
+            result.failures.append(f"change to v{version}: {status} {str(doc)[:200]}")
+        result.changes += 1
+        version = 3 - version
 
 
 async def _drive(base_url: str, pid: int, result: SoakResult, warmup_s: float, sample_every_s: float) -> None:

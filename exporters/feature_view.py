@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporters.errors import ExportError
+from exporters.feast_options import with_feast
 from exporters.options import ExportOptions
 from server.contract.manifest import FeatureSpec, FeatureView, StoredFeature
 from server.features.service import repository_views
@@ -81,4 +82,4 @@ def export_feature_spec(metadata: CheckpointMetadata, options: ExportOptions, re
     version = options.feature_view_version or next_version(view, repository)
     # Validate the finished view (model_copy does not).
     view = FeatureView.model_validate({**view.model_dump(), "version": version})
-    return spec.model_copy(update={"view": view})
+    return with_feast(spec.model_copy(update={"view": view}), options.feast, view.name)

@@ -23,6 +23,7 @@ from exporters.cli import (
     non_negative_float,
     positive_int,
 )
+from exporters.feast_options import add_feast_arguments, feast_options
 from exporters.options import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
 
 
@@ -129,6 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="free-form lineage entry (repeatable)",
     )
+    add_feast_arguments(parser)
     checks = parser.add_argument_group("optimisation and checks")
     checks.add_argument(
         "--no-optimize",
@@ -184,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
             label=args.label,
             prediction_output=args.prediction_output,
             feature_spec=args.feature_spec,
+            feast=feast_options(args),
             meta=dict(args.meta),
             optimize=args.optimize,
             quantize=args.quantize,

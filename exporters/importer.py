@@ -25,6 +25,7 @@ import onnx
 
 from exporters import graph_runs, manifest_builder, onnx_signature, parity, reference_table
 from exporters.errors import ExportError, VersionExists
+from exporters.feast_options import with_feast
 from exporters.import_features import feature_spec
 from exporters.import_options import ImportOptions
 from exporters.repository import VersionStaging, next_version
@@ -96,7 +97,11 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
                 inputs=inputs,
                 outputs=model.output_specs,
                 batching=_batching(options, notes),
-                features=feature_spec(inputs, options.feature_spec, reference.columns if reference else None, notes),
+                features=with_feast(
+                    feature_spec(inputs, options.feature_spec, reference.columns if reference else None, notes),
+                    options.feast,
+                    options.name,
+                ),
                 drift=(reference_table.drift_reference(reference, output, prediction) if reference else None),
                 lineage=_lineage(reference, metrics, imported_at),
                 export=ExportInfo(

@@ -5,10 +5,11 @@ Free of torch/onnx imports so `exporters/cli.py` can show the defaults in `--hel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from exporters.errors import ExportError
+from exporters.feast_options import FeastOptions
 
 FP32_TOLERANCE = 1e-4
 """Max |onnx - torch| for a full-precision graph: only kernel rounding differs. Differences are
@@ -62,6 +63,8 @@ class ExportOptions:
     store_unavailable: Literal["error", "defaults"] = "error"
     request_overrides: tuple[str, ...] = ()
     """Stored features a request may override; ("all",) for every one."""
+    feast: FeastOptions = field(default_factory=FeastOptions)
+    """Stored features read from Feast's Redis online store (`--feast-*`)."""
 
     def __post_init__(self) -> None:
         if self.quantize is not None and self.fp16:

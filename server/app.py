@@ -128,7 +128,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             # what is left of the grace period to finish queued batches.
             await edge.shadow.close()
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
-            await features.lookup.close()
+            await features.close()
 
     request_log = RequestLog(settings.log_success_sample_rate)
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)

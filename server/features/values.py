@@ -86,6 +86,8 @@ def parse_entity(view: FeatureView, value: object) -> str:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected an integer, got {value!r}")
+        if not -(1 << 63) <= value < 1 << 63:
+            raise ValueError(f"expected a 64-bit integer, got {value!r}")
         return str(value)
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a non-empty string, got {value!r}")

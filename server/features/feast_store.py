@@ -1,0 +1,155 @@
+"""`FeastRedisFeatureStore`: features that `feast materialize` wrote to Redis, read in Feast's layout.
+
+Behind the same `FeatureStore` protocol as `RedisFeatureStore`, so the local cache, gathering,
+breaker, staleness and metrics of `lookup.py` apply unchanged. A lookup batch is one pipeline of
+`HMGET`s, one per entity (Feast keeps one hash per entity), each naming every feature field and
+the `_ts:` field of every Feast feature view the hotserve view reads: one round trip however many
+entities and Feast views. Layout details (keys, fields, `Value` decoding) are in `feast_layout.py`.
+
+An entity is present when at least one of its Feast views has a `_ts:` field; its event time is
+the oldest of those (the view's `max_age_s` holds for every value it returns). A feature whose
+field is absent, empty (Feast's null) or whose Feast view has no timestamp is missing, never zero.
+hotserve never writes Feast's hashes: `put_many` refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from server.contract.manifest import FeastSource, FeatureView
+from server.errors import FeatureStoreUnavailable, FeatureValueInvalid
+from server.features.feast_layout import (
+    VALUE_TYPES,
+    LayoutError,
+    decode_timestamp,
+    decode_value,
+    entity_value_bytes,
+    feature_field,
+    timestamp_field,
+)
+from server.features.redis_store import REDIS_ERRORS, open_client, redacted, unavailable
+from server.features.store import EntityRow, EntityWrite, FeatureValue, StoredRow
+from server.features.values import parse_value
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadPlan:
+    """How one hotserve view reads Feast's hashes, worked out once per view."""
+
+    view: FeatureView
+    key_head: bytes
+    """Serialized entity key up to the value's type: key count, then the join key's name."""
+    value_type: str
+    project: bytes
+    fields: tuple[bytes, ...]
+    """Every feature field, then every Feast view's `_ts:` field: the arguments of each HMGET."""
+    features: tuple[tuple[str, str, int], ...]
+    """(hotserve name, datatype, index of its Feast view among the `_ts:` fields) per feature."""
+    feast_views: tuple[str, ...]
+
+    def key(self, entity: str) -> bytes:
+        value = int(entity) if self.value_type == "INT64" else entity
+        encoded = entity_value_bytes(self.value_type, value)
+        return b"".join(
+            (self.key_head, VALUE_TYPES[self.value_type].to_bytes(4, "little"), len(encoded).to_bytes(4, "little"))
+            + (encoded, self.project)
+        )
+
+
+def _plan(view: FeatureView, source: FeastSource) -> _ReadPlan:
+    name = view.entity_key.encode()
+    head = (1).to_bytes(4, "little") + VALUE_TYPES["STRING"].to_bytes(4, "little") + len(name).to_bytes(4, "little")
+    feast_views = source.feature_views
+    features: list[tuple[str, str, int]] = []
+    fields: list[bytes] = []
+    for feature in view.features:
+        feast_view, feast_feature = source.features[feature.name].split(":", 1)
+        fields.append(feature_field(feast_view, feast_feature))
+        features.append((feature.name, feature.datatype, feast_views.index(feast_view)))
+    fields.extend(timestamp_field(feast_view) for feast_view in feast_views)
+    return _ReadPlan(
+        view=view,
+        key_head=head + name,
+        value_type=view.entity_key_type,
+        project=source.project.encode(),
+        fields=tuple(fields),
+        features=tuple(features),
+        feast_views=tuple(feast_views),
+    )
+
+
+class FeastRedisFeatureStore:
+    """Feast's Redis online store, read directly: one pipelined round trip of HMGETs per batch."""
+
+    backend = "feast"
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self._where = redacted(url)
+        self._timeout_s = timeout_s
+        self._redis = open_client(url, timeout_s, timeout_s)
+        self._plans: dict[int, _ReadPlan] = {}
+
+    def describe(self) -> str:
+        return f"Feast's redis online store at {self._where}"
+
+    def _plan(self, view: FeatureView) -> _ReadPlan:
+        plan = self._plans.get(id(view))
+        if plan is None or plan.view is not view:
+            if view.feast is None:
+                raise FeatureStoreUnavailable(f"feature view {view.label} is not a Feast view")
+            plan = self._plans[id(view)] = _plan(view, view.feast)
+        return plan
+
+    async def get_many(self, entity_keys: Sequence[str], view: FeatureView) -> list[StoredRow]:
+        plan = self._plan(view)
+        fields = plan.fields
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for entity in entity_keys:
+                        pipe.hmget(plan.key(entity), fields)
+                    replies: list[Any] = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise unavailable(self.describe(), self._timeout_s, exc) from None
+        return [_row(plan, entity, reply) for entity, reply in zip(entity_keys, replies)]
+
+    async def put_many(self, rows: Sequence[EntityWrite], view: FeatureView, ttl_s: float | None) -> int:
+        raise FeatureStoreUnavailable(
+            f"feature view {view.label} is materialized by Feast: write it with `feast materialize`"
+        )
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _row(plan: _ReadPlan, entity: str, reply: list[bytes | None]) -> StoredRow:
+    """One HMGET reply as a row: None when none of its Feast views wrote this entity."""
+    first_ts = len(plan.features)
+    times: dict[int, float] = {}
+    for index, feast_view in enumerate(plan.feast_views):
+        raw = reply[first_ts + index]
+        if raw:
+            try:
+                times[index] = decode_timestamp(raw)
+            except LayoutError as exc:
+                return _invalid(plan, entity, f"_ts:{feast_view}", exc)
+    if not times:
+        return None
+    values: dict[str, FeatureValue] = {}
+    for (name, datatype, view_index), raw in zip(plan.features, reply):
+        if not raw or view_index not in times:
+            continue
+        try:
+            value = decode_value(raw)
+            if value is not None:
+                values[name] = parse_value(datatype, value)
+        except ValueError as exc:  # LayoutError too
+            return _invalid(plan, entity, name, exc)
+    return EntityRow(values, min(times.values()))
+
+
+def _invalid(plan: _ReadPlan, entity: str, feature: str, exc: ValueError) -> FeatureValueInvalid:
+    return FeatureValueInvalid(f"feast:{plan.project.decode()}:{plan.view.entity_key}={entity}", feature, str(exc))

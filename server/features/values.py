@@ -36,6 +36,11 @@ def _limits(datatype: str) -> tuple[float, float]:
 _LIMITS = {name: _limits(name) for name in NUMPY_DTYPES if name not in ("BOOL", "BYTES")}
 
 
+def value_limits(datatype: str) -> tuple[float, float]:
+    """Smallest and largest value of a numeric `datatype`."""
+    return _LIMITS[datatype]
+
+
 def parse_value(datatype: str, value: object, text_ok: bool = False) -> FeatureValue:
     """`value` as a Python number of `datatype`; ValueError saying why not.
 

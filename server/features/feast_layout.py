@@ -118,20 +118,28 @@ def entity_value_bytes(value_type: str, value: str | int) -> bytes:
     raise LayoutError(f"entity value type {value_type} is not one Feast serializes")
 
 
+def key_names(join_keys: Sequence[str]) -> bytes:
+    """The head of a version 3 entity key: the key count, then each join key's name (already sorted)."""
+    out = [_U32.pack(len(join_keys))]
+    for name in join_keys:
+        encoded = name.encode()
+        out.append(struct.pack("<II", VALUE_TYPES["STRING"], len(encoded)))
+        out.append(encoded)
+    return b"".join(out)
+
+
+def typed_value(value_type: str, value: str | int) -> bytes:
+    """One entity value of a version 3 entity key: its type, its length, its bytes."""
+    encoded = entity_value_bytes(value_type, value)
+    return struct.pack("<II", VALUE_TYPES[value_type], len(encoded)) + encoded
+
+
 def serialize_entity_key(join_keys: Sequence[tuple[str, str, str | int]]) -> bytes:
     """Feast's `serialize_entity_key(..., entity_key_serialization_version=3)` of
     (join key, value type, value) triples: names sorted, then their values in that order."""
     ordered = sorted(join_keys, key=lambda item: item[0])
-    out = [_U32.pack(len(ordered))]
-    for name, _, _ in ordered:
-        encoded = name.encode()
-        out.append(struct.pack("<II", VALUE_TYPES["STRING"], len(encoded)))
-        out.append(encoded)
-    for _, value_type, value in ordered:
-        encoded = entity_value_bytes(value_type, value)
-        out.append(struct.pack("<II", VALUE_TYPES[value_type], len(encoded)))
-        out.append(encoded)
-    return b"".join(out)
+    head = key_names([name for name, _, _ in ordered])
+    return head + b"".join(typed_value(value_type, value) for _, value_type, value in ordered)
 
 
 def redis_key(project: str, join_keys: Sequence[tuple[str, str, str | int]]) -> bytes:

@@ -26,13 +26,13 @@ from redis.exceptions import ResponseError
 from server.contract.manifest import FeastSource, FeatureView
 from server.errors import FeatureStoreUnavailable, FeatureValueInvalid
 from server.features.feast_layout import (
-    VALUE_TYPES,
     LayoutError,
     decode_timestamp,
     decode_value,
-    entity_value_bytes,
     feature_field,
+    key_names,
     timestamp_field,
+    typed_value,
 )
 from server.features.redis_store import REDIS_ERRORS, open_client, redacted, unavailable
 from server.features.store import EntityRow, EntityWrite, FeatureValue, StoredRow
@@ -47,26 +47,21 @@ class _ReadPlan:
 
     view: FeatureView
     key_head: bytes
-    """Serialized entity key up to the value's type: key count, then the join key's name."""
+    """Serialized entity key up to its value: key count, then the join key's name."""
     value_type: str
     project: bytes
-    fields: tuple[bytes, ...]
-    """Every feature field, then every Feast view's `_ts:` field: the arguments of each HMGET."""
     features: tuple[tuple[str, Callable[[FeatureValue], FeatureValue], int], ...]
     """(hotserve name, its checked conversion, index of its Feast view among the `_ts:` fields)."""
     feast_views: tuple[str, ...]
     command_head: bytes
     """RESP of `HMGET` up to its key: array length, command name."""
     command_tail: bytes
-    """RESP of every field: what follows the key in each entity's HMGET."""
+    """RESP of every field (each feature's, then each Feast view's `_ts:`): what follows the key."""
 
     def key(self, entity: str) -> bytes:
+        """The Redis key of one entity's hash (one join key: nothing to sort)."""
         value = int(entity) if self.value_type == "INT64" else entity
-        encoded = entity_value_bytes(self.value_type, value)
-        return b"".join(
-            (self.key_head, VALUE_TYPES[self.value_type].to_bytes(4, "little"), len(encoded).to_bytes(4, "little"))
-            + (encoded, self.project)
-        )
+        return self.key_head + typed_value(self.value_type, value) + self.project
 
     def commands(self, entity_keys: Sequence[str]) -> bytes:
         """One write holding an HMGET per entity (fields packed once per view, not per call)."""
@@ -89,8 +84,6 @@ def _converter(datatype: str) -> Callable[[FeatureValue], FeatureValue]:
 
 
 def _plan(view: FeatureView, source: FeastSource) -> _ReadPlan:
-    name = view.entity_key.encode()
-    head = (1).to_bytes(4, "little") + VALUE_TYPES["STRING"].to_bytes(4, "little") + len(name).to_bytes(4, "little")
     feast_views = source.feature_views
     features: list[tuple[str, Callable[[FeatureValue], FeatureValue], int]] = []
     fields: list[bytes] = []
@@ -101,10 +94,9 @@ def _plan(view: FeatureView, source: FeastSource) -> _ReadPlan:
     fields.extend(timestamp_field(feast_view) for feast_view in feast_views)
     return _ReadPlan(
         view=view,
-        key_head=head + name,
+        key_head=key_names([view.entity_key]),
         value_type=view.entity_key_type,
         project=source.project.encode(),
-        fields=tuple(fields),
         features=tuple(features),
         feast_views=tuple(feast_views),
         command_head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2),

@@ -1,8 +1,10 @@
-"""The join sends a view with a `feast` source to the Feast lookup path, never to the native one."""
+"""The join sends a view with a `feast` source to the Feast lookup path, never to the native one;
+hotserve never writes a Feast view."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,7 @@ from server.contract.manifest import FeastSource, FeatureView, StoredFeature
 from server.errors import FeatureStoreUnavailable
 from server.features.join import FeatureJoin
 from server.features.lookup import FeatureLookup
+from server.features.materialize import MaterializeError, pick_view
 from server.features.memory_store import MemoryFeatureStore
 from server.features.store import EntityWrite
 from server.metrics.instruments import Metrics
@@ -36,3 +39,9 @@ async def test_a_feast_view_without_a_redis_to_read_is_unavailable_naming_the_se
     with pytest.raises(FeatureStoreUnavailable, match="project 'shop'.*set HOTSERVE_FEAST_REDIS_URL"):
         await join.join([{"driver_id": 7}], FEAST)
     await join.close()
+
+
+def test_hotserve_materialize_refuses_a_feast_view(tmp_path: Path) -> None:
+    with pytest.raises(MaterializeError, match="reads Feast project 'shop': materialize it with `feast materialize`"):
+        pick_view({FEAST.label: FEAST}, None, tmp_path)
+    assert pick_view({NATIVE.label: NATIVE}, None, tmp_path) is NATIVE

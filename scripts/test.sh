@@ -9,6 +9,9 @@ bash scripts/setup-env.sh "train,dev,load,mlflow"
 bash scripts/mlflow-server-env.sh
 bash scripts/ensure-redis.sh
 bash scripts/ci-tools.sh
+# Feast (pinned) in a venv of its own: tests/integration/test_feast_store.py runs its materialize.
+bash scripts/setup-feast-env.sh
+export HOTSERVE_REQUIRE_FEAST=1
 export PATH="$PWD/.venv/bin:$PWD/.tools/bin:$PATH"
 export HOTSERVE_TEST_REDIS_URL="${HOTSERVE_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 echo "== ruff (pyflakes, import order, pyupgrade, pycodestyle)"

@@ -163,7 +163,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
             if control is not None:
                 await control.close()
-            await features.lookup.close()
+            await features.close()
 
     request_log = RequestLog(settings.log_success_sample_rate)
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)

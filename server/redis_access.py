@@ -17,7 +17,7 @@ from typing import Any
 from server.redaction import HIDDEN, redacted
 from server.settings import Settings
 
-__all__ = ["HIDDEN", "RedisAccess", "RedisAccessInvalid", "redacted", "redis_access_for"]
+__all__ = ["HIDDEN", "RedisAccess", "RedisAccessInvalid", "feast_redis_access_for", "redacted", "redis_access_for"]
 
 
 class RedisAccessInvalid(ValueError):
@@ -71,3 +71,11 @@ def redis_access_for(settings: Settings) -> RedisAccess | None:
     return RedisAccess.from_values(
         settings.redis_url.get_secret_value(), settings.redis_password_file, settings.redis_tls_ca_file
     )
+
+
+def feast_redis_access_for(settings: Settings) -> RedisAccess | None:
+    """The Redis of Feast's online store: `HOTSERVE_FEAST_REDIS_URL` (its credentials in the URL,
+    TLS with `rediss://` against the system's CAs), else the configured Redis; None without either."""
+    if settings.feast_redis_url is None:
+        return redis_access_for(settings)
+    return RedisAccess.from_values(settings.feast_redis_url.get_secret_value())

@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     """CA bundle that a `rediss://` (TLS) server's certificate is checked against; unset: the system's."""
     redis_timeout_ms: float = Field(default=50.0, gt=0)
     """Longest one Redis connect or lookup round trip may take before it counts as a failure."""
+    feast_redis_url: SecretStr | None = None
+    """Redis of a Feast online store (`online_store: type: redis` in `feature_store.yaml`, its
+    `connection_string` as a `redis://host:port/db` URL), read by feature views with a `feast`
+    source; unset: `redis_url`. A secret, like `redis_url`."""
     feature_table: str | None = None
     """CSV/Parquet table (or `demo:fraud`) loaded into the embedded store at start-up for every
     feature view in the repository whose entity key and features it has."""
@@ -124,12 +128,14 @@ class Settings(BaseSettings):
     feature_breaker_reset_s: float = Field(default=2.0, gt=0)
     """How long an open breaker waits before one probe round trip may close it."""
 
-    @field_validator("redis_url", "admin_token", "admin_tokens", "control_signing_key", "grpc_port", mode="before")
+    @field_validator(
+        "redis_url", "feast_redis_url", "admin_token", "admin_tokens", "control_signing_key", "grpc_port", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "feast_redis_url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):

@@ -25,6 +25,7 @@ from exporters.shared.checks import (
     MIN_OPSET,
 )
 from exporters.shared.cli_args import format_size, non_negative_float, positive_int
+from exporters.shared.feast_options import add_feast_arguments, feast_options
 from server.contract.manifest import ONNX_FILENAME
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     view.add_argument(
         "--request-overrides", default="", help="comma-separated stored features a request may override, or 'all'"
     )
+    add_feast_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             missing_entity=args.missing_entity,
             store_unavailable=args.store_unavailable,
             request_overrides=tuple(n.strip() for n in args.request_overrides.split(",") if n.strip()),
+            feast=feast_options(args),
         )
         return export_checkpoint(args.checkpoint, args.repository, options)
 
@@ -198,9 +201,14 @@ def run(args: argparse.Namespace) -> int:
     features = result.manifest.features
     if features is not None and features.view is not None:
         view = features.view
+        where = (
+            f"keys {view.key_prefix}<entity>"
+            if view.feast is None
+            else f"read from Feast project {view.feast.project!r}, views {view.feast.feature_views}"
+        )
         print(
             f"  feature view {view.label}: {len(view.features)} stored features by "
-            f"{view.entity_key} ({view.entity_key_type}); keys {view.key_prefix}<entity>"
+            f"{view.entity_key} ({view.entity_key_type}); {where}"
         )
     for note in result.notes:
         print(f"  note: {note}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from exporters.errors import ExportError
 from exporters.export.options import ExportOptions
+from exporters.shared.feast_options import with_feast
 from server.contract.manifest import FeatureSpec, FeatureView, StoredFeature
 from server.features.service import repository_views
 from training.checkpoints import CheckpointMetadata
@@ -81,4 +82,4 @@ def export_feature_spec(metadata: CheckpointMetadata, options: ExportOptions, re
     version = options.feature_view_version or next_version(view, repository)
     # Validate the finished view (model_copy does not).
     view = FeatureView.model_validate({**view.model_dump(), "version": version})
-    return spec.model_copy(update={"view": view})
+    return with_feast(spec.model_copy(update={"view": view}), options.feast, view.name)

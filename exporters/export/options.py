@@ -6,7 +6,7 @@ checks' defaults, shared with `hotserve import`, are in `exporters/shared/checks
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from exporters.errors import ExportError
@@ -20,6 +20,7 @@ from exporters.shared.checks import (
     MAX_RMSE_INCREASE,
     MIN_OPSET,
 )
+from exporters.shared.feast_options import FeastOptions
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class ExportOptions:
     store_unavailable: Literal["error", "defaults"] = "error"
     request_overrides: tuple[str, ...] = ()
     """Stored features a request may override; ("all",) for every one."""
+    feast: FeastOptions = field(default_factory=FeastOptions)
+    """Stored features read from Feast's Redis online store (`--feast-*`)."""
 
     def __post_init__(self) -> None:
         if self.quantize is not None and self.fp16:

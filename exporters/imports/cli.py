@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from exporters.shared import cli_args
 from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
 from exporters.shared.cli_args import format_size, non_negative_float
+from exporters.shared.feast_options import add_feast_arguments, feast_options
 
 if TYPE_CHECKING:
     from server.contract.manifest import RegistryModelRef
@@ -120,6 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="free-form lineage entry (repeatable)",
     )
+    add_feast_arguments(parser)
     checks = parser.add_argument_group("optimisation and checks")
     checks.add_argument(
         "--no-optimize",
@@ -188,6 +190,7 @@ def _publish(args: argparse.Namespace, source: Path, registry: RegistryModelRef 
             label=args.label,
             prediction_output=args.prediction_output,
             feature_spec=args.feature_spec,
+            feast=feast_options(args),
             meta=dict(args.meta),
             registry=registry,
             optimize=args.optimize,

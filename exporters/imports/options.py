@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from exporters.errors import ExportError
 from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
+from exporters.shared.feast_options import FeastOptions
 from server.contract.manifest import MODEL_NAME_PATTERN, RegistryModelRef
 
 
@@ -33,6 +34,8 @@ class ImportOptions:
     prediction_output: str | None = None
     feature_spec: Mapping[str, Any] | None = None
     """`FeatureSpec` fields; `input` and `columns` may be left out (filled from the model)."""
+    feast: FeastOptions = field(default_factory=FeastOptions)
+    """The stored features are read from Feast's Redis online store (`--feast-*`)."""
     meta: Mapping[str, str] = field(default_factory=dict)
     registry: RegistryModelRef | None = None
     """The registry version the file was downloaded from (`hotserve import models:/...`)."""

@@ -29,6 +29,7 @@ from exporters.imports.options import ImportOptions
 from exporters.imports.source_model import SourceModel, read_source
 from exporters.imports.source_parity import Candidate, CheckInputs, original_outputs, publishable_graph
 from exporters.shared import manifest_builder, parity, reference_table, signature
+from exporters.shared.feast_options import with_feast
 from exporters.shared.publish import VersionStaging, next_version, publish_version
 from server.contract.manifest import (
     ONNX_FILENAME,
@@ -96,7 +97,11 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
                 inputs=inputs,
                 outputs=model.output_specs,
                 batching=_batching(options, notes),
-                features=feature_spec(inputs, options.feature_spec, reference.columns if reference else None, notes),
+                features=with_feast(
+                    feature_spec(inputs, options.feature_spec, reference.columns if reference else None, notes),
+                    options.feast,
+                    options.name,
+                ),
                 drift=(reference_table.drift_reference(reference, output, prediction) if reference else None),
                 lineage=_lineage(reference, metrics, imported_at),
                 export=ExportInfo(

@@ -60,11 +60,13 @@ def _view(edge: EdgeDep, name: str, version: int) -> FeatureView:
 @router.get("/views")
 async def list_views(edge: EdgeDep, _: AdminCallerDep) -> dict[str, Any]:
     """The views of the repository's models and the store they are looked up in."""
-    lookup = edge.features.lookup
+    lookup, feast = edge.features.lookup, edge.features.feast
     return {
         "store": lookup.store.describe(),
         "backend": lookup.store.backend,
         "breaker": lookup.breaker.state.name.lower(),
+        "feast_store": None if feast is None else feast.store.describe(),
+        "feast_breaker": None if feast is None else feast.breaker.state.name.lower(),
         "views": [view.model_dump() for view in repository_views(edge.settings.model_repository).values()],
     }
 
@@ -73,6 +75,11 @@ async def list_views(edge: EdgeDep, _: AdminCallerDep) -> dict[str, Any]:
 async def write_rows(name: str, version: int, request: Request, edge: EdgeDep, _: AdminCallerDep) -> RowsOut:
     body = await json_body(request, RowsIn)
     view = _view(edge, name, version)
+    if view.feast is not None:
+        raise HTTPException(
+            409,
+            f"feature view {view.label} reads Feast project {view.feast.project!r}: write it with `feast materialize`",
+        )
     writes: list[EntityWrite] = []
     rejected: list[Rejected] = []
     for index, row in enumerate(body.rows):

@@ -7,6 +7,7 @@ install needs nothing beyond pydantic to read it.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,11 +120,52 @@ class StoredFeature(_Strict):
     """A request may carry this feature; its value then replaces the stored one."""
 
 
+FEAST_SERIALIZATION_VERSION = 3
+"""The Feast entity key serialization hotserve reads (Feast >= 0.38; its default since 0.50)."""
+
+FEAST_REF_PATTERN = r"^[^:]+:[^:]+$"
+
+
+class FeastSource(_Strict):
+    """Where a view's features live in a Feast Redis online store (`feast materialize` writes them).
+
+    The view's `entity_key` is the Feast join key and `entity_key_type` its Feast value type
+    (STRING or INT64); one hash per entity under the serialized key plus `project`.
+    """
+
+    project: str = Field(min_length=1)
+    """The Feast project (`project:` in `feature_store.yaml`): the tail of every Redis key."""
+    features: dict[str, str] = Field(min_length=1)
+    """hotserve feature name -> `<feast feature view>:<feature>`; several Feast views of the
+    same entity share one hash, so they are read in one `HMGET`."""
+    entity_key_serialization_version: int = FEAST_SERIALIZATION_VERSION
+
+    @model_validator(mode="after")
+    def _supported(self) -> FeastSource:
+        version = self.entity_key_serialization_version
+        if version != FEAST_SERIALIZATION_VERSION:
+            raise ValueError(
+                f"Feast entity_key_serialization_version {version} is not supported: hotserve reads "
+                f"version {FEAST_SERIALIZATION_VERSION} (Feast 0.38 and later, the default since 0.50); "
+                "set entity_key_serialization_version: 3 in feature_store.yaml and materialize again"
+            )
+        bad = [ref for ref in self.features.values() if not re.match(FEAST_REF_PATTERN, ref)]
+        if bad:
+            raise ValueError(f"Feast feature references {bad} are not <feature_view>:<feature>")
+        return self
+
+    @property
+    def feature_views(self) -> list[str]:
+        """The Feast feature views read, in first-use order."""
+        return list(dict.fromkeys(ref.split(":", 1)[0] for ref in self.features.values()))
+
+
 class FeatureView(_Strict):
     """The features an online store holds per entity, as one model reads them.
 
     Stored under `hotserve:fv:<name>:v<version>:<entity>`, so a view whose definition changes
-    gets a new version and never reads keys written for the old one.
+    gets a new version and never reads keys written for the old one; or, with `feast`, read
+    from the hashes Feast materialized (hotserve never writes those).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -138,6 +180,8 @@ class FeatureView(_Strict):
     """An entity the store has no (fresh) values for: 404 naming it, or the features' defaults."""
     on_unavailable: Literal["error", "defaults"] = "error"
     """The store cannot answer (down, timeout, circuit open): 503, or the features' defaults."""
+    feast: FeastSource | None = None
+    """Set: the features are Feast's (see `FeastSource`); None: hotserve's own layout."""
 
     @property
     def key_prefix(self) -> str:
@@ -154,6 +198,8 @@ class FeatureView(_Strict):
         names = [f.name for f in self.features]
         if len(set(names)) != len(names) or self.entity_key in names:
             raise ValueError(f"feature names must be unique and differ from the entity key: {names}")
+        if self.feast is not None and sorted(self.feast.features) != sorted(names):
+            raise ValueError(f"feast.features must map exactly the view's features {names}")
         return self
 
 

@@ -34,9 +34,28 @@ class _Plan:
 class FeatureJoin:
     """Fills v1 records with stored features; the app-wide object on `Edge.features`."""
 
-    def __init__(self, lookup: FeatureLookup) -> None:
+    def __init__(self, lookup: FeatureLookup, feast: FeatureLookup | None = None) -> None:
         self.lookup = lookup
+        """Views in hotserve's own layout (Redis or the embedded store)."""
+        self.feast = feast
+        """Views with a `feast` source: Feast's Redis online store (None: no Redis configured)."""
         self._plans: dict[int, _Plan] = {}
+
+    def lookup_for(self, view: FeatureView) -> FeatureLookup:
+        """The lookup path of the store that holds `view`. Raises FeatureStoreUnavailable."""
+        if view.feast is None:
+            return self.lookup
+        if self.feast is None:
+            raise FeatureStoreUnavailable(
+                f"feature view {view.label} reads Feast's Redis online store (project "
+                f"{view.feast.project!r}): set HOTSERVE_FEAST_REDIS_URL or HOTSERVE_REDIS_URL"
+            )
+        return self.feast
+
+    async def close(self) -> None:
+        await self.lookup.close()
+        if self.feast is not None:
+            await self.feast.close()
 
     def _plan(self, view: FeatureView) -> _Plan:
         plan = self._plans.get(id(view))
@@ -71,9 +90,10 @@ class FeatureJoin:
             needing.append(index)
         if not needing:
             return records, tuple(entities)
-        results = self.lookup.instruments(view).results
+        lookup = self.lookup_for(view)
+        results = lookup.instruments(view).results
         try:
-            rows = await self.lookup.rows(view, [entities[i] for i in needing])
+            rows = await lookup.rows(view, [entities[i] for i in needing])
             joined, used_defaults = self._fill(plan, records, entities, needing, rows)
         except HotserveError as exc:
             results[_outcome(exc)].inc()

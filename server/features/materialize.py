@@ -84,12 +84,19 @@ def pick_view(views: dict[str, FeatureView], wanted: str | None, root: Path) -> 
             raise MaterializeError(
                 f"feature view {wanted!r} is not declared in {root} (known: {sorted(views) or 'none'})"
             )
-        return views[wanted]
-    if len(views) != 1:
+        view = views[wanted]
+    elif len(views) != 1:
         raise MaterializeError(
             f"{root} declares {len(views)} feature views {sorted(views)}; choose one with --view NAME:vVERSION"
         )
-    return next(iter(views.values()))
+    else:
+        view = next(iter(views.values()))
+    if view.feast is not None:
+        raise MaterializeError(
+            f"feature view {view.label} reads Feast project {view.feast.project!r}: "
+            "materialize it with `feast materialize`, not hotserve"
+        )
+    return view
 
 
 def default_event_time(args: argparse.Namespace) -> float:

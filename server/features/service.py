@@ -2,7 +2,9 @@
 
 `HOTSERVE_REDIS_URL` set: `RedisFeatureStore`. Unset: `MemoryFeatureStore`, filled at start-up
 from `HOTSERVE_FEATURE_TABLE` for every feature view in the model repository (later by
-`hotserve features materialize --server`). Views are read from the repository's `model.json`
+`hotserve features materialize --server`). Views with a `feast` source go to a second lookup path
+over `FeastRedisFeatureStore` (`HOTSERVE_FEAST_REDIS_URL`, else `HOTSERVE_REDIS_URL`): its own
+local cache and breaker, since Feast's Redis may be another server. Views are read from the repository's `model.json`
 files, so the admin endpoint can accept rows for a view before a model using it is routed.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from server.contract.manifest import FeatureView, ModelManifest
+from server.features.feast_store import FeastRedisFeatureStore
 from server.features.join import FeatureJoin
 from server.features.lookup import FeatureLookup
 from server.features.memory_store import MemoryFeatureStore
@@ -22,7 +25,7 @@ from server.features.redis_store import RedisFeatureStore
 from server.features.store import FeatureStore
 from server.features.table import TableError, check_columns, read_table, table_rows
 from server.metrics.instruments import Metrics
-from server.redis_access import redis_access_for
+from server.redis_access import feast_redis_access_for, redis_access_for
 from server.registry.repository import scan_repository, version_dir
 from server.settings import Settings
 
@@ -53,10 +56,17 @@ def open_store(settings: Settings) -> FeatureStore:
     return RedisFeatureStore(access, settings.redis_timeout_ms / 1000.0)
 
 
-async def open_features(settings: Settings, metrics: Metrics) -> FeatureJoin:
-    """The app's feature join over the configured store, the embedded one filled from its table."""
-    store = open_store(settings)
-    lookup = FeatureLookup(
+def open_feast_store(settings: Settings) -> FeastRedisFeatureStore | None:
+    """Feast's Redis online store (`HOTSERVE_FEAST_REDIS_URL`, else `HOTSERVE_REDIS_URL`), if any."""
+    access = feast_redis_access_for(settings)
+    if access is None:
+        return None
+    return FeastRedisFeatureStore(access, settings.redis_timeout_ms / 1000.0)
+
+
+def open_lookup(store: FeatureStore, settings: Settings, metrics: Metrics) -> FeatureLookup:
+    """The lookup path (local cache, gathering, breaker) over `store`, as the settings say."""
+    return FeatureLookup(
         store,
         metrics,
         cache_size=settings.feature_cache_size,
@@ -65,8 +75,17 @@ async def open_features(settings: Settings, metrics: Metrics) -> FeatureJoin:
         breaker_failures=settings.feature_breaker_failures,
         breaker_reset_s=settings.feature_breaker_reset_s,
     )
+
+
+async def open_features(settings: Settings, metrics: Metrics) -> FeatureJoin:
+    """The app's feature join over the configured stores, the embedded one filled from its table."""
+    store = open_store(settings)
+    lookup = open_lookup(store, settings, metrics)
     if isinstance(store, MemoryFeatureStore):
-        views = repository_views(settings.model_repository)
+        # Feast views are read from Feast's Redis, never from the embedded store.
+        views = {
+            label: view for label, view in repository_views(settings.model_repository).items() if view.feast is None
+        }
         if settings.feature_table:
             await fill_from_table(store, settings.feature_table, views)
         empty = sorted(label for label, view in views.items() if store.is_empty(view))
@@ -78,12 +97,19 @@ async def open_features(settings: Settings, metrics: Metrics) -> FeatureJoin:
                 ", ".join(empty),
             )
     logger.info("features: %s", store.describe())
-    return FeatureJoin(lookup)
+    feast_store = open_feast_store(settings)
+    feast = None
+    if feast_store is not None:
+        feast = open_lookup(feast_store, settings, metrics)
+        logger.info("features of Feast views: %s", feast_store.describe())
+    return FeatureJoin(lookup, feast)
 
 
 async def fill_from_table(store: MemoryFeatureStore, source: str, views: dict[str, FeatureView]) -> None:
     """Load `source` into `store` for every view whose columns it has (others are logged)."""
     for label, view in views.items():
+        if view.feast is not None:
+            continue  # Feast materializes it into Feast's Redis online store
         try:
             columns, rows = await asyncio.to_thread(read_table, source)
             check_columns(view, columns, None, source)

@@ -1,7 +1,8 @@
 """The `FeatureStore` protocol: what the lookup path (`features/lookup.py`) asks of a backend.
 
-`RedisFeatureStore` (`redis_store.py`) and `MemoryFeatureStore` (`memory_store.py`, the embedded
-default) implement it; each translates its own failures into `FeatureStoreUnavailable`.
+`RedisFeatureStore` (`redis_store.py`), `MemoryFeatureStore` (`memory_store.py`, the embedded
+default) and `FeastRedisFeatureStore` (`feast_store.py`, what Feast materialized, read-only)
+implement it; each translates its own failures into `FeatureStoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class FeatureStore(Protocol):
     """An online store of entity features, keyed by view version and entity."""
 
     backend: str
-    """`redis` or `memory`: the `layer` label of its hit/miss metrics."""
+    """`redis`, `memory` or `feast`: the `layer` label of its hit/miss metrics."""
 
     async def get_many(self, entity_keys: Sequence[str], view: FeatureView) -> list[StoredRow]:
         """Rows for `entity_keys`, in order, in one round trip. Raises FeatureStoreUnavailable."""

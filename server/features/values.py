@@ -36,6 +36,11 @@ def _limits(datatype: str) -> tuple[float, float]:
 _LIMITS = {name: _limits(name) for name in NUMPY_DTYPES if name not in ("BOOL", "BYTES")}
 
 
+def value_limits(datatype: str) -> tuple[float, float]:
+    """Smallest and largest value of a numeric `datatype`."""
+    return _LIMITS[datatype]
+
+
 def parse_value(datatype: str, value: object, text_ok: bool = False) -> FeatureValue:
     """`value` as a Python number of `datatype`; ValueError saying why not.
 
@@ -86,6 +91,8 @@ def parse_entity(view: FeatureView, value: object) -> str:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected an integer, got {value!r}")
+        if not -(1 << 63) <= value < 1 << 63:
+            raise ValueError(f"expected a 64-bit integer, got {value!r}")
         return str(value)
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a non-empty string, got {value!r}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.redis_access import RedisAccess, RedisAccessInvalid, redacted, redis_access_for
+from server.redis_access import RedisAccess, RedisAccessInvalid, feast_redis_access_for, redacted, redis_access_for
 from server.settings import Settings
 
 
@@ -48,3 +48,23 @@ def test_unusable_redis_credentials_are_refused_with_a_message(tmp_path: Path) -
         RedisAccess.from_values("redis://h:1/0", tmp_path / "empty")
     with pytest.raises(RedisAccessInvalid, match="needs a rediss:// URL"):
         RedisAccess.from_values("redis://h:1/0", tls_ca_file=tmp_path / "ca.pem")
+
+
+def test_feast_reads_the_configured_redis_with_its_password_file_unless_it_has_its_own_url(tmp_path: Path) -> None:
+    secret = tmp_path / "redis-password"
+    secret.write_text("s3cret-from-a-Secret\n")
+    shared = feast_redis_access_for(Settings(redis_url="redis://hotserve@redis:6379/0", redis_password_file=secret))
+    assert shared is not None
+    assert shared.client_options() == {"password": "s3cret-from-a-Secret"}
+    own = feast_redis_access_for(
+        Settings(
+            redis_url="redis://hotserve@redis:6379/0",
+            redis_password_file=secret,
+            feast_redis_url="redis://:feast-pw@feast-redis:6379/1",
+        )
+    )
+    assert own is not None
+    assert own.url == "redis://:feast-pw@feast-redis:6379/1"
+    assert own.client_options() == {}  # the password file is the other Redis's
+    assert own.shown == "redis://:***@feast-redis:6379/1"
+    assert feast_redis_access_for(Settings()) is None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
 
+from server.api.body_limit import check_declared_length
 from server.api.context import REQUEST_ID_HEADER, SCOPE_KEY
 from server.api.deps import Edge
 from server.api.error_handlers import describe_error, error_body
@@ -179,15 +180,7 @@ async def _read_body(receive: Receive, declared: bytes | None, limit_bytes: int)
     A declared Content-Length over the limit is refused before reading; a body without one
     (chunked) is counted as it arrives, including when it all comes in one message.
     """
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise InvalidInput(
-                "Content-Length", expected="an integer", got=repr(declared.decode(errors="replace"))
-            ) from None
-        if size > limit_bytes:
-            raise PayloadTooLarge(size, limit_bytes)
+    check_declared_length(declared, limit_bytes)
     chunks: list[bytes] = []
     received = 0
     while True:

@@ -14,8 +14,9 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.admin_auth import AdminTokens
+from server.api.body_limit import check_declared_length
 from server.api.error_handlers import describe_error, error_response
-from server.errors import HotserveError, InvalidInput, PayloadTooLarge
+from server.errors import HotserveError, PayloadTooLarge
 
 ADMIN_PREFIXES = ("/admin/", "/v2/repository/")
 """Paths behind the admin tokens (mounted only when a token is configured)."""
@@ -47,16 +48,7 @@ class RouteGate:
         if self._tokens is not None and is_admin_path(scope["path"]):
             authorization = headers.get(b"authorization")
             self._tokens.identify(None if authorization is None else authorization.decode("latin-1"))
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise InvalidInput(
-                    "Content-Length", expected="an integer", got=repr(declared.decode(errors="replace"))
-                ) from None
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge(size, self.max_body_bytes)
+        check_declared_length(headers.get(b"content-length"), self.max_body_bytes)
 
 
 class _BoundedBody:

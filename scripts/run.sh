@@ -21,7 +21,10 @@ if [ -z "${HOTSERVE_REDIS_URL:-}" ]; then
   # only customer_id and the transaction's own features.
   export HOTSERVE_FEATURE_TABLE="${HOTSERVE_FEATURE_TABLE:-demo:fraud}"
 fi
-echo "== serving '$repo' on http://${HOTSERVE_HOST:-127.0.0.1}:${HOTSERVE_PORT:-8080}"
+# The Open Inference Protocol over gRPC beside REST (tritonclient.grpc and other gRPC clients);
+# HOTSERVE_GRPC_PORT= (empty) turns it off.
+export HOTSERVE_GRPC_PORT="${HOTSERVE_GRPC_PORT-8081}"
+echo "== serving '$repo' on http://${HOTSERVE_HOST:-127.0.0.1}:${HOTSERVE_PORT:-8080}${HOTSERVE_GRPC_PORT:+ and gRPC :$HOTSERVE_GRPC_PORT}"
 # glibc gives an unloaded model version's memory back to the OS (server/registry/memory.py).
 export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-131072}"
 exec hotserve serve --model-repository "$repo"

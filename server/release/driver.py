@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from functools import reduce
 
-from server.errors import Conflict, HotserveError, InvalidInput
+from server.errors import Conflict, HotserveError, ModelNotFound
 from server.evidence.recorder import MemoryEvidenceRecorder
 from server.evidence.summary import WindowSummary
 from server.evidence.windows import EvidenceWindows
@@ -62,7 +62,7 @@ class ReleaseDriver:
         release of the model is running."""
         state = await self._controller.model(model)
         if version not in {v.status.version for v in state.versions}:
-            raise InvalidInput("version", detail=f"model {model!r} has no version {version}")
+            raise ModelNotFound(model, version)
         if state.serving is None:
             raise Conflict(f"model {model!r} serves no version to release against")
         if state.serving == version:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from onnx import numpy_helper
 
 from fraud_scorer import CATEGORICAL, COLUMNS, REFERENCE_ROWS, fraud_rows, scorer_model
 from load_tests.server_process import REPO_ROOT, ServerProcess, start_server
-from onnx_models import write_version
+from onnx_models import write_corrupt, write_version
 from redis_process import RedisProcess, start_redis
 from server.contract.manifest import BatchingPolicy, FeatureSpec
 from training.reference_stats import drift_reference, prediction_histogram
@@ -39,6 +39,7 @@ from training.reference_stats import drift_reference, prediction_histogram
 pytestmark = pytest.mark.integration
 
 TOKEN = "release-token-0123456789"
+REPLICAS = ("replica-a", "replica-b")
 THRESHOLD = 0.3
 VERDICT_TIMEOUT_S = 180.0
 """A hang guard for the CLI; the schedule itself takes seconds."""
@@ -80,6 +81,8 @@ class Fleet:
     folder: Path
     failures: list[str] = field(default_factory=list)
     answered: int = 0
+    down: set[int] = field(default_factory=set)
+    """Replicas the test killed: the client stops sending to them."""
 
     def admin(self, method: str, path: str, body: Any = None, replica: int = 0) -> Any:
         response = httpx.request(
@@ -115,10 +118,11 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     write_scorer(repository, 1, -3.0)
     write_scorer(repository, 2, -3.0)
     write_scorer(repository, 3, -1.5)
+    write_corrupt(repository, "fraud", 4)
     redis_server = start_redis()
     replicas: list[ServerProcess] = []
     try:
-        for name in ("replica-a", "replica-b"):
+        for name in REPLICAS:
             (tmp_path / name).mkdir()
             replicas.append(
                 start_server(
@@ -157,13 +161,21 @@ def traffic(fleet: Fleet) -> Iterator[Fleet]:
             index = 0
             while not stop.is_set():
                 row = rows[index % len(rows)]
-                replica = fleet.replicas[index % len(fleet.replicas)]
+                target = index % len(fleet.replicas)
+                index += 1
+                if target in fleet.down:
+                    continue
                 body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 9], "data": row.tolist()}]}
-                response = client.post(f"{replica.base_url}/v2/models/fraud/infer", content=orjson.dumps(body))
+                url = f"{fleet.replicas[target].base_url}/v2/models/fraud/infer"
+                try:
+                    response = client.post(url, content=orjson.dumps(body))
+                except httpx.TransportError as error:
+                    if target not in fleet.down:  # not the replica killed while this request was in flight
+                        fleet.failures.append(f"{type(error).__name__}: {error}")
+                    continue
                 if response.status_code != 200:
                     fleet.failures.append(f"{response.status_code}: {response.text[:200]}")
                 fleet.answered += 1
-                index += 1
 
     threads = [threading.Thread(target=send, daemon=True) for _ in range(2)]
     for thread in threads:
@@ -195,7 +207,7 @@ def fast_policy(deadline_s: float = 90.0) -> dict[str, Any]:
 def release_entries(fleet: Fleet) -> list[dict[str, Any]]:
     """The release's audit entries of every replica (each keeps its own audit log)."""
     out = []
-    for name in ("replica-a", "replica-b"):
+    for name in REPLICAS:
         for line in (fleet.folder / name / "audit.jsonl").read_text().splitlines():
             entry = json.loads(line)
             if entry["action"] == "release":
@@ -242,3 +254,53 @@ def test_too_little_traffic_is_inconclusive_and_rolls_back(fleet: Fleet) -> None
     status = fleet.admin("GET", "/admin/models/fraud/releases/current")
     assert status["state"] == "inconclusive" and "too little evidence" in status["detail"]
     assert {g["verdict"] for g in status["last_decision"]["gates"]} == {"inconclusive"}
+
+
+def test_a_candidate_that_fails_to_load_is_rolled_back(traffic: Fleet) -> None:
+    code, output, seconds = traffic.release(4, fast_policy())
+    print(f"candidate failing to load: exit {code} after {seconds:.1f} s\n{output}")
+    assert code == 1, output
+    status = traffic.admin("GET", "/admin/models/fraud/releases/current")
+    assert status["state"] == "rolled_back" and "could not start" in status["detail"]
+    model = traffic.admin("GET", "/admin/models/fraud")
+    assert model["aliases"]["production"] == 1 and model["traffic"] == {} and model["shadow"] is None
+    assert traffic.failures == []
+
+
+def test_a_release_that_cannot_start_exits_3(fleet: Fleet) -> None:
+    code, output, _ = fleet.release(1, fast_policy())
+    assert code == 3 and "already serves production" in output, output
+    code, output, _ = fleet.release(9, fast_policy())
+    assert code == 3 and "404" in output, output
+
+
+def wait_for_release(fleet: Fleet, done: Callable[[dict[str, Any]], bool], replica: int) -> dict[str, Any]:
+    """Poll the release on `replica` until `done` holds (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + VERDICT_TIMEOUT_S
+    while True:
+        status: dict[str, Any] = fleet.admin("GET", "/admin/models/fraud/releases/current", replica=replica)
+        if done(status):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+
+
+def test_the_driving_replica_killed_mid_release_the_other_finishes_it(traffic: Fleet) -> None:
+    policy = {**fast_policy(), "shadow_bake_s": 2.0, "canary_bake_s": 2.0}
+    started = time.monotonic()
+    traffic.admin("POST", "/admin/models/fraud/releases", {"version": 2, "policy": policy})
+    status = wait_for_release(traffic, lambda s: s["step"] >= 1 and s["step_started_at"] is not None, 0)
+    killed = REPLICAS.index(status["driver"])
+    traffic.down.add(killed)
+    traffic.replicas[killed].process.kill()  # SIGKILL: no shutdown, the lease is left to lapse
+    survivor = 1 - killed
+    final = wait_for_release(traffic, lambda s: s["state"] != "running", survivor)
+    print(f"driver killed at step {status['step']}: verdict after {time.monotonic() - started:.1f} s")
+    assert final["state"] == "promoted" and final["driver"] == REPLICAS[survivor]
+    model = traffic.admin("GET", "/admin/models/fraud", replica=survivor)
+    assert model["aliases"]["production"] == 2 and model["traffic"] == {} and model["shadow"] is None
+    entries = release_entries(traffic)
+    assert [e["state"] for e in entries if e["event"] == "verdict"] == ["promoted"]
+    steps = [e["step"] for e in entries if e["event"] == "step"]
+    assert sorted(steps) == sorted(set(steps)) == ["canary 25%", "canary 50%", "shadow"]
+    assert traffic.failures == []

@@ -127,6 +127,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                     app_metrics.evidence,
                     FileAuditLog(settings.resolved_audit_log_path),
                     settings.replica_id,
+                    app_metrics,
                     settings.release_tick_s,
                 )
             )

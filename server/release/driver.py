@@ -23,6 +23,7 @@ from server.errors import Conflict, HotserveError, ModelNotFound
 from server.evidence.recorder import MemoryEvidenceRecorder
 from server.evidence.summary import WindowSummary
 from server.evidence.windows import EvidenceWindows
+from server.metrics.instruments import Metrics
 from server.registry.audit import AuditEntry, AuditLog, Result
 from server.registry.control_api import Caller, ControlAPI
 from server.registry.control_state import PRODUCTION, ShadowPolicy
@@ -42,6 +43,7 @@ class ReleaseDriver:
         recorder: MemoryEvidenceRecorder,
         audit: AuditLog,
         replica: str,
+        metrics: Metrics,
         tick_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -51,6 +53,7 @@ class ReleaseDriver:
         self._windows: EvidenceWindows = recorder.windows
         self._audit = audit
         self._replica = replica
+        self._metrics = metrics
         self._tick_s = tick_s
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -156,9 +159,13 @@ class ReleaseDriver:
                 await self._finish(record, "rolled_back", f"{step.label} could not start: {error.message}", True)
                 return
             record = await self._put(record, step_started_at=now, last_decision=None)
+            self._metrics.release_step.labels(record.model).set(record.step)
             await self._entry(record, "ok", {"event": "step", "step": step.label})
             return
         decision = await self._decide(record, step, record.step_started_at, now)
+        for gate in decision.gates:
+            if gate.measured is not None:
+                self._metrics.release_gate_value.labels(record.model, gate.gate).set(gate.measured)
         if decision.verdict is Verdict.FAIL:
             await self._finish(record, "rolled_back", f"{step.label} failed a gate", True, decision)
             return
@@ -237,6 +244,8 @@ class ReleaseDriver:
             finished_at=self._clock(),
             last_decision=decision or record.last_decision,
         )
+        self._metrics.release_step.labels(record.model).set(-1)
+        self._metrics.release_verdicts.labels(record.model, state).inc()
         result: Result = "ok" if state == "promoted" else "failed"
         bundle: dict[str, object] = {"event": "verdict", "state": state, "detail": detail}
         if decision is not None:

@@ -10,7 +10,8 @@ import pytest
 from fakes import ManualClock, fake_manifest
 
 from server.evidence.recorder import MemoryEvidenceRecorder
-from server.registry.audit import AuditEntry
+from server.metrics.instruments import Metrics
+from server.registry.audit import FileAuditLog
 from server.registry.control_api import Caller, ControlAPI, Outcome
 from server.registry.control_state import ShadowPolicy
 from server.release.driver import ReleaseDriver
@@ -53,14 +54,6 @@ class RecordingControl:
         return self._done("promote", version)
 
 
-class ListAudit:
-    def __init__(self) -> None:
-        self.entries: list[AuditEntry] = []
-
-    async def append(self, entry: AuditEntry) -> None:
-        self.entries.append(entry)
-
-
 class Harness:
     def __init__(self, tmp_path: Path, policy: ReleasePolicy = POLICY) -> None:
         self.clock = ManualClock()
@@ -68,10 +61,17 @@ class Harness:
         self.production = self.recorder.open_load(fake_manifest("fraud", 1))
         self.candidate = self.recorder.open_load(fake_manifest("fraud", 2))
         self.control = RecordingControl()
-        self.audit = ListAudit()
+        self.audit = FileAuditLog(tmp_path / "audit.jsonl")
         self.store = LocalReleaseStore(tmp_path / "releases")
+        self.metrics = Metrics()
         self.driver = ReleaseDriver(
-            self.store, cast(ControlAPI, self.control), self.recorder, self.audit, "replica-a", clock=self.clock
+            self.store,
+            cast(ControlAPI, self.control),
+            self.recorder,
+            self.audit,
+            "replica-a",
+            self.metrics,
+            clock=self.clock,
         )
         self.policy = policy
 
@@ -108,6 +108,7 @@ async def test_a_release_runs_its_schedule_and_promotes_once(tmp_path: Path) -> 
     await h.driver.tick()  # shadow passed
     assert (await h.state()).step == 1
     await h.driver.tick()  # apply canary 50%
+    assert h.metrics.registry.get_sample_value("hotserve_release_step", {"model": "fraud"}) == 1.0
     assert h.control.calls[-2:] == [("shadow", 2), ("traffic", {"production": 50, "2": 50})]
     h.clock.now += 1.0
     h.traffic(canary=True)
@@ -118,8 +119,12 @@ async def test_a_release_runs_its_schedule_and_promotes_once(tmp_path: Path) -> 
     assert h.control.calls[-3:] == [("promote", 2), ("clear_traffic", None), ("clear_shadow", None)]
     await h.driver.tick()
     assert [c for c in h.control.calls if c[0] == "promote"] == [("promote", 2)]
-    verdicts = [e for e in h.audit.entries if '"event": "verdict"' in (e.detail or "")]
+    verdicts = [e for e in await h.audit.read(model="fraud") if '"event": "verdict"' in (e.detail or "")]
     assert len(verdicts) == 1 and verdicts[0].result == "ok"
+    sample = h.metrics.registry.get_sample_value
+    assert sample("hotserve_release_verdicts_total", {"model": "fraud", "verdict": "promoted"}) == 1.0
+    assert sample("hotserve_release_step", {"model": "fraud"}) == -1.0
+    assert sample("hotserve_release_gate_value", {"model": "fraud", "gate": "error_rate"}) == 0.0
 
 
 async def test_an_abort_rolls_back_and_never_promotes(tmp_path: Path) -> None:

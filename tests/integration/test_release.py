@@ -304,3 +304,28 @@ def test_the_driving_replica_killed_mid_release_the_other_finishes_it(traffic: F
     steps = [e["step"] for e in entries if e["event"] == "step"]
     assert sorted(steps) == sorted(set(steps)) == ["canary 25%", "canary 50%", "shadow"]
     assert traffic.failures == []
+
+
+def test_the_release_routes_refuse_bad_input_precisely(fleet: Fleet) -> None:
+    def call(method: str, path: str, body: Any = None) -> tuple[int, str]:
+        response = httpx.request(
+            method, fleet.replicas[0].base_url + path, json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        return response.status_code, response.text
+
+    status, text = call("GET", "/admin/models/fraud/releases/current")
+    assert status == 404 and "has no release" in text
+    status, text = call("POST", "/admin/models/fraud/releases/current/abort")
+    assert status == 409 and "no running release" in text
+    status, text = call("POST", "/admin/models/nope/releases", {"version": 2})
+    assert status == 404 and "nope" in text
+    status, text = call("POST", "/admin/models/fraud/releases", {"version": 2, "policy": {"canary_weights": [50, 5]}})
+    assert status == 400 and "canary_weights" in text
+    status, text = call("POST", "/admin/models/fraud/releases", {"version": 2, "policy": {"bake": 1}})
+    assert status == 400 and "bake" in text
+    status, text = call("POST", "/admin/models/fraud/releases", {"version": 2, "policy": fast_policy(deadline_s=600)})
+    assert status == 201, text
+    status, text = call("POST", "/admin/models/fraud/releases", {"version": 3})
+    assert status == 409 and "is running" in text
+    status, text = call("POST", "/admin/models/fraud/releases/current/abort")
+    assert status == 200 and '"abort_requested":true' in text.replace(" ", "")

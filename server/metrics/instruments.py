@@ -410,3 +410,6 @@ class Metrics:
         """
         self.model_loads.labels(model, "failure")
         self.model_swaps.labels(model, "failure")
+        self.release_step.labels(model).set(-1)
+        for verdict in ("promoted", "rolled_back", "inconclusive", "aborted"):
+            self.release_verdicts.labels(model, verdict)

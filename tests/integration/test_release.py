@@ -95,6 +95,18 @@ class Fleet:
         assert response.status_code < 300, response.text
         return response.json()
 
+    def cli(self, *args: str) -> tuple[int, str]:
+        """`hotserve release ARGS` against replica 0: exit code and output."""
+        env = {**os.environ, "HOTSERVE_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(REPO_ROOT)}
+        done = subprocess.run(
+            [sys.executable, "-m", "server.cli", "release", *args, "--url", self.replicas[0].base_url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=VERDICT_TIMEOUT_S,
+        )
+        return done.returncode, done.stdout + done.stderr
+
     def release(self, version: int, policy: dict[str, Any]) -> tuple[int, str, float]:
         """`hotserve release fraud VERSION --policy FILE --wait`: exit code, output, seconds to verdict."""
         policy_file = self.folder / f"policy-{version}.yaml"
@@ -327,5 +339,10 @@ def test_the_release_routes_refuse_bad_input_precisely(fleet: Fleet) -> None:
     assert status == 201, text
     status, text = call("POST", "/admin/models/fraud/releases", {"version": 3})
     assert status == 409 and "is running" in text
-    status, text = call("POST", "/admin/models/fraud/releases/current/abort")
-    assert status == 200 and '"abort_requested":true' in text.replace(" ", "")
+    code, output = fleet.cli("status", "fraud")
+    assert code == 0 and "of fraud v2 (production v1): running" in output, output
+    code, output = fleet.cli("abort", "fraud")
+    assert code == 0 and "abort requested by ci" in output, output
+    final = wait_for_release(fleet, lambda s: s["state"] != "running", 1)
+    assert final["state"] == "aborted"
+    assert fleet.admin("GET", "/admin/models/fraud")["aliases"]["production"] == 1

@@ -159,14 +159,22 @@ def distribution_gate(candidate: WindowSummary, baseline: WindowSummary, bounds:
             detail=f"{samples} predictions of {bounds.min_requests} needed",
         )
     value = psi(candidate.predictions, baseline.predictions)
+    bound = bounds.max_psi + psi_noise(candidate.predictions, baseline.predictions)
     return GateResult(
         gate="psi",
         measured=value,
-        bound=bounds.max_psi,
+        bound=bound,
         samples=samples,
-        verdict=Verdict.PASS if value <= bounds.max_psi else Verdict.FAIL,
-        detail="candidate's predictions against production's over the same window",
+        verdict=Verdict.PASS if value <= bound else Verdict.FAIL,
+        detail=f"candidate's predictions against production's over the same window (max_psi {bounds.max_psi} + sampling noise)",
     )
+
+
+def psi_noise(candidate: PredictionHistogram, baseline: PredictionHistogram) -> float:
+    """The PSI two samples of one distribution show on average: (bins - 1) x (1/n1 + 1/n2) (PSI
+    is asymptotically chi-square over n), added to the bound so that few samples are no alarm."""
+    used = sum(1 for c, b in zip(candidate.counts, baseline.counts, strict=True) if c or b)
+    return max(used - 1, 0) * (1 / sum(candidate.counts) + 1 / sum(baseline.counts))
 
 
 def combine(gates: list[GateResult]) -> Decision:

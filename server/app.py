@@ -45,6 +45,8 @@ from server.registry.control_state import ControlState
 from server.registry.control_store import open_control_state
 from server.registry.controller import Controller
 from server.registry.registry import ModelRegistry
+from server.release.driver import ReleaseDriver
+from server.release.store import open_release_store
 from server.settings import Settings
 from server.shadow import ShadowRunner
 
@@ -116,7 +118,20 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                 if isinstance(app_registry, ModelRegistry)
                 else None
             )
-            admin_plane = app.state.admin = AdminPlane(admin_tokens, controller)
+            releases = (
+                None
+                if controller is None or not isinstance(app_metrics.evidence, MemoryEvidenceRecorder)
+                else ReleaseDriver(
+                    open_release_store(settings),
+                    controller,
+                    app_metrics.evidence,
+                    FileAuditLog(settings.resolved_audit_log_path),
+                    settings.replica_id,
+                    app_metrics,
+                    settings.release_tick_s,
+                )
+            )
+            admin_plane = app.state.admin = AdminPlane(admin_tokens, controller, releases)
             logger.info(
                 "admin API on /admin and /v2/repository for tokens: %s; audit log %s",
                 ", ".join(admin_tokens.names),
@@ -129,6 +144,8 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             )
         await app_registry.start()
         edge.shadow.start()
+        if admin_plane is not None and admin_plane.releases is not None:
+            admin_plane.releases.start()
         logger.info(
             "serving %s on %s:%d (ready=%s)",
             settings.model_repository,
@@ -152,6 +169,8 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             # gRPC calls were drained with REST ones (the same in-flight count); any still open
             # get what is left of the grace period.
             await grpc_server.stop(edge.inflight.grace_left(settings.shutdown_grace_s))
+            if admin_plane is not None and admin_plane.releases is not None:
+                await admin_plane.releases.stop()
             if metrics_listener is not None:
                 metrics_listener.close()
             drift_task.cancel()

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("server.serve", "serve a model repository over HTTP"),
     "features": ("server.features.materialize", "online feature store: materialize entity features"),
     "models": ("server.admin_cli", "load, unload, promote and roll back model versions (admin API)"),
+    "release": ("server.release_cli", "progressive delivery: shadow, canary steps, gates, promote or roll back"),
     "control": ("server.registry.control_cli", "control document in Redis: sign the stored routing"),
 }
 

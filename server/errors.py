@@ -55,6 +55,12 @@ class ModelNotFound(HotserveError):
         self.version = version
 
 
+class ReleaseNotFound(HotserveError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} has no release")
+        self.name = name
+
+
 class EntityNotFound(HotserveError):
     """The feature store has no (fresh) values for an entity a request names."""
 

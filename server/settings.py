@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     baseline are compared over the same whole buckets."""
     evidence_window_s: float = Field(default=3600.0, gt=0)
     """How far back evidence is kept (older buckets are dropped)."""
+    release_tick_s: float = Field(default=1.0, gt=0)
+    """How often each replica publishes its evidence for releases and the driving replica
+    advances them; the driving lease lapses after three ticks (at least 2 s) without renewal."""
 
     # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

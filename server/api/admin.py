@@ -21,13 +21,16 @@ from pydantic import BaseModel, ConfigDict, PositiveInt
 from server.api.admin_body import json_body
 from server.api.deps import AdminCall, AdminDep
 from server.api.error_handlers import json_response
-from server.errors import InvalidInput
+from server.errors import InvalidInput, ModelNotReady, ReleaseNotFound
 from server.protocol.paths import parse_version
 from server.registry.audit import parse_time
 from server.registry.control_api import ModelState, Outcome, RoutingState, VersionView
 from server.registry.control_state import ShadowPolicy
 from server.registry.promotion import PromotionRequirements
 from server.registry.versions import VersionState, VersionStatus
+from server.release.driver import ReleaseDriver
+from server.release.policy import ReleasePolicy
+from server.release.record import ReleaseRecord, schedule
 
 router = APIRouter(prefix="/admin")
 repository_router = APIRouter(prefix="/v2/repository")
@@ -307,3 +310,63 @@ def refuse_load_overrides(parameters: Iterable[str]) -> None:
             "parameters",
             detail=f"{', '.join(overrides)} not supported: hotserve loads only what the model repository holds",
         )
+
+
+# --- releases: /admin/models/{m}/releases ---------------------------------------------------------
+
+
+class ReleaseBody(_Body):
+    version: PositiveInt
+    policy: ReleasePolicy = ReleasePolicy()
+
+
+def _releases(request: Request) -> ReleaseDriver:
+    releases: ReleaseDriver | None = request.app.state.admin.releases
+    if releases is None:
+        raise ModelNotReady("releases need the model registry, which this app does not run")
+    return releases
+
+
+@router.post("/models/{name}/releases")
+async def create_release(name: str, request: Request, admin: AdminDep) -> Response:
+    """Start a release (201); 404 unknown model or version, 409 one running or already serving."""
+    body = await json_body(request, ReleaseBody)
+    record = await _releases(request).create(admin.caller, name, body.version, body.policy)
+    return json_response(release_view(record), status=201)
+
+
+@router.get("/models/{name}/releases/current")
+async def read_release(name: str, request: Request, admin: AdminDep) -> Response:
+    """The model's latest release: its step, the gates' figures, and `phase` (`Running`,
+    `Successful`, `Failed`, `Inconclusive`), the field an external judge's success condition reads."""
+    await admin.controller.model(name)
+    record = await _releases(request).get(name)
+    if record is None:
+        raise ReleaseNotFound(name)
+    return json_response(release_view(record))
+
+
+@router.post("/models/{name}/releases/current/abort")
+async def abort_release(name: str, request: Request, admin: AdminDep) -> Response:
+    """Ask the driving replica to roll the running release back (409 when none runs)."""
+    await admin.controller.model(name)
+    return json_response(release_view(await _releases(request).abort(admin.caller, name)))
+
+
+PHASES = {
+    "running": "Running",
+    "promoted": "Successful",
+    "rolled_back": "Failed",
+    "aborted": "Failed",
+    "inconclusive": "Inconclusive",
+}
+
+
+def release_view(record: ReleaseRecord) -> dict[str, Any]:
+    step = record.current
+    return {
+        **record.model_dump(mode="json"),
+        "phase": PHASES[record.state],
+        "current_step": None if step is None or record.finished else step.label,
+        "schedule": [s.label for s in schedule(record.policy)],
+    }

@@ -24,6 +24,7 @@ from server.features.join import FeatureJoin
 from server.metrics.instruments import Metrics
 from server.protocol.schema import ModelSchema
 from server.registry.control_api import Caller, ControlAPI
+from server.release.driver import ReleaseDriver
 from server.request import InferenceRequest, Tensors
 from server.settings import Settings
 from server.shadow import ShadowRunner
@@ -145,6 +146,8 @@ class AdminPlane:
     tokens: AdminTokens
     controller: ControlAPI | None
     """None when the app runs over a registry that is not the `ModelRegistry` (edge tests)."""
+    releases: ReleaseDriver | None = None
+    """Creates, reads and aborts releases; None with `controller`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from server.errors import (
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
+    ReleaseNotFound,
     ShuttingDown,
     Unauthorized,
 )
@@ -46,6 +47,7 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     ModelNotFound: 404,
+    ReleaseNotFound: 404,
     EntityNotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,

@@ -95,6 +95,10 @@ class MemoryEvidenceRecorder:
             baseline=None if baseline is None else self._summary(model, baseline, first, last),
         )
 
+    def loads(self) -> list[LoadEvidence]:
+        """The current load of each version (what a release publishes for the fleet's sum)."""
+        return list(self._loads.values())
+
     def _summary(self, model: str, version: int, first: int, last: int) -> WindowSummary:
         load = self._loads.get((model, version))
         if load is not None:

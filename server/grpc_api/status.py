@@ -30,6 +30,7 @@ from server.errors import (
     ModelNotReady,
     Overloaded,
     PayloadTooLarge,
+    ReleaseNotFound,
     Unauthorized,
 )
 
@@ -40,6 +41,7 @@ CODE_BY_ERROR: dict[type[BaseException], grpc.StatusCode] = {
     Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    ReleaseNotFound: grpc.StatusCode.NOT_FOUND,
     EntityNotFound: grpc.StatusCode.NOT_FOUND,
     ControlConflict: grpc.StatusCode.ABORTED,
     Conflict: grpc.StatusCode.FAILED_PRECONDITION,

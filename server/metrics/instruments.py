@@ -316,6 +316,27 @@ class Metrics:
             ["operation", "result"],
             registry=r,
         )
+        # --- releases (server/release/): set by the replica driving each release
+        self.release_step = Gauge(
+            "hotserve_release_step",
+            "Step of the model's running release driven by this replica (0: the shadow, then each "
+            "canary weight in turn); -1 when none runs here.",
+            ["model"],
+            registry=r,
+        )
+        self.release_gate_value = Gauge(
+            "hotserve_release_gate_value",
+            "The latest measured value of each gate of the model's release (error_rate, p99_ratio, "
+            "agreement: its Wilson lower bound, psi).",
+            ["model", "gate"],
+            registry=r,
+        )
+        self.release_verdicts = Counter(
+            "hotserve_release_verdicts",
+            "Releases ended by this replica, by verdict (promoted, rolled_back, inconclusive, aborted).",
+            ["model", "verdict"],
+            registry=r,
+        )
         # --- traffic policy, shadow, fleet control state (server/routing/, server/shadow.py)
         self.shadow_requests = Counter(
             "hotserve_shadow_requests",
@@ -389,3 +410,6 @@ class Metrics:
         """
         self.model_loads.labels(model, "failure")
         self.model_swaps.labels(model, "failure")
+        self.release_step.labels(model).set(-1)
+        for verdict in ("promoted", "rolled_back", "inconclusive", "aborted"):
+            self.release_verdicts.labels(model, verdict)

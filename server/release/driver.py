@@ -1,0 +1,274 @@
+"""`ReleaseDriver`: creates, reads and aborts releases, and drives the running ones (control path).
+
+Every replica runs the same loop: each tick it publishes its own evidence (per-bucket window
+summaries) to the release store, then, for each running release whose lease it holds (or takes,
+when the holder stopped renewing), does at most one step: apply the step's routing through the
+`ControlAPI`, or judge the fleet's evidence since the step started and move on, promote, roll
+back, or end inconclusive. Each transition is stored by compare-and-set, so a replica that lost
+its lease meanwhile stores nothing, and audited with the evidence bundle (JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from functools import reduce
+
+from server.errors import Conflict, HotserveError, ModelNotFound
+from server.evidence.recorder import MemoryEvidenceRecorder
+from server.evidence.summary import WindowSummary
+from server.evidence.windows import EvidenceWindows
+from server.metrics.instruments import Metrics
+from server.registry.audit import AuditEntry, AuditLog, Result
+from server.registry.control_api import Caller, ControlAPI
+from server.registry.control_state import PRODUCTION, ShadowPolicy
+from server.release.gates import Decision, Verdict, canary_decision, shadow_decision
+from server.release.policy import ReleasePolicy
+from server.release.record import ReleaseRecord, State, Step, StepResult
+from server.release.store import LocalReleaseStore, ReleaseStore
+
+log = logging.getLogger(__name__)
+
+
+class ReleaseDriver:
+    def __init__(
+        self,
+        store: ReleaseStore,
+        controller: ControlAPI,
+        recorder: MemoryEvidenceRecorder,
+        audit: AuditLog,
+        replica: str,
+        metrics: Metrics,
+        tick_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._controller = controller
+        self._recorder = recorder
+        self._windows: EvidenceWindows = recorder.windows
+        self._audit = audit
+        self._replica = replica
+        self._metrics = metrics
+        self._tick_s = tick_s
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    # --- admin operations ---------------------------------------------------------------------
+
+    async def create(self, caller: Caller, model: str, version: int, policy: ReleasePolicy) -> ReleaseRecord:
+        """Start releasing `version` of `model`: 404 unknown, 409 when it already serves or a
+        release of the model is running."""
+        state = await self._controller.model(model)
+        if version not in {v.status.version for v in state.versions}:
+            raise ModelNotFound(model, version)
+        if state.serving is None:
+            raise Conflict(f"model {model!r} serves no version to release against")
+        if state.serving == version:
+            raise Conflict(f"model {model!r} version {version} already serves production")
+        stored = await self._store.get(model)
+        if stored is not None and not stored.finished:
+            raise Conflict(f"a release of model {model!r} (version {stored.version}) is running; abort it first")
+        record = ReleaseRecord(
+            id=uuid.uuid4().hex[:12],
+            model=model,
+            version=version,
+            baseline=state.serving,
+            policy=policy,
+            created_by=caller.name,
+            created_at=self._clock(),
+            driver=self._replica,
+        )
+        record = await self._store.put(record, 0 if stored is None else stored.seq)
+        await self._entry(record, "ok", {"event": "started", "policy": policy.model_dump(mode="json")})
+        return record
+
+    async def get(self, model: str) -> ReleaseRecord | None:
+        return await self._store.get(model)
+
+    async def abort(self, caller: Caller, model: str) -> ReleaseRecord:
+        """Ask the driving replica to roll the release back (409 when none is running)."""
+        record = await self._store.get(model)
+        if record is None or record.finished:
+            raise Conflict(f"model {model!r} has no running release")
+        return await self._store.put(
+            record.model_copy(update={"abort_requested": True, "detail": f"abort requested by {caller.name}"}),
+            record.seq,
+        )
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="release-driver")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._store.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # one bad tick (Redis away) must not end the loop
+                log.exception("release driver tick failed")
+            await asyncio.sleep(self._tick_s)
+
+    async def tick(self) -> None:
+        """Publish this replica's evidence, then advance each running release this replica drives."""
+        running = [r for r in [await self._store.get(m) for m in await self._store.models()] if r and not r.finished]
+        if not running:
+            return
+        await self._publish()
+        for record in running:
+            if await self._store.hold(record.model, self._replica, max(3 * self._tick_s, 2.0)):
+                try:
+                    await self._advance(record)
+                except Conflict:
+                    log.info("release of %r moved on elsewhere; not driving this tick", record.model)
+
+    async def _publish(self) -> None:
+        if isinstance(self._store, LocalReleaseStore):
+            return
+        newest = self._windows.slot(self._clock())
+        recent = range(newest - max(2, int(3 * self._tick_s / self._windows.bucket_s) + 1), newest + 1)
+        summaries = [(slot, load.summary(slot, slot)) for load in self._recorder.loads() for slot in recent]
+        kept = [(slot, s) for slot, s in summaries if s.requests or s.comparisons.compared or s.comparisons.failed]
+        await self._store.publish(self._replica, kept, self._windows.bucket_s * self._windows.buckets)
+
+    async def _advance(self, record: ReleaseRecord) -> None:
+        now = self._clock()
+        step = record.current
+        caller = Caller(f"release:{record.id}")
+        if record.abort_requested:
+            await self._finish(record, "aborted", record.detail or "aborted", rollback=True)
+            return
+        if step is None:  # every step passed and the promotion did not complete: do it again
+            await self._promote(record)
+            return
+        if record.step_started_at is None:
+            try:
+                await self._apply(caller, record, step)
+            except HotserveError as error:
+                await self._finish(record, "rolled_back", f"{step.label} could not start: {error.message}", True)
+                return
+            record = await self._put(record, step_started_at=now, last_decision=None)
+            self._metrics.release_step.labels(record.model).set(record.step)
+            await self._entry(record, "ok", {"event": "step", "step": step.label})
+            return
+        decision = await self._decide(record, step, record.step_started_at, now)
+        for gate in decision.gates:
+            if gate.measured is not None:
+                self._metrics.release_gate_value.labels(record.model, gate.gate).set(gate.measured)
+        if decision.verdict is Verdict.FAIL:
+            await self._finish(record, "rolled_back", f"{step.label} failed a gate", True, decision)
+            return
+        if decision.verdict is Verdict.PASS and now - record.step_started_at >= self._bake(record, step):
+            done = StepResult(step=step, started_at=record.step_started_at, ended_at=now, decision=decision)
+            record = await self._put(
+                record, step=record.step + 1, step_started_at=None, last_decision=None, history=(*record.history, done)
+            )
+            await self._entry(record, "ok", {"event": "passed", "step": step.label, **decision.model_dump(mode="json")})
+            if record.current is None:
+                await self._promote(record)
+            return
+        if now >= record.created_at + record.policy.deadline_s:
+            rollback = record.policy.on_inconclusive == "rollback"
+            action = "rolled back" if rollback else "held"
+            await self._finish(
+                record,
+                "inconclusive",
+                f"{step.label}: too little evidence by the deadline; {action}",
+                rollback,
+                decision,
+            )
+            return
+        await self._put(record, last_decision=decision)
+
+    def _bake(self, record: ReleaseRecord, step: Step) -> float:
+        return record.policy.shadow_bake_s if step.kind == "shadow" else record.policy.canary_bake_s
+
+    async def _apply(self, caller: Caller, record: ReleaseRecord, step: Step) -> None:
+        gates = record.policy.gates
+        shadow = ShadowPolicy(
+            version=record.version,
+            share=record.policy.shadow_share,
+            tolerance=gates.tolerance,
+            threshold=gates.threshold,
+        )
+        await self._controller.set_shadow(caller, record.model, shadow)
+        if step.weight is not None:
+            await self._controller.set_traffic(
+                caller, record.model, {PRODUCTION: 100 - step.weight, str(record.version): step.weight}
+            )
+
+    async def _decide(self, record: ReleaseRecord, step: Step, since: float, now: float) -> Decision:
+        first, last = self._windows.span(since, now, now)
+        candidate = await self._evidence(record.model, record.version, first, last)
+        baseline = await self._evidence(record.model, record.baseline, first, last)
+        judge = shadow_decision if step.kind == "shadow" else canary_decision
+        return judge(candidate, baseline, record.policy.gates)
+
+    async def _evidence(self, model: str, version: int, first: int, last: int) -> WindowSummary:
+        """`version` over buckets `first`..`last`: summed over the fleet, or this replica's alone."""
+        since, until = self._windows.interval(first, last)
+        empty = WindowSummary(model=model, version=version, since=since, until=until)
+        if isinstance(self._store, LocalReleaseStore):
+            return await self._recorder.summary(model, version, since, until)
+        return reduce(WindowSummary.merge, await self._store.fleet(model, version, first, last), empty)
+
+    async def _promote(self, record: ReleaseRecord) -> None:
+        caller = Caller(f"release:{record.id}")
+        await self._controller.promote(caller, record.model, record.version)
+        await self._controller.clear_traffic(caller, record.model)
+        await self._controller.clear_shadow(caller, record.model)
+        await self._finish(record, "promoted", f"version {record.version} promoted to production", False)
+
+    async def _finish(
+        self, record: ReleaseRecord, state: State, detail: str, rollback: bool, decision: Decision | None = None
+    ) -> None:
+        if rollback:
+            caller = Caller(f"release:{record.id}")
+            await self._controller.clear_traffic(caller, record.model)
+            await self._controller.clear_shadow(caller, record.model)
+        record = await self._put(
+            record,
+            state=state,
+            detail=detail,
+            finished_at=self._clock(),
+            last_decision=decision or record.last_decision,
+        )
+        self._metrics.release_step.labels(record.model).set(-1)
+        self._metrics.release_verdicts.labels(record.model, state).inc()
+        result: Result = "ok" if state == "promoted" else "failed"
+        bundle: dict[str, object] = {"event": "verdict", "state": state, "detail": detail}
+        if decision is not None:
+            bundle.update(decision.model_dump(mode="json"))
+        await self._entry(record, result, bundle)
+        log.info("release %s of %r version %d: %s (%s)", record.id, record.model, record.version, state, detail)
+
+    async def _put(self, record: ReleaseRecord, **update: object) -> ReleaseRecord:
+        return await self._store.put(record.model_copy(update={**update, "driver": self._replica}), record.seq)
+
+    async def _entry(self, record: ReleaseRecord, result: Result, bundle: dict[str, object]) -> None:
+        entry = AuditEntry.model_validate(
+            {
+                "who": record.created_by,
+                "action": "release",
+                "model": record.model,
+                "from": record.baseline,
+                "to": record.version,
+                "result": result,
+                "detail": json.dumps({"release": record.id, "replica": self._replica, **bundle}, sort_keys=True),
+            }
+        )
+        try:
+            await self._audit.append(entry)
+        except OSError:
+            log.exception("could not append to the audit log: %s", entry.line().decode().strip())

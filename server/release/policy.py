@@ -1,0 +1,73 @@
+"""`ReleasePolicy`: the schedule of a release and the bounds of its gates (control path).
+
+Read from a YAML file (`hotserve release --policy FILE`) or the admin API's JSON body; every
+field has a default, so a release with no policy runs a sensible schedule: shadow at half the
+traffic for a bake time, then canary weights 5 -> 25 -> 50, each held for a bake time and until
+the minimum samples are reached, then promote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+
+class GateBounds(BaseModel):
+    """What the candidate must show against production over the same window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_requests: PositiveInt = 200
+    """Answered requests each side needs before error and distribution gates judge."""
+    max_error_ratio: float = Field(default=2.0, gt=0.0)
+    """Candidate error rate at most this times production's, plus `error_rate_slack`."""
+    error_rate_slack: float = Field(default=0.005, ge=0.0)
+    """Absolute error rate allowed above the ratio (production with no errors still allows a few)."""
+    min_latency_samples: PositiveInt = 200
+    max_p99_ratio: float = Field(default=1.3, gt=0.0)
+    min_agreement: float = Field(default=0.99, gt=0.0, le=1.0)
+    """Lower confidence bound on the share of compared requests with the same answer."""
+    agreement_z: float = Field(default=1.645, gt=0.0)
+    """z of the Wilson bounds (1.645: one-sided 95%)."""
+    threshold: float | None = None
+    """Binary model's decision threshold: agreement means the same decision (else `tolerance`)."""
+    tolerance: float = Field(default=1e-4, ge=0.0)
+    """Regression: largest absolute difference still counted as agreement, in target units."""
+    max_psi: float = Field(default=0.1, gt=0.0)
+    """Population stability index of the candidate's predictions against production's."""
+
+
+class ReleasePolicy(BaseModel):
+    """A release's schedule, its gates, and what too little traffic by the deadline does."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shadow_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    shadow_bake_s: float = Field(default=300.0, ge=0.0)
+    canary_weights: tuple[int, ...] = (5, 25, 50)
+    canary_bake_s: float = Field(default=300.0, ge=0.0)
+    deadline_s: float = Field(default=3600.0, gt=0.0)
+    """From the start: a step still short of evidence then ends the release as inconclusive."""
+    on_inconclusive: Literal["rollback", "hold"] = "rollback"
+    """`hold`: keep the current step's routing; `rollback`: clear weights and shadow."""
+    gates: GateBounds = GateBounds()
+
+    @model_validator(mode="after")
+    def _weights(self) -> Self:
+        if any(not 0 < w < 100 for w in self.canary_weights):
+            raise ValueError("canary_weights must each be between 1 and 99 percent")
+        if list(self.canary_weights) != sorted(self.canary_weights):
+            raise ValueError("canary_weights must not decrease")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> Self:
+        """Raises ValueError with the reason for a file that is not a valid policy."""
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as error:
+            raise ValueError(f"cannot read release policy {path}: {error}") from error
+        return cls.model_validate(doc or {})

@@ -1,0 +1,105 @@
+"""`hotserve release`: start, follow, read and abort a release over the admin API (client side).
+
+`hotserve release MODEL VERSION [--policy FILE] [--wait]` starts one; with `--wait` it prints
+each change of step and the gates' figures until the verdict and exits 0 promoted, 1 rolled
+back (or aborted), 2 inconclusive; 3 when the server refused to start it. `hotserve release
+status MODEL` and `hotserve release abort MODEL` read and abort the model's release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from server.admin_cli import DEFAULT_URL
+from server.admin_client import AdminClient, AdminError, model_path
+from server.release.policy import ReleasePolicy
+
+EXIT_CODES = {"promoted": 0, "rolled_back": 1, "aborted": 1, "inconclusive": 2}
+COULD_NOT_START = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("first", metavar="MODEL|status|abort")
+    parser.add_argument("second", metavar="VERSION|MODEL")
+    parser.add_argument("--policy", type=Path, help="release policy YAML (schedule, bake times, gate bounds)")
+    parser.add_argument("--wait", action="store_true", help="follow the release until its verdict")
+    parser.add_argument("--poll-s", type=float, default=1.0, help="how often --wait reads the release")
+    parser.add_argument("--url", default=os.environ.get("HOTSERVE_URL", DEFAULT_URL), help="server base URL")
+    parser.add_argument("--json", action="store_true", help="print the server's JSON")
+    parser.add_argument("--timeout-s", type=float, default=60.0, help="how long one call waits for the server")
+
+
+def run(args: argparse.Namespace) -> int:
+    token = os.environ.get("HOTSERVE_ADMIN_TOKEN", "").strip()
+    if not token:
+        print("hotserve release: set HOTSERVE_ADMIN_TOKEN to an admin token", file=sys.stderr)
+        return COULD_NOT_START
+    client = AdminClient(args.url, token, args.timeout_s)
+    if args.first in ("status", "abort"):
+        path = model_path(args.second, "releases", "current")
+        try:
+            doc = client.call("GET", path) if args.first == "status" else client.call("POST", path + "/abort")
+        except AdminError as error:
+            print(f"hotserve release {args.first}: {error}", file=sys.stderr)
+            return 1
+        print(json.dumps(doc, indent=2) if args.json else progress(doc))
+        return 0
+    if not args.second.isdigit() or int(args.second) < 1:
+        print(f"hotserve release: a version is a positive integer, got {args.second!r}", file=sys.stderr)
+        return COULD_NOT_START
+    try:
+        policy = ReleasePolicy() if args.policy is None else ReleasePolicy.from_yaml(args.policy)
+    except ValueError as error:
+        print(f"hotserve release: {error}", file=sys.stderr)
+        return COULD_NOT_START
+    body = {"version": int(args.second), "policy": policy.model_dump(mode="json")}
+    try:
+        doc = client.call("POST", model_path(args.first, "releases"), body)
+    except AdminError as error:
+        print(f"hotserve release: could not start: {error}", file=sys.stderr)
+        return COULD_NOT_START
+    print(json.dumps(doc, indent=2) if args.json else progress(doc), flush=True)
+    if not args.wait:
+        return 0
+    return follow(client, args.first, doc, args.poll_s)
+
+
+def follow(client: AdminClient, model: str, doc: dict[str, Any], poll_s: float) -> int:
+    """Print each new state of the release until it finishes; its exit code."""
+    shown = progress(doc)
+    while doc["state"] == "running":
+        time.sleep(poll_s)
+        try:
+            doc = client.call("GET", model_path(model, "releases", "current"))
+        except AdminError as error:  # a replica restarting: the release goes on server-side
+            print(f"hotserve release: {error}; retrying", file=sys.stderr)
+            continue
+        line = progress(doc)
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+    return EXIT_CODES[doc["state"]]
+
+
+def progress(doc: dict[str, Any]) -> str:
+    """One block: the release, its step, and each gate's figures."""
+    head = f"release {doc['id']} of {doc['model']} v{doc['version']} (production v{doc['baseline']}): {doc['state']}"
+    if doc.get("current_step"):
+        head += f", step {doc['current_step']}"
+    if doc.get("detail"):
+        head += f" ({doc['detail']})"
+    lines = [head]
+    decision = doc.get("last_decision")
+    for gate in [] if decision is None else decision["gates"]:
+        measured = "-" if gate["measured"] is None else f"{gate['measured']:.4g}"
+        lines.append(
+            f"  {gate['gate']:<11} {gate['verdict']:<12} measured {measured} bound {gate['bound']:.4g} "
+            f"n={gate['samples']}  {gate['detail']}"
+        )
+    return "\n".join(lines)

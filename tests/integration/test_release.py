@@ -1,0 +1,348 @@
+"""`hotserve release` end to end: two real `hotserve serve` replicas sharing a real Redis of the
+test's own, real onnxruntime on a fraud scorer the test writes, traffic from a client thread,
+and the CLI following the release to its verdict with a fast schedule (seconds).
+
+Version 1 serves production; version 2 is the same scorer (a good candidate); version 3 is
+miscalibrated (its bias moved), so its scores shift and some decisions at the threshold flip.
+The p99 bound is loose here (a shared 2-core machine's latency noise is not what is tested; the
+p99 gate is tested in tests/unit/test_release_gates.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import onnxruntime as ort
+import orjson
+import pytest
+from onnx import numpy_helper
+
+from fraud_scorer import CATEGORICAL, COLUMNS, REFERENCE_ROWS, fraud_rows, scorer_model
+from load_tests.server_process import REPO_ROOT, ServerProcess, start_server
+from onnx_models import write_corrupt, write_version
+from redis_process import RedisProcess, start_redis
+from server.contract.manifest import BatchingPolicy, FeatureSpec
+from training.reference_stats import drift_reference, prediction_histogram
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "release-token-0123456789"
+REPLICAS = ("replica-a", "replica-b")
+THRESHOLD = 0.3
+VERDICT_TIMEOUT_S = 180.0
+"""A hang guard for the CLI; the schedule itself takes seconds."""
+
+
+def write_scorer(repository: Path, version: int, bias: float) -> None:
+    """The fraud scorer with `bias`, binned on the reference scores of the bias -3 scorer (production's)."""
+    reference = fraud_rows(seed=0, rows=REFERENCE_ROWS)
+    production = scorer_model(reference.mean(axis=0), reference.std(axis=0))
+    session = ort.InferenceSession(production.SerializeToString(), providers=["CPUExecutionProvider"])
+    drift = drift_reference(
+        reference,
+        COLUMNS,
+        (prediction_histogram(session.run(None, {"features": reference})[0]), "score"),
+        categorical=CATEGORICAL,
+    )
+    model = scorer_model(reference.mean(axis=0), reference.std(axis=0))
+    for index, tensor in enumerate(model.graph.initializer):
+        if tensor.name == "b":
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(np.array([bias], np.float32), "b"))
+    onnx.checker.check_model(model)
+    write_version(
+        repository,
+        "fraud",
+        version,
+        model,
+        [("features", "FP32", [-1, len(COLUMNS)])],
+        [("score", "FP32", [-1, 1])],
+        BatchingPolicy(max_batch_size=64, max_queue_delay_ms=1.0),
+        FeatureSpec(input="features", columns=COLUMNS, request_features=COLUMNS),
+        drift,
+    )
+
+
+@dataclass
+class Fleet:
+    redis: RedisProcess
+    replicas: list[ServerProcess]
+    folder: Path
+    failures: list[str] = field(default_factory=list)
+    answered: int = 0
+    down: set[int] = field(default_factory=set)
+    """Replicas the test killed: the client stops sending to them."""
+
+    def admin(self, method: str, path: str, body: Any = None, replica: int = 0) -> Any:
+        response = httpx.request(
+            method,
+            self.replicas[replica].base_url + path,
+            json=body,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=60,
+        )
+        assert response.status_code < 300, response.text
+        return response.json()
+
+    def cli(self, *args: str) -> tuple[int, str]:
+        """`hotserve release ARGS` against replica 0: exit code and output."""
+        env = {**os.environ, "HOTSERVE_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(REPO_ROOT)}
+        done = subprocess.run(
+            [sys.executable, "-m", "server.cli", "release", *args, "--url", self.replicas[0].base_url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=VERDICT_TIMEOUT_S,
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    def release(self, version: int, policy: dict[str, Any]) -> tuple[int, str, float]:
+        """`hotserve release fraud VERSION --policy FILE --wait`: exit code, output, seconds to verdict."""
+        policy_file = self.folder / f"policy-{version}.yaml"
+        policy_file.write_text(json.dumps(policy))  # JSON is YAML
+        env = {**os.environ, "HOTSERVE_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(REPO_ROOT)}
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "server.cli", "release", "fraud", str(version), "--policy", str(policy_file)]
+            + ["--wait", "--poll-s", "0.2", "--url", self.replicas[1].base_url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=VERDICT_TIMEOUT_S,
+        )
+        return done.returncode, done.stdout + done.stderr, time.monotonic() - started
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    repository = tmp_path / "repository"
+    write_scorer(repository, 1, -3.0)
+    write_scorer(repository, 2, -3.0)
+    write_scorer(repository, 3, -1.5)
+    write_corrupt(repository, "fraud", 4)
+    redis_server = start_redis()
+    replicas: list[ServerProcess] = []
+    try:
+        for name in REPLICAS:
+            (tmp_path / name).mkdir()
+            replicas.append(
+                start_server(
+                    repository,
+                    tmp_path / name / "server.log",
+                    env={
+                        "HOTSERVE_REDIS_URL": redis_server.url(),
+                        "HOTSERVE_ADMIN_TOKENS": f"ci:{TOKEN}",
+                        "HOTSERVE_AUDIT_LOG_PATH": str(tmp_path / name / "audit.jsonl"),
+                        "HOTSERVE_REPLICA_ID": name,
+                        "HOTSERVE_EVIDENCE_BUCKET_S": "0.5",
+                        "HOTSERVE_RELEASE_TICK_S": "0.25",
+                        "HOTSERVE_CONTROL_RECONCILE_INTERVAL_S": "1",
+                        "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
+                        "HOTSERVE_INTRA_OP_THREADS": "1",
+                    },
+                )
+            )
+        fleet = Fleet(redis_server, replicas, tmp_path)
+        fleet.admin("POST", "/admin/models/fraud/promote", {"version": 1})
+        yield fleet
+    finally:
+        for replica in replicas:
+            replica.stop()
+        redis_server.stop()
+
+
+@pytest.fixture
+def traffic(fleet: Fleet) -> Iterator[Fleet]:
+    """Single-row requests to both replicas in turn until the test ends; failures recorded."""
+    rows = fraud_rows(seed=7, rows=2000)
+    stop = threading.Event()
+
+    def send() -> None:
+        with httpx.Client(timeout=30) as client:
+            index = 0
+            while not stop.is_set():
+                row = rows[index % len(rows)]
+                target = index % len(fleet.replicas)
+                index += 1
+                if target in fleet.down:
+                    continue
+                body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 9], "data": row.tolist()}]}
+                url = f"{fleet.replicas[target].base_url}/v2/models/fraud/infer"
+                try:
+                    response = client.post(url, content=orjson.dumps(body))
+                except httpx.TransportError as error:
+                    if target not in fleet.down:  # not the replica killed while this request was in flight
+                        fleet.failures.append(f"{type(error).__name__}: {error}")
+                    continue
+                if response.status_code != 200:
+                    fleet.failures.append(f"{response.status_code}: {response.text[:200]}")
+                fleet.answered += 1
+
+    threads = [threading.Thread(target=send, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    yield fleet
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+
+def fast_policy(deadline_s: float = 90.0) -> dict[str, Any]:
+    return {
+        "shadow_share": 1.0,
+        "shadow_bake_s": 1.0,
+        "canary_weights": [25, 50],
+        "canary_bake_s": 1.0,
+        "deadline_s": deadline_s,
+        "on_inconclusive": "rollback",
+        "gates": {
+            "min_requests": 100,
+            "min_latency_samples": 100,
+            "max_p99_ratio": 10.0,
+            "min_agreement": 0.98,
+            "threshold": THRESHOLD,
+        },
+    }
+
+
+def release_entries(fleet: Fleet) -> list[dict[str, Any]]:
+    """The release's audit entries of every replica (each keeps its own audit log)."""
+    out = []
+    for name in REPLICAS:
+        for line in (fleet.folder / name / "audit.jsonl").read_text().splitlines():
+            entry = json.loads(line)
+            if entry["action"] == "release":
+                out.append(json.loads(entry["detail"]))
+    return out
+
+
+def test_a_good_candidate_is_promoted(traffic: Fleet) -> None:
+    code, output, seconds = traffic.release(2, fast_policy())
+    print(f"good candidate: exit {code} after {seconds:.1f} s\n{output}")
+    assert code == 0, output
+    model = traffic.admin("GET", "/admin/models/fraud", replica=1)
+    assert model["aliases"]["production"] == 2 and model["traffic"] == {} and model["shadow"] is None
+    status = traffic.admin("GET", "/admin/models/fraud/releases/current")
+    assert status["state"] == "promoted" and status["phase"] == "Successful"
+    assert [r["step"]["kind"] for r in status["history"]] == ["shadow", "canary", "canary"]
+    for result in status["history"]:
+        assert result["decision"]["verdict"] == "pass"
+    verdicts = [e for e in release_entries(traffic) if e["event"] == "verdict"]
+    assert [v["state"] for v in verdicts] == ["promoted"]
+    assert traffic.failures == []
+
+
+def test_a_miscalibrated_candidate_is_rolled_back_and_production_is_unchanged(traffic: Fleet) -> None:
+    code, output, seconds = traffic.release(3, fast_policy())
+    print(f"miscalibrated candidate: exit {code} after {seconds:.1f} s\n{output}")
+    assert code == 1, output
+    for replica in (0, 1):
+        model = traffic.admin("GET", "/admin/models/fraud", replica=replica)
+        assert model["aliases"]["production"] == 1 and model["traffic"] == {} and model["shadow"] is None
+    status = traffic.admin("GET", "/admin/models/fraud/releases/current")
+    assert status["state"] == "rolled_back" and status["phase"] == "Failed"
+    failed = {g["gate"] for g in status["last_decision"]["gates"] if g["verdict"] == "fail"}
+    assert failed & {"agreement", "psi"}, status["last_decision"]
+    assert traffic.failures == []
+
+
+def test_too_little_traffic_is_inconclusive_and_rolls_back(fleet: Fleet) -> None:
+    code, output, seconds = fleet.release(2, fast_policy(deadline_s=3.0))
+    print(f"no traffic: exit {code} after {seconds:.1f} s\n{output}")
+    assert code == 2, output
+    model = fleet.admin("GET", "/admin/models/fraud")
+    assert model["aliases"]["production"] == 1 and model["traffic"] == {} and model["shadow"] is None
+    status = fleet.admin("GET", "/admin/models/fraud/releases/current")
+    assert status["state"] == "inconclusive" and "too little evidence" in status["detail"]
+    assert {g["verdict"] for g in status["last_decision"]["gates"]} == {"inconclusive"}
+
+
+def test_a_candidate_that_fails_to_load_is_rolled_back(traffic: Fleet) -> None:
+    code, output, seconds = traffic.release(4, fast_policy())
+    print(f"candidate failing to load: exit {code} after {seconds:.1f} s\n{output}")
+    assert code == 1, output
+    status = traffic.admin("GET", "/admin/models/fraud/releases/current")
+    assert status["state"] == "rolled_back" and "could not start" in status["detail"]
+    model = traffic.admin("GET", "/admin/models/fraud")
+    assert model["aliases"]["production"] == 1 and model["traffic"] == {} and model["shadow"] is None
+    assert traffic.failures == []
+
+
+def test_a_release_that_cannot_start_exits_3(fleet: Fleet) -> None:
+    code, output, _ = fleet.release(1, fast_policy())
+    assert code == 3 and "already serves production" in output, output
+    code, output, _ = fleet.release(9, fast_policy())
+    assert code == 3 and "404" in output, output
+
+
+def wait_for_release(fleet: Fleet, done: Callable[[dict[str, Any]], bool], replica: int) -> dict[str, Any]:
+    """Poll the release on `replica` until `done` holds (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + VERDICT_TIMEOUT_S
+    while True:
+        status: dict[str, Any] = fleet.admin("GET", "/admin/models/fraud/releases/current", replica=replica)
+        if done(status):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+
+
+def test_the_driving_replica_killed_mid_release_the_other_finishes_it(traffic: Fleet) -> None:
+    policy = {**fast_policy(), "shadow_bake_s": 2.0, "canary_bake_s": 2.0}
+    started = time.monotonic()
+    traffic.admin("POST", "/admin/models/fraud/releases", {"version": 2, "policy": policy})
+    status = wait_for_release(traffic, lambda s: s["step"] >= 1 and s["step_started_at"] is not None, 0)
+    killed = REPLICAS.index(status["driver"])
+    traffic.down.add(killed)
+    traffic.replicas[killed].process.kill()  # SIGKILL: no shutdown, the lease is left to lapse
+    survivor = 1 - killed
+    final = wait_for_release(traffic, lambda s: s["state"] != "running", survivor)
+    print(f"driver killed at step {status['step']}: verdict after {time.monotonic() - started:.1f} s")
+    assert final["state"] == "promoted" and final["driver"] == REPLICAS[survivor]
+    model = traffic.admin("GET", "/admin/models/fraud", replica=survivor)
+    assert model["aliases"]["production"] == 2 and model["traffic"] == {} and model["shadow"] is None
+    entries = release_entries(traffic)
+    assert [e["state"] for e in entries if e["event"] == "verdict"] == ["promoted"]
+    steps = [e["step"] for e in entries if e["event"] == "step"]
+    assert sorted(steps) == sorted(set(steps)) == ["canary 25%", "canary 50%", "shadow"]
+    assert traffic.failures == []
+
+
+def test_the_release_routes_refuse_bad_input_precisely(fleet: Fleet) -> None:
+    def call(method: str, path: str, body: Any = None) -> tuple[int, str]:
+        response = httpx.request(
+            method, fleet.replicas[0].base_url + path, json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        return response.status_code, response.text
+
+    status, text = call("GET", "/admin/models/fraud/releases/current")
+    assert status == 404 and "has no release" in text
+    status, text = call("POST", "/admin/models/fraud/releases/current/abort")
+    assert status == 409 and "no running release" in text
+    status, text = call("POST", "/admin/models/nope/releases", {"version": 2})
+    assert status == 404 and "nope" in text
+    status, text = call("POST", "/admin/models/fraud/releases", {"version": 2, "policy": {"canary_weights": [50, 5]}})
+    assert status == 400 and "canary_weights" in text
+    status, text = call("POST", "/admin/models/fraud/releases", {"version": 2, "policy": {"bake": 1}})
+    assert status == 400 and "bake" in text
+    status, text = call("POST", "/admin/models/fraud/releases", {"version": 2, "policy": fast_policy(deadline_s=600)})
+    assert status == 201, text
+    status, text = call("POST", "/admin/models/fraud/releases", {"version": 3})
+    assert status == 409 and "is running" in text
+    code, output = fleet.cli("status", "fraud")
+    assert code == 0 and "of fraud v2 (production v1): running" in output, output
+    code, output = fleet.cli("abort", "fraud")
+    assert code == 0 and "abort requested by ci" in output, output
+    final = wait_for_release(fleet, lambda s: s["state"] != "running", 1)
+    assert final["state"] == "aborted"
+    assert fleet.admin("GET", "/admin/models/fraud")["aliases"]["production"] == 1

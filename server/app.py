@@ -49,6 +49,7 @@ from server.release.driver import ReleaseDriver
 from server.release.store import open_release_store
 from server.settings import Settings
 from server.shadow import ShadowRunner
+from server.shutdown import STEP_BOUND_S, ShutdownSteps
 
 logger = logging.getLogger(__name__)
 
@@ -166,23 +167,26 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         try:
             yield
         finally:
+            # Every step is bounded (server/shutdown.py): the process exits within its grace period.
+            steps = app.state.shutdown = ShutdownSteps()
             # gRPC calls were drained with REST ones (the same in-flight count); any still open
             # get what is left of the grace period.
-            await grpc_server.stop(edge.inflight.grace_left(settings.shutdown_grace_s))
+            grace = edge.inflight.grace_left(settings.shutdown_grace_s)
+            await steps.run("the gRPC server", grpc_server.stop(grace), grace + STEP_BOUND_S)
             if admin_plane is not None and admin_plane.releases is not None:
-                await admin_plane.releases.stop()
+                await steps.run("the release driver", admin_plane.releases.stop())
             if metrics_listener is not None:
                 metrics_listener.close()
             drift_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drift_task
+            await steps.run("the drift monitor", _finished(drift_task))
             # Graceful shutdown already waited for in-flight requests; the registry gets
             # what is left of the grace period to finish queued batches.
-            await edge.shadow.close()
-            await app_registry.close(edge.inflight.grace_left(settings.shutdown_grace_s))
+            await steps.run("shadow copies", edge.shadow.close())
+            grace = edge.inflight.grace_left(settings.shutdown_grace_s)
+            await steps.run("the model registry", app_registry.close(grace), grace + STEP_BOUND_S)
             if control is not None:
-                await control.close()
-            await features.close()
+                await steps.run("the control store", control.close())
+            await steps.run("the feature store", features.close())
 
     request_log = RequestLog(settings.log_success_sample_rate)
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -198,3 +202,9 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         app.include_router(admin.router)
         app.include_router(admin.repository_router)
     return app
+
+
+async def _finished(task: asyncio.Task[None]) -> None:
+    """Wait for a cancelled `task` to end."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

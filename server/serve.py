@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -38,6 +39,7 @@ from server.app import create_app
 from server.logs import configure_logging
 from server.registry.memory import tune_allocator
 from server.settings import Settings
+from server.shutdown import ShutdownSteps
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +157,16 @@ class DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
         tune_gc()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        steps: ShutdownSteps | None = getattr(self._app.state, "shutdown", None)
+        if steps is not None and steps.left_behind:
+            # asyncio.run's teardown would cancel and await them again, and a step that ignores
+            # its cancellation would keep the process alive until the pod is killed.
+            logger.error("exiting without the event loop's teardown: %s never finished", ", ".join(steps.left_behind))
+            logging.shutdown()
+            os._exit(0)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs as a signal.signal handler on the loop's thread, between two bytecodes:

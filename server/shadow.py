@@ -51,6 +51,19 @@ def agrees(primary: Tensors, shadow: Tensors, tolerance: float, threshold: float
     return largest <= tolerance, largest
 
 
+class _Lease:
+    """One lease on a shadow version, returned exactly once."""
+
+    def __init__(self, served: ServedVersion) -> None:
+        self._served: ServedVersion | None = served
+        served.lease()
+
+    def release(self) -> None:
+        if self._served is not None:
+            self._served.release()
+            self._served = None
+
+
 class ShadowRunner:
     """Runs shadow copies off the request path: bounded in flight, compared, recorded."""
 
@@ -81,16 +94,22 @@ class ShadowRunner:
         if self._closed or len(self._pending) >= self._max_pending:
             self._drop(served)
             return
-        served.lease()  # held until the copy ran: a swap cannot unload it under the copy
-        task = asyncio.get_running_loop().create_task(self._run(route, request, primary))
+        lease = _Lease(served)  # held until the copy ran: a swap cannot unload it under the copy
+        task = asyncio.get_running_loop().create_task(self._run(route, request, primary, lease))
         self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+
+        def ended(done: asyncio.Task[None]) -> None:
+            # A copy cancelled before it started (close) never ran its body's `finally`.
+            self._pending.discard(done)
+            lease.release()
+
+        task.add_done_callback(ended)
 
     def _drop(self, served: ServedVersion) -> None:
         served.evidence.dropped()
         self._metrics.shadow_requests.labels(served.name, str(served.version), "dropped").inc()
 
-    async def _run(self, route: ShadowRoute, request: InferenceRequest, primary: Tensors) -> None:
+    async def _run(self, route: ShadowRoute, request: InferenceRequest, primary: Tensors, lease: _Lease) -> None:
         served = route.served
         labels = (served.name, str(served.version))
         # The copy has no deadline of its own: the client already has its answer.
@@ -109,7 +128,7 @@ class ShadowRunner:
             log.debug("shadow %r version %d failed: %s", served.name, served.version, error)
             return
         finally:
-            served.release()
+            lease.release()
         self._metrics.shadow_duration.labels(*labels).observe(time.monotonic() - started)
         agreed, largest = agrees(primary, outputs, route.tolerance, route.threshold)
         served.evidence.compared(agreed, largest)

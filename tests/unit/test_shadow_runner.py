@@ -82,3 +82,18 @@ async def test_a_failing_shadow_is_counted_and_its_lease_returned() -> None:
     assert outcome(metrics, "failed") == 1 and shadow.leases == 0
     await runner.close()
     await shadow.close(5)
+
+
+async def test_copies_cancelled_by_close_before_they_start_return_their_leases() -> None:
+    metrics = Metrics()
+    shadow = ServedVersion(fake_manifest("m", 2), EchoRuntime(), metrics)
+    runner = ShadowRunner(metrics, max_pending=8)
+    runner.start()
+    x = np.zeros((1, 3), np.float32)
+    for _ in range(3):  # offered, not yet started: close cancels them before their first step
+        runner.offer(ShadowRoute(shadow, 1.0, 0.0), request({"x": x}), {"y": x})
+    assert shadow.leases == 3
+    await runner.close()
+    assert shadow.leases == 0 and comparisons(shadow).compared == 0
+    assert await shadow.drain(0.0)  # nothing left for a swap or a shutdown to wait for
+    await shadow.close(5)

@@ -44,8 +44,10 @@ from server.registry.audit import FileAuditLog
 from server.registry.control_state import ControlState
 from server.registry.control_store import open_control_state
 from server.registry.controller import Controller
+from server.registry.loader import read_manifest
 from server.registry.registry import ModelRegistry
 from server.release.driver import ReleaseDriver
+from server.release.registry_alias import MlflowAliases
 from server.release.store import open_release_store
 from server.settings import Settings
 from server.shadow import ShadowRunner
@@ -130,6 +132,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                     settings.replica_id,
                     app_metrics,
                     settings.release_tick_s,
+                    registry=_registry_aliases(settings),
                 )
             )
             admin_plane = app.state.admin = AdminPlane(admin_tokens, controller, releases)
@@ -208,3 +211,14 @@ async def _finished(task: asyncio.Task[None]) -> None:
     """Wait for a cancelled `task` to end."""
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def _registry_aliases(settings: Settings) -> MlflowAliases | None:
+    """Where releases record their verdicts in MLflow's Model Registry, when a tracking URI is set."""
+    if settings.mlflow_tracking_uri is None:
+        return None
+    repository = settings.model_repository
+    return MlflowAliases(
+        settings.mlflow_tracking_uri.get_secret_value(),
+        lambda model, version: read_manifest(repository / model / str(version), model, version),
+    )

@@ -18,7 +18,7 @@ from typing import Any
 
 from server.admin_cli import DEFAULT_URL
 from server.admin_client import AdminClient, AdminError, model_path
-from server.release.policy import ReleasePolicy
+from server.release.policy import RegistryTarget, ReleasePolicy
 
 EXIT_CODES = {"promoted": 0, "rolled_back": 1, "aborted": 1, "inconclusive": 2}
 COULD_NOT_START = 3
@@ -28,6 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("first", metavar="MODEL|status|abort")
     parser.add_argument("second", metavar="VERSION|MODEL")
     parser.add_argument("--policy", type=Path, help="release policy YAML (schedule, bake times, gate bounds)")
+    parser.add_argument(
+        "--registry-alias",
+        metavar="ALIAS",
+        help="record the verdict in the server's MLflow Model Registry: tag the version, and on "
+        "promotion point ALIAS (e.g. champion) at it; a rollback leaves the alias where it was",
+    )
+    parser.add_argument(
+        "--registered-model",
+        metavar="NAME",
+        help="with --registry-alias: the registered model (default: the one the version was imported from)",
+    )
     parser.add_argument("--wait", action="store_true", help="follow the release until its verdict")
     parser.add_argument("--poll-s", type=float, default=1.0, help="how often --wait reads the release")
     parser.add_argument("--url", default=os.environ.get("HOTSERVE_URL", DEFAULT_URL), help="server base URL")
@@ -55,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
         return COULD_NOT_START
     try:
         policy = ReleasePolicy() if args.policy is None else ReleasePolicy.from_yaml(args.policy)
+        if args.registry_alias is not None:
+            target = RegistryTarget(alias=args.registry_alias, registered_model=args.registered_model)
+            policy = policy.model_copy(update={"registry": target})
+        elif args.registered_model is not None:
+            raise ValueError("--registered-model needs --registry-alias")
     except ValueError as error:
         print(f"hotserve release: {error}", file=sys.stderr)
         return COULD_NOT_START
@@ -102,4 +118,13 @@ def progress(doc: dict[str, Any]) -> str:
             f"  {gate['gate']:<11} {gate['verdict']:<12} measured {measured} bound {gate['bound']:.4g} "
             f"n={gate['samples']}  {gate['detail']}"
         )
+    registry = doc.get("registry")
+    if registry is not None:
+        where = f"{registry['registered_model']} version {registry['registered_version']}"
+        if registry["error"] is not None:
+            lines.append(f"  registry: not updated: {registry['error']}")
+        elif registry["alias_moved"]:
+            lines.append(f"  registry: alias {registry['alias']!r} -> {where}; tagged with the verdict")
+        else:
+            lines.append(f"  registry: {where} tagged with the verdict; alias {registry['alias']!r} left where it was")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     release_tick_s: float = Field(default=1.0, gt=0)
     """How often each replica publishes its evidence for releases and the driving replica
     advances them; the driving lease lapses after three ticks (at least 2 s) without renewal."""
+    mlflow_tracking_uri: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("mlflow_tracking_uri", "HOTSERVE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+    )
+    """MLflow tracking server whose Model Registry a release's verdict is recorded in (a policy's
+    `registry`); also read from MLflow's own `MLFLOW_TRACKING_URI`, and its credentials from
+    `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME`/`_PASSWORD`. A secret (a URL may hold a
+    password)."""
 
     # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
@@ -132,7 +140,14 @@ class Settings(BaseSettings):
     """How long an open breaker waits before one probe round trip may close it."""
 
     @field_validator(
-        "redis_url", "feast_redis_url", "admin_token", "admin_tokens", "control_signing_key", "grpc_port", mode="before"
+        "redis_url",
+        "feast_redis_url",
+        "admin_token",
+        "admin_tokens",
+        "control_signing_key",
+        "grpc_port",
+        "mlflow_tracking_uri",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

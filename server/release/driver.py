@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from functools import reduce
 
-from server.errors import Conflict, HotserveError, ModelNotFound
+from server.errors import Conflict, HotserveError, InvalidInput, ModelNotFound
 from server.evidence.recorder import MemoryEvidenceRecorder
 from server.evidence.summary import WindowSummary
 from server.evidence.windows import EvidenceWindows
@@ -30,6 +30,7 @@ from server.registry.control_state import PRODUCTION, ShadowPolicy
 from server.release.gates import Decision, Verdict, canary_decision, shadow_decision
 from server.release.policy import ReleasePolicy
 from server.release.record import ReleaseRecord, State, Step, StepResult
+from server.release.registry_alias import MlflowAliases
 from server.release.store import LocalReleaseStore, ReleaseStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class ReleaseDriver:
         metrics: Metrics,
         tick_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        registry: MlflowAliases | None = None,
     ) -> None:
         self._store = store
         self._controller = controller
@@ -56,6 +58,7 @@ class ReleaseDriver:
         self._metrics = metrics
         self._tick_s = tick_s
         self._clock = clock
+        self._registry = registry
         self._task: asyncio.Task[None] | None = None
 
     # --- admin operations ---------------------------------------------------------------------
@@ -63,6 +66,12 @@ class ReleaseDriver:
     async def create(self, caller: Caller, model: str, version: int, policy: ReleasePolicy) -> ReleaseRecord:
         """Start releasing `version` of `model`: 404 unknown, 409 when it already serves or a
         release of the model is running."""
+        if policy.registry is not None and self._registry is None:
+            raise InvalidInput(
+                "policy.registry",
+                detail="this server has no MLflow tracking URI to move the alias in "
+                "(HOTSERVE_MLFLOW_TRACKING_URI or MLFLOW_TRACKING_URI)",
+            )
         state = await self._controller.model(model)
         if version not in {v.status.version for v in state.versions}:
             raise ModelNotFound(model, version)
@@ -111,6 +120,8 @@ class ReleaseDriver:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._store.close()
+        if self._registry is not None:
+            await self._registry.close()
 
     async def _run(self) -> None:
         while True:
@@ -237,12 +248,19 @@ class ReleaseDriver:
             caller = Caller(f"release:{record.id}")
             await self._controller.clear_traffic(caller, record.model)
             await self._controller.clear_shadow(caller, record.model)
+        registry = None
+        if record.policy.registry is not None and self._registry is not None:
+            # Before the verdict is stored: a replica taking over after a crash here does it again.
+            registry = await self._registry.record_verdict(record, state, detail, decision or record.last_decision)
+            if registry.error is not None:
+                log.warning("release %s: the registry was not updated: %s", record.id, registry.error)
         record = await self._put(
             record,
             state=state,
             detail=detail,
             finished_at=self._clock(),
             last_decision=decision or record.last_decision,
+            registry=registry,
         )
         self._metrics.release_step.labels(record.model).set(-1)
         self._metrics.release_verdicts.labels(record.model, state).inc()
@@ -250,6 +268,8 @@ class ReleaseDriver:
         bundle: dict[str, object] = {"event": "verdict", "state": state, "detail": detail}
         if decision is not None:
             bundle.update(decision.model_dump(mode="json"))
+        if registry is not None:
+            bundle["registry"] = registry.model_dump(mode="json")
         await self._entry(record, result, bundle)
         log.info("release %s of %r version %d: %s (%s)", record.id, record.model, record.version, state, detail)
 

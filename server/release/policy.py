@@ -8,11 +8,12 @@ the minimum samples are reached, then promote.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 
 class GateBounds(BaseModel):
@@ -40,6 +41,24 @@ class GateBounds(BaseModel):
     """Population stability index of the candidate's predictions against production's."""
 
 
+class RegistryTarget(BaseModel):
+    """The MLflow Model Registry alias a promotion moves (`hotserve release --registry-alias`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alias: str = Field(pattern=r"^[A-Za-z0-9_-]{1,255}$")
+    """MLflow's alias rules: letters, digits, `_` and `-`."""
+    registered_model: str | None = Field(default=None, min_length=1)
+    """The registered model; by default the one the version was imported from (`models:/...`)."""
+
+    @field_validator("alias")
+    @classmethod
+    def _not_reserved(cls, alias: str) -> str:
+        if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+            raise ValueError(f"{alias!r} is reserved by MLflow (latest, v<number>)")
+        return alias
+
+
 class ReleasePolicy(BaseModel):
     """A release's schedule, its gates, and what too little traffic by the deadline does."""
 
@@ -54,6 +73,9 @@ class ReleasePolicy(BaseModel):
     on_inconclusive: Literal["rollback", "hold"] = "rollback"
     """`hold`: keep the current step's routing; `rollback`: clear weights and shadow."""
     gates: GateBounds = GateBounds()
+    registry: RegistryTarget | None = None
+    """When set, the verdict is recorded in the MLflow Model Registry: every released version is
+    tagged with it and its evidence, and a promotion moves the alias (a rollback leaves it)."""
 
     @model_validator(mode="after")
     def _weights(self) -> Self:

@@ -45,6 +45,24 @@ class StepResult(BaseModel):
     decision: Decision | None
 
 
+class RegistryUpdate(BaseModel):
+    """What the release did in the model registry at its verdict (`policy.registry`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alias: str
+    tracking_uri: str
+    """The registry's server, without credentials."""
+    registered_model: str | None = None
+    registered_version: str | None = None
+    tagged: bool = False
+    """The registered version carries the verdict and its evidence as tags."""
+    alias_moved: bool = False
+    """The alias names the registered version (promoted releases only)."""
+    error: str | None = None
+    """Why it could not be done; the verdict stands either way."""
+
+
 class ReleaseRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -67,6 +85,8 @@ class ReleaseRecord(BaseModel):
     abort_requested: bool = False
     detail: str | None = None
     finished_at: float | None = None
+    registry: RegistryUpdate | None = None
+    """Set at the verdict when the policy names a registry alias."""
     driver: str | None = None
     """The replica that stored this revision."""
     seq: int = 0

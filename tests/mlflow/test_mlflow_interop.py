@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,93 @@ def test_training_completes_untracked_when_mlflow_is_down_unless_required(workdi
     assert refused.returncode != 0
     assert "unreachable" in refused.stderr.splitlines()[-1]
     assert not (workdir / "required" / "fraud").exists()
+
+
+RELEASE_TOKEN = "mlflow-release-token-0123456789"
+
+
+def release(server_url: str, version: int, policy: dict[str, Any], workdir: Path) -> tuple[int, str]:
+    """`hotserve release fraud VERSION --registry-alias serving --wait`: exit code and output."""
+    policy_file = workdir / f"release-policy-{version}.json"
+    policy_file.write_text(json.dumps(policy))  # JSON is YAML
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOTSERVE_", "MLFLOW_")) and k != "PYTHONPATH"}
+    env |= {"PYTHONPATH": str(REPO_ROOT), "HOTSERVE_ADMIN_TOKEN": RELEASE_TOKEN}
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", "release", "fraud", str(version), "--policy", str(policy_file),
+         "--registry-alias", "serving", "--registered-model", REGISTERED, "--wait", "--poll-s", "0.2",
+         "--url", server_url],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_release_moves_the_registry_alias_on_promotion_and_not_on_rollback(
+    tracking: TrackingServer, registered: list[str], workdir: Path
+) -> None:
+    """hotserve versions 1 and 2 are registered versions 1 and 2 (the same graph, exported twice):
+    releasing 2 promotes it and moves `serving` to registered version 2; releasing 1 back with a
+    latency bound no candidate can meet rolls back and leaves `serving` on 2."""
+    client = MlflowClient(tracking.uri)
+    client.set_registered_model_alias(REGISTERED, "serving", "1")
+    env = {
+        "HOTSERVE_ADMIN_TOKENS": f"ci:{RELEASE_TOKEN}",
+        "HOTSERVE_MLFLOW_TRACKING_URI": tracking.uri,
+        "HOTSERVE_CONTROL_STATE_PATH": str(workdir / "release-control.json"),
+        "HOTSERVE_AUDIT_LOG_PATH": str(workdir / "release-audit.jsonl"),
+        "HOTSERVE_EVIDENCE_BUCKET_S": "0.5",
+        "HOTSERVE_RELEASE_TICK_S": "0.25",
+    }
+    policy: dict[str, Any] = {
+        "shadow_share": 1.0, "shadow_bake_s": 0.5, "canary_weights": [50], "canary_bake_s": 0.5,
+        "deadline_s": 90.0, "gates": {"min_requests": 50, "min_latency_samples": 50, "max_p99_ratio": 10.0},
+    }  # fmt: skip
+    with start_server(workdir / "repository", workdir / "release-serve.log", env=env) as server:
+        admin = {"Authorization": f"Bearer {RELEASE_TOKEN}", "Content-Type": "application/json"}
+        promote = urllib.request.Request(f"{server.base_url}/admin/models/fraud/promote", method="POST",
+                                         data=b'{"version": 1}', headers=admin)  # fmt: skip
+        urllib.request.urlopen(promote, timeout=30).close()
+        stop = threading.Event()
+        failures: list[str] = []
+        sender = threading.Thread(target=send_until, args=(server.base_url, stop, failures), daemon=True)
+        sender.start()
+        try:
+            code, output = release(server.base_url, 2, policy, workdir)
+            assert code == 0, output
+            assert f"registry: alias 'serving' -> {REGISTERED} version 2; tagged with the verdict" in output
+            assert client.get_model_version_by_alias(REGISTERED, "serving").version == "2"
+            tags = client.get_model_version(REGISTERED, "2").tags
+            assert tags["hotserve.release.verdict"] == "promoted"
+            evidence = json.loads(tags["hotserve.release.evidence"])
+            assert evidence["steps"] == ["shadow", "canary 50%"] and evidence["release"] == tags["hotserve.release.id"]
+
+            strict = {**policy, "gates": {**policy["gates"], "max_p99_ratio": 0.01}}
+            code, output = release(server.base_url, 1, strict, workdir)
+            assert code == 1, output
+            assert "alias 'serving' left where it was" in output
+            assert client.get_model_version_by_alias(REGISTERED, "serving").version == "2"
+            tags = client.get_model_version(REGISTERED, "1").tags
+            assert tags["hotserve.release.verdict"] == "rolled_back"
+            gates = {g["gate"]: g["verdict"] for g in json.loads(tags["hotserve.release.evidence"])["gates"]}
+            assert gates["p99_ratio"] == "fail"
+        finally:
+            stop.set()
+            sender.join(timeout=30)
+    assert failures == []
+
+
+def send_until(base_url: str, stop: threading.Event, failures: list[str]) -> None:
+    """Single-row requests until `stop`; any that is not answered 200 is recorded."""
+    rows = np.random.default_rng(3).normal(size=(500, 9)).astype(np.float32)
+    index = 0
+    while not stop.is_set():
+        row = rows[index % len(rows)].tolist()
+        index += 1
+        body = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 9], "data": row}]})
+        request = urllib.request.Request(f"{base_url}/v2/models/fraud/infer", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                if response.status != 200:
+                    failures.append(f"{response.status}")
+        except OSError as error:
+            failures.append(repr(error))

@@ -5,10 +5,10 @@ microseconds, never awaited by the request): the copy goes to the shadow version
 batcher (so copies are batched like any traffic) as one of at most `max_pending` copies in
 flight, so the shadow never delays, fails or changes the primary's answer. Beyond that bound,
 or when the shadow's own queue is full, the copy is dropped and counted. Each
-answer is compared with the primary's: it agrees when every output's largest absolute
-difference is within the shadow's tolerance, or, with a decision threshold, when both answers
-fall on the same side of it row by row. Outcomes, agreement, differences and shadow latency
-are metrics, and each outcome is recorded in the evidence of the shadow version's load
+answer is compared with the primary's by the route's `Agreement` (resolved when the routing
+table is built, `server/routing/agreement.py`): the same decision at the decision threshold, the
+same label, or every value within a tolerance. Outcomes, agreement, differences and shadow
+latency are metrics, and each outcome is recorded in the evidence of the shadow version's load
 (`ServedVersion.evidence`) for guarded promotion.
 """
 
@@ -24,31 +24,71 @@ from server.errors import Overloaded
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
 from server.request import InferenceRequest, Tensors
+from server.routing.agreement import Agreement
 from server.routing.table import ShadowRoute
 
 log = logging.getLogger(__name__)
 
 
-def agrees(primary: Tensors, shadow: Tensors, tolerance: float, threshold: float | None) -> tuple[bool, float]:
-    """(agreement, largest absolute difference) over the outputs both answers carry."""
+_NUMERIC = "fiub"
+"""dtype kinds compared as numbers (text outputs must be equal)."""
+
+
+def agrees(primary: Tensors, shadow: Tensors, rule: Agreement) -> tuple[bool, float]:
+    """(agreement, largest absolute difference) of the compared outputs: `rule.output`, or every
+    output the primary answered. An output the shadow lacks, or answers in another shape,
+    disagrees with an infinite difference; so do text outputs that differ."""
+    names = list(primary) if rule.output is None else [rule.output]
     largest = 0.0
-    same_decisions = True
-    for name, expected in primary.items():
-        got = shadow.get(name)
-        if got is None or got.shape != expected.shape:
+    agreed = True
+    for name in names:
+        expected, got = primary.get(name), shadow.get(name)
+        if expected is None or got is None or got.shape != expected.shape:
             return False, float("inf")
-        if expected.dtype.kind not in "fiub":
+        if expected.dtype.kind not in _NUMERIC or got.dtype.kind not in _NUMERIC:
             if not np.array_equal(expected, got):
                 return False, float("inf")
             continue
-        diff = np.abs(expected.astype(np.float64) - got.astype(np.float64))
-        if diff.size:
-            largest = max(largest, float(np.nanmax(diff)) if not np.isnan(diff).all() else float("inf"))
-        if threshold is not None and expected.dtype.kind == "f":
-            same_decisions &= bool(np.array_equal(expected >= threshold, got >= threshold))
-    if threshold is not None:
-        return same_decisions, largest
-    return largest <= tolerance, largest
+        largest = max(largest, _largest_difference(expected, got))
+        if rule.kind == "label":
+            agreed &= _same_labels(expected, got)
+        elif rule.kind == "decision":
+            if expected.dtype.kind == "f" or rule.output is not None:
+                agreed &= _same_decisions(expected, got, rule)
+        else:
+            agreed &= _largest_difference(expected, got) <= rule.tolerance
+    return agreed, largest
+
+
+def _largest_difference(expected: np.ndarray, got: np.ndarray) -> float:
+    diff = np.abs(expected.astype(np.float64) - got.astype(np.float64))
+    if not diff.size:
+        return 0.0
+    return float("inf") if np.isnan(diff).all() else float(np.nanmax(diff))
+
+
+def _rows(values: np.ndarray) -> np.ndarray:
+    """`values` as [rows, values per row] (a scalar is one row of one)."""
+    return values.reshape(values.shape[0] if values.ndim else 1, -1)
+
+
+def _same_decisions(expected: np.ndarray, got: np.ndarray, rule: Agreement) -> bool:
+    """Each side's decision at its own threshold, row by row. Two columns are a binary
+    classifier's class scores: the second (the positive class) decides."""
+    primary_scores, shadow_scores = _rows(expected), _rows(got)
+    if primary_scores.shape[1] == 2:
+        primary_scores, shadow_scores = primary_scores[:, 1:], shadow_scores[:, 1:]
+    threshold = rule.threshold if rule.threshold is not None else 0.5
+    shadow_threshold = rule.shadow_threshold if rule.shadow_threshold is not None else threshold
+    return bool(np.array_equal(primary_scores >= threshold, shadow_scores >= shadow_threshold))
+
+
+def _same_labels(expected: np.ndarray, got: np.ndarray) -> bool:
+    """The same class per row: the argmax of one score per class, or the label itself."""
+    primary_rows, shadow_rows = _rows(expected), _rows(got)
+    if primary_rows.shape[1] > 1 and expected.dtype.kind == "f":
+        return bool(np.array_equal(primary_rows.argmax(axis=1), shadow_rows.argmax(axis=1)))
+    return bool(np.array_equal(expected, got))
 
 
 class _Lease:
@@ -130,7 +170,7 @@ class ShadowRunner:
         finally:
             lease.release()
         self._metrics.shadow_duration.labels(*labels).observe(time.monotonic() - started)
-        agreed, largest = agrees(primary, outputs, route.tolerance, route.threshold)
+        agreed, largest = agrees(primary, outputs, route.agreement)
         served.evidence.compared(agreed, largest)
         self._metrics.shadow_requests.labels(*labels, "compared").inc()
         self._metrics.shadow_agreements.labels(*labels, "agree" if agreed else "disagree").inc()

@@ -282,6 +282,54 @@ class DriftReference(_Strict):
     sample_size: int = 0
 
 
+Task = Literal["binary", "multiclass", "regression"]
+"""What a model predicts (the trainer's `training.tasks.Task`, the same three names)."""
+
+DEFAULT_DECISION_THRESHOLD = 0.5
+"""A binary model's decision threshold when training, export and import say nothing else."""
+
+
+class PredictionContract(_Strict):
+    """What the model's answer means: its task, which output holds the prediction, and when two
+    versions give the same answer (a shadow's agreement with production). Written by `hotserve
+    export` (the checkpoint's task) and `hotserve import --task` (or the task its labelled
+    reference table shows); absent in older manifests, whose shadows are compared as before
+    (every output within 1e-4, unless the shadow policy says otherwise)."""
+
+    task: Task
+    output: str | None = None
+    """The output holding the prediction; None: the one `drift.prediction_output` names, else
+    the first output (see `ModelManifest.prediction_output`). Binary: the positive class's
+    score, one per row (or the second of two columns); multiclass: one score per class, or the
+    label; regression: the value, in target units."""
+    decision_threshold: float | None = None
+    """Binary: a row is positive when its score is at least this (0.5 when not given); other
+    tasks: None."""
+    agreement_tolerance: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    """Regression: two answers this close, in target units, are the same answer (exports record
+    a tenth of the training target's standard deviation unless told); other tasks: None."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _binary_threshold_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("task") == "binary" and data.get("decision_threshold") is None:
+            return {**data, "decision_threshold": DEFAULT_DECISION_THRESHOLD}
+        return data
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> PredictionContract:
+        if self.decision_threshold is not None:
+            if self.task != "binary":
+                raise ValueError(f"decision_threshold is for binary models, not {self.task}")
+            if not np.isfinite(self.decision_threshold):
+                raise ValueError(f"decision_threshold must be a finite number, got {self.decision_threshold}")
+        if self.task == "regression" and self.agreement_tolerance is None:
+            raise ValueError("a regression model needs agreement_tolerance (in target units)")
+        if self.task != "regression" and self.agreement_tolerance is not None:
+            raise ValueError(f"agreement_tolerance is for regression models, not {self.task}")
+        return self
+
+
 class MlflowRunRef(_Strict):
     """The MLflow run a version was trained in (`hotserve train` with MLflow tracking)."""
 
@@ -400,12 +448,47 @@ class ModelManifest(_Strict):
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     op_libraries: list[OpLibrary] = Field(default_factory=list)
     """Registered with onnxruntime before the graph is opened, each checked by sha256."""
+    prediction: PredictionContract | None = None
+    """What the answer means (task, prediction output, decision threshold or agreement
+    tolerance); None in manifests written before it was recorded."""
 
     @model_validator(mode="after")
     def _feature_input_exists(self) -> ModelManifest:
         if self.features and self.features.input not in {i.name for i in self.inputs}:
             raise ValueError(f"features.input {self.features.input!r} is not a model input")
         return self
+
+    @model_validator(mode="after")
+    def _prediction_output_exists(self) -> ModelManifest:
+        contract = self.prediction
+        if contract is None:
+            return self
+        described = self.drift.prediction_output if self.drift is not None else None
+        if contract.output is not None and described is not None and contract.output != described:
+            raise ValueError(
+                f"prediction.output {contract.output!r} and drift.prediction_output {described!r} differ: "
+                "one output holds the prediction (leave prediction.output out to use drift's)"
+            )
+        name = self.prediction_output
+        spec = next((o for o in self.outputs if o.name == name), None)
+        if spec is None:
+            raise ValueError(f"the prediction output {name!r} is not a model output")
+        if contract.task != "multiclass" and spec.datatype == "BYTES":
+            raise ValueError(f"a {contract.task} prediction is a number; output {name!r} is BYTES")
+        if contract.task == "binary" and len(spec.shape) > 1 and spec.shape[-1] > 2:
+            raise ValueError(
+                f"a binary prediction is one score per row (or two columns); output {name!r} has shape {spec.shape}"
+            )
+        return self
+
+    @property
+    def prediction_output(self) -> str:
+        """The output holding the prediction: `prediction.output`, else the one the drift reference
+        describes, else the first output."""
+        named = self.prediction.output if self.prediction is not None else None
+        if named is None and self.drift is not None:
+            named = self.drift.prediction_output
+        return named or (self.outputs[0].name if self.outputs else "")
 
     @classmethod
     def read(cls, version_dir: Path) -> ModelManifest:

@@ -49,10 +49,12 @@ class ShadowPolicy(_Frozen):
 
     version: PositiveInt
     share: float = Field(default=1.0, gt=0.0, le=1.0)
-    tolerance: float = Field(default=1e-4, ge=0.0)
-    """Largest absolute output difference still counted as agreement."""
-    threshold: float | None = None
-    """Decision threshold: when set, agreement means both answers fall on the same side of it."""
+    tolerance: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    """Largest absolute difference of the prediction still counted as agreement; None: by the
+    models' task (`server/routing/agreement.py`)."""
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
+    """Decision threshold: when set, agreement means both answers fall on the same side of it
+    (it wins over `tolerance`); None: by the models' task."""
 
 
 class ModelControl(_Frozen):

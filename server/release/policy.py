@@ -33,10 +33,12 @@ class GateBounds(BaseModel):
     """Lower confidence bound on the share of compared requests with the same answer."""
     agreement_z: float = Field(default=1.645, gt=0.0)
     """z of the Wilson bounds (1.645: one-sided 95%)."""
-    threshold: float | None = None
-    """Binary model's decision threshold: agreement means the same decision (else `tolerance`)."""
-    tolerance: float = Field(default=1e-4, ge=0.0)
-    """Regression: largest absolute difference still counted as agreement, in target units."""
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
+    """Decision threshold: agreement means the same decision at it; None: by the models' task
+    (binary: each version's recorded threshold; see `server/routing/agreement.py`)."""
+    tolerance: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    """Largest absolute difference still counted as agreement (target units for regression);
+    None: by the models' task (regression: the recorded tolerance; multiclass: the same label)."""
     max_psi: float = Field(default=0.1, gt=0.0)
     """Population stability index of the candidate's predictions against production's."""
 

@@ -21,6 +21,7 @@ from types import MappingProxyType
 
 from server.registry.control_state import PRODUCTION, ModelControl
 from server.registry.served import ServedVersion
+from server.routing.agreement import resolve_agreement
 from server.routing.table import ModelRoutes, RoutingTable, ShadowRoute
 from server.routing.traffic import resolve_split
 
@@ -108,7 +109,12 @@ def model_routes(
         if shadowed is None:
             notes.append(f"shadow version {control.shadow.version} is not ready; no copies are sent")
         else:
-            shadow = ShadowRoute(shadowed, control.shadow.share, control.shadow.tolerance, control.shadow.threshold)
+            policy = control.shadow
+            agreement, agreement_notes = resolve_agreement(
+                policy.tolerance, policy.threshold, shadowed.manifest, None if default is None else default.manifest
+            )
+            notes += agreement_notes
+            shadow = ShadowRoute(shadowed, policy.share, agreement)
     routes = ModelRoutes(
         name=name,
         default=default,

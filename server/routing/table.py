@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from server.registry.served import ServedVersion
+from server.routing.agreement import Agreement
 from server.routing.traffic import Split
 
 
@@ -25,10 +26,9 @@ class ShadowRoute:
 
     served: ServedVersion
     share: float
-    tolerance: float
-    """Largest absolute output difference still counted as agreement."""
-    threshold: float | None = None
-    """With a decision threshold, agreement means the same side of it, row by row."""
+    agreement: Agreement = Agreement()
+    """When the shadow's answer counts as the primary's (resolved from the shadow policy and the
+    models' prediction contracts when the table is built)."""
 
 
 @dataclass(frozen=True, slots=True)

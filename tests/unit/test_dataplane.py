@@ -23,6 +23,7 @@ from server.features.memory_store import MemoryFeatureStore
 from server.features.store import EntityWrite
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
+from server.routing.agreement import Agreement
 from server.routing.table import ModelRoutes, Route, RoutingTable, ShadowRoute
 from server.routing.traffic import BUCKETS, Split, resolve_split, sticky_bucket
 from server.runtime.base import Runtime
@@ -87,7 +88,7 @@ class Plane:
             versions=MappingProxyType(routable),
             aliases=MappingProxyType(aliases),
             split=resolved.split,
-            shadow=None if shadow is None else ShadowRoute(shadow, share=1.0, tolerance=0.0),
+            shadow=None if shadow is None else ShadowRoute(shadow, share=1.0, agreement=Agreement(tolerance=0.0)),
         )
         self.router.table = RoutingTable(revision=1, models=MappingProxyType({"m": routes}))
 

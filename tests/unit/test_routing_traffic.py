@@ -12,6 +12,7 @@ from server.errors import InvalidInput
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
 from server.routing.traffic import BUCKETS, check_weights, resolve_split, sticky_bucket
+from server.routing.agreement import Agreement
 from server.shadow import agrees
 from tests.fakes import EchoRuntime, fake_manifest
 
@@ -74,10 +75,12 @@ def test_policies_that_cannot_apply_are_refused_with_the_reason(traffic: dict[st
 def test_shadow_agreement_by_tolerance_and_by_decision_threshold() -> None:
     primary = {"p": np.array([0.2, 0.7], np.float32)}
     close = {"p": np.array([0.20001, 0.69999], np.float32)}
-    assert agrees(primary, close, tolerance=1e-3, threshold=None)[0]
+    within = Agreement("tolerance", tolerance=1e-3)
+    assert agrees(primary, close, within)[0]
     far = {"p": np.array([0.3, 0.6], np.float32)}
-    ok, largest = agrees(primary, far, tolerance=1e-3, threshold=None)
+    ok, largest = agrees(primary, far, within)
     assert not ok and largest == pytest.approx(0.1, abs=1e-6)
-    assert agrees(primary, far, tolerance=1e-3, threshold=0.5)[0]  # same decisions
-    assert not agrees(primary, {"p": np.array([0.6, 0.7], np.float32)}, 1e-3, 0.5)[0]
-    assert not agrees(primary, {"q": primary["p"]}, 1.0, None)[0]  # missing output
+    decision = Agreement("decision", threshold=0.5, shadow_threshold=0.5)
+    assert agrees(primary, far, decision)[0]  # same decisions
+    assert not agrees(primary, {"p": np.array([0.6, 0.7], np.float32)}, decision)[0]
+    assert not agrees(primary, {"q": primary["p"]}, Agreement("tolerance", tolerance=1.0))[0]  # missing output

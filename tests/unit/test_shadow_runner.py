@@ -7,6 +7,7 @@ import numpy as np
 from server.evidence.summary import CopyComparisons
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
+from server.routing.agreement import Agreement
 from server.routing.table import ShadowRoute
 from server.shadow import ShadowRunner
 from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request, until
@@ -34,7 +35,7 @@ async def test_copies_are_compared_and_agreement_is_counted() -> None:
     runner = ShadowRunner(metrics, max_pending=8)
     runner.start()
     x = np.ones((2, 3), np.float32)
-    route = ShadowRoute(shadow, share=1.0, tolerance=1e-6)
+    route = ShadowRoute(shadow, share=1.0, agreement=Agreement(tolerance=1e-6))
     runner.offer(route, request({"x": x}), {"y": x})  # the echo agrees
     runner.offer(route, request({"x": x}), {"y": x + 1})  # a primary that differs
     await until(lambda: comparisons(shadow).compared == 2)
@@ -57,7 +58,7 @@ async def test_copies_beyond_the_in_flight_bound_are_dropped_and_counted() -> No
     shadow = ServedVersion(fake_manifest("m", 2), runtime, metrics)
     runner = ShadowRunner(metrics, max_pending=2)
     runner.start()
-    route = ShadowRoute(shadow, share=1.0, tolerance=0.0)
+    route = ShadowRoute(shadow, share=1.0, agreement=Agreement(tolerance=0.0))
     x = np.zeros((1, 3), np.float32)
     runner.offer(route, request({"x": x}), {"y": x})
     await until(lambda: shadow.batcher.running == 1)  # the shadow's one worker is stuck on the gate
@@ -77,7 +78,7 @@ async def test_a_failing_shadow_is_counted_and_its_lease_returned() -> None:
     runner = ShadowRunner(metrics, max_pending=4)
     runner.start()
     x = np.zeros((1, 3), np.float32)
-    runner.offer(ShadowRoute(shadow, 1.0, 0.0), request({"x": x}), {"y": x})
+    runner.offer(ShadowRoute(shadow, 1.0, Agreement(tolerance=0.0)), request({"x": x}), {"y": x})
     await until(lambda: comparisons(shadow).failed == 1)
     assert outcome(metrics, "failed") == 1 and shadow.leases == 0
     await runner.close()
@@ -91,7 +92,7 @@ async def test_copies_cancelled_by_close_before_they_start_return_their_leases()
     runner.start()
     x = np.zeros((1, 3), np.float32)
     for _ in range(3):  # offered, not yet started: close cancels them before their first step
-        runner.offer(ShadowRoute(shadow, 1.0, 0.0), request({"x": x}), {"y": x})
+        runner.offer(ShadowRoute(shadow, 1.0, Agreement(tolerance=0.0)), request({"x": x}), {"y": x})
     assert shadow.leases == 3
     await runner.close()
     assert shadow.leases == 0 and comparisons(shadow).compared == 0

@@ -76,7 +76,9 @@ def _shadow(client: AdminClient, args: argparse.Namespace) -> Any:
         return client.call("DELETE", model_path(args.model, "shadow"))
     if args.version is None:
         raise AdminError("give the shadow VERSION, or --off")
-    body: dict[str, Any] = {"version": args.version, "share": args.share, "tolerance": args.tolerance}
+    body: dict[str, Any] = {"version": args.version, "share": args.share}
+    if args.tolerance is not None:
+        body["tolerance"] = args.tolerance
     if args.threshold is not None:
         body["threshold"] = args.threshold
     return client.call("PUT", model_path(args.model, "shadow"), body)
@@ -186,7 +188,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shadow.add_argument("version", type=_version, nargs="?")
     shadow.add_argument("--share", type=float, default=1.0, help="share of requests copied (default 1)")
     shadow.add_argument(
-        "--tolerance", type=float, default=1e-4, help="largest output difference counted as agreement (default 1e-4)"
+        "--tolerance",
+        type=float,
+        help="largest prediction difference counted as agreement (default: by the model's task, from "
+        "model.json: binary, the same decision at its threshold; multiclass, the same label; "
+        "regression, its recorded tolerance)",
     )
     shadow.add_argument("--threshold", type=float, help="decision threshold: agreement means the same side of it")
     shadow.add_argument("--off", action="store_true", help="stop shadowing")

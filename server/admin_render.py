@@ -72,13 +72,18 @@ def describe_change(change: dict[str, Any], model: dict[str, Any]) -> str:
     if action == "shadow":
         shadow = model.get("shadow")
         if not changed:
-            state = "off" if shadow is None else shadow_text(shadow)
+            state = "off" if shadow is None else shadow_text(shadow, _agreement(model))
             return f"no change: {name} shadow already {state} {revision}"
         if shadow is None:
             return f"shadow cleared for {name} (it was {_v(before)}) {revision}"
-        return f"shadow set for {name}: {shadow_text(shadow)} {revision}"
+        return f"shadow set for {name}: {shadow_text(shadow, _agreement(model))} {revision}"
     moved = f"{_text(before)} -> {_text(after)}"
     return f"{action} {name}: {moved} {revision}" if changed else f"no change: {name} ({moved}) {revision}"
+
+
+def _agreement(model: dict[str, Any]) -> dict[str, Any] | None:
+    agreement: dict[str, Any] | None = (model.get("routing") or {}).get("shadow_agreement")
+    return agreement
 
 
 def split_text(model: dict[str, Any]) -> str:
@@ -92,12 +97,18 @@ def split_text(model: dict[str, Any]) -> str:
     return f"{policy} ({routed})" if routed else policy
 
 
-def shadow_text(shadow: dict[str, Any]) -> str:
-    threshold = shadow.get("threshold")
-    return (
-        f"{_v(shadow['version'])} sees {shadow['share']:.0%} of unpinned requests, "
-        f"agreement within {shadow['tolerance']:g}" + ("" if threshold is None else f" at threshold {threshold:g}")
-    )
+def shadow_text(shadow: dict[str, Any], agreement: dict[str, Any] | None = None) -> str:
+    """The shadow policy, with the agreement rule this replica applies (`routing.shadow_agreement`),
+    or, before its route exists, the rule the policy asks for."""
+    if agreement is not None:
+        rule = agreement["text"]
+    elif shadow.get("threshold") is not None:
+        rule = f"same decision at threshold {shadow['threshold']:g}"
+    elif shadow.get("tolerance") is not None:
+        rule = f"within {shadow['tolerance']:g}"
+    else:
+        rule = "by the models' task"
+    return f"{_v(shadow['version'])} sees {shadow['share']:.0%} of unpinned requests, agreement: {rule}"
 
 
 # --- tables ---------------------------------------------------------------------------------------

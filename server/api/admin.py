@@ -210,6 +210,8 @@ def _routing_view(routing: RoutingState) -> dict[str, Any]:
         "weights": {str(v): w for v, w in sorted(routing.weights.items())},
         "fallbacks": list(routing.fallbacks),
         "shadow_ready": routing.shadow_ready,
+        # what the shadow's answers are compared by: the policy's explicit rule or the models' task
+        "shadow_agreement": None if routing.shadow_agreement is None else routing.shadow_agreement.view(),
     }
 
 

@@ -110,8 +110,18 @@ def _metadata(served: ServedModel, edge: Edge, name: str) -> dict[str, Any]:
             # imported versions: the source file, its producer, edits and --meta pairs
             "imported_from": (manifest.imported_from.model_dump() if manifest.imported_from is not None else None),
         },
+        # what the answer means: task, prediction output, decision threshold or agreement tolerance
+        "prediction": _prediction(manifest),
         "onnx_sha256": manifest.onnx_sha256,
         "version_states": [
             {"version": str(s.version), "state": state_name(s.state), "reason": s.reason} for s in statuses
         ],
     }
+
+
+def _prediction(manifest: ModelManifest) -> dict[str, Any] | None:
+    """The prediction contract with its output resolved; None for manifests that record no task."""
+    contract = manifest.prediction
+    if contract is None:
+        return None
+    return {**contract.model_dump(), "output": manifest.prediction_output}

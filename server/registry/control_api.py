@@ -21,6 +21,7 @@ from server.registry.control_state import ModelControl, ReplicaStatus, ShadowPol
 from server.registry.promotion import PromotionRequirements
 from server.registry.repository import Rescan
 from server.registry.versions import VersionStatus
+from server.routing.agreement import Agreement
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,8 @@ class RoutingState:
     fallbacks: tuple[str, ...]
     """Why part of the policy is not served as written (a canary still loading)."""
     shadow_ready: bool
+    shadow_agreement: Agreement | None = None
+    """The rule the shadow's answers are compared by, as applied (None: no shadow route here)."""
 
 
 @dataclass(frozen=True, slots=True)

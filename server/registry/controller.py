@@ -103,6 +103,7 @@ class Controller:
             weights={} if routes is None else dict(sorted(routes.weights.items())),
             fallbacks=() if routes is None else routes.fallbacks,
             shadow_ready=routes is not None and routes.shadow is not None,
+            shadow_agreement=None if routes is None or routes.shadow is None else routes.shadow.agreement,
         )
         versions = tuple(
             VersionView(s, tuple(sorted(a for a, v in control.aliases.items() if v == s.version))) for s in statuses
@@ -268,8 +269,14 @@ class Controller:
             model,
             run,
             to_version=policy.version,
-            detail=f"share {policy.share}, tolerance {policy.tolerance}"
-            + (f", threshold {policy.threshold}" if policy.threshold is not None else ""),
+            detail=f"share {policy.share}, "
+            + (
+                f"threshold {policy.threshold}"
+                if policy.threshold is not None
+                else "agreement by the models' task"
+                if policy.tolerance is None
+                else f"tolerance {policy.tolerance}"
+            ),
         )
 
     async def clear_shadow(self, caller: Caller, model: str) -> Outcome:

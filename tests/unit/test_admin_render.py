@@ -52,7 +52,10 @@ async def test_each_change_is_said_as_what_it_did(admin: Admin) -> None:
     assert said == "no change: mlp has no alias canary (revision 5)"
     shadow = {"version": 2, "share": 0.2, "tolerance": 1e-4, "threshold": None}
     said = await _said(admin, "shadow", "PUT", "/shadow", shadow)
-    assert said == "shadow set for mlp: v2 sees 20% of unpinned requests, agreement within 0.0001 (revision 6)"
+    assert said == (
+        "shadow set for mlp: v2 sees 20% of unpinned requests, agreement: within 0.0001 on every output "
+        "(as the shadow policy asks) (revision 6)"
+    )
     said = await _said(admin, "shadow", "DELETE", "/shadow")
     assert said == "shadow cleared for mlp (it was v2) (revision 7)"
     said = await _said(admin, "promote", "POST", "/promote", {"version": 2})

@@ -167,6 +167,8 @@ class ReplicaStatus(_Frozen):
     """Model -> effective traffic share (percent) per version on that replica."""
     fallbacks: list[str] = Field(default_factory=list)
     """Parts of the policy the replica cannot serve as written (a target not ready there)."""
+    failed: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Model -> version -> why its last load failed on that replica (a release stops on it)."""
 
 
 class ControlState(Protocol):

@@ -104,7 +104,12 @@ class ModelRegistry:
         """Versions held loaded by preparations in progress."""
         self._lifecycle = VersionLifecycle(settings, metrics)
         self._reports = RoutingReports(
-            settings.replica_id, control, metrics, settings.control_reconcile_interval_s, lambda: self._table
+            settings.replica_id,
+            control,
+            metrics,
+            settings.control_reconcile_interval_s,
+            lambda: self._table,
+            self._failed_loads,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -426,6 +431,15 @@ class ModelRegistry:
             for name in sorted(self._slots)
             for version, slot in sorted(self._slots[name].items())
         ]
+
+    def _failed_loads(self) -> dict[str, dict[str, str]]:
+        """Model -> version -> reason, for every version whose last load here failed."""
+        failed: dict[str, dict[str, str]] = {}
+        for name, slots in self._slots.items():
+            for version, slot in slots.items():
+                if slot.state is VersionState.FAILED:
+                    failed.setdefault(name, {})[str(version)] = slot.reason or "failed to load"
+        return failed
 
     def versions(self, name: str) -> list[VersionStatus]:
         """The versions of one model (ModelNotFound if the scan did not find it)."""

@@ -34,12 +34,14 @@ class RoutingReports:
         metrics: Metrics,
         heartbeat_s: float,
         current: Callable[[], RoutingTable],
+        failed: Callable[[], dict[str, dict[str, str]]] = dict,
     ) -> None:
         self._replica = replica
         self._control = control
         self._metrics = metrics
         self._heartbeat_s = heartbeat_s
         self._current = current
+        self._failed = failed
         self._pending: set[asyncio.Future[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._closed = False
@@ -86,6 +88,7 @@ class RoutingReports:
             reported_at=time.time(),
             models={name: {str(v): w for v, w in routes.weights.items()} for name, routes in table.models.items()},
             fallbacks=[f"{name}: {f}" for name, routes in table.models.items() for f in routes.fallbacks],
+            failed=self._failed(),
         )
         try:
             await self._control.report(status)

@@ -27,7 +27,7 @@ from server.metrics.instruments import Metrics
 from server.registry.audit import AuditEntry, AuditLog, Result
 from server.registry.control_api import Caller, ControlAPI
 from server.registry.control_state import PRODUCTION, ShadowPolicy
-from server.release.gates import Decision, Verdict, canary_decision, shadow_decision
+from server.release.gates import Decision, GateResult, Verdict, canary_decision, combine, shadow_decision
 from server.release.policy import ReleasePolicy
 from server.release.record import ReleaseRecord, State, Step, StepResult
 from server.release.registry_alias import MlflowAliases
@@ -174,6 +174,9 @@ class ReleaseDriver:
             await self._entry(record, "ok", {"event": "step", "step": step.label})
             return
         decision = await self._decide(record, step, record.step_started_at, now)
+        loaded = await self._load_gate(record, record.step_started_at)
+        if loaded is not None:
+            decision = combine([loaded, *decision.gates])
         for gate in decision.gates:
             if gate.measured is not None:
                 self._metrics.release_gate_value.labels(record.model, gate.gate).set(gate.measured)
@@ -225,6 +228,28 @@ class ReleaseDriver:
         baseline = await self._evidence(record.model, record.baseline, first, last)
         judge = shadow_decision if step.kind == "shadow" else canary_decision
         return judge(candidate, baseline, record.policy.gates)
+
+    async def _load_gate(self, record: ReleaseRecord, since: float) -> GateResult | None:
+        """Fails when a replica reported, since the step was applied, that the candidate failed to
+        load there (its routing falls back to production on that replica, so it would never be
+        judged there); None with no fleet reports to read (one replica, a local store)."""
+        if isinstance(self._store, LocalReleaseStore):
+            return None
+        reports = [r for r in (await self._controller.replicas()).replicas if r.reported_at >= since]
+        failed = {
+            r.replica: reason
+            for r in reports
+            if (reason := r.failed.get(record.model, {}).get(str(record.version))) is not None
+        }
+        detail = "; ".join(f"{replica}: {reason}" for replica, reason in sorted(failed.items()))
+        return GateResult(
+            gate="load",
+            measured=float(len(failed)),
+            bound=0.0,
+            samples=len(reports),
+            verdict=Verdict.FAIL if failed else Verdict.PASS,
+            detail=f"failed to load on {detail}" if failed else f"loaded on every replica reporting ({len(reports)})",
+        )
 
     async def _evidence(self, model: str, version: int, first: int, last: int) -> WindowSummary:
         """`version` over buckets `first`..`last`: summed over the fleet, or this replica's alone."""

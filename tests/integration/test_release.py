@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -126,6 +127,7 @@ class Fleet:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """Two replicas, each with its own copy of the repository (as on two nodes)."""
     repository = tmp_path / "repository"
     write_scorer(repository, 1, -3.0)
     write_scorer(repository, 2, -3.0)
@@ -135,10 +137,10 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     replicas: list[ServerProcess] = []
     try:
         for name in REPLICAS:
-            (tmp_path / name).mkdir()
+            shutil.copytree(repository, tmp_path / name / "repository")
             replicas.append(
                 start_server(
-                    repository,
+                    tmp_path / name / "repository",
                     tmp_path / name / "server.log",
                     env={
                         "HOTSERVE_REDIS_URL": redis_server.url(),
@@ -265,7 +267,8 @@ def test_too_little_traffic_is_inconclusive_and_rolls_back(fleet: Fleet) -> None
     assert model["aliases"]["production"] == 1 and model["traffic"] == {} and model["shadow"] is None
     status = fleet.admin("GET", "/admin/models/fraud/releases/current")
     assert status["state"] == "inconclusive" and "too little evidence" in status["detail"]
-    assert {g["verdict"] for g in status["last_decision"]["gates"]} == {"inconclusive"}
+    verdicts = {g["gate"]: g["verdict"] for g in status["last_decision"]["gates"]}
+    assert verdicts.pop("load") == "pass" and set(verdicts.values()) == {"inconclusive"}
 
 
 def test_a_candidate_that_fails_to_load_is_rolled_back(traffic: Fleet) -> None:
@@ -276,6 +279,29 @@ def test_a_candidate_that_fails_to_load_is_rolled_back(traffic: Fleet) -> None:
     assert status["state"] == "rolled_back" and "could not start" in status["detail"]
     model = traffic.admin("GET", "/admin/models/fraud")
     assert model["aliases"]["production"] == 1 and model["traffic"] == {} and model["shadow"] is None
+    assert traffic.failures == []
+
+
+def test_a_candidate_that_fails_to_load_on_one_replica_only_is_rolled_back(traffic: Fleet) -> None:
+    """Version 5 loads on replica-a and not on replica-b (its copy is corrupt). Whichever replica
+    drives, the release stops: it cannot start there, or replica-b's report fails the load gate."""
+    write_scorer(traffic.folder / REPLICAS[0] / "repository", 5, -3.0)
+    write_corrupt(traffic.folder / REPLICAS[1] / "repository", "fraud", 5)
+    for replica in range(len(REPLICAS)):
+        traffic.admin("POST", "/admin/repository/rescan", replica=replica)
+    code, output, seconds = traffic.release(5, fast_policy())
+    print(f"candidate failing to load on one replica: exit {code} after {seconds:.1f} s\n{output}")
+    assert code == 1, output
+    status = traffic.admin("GET", "/admin/models/fraud/releases/current")
+    gates = {g["gate"]: g for g in (status["last_decision"] or {"gates": []})["gates"]}
+    if status["driver"] == REPLICAS[1]:
+        assert "could not start" in status["detail"], status
+    else:
+        assert gates["load"]["verdict"] == "fail" and REPLICAS[1] in gates["load"]["detail"], status
+    assert status["state"] == "rolled_back"
+    for replica in range(len(REPLICAS)):
+        model = traffic.admin("GET", "/admin/models/fraud", replica=replica)
+        assert model["aliases"]["production"] == 1 and model["traffic"] == {} and model["shadow"] is None
     assert traffic.failures == []
 
 

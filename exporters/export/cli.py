@@ -23,10 +23,12 @@ from exporters.shared.checks import (
     MAX_AUC_DROP,
     MAX_RMSE_INCREASE,
     MIN_OPSET,
+    REGRESSION_AGREEMENT_STD,
 )
-from exporters.shared.cli_args import format_size, non_negative_float, positive_int
+from exporters.shared.cli_args import finite_float, format_size, non_negative_float, positive_int
 from exporters.shared.feast_options import add_feast_arguments, feast_options
-from server.contract.manifest import ONNX_FILENAME
+from exporters.shared.prediction import describe
+from server.contract.manifest import DEFAULT_DECISION_THRESHOLD, ONNX_FILENAME
 
 if TYPE_CHECKING:
     from exporters.export.pipeline import ExportResult
@@ -92,6 +94,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default %(default)s, at least {MIN_OPSET})"
     )
     cli_args.add_batching(parser, "architecture's")
+    meaning = parser.add_argument_group("prediction (what a shadow of this version is compared by)")
+    meaning.add_argument(
+        "--decision-threshold",
+        type=finite_float,
+        default=None,
+        help=f"binary: the score at or above which a row is positive (default {DEFAULT_DECISION_THRESHOLD}); "
+        "a shadow agrees when it makes the same decision",
+    )
+    meaning.add_argument(
+        "--agreement-tolerance",
+        type=non_negative_float,
+        default=None,
+        help="regression: answers this close, in target units, are the same answer "
+        f"(default {REGRESSION_AGREEMENT_STD} x the training target's standard deviation)",
+    )
     parser.add_argument(
         "--register",
         metavar="NAME",
@@ -174,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
             store_unavailable=args.store_unavailable,
             request_overrides=tuple(n.strip() for n in args.request_overrides.split(",") if n.strip()),
             feast=feast_options(args),
+            decision_threshold=args.decision_threshold,
+            agreement_tolerance=args.agreement_tolerance,
         )
         return export_checkpoint(args.checkpoint, args.repository, options)
 
@@ -198,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
         f"(float graph {format_size(result.float_size_bytes)}), "
         f"sha256 {result.manifest.onnx_sha256}"
     )
+    if result.manifest.prediction is not None:
+        print(f"  {describe(result.manifest.prediction, result.manifest.prediction_output)}")
     features = result.manifest.features
     if features is not None and features.view is not None:
         view = features.view

@@ -6,6 +6,7 @@ checks' defaults, shared with `hotserve import`, are in `exporters/shared/checks
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,6 +60,11 @@ class ExportOptions:
     """Stored features a request may override; ("all",) for every one."""
     feast: FeastOptions = field(default_factory=FeastOptions)
     """Stored features read from Feast's Redis online store (`--feast-*`)."""
+    decision_threshold: float | None = None
+    """Binary: the recorded decision threshold; None: 0.5."""
+    agreement_tolerance: float | None = None
+    """Regression: the recorded agreement tolerance, in target units; None:
+    `REGRESSION_AGREEMENT_STD` of the training target's standard deviation."""
 
     def __post_init__(self) -> None:
         if self.quantize is not None and self.fp16:
@@ -71,10 +77,19 @@ class ExportOptions:
             raise ExportError(f"feature view version must be >= 1, got {self.feature_view_version}")
         if self.feature_max_age_s is not None and not self.feature_max_age_s > 0:
             raise ExportError(f"feature max age must be > 0 s, got {self.feature_max_age_s}")
-        for name in ("tolerance", "reduced_tolerance", "max_auc_drop", "max_accuracy_drop", "max_rmse_increase"):
+        for name in (
+            "tolerance",
+            "reduced_tolerance",
+            "max_auc_drop",
+            "max_accuracy_drop",
+            "max_rmse_increase",
+            "agreement_tolerance",
+        ):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise ExportError(f"{name} must be >= 0, got {value}")
+        if self.decision_threshold is not None and not math.isfinite(self.decision_threshold):
+            raise ExportError(f"decision threshold must be a finite number, got {self.decision_threshold}")
 
     @property
     def reduced_stage(self) -> Literal["int8", "fp16"] | None:

@@ -4,7 +4,8 @@ The control path `hotserve export` runs, offline. Steps, each a module of this f
 `exporters/shared/`: load (`source`), export fp32 (`onnx_export`; a multiclass graph gets its
 class names, `class_labels`), parity against PyTorch (`shared.parity`), optional basic graph
 optimisation kept only if parity still holds (`shared.optimize`), optional int8/fp16 variant
-judged by parity and metric change (`shared.precision`), `model.json` (`shared.manifest_builder`),
+judged by parity and metric change (`shared.precision`), `model.json` (`shared.manifest_builder`,
+with the prediction contract of the checkpoint's task, `shared.prediction`),
 the server's loader and warm-up on the staged version, atomic publish (`shared.publish`). Any
 failure leaves the repository untouched. The repository version is the checkpoint's number
 unless `ExportOptions.version` names another (a re-export with other serving options);
@@ -27,7 +28,7 @@ import onnx
 from exporters.errors import ExportError
 from exporters.export import class_labels, feature_view, onnx_export, source
 from exporters.export.options import ExportOptions
-from exporters.shared import manifest_builder, optimize, parity, precision, signature
+from exporters.shared import manifest_builder, optimize, parity, precision, prediction, signature
 from exporters.shared.publish import VersionStaging, ensure_absent, is_published, next_version, publish_version
 from server.contract.manifest import ONNX_FILENAME, ExportInfo, ModelManifest
 from server.contract.provenance import utc_timestamp
@@ -173,12 +174,15 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path, options: ExportOpt
     metadata = loaded.metadata
     target = version_dir(repository, metadata.name, _version(repository, metadata.name, metadata.version, options))
     ensure_absent(target)  # fail before minutes of work, not after
+    module = loaded.module
+    scale = float(module.target_std) if isinstance(module, RegressionModel) else 1.0
+    # The checkpoint's drift reference names the prediction output; the contract reuses it.
+    contract = prediction.prediction_contract(
+        metadata.task, None, options.decision_threshold, options.agreement_tolerance, target_std=scale
+    )
     features = feature_view.export_feature_spec(metadata, options, repository)
     holdout = source.holdout_arrays(loaded)
     reference = parity.torch_outputs(loaded.module, holdout, [s.name for s in metadata.inputs])
-
-    module = loaded.module
-    scale = float(module.target_std) if isinstance(module, RegressionModel) else 1.0
 
     with VersionStaging(target) as staging:
         run = _Run(loaded, holdout, reference, staging.folder / "work", options, scale)
@@ -211,7 +215,14 @@ def export_loaded(loaded: LoadedCheckpoint, repository: Path, options: ExportOpt
             metadata.architecture, options.max_batch_size, options.max_queue_delay_ms, options.instances
         )
         manifest = manifest_builder.build_manifest(
-            metadata, checkpoint_dir, model_path, batching, export_info, features, version=int(target.name)
+            metadata,
+            checkpoint_dir,
+            model_path,
+            batching,
+            export_info,
+            features,
+            version=int(target.name),
+            prediction=contract,
         )
         published = publish_version(staging, manifest)
 

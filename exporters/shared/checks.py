@@ -25,6 +25,12 @@ MAX_ACCURACY_DROP = 0.01
 """Largest accuracy loss on the held-out rows a reduced-precision multiclass model may cause."""
 MAX_RMSE_INCREASE = 0.02
 """Largest relative RMSE growth on the held-out rows a reduced-precision regression model may cause."""
+REGRESSION_AGREEMENT_STD = 0.1
+"""A regression model's recorded agreement tolerance, in standard deviations of its target (the
+training target's, or on import the reference labels'): a shadow answering within a tenth of the
+target's spread of production's gives the same answer. Retrained models differ by about their
+error on a row, so a tighter bound fails any retrained model, a looser one lets a real change
+pass; `--agreement-tolerance` records another, in target units."""
 DEFAULT_OPSET = 18
 """The torch exporter's native opset; lower ones go through the ONNX version converter."""
 MIN_OPSET = 17

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from server.contract import provenance
-from server.contract.manifest import BatchingPolicy, ExportInfo, FeatureSpec, ModelManifest, sha256_file
+from server.contract.manifest import (
+    BatchingPolicy,
+    ExportInfo,
+    FeatureSpec,
+    ModelManifest,
+    PredictionContract,
+    sha256_file,
+)
 
 if TYPE_CHECKING:  # training.checkpoints imports torch; only the type is needed here
     from training.checkpoints import CheckpointMetadata
@@ -72,10 +79,12 @@ def build_manifest(
     export: ExportInfo,
     features: FeatureSpec | None = None,
     version: int | None = None,
+    prediction: PredictionContract | None = None,
 ) -> ModelManifest:
     """`model.json` for `onnx_path`, whose sha256 is taken from the file as it is now;
     `features` (from `feature_view.export_feature_spec`) replaces the checkpoint's spec;
-    `version` is the repository version (default: the checkpoint's)."""
+    `version` is the repository version (default: the checkpoint's); `prediction` is what the
+    answer means (`shared.prediction.prediction_contract`)."""
     return ModelManifest(
         name=checkpoint_metadata.name,
         version=checkpoint_metadata.version if version is None else version,
@@ -87,4 +96,5 @@ def build_manifest(
         lineage=checkpoint_metadata.lineage(checkpoint_dir),
         export=export,
         onnx_sha256=sha256_file(onnx_path),
+        prediction=prediction,
     )

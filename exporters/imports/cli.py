@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporters.shared import cli_args
-from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
-from exporters.shared.cli_args import format_size, non_negative_float
+from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP, REGRESSION_AGREEMENT_STD
+from exporters.shared.cli_args import finite_float, format_size, non_negative_float
 from exporters.shared.feast_options import add_feast_arguments, feast_options
+from exporters.shared.prediction import describe
+from server.contract.manifest import DEFAULT_DECISION_THRESHOLD
+from training.tasks import TASKS
 
 if TYPE_CHECKING:
     from server.contract.manifest import RegistryModelRef
@@ -102,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     reference.add_argument(
         "--prediction-output",
         default=None,
-        help="output the prediction histogram and metrics describe (default: the first floating-point output)",
+        help="output holding the prediction: what the prediction histogram, the metrics and shadow "
+        "agreement describe (default: the first floating-point output)",
     )
     parser.add_argument(
         "--feature-spec",
@@ -154,6 +158,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest AUC loss int8 may cause on the reference rows (default %(default)s)",
     )
     cli_args.add_batching(parser, "imported model's")
+    meaning = parser.add_argument_group("prediction (what a shadow of this version is compared by)")
+    meaning.add_argument(
+        "--task",
+        choices=TASKS,
+        default=None,
+        help="what the model predicts (default: what a --reference table's --label shows; without "
+        "either, no task is recorded and shadows are compared by every output within 1e-4)",
+    )
+    meaning.add_argument(
+        "--decision-threshold",
+        type=finite_float,
+        default=None,
+        help=f"binary: the score at or above which a row is positive (default {DEFAULT_DECISION_THRESHOLD})",
+    )
+    meaning.add_argument(
+        "--agreement-tolerance",
+        type=non_negative_float,
+        default=None,
+        help="regression: answers this close, in target units, are the same answer (default "
+        f"{REGRESSION_AGREEMENT_STD} x the standard deviation of the reference labels, else of the predictions)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,6 +226,9 @@ def _publish(args: argparse.Namespace, source: Path, registry: RegistryModelRef 
             max_batch_size=args.max_batch_size,
             max_queue_delay_ms=args.max_queue_delay_ms,
             instances=args.instances,
+            task=args.task,
+            decision_threshold=args.decision_threshold,
+            agreement_tolerance=args.agreement_tolerance,
         )
         return import_model(source, args.repository, options)
 
@@ -228,6 +256,8 @@ def _publish(args: argparse.Namespace, source: Path, registry: RegistryModelRef 
         f"  model.onnx {format_size(result.model_size_bytes)} "
         f"(source {format_size(result.source_size_bytes)}), sha256 {manifest.onnx_sha256}"
     )
+    if manifest.prediction is not None:
+        print(f"  {describe(manifest.prediction, manifest.prediction_output)}")
     for note in result.notes:
         print(f"  note: {note}")
     return 0

@@ -5,6 +5,7 @@ Free of onnx/pandas imports, like `export/options.py` for exports; `pipeline.imp
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any, Literal
 from exporters.errors import ExportError
 from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
 from exporters.shared.feast_options import FeastOptions
-from server.contract.manifest import MODEL_NAME_PATTERN, RegistryModelRef
+from server.contract.manifest import MODEL_NAME_PATTERN, RegistryModelRef, Task
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,14 @@ class ImportOptions:
     max_batch_size: int | None = None
     max_queue_delay_ms: float | None = None
     instances: int | None = None
+    task: Task | None = None
+    """What the model predicts (`--task`); None: the task its labelled reference table shows,
+    else none is recorded."""
+    decision_threshold: float | None = None
+    """Binary: the recorded decision threshold; None: 0.5."""
+    agreement_tolerance: float | None = None
+    """Regression: the recorded agreement tolerance, in target units; None:
+    `REGRESSION_AGREEMENT_STD` of the reference labels' (else predictions') standard deviation."""
 
     def __post_init__(self) -> None:
         if not re.match(MODEL_NAME_PATTERN, self.name):
@@ -63,10 +72,15 @@ class ImportOptions:
             )
         if (self.features or self.label) and self.reference is None:
             raise ExportError("--features and --label describe the --reference table; give it")
-        if self.prediction_output and self.reference is None:
+        if self.prediction_output and self.reference is None and self.task is None:
             raise ExportError(
-                "--prediction-output chooses what the --reference table's drift histogram describes; give the table"
+                "--prediction-output chooses what the --reference table's drift histogram describes, "
+                "or with --task which output holds the prediction; give the table or --task"
             )
         for name in ("tolerance", "reduced_tolerance", "max_auc_drop"):
             if not getattr(self, name) >= 0:
                 raise ExportError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.agreement_tolerance is not None and not self.agreement_tolerance >= 0:
+            raise ExportError(f"agreement_tolerance must be >= 0, got {self.agreement_tolerance}")
+        if self.decision_threshold is not None and not math.isfinite(self.decision_threshold):
+            raise ExportError(f"decision threshold must be a finite number, got {self.decision_threshold}")

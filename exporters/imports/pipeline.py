@@ -1,13 +1,15 @@
 """`import_model`: an ONNX file made elsewhere -> checked graph -> published repository version.
 
 The control path `hotserve import` runs, offline, with the guarantees of an exported model.
-X
-checker, custom-op domains, ZipMap, signature and batch axis), lay out the check rows
-(`shared.reference_table` or `graph_runs`' generated ones), check every candidate graph against the
-original (`source_parity`: as imported, optimised, int8), record drift reference, metrics and
-feature spec (`shared.reference_table`, `features`) and the source file's lineage, open the
-staged version with the server's own loader and warm-up, and publish atomically
-(`shared.publish`). Any failure leaves the repository untouched; a version is never overwritten.
+Steps, each a module of this package or of `exporters/shared/`: read and check the file
+(`source_model`: onnx's checker, custom-op domains, ZipMap, signature and batch axis), lay out
+the check rows (`shared.reference_table` or `graph_runs`' generated ones), check every candidate
+graph against the original (`source_parity`: as imported, optimised, int8), record drift
+reference, metrics, the prediction contract (`--task` or the task the labels show,
+`shared.prediction`), feature spec (`shared.reference_table`, `features`) and the source file's
+lineage, open the staged version with the server's own loader and warm-up, and publish
+atomically (`shared.publish`). Any failure leaves the repository untouched; a version is never
+overwritten.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from pydantic import ValidationError
 
 from exporters.errors import ExportError, VersionExists
 from exporters.imports import graph_runs
@@ -29,7 +32,9 @@ from exporters.imports.options import ImportOptions
 from exporters.imports.source_model import SourceModel, read_source
 from exporters.imports.source_parity import Candidate, CheckInputs, original_outputs, publishable_graph
 from exporters.shared import manifest_builder, parity, reference_table, signature
+from exporters.shared.checks import REGRESSION_AGREEMENT_STD
 from exporters.shared.feast_options import with_feast
+from exporters.shared.prediction import prediction_contract
 from exporters.shared.publish import VersionStaging, next_version, publish_version
 from server.contract.manifest import (
     ONNX_FILENAME,
@@ -39,6 +44,8 @@ from server.contract.manifest import (
     Lineage,
     ModelManifest,
     OpLibrary,
+    PredictionContract,
+    Task,
     TensorSpec,
     sha256_file,
 )
@@ -90,35 +97,47 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
             shutil.rmtree(work)
             notes = [*model.edits, *checks.notes]
             output, prediction = _prediction(model, final, options.prediction_output)
-            metrics = _metrics(reference, output, prediction, notes)
-            manifest = ModelManifest(
-                name=options.name,
-                version=int(target.name),
-                inputs=inputs,
-                outputs=model.output_specs,
-                batching=_batching(options, notes),
-                features=with_feast(
-                    feature_spec(inputs, options.feature_spec, reference.columns if reference else None, notes),
-                    options.feast,
-                    options.name,
-                ),
-                drift=(reference_table.drift_reference(reference, output, prediction) if reference else None),
-                lineage=_lineage(reference, metrics, imported_at),
-                export=ExportInfo(
-                    opset=signature.default_opset(onnx.load(str(model_path))),
-                    exported_at=imported_at,
-                    parity_max_abs_diff=checks.reports[-1].max_abs_diff,
-                    parity_rows=checks.reports[-1].rows,
-                    parity_reference="source onnx",
-                    optimized=final.optimized,
-                    quantization=options.quantize,
-                    metric_deltas=final.metric_deltas,
-                    library_versions=manifest_builder.library_versions(),
-                ),
-                imported_from=_imported_from(model, options, imported_at),
-                onnx_sha256=sha256_file(model_path),
-                op_libraries=_store_libraries(options.op_libraries, model.custom_domains, staging.folder),
+            metrics, shown = _metrics(reference, output, prediction, notes)
+            drift = reference_table.drift_reference(reference, output, prediction) if reference else None
+            # The drift reference names the prediction output when it describes one; else the contract does.
+            named = None if drift is not None and drift.prediction_output is not None else output
+            contract = _contract(options, shown, reference, named, prediction, notes)
+            export = ExportInfo(
+                opset=signature.default_opset(onnx.load(str(model_path))),
+                exported_at=imported_at,
+                parity_max_abs_diff=checks.reports[-1].max_abs_diff,
+                parity_rows=checks.reports[-1].rows,
+                parity_reference="source onnx",
+                optimized=final.optimized,
+                quantization=options.quantize,
+                metric_deltas=final.metric_deltas,
+                library_versions=manifest_builder.library_versions(),
             )
+            features = with_feast(
+                feature_spec(inputs, options.feature_spec, reference.columns if reference else None, notes),
+                options.feast,
+                options.name,
+            )
+            libraries = _store_libraries(options.op_libraries, model.custom_domains, staging.folder)
+            try:
+                manifest = ModelManifest(
+                    name=options.name,
+                    version=int(target.name),
+                    inputs=inputs,
+                    outputs=model.output_specs,
+                    batching=_batching(options, notes),
+                    features=features,
+                    drift=drift,
+                    lineage=_lineage(reference, metrics, imported_at),
+                    export=export,
+                    imported_from=_imported_from(model, options, imported_at),
+                    onnx_sha256=sha256_file(model_path),
+                    op_libraries=libraries,
+                    prediction=contract,
+                )
+            except ValidationError as exc:  # the options describe a model this is not (see _contract)
+                reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+                raise ExportError(f"model.json: {reasons}") from exc
             published = publish_version(staging, manifest)
     except VersionExists as exc:  # asked for with --version, or another import took the number
         raise VersionExists(exc.version_dir, "import without --version to publish the next version") from exc
@@ -171,18 +190,63 @@ def _prediction(model: SourceModel, final: Candidate, chosen: str | None) -> tup
     return output, (final.outputs[names.index(output)] if output else None)
 
 
+_TASK_WORDS: dict[Task, str] = {
+    "binary": "binary classification",
+    "multiclass": "multiclass classification",
+    "regression": "regression",
+}
+
+
 def _metrics(
     reference: reference_table.ReferenceRows | None, output: str | None, prediction: np.ndarray | None, notes: list[str]
-) -> dict[str, float]:
-    """The published graph's metrics on the labelled reference rows ({} without labels)."""
+) -> tuple[dict[str, float], Task | None]:
+    """The published graph's metrics on the labelled reference rows and the task they show
+    (({}, None) without labels)."""
     if reference is None or reference.labels is None or prediction is None:
-        return {}
+        return {}, None
     metrics, task = reference_table.model_metrics(prediction, reference.labels)
     notes.append(
-        f"metrics on {reference.rows} reference rows ({task}, output {output!r}): "
+        f"metrics on {reference.rows} reference rows ({_TASK_WORDS[task]}, output {output!r}): "
         + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     )
-    return metrics
+    return metrics, task
+
+
+def _contract(
+    options: ImportOptions,
+    shown: Task | None,
+    reference: reference_table.ReferenceRows | None,
+    output: str | None,
+    prediction: np.ndarray | None,
+    notes: list[str],
+) -> PredictionContract | None:
+    """What the answer means: `--task`, else the task the labels showed (`shown`); None, said in
+    a note, when neither tells it. A regression tolerance not given is derived from the spread
+    of the reference labels, else of the predictions on the reference rows."""
+    task = options.task or shown
+    if task is None:
+        if options.decision_threshold is not None or options.agreement_tolerance is not None:
+            raise ExportError(
+                "--decision-threshold and --agreement-tolerance belong to a task: give --task "
+                "(or a --reference table whose --label shows it)"
+            )
+        notes.append(
+            "no task recorded (give --task, or a --reference table with --label): a shadow of this "
+            "version is compared by every output within 1e-4 unless its policy says otherwise"
+        )
+        return None
+    if options.task is not None and shown is not None and shown != options.task:
+        notes.append(f"the reference labels look like a {shown} model's; recorded {options.task}, as --task says")
+    target_std = None
+    if task == "regression" and options.agreement_tolerance is None and reference is not None:
+        spread, of = (reference.labels, "labels") if reference.labels is not None else (prediction, "predictions")
+        if spread is not None:
+            target_std = float(np.std(spread.astype(np.float64)))
+            notes.append(
+                f"agreement tolerance {REGRESSION_AGREEMENT_STD * target_std:.4g}: {REGRESSION_AGREEMENT_STD} x "
+                f"the standard deviation of the {reference.rows} reference {of}"
+            )
+    return prediction_contract(task, output, options.decision_threshold, options.agreement_tolerance, target_std)
 
 
 def _lineage(reference: reference_table.ReferenceRows | None, metrics: dict[str, float], imported_at: str) -> Lineage:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from exporters.errors import ExportError
-from server.contract.manifest import NUMPY_DTYPES, DriftReference, TensorSpec, sha256_file
+from server.contract.manifest import NUMPY_DTYPES, DriftReference, Task, TensorSpec, sha256_file
 from training.datasets.dataset import DatasetError
 from training.datasets.tables import read_table
 from training.metrics import evaluate
@@ -148,8 +148,9 @@ def drift_reference(
     )
 
 
-def model_metrics(prediction: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], str]:
-    """Metrics of `prediction` against the label column, and the task they assume.
+def model_metrics(prediction: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], Task]:
+    """Metrics of `prediction` against the label column, and the task they assume (what
+    `hotserve import` records in the prediction contract unless `--task` says).
 
     Probabilities with one column per class (classifiers converted without ZipMap) or one
     probability per row: classification (binary: `auc`, `accuracy`, `log_loss`; multiclass:
@@ -162,14 +163,14 @@ def model_metrics(prediction: np.ndarray, labels: np.ndarray) -> tuple[dict[str,
     is_index = bool(np.all(labels == np.round(labels))) and labels.min() >= 0
     if probabilities and classes <= 2 and set(np.unique(labels)) <= {0.0, 1.0}:
         positive = values[:, -1]
-        return evaluate(positive, labels), "binary classification"
+        return evaluate(positive, labels), "binary"
     if probabilities and classes > 2 and is_index and labels.max() < classes:
         index = labels.astype(np.int64)
         picked = np.clip(values[np.arange(len(index)), index], 1e-7, 1.0)
         return {
             "accuracy": float(np.mean(values.argmax(axis=1) == index)),
             "log_loss": float(-np.mean(np.log(picked))),
-        }, "multiclass classification"
+        }, "multiclass"
     if classes == 1:
         error = values[:, 0] - labels
         return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}, "regression"

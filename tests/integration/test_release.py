@@ -28,7 +28,7 @@ import onnx
 import onnxruntime as ort
 import orjson
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from fraud_scorer import CATEGORICAL, COLUMNS, REFERENCE_ROWS, fraud_rows, scorer_model
 from load_tests.server_process import REPO_ROOT, ServerProcess, start_server
@@ -46,8 +46,9 @@ VERDICT_TIMEOUT_S = 180.0
 """A hang guard for the CLI; the schedule itself takes seconds."""
 
 
-def write_scorer(repository: Path, version: int, bias: float) -> None:
-    """The fraud scorer with `bias`, binned on the reference scores of the bias -3 scorer (production's)."""
+def write_scorer(repository: Path, version: int, bias: float, fault: str | None = None) -> None:
+    """The fraud scorer with `bias`, binned on the reference scores of the bias -3 scorer
+    (production's); `fault` makes it a bad candidate (`with_fault`)."""
     reference = fraud_rows(seed=0, rows=REFERENCE_ROWS)
     production = scorer_model(reference.mean(axis=0), reference.std(axis=0))
     session = ort.InferenceSession(production.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -61,6 +62,8 @@ def write_scorer(repository: Path, version: int, bias: float) -> None:
     for index, tensor in enumerate(model.graph.initializer):
         if tensor.name == "b":
             model.graph.initializer[index].CopyFrom(numpy_helper.from_array(np.array([bias], np.float32), "b"))
+    if fault is not None:
+        model = with_fault(model, fault, reference)
     onnx.checker.check_model(model)
     write_version(
         repository,
@@ -73,6 +76,73 @@ def write_scorer(repository: Path, version: int, bias: float) -> None:
         FeatureSpec(input="features", columns=COLUMNS, request_features=COLUMNS),
         drift,
     )
+
+
+BAD_CANDIDATES = {6: "errors", 7: "slow", 8: "flips"}
+"""Versions the fleet's repository holds beside 1-4: production's scorer with one fault each."""
+SLOW_MATMULS = 40
+"""[n, 1024] x [1024, 1024] products the slow candidate adds per batch: about 3 ms on this machine's
+cores, where production answers in about 1 ms."""
+
+
+def with_fault(model: onnx.ModelProto, fault: str, reference: np.ndarray) -> onnx.ModelProto:
+    """The scorer with one fault between its logit `z` and `Sigmoid`, computed from the first
+    scaled feature `f0`:
+    - `errors`: rows with `f0` above its 90th percentile make a Gather index out of range, so
+      onnxruntime fails the whole batch (500s on a share of inputs);
+    - `flips`: rows below its 3.5th percentile (low scores) get +10 on the logit: their decision at
+      the threshold flips (about 3% of requests);
+    - `slow`: SLOW_MATMULS matrix products whose sum, times zero, is added (same answers, slower)."""
+    scaled = (reference[:, 0] - reference[:, 0].mean()) / reference[:, 0].std()
+    graph = model.graph
+    (sigmoid,) = [n for n in graph.node if n.op_type == "Sigmoid"]
+    sigmoid.input[0] = "z_fault"
+    constants: dict[str, np.ndarray] = {
+        "f0_start": np.array([0]), "f0_end": np.array([1]), "f0_axis": np.array([1]),
+    }  # fmt: skip
+    nodes = [helper.make_node("Slice", ["scaled", "f0_start", "f0_end", "f0_axis"], ["f0"])]
+    if fault == "errors":
+        constants |= {
+            "cut": np.array([np.quantile(scaled, 0.90)], np.float32),
+            "far": np.array([1000]),
+            "zero": np.zeros(1, np.float32),
+        }
+        nodes += [
+            helper.make_node("Greater", ["f0", "cut"], ["hit"]),
+            helper.make_node("Cast", ["hit"], ["hit_i"], to=TensorProto.INT64),
+            helper.make_node("Mul", ["hit_i", "far"], ["index"]),
+            helper.make_node("Gather", ["zero", "index"], ["nothing"]),  # index 1000 of 1: out of range
+            helper.make_node("Add", ["z", "nothing"], ["z_fault"]),
+        ]
+    elif fault == "flips":
+        constants |= {"cut": np.array([np.quantile(scaled, 0.035)], np.float32), "push": np.array([10.0], np.float32)}
+        nodes += [
+            helper.make_node("Less", ["f0", "cut"], ["hit"]),
+            helper.make_node("Cast", ["hit"], ["hit_f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["hit_f", "push"], ["bump"]),
+            helper.make_node("Add", ["z", "bump"], ["z_fault"]),
+        ]
+    elif fault == "slow":
+        constants |= {
+            "spread": np.full((len(COLUMNS), 1024), 1 / len(COLUMNS), np.float32),
+            "halve": (np.eye(1024) * 0.5).astype(np.float32),
+            "sum_axis": np.array([1]),
+            "zero": np.zeros(1, np.float32),
+        }
+        nodes.append(helper.make_node("MatMul", ["scaled", "spread"], ["h0"]))
+        nodes += [helper.make_node("MatMul", [f"h{i}", "halve"], [f"h{i + 1}"]) for i in range(SLOW_MATMULS)]
+        nodes += [
+            helper.make_node("ReduceSum", [f"h{SLOW_MATMULS}", "sum_axis"], ["total"], keepdims=1),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["z", "nothing"], ["z_fault"]),
+        ]
+    else:
+        raise ValueError(f"unknown fault {fault!r}")
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
+    position = list(graph.node).index(sigmoid)
+    for offset, node in enumerate(nodes):
+        graph.node.insert(position + offset, node)
+    return model
 
 
 @dataclass
@@ -133,6 +203,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     write_scorer(repository, 2, -3.0)
     write_scorer(repository, 3, -1.5)
     write_corrupt(repository, "fraud", 4)
+    for version, fault in BAD_CANDIDATES.items():
+        write_scorer(repository, version, -3.0, fault)
     redis_server = start_redis()
     replicas: list[ServerProcess] = []
     try:
@@ -170,9 +242,9 @@ def traffic(fleet: Fleet) -> Iterator[Fleet]:
     rows = fraud_rows(seed=7, rows=2000)
     stop = threading.Event()
 
-    def send() -> None:
+    def send(offset: int) -> None:
         with httpx.Client(timeout=30) as client:
-            index = 0
+            index = offset  # each thread its own rows: no request is a duplicate of another's
             while not stop.is_set():
                 row = rows[index % len(rows)]
                 target = index % len(fleet.replicas)
@@ -191,7 +263,7 @@ def traffic(fleet: Fleet) -> Iterator[Fleet]:
                     fleet.failures.append(f"{response.status_code}: {response.text[:200]}")
                 fleet.answered += 1
 
-    threads = [threading.Thread(target=send, daemon=True) for _ in range(2)]
+    threads = [threading.Thread(target=send, args=(offset,), daemon=True) for offset in (0, len(rows) // 2)]
     for thread in threads:
         thread.start()
     yield fleet
@@ -256,6 +328,27 @@ def test_a_miscalibrated_candidate_is_rolled_back_and_production_is_unchanged(tr
     assert status["state"] == "rolled_back" and status["phase"] == "Failed"
     failed = {g["gate"] for g in status["last_decision"]["gates"] if g["verdict"] == "fail"}
     assert failed & {"agreement", "psi"}, status["last_decision"]
+    assert traffic.failures == []
+
+
+def test_bad_candidates_are_each_rolled_back_by_the_gate_that_sees_their_fault(traffic: Fleet) -> None:
+    """5xx on a share of inputs (caught by the shadow's copies before any client sees one), several
+    times slower (the canary's p99 ratio), about 3% flipped decisions (agreement), one after the
+    other on the same fleet under the same traffic."""
+    policy = {**fast_policy(), "canary_weights": [50]}
+    policy["gates"] = {**policy["gates"], "min_agreement": 0.99, "max_p99_ratio": 1.5}
+    expected = {"errors": "error_rate", "slow": "p99_ratio", "flips": "agreement"}
+    for version, fault in BAD_CANDIDATES.items():
+        code, output, seconds = traffic.release(version, policy)
+        print(f"candidate with {fault}: exit {code} after {seconds:.1f} s\n{output}")
+        assert code == 1, output
+        status = traffic.admin("GET", "/admin/models/fraud/releases/current")
+        assert status["state"] == "rolled_back" and status["version"] == version, status
+        failed = {g["gate"]: g for g in status["last_decision"]["gates"] if g["verdict"] == "fail"}
+        assert expected[fault] in failed, status["last_decision"]
+        for replica in (0, 1):
+            model = traffic.admin("GET", "/admin/models/fraud", replica=replica)
+            assert model["aliases"]["production"] == 1 and model["traffic"] == {} and model["shadow"] is None
     assert traffic.failures == []
 
 

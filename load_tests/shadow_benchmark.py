@@ -8,8 +8,11 @@ differ slightly, so agreement depends on the tolerance) and `fast` v3, a heavy v
 2048-wide layers, ~2000x the work per row) that cannot keep up with the traffic. wrk sends v2 JSON
 (one row) to `fast`'s unpinned route in alternating phases, `--rounds` times:
   none         no shadow;
-  shadow       v2 shadows v1 at share 1.0 (every request copied after the answer);
-  shadow 20%   the same at share 0.2;
+  shadow       v2 shadows v1 at share 1.0 (every request copied after the answer, unless the
+               primary has requests waiting: copies yield to it, the default);
+  shadow eager the same on a second server started with HOTSERVE_SHADOW_YIELD_TO_PRIMARY=false
+               (every drawn copy is sent, up to HOTSERVE_SHADOW_MAX_PENDING);
+  shadow 20%   v2 at share 0.2;
   slow shadow  v3 shadows v1 at share 1.0: its queue fills, copies are dropped and counted.
 The primary's p50/p99 and throughput per phase, and per shadow phase the copies compared,
 dropped and failed and the agreement (from the server's metrics). Needs wrk and the `train`
@@ -147,30 +150,37 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         write_repository(work / "repository")
-        server = start_server(
-            work / "repository",
-            RESULTS / "server-shadow.log",
-            env={
-                "HOTSERVE_ADMIN_TOKENS": f"bench:{TOKEN}",
-                "HOTSERVE_LOG_LEVEL": "warning",
-                "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
-            },
-            startup_timeout_s=120,
-        )
+        servers = {}
         try:
-            url = server.base_url
-            admin(url, "PUT", f"/admin/models/{MODEL}/aliases/{PRODUCTION}", {"version": 1})
-            for version in (2, 3):
-                admin(url, "POST", f"/admin/models/{MODEL}/versions/{version}/load")
-            infer = f"{url}/v2/models/{MODEL}/infer"
-            run_wrk(infer, body, "application/json", None, 8, 2, work)  # warm up
+            for kind, yields in (("yielding", "true"), ("eager", "false")):
+                servers[kind] = start_server(
+                    work / "repository",
+                    RESULTS / f"server-shadow-{kind}.log",
+                    env={
+                        "HOTSERVE_ADMIN_TOKENS": f"bench:{TOKEN}",
+                        "HOTSERVE_LOG_LEVEL": "warning",
+                        "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
+                        "HOTSERVE_SHADOW_YIELD_TO_PRIMARY": yields,
+                        "HOTSERVE_CONTROL_STATE_PATH": str(work / f"control-{kind}.json"),
+                    },
+                    startup_timeout_s=120,
+                )
+            for server in servers.values():
+                admin(server.base_url, "PUT", f"/admin/models/{MODEL}/aliases/{PRODUCTION}", {"version": 1})
+                for version in (2, 3):
+                    admin(server.base_url, "POST", f"/admin/models/{MODEL}/versions/{version}/load")
+                infer = f"{server.base_url}/v2/models/{MODEL}/infer"
+                run_wrk(infer, body, "application/json", None, 8, 2, work)  # warm up
             for round_ in range(1, args.rounds + 1):
                 for phase, shadow, share in [
                     ("none", None, 1.0),
                     ("shadow", 2, 1.0),
+                    ("shadow eager", 2, 1.0),
                     ("shadow 20%", 2, 0.2),
                     ("slow shadow", 3, 1.0),
                 ]:
+                    url = servers["eager" if phase == "shadow eager" else "yielding"].base_url
+                    infer = f"{url}/v2/models/{MODEL}/infer"
                     if shadow is None:
                         admin(url, "DELETE", f"/admin/models/{MODEL}/shadow")
                     else:
@@ -204,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     print(json.dumps(asdict(phases[-1])), flush=True)
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
     print("\nphase         req/s   p50 ms  p99 ms  errors  compared  dropped  agreement  (median of rounds)")
-    for name in ("none", "shadow", "shadow 20%", "slow shadow"):
+    for name in ("none", "shadow", "shadow eager", "shadow 20%", "slow shadow"):
         rows = [p for p in phases if p.phase == name]
         agreement = [p.agreement for p in rows if p.agreement is not None]
         print(

@@ -103,7 +103,11 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         plane = DataPlane(
             router=app_registry,
             features=features,
-            shadow=ShadowRunner(app_metrics, max_pending=settings.shadow_max_pending),
+            shadow=ShadowRunner(
+                app_metrics,
+                max_pending=settings.shadow_max_pending,
+                yield_to_primary=settings.shadow_yield_to_primary,
+            ),
             inflight=InflightRequests(app_metrics),
             request_metrics=RequestMetrics(app_metrics),
         )

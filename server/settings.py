@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     shadow_max_pending: int = Field(default=256, ge=1)
     """Shadow copies in flight (queued or running in the shadow version's batcher); beyond it a
     copy is dropped and counted, never the primary."""
+    shadow_yield_to_primary: bool = True
+    """A copy is dropped (and counted) when the primary that answered has requests waiting, or a
+    full batch of copies already waits for the shadow: shadow work uses only capacity the primary
+    does not need. False: every drawn copy is sent, up to `shadow_max_pending`."""
     control_poll_interval_s: float = Field(default=2.0, gt=0)
     """How often the control-state file is re-read for changes made by another process."""
     repository_poll_interval_s: float = Field(default=0.0, ge=0)

@@ -107,9 +107,10 @@ class _Lease:
 class ShadowRunner:
     """Runs shadow copies off the request path: bounded in flight, compared, recorded."""
 
-    def __init__(self, metrics: Metrics, max_pending: int = 256) -> None:
+    def __init__(self, metrics: Metrics, max_pending: int = 256, yield_to_primary: bool = True) -> None:
         self._metrics = metrics
         self._max_pending = max_pending
+        self._yield = yield_to_primary
         self._pending: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -128,10 +129,14 @@ class ShadowRunner:
         """Copies in flight now."""
         return len(self._pending)
 
-    def offer(self, route: ShadowRoute, request: InferenceRequest, primary: Tensors) -> None:
-        """Send a copy of an answered request to the shadow version, or drop it when too many are in flight."""
+    def offer(
+        self, route: ShadowRoute, request: InferenceRequest, primary: Tensors, answered_by: ServedVersion | None = None
+    ) -> None:
+        """Send a copy of a request `answered_by` answered to the shadow version, or drop it (and
+        count it): when too many are in flight, or, yielding to the primary, when the primary has
+        requests waiting or a full batch of copies already waits for the shadow."""
         served = route.served
-        if self._closed or len(self._pending) >= self._max_pending:
+        if self._closed or len(self._pending) >= self._max_pending or self._busy(answered_by, served):
             self._drop(served)
             return
         lease = _Lease(served)  # held until the copy ran: a swap cannot unload it under the copy
@@ -144,6 +149,15 @@ class ShadowRunner:
             lease.release()
 
         task.add_done_callback(ended)
+
+    def _busy(self, primary: ServedVersion | None, shadow: ServedVersion) -> bool:
+        """Copies run on capacity the primary does not need: none while a request waits for the
+        primary (it would compete with it for the same cores), and no backlog beyond one batch."""
+        if not self._yield:
+            return False
+        if primary is not None and primary.batcher.queued > 0:
+            return True
+        return shadow.batcher.queued >= shadow.manifest.batching.max_batch_size
 
     def _drop(self, served: ServedVersion) -> None:
         served.evidence.dropped()

@@ -165,7 +165,7 @@ class Call:
 
     async def _infer_and_copy(self, primary: ServedVersion, shadow: ShadowRoute, request: InferenceRequest) -> Tensors:
         outputs = await primary.infer(request)
-        self._plane.shadow.offer(shadow, request, outputs)
+        self._plane.shadow.offer(shadow, request, outputs, primary)
         return outputs
 
     async def infer_records(self, records: list[Record], deadline: float | None, request_id: str) -> Tensors:

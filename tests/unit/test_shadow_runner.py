@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from server.evidence.summary import CopyComparisons
@@ -97,4 +99,34 @@ async def test_copies_cancelled_by_close_before_they_start_return_their_leases()
     await runner.close()
     assert shadow.leases == 0 and comparisons(shadow).compared == 0
     assert await shadow.drain(0.0)  # nothing left for a swap or a shutdown to wait for
+    await shadow.close(5)
+
+
+async def test_a_copy_yields_to_a_primary_with_requests_waiting_unless_told_not_to() -> None:
+    metrics = Metrics()
+    held = SlowRuntime()
+    primary = ServedVersion(fake_manifest("m", 1), held, metrics)
+    shadow = ServedVersion(fake_manifest("m", 2), EchoRuntime(), metrics)
+    x = np.zeros((1, 3), np.float32)
+    route = ShadowRoute(shadow, share=1.0, agreement=Agreement(tolerance=0.0))
+    answers = [asyncio.ensure_future(primary.infer(request({"x": x})))]
+    await until(lambda: primary.batcher.running == 1)  # the primary's one worker is held on the gate
+    answers.append(asyncio.ensure_future(primary.infer(request({"x": x}))))
+    await until(lambda: primary.batcher.queued == 1)  # and a request waits for it
+
+    yielding, eager = ShadowRunner(metrics, max_pending=8), ShadowRunner(metrics, max_pending=8, yield_to_primary=False)
+    for runner in (yielding, eager):
+        runner.start()
+        runner.offer(route, request({"x": x}), {"y": x}, answered_by=primary)
+    assert comparisons(shadow).dropped == 1  # the yielding runner's copy
+    await until(lambda: comparisons(shadow).compared == 1)  # the eager one's ran anyway
+
+    held.gate.set()
+    await asyncio.gather(*answers)
+    yielding.offer(route, request({"x": x}), {"y": x}, answered_by=primary)  # the primary is idle now
+    await until(lambda: comparisons(shadow).compared == 2)
+    assert outcome(metrics, "dropped") == 1 and shadow.leases == 0
+    for runner in (yielding, eager):
+        await runner.close()
+    await primary.close(5)
     await shadow.close(5)

@@ -97,6 +97,11 @@ class MlflowAliases:
             raise RefusedTarget(f"cannot read version {record.version}'s model.json: {error}") from None
         source = manifest.imported_from.registry if manifest.imported_from is not None else None
         if source is not None:
+            if source.tracking_uri != self.where:  # the same name and number elsewhere is another model
+                raise RefusedTarget(
+                    f"version {record.version} was imported from the registry at {source.tracking_uri}, "
+                    f"not this server's {self.where}"
+                )
             if named is not None and named != source.name:
                 raise RefusedTarget(
                     f"version {record.version} was imported from registered model {source.name!r}, not {named!r}"

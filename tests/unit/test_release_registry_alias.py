@@ -33,10 +33,10 @@ def exported(version: int = 2) -> ModelManifest:
     return fake_manifest("fraud", version).model_copy(update={"onnx_sha256": SHA})
 
 
-def imported_from_registry() -> ModelManifest:
+def imported_from_registry(tracking_uri: str = "http://mlflow") -> ModelManifest:
     source = ImportedFrom(
         file="model.onnx", sha256=SHA, size_bytes=10, ir_version=9, opsets={"": 17}, imported_at="2026-12-03T00:00:00Z",
-        registry=RegistryModelRef(tracking_uri="http://mlflow", name="fraud-reg", version="7", alias="candidate"),
+        registry=RegistryModelRef(tracking_uri=tracking_uri, name="fraud-reg", version="7", alias="candidate"),
     )  # fmt: skip
     return exported().model_copy(update={"imported_from": source})
 
@@ -102,6 +102,12 @@ async def test_a_version_imported_from_the_registry_needs_no_search() -> None:
         (exported(), "fraud-reg", [version("1")], "no version of registered model 'fraud-reg' holds version 2's graph"),
         (exported(), "fraud-reg", [by_export("4", "5"), by_export("5", "6")], "registered versions 4, 5 of"),
         (imported_from_registry(), "other", [], "was imported from registered model 'fraud-reg', not 'other'"),
+        (
+            imported_from_registry("http://elsewhere"),
+            None,
+            [],
+            "imported from the registry at http://elsewhere, not this server's http://mlflow",
+        ),
     ],
 )
 async def test_a_target_that_names_no_single_registered_version_is_refused(

@@ -11,8 +11,8 @@ import pytest
 from server.errors import InvalidInput
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
-from server.routing.traffic import BUCKETS, check_weights, resolve_split, sticky_bucket
 from server.routing.agreement import Agreement
+from server.routing.traffic import BUCKETS, check_weights, resolve_split, sticky_bucket
 from server.shadow import agrees
 from tests.fakes import EchoRuntime, fake_manifest
 

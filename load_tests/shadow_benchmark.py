@@ -9,9 +9,11 @@ differ slightly, so agreement depends on the tolerance) and `fast` v3, a heavy v
 (one row) to `fast`'s unpinned route in alternating phases, `--rounds` times:
   none         no shadow;
   shadow       v2 shadows v1 at share 1.0 (every request copied after the answer, unless the
-               primary has requests waiting: copies yield to it, the default);
+               primary has requests waiting or the shadow took over half the inference time:
+               copies yield to it, the default);
   shadow eager the same on a second server started with HOTSERVE_SHADOW_YIELD_TO_PRIMARY=false
-               (every drawn copy is sent, up to HOTSERVE_SHADOW_MAX_PENDING);
+               and HOTSERVE_SHADOW_MAX_INFERENCE_SHARE=1 (every drawn copy is sent, up to
+               HOTSERVE_SHADOW_MAX_PENDING);
   shadow 20%   v2 at share 0.2;
   slow shadow  v3 shadows v1 at share 1.0: its queue fills, copies are dropped and counted.
 The primary's p50/p99 and throughput per phase, and per shadow phase the copies compared,
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         write_repository(work / "repository")
         servers = {}
         try:
-            for kind, yields in (("yielding", "true"), ("eager", "false")):
+            for kind, yields, ceiling in (("yielding", "true", "0.5"), ("eager", "false", "1")):
                 servers[kind] = start_server(
                     work / "repository",
                     RESULTS / f"server-shadow-{kind}.log",
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         "HOTSERVE_LOG_LEVEL": "warning",
                         "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
                         "HOTSERVE_SHADOW_YIELD_TO_PRIMARY": yields,
+                        "HOTSERVE_SHADOW_MAX_INFERENCE_SHARE": ceiling,
                         "HOTSERVE_CONTROL_STATE_PATH": str(work / f"control-{kind}.json"),
                     },
                     startup_timeout_s=120,

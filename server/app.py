@@ -107,6 +107,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                 app_metrics,
                 max_pending=settings.shadow_max_pending,
                 yield_to_primary=settings.shadow_yield_to_primary,
+                max_inference_share=settings.shadow_max_inference_share,
             ),
             inflight=InflightRequests(app_metrics),
             request_metrics=RequestMetrics(app_metrics),

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     """A copy is dropped (and counted) when the primary that answered has requests waiting, or a
     full batch of copies already waits for the shadow: shadow work uses only capacity the primary
     does not need. False: every drawn copy is sent, up to `shadow_max_pending`."""
+    shadow_max_inference_share: float = Field(default=0.5, gt=0, le=1)
+    """Largest share of a primary-and-shadow pair's inference time (their batches' run time, over
+    the last second) the shadow may take; beyond it copies are dropped and counted until it falls
+    back. 0.5: never more than the primary itself; 1: no ceiling."""
     control_poll_interval_s: float = Field(default=2.0, gt=0)
     """How often the control-state file is re-read for changes made by another process."""
     repository_poll_interval_s: float = Field(default=0.0, ge=0)

@@ -4,7 +4,9 @@ The edge offers a copy once the primary's answer is ready (`ShadowRunner.offer`,
 microseconds, never awaited by the request): the copy goes to the shadow version's own
 batcher (so copies are batched like any traffic) as one of at most `max_pending` copies in
 flight, so the shadow never delays, fails or changes the primary's answer. Beyond that bound,
-or when the shadow's own queue is full, the copy is dropped and counted. Each
+or when the shadow's own queue is full, the copy is dropped and counted; so it is, by default,
+while the primary has requests waiting, and while the shadow took more than its ceiling of the
+pair's inference time over the last second: copies use capacity the primary does not need. Each
 answer is compared with the primary's by the route's `Agreement` (resolved when the routing
 table is built, `server/routing/agreement.py`): the same decision at the decision threshold, the
 same label, or every value within a tolerance. Outcomes, agreement, differences and shadow
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -91,6 +94,10 @@ def _same_labels(expected: np.ndarray, got: np.ndarray) -> bool:
     return bool(np.array_equal(expected, got))
 
 
+SHARE_WINDOW_S = 1.0
+"""How often the shadow's share of inference time is measured (over the window just ended)."""
+
+
 class _Lease:
     """One lease on a shadow version, returned exactly once."""
 
@@ -104,13 +111,42 @@ class _Lease:
             self._served = None
 
 
+class _InferenceShare:
+    """The shadow's share of one primary-and-shadow pair's inference time (their batches' run
+    time on workers), measured over windows of SHARE_WINDOW_S and kept until the next one ends."""
+
+    def __init__(self, primary: ServedVersion, shadow: ServedVersion, now: float) -> None:
+        self._primary, self._shadow = primary, shadow
+        self._mark = (now, primary.batcher.busy_s, shadow.batcher.busy_s)
+        self._share = 0.0
+
+    def measure(self, now: float) -> float:
+        since, primary_s, shadow_s = self._mark
+        if now - since >= SHARE_WINDOW_S:
+            primary_now, shadow_now = self._primary.batcher.busy_s, self._shadow.batcher.busy_s
+            spent = (primary_now - primary_s) + (shadow_now - shadow_s)
+            self._share = (shadow_now - shadow_s) / spent if spent > 0 else 0.0
+            self._mark = (now, primary_now, shadow_now)
+        return self._share
+
+
 class ShadowRunner:
     """Runs shadow copies off the request path: bounded in flight, compared, recorded."""
 
-    def __init__(self, metrics: Metrics, max_pending: int = 256, yield_to_primary: bool = True) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        max_pending: int = 256,
+        yield_to_primary: bool = True,
+        max_inference_share: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._metrics = metrics
         self._max_pending = max_pending
         self._yield = yield_to_primary
+        self._max_share = max_inference_share
+        self._clock = clock
+        self._shares: dict[tuple[int, int], _InferenceShare] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -152,12 +188,26 @@ class ShadowRunner:
 
     def _busy(self, primary: ServedVersion | None, shadow: ServedVersion) -> bool:
         """Copies run on capacity the primary does not need: none while a request waits for the
-        primary (it would compete with it for the same cores), and no backlog beyond one batch."""
+        primary (it would compete with it for the same cores), no backlog beyond one batch, and
+        none while the shadow took more than its ceiling of the pair's recent inference time."""
+        if primary is not None and self._over_share(primary, shadow):
+            return True
         if not self._yield:
             return False
         if primary is not None and primary.batcher.queued > 0:
             return True
         return shadow.batcher.queued >= shadow.manifest.batching.max_batch_size
+
+    def _over_share(self, primary: ServedVersion, shadow: ServedVersion) -> bool:
+        if self._max_share >= 1.0:
+            return False
+        key = (id(primary), id(shadow))
+        share = self._shares.get(key)
+        if share is None:
+            if len(self._shares) > 64:  # pairs of versions since unloaded
+                self._shares.clear()
+            share = self._shares[key] = _InferenceShare(primary, shadow, self._clock())
+        return share.measure(self._clock()) > self._max_share
 
     def _drop(self, served: ServedVersion) -> None:
         served.evidence.dropped()

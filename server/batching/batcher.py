@@ -79,6 +79,7 @@ class Batcher:
         self._queued = 0
         """Entries in `_queue` still marked queued (the deque also holds lazily removed ones)."""
         self._running = 0
+        self._busy_s = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -318,6 +319,7 @@ class Batcher:
     ) -> None:
         """On the loop: hand each caller its rows (or the batch's one error), refill, then observe."""
         self._running -= 1
+        self._busy_s += run_s
         self._m_inference_duration.observe(run_s)
         if error is None and self._batch_axis:
             assert outputs is not None
@@ -378,6 +380,11 @@ class Batcher:
     def running(self) -> int:
         """Batches on workers right now."""
         return self._running
+
+    @property
+    def busy_s(self) -> float:
+        """Seconds its batches have run on workers, in all (what it costs in inference time)."""
+        return self._busy_s
 
     async def close(self, timeout_s: float) -> bool:
         """Refuse new requests, let queued and running ones finish for up to `timeout_s`.

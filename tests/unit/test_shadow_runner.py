@@ -12,7 +12,7 @@ from server.registry.served import ServedVersion
 from server.routing.agreement import Agreement
 from server.routing.table import ShadowRoute
 from server.shadow import ShadowRunner
-from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request, until
+from tests.fakes import EchoRuntime, FailingRuntime, ManualClock, SlowRuntime, fake_manifest, request, until
 
 HANG_GUARD_S = 30
 
@@ -128,5 +128,34 @@ async def test_a_copy_yields_to_a_primary_with_requests_waiting_unless_told_not_
     assert outcome(metrics, "dropped") == 1 and shadow.leases == 0
     for runner in (yielding, eager):
         await runner.close()
+    await primary.close(5)
+    await shadow.close(5)
+
+
+async def test_a_shadow_over_its_share_of_inference_time_gets_no_copies_until_it_falls_back() -> None:
+    metrics = Metrics()
+    clock = ManualClock()
+    primary = ServedVersion(fake_manifest("m", 1), EchoRuntime(), metrics)
+    shadow = ServedVersion(fake_manifest("m", 2), EchoRuntime(), metrics)
+    runner = ShadowRunner(metrics, max_pending=8, max_inference_share=0.5, clock=clock)
+    runner.start()
+    x = np.zeros((1, 3), np.float32)
+    route = ShadowRoute(shadow, share=1.0, agreement=Agreement(tolerance=0.0))
+
+    def spend(primary_s: float, shadow_s: float) -> None:
+        """Batches that ran this long on workers in the window (as the batchers count it)."""
+        primary.batcher._busy_s += primary_s
+        shadow.batcher._busy_s += shadow_s
+        clock.now += 1.0
+
+    runner.offer(route, request({"x": x}), {"y": x}, answered_by=primary)  # first window: admitted
+    await until(lambda: comparisons(shadow).compared == 1)
+    spend(primary_s=1.0, shadow_s=3.0)  # the shadow took 75% of the pair's inference time
+    runner.offer(route, request({"x": x}), {"y": x}, answered_by=primary)
+    assert comparisons(shadow).dropped == 1
+    spend(primary_s=1.0, shadow_s=0.5)  # 33%: under the ceiling again
+    runner.offer(route, request({"x": x}), {"y": x}, answered_by=primary)
+    await until(lambda: comparisons(shadow).compared == 2)
+    await runner.close()
     await primary.close(5)
     await shadow.close(5)

@@ -35,6 +35,9 @@ from server.release.store import LocalReleaseStore, ReleaseStore
 
 log = logging.getLogger(__name__)
 
+ABORT_ATTEMPTS = 20
+"""Compare-and-set tries of an abort against a driver storing the record every tick."""
+
 
 class ReleaseDriver:
     def __init__(
@@ -100,14 +103,19 @@ class ReleaseDriver:
         return await self._store.get(model)
 
     async def abort(self, caller: Caller, model: str) -> ReleaseRecord:
-        """Ask the driving replica to roll the release back (409 when none is running)."""
-        record = await self._store.get(model)
-        if record is None or record.finished:
-            raise Conflict(f"model {model!r} has no running release")
-        return await self._store.put(
-            record.model_copy(update={"abort_requested": True, "detail": f"abort requested by {caller.name}"}),
-            record.seq,
-        )
+        """Ask the driving replica to roll the release back (409 when none is running). The
+        driver stores the record every tick, so a store that lost the race is tried again on the
+        newer record: an operator's abort does not fail because the release moved on."""
+        for _ in range(ABORT_ATTEMPTS):
+            record = await self._store.get(model)
+            if record is None or record.finished:
+                raise Conflict(f"model {model!r} has no running release")
+            update = {"abort_requested": True, "detail": f"abort requested by {caller.name}"}
+            try:
+                return await self._store.put(record.model_copy(update=update), record.seq)
+            except Conflict:
+                continue
+        raise Conflict(f"the release of {model!r} kept changing; abort it again")
 
     # --- the loop -----------------------------------------------------------------------------
 

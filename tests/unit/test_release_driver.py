@@ -55,14 +55,14 @@ class RecordingControl:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, policy: ReleasePolicy = POLICY) -> None:
+    def __init__(self, tmp_path: Path, policy: ReleasePolicy = POLICY, store: LocalReleaseStore | None = None) -> None:
         self.clock = ManualClock()
         self.recorder = MemoryEvidenceRecorder(clock=self.clock)
         self.production = self.recorder.open_load(fake_manifest("fraud", 1))
         self.candidate = self.recorder.open_load(fake_manifest("fraud", 2))
         self.control = RecordingControl()
         self.audit = FileAuditLog(tmp_path / "audit.jsonl")
-        self.store = LocalReleaseStore(tmp_path / "releases")
+        self.store = store or LocalReleaseStore(tmp_path / "releases")
         self.metrics = Metrics()
         self.driver = ReleaseDriver(
             self.store,
@@ -138,6 +138,34 @@ async def test_an_abort_rolls_back_and_never_promotes(tmp_path: Path) -> None:
     assert h.control.calls == [("shadow", 2), ("clear_traffic", None), ("clear_shadow", None)]
     with pytest.raises(Exception, match="no running release"):
         await h.driver.abort(Caller("oncall"), "fraud")
+
+
+class RacingStore(LocalReleaseStore):
+    """Stores the record once more (as the driving replica's tick would) just before each of the
+    first `races` aborts is stored, so that abort's compare-and-set loses."""
+
+    def __init__(self, folder: Path, races: int) -> None:
+        super().__init__(folder)
+        self.races = races
+
+    async def put(self, record: ReleaseRecord, expected_seq: int) -> ReleaseRecord:
+        if record.abort_requested and self.races:
+            self.races -= 1
+            stored = await self.get(record.model)
+            assert stored is not None
+            await super().put(stored, stored.seq)
+        return await super().put(record, expected_seq)
+
+
+async def test_an_abort_that_loses_the_race_with_a_tick_is_stored_on_the_newer_record(tmp_path: Path) -> None:
+    store = RacingStore(tmp_path / "releases", races=2)
+    h = Harness(tmp_path, store=store)
+    await h.start()
+    await h.driver.tick()
+    aborted = await h.driver.abort(Caller("oncall"), "fraud")
+    assert aborted.abort_requested and store.races == 0
+    await h.driver.tick()
+    assert (await h.state()).state == "aborted"
 
 
 @pytest.mark.parametrize(("action", "cleared"), [("rollback", True), ("hold", False)])

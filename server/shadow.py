@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -113,20 +114,19 @@ class _Lease:
 
 class _InferenceShare:
     """The shadow's share of one primary-and-shadow pair's inference time (their batches' run
-    time on workers), measured over windows of SHARE_WINDOW_S and kept until the next one ends."""
+    time on workers), measured over windows of SHARE_WINDOW_S and kept until the next one ends.
+    Holds numbers only: the versions are the keys it is found by, held weakly."""
 
-    def __init__(self, primary: ServedVersion, shadow: ServedVersion, now: float) -> None:
-        self._primary, self._shadow = primary, shadow
-        self._mark = (now, primary.batcher.busy_s, shadow.batcher.busy_s)
+    def __init__(self, primary_busy_s: float, shadow_busy_s: float, now: float) -> None:
+        self._mark = (now, primary_busy_s, shadow_busy_s)
         self._share = 0.0
 
-    def measure(self, now: float) -> float:
+    def measure(self, now: float, primary_busy_s: float, shadow_busy_s: float) -> float:
         since, primary_s, shadow_s = self._mark
         if now - since >= SHARE_WINDOW_S:
-            primary_now, shadow_now = self._primary.batcher.busy_s, self._shadow.batcher.busy_s
-            spent = (primary_now - primary_s) + (shadow_now - shadow_s)
-            self._share = (shadow_now - shadow_s) / spent if spent > 0 else 0.0
-            self._mark = (now, primary_now, shadow_now)
+            spent = (primary_busy_s - primary_s) + (shadow_busy_s - shadow_s)
+            self._share = (shadow_busy_s - shadow_s) / spent if spent > 0 else 0.0
+            self._mark = (now, primary_busy_s, shadow_busy_s)
         return self._share
 
 
@@ -146,7 +146,10 @@ class ShadowRunner:
         self._yield = yield_to_primary
         self._max_share = max_inference_share
         self._clock = clock
-        self._shares: dict[tuple[int, int], _InferenceShare] = {}
+        # shadow -> primary -> share; an unloaded version's entries go with it.
+        self._shares: WeakKeyDictionary[ServedVersion, WeakKeyDictionary[ServedVersion, _InferenceShare]] = (
+            WeakKeyDictionary()
+        )
         self._pending: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -201,13 +204,12 @@ class ShadowRunner:
     def _over_share(self, primary: ServedVersion, shadow: ServedVersion) -> bool:
         if self._max_share >= 1.0:
             return False
-        key = (id(primary), id(shadow))
-        share = self._shares.get(key)
+        primary_s, shadow_s, now = primary.batcher.busy_s, shadow.batcher.busy_s, self._clock()
+        pairs = self._shares.setdefault(shadow, WeakKeyDictionary())
+        share = pairs.get(primary)
         if share is None:
-            if len(self._shares) > 64:  # pairs of versions since unloaded
-                self._shares.clear()
-            share = self._shares[key] = _InferenceShare(primary, shadow, self._clock())
-        return share.measure(self._clock()) > self._max_share
+            share = pairs[primary] = _InferenceShare(primary_s, shadow_s, now)
+        return share.measure(now, primary_s, shadow_s) > self._max_share
 
     def _drop(self, served: ServedVersion) -> None:
         served.evidence.dropped()

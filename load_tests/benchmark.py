@@ -179,6 +179,11 @@ def batch_stats(url: str, model: str) -> tuple[float, float]:
 # --- load ------------------------------------------------------------------------------------
 
 
+def wrk_errors(stats: dict[str, float]) -> int:
+    """Every request of a wrk run that did not get a 2xx/3xx answer in time (`run_wrk`'s stats)."""
+    return int(sum(stats[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts")))
+
+
 def run_wrk(
     url: str, body: bytes, content_type: str, header_length: int | None, clients: int, duration_s: int, workdir: Path
 ) -> dict[str, float]:
@@ -221,9 +226,7 @@ def measure(
                 after = batch_stats(url, manifest.name)
                 batches = after[1] - before[1]
                 rps = w["requests"] / (w["duration_us"] / 1e6)
-                errors = int(
-                    w["status_errors"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]
-                )
+                errors = wrk_errors(w)
                 result = LoadResult(
                     model=manifest.name,
                     mode=mode,

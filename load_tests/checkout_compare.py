@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from load_tests.benchmark import bodies, latest_version_dir, prepare_repository, run_wrk
+from load_tests.benchmark import bodies, latest_version_dir, prepare_repository, run_wrk, wrk_errors
 from load_tests.server_process import ServerProcess, start_server
 from server.contract.manifest import ModelManifest
 
@@ -86,9 +86,7 @@ def measure(
             w = run_wrk(server.base_url + path, body, content_type, header_length, clients, duration_s, workdir)
             used = cpu_seconds(server.process.pid) - before
             requests = int(w["requests"])
-            errors = int(
-                sum(w[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts"))
-            )
+            errors = wrk_errors(w)
             cell = Cell(
                 revision,
                 round_,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from load_tests.benchmark import LUA_SCRIPT, RESULTS, ROOT, latest_version_dir, prepare_repository, serving
+from load_tests.benchmark import LUA_SCRIPT, RESULTS, ROOT, latest_version_dir, prepare_repository, serving, wrk_errors
 from load_tests.markdown import replace_section, utc_minute
 from load_tests.server_process import free_port
 from server.contract.manifest import ONNX_FILENAME, FeatureView, ModelManifest, StoredFeature
@@ -285,13 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                         w = wrk(f"{url}/v1/models/fraud_{kind}:predict", file, clients, args.duration)
                         after, buckets_after = keys_per_round_trip(url), lookup_buckets(url)
                         trips = after[1] - before[1]
-                        errors = int(
-                            w["status_errors"]
-                            + w["connect_errors"]
-                            + w["read_errors"]
-                            + w["write_errors"]
-                            + w["timeouts"]
-                        )
+                        errors = wrk_errors(w)
                         cell = Cell(
                             server,
                             kind,

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from load_tests.benchmark import RESULTS, run_wrk
+from load_tests.benchmark import RESULTS, run_wrk, wrk_errors
 from load_tests.server_process import start_server
 from load_tests.shadow_benchmark import FEATURES, MODEL, TOKEN, admin, write_repository
 from server.contract.aliases import PRODUCTION
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def window(round_: int, phase: str) -> None:
                 w = run_wrk(infer, body, "application/json", None, args.clients, seconds, work)
-                errors = w["status_errors"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]
+                errors = wrk_errors(w)
                 windows.append(
                     Window(
                         round_,
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                         w["requests"] / (w["duration_us"] / 1e6),
                         w["p50_us"] / 1000,
                         w["p99_us"] / 1000,
-                        int(errors),
+                        errors,
                     )
                 )
                 print(json.dumps(asdict(windows[-1])), flush=True)

@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from load_tests.benchmark import RESULTS, run_wrk
+from load_tests.benchmark import RESULTS, run_wrk, wrk_errors
 from load_tests.server_process import start_server
 from server.admin_client import AdminClient
 from server.contract.aliases import PRODUCTION
@@ -198,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.5)  # let queued copies finish before reading the counters
                     after = shadow_counts(url, shadow or 0)
                     delta = {k: int(after[k] - before[k]) for k in after}
-                    errors = int(
-                        w["status_errors"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]
-                    )
+                    errors = wrk_errors(w)
                     phases.append(
                         Phase(
                             round_,

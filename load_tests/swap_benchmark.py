@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from load_tests.benchmark import RESULTS, run_wrk
+from load_tests.benchmark import RESULTS, run_wrk, wrk_errors
 from load_tests.server_process import ServerProcess, start_server
 from server.admin_client import AdminClient, model_path
 from server.contract.aliases import PRODUCTION
@@ -185,7 +185,7 @@ def measure(
         requests_per_s=w["requests"] / (w["duration_us"] / 1e6),
         p50_ms=w["p50_us"] / 1000,
         p99_ms=w["p99_us"] / 1000,
-        errors=int(w["status_errors"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]),
+        errors=wrk_errors(w),
         swaps=swaps,
         swap_call_p50_ms=statistics.median(calls) * 1000 if calls else None,
         swap_call_max_ms=max(calls) * 1000 if calls else None,

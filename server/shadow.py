@@ -24,6 +24,7 @@ from weakref import WeakKeyDictionary
 
 import numpy as np
 
+from server.contract.manifest import DEFAULT_DECISION_THRESHOLD
 from server.errors import Overloaded
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
@@ -53,14 +54,15 @@ def agrees(primary: Tensors, shadow: Tensors, rule: Agreement) -> tuple[bool, fl
             if not np.array_equal(expected, got):
                 return False, float("inf")
             continue
-        largest = max(largest, _largest_difference(expected, got))
+        difference = _largest_difference(expected, got)
+        largest = max(largest, difference)
         if rule.kind == "label":
             agreed &= _same_labels(expected, got)
         elif rule.kind == "decision":
             if expected.dtype.kind == "f" or rule.output is not None:
                 agreed &= _same_decisions(expected, got, rule)
         else:
-            agreed &= _largest_difference(expected, got) <= rule.tolerance
+            agreed &= difference <= rule.tolerance
     return agreed, largest
 
 
@@ -82,7 +84,7 @@ def _same_decisions(expected: np.ndarray, got: np.ndarray, rule: Agreement) -> b
     primary_scores, shadow_scores = _rows(expected), _rows(got)
     if primary_scores.shape[1] == 2:
         primary_scores, shadow_scores = primary_scores[:, 1:], shadow_scores[:, 1:]
-    threshold = rule.threshold if rule.threshold is not None else 0.5
+    threshold = rule.threshold if rule.threshold is not None else DEFAULT_DECISION_THRESHOLD
     shadow_threshold = rule.shadow_threshold if rule.shadow_threshold is not None else threshold
     return bool(np.array_equal(primary_scores >= threshold, shadow_scores >= shadow_threshold))
 

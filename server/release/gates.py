@@ -18,9 +18,9 @@ from server.release.policy import GateBounds
 
 PSI_SMOOTHING = 0.5
 """Added to every bin's count before shares are taken (Jeffreys' prior): PSI stays finite, and an
-empty bin of a small sample is not read as a share of zero. A floor such as drift monitoring's
-1e-4 makes each bin a few hundred predictions left empty by chance add ~0.05 to the PSI of two
-samples of one distribution: false alarms on a skewed score with thin samples."""
+empty bin of a small sample is not read as a share of zero. With a floor such as drift
+monitoring's 1e-4 instead, a bin holding 1% of production's predictions that a small candidate
+sample leaves empty by chance adds (0.01 - 1e-4) x ln(0.01 / 1e-4) = 0.046 on its own."""
 PSI_FALSE_ALARM_Z = 2.326
 """The noise allowance is PSI's 99th percentile between two samples of one distribution."""
 

@@ -9,7 +9,8 @@ for the rules and the `full` / `preferred` / `delay` / `idle` reasons). Once `cl
 stopped admission no request can join a partial batch, so it leaves at once (`delay`).
 
 Per request the hot path costs one future, one deque append/pop, and (only with a deadline)
-one timer handle; no task, no log line. Results come back through one
+one timer handle; no task, no log line. A small batch of a model that cheap runs inline on the
+loop (`RuntimeExecutor.cheap`); others' results come back through one
 `call_soon_threadsafe` per batch and are handed out as row slices of the batch outputs; then
 the batch's inputs and outputs go to the optional `on_batch` observer (the drift sampler).
 """
@@ -297,7 +298,13 @@ class Batcher:
                 inputs = entries[0].inputs
             else:
                 inputs = {name: np.concatenate([entry.inputs[name] for entry in entries]) for name in self._input_names}
-            self._executor.submit(self._loop, inputs, partial(self._finish, entries, rows, inputs))
+            if self._batch_axis and self._executor.cheap(rows):
+                # Cheaper than the hop to a worker (runtime/executor.py); answered next turn,
+                # so this pump is not re-entered.
+                outputs, error, run_s = self._executor.run_inline(inputs, rows)
+                self._loop.call_soon(self._finish, entries, rows, inputs, outputs, error, run_s)
+            else:
+                self._executor.submit(self._loop, inputs, partial(self._finish, entries, rows, inputs))
         except Exception as error:
             # Popped entries must never be left without an answer. The surrounding _pump
             # loop goes on with the rest of the queue.

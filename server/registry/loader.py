@@ -185,7 +185,7 @@ def open_version(folder: Path, name: str, version: int, settings: Settings) -> t
 async def load_version(folder: Path, name: str, version: int, settings: Settings, metrics: Metrics) -> ServedVersion:
     """Load one version fully; it is returned only once warm-up at 1 and max_batch_size rows passed."""
     manifest, runtime = await asyncio.to_thread(open_version, folder, name, version, settings)
-    served = ServedVersion(manifest, runtime, metrics)
+    served = ServedVersion(manifest, runtime, metrics, inline_max_s=settings.inline_run_max_us / 1e6)
     try:
         for rows in warm_up_rows(manifest):
             try:

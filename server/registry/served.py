@@ -24,7 +24,7 @@ from server.runtime.executor import RuntimeExecutor
 class ServedVersion:
     """A model version that is loaded, warmed up and taking requests through its batcher."""
 
-    def __init__(self, manifest: ModelManifest, runtime: Runtime, metrics: Metrics) -> None:
+    def __init__(self, manifest: ModelManifest, runtime: Runtime, metrics: Metrics, inline_max_s: float = 0.0) -> None:
         self.name = manifest.name
         self.version = manifest.version
         self.manifest = manifest
@@ -32,7 +32,10 @@ class ServedVersion:
         """What the decoders check requests against; built once per loaded version."""
         self.runtime = runtime
         self.executor = RuntimeExecutor(
-            runtime, manifest.batching.instances, thread_name=f"hotserve-{manifest.name}-v{manifest.version}"
+            runtime,
+            manifest.batching.instances,
+            thread_name=f"hotserve-{manifest.name}-v{manifest.version}",
+            inline_max_s=inline_max_s,
         )
         self._drift_monitor = metrics.drift
         self.drift: VersionDrift | None = metrics.drift.track(manifest)

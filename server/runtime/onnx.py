@@ -65,6 +65,9 @@ def _tensor_spec(arg: Any) -> TensorSpec:
 class OnnxRuntime:
     """Runs whole batches through one `InferenceSession`; thread-safe for concurrent `run`."""
 
+    inline_safe = True
+    """`run` blocks on computation only, so a cheap batch may run on the event loop (executor.py)."""
+
     def __init__(
         self,
         model_path: Path,

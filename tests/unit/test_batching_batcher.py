@@ -7,6 +7,7 @@ only guards against hangs.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
@@ -19,7 +20,7 @@ from server.contract.manifest import BatchingPolicy
 from server.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
 from server.metrics.instruments import Metrics
 from server.runtime.base import Runtime
-from server.runtime.executor import RuntimeExecutor
+from server.runtime.executor import INLINE_MIN_RUNS, RuntimeExecutor
 from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, fake_manifest, request, until
 
 T = TypeVar("T")
@@ -363,3 +364,76 @@ async def test_close_gives_up_after_its_timeout_and_answers_the_queue(make_batch
         await guarded(queued)
     runtime.gate.set()
     await guarded(running)
+
+
+class ThreadRecordingRuntime(EchoRuntime):
+    """An inline-safe EchoRuntime that records the thread of every run and can be made slow."""
+
+    inline_safe = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.extra_s = 0.0
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.current_thread().name)
+        if self.extra_s:
+            deadline = time.perf_counter() + self.extra_s
+            while time.perf_counter() < deadline:  # computation, as inline runs may only be
+                pass
+        return super().run(inputs)
+
+
+async def test_a_cheap_small_batch_runs_on_the_loop_once_its_size_has_proven_cheap() -> None:
+    runtime = ThreadRecordingRuntime()
+    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=0.05)
+    batcher = Batcher(fake_manifest(), executor, Metrics())
+    try:
+        for request_id in range(INLINE_MIN_RUNS + 2):
+            outputs = await guarded(batcher.submit(request(rows_of(request_id, 1), 1)))
+            np.testing.assert_array_equal(outputs["y"], rows_of(request_id, 1)["x"])
+        loop_thread = threading.current_thread().name
+        # The first runs of a size go to the worker (measured there), then run inline.
+        assert all(name != loop_thread for name in runtime.threads[:INLINE_MIN_RUNS])
+        assert runtime.threads[INLINE_MIN_RUNS:] == [loop_thread, loop_thread]
+
+        runtime.extra_s = 0.2  # slower than the limit: the estimate rises, the size goes back
+        await guarded(batcher.submit(request(rows_of(90, 1), 1)))
+        assert not executor.cheap(1)
+        await guarded(batcher.submit(request(rows_of(91, 1), 1)))
+        assert runtime.threads[-1] != loop_thread
+    finally:
+        executor.shutdown(wait=True)
+
+
+async def test_runtimes_that_may_block_never_run_inline() -> None:
+    runtime = EchoRuntime()  # not inline_safe: a fake or a runtime that waits on something else
+    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=1.0)
+    batcher = Batcher(fake_manifest(), executor, Metrics())
+    try:
+        for request_id in range(INLINE_MIN_RUNS + 2):
+            await guarded(batcher.submit(request(rows_of(request_id, 1), 1)))
+        assert not executor.cheap(1)
+    finally:
+        executor.shutdown(wait=True)
+
+
+async def test_an_inline_run_that_fails_answers_its_callers_with_the_error() -> None:
+    runtime = ThreadRecordingRuntime()
+    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=0.05)
+    batcher = Batcher(fake_manifest(), executor, Metrics())
+    try:
+        for request_id in range(INLINE_MIN_RUNS):
+            await guarded(batcher.submit(request(rows_of(request_id, 1), 1)))
+        assert executor.cheap(1)
+
+        def failing(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            raise RuntimeError("injected runtime failure")
+
+        runtime.run = failing  # type: ignore[method-assign]
+        with pytest.raises(InferenceFailed, match="injected runtime failure"):
+            await guarded(batcher.submit(request(rows_of(9, 1), 1)))
+        assert batcher.running == 0
+    finally:
+        executor.shutdown(wait=True)

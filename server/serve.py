@@ -35,6 +35,7 @@ from pydantic.fields import FieldInfo
 
 from server.api.admin_auth import AdminTokensInvalid
 from server.api.deps import Edge
+from server.api.http_protocol import OneWriteHttpToolsProtocol
 from server.app import create_app
 from server.logs import configure_logging
 from server.registry.memory import tune_allocator
@@ -119,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,  # uvicorn's httptools protocol, one write per answer
+        server_header=False,  # no "server: uvicorn": the software and its version are nobody's business
         lifespan="on",
         log_config=None,  # configure_logging already routed uvicorn's loggers through ours
         log_level=settings.log_level,

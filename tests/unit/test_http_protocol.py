@@ -1,0 +1,124 @@
+"""`OneWriteHttpToolsProtocol` on a recording transport: each answer's head and body leave in one
+write, and what needs the head alone (a HEAD answer, a stream's later chunks, `100 Continue`)
+still gets exactly the bytes stock uvicorn writes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from server.api.http_protocol import OneWriteHttpToolsProtocol
+
+BODY = b'{"ok": true}'
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        pass
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    request = await receive()
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"one", "more_body": True})
+        await send({"type": "http.response.body", "body": b"two", "more_body": False})
+        return
+    body = BODY if scope["path"] != "/echo" else request.get("body", b"")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def exchange(raw: bytes) -> RecordingTransport:
+    """Feed `raw` to a fresh connection and wait until every request's task has finished."""
+    config = Config(app, lifespan="off", server_header=False, access_log=False)
+    state = ServerState()
+    protocol = OneWriteHttpToolsProtocol(config, state, {}, _loop=asyncio.get_running_loop())
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(raw)
+    while state.tasks:
+        await asyncio.gather(*state.tasks)
+    protocol.connection_lost(None)
+    return transport
+
+
+async def test_a_response_head_and_body_leave_in_one_write() -> None:
+    transport = await exchange(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+
+    assert len(transport.writes) == 1
+    head, _, body = transport.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: 12" in head
+    assert b"server:" not in head.lower()
+    assert body == BODY
+
+
+async def test_keep_alive_requests_each_get_one_write_in_order() -> None:
+    raw = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+    transport = await exchange(raw + raw.replace(b"abc", b"xyz"))
+
+    assert len(transport.writes) == 2
+    assert transport.writes[0].endswith(b"\r\n\r\nabc")
+    assert transport.writes[1].endswith(b"\r\n\r\nxyz")
+
+
+async def test_a_head_request_gets_the_head_alone() -> None:
+    transport = await exchange(b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n")
+
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.writes[0].endswith(b"content-length: 12\r\n\r\n")
+
+
+async def test_a_stream_sends_its_head_with_the_first_chunk_then_each_chunk() -> None:
+    transport = await exchange(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+
+    assert len(transport.writes) == 2
+    assert b"transfer-encoding: chunked" in transport.writes[0]
+    assert transport.writes[0].endswith(b"\r\n\r\n3\r\none\r\n")
+    assert transport.writes[1] == b"3\r\ntwo\r\n0\r\n\r\n"
+
+
+async def test_expect_100_continue_is_written_before_the_body_is_read() -> None:
+    raw = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc"
+    transport = await exchange(raw)
+
+    assert transport.writes[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert len(transport.writes) == 2
+    assert transport.writes[1].endswith(b"\r\n\r\nabc")

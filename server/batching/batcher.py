@@ -9,9 +9,9 @@ for the rules and the `full` / `preferred` / `delay` / `idle` reasons). Once `cl
 stopped admission no request can join a partial batch, so it leaves at once (`delay`).
 
 Per request the hot path costs one future, one deque append/pop, and (only with a deadline)
-one timer handle; no task, no log line. A small batch of a model that cheap runs inline on the
-loop (`RuntimeExecutor.cheap`); others' results come back through one
-`call_soon_threadsafe` per batch and are handed out as row slices of the batch outputs; then
+one timer handle; no task, no log line. A request that found the batcher idle, of a model
+cheap enough, runs inline on the loop (`RuntimeExecutor.cheap`); other batches' results come
+back through one `call_soon_threadsafe` per batch and are handed out as row slices of the batch outputs; then
 the batch's inputs and outputs go to the optional `on_batch` observer (the drift sampler).
 """
 
@@ -298,9 +298,10 @@ class Batcher:
                 inputs = entries[0].inputs
             else:
                 inputs = {name: np.concatenate([entry.inputs[name] for entry in entries]) for name in self._input_names}
-            if self._batch_axis and self._executor.cheap(rows):
-                # Cheaper than the hop to a worker (runtime/executor.py); answered next turn,
-                # so this pump is not re-entered.
+            if reason == "idle" and self._batch_axis and self._executor.cheap(rows):
+                # Cheaper than the hop to a worker (runtime/executor.py). Only when idle: under
+                # load the loop is the bottleneck and the workers' core is better used for the
+                # model. Answered next turn, so this pump is not re-entered.
                 outputs, error, run_s = self._executor.run_inline(inputs, rows)
                 self._loop.call_soon(self._finish, entries, rows, inputs, outputs, error, run_s)
             else:

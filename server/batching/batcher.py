@@ -21,6 +21,7 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 ShapeKey = tuple[tuple[int, ...], ...]
 BatchObserver = Callable[[Tensors, Tensors], None]
 """Called on the loop with (inputs, outputs) of every batch that ran cleanly (drift sampling)."""
+
+
+def _queued_of(batcher: Batcher | None) -> int:
+    return 0 if batcher is None else batcher.queued
 
 
 class Batcher:
@@ -92,7 +97,10 @@ class Batcher:
         self._m_queue_duration = metrics.queue_duration.labels(*labels)
         self._m_inference_duration = metrics.inference_duration.labels(*labels)
         self._m_batch_size = metrics.batch_size.labels(*labels)
-        self._m_queue_depth = metrics.queue_depth.labels(*labels)
+        # Read at scrape time (no lock per request); weakly, so the gauge never keeps an
+        # unloaded version's batcher alive (it then reads 0).
+        this = weakref.ref(self)
+        metrics.queue_depth.labels(*labels).set_function(lambda: _queued_of(this()))
         self._m_batches = {reason: metrics.batches.labels(*labels, reason) for reason in REASONS}
 
     # --- admission -------------------------------------------------------------
@@ -174,7 +182,6 @@ class Batcher:
         if entry.queued:
             if deadline is not None:
                 entry.timer = loop.call_later(deadline - now, self._expire, entry)
-            self._m_queue_depth.set(self._queued)
         return entry
 
     def _leave(self, entry: PendingRequest) -> None:
@@ -185,7 +192,6 @@ class Batcher:
         self._queued -= 1
         if entry.timer is not None:
             entry.timer.cancel()
-        self._m_queue_depth.set(self._queued)
         self._check_drained()
 
     def _expire(self, entry: PendingRequest) -> None:
@@ -287,7 +293,6 @@ class Batcher:
             entries.append(entry)
             rows += entry.rows
             self._m_queue_duration.observe(now - entry.enqueued_at)
-        self._m_queue_depth.set(self._queued)
         if not entries:
             self._check_drained()
             return

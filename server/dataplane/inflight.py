@@ -20,7 +20,8 @@ class InflightRequests:
         self._count = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._gauge = metrics.inflight_requests
+        # Read at scrape time: the hot path pays no lock for it.
+        metrics.inflight_requests.set_function(lambda: self._count)
         self.draining = False
         """Set once shutdown began: no new inference is admitted."""
         self._drain_deadline: float | None = None
@@ -44,11 +45,9 @@ class InflightRequests:
     def enter(self) -> None:
         self._count += 1
         self._idle.clear()
-        self._gauge.inc()
 
     def exit(self) -> None:
         self._count -= 1
-        self._gauge.dec()
         if self._count == 0:
             self._idle.set()
 

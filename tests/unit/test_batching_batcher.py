@@ -385,23 +385,37 @@ class ThreadRecordingRuntime(EchoRuntime):
         return super().run(inputs)
 
 
-async def test_a_cheap_small_batch_runs_on_the_loop_once_its_size_has_proven_cheap() -> None:
+INLINE_LIMIT_S = 0.005
+
+
+async def after_idle(awaitable: Awaitable[T]) -> T:
+    """Await `awaitable` once the version has been idle for the inline limit: the passing of that
+    time is the condition under test (a lone request to a version idle that long may run inline)."""
+    await asyncio.sleep(INLINE_LIMIT_S)
+    return await guarded(awaitable)
+
+
+async def test_a_lone_request_to_an_idle_version_runs_on_the_loop_once_its_size_has_proven_cheap() -> None:
     runtime = ThreadRecordingRuntime()
-    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=0.05)
+    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=INLINE_LIMIT_S)
     batcher = Batcher(fake_manifest(), executor, Metrics())
+    loop_thread = threading.current_thread().name
     try:
         for request_id in range(INLINE_MIN_RUNS + 2):
-            outputs = await guarded(batcher.submit(request(rows_of(request_id, 1), 1)))
+            outputs = await after_idle(batcher.submit(request(rows_of(request_id, 1), 1)))
             np.testing.assert_array_equal(outputs["y"], rows_of(request_id, 1)["x"])
-        loop_thread = threading.current_thread().name
         # The first runs of a size go to the worker (measured there), then run inline.
         assert all(name != loop_thread for name in runtime.threads[:INLINE_MIN_RUNS])
         assert runtime.threads[INLINE_MIN_RUNS:] == [loop_thread, loop_thread]
 
+        # Right after a batch came back the version is not idle: the next request goes to the worker.
+        await guarded(batcher.submit(request(rows_of(80, 1), 1)))
+        assert runtime.threads[-1] != loop_thread
+
         runtime.extra_s = 0.2  # slower than the limit: the estimate rises, the size goes back
-        await guarded(batcher.submit(request(rows_of(90, 1), 1)))
+        await after_idle(batcher.submit(request(rows_of(90, 1), 1)))
         assert not executor.cheap(1)
-        await guarded(batcher.submit(request(rows_of(91, 1), 1)))
+        await after_idle(batcher.submit(request(rows_of(91, 1), 1)))
         assert runtime.threads[-1] != loop_thread
     finally:
         executor.shutdown(wait=True)
@@ -421,7 +435,7 @@ async def test_runtimes_that_may_block_never_run_inline() -> None:
 
 async def test_an_inline_run_that_fails_answers_its_callers_with_the_error() -> None:
     runtime = ThreadRecordingRuntime()
-    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=0.05)
+    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=INLINE_LIMIT_S)
     batcher = Batcher(fake_manifest(), executor, Metrics())
     try:
         for request_id in range(INLINE_MIN_RUNS):
@@ -429,11 +443,13 @@ async def test_an_inline_run_that_fails_answers_its_callers_with_the_error() -> 
         assert executor.cheap(1)
 
         def failing(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            runtime.threads.append(threading.current_thread().name)
             raise RuntimeError("injected runtime failure")
 
         runtime.run = failing  # type: ignore[method-assign]
         with pytest.raises(InferenceFailed, match="injected runtime failure"):
-            await guarded(batcher.submit(request(rows_of(9, 1), 1)))
+            await after_idle(batcher.submit(request(rows_of(9, 1), 1)))
+        assert runtime.threads[-1] == threading.current_thread().name  # it did run inline
         assert batcher.running == 0
     finally:
         executor.shutdown(wait=True)

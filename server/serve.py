@@ -126,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,  # configure_logging already routed uvicorn's loggers through ours
         log_level=settings.log_level,
         access_log=settings.access_log,
+        # Forwarded client addresses matter only to the access log (nothing else reads them);
+        # without it, no proxy-headers layer per request.
+        proxy_headers=settings.access_log,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
     )
     server = DrainingServer(config, app, settings.shutdown_grace_s)

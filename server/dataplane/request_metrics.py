@@ -1,15 +1,14 @@
 """Request metrics (count by code, end-to-end latency) with labelled children cached; recorded
 by `Call.finish`, where the data plane knows each request's outcome.
 
-`Counter.labels()` takes a lock and builds a key on every call; the hot path records
-two instruments per request, so the children are looked up once per label set.
+`labels()` checks and builds a key on every call; the hot path records two instruments per
+request, so the children are looked up once per label set.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
-
 from server.metrics.instruments import Metrics
+from server.metrics.unlocked import CounterChild, HistogramChild
 
 
 class RequestMetrics:
@@ -18,8 +17,8 @@ class RequestMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self._requests = metrics.requests
         self._duration = metrics.request_duration
-        self._counters: dict[tuple[str, str, str, int], Counter] = {}
-        self._histograms: dict[tuple[str, str, str], Histogram] = {}
+        self._counters: dict[tuple[str, str, str, int], CounterChild] = {}
+        self._histograms: dict[tuple[str, str, str], HistogramChild] = {}
 
     def record(self, model: str, version: str, protocol: str, code: int, duration_s: float) -> None:
         counter = self._counters.get((model, version, protocol, code))

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from server.evidence.recorder import EvidenceRecorder, MemoryEvidenceRecorder
+from server.metrics.unlocked import UnlockedCounter, UnlockedHistogram
 from server.monitoring.monitor import DriftMonitor
 
 # Sub-millisecond resolution at the fast end: the demo model answers in ~1 ms.
@@ -153,17 +154,18 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         r.register(DriftCollector(self.drift))
-        self.requests = Counter(
+        # Updated once per request on the event loop: no lock per update (metrics/unlocked.py).
+        self.requests = UnlockedCounter(
             "hotserve_requests", "Inference requests answered.", ["model", "version", "protocol", "code"], registry=r
         )
-        self.request_duration = Histogram(
+        self.request_duration = UnlockedHistogram(
             "hotserve_request_duration_seconds",
             "End-to-end inference request latency.",
             ["model", "version", "protocol"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.queue_duration = Histogram(
+        self.queue_duration = UnlockedHistogram(
             "hotserve_queue_duration_seconds",
             "Time a request waited in the batcher queue.",
             ["model", "version"],

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -70,6 +71,9 @@ def _largest_difference(expected: np.ndarray, got: np.ndarray) -> float:
     diff = np.abs(expected.astype(np.float64) - got.astype(np.float64))
     if not diff.size:
         return 0.0
+    largest = float(np.max(diff))
+    if largest == largest:  # no NaN: the common case, one reduction
+        return largest
     return float("inf") if np.isnan(diff).all() else float(np.nanmax(diff))
 
 
@@ -132,6 +136,20 @@ class _InferenceShare:
         return self._share
 
 
+class _ShadowMetrics:
+    """One shadow version's metric children, looked up once (`labels()` costs a lock and a key)."""
+
+    def __init__(self, metrics: Metrics, served: ServedVersion) -> None:
+        labels = (served.name, str(served.version))
+        self.compared = metrics.shadow_requests.labels(*labels, "compared")
+        self.dropped = metrics.shadow_requests.labels(*labels, "dropped")
+        self.failed = metrics.shadow_requests.labels(*labels, "failed")
+        self.agree = metrics.shadow_agreements.labels(*labels, "agree")
+        self.disagree = metrics.shadow_agreements.labels(*labels, "disagree")
+        self.duration = metrics.shadow_duration.labels(*labels)
+        self.difference = metrics.shadow_abs_difference.labels(*labels)
+
+
 class ShadowRunner:
     """Runs shadow copies off the request path: bounded in flight, compared, recorded."""
 
@@ -152,7 +170,10 @@ class ShadowRunner:
         self._shares: WeakKeyDictionary[ServedVersion, WeakKeyDictionary[ServedVersion, _InferenceShare]] = (
             WeakKeyDictionary()
         )
-        self._pending: set[asyncio.Task[None]] = set()
+        self._children: WeakKeyDictionary[ServedVersion, _ShadowMetrics] = WeakKeyDictionary()
+        self._pending: set[asyncio.Future[Tensors] | asyncio.Task[None]] = set()
+        """Copies in flight: each the shadow batcher's future of its answer (a task only for a
+        copy that must be split into several batches)."""
         self._closed = False
 
     def start(self) -> None:
@@ -180,16 +201,28 @@ class ShadowRunner:
         if self._closed or len(self._pending) >= self._max_pending or self._busy(answered_by, served):
             self._drop(served)
             return
+        # The copy has no deadline of its own: the client already has its answer.
+        copy = request._replace(deadline=None)
         lease = _Lease(served)  # held until the copy ran: a swap cannot unload it under the copy
-        task = asyncio.get_running_loop().create_task(self._run(route, request, primary, lease))
-        self._pending.add(task)
+        pending: asyncio.Future[Tensors] | asyncio.Task[None]
+        if copy.rows > served.manifest.batching.max_batch_size:
+            pending = asyncio.get_running_loop().create_task(self._run(route, copy, primary))
+        else:
+            try:  # no task per copy: the batcher's future, and a callback when it is answered
+                pending = served.batcher.submit_nowait(copy)
+            except Exception as error:
+                lease.release()
+                self._refused(served, error)
+                return
+            pending.add_done_callback(partial(self._answered, route, primary, time.monotonic()))
+        self._pending.add(pending)
 
-        def ended(done: asyncio.Task[None]) -> None:
-            # A copy cancelled before it started (close) never ran its body's `finally`.
+        def ended(done: asyncio.Future[Tensors] | asyncio.Task[None]) -> None:
+            # Also for a copy cancelled before it ran (close).
             self._pending.discard(done)
             lease.release()
 
-        task.add_done_callback(ended)
+        pending.add_done_callback(ended)
 
     def _busy(self, primary: ServedVersion | None, shadow: ServedVersion) -> bool:
         """Copies run on capacity the primary does not need: none while a request waits for the
@@ -213,33 +246,52 @@ class ShadowRunner:
             share = pairs[primary] = _InferenceShare(primary_s, shadow_s, now)
         return share.measure(now, primary_s, shadow_s) > self._max_share
 
+    def _metrics_of(self, served: ServedVersion) -> _ShadowMetrics:
+        children = self._children.get(served)
+        if children is None:
+            children = self._children[served] = _ShadowMetrics(self._metrics, served)
+        return children
+
     def _drop(self, served: ServedVersion) -> None:
         served.evidence.dropped()
-        self._metrics.shadow_requests.labels(served.name, str(served.version), "dropped").inc()
+        self._metrics_of(served).dropped.inc()
 
-    async def _run(self, route: ShadowRoute, request: InferenceRequest, primary: Tensors, lease: _Lease) -> None:
+    def _refused(self, served: ServedVersion, error: BaseException) -> None:
+        """A copy the shadow did not answer: dropped when its queue was full, else failed."""
+        if isinstance(error, Overloaded):
+            self._drop(served)
+            return
+        served.evidence.failed()
+        self._metrics_of(served).failed.inc()
+        log.debug("shadow %r version %d failed: %s", served.name, served.version, error)
+
+    def _answered(self, route: ShadowRoute, primary: Tensors, started: float, done: asyncio.Future[Tensors]) -> None:
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            self._refused(route.served, error)
+            return
+        self._compare(route, primary, done.result(), started)
+
+    def _compare(self, route: ShadowRoute, primary: Tensors, outputs: Tensors, started: float) -> None:
         served = route.served
-        labels = (served.name, str(served.version))
-        # The copy has no deadline of its own: the client already has its answer.
-        copy = request._replace(deadline=None)
+        children = self._metrics_of(served)
+        children.duration.observe(time.monotonic() - started)
+        agreed, largest = agrees(primary, outputs, route.agreement)
+        served.evidence.compared(agreed, largest)
+        children.compared.inc()
+        (children.agree if agreed else children.disagree).inc()
+        children.difference.observe(largest)
+
+    async def _run(self, route: ShadowRoute, copy: InferenceRequest, primary: Tensors) -> None:
+        """A copy larger than one batch: split by the batcher's `submit`."""
         started = time.monotonic()
         try:
-            outputs = await served.infer(copy)
-        except Overloaded:
-            self._drop(served)  # the shadow's own queue is full
-            return
+            outputs = await route.served.infer(copy)
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            served.evidence.failed()
-            self._metrics.shadow_requests.labels(*labels, "failed").inc()
-            log.debug("shadow %r version %d failed: %s", served.name, served.version, error)
+            self._refused(route.served, error)
             return
-        finally:
-            lease.release()
-        self._metrics.shadow_duration.labels(*labels).observe(time.monotonic() - started)
-        agreed, largest = agrees(primary, outputs, route.agreement)
-        served.evidence.compared(agreed, largest)
-        self._metrics.shadow_requests.labels(*labels, "compared").inc()
-        self._metrics.shadow_agreements.labels(*labels, "agree" if agreed else "disagree").inc()
-        self._metrics.shadow_abs_difference.labels(*labels).observe(largest)
+        self._compare(route, primary, outputs, started)

@@ -112,26 +112,34 @@ class Batcher:
 
         The request never runs after its `deadline` (an absolute `time.monotonic()`).
         """
+        if request.rows > self._max_batch_size and self._allow_split and not self._closing:
+            return await self._submit_split(request)
+        entry = self._admit(request)
+        try:
+            return await entry.future
+        except asyncio.CancelledError:
+            self._leave(entry)
+            raise
+
+    def submit_nowait(self, request: InferenceRequest) -> asyncio.Future[Tensors]:
+        """`submit` for a caller that will not await it (shadow copies): the future of the
+        request's outputs. Raises at once what admission refuses, including a request over
+        `max_batch_size` (only `submit` splits). Cancelling the future withdraws the request."""
+        return self._admit(request).future
+
+    def _admit(self, request: InferenceRequest) -> PendingRequest:
         if self._closing:
             raise ModelNotReady(f"model {self.name!r} version {self.version} is shutting down")
         rows = request.rows
         if rows < 1:
             raise InvalidInput(field="inputs", expected="at least 1 row", got=f"{rows} rows")
         if rows > self._max_batch_size:
-            if not self._allow_split:
-                raise InvalidInput(
-                    field="inputs", expected=f"at most {self._max_batch_size} rows (max_batch_size)", got=f"{rows} rows"
-                )
-            return await self._submit_split(request)
+            raise InvalidInput(
+                field="inputs", expected=f"at most {self._max_batch_size} rows (max_batch_size)", got=f"{rows} rows"
+            )
         if self._queued >= self._max_queue_size:
             raise Overloaded(self.name, self.version, self._max_queue_size)
-
-        entry = self._enqueue(request, time.monotonic())
-        try:
-            return await entry.future
-        except asyncio.CancelledError:
-            self._leave(entry)
-            raise
+        return self._enqueue(request, time.monotonic())
 
     async def _submit_split(self, request: InferenceRequest) -> Tensors:
         """Queue an oversized request as in-order chunks of `max_batch_size` rows, then reassemble."""

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from server.contract.manifest import BatchingPolicy
 from server.evidence.summary import CopyComparisons
 from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
@@ -158,4 +159,39 @@ async def test_a_shadow_over_its_share_of_inference_time_gets_no_copies_until_it
     await until(lambda: comparisons(shadow).compared == 2)
     await runner.close()
     await primary.close(5)
+    await shadow.close(5)
+
+
+async def test_a_copy_larger_than_one_batch_is_split_and_compared() -> None:
+    metrics = Metrics()
+    manifest = fake_manifest("m", 2, batching=BatchingPolicy(max_batch_size=4, allow_split=True))
+    shadow = ServedVersion(manifest, EchoRuntime(), metrics)
+    runner = ShadowRunner(metrics, max_pending=8)
+    runner.start()
+    x = np.arange(30, dtype=np.float32).reshape(10, 3)
+    runner.offer(ShadowRoute(shadow, 1.0, Agreement(tolerance=0.0)), request({"x": x}), {"y": x})
+    await until(lambda: comparisons(shadow).compared == 1 and runner.pending == 0)
+    assert (comparisons(shadow).agreed, shadow.leases) == (1, 0)
+    await runner.close()
+    await shadow.close(5)
+
+
+async def test_a_copy_the_shadows_full_queue_refuses_is_dropped_not_failed() -> None:
+    metrics = Metrics()
+    runtime = SlowRuntime()
+    manifest = fake_manifest("m", 2, batching=BatchingPolicy(max_batch_size=1, max_queue_size=1))
+    shadow = ServedVersion(manifest, runtime, metrics)
+    runner = ShadowRunner(metrics, max_pending=8, yield_to_primary=False)
+    runner.start()
+    x = np.zeros((1, 3), np.float32)
+    route = ShadowRoute(shadow, 1.0, Agreement(tolerance=0.0))
+    runner.offer(route, request({"x": x}), {"y": x})  # runs, held at the gate
+    await until(lambda: shadow.batcher.running == 1)
+    runner.offer(route, request({"x": x}), {"y": x})  # queued
+    runner.offer(route, request({"x": x}), {"y": x})  # the queue is full: refused at once
+    assert (outcome(metrics, "dropped"), outcome(metrics, "failed"), comparisons(shadow).dropped) == (1, 0, 1)
+    runtime.gate.set()
+    await until(lambda: comparisons(shadow).compared == 2 and runner.pending == 0)
+    assert shadow.leases == 0
+    await runner.close()
     await shadow.close(5)

@@ -17,8 +17,10 @@ differ slightly, so agreement depends on the tolerance) and `fast` v3, a heavy v
   shadow 20%   v2 at share 0.2;
   slow shadow  v3 shadows v1 at share 1.0: its queue fills, copies are dropped and counted.
 The primary's p50/p99 and throughput per phase, and per shadow phase the copies compared,
-dropped and failed and the agreement (from the server's metrics). Needs wrk and the `train`
-extra (onnx).
+dropped and failed and the agreement (from the server's metrics). Then, open loop
+(`load_tests/open_loop.py`) at `--open-loop` (default 0.5) of the capacity measured in phase
+`none`: `none` and `shadow` again, alternated, `--rounds` times, for the latency a user at that
+load sees. Needs wrk, a C compiler and the `train` extra (onnx).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from load_tests.benchmark import RESULTS, run_wrk, wrk_errors
+from load_tests.open_loop import run_open_loop
 from load_tests.server_process import start_server
 from server.admin_client import AdminClient
 from server.contract.aliases import PRODUCTION
@@ -127,12 +130,46 @@ def shadow_counts(url: str, version: int) -> dict[str, float]:
     return counts
 
 
+def set_shadow(url: str, version: int | None, share: float, tolerance: float) -> None:
+    if version is None:
+        admin(url, "DELETE", f"/admin/models/{MODEL}/shadow")
+    else:
+        admin(url, "PUT", f"/admin/models/{MODEL}/shadow", {"version": version, "share": share, "tolerance": tolerance})
+
+
+def open_loop_phase(
+    url: str, shadow: int | None, rate: float, body: bytes, args: argparse.Namespace, round_: int, work: Path
+) -> Phase:
+    """`none open` or `shadow open` (v2 at share 1.0): requests at `rate` per second, open loop."""
+    set_shadow(url, shadow, 1.0, args.tolerance)
+    before = shadow_counts(url, shadow or 0)
+    result = run_open_loop(
+        f"{url}/v2/models/{MODEL}/infer", body, "application/json", None, rate, args.duration, work / "open"
+    )
+    time.sleep(0.5)  # let queued copies finish before reading the counters
+    after = shadow_counts(url, shadow or 0)
+    delta = {k: int(after[k] - before[k]) for k in after}
+    return Phase(
+        round_,
+        "none open" if shadow is None else "shadow open",
+        result.requests_per_s,
+        result.p50_ms,
+        result.p99_ms,
+        result.failed + result.unanswered,
+        delta["compared"],
+        delta["dropped"],
+        delta["failed"],
+        delta["agree"] / delta["compared"] if delta["compared"] else None,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per phase")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tolerance", type=float, default=0.01, help="agreement tolerance of the shadow")
+    parser.add_argument("--open-loop", type=float, default=0.5, help="fraction of capacity offered open loop (0: none)")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -184,15 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]:
                     url = servers["eager" if phase == "shadow eager" else "yielding"].base_url
                     infer = f"{url}/v2/models/{MODEL}/infer"
-                    if shadow is None:
-                        admin(url, "DELETE", f"/admin/models/{MODEL}/shadow")
-                    else:
-                        admin(
-                            url,
-                            "PUT",
-                            f"/admin/models/{MODEL}/shadow",
-                            {"version": shadow, "share": share, "tolerance": args.tolerance},
-                        )
+                    set_shadow(url, shadow, share, args.tolerance)
                     before = shadow_counts(url, shadow or 0)
                     w = run_wrk(infer, body, "application/json", None, args.clients, args.duration, work)
                     time.sleep(0.5)  # let queued copies finish before reading the counters
@@ -214,12 +243,21 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
                     print(json.dumps(asdict(phases[-1])), flush=True)
+            if args.open_loop > 0:
+                url = servers["yielding"].base_url
+                rate = args.open_loop * statistics.median(p.requests_per_s for p in phases if p.phase == "none")
+                for round_ in range(1, args.rounds + 1):
+                    for shadow in (None, 2):
+                        phases.append(open_loop_phase(url, shadow, rate, body, args, round_, work))
+                        print(json.dumps(asdict(phases[-1])), flush=True)
         finally:
             for server in servers.values():
                 server.stop()
     print("\nphase         req/s   p50 ms  p99 ms  errors  compared  dropped  agreement  (median of rounds)")
-    for name in ("none", "shadow", "shadow eager", "shadow 20%", "slow shadow"):
+    for name in ("none", "shadow", "shadow eager", "shadow 20%", "slow shadow", "none open", "shadow open"):
         rows = [p for p in phases if p.phase == name]
+        if not rows:
+            continue
         agreement = [p.agreement for p in rows if p.agreement is not None]
         print(
             f"{name:12s} {statistics.median(p.requests_per_s for p in rows):7.0f} "

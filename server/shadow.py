@@ -228,13 +228,23 @@ class ShadowRunner:
         """Copies run on capacity the primary does not need: none while a request waits for the
         primary (it would compete with it for the same cores), no backlog beyond one batch, and
         none while the shadow took more than its ceiling of the pair's recent inference time."""
-        if primary is not None and self._over_share(primary, shadow):
+        if self._yield and (
+            (primary is not None and primary.batcher.queued > 0)
+            or shadow.batcher.queued >= shadow.manifest.batching.max_batch_size
+        ):
+            return True  # checked first: two attribute reads, where the share needs a clock
+        return primary is not None and self._over_share(primary, shadow)
+
+    def declines(self, route: ShadowRoute, primary: ServedVersion | None) -> bool:
+        """True (and the copy counted as dropped) when a request routed now to `primary` would
+        have its copy dropped anyway: the data plane then takes no shadow lease and offers no
+        copy. Under saturation that is most requests, and each pays nothing more for the shadow.
+        `offer` decides again once the primary answered."""
+        served = route.served
+        if self._closed or len(self._pending) >= self._max_pending or self._busy(primary, served):
+            self._drop(served)
             return True
-        if not self._yield:
-            return False
-        if primary is not None and primary.batcher.queued > 0:
-            return True
-        return shadow.batcher.queued >= shadow.manifest.batching.max_batch_size
+        return False
 
     def _over_share(self, primary: ServedVersion, shadow: ServedVersion) -> bool:
         if self._max_share >= 1.0:

@@ -109,8 +109,10 @@ class Call:
         version under a split. `by_entity`: the request carries v1 records, so without a
         routing key, under a split sticky by entity, the primary waits for `pick`: None is
         returned, `entity_field` names the field, and every version the split can pick is
-        leased. A shadow copy is decided here (the shadow's share), and the shadow leased with
-        it. Raises ShuttingDown while draining, ModelNotFound, ModelNotReady.
+        leased. A shadow copy is decided here (the shadow's share, and whether the shadow runner
+        would drop it anyway: then it is counted dropped now, and the request pays nothing more
+        for it), and the shadow leased with it. Raises ShuttingDown while draining,
+        ModelNotFound, ModelNotReady.
         """
         plane = self._plane
         if plane.inflight.draining:
@@ -120,10 +122,14 @@ class Call:
         route = plane.router.route(name, version, routing_key, by_entity)
         self._name = name
         shadow = route.shadow
-        if shadow is not None and (shadow.share >= 1.0 or random.random() < shadow.share):
+        primary = route.primary
+        if (
+            shadow is not None
+            and (shadow.share >= 1.0 or random.random() < shadow.share)
+            and not plane.shadow.declines(shadow, primary)
+        ):
             shadow.served.lease()  # held until released: a swap cannot close it under the primary
             self._shadow = shadow
-        primary = route.primary
         if primary is None:
             self._route = route
             self.entity_field = route.entity_field or ""

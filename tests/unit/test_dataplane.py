@@ -4,6 +4,7 @@ runtimes) and a routing table the tests build."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -28,7 +29,7 @@ from server.routing.table import ModelRoutes, Route, RoutingTable, ShadowRoute
 from server.routing.traffic import BUCKETS, Split, resolve_split, sticky_bucket
 from server.runtime.base import Runtime
 from server.shadow import ShadowRunner
-from tests.fakes import EchoRuntime, FailingRuntime, make_manifest, request, until
+from tests.fakes import EchoRuntime, FailingRuntime, SlowRuntime, make_manifest, request, until
 
 VIEW = FeatureView(name="cust", entity_key="cid", features=[StoredFeature(name="c")])
 SPEC = FeatureSpec(
@@ -213,6 +214,24 @@ async def test_an_unpinned_call_copies_to_the_shadow_leased_from_routing_until_t
     call.release()
     await until(lambda: v3.evidence.summary().comparisons.compared == 1)
     assert (v1.leases, v3.leases, v3.evidence.summary().comparisons.agreed) == (0, 0, 1)
+
+
+async def test_a_copy_the_primarys_queue_would_drop_is_dropped_at_routing_with_no_lease(p: Plane) -> None:
+    runtime = SlowRuntime()
+    v1, v3 = p.version(1, runtime), p.version(3)
+    p.publish(v1, shadow=v3)
+    running = asyncio.create_task(v1.infer(request({"x": X})))  # holds the only worker
+    await until(lambda: v1.batcher.running == 1)
+    waiting = asyncio.create_task(v1.infer(request({"x": X})))  # waits for it
+    await until(lambda: v1.batcher.queued == 1)
+
+    call = p.plane.call("test", time.monotonic())
+    call.route("m")
+    assert (v3.leases, v3.evidence.summary().comparisons.dropped) == (0, 1)  # yields to the primary
+    runtime.gate.set()
+    await asyncio.gather(running, waiting, call.infer(request({"x": X})))
+    call.finish(200)
+    assert (p.plane.shadow.pending, v3.evidence.summary().comparisons.compared, v3.leases) == (0, 0, 0)
 
 
 async def test_a_pinned_call_bypasses_the_split_and_sends_no_copy(p: Plane) -> None:

@@ -7,6 +7,9 @@ model twice: `fraud_joined` (records carry `customer_id` + request features; the
 features come from the store) and `fraud_inline` (the same records with every feature inline,
 no view). wrk sends the same 1,000 customers' requests to both, cell by cell, alternating;
 the join's added latency is joined minus inline on the same server at the same client count.
+Then, on the warm server, open loop (`load_tests/open_loop.py`) at `--open-loop` (default 0.5) of
+its inline capacity, inline and joined alternated for `--rounds`: the join's p99 where a user at
+that load sees it, and its CPU per request.
 
     python -m load_tests.feature_benchmark                     # writes its section of docs/benchmarks.md
     python -m load_tests.feature_benchmark --duration 3 --clients 1,64
@@ -22,6 +25,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -32,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from load_tests.benchmark import LUA_SCRIPT, RESULTS, ROOT, latest_version_dir, prepare_repository, serving, wrk_errors
+from load_tests.checkout_compare import cpu_seconds
 from load_tests.markdown import replace_section, utc_minute
-from load_tests.server_process import free_port
+from load_tests.open_loop import run_open_loop
+from load_tests.server_process import ServerProcess, free_port
 from server.contract.manifest import ONNX_FILENAME, FeatureView, ModelManifest, StoredFeature
 from server.features.redis_store import RedisFeatureStore
 from server.features.table import read_table, table_rows
@@ -187,7 +193,89 @@ def quantile_bound_ms(before: dict[float, float], after: dict[float, float], q: 
     return next(le for le, cumulative in counts.items() if cumulative >= q * total) * 1000
 
 
-def report(cells: list[Cell], args: argparse.Namespace, started: str) -> list[str]:
+@dataclass
+class OpenCell:
+    model: str  # joined | inline
+    round: int
+    offered_per_s: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_request: float
+    failed: int
+
+
+def open_loop_cells(
+    server: ServerProcess, files: dict[str, Path], rate: float, args: argparse.Namespace, work: Path
+) -> list[OpenCell]:
+    """The warm server at `rate` per second, open loop, inline and joined alternated: latency
+    where a user at that load sees it, and the server's CPU per request."""
+    cells = []
+    order = list(files)
+    for round_ in range(1, args.rounds + 1):
+        for kind in order:
+            bodies = files[kind].read_bytes().splitlines()
+            before = cpu_seconds(server.process.pid)
+            result = run_open_loop(
+                f"{server.base_url}/v1/models/fraud_{kind}:predict",
+                bodies,
+                "application/json",
+                None,
+                rate,
+                args.duration,
+                work / "open",
+            )
+            used = cpu_seconds(server.process.pid) - before
+            answered = result.requests_per_s * args.duration
+            cell = OpenCell(
+                kind,
+                round_,
+                rate,
+                result.requests_per_s,
+                result.p50_ms,
+                result.p99_ms,
+                used / answered * 1e6 if answered else 0.0,
+                result.failed + result.unanswered,
+            )
+            print(
+                f"   warm {kind:6s} open loop {rate:6.0f}/s  p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms  "
+                f"CPU {cell.cpu_us_per_request:6.1f} us/req  failed {cell.failed}",
+                flush=True,
+            )
+            cells.append(cell)
+        order.reverse()
+    return cells
+
+
+def open_loop_lines(cells: list[OpenCell], fraction: float) -> list[str]:
+    if not cells:
+        return []
+
+    def median(kind: str, field: str) -> float:
+        return statistics.median(float(getattr(c, field)) for c in cells if c.model == kind)
+
+    added99 = median("joined", "p99_ms") - median("inline", "p99_ms")
+    cpu = median("joined", "cpu_us_per_request") / median("inline", "cpu_us_per_request") - 1
+    lines = [
+        "",
+        f"Open loop on the warm server at {fraction:.0%} of its inline capacity ({cells[0].offered_per_s:.0f} "
+        f"req/s, `load_tests/open_loop.py`), inline and joined alternated, medians of {len(cells) // 2} rounds: "
+        f"the join adds {added99:+.2f} ms at the p99 (goal <= 1 ms: {'meets' if added99 <= 1.0 else 'misses'} it) "
+        f"and {cpu:+.0%} CPU per request (goal <= 15%: {'meets' if cpu <= 0.15 else 'misses'} it).",
+        "",
+        "| model | offered req/s | answered req/s | p50 ms | p99 ms | CPU us/request | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind in ("inline", "joined"):
+        lines.append(
+            f"| {kind} | {median(kind, 'offered_per_s'):.0f} | {median(kind, 'requests_per_s'):.0f} | "
+            f"{median(kind, 'p50_ms'):.2f} | {median(kind, 'p99_ms'):.2f} | {median(kind, 'cpu_us_per_request'):.0f} | "
+            f"{sum(c.failed for c in cells if c.model == kind)} |"
+        )
+    return lines
+
+
+def report(cells: list[Cell], args: argparse.Namespace, started: str, open_cells: list[OpenCell]) -> list[str]:
     def find(server: str, model: str, clients: int) -> Cell:
         return next(c for c in cells if (c.server, c.model, c.clients) == (server, model, clients))
 
@@ -237,6 +325,7 @@ def report(cells: list[Cell], args: argparse.Namespace, started: str) -> list[st
         "inline p99 ms | joined p99 ms | added p99 | lookup p50 ms | lookup p99 ms | keys per round trip | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
+        *open_loop_lines(open_cells, args.open_loop),
         END,
     ]
 
@@ -251,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--clients", default="1,64")
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="open-loop rounds (inline and joined alternated)")
+    parser.add_argument(
+        "--open-loop", type=float, default=0.5, help="fraction of the warm inline capacity offered open loop (0: none)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     for tool in ("wrk", "redis-server"):
@@ -261,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_repository(args.repository, ["fraud"])
 
     cells: list[Cell] = []
+    open_cells: list[OpenCell] = []
     with tempfile.TemporaryDirectory() as tmp, redis_server(free_port()) as redis_url:
         work = Path(tmp)
         view, request_features = feature_repository(args.repository, work / "repository")
@@ -306,7 +400,13 @@ def main(argv: list[str] | None = None) -> int:
                             flush=True,
                         )
                         cells.append(cell)
-    lines = report(cells, args, started)
+            if args.open_loop > 0:
+                top = max(int(c) for c in args.clients.split(","))
+                rate = args.open_loop * next(
+                    c.requests_per_s for c in cells if (c.server, c.model, c.clients) == ("warm", "inline", top)
+                )
+                open_cells = open_loop_cells(warm, files, rate, args, work)
+    lines = report(cells, args, started, open_cells)
     replace_section(args.out, START, END, lines)
     (RESULTS / "feature_benchmark.json").write_text(json.dumps([c.__dict__ for c in cells], indent=2))
     print("\n".join(["", *lines[lines.index("") + 1 :], f"wrote {args.out}"]))

@@ -72,7 +72,7 @@ def generator() -> Path:
 
 def run_open_loop(
     url: str,
-    body: bytes,
+    body: bytes | list[bytes],
     content_type: str,
     header_length: int | None,
     rate: float,
@@ -80,13 +80,20 @@ def run_open_loop(
     workdir: Path,
     connections: int = CONNECTIONS,
 ) -> OpenLoopResult:
-    """POST `body` to `url` (http://IPv4:port/path) at `rate` requests per second for `duration_s`."""
+    """POST `body` to `url` (http://IPv4:port/path) at `rate` requests per second for `duration_s`;
+    a list of bodies (one line each: no newline inside) is sent in turn."""
     parts = urlsplit(url)
     if parts.hostname is None or parts.port is None:
         raise ValueError(f"{url!r}: the generator needs http://IPv4:PORT/PATH")
     workdir.mkdir(parents=True, exist_ok=True)
-    body_file = workdir / "open_loop_body.bin"
-    body_file.write_bytes(body)
+    if isinstance(body, list):
+        if any(b"\n" in line for line in body):
+            raise ValueError("bodies sent in turn are one line each")
+        body_file = workdir / "open_loop_bodies.jsonl"
+        body_file.write_bytes(b"\n".join(body) + b"\n")
+    else:
+        body_file = workdir / "open_loop_body.bin"
+        body_file.write_bytes(body)
     extra = "" if header_length is None else f"Inference-Header-Content-Length: {header_length}"
     completed = subprocess.run(
         [

@@ -9,7 +9,8 @@
  *
  *   openloop HOST PORT PATH BODY_FILE CONTENT_TYPE EXTRA_HEADER RATE DURATION_S CONNECTIONS
  *
- * EXTRA_HEADER is one "Name: value" header line, or "" for none. Prints one JSON object.
+ * EXTRA_HEADER is one "Name: value" header line, or "" for none. A BODY_FILE named *.jsonl holds
+ * one body per line, sent in turn; any other file is the one body. Prints one JSON object.
  * Built and run by load_tests/open_loop.py.
  */
 #define _GNU_SOURCE
@@ -53,8 +54,9 @@ static void die(const char *what) {
 }
 
 static struct sockaddr_in address;
-static char *request;
-static size_t request_len;
+static char **requests;    /* whole requests, head and body, sent in turn */
+static size_t *request_lens;
+static size_t nrequests;
 static int epfd;
 
 static int open_conn(void) {
@@ -81,10 +83,11 @@ static void reconnect(conn_t *c) {
     watch(c);
 }
 
-/* Whole request out; 0 on success. Requests are small and the socket idle, so a write that
+/* Request k out whole; 0 on success. Requests are small and the socket idle, so a write that
  * cannot finish at once means the connection is unusable. */
-static int send_request(conn_t *c) {
-    size_t sent = 0;
+static int send_request(conn_t *c, size_t k) {
+    const char *request = requests[k % nrequests];
+    size_t request_len = request_lens[k % nrequests], sent = 0;
     while (sent < request_len) {
         ssize_t n = write(c->fd, request + sent, request_len - sent);
         if (n < 0 && errno == EINTR) continue;
@@ -138,16 +141,41 @@ int main(int argc, char **argv) {
     if (!f) die("body file");
     struct stat st;
     fstat(fileno(f), &st);
-    size_t body_len = (size_t)st.st_size;
-    char head[1024];
-    int head_len = snprintf(head, sizeof head,
-                            "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
-                            path, host, port, content_type, body_len, extra, extra[0] ? "\r\n" : "");
-    request_len = (size_t)head_len + body_len;
-    request = malloc(request_len);
-    memcpy(request, head, (size_t)head_len);
-    if (fread(request + head_len, 1, body_len, f) != body_len) die("read body");
+    size_t file_len = (size_t)st.st_size;
+    char *content = malloc(file_len + 1);
+    if (fread(content, 1, file_len, f) != file_len) die("read body");
     fclose(f);
+    content[file_len] = '\0';
+    size_t name_len = strlen(body_file);
+    int lines = name_len > 6 && strcmp(body_file + name_len - 6, ".jsonl") == 0;
+    size_t capacity = 16;
+    requests = malloc(sizeof(char *) * capacity);
+    request_lens = malloc(sizeof(size_t) * capacity);
+    for (char *body = content; body < content + file_len || (nrequests == 0 && !lines);) {
+        char *end = lines ? strchr(body, '\n') : NULL;
+        size_t body_len = end ? (size_t)(end - body) : (size_t)(content + file_len - body);
+        if (body_len > 0 || !lines) {
+            char head[1024];
+            int head_len = snprintf(
+                head, sizeof head, "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
+                path, host, port, content_type, body_len, extra, extra[0] ? "\r\n" : "");
+            if (nrequests == capacity) {
+                capacity *= 2;
+                requests = realloc(requests, sizeof(char *) * capacity);
+                request_lens = realloc(request_lens, sizeof(size_t) * capacity);
+            }
+            requests[nrequests] = malloc((size_t)head_len + body_len);
+            memcpy(requests[nrequests], head, (size_t)head_len);
+            memcpy(requests[nrequests] + head_len, body, body_len);
+            request_lens[nrequests++] = (size_t)head_len + body_len;
+        }
+        if (!lines) break;
+        body = end ? end + 1 : content + file_len;
+    }
+    if (nrequests == 0) {
+        fprintf(stderr, "openloop: %s holds no body\n", body_file);
+        return 2;
+    }
 
     address.sin_family = AF_INET;
     address.sin_port = htons((uint16_t)port);
@@ -168,7 +196,7 @@ int main(int argc, char **argv) {
     int64_t *latency = malloc(sizeof(int64_t) * (total ? total : 1));
     int64_t *queue = malloc(sizeof(int64_t) * (total ? total : 1)); /* due times waiting for a connection */
     size_t qhead = 0, qtail = 0, max_queued = 0;
-    size_t arrived = 0, completed = 0, ok = 0, failed = 0, reconnects = 0, waited = 0;
+    size_t arrived = 0, completed = 0, ok = 0, failed = 0, reconnects = 0, waited = 0, sent = 0;
 
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);
@@ -189,7 +217,7 @@ int main(int argc, char **argv) {
             if (c->due_ns < now - 1000000) waited++; /* went out over 1 ms late: no connection was free */
             c->busy = 1;
             c->have = 0;
-            if (send_request(c) != 0) {
+            if (send_request(c, sent++) != 0) {
                 failed++;
                 completed++;
                 reconnects++;

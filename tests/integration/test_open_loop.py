@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,32 @@ def test_a_server_that_never_answers_leaves_every_request_unanswered(tmp_path: P
     assert result.unanswered == 10
     assert result.failed == 0
     assert result.requests_per_s == 0
+
+
+def test_bodies_are_sent_in_turn(tmp_path: Path) -> None:
+    received: list[bytes] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the generator's connections are
+
+        def do_POST(self) -> None:  # noqa: N802 (the handler's naming)
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        bodies = [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
+        url = f"http://127.0.0.1:{server.server_address[1]}/x"
+        result = run_open_loop(url, bodies, "application/json", None, 120, 0.5, tmp_path, connections=1)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert (result.failed, result.unanswered) == (0, 0)
+    assert received == bodies * 20  # one connection: in the order sent

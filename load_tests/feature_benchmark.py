@@ -8,8 +8,9 @@ features come from the store) and `fraud_inline` (the same records with every fe
 no view). wrk sends the same 1,000 customers' requests to both, cell by cell, alternating;
 the join's added latency is joined minus inline on the same server at the same client count.
 Then, on the warm server, open loop (`load_tests/open_loop.py`) at `--open-loop` (default 0.5) of
-its inline capacity, inline and joined alternated for `--rounds`: the join's p99 where a user at
-that load sees it, and its CPU per request.
+its capacity (the rate keeping its event loop busy that share of the time with inline requests),
+inline and joined alternated for `--rounds`: the join's p99 where a user at that load sees it,
+and its CPU per request.
 
     python -m load_tests.feature_benchmark                     # writes its section of docs/benchmarks.md
     python -m load_tests.feature_benchmark --duration 3 --clients 1,64
@@ -38,7 +39,7 @@ from typing import Any
 from load_tests.benchmark import LUA_SCRIPT, RESULTS, ROOT, latest_version_dir, prepare_repository, serving, wrk_errors
 from load_tests.checkout_compare import cpu_seconds
 from load_tests.markdown import replace_section, utc_minute
-from load_tests.open_loop import run_open_loop
+from load_tests.open_loop import calibrate, run_open_loop
 from load_tests.server_process import ServerProcess, free_port
 from server.contract.manifest import ONNX_FILENAME, FeatureView, ModelManifest, StoredFeature
 from server.features.redis_store import RedisFeatureStore
@@ -258,8 +259,9 @@ def open_loop_lines(cells: list[OpenCell], fraction: float) -> list[str]:
     cpu = median("joined", "cpu_us_per_request") / median("inline", "cpu_us_per_request") - 1
     lines = [
         "",
-        f"Open loop on the warm server at {fraction:.0%} of its inline capacity ({cells[0].offered_per_s:.0f} "
-        f"req/s, `load_tests/open_loop.py`), inline and joined alternated, medians of {len(cells) // 2} rounds: "
+        f"Open loop on the warm server at {fraction:.0%} of its capacity ({cells[0].offered_per_s:.0f} req/s: "
+        "the rate that keeps its event loop busy that share of the time with inline requests, "
+        f"`load_tests.open_loop.calibrate`), inline and joined alternated, medians of {len(cells) // 2} rounds: "
         f"the join adds {added99:+.2f} ms at the p99 (goal <= 1 ms: {'meets' if added99 <= 1.0 else 'misses'} it) "
         f"and {cpu:+.0%} CPU per request (goal <= 15%: {'meets' if cpu <= 0.15 else 'misses'} it).",
         "",
@@ -402,10 +404,21 @@ def main(argv: list[str] | None = None) -> int:
                         cells.append(cell)
             if args.open_loop > 0:
                 top = max(int(c) for c in args.clients.split(","))
-                rate = args.open_loop * next(
+                closed = next(
                     c.requests_per_s for c in cells if (c.server, c.model, c.clients) == ("warm", "inline", top)
                 )
-                open_cells = open_loop_cells(warm, files, rate, args, work)
+                found = calibrate(
+                    f"{warm.base_url}/v1/models/fraud_inline:predict",
+                    inline_file.read_bytes().splitlines(),
+                    "application/json",
+                    warm.process.pid,
+                    args.open_loop,
+                    closed * args.open_loop / 2,
+                    work / "open",
+                )
+                steps = ", ".join(f"{r:.0f}/s -> {busy:.0%}" for r, busy in found.steps)
+                print(f"   open loop: event loop busy {args.open_loop:.0%} at ~{found.rate:.0f} req/s ({steps})")
+                open_cells = open_loop_cells(warm, files, found.rate, args, work)
     lines = report(cells, args, started, open_cells)
     replace_section(args.out, START, END, lines)
     (RESULTS / "feature_benchmark.json").write_text(json.dumps([c.__dict__ for c in cells], indent=2))

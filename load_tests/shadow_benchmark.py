@@ -18,9 +18,9 @@ differ slightly, so agreement depends on the tolerance) and `fast` v3, a heavy v
   slow shadow  v3 shadows v1 at share 1.0: its queue fills, copies are dropped and counted.
 The primary's p50/p99 and throughput per phase, and per shadow phase the copies compared,
 dropped and failed and the agreement (from the server's metrics). Then, open loop
-(`load_tests/open_loop.py`) at `--open-loop` (default 0.5) of the capacity measured in phase
-`none`: `none` and `shadow` again, alternated, `--rounds` times, for the latency a user at that
-load sees. Needs wrk, a C compiler and the `train` extra (onnx).
+(`load_tests/open_loop.py`) at `--open-loop` (default 0.5) of capacity (the rate that keeps the
+event loop busy that share of the time with no shadow, `calibrate`): `none` and `shadow` again,
+alternated, `--rounds` times, for the latency a user at that load sees. Needs wrk, a C compiler and the `train` extra (onnx).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from load_tests.benchmark import RESULTS, run_wrk, wrk_errors
-from load_tests.open_loop import run_open_loop
+from load_tests.open_loop import calibrate, run_open_loop
 from load_tests.server_process import start_server
 from server.admin_client import AdminClient
 from server.contract.aliases import PRODUCTION
@@ -245,7 +245,20 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(asdict(phases[-1])), flush=True)
             if args.open_loop > 0:
                 url = servers["yielding"].base_url
-                rate = args.open_loop * statistics.median(p.requests_per_s for p in phases if p.phase == "none")
+                set_shadow(url, None, 1.0, args.tolerance)
+                closed = statistics.median(p.requests_per_s for p in phases if p.phase == "none")
+                found = calibrate(
+                    f"{url}/v2/models/{MODEL}/infer",
+                    body,
+                    "application/json",
+                    servers["yielding"].process.pid,
+                    args.open_loop,
+                    closed * args.open_loop / 2,
+                    work / "open",
+                )
+                rate = found.rate
+                steps = ", ".join(f"{r:.0f}/s -> {busy:.0%}" for r, busy in found.steps)
+                print(f"open loop: event loop busy {args.open_loop:.0%} at ~{rate:.0f} req/s ({steps})", flush=True)
                 for round_ in range(1, args.rounds + 1):
                     for shadow in (None, 2):
                         phases.append(open_loop_phase(url, shadow, rate, body, args, round_, work))

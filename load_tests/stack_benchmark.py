@@ -5,9 +5,10 @@ httptools + uvloop: `bare` (reads the body, answers a fixed v2 response: the sta
 `plain` (FastAPI + onnxruntime on the event loop, `load_tests/stack_apps.py`) and `hotserve`
 (`hotserve serve`). Closed loop: wrk at each client count, the three servers alternated within
 each round (the order rotating between rounds), medians of `--rounds`; each server's CPU time per
-request from `/proc/PID/stat`. Open loop: a fixed arrival rate, each server at
-`--open-loop` fractions of its own measured capacity (`load_tests/open_loop.py`) (its closed-loop req/s at the most
-clients), so latency is read where a user at normal load sees it.
+request from `/proc/PID/stat`. Open loop (`load_tests/open_loop.py`): a fixed arrival rate, each
+server at `--open-loop` fractions of its own capacity, the rate that keeps its event loop busy
+that fraction of the time (`calibrate`, seeded with its closed-loop req/s at the most clients),
+so latency is read where a user at normal load sees it.
 
     python -m load_tests.stack_benchmark                          # writes its section of docs/benchmarks.md
     python -m load_tests.stack_benchmark --duration 3 --rounds 1 --clients 1,64 --out /tmp/b.md
@@ -29,7 +30,7 @@ from pathlib import Path
 from load_tests.benchmark import RESULTS, ROOT, bodies, latest_version_dir, prepare_repository, run_wrk, wrk_errors
 from load_tests.checkout_compare import cpu_seconds
 from load_tests.markdown import replace_section, utc_minute
-from load_tests.open_loop import run_open_loop
+from load_tests.open_loop import calibrate, event_loop_seconds, run_open_loop
 from load_tests.server_process import ServerProcess, start_server
 from server.contract.manifest import ModelManifest
 
@@ -55,6 +56,8 @@ class OpenCell:
     server: str
     round: int
     fraction: float
+    loop_busy: float
+    """The server's event loop busy share over the cell (its main thread's CPU time / duration)."""
     offered_per_s: float
     requests_per_s: float
     p50_ms: float
@@ -128,12 +131,28 @@ def open_loop(
     duration_s: int,
     work: Path,
 ) -> list[OpenCell]:
+    rates = {}
+    for fraction in fractions:
+        for name, server in servers.items():
+            found = calibrate(
+                f"{server.base_url}/v2/models/{MODEL}/infer",
+                body,
+                "application/json",
+                server.process.pid,
+                fraction,
+                capacity[name] * fraction / 2,
+                work,
+            )
+            rates[name, fraction] = found.rate
+            steps = ", ".join(f"{rate:.0f}/s -> {busy:.0%}" for rate, busy in found.steps)
+            print(f"   {name:9s} event loop busy {fraction:.0%} at ~{found.rate:.0f} req/s ({steps})", flush=True)
     cells = []
     order = list(servers)
     for round_ in range(rounds):
         for fraction in fractions:
             for name in order:
-                rate = capacity[name] * fraction
+                rate = rates[name, fraction]
+                loop_before = event_loop_seconds(servers[name].process.pid)
                 r = run_open_loop(
                     f"{servers[name].base_url}/v2/models/{MODEL}/infer",
                     body,
@@ -143,10 +162,12 @@ def open_loop(
                     duration_s,
                     work,
                 )
+                busy = (event_loop_seconds(servers[name].process.pid) - loop_before) / duration_s
                 cell = OpenCell(
                     name,
                     round_,
                     fraction,
+                    busy,
                     rate,
                     r.requests_per_s,
                     r.p50_ms,
@@ -156,7 +177,7 @@ def open_loop(
                     r.generator_cores,
                 )
                 print(
-                    f"   round {round_} {name:9s} open loop {fraction:.0%} ({rate:6.0f}/s): "
+                    f"   round {round_} {name:9s} open loop {fraction:.0%} ({rate:6.0f}/s, loop {busy:.0%}): "
                     f"{r.requests_per_s:7.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  "
                     f"failed {r.failed}  unanswered {r.unanswered}  generator {r.generator_cores:.2f} cores",
                     flush=True,
@@ -213,10 +234,12 @@ def report_lines(
     if open_cells:
         lines += [
             "",
-            f"Open loop, each server at a fraction of its own capacity (its closed-loop req/s at {top} clients):",
+            "Open loop, each server at the rate that keeps its event loop (main thread) busy that share of",
+            "the time, found by `load_tests.open_loop.calibrate` (3 steps of 3 s), then measured in",
+            "alternated rounds: `loop busy` is the share measured over those rounds.",
             "",
-            "| server | load | offered req/s | answered req/s | p50 ms | p99 ms | failed | unanswered |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| server | load | offered req/s | loop busy | answered req/s | p50 ms | p99 ms | failed | unanswered |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for fraction in sorted({c.fraction for c in open_cells}):
             for name in SERVERS:
@@ -224,7 +247,7 @@ def report_lines(
                 if mine:
                     lines.append(
                         f"| {name} | {fraction:.0%} | {_median([c.offered_per_s for c in mine]):.0f} | "
-                        f"{_median([c.requests_per_s for c in mine]):.0f} | {_median([c.p50_ms for c in mine]):.2f} | "
+                        f"{_median([c.loop_busy for c in mine]):.0%} | {_median([c.requests_per_s for c in mine]):.0f} | {_median([c.p50_ms for c in mine]):.2f} | "
                         f"{_median([c.p99_ms for c in mine]):.2f} | {sum(c.failed for c in mine)} | "
                         f"{sum(c.unanswered for c in mine)} |"
                     )

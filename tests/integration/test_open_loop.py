@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from load_tests.open_loop import run_open_loop
+from load_tests.open_loop import SATURATED, calibrate, event_loop_seconds, run_open_loop
 from load_tests.server_process import ServerProcess, start_server
 
 pytestmark = [
@@ -122,3 +122,17 @@ def test_bodies_are_sent_in_turn(tmp_path: Path) -> None:
 
     assert (result.failed, result.unanswered) == (0, 0)
     assert received == bodies * 20  # one connection: in the order sent
+
+
+def test_calibration_raises_a_rate_that_leaves_the_event_loop_mostly_idle(bare: ServerProcess, tmp_path: Path) -> None:
+    """At 40 requests per second the bare app's loop is far from busy half the time on any machine:
+    each step doubles the rate (the most a step may), and the loop's CPU is read from /proc."""
+    before = event_loop_seconds(bare.process.pid)
+    found = calibrate(
+        f"{bare.base_url}/x", BODY, "application/json", bare.process.pid, 0.5, 40, tmp_path, duration_s=0.5
+    )
+
+    assert [rate for rate, _ in found.steps] == [40, 80, 160]
+    assert found.rate == 320
+    assert all(busy < SATURATED for _, busy in found.steps)
+    assert event_loop_seconds(bare.process.pid) > before

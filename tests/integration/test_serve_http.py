@@ -81,6 +81,8 @@ async def test_json_binary_and_v1_answers_match_onnxruntime_in_process(server: S
             headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
         )
         assert response.status_code == 200 and response.headers["content-type"] == "application/octet-stream"
+        assert "server" not in response.headers  # the software is nobody's business
+        assert "date" in response.headers  # RFC 9110: an origin server with a clock sends it
         length = int(response.headers["inference-header-content-length"])
         (output,) = orjson.loads(response.content[:length])["outputs"]
         assert output["parameters"]["binary_data_size"] == 5 * 4

@@ -17,7 +17,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -58,35 +58,38 @@ class HistogramChild:
         self.sum += value
 
 
-class _Family(Collector):
+Child = TypeVar("Child", CounterChild, HistogramChild)
+
+
+class _Family(Collector, Generic[Child]):
     """Children by label values; created under a lock (rare), listed by copy at scrape time."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], new_child: Callable[[], Child]
+    ) -> None:
         self._name = name
         self._documentation = documentation
         self._labelnames = list(labelnames)
+        self._new_child: Callable[[], Child] = new_child
+        self._children: dict[tuple[str, ...], Child] = {}
         self._lock = threading.Lock()
 
-    def _check(self, values: tuple[str, ...]) -> None:
-        if len(values) != len(self._labelnames):
-            raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {values!r}")
+    def labels(self, *values: str) -> Child:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {values!r}")
+            with self._lock:
+                child = self._children.setdefault(values, self._new_child())
+        return child
 
 
-class UnlockedCounter(_Family):
+class UnlockedCounter(_Family[CounterChild]):
     """A labelled counter (`name` without `_total`) updated from one thread."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry) -> None:
-        super().__init__(name, documentation, labelnames)
-        self._children: dict[tuple[str, ...], CounterChild] = {}
+        super().__init__(name, documentation, labelnames, CounterChild)
         registry.register(self)
-
-    def labels(self, *values: str) -> CounterChild:
-        child = self._children.get(values)
-        if child is None:
-            self._check(values)
-            with self._lock:
-                child = self._children.setdefault(values, CounterChild())
-        return child
 
     def describe(self) -> Iterable[Metric]:
         return [CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)]
@@ -98,7 +101,7 @@ class UnlockedCounter(_Family):
         return [family]
 
 
-class UnlockedHistogram(_Family):
+class UnlockedHistogram(_Family[HistogramChild]):
     """A labelled histogram updated from one thread."""
 
     def __init__(
@@ -109,21 +112,12 @@ class UnlockedHistogram(_Family):
         buckets: Sequence[float],
         registry: CollectorRegistry,
     ) -> None:
-        super().__init__(name, documentation, labelnames)
-        self._bounds = tuple(float(b) for b in buckets)
-        if list(self._bounds) != sorted(set(self._bounds)):
+        bounds = tuple(float(b) for b in buckets)
+        if list(bounds) != sorted(set(bounds)):
             raise ValueError(f"{name}: buckets must be increasing")
-        self._labels = [_bucket_label(b) for b in self._bounds] + ["+Inf"]
-        self._children: dict[tuple[str, ...], HistogramChild] = {}
+        super().__init__(name, documentation, labelnames, lambda: HistogramChild(bounds))
+        self._labels = [_bucket_label(b) for b in bounds] + ["+Inf"]
         registry.register(self)
-
-    def labels(self, *values: str) -> HistogramChild:
-        child = self._children.get(values)
-        if child is None:
-            self._check(values)
-            with self._lock:
-                child = self._children.setdefault(values, HistogramChild(self._bounds))
-        return child
 
     def describe(self) -> Iterable[Metric]:
         return [HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)]

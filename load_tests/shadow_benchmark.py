@@ -163,6 +163,32 @@ def open_loop_phase(
     )
 
 
+def paired_ratios(phases: list[Phase]) -> list[str]:
+    """Each shadow phase against `none` in the same round, then the median over rounds: the
+    machine's speed drifts between rounds, so medians per phase would compare different speeds."""
+    rounds = sorted({p.round for p in phases})
+    found = {(p.round, p.phase): p for p in phases}
+    lines = []
+    for name, baseline, field, label in [
+        ("shadow", "none", "requests_per_s", "throughput"),
+        ("shadow eager", "none", "requests_per_s", "throughput"),
+        ("shadow 20%", "none", "requests_per_s", "throughput"),
+        ("slow shadow", "none", "requests_per_s", "throughput"),
+        ("shadow open", "none open", "p99_ms", "p99"),
+    ]:
+        ratios = [
+            getattr(found[r, name], field) / getattr(found[r, baseline], field)
+            for r in rounds
+            if (r, name) in found and (r, baseline) in found and getattr(found[r, baseline], field)
+        ]
+        if ratios:
+            each = ", ".join(f"{x:.3f}" for x in ratios)
+            lines.append(
+                f"{name:12s} {label} / {baseline} in the same round: median {statistics.median(ratios):.3f} ({each})"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per phase")
@@ -278,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{sum(p.errors for p in rows):7d} {sum(p.compared for p in rows):9d} {sum(p.dropped for p in rows):8d} "
             f"{statistics.median(agreement) if agreement else float('nan'):10.4f}"
         )
+    print()
+    for line in paired_ratios(phases):
+        print(line)
     (RESULTS / "shadow_benchmark.json").write_text(json.dumps([asdict(p) for p in phases], indent=2))
     return 0
 

@@ -202,6 +202,16 @@ def closed_medians(cells: list[Cell], name: str, clients: int) -> tuple[float, f
     )
 
 
+def paired(cells: list[Cell], clients: int, other: str) -> tuple[float, str]:
+    """hotserve's req/s over `other`'s in each round at `clients`: (median, the rounds' ratios)."""
+    by_round: dict[int, dict[str, float]] = {}
+    for cell in cells:
+        if cell.clients == clients:
+            by_round.setdefault(cell.round, {})[cell.server] = cell.requests_per_s
+    ratios = [r["hotserve"] / r[other] for r in by_round.values() if r.get(other) and "hotserve" in r]
+    return (statistics.median(ratios) if ratios else float("nan")), ", ".join(f"{x:.2f}" for x in ratios)
+
+
 def report_lines(
     cells: list[Cell], open_cells: list[OpenCell], clients_list: list[int], args: argparse.Namespace, started: str
 ) -> list[str]:
@@ -251,15 +261,20 @@ def report_lines(
                         f"{_median([c.p99_ms for c in mine]):.2f} | {sum(c.failed for c in mine)} | "
                         f"{sum(c.unanswered for c in mine)} |"
                     )
-    hot_top, bare_top, plain_top = (closed_medians(cells, n, top) for n in ("hotserve", "bare", "plain"))
+    hot_top, bare_top = closed_medians(cells, "hotserve", top), closed_medians(cells, "bare", top)
     hot_one, plain_one = closed_medians(cells, "hotserve", one), closed_medians(cells, "plain", one)
+    of_bare, of_plain = paired(cells, top, "bare"), paired(cells, top, "plain")
+    one_plain = paired(cells, one, "plain")
     lines += [
         "",
-        f"- {top} clients: hotserve reaches {hot_top[0] / bare_top[0]:.0%} of the bare stack's req/s "
-        f"({hot_top[0]:.0f} vs {bare_top[0]:.0f}) and {hot_top[0] / plain_top[0]:.2f}x the plain server's; "
-        f"hotserve's CPU per request beyond the bare stack's: {hot_top[3] - bare_top[3]:.0f} us",
-        f"- {one} client: hotserve {hot_one[0] / plain_one[0]:.2f}x the plain server's req/s "
-        f"({hot_one[0]:.0f} vs {plain_one[0]:.0f}), p99 {hot_one[2]:.2f} vs {plain_one[2]:.2f} ms",
+        "Ratios are taken within each round, then the median over rounds (the machine's speed drifts",
+        "between rounds):",
+        "",
+        f"- {top} clients: hotserve reaches {of_bare[0]:.0%} of the bare stack's req/s (rounds {of_bare[1]}) "
+        f"and {of_plain[0]:.2f}x the plain server's (rounds {of_plain[1]}); hotserve's CPU per request "
+        f"beyond the bare stack's: {hot_top[3] - bare_top[3]:.0f} us",
+        f"- {one} client: hotserve {one_plain[0]:.2f}x the plain server's req/s (rounds {one_plain[1]}), "
+        f"p99 {hot_one[2]:.2f} vs {plain_one[2]:.2f} ms",
         "",
         END,
     ]

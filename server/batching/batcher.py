@@ -11,8 +11,9 @@ stopped admission no request can join a partial batch, so it leaves at once (`de
 Per request the hot path costs one future, one deque append/pop, and (only with a deadline)
 one timer handle; no task, no log line. A lone request to an idle version of a model cheap
 enough runs inline on the loop (`RuntimeExecutor.cheap`); other batches' results come back
-through one `call_soon_threadsafe` per batch and are handed out as row slices of the batch outputs; then
-the batch's inputs and outputs go to the optional `on_batch` observer (the drift sampler).
+through one `call_soon_threadsafe` per batch and are handed out as row slices of the batch
+outputs; then the batch's inputs and outputs go to the optional `on_batch` observer (the drift
+sampler).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ EMPTY_STORE = Missing(
 
 
 class _ViewInstruments:
-    """Metric children of one view, bound once (labels() costs a dict lookup and a lock)."""
+    """Metric children of one view, bound once (labels() costs a key and a dict lookup)."""
 
     def __init__(self, metrics: Metrics, view: FeatureView, backend: str) -> None:
         label = view.label

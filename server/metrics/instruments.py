@@ -211,26 +211,26 @@ class Metrics:
         )
 
         # --- online features (label `view` is `<name>:v<version>`; `layer`/`backend`: local,
-        # redis, memory)
-        self.feature_lookups = Counter(
+        # redis, memory). Those recorded per joined request are unlocked, like the request's own.
+        self.feature_lookups = UnlockedCounter(
             "hotserve_feature_lookups",
             "v1 requests that needed stored features, by outcome (ok, defaults, not_found, unavailable, invalid).",
             ["view", "result"],
             registry=r,
         )
-        self.feature_hits = Counter(
+        self.feature_hits = UnlockedCounter(
             "hotserve_feature_hits",
             "Entity lookups answered by a layer (local cache, store).",
             ["view", "layer"],
             registry=r,
         )
-        self.feature_misses = Counter(
+        self.feature_misses = UnlockedCounter(
             "hotserve_feature_misses",
             "Entity lookups a layer had no entry for (local: went on to the store; store: entity absent).",
             ["view", "layer"],
             registry=r,
         )
-        self.feature_lookup_duration = Histogram(
+        self.feature_lookup_duration = UnlockedHistogram(
             "hotserve_feature_lookup_duration_seconds",
             "Time a request waited for its stored features.",
             ["view"],
@@ -251,7 +251,7 @@ class Metrics:
             buckets=FEATURE_LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.feature_staleness = Histogram(
+        self.feature_staleness = UnlockedHistogram(
             "hotserve_feature_staleness_seconds",
             "Age of stored features at lookup (now - event time).",
             ["view"],

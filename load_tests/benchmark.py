@@ -179,6 +179,20 @@ def batch_stats(url: str, model: str) -> tuple[float, float]:
 # --- load ------------------------------------------------------------------------------------
 
 
+def wrk_rate(stats: dict[str, float]) -> float:
+    """Requests per second of a wrk run (`run_wrk`'s stats)."""
+    return stats["requests"] / (stats["duration_us"] / 1e6)
+
+
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time of process `pid` (all its threads), or of its thread `thread`
+    (`pid` itself: the main thread), in seconds, from /proc."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3 of stat(5), so utime (14) and stime (15) are 11 and 12 here.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk_errors(stats: dict[str, float]) -> int:
     """Every request of a wrk run that did not get a 2xx/3xx answer in time (`run_wrk`'s stats)."""
     return int(sum(stats[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts")))
@@ -225,7 +239,7 @@ def measure(
                 w = run_wrk(infer_url, body, ctype, hlen, clients, duration_s, workdir)
                 after = batch_stats(url, manifest.name)
                 batches = after[1] - before[1]
-                rps = w["requests"] / (w["duration_us"] / 1e6)
+                rps = wrk_rate(w)
                 errors = wrk_errors(w)
                 result = LoadResult(
                     model=manifest.name,

@@ -21,7 +21,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from load_tests.benchmark import bodies, latest_version_dir, prepare_repository, run_wrk, wrk_errors
+from load_tests.benchmark import (
+    bodies,
+    cpu_seconds,
+    latest_version_dir,
+    prepare_repository,
+    run_wrk,
+    wrk_errors,
+    wrk_rate,
+)
 from load_tests.server_process import ServerProcess, start_server
 from server.contract.manifest import ModelManifest
 
@@ -39,13 +47,6 @@ class Cell:
     p50_ms: float
     p99_ms: float
     errors: int
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # After the command name: state is field 3 of stat(5), so utime (14) and stime (15) are 11 and 12 here.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def checkout(revision: str, dest: Path) -> Path:
@@ -91,7 +92,7 @@ def measure(
                 revision,
                 round_,
                 requests,
-                requests / (w["duration_us"] / 1e6),
+                wrk_rate(w),
                 used / max(requests, 1) * 1e6,
                 w["p50_us"] / 1000,
                 w["p99_us"] / 1000,

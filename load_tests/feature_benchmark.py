@@ -36,8 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from load_tests.benchmark import LUA_SCRIPT, RESULTS, ROOT, latest_version_dir, prepare_repository, serving, wrk_errors
-from load_tests.checkout_compare import cpu_seconds
+from load_tests.benchmark import (
+    LUA_SCRIPT,
+    RESULTS,
+    ROOT,
+    cpu_seconds,
+    latest_version_dir,
+    prepare_repository,
+    serving,
+    wrk_errors,
+    wrk_rate,
+)
 from load_tests.markdown import replace_section, utc_minute
 from load_tests.open_loop import calibrate, run_open_loop
 from load_tests.server_process import ServerProcess, free_port
@@ -394,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                             server,
                             kind,
                             clients,
-                            w["requests"] / (w["duration_us"] / 1e6),
+                            wrk_rate(w),
                             w["p50_us"] / 1000,
                             w["p99_us"] / 1000,
                             errors,

@@ -28,7 +28,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from load_tests.benchmark import BIN, MODELS, bodies, latest_version_dir, prepare_repository, run_wrk, wrk_errors
+from load_tests.benchmark import (
+    BIN,
+    MODELS,
+    bodies,
+    latest_version_dir,
+    prepare_repository,
+    run_wrk,
+    wrk_errors,
+    wrk_rate,
+)
 from load_tests.server_process import start_server
 from server.contract.manifest import ModelManifest
 
@@ -150,7 +159,7 @@ def measure_serving(
                 cells = clients if rows == 1 else [max(clients)]
                 for count in cells:
                     w = run_wrk(url, body, content_type, header_length, count, duration_s, workdir)
-                    rps = w["requests"] / (w["duration_us"] / 1e6)
+                    rps = wrk_rate(w)
                     errors = wrk_errors(w)
                     cell = Serving(
                         model, "binary", count, rows, rps, rps * rows, w["p50_us"] / 1000, w["p99_us"] / 1000, errors

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from load_tests.benchmark import cpu_seconds
+
 SOURCE = Path(__file__).resolve().parent / "openloop.c"
 BUILD_DIR = Path(__file__).resolve().parent / "results" / "bin"
 CONNECTIONS = 64
@@ -137,8 +139,7 @@ def parse_report(report: dict[str, float], rate: float) -> OpenLoopResult:
 
 def event_loop_seconds(pid: int) -> float:
     """CPU seconds (user + system) of process `pid`'s main thread: the server's event loop."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid, thread=pid)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from load_tests.benchmark import RESULTS, run_wrk, wrk_errors
+from load_tests.benchmark import RESULTS, run_wrk, wrk_errors, wrk_rate
 from load_tests.server_process import start_server
 from load_tests.shadow_benchmark import FEATURES, MODEL, TOKEN, admin, write_repository
 from server.contract.aliases import PRODUCTION
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                     Window(
                         round_,
                         phase,
-                        w["requests"] / (w["duration_us"] / 1e6),
+                        wrk_rate(w),
                         w["p50_us"] / 1000,
                         w["p99_us"] / 1000,
                         errors,

@@ -40,7 +40,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from load_tests.benchmark import RESULTS, run_wrk, wrk_errors
+from load_tests.benchmark import RESULTS, run_wrk, wrk_errors, wrk_rate
 from load_tests.open_loop import calibrate, run_open_loop
 from load_tests.server_process import start_server
 from server.admin_client import AdminClient
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                         Phase(
                             round_,
                             phase,
-                            w["requests"] / (w["duration_us"] / 1e6),
+                            wrk_rate(w),
                             w["p50_us"] / 1000,
                             w["p99_us"] / 1000,
                             errors,

@@ -27,8 +27,17 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from load_tests.benchmark import RESULTS, ROOT, bodies, latest_version_dir, prepare_repository, run_wrk, wrk_errors
-from load_tests.checkout_compare import cpu_seconds
+from load_tests.benchmark import (
+    RESULTS,
+    ROOT,
+    bodies,
+    cpu_seconds,
+    latest_version_dir,
+    prepare_repository,
+    run_wrk,
+    wrk_errors,
+    wrk_rate,
+)
 from load_tests.markdown import replace_section, utc_minute
 from load_tests.open_loop import calibrate, event_loop_seconds, run_open_loop
 from load_tests.server_process import ServerProcess, start_server
@@ -105,7 +114,7 @@ def closed_loop(
                     name,
                     round_,
                     clients,
-                    stats["requests"] / (stats["duration_us"] / 1e6),
+                    wrk_rate(stats),
                     stats["p50_us"] / 1000,
                     stats["p99_us"] / 1000,
                     used / stats["requests"] * 1e6 if stats["requests"] else 0.0,

@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from load_tests.benchmark import RESULTS, run_wrk, wrk_errors
+from load_tests.benchmark import RESULTS, run_wrk, wrk_errors, wrk_rate
 from load_tests.server_process import ServerProcess, start_server
 from server.admin_client import AdminClient, model_path
 from server.contract.aliases import PRODUCTION
@@ -182,7 +182,7 @@ def measure(
     result = Phase(
         server=name,
         phase=phase,
-        requests_per_s=w["requests"] / (w["duration_us"] / 1e6),
+        requests_per_s=wrk_rate(w),
         p50_ms=w["p50_us"] / 1000,
         p99_ms=w["p99_us"] / 1000,
         errors=wrk_errors(w),

@@ -1,9 +1,9 @@
 """A counter and a histogram for the request path: updated without a lock, read at scrape time.
 
 prometheus_client's instruments take a mutex on every update, and its histogram finds the bucket
-with a Python loop over the bounds: on the demo model, the three per-request observations (the
-request counter, the request latency and the queue wait) were about a tenth of the app's CPU per
-request. Everything that updates these runs on the event loop thread, one update at a time, so
+with a Python loop over the bounds: on the demo model, recording the three per-request
+observations (the request counter, the request latency and the queue wait) here instead took the
+app's CPU per request from 87 to 80 us (driven in process, 64 requests at a time). Everything that updates these runs on the event loop thread, one update at a time, so
 they need no lock: an update is a list index and two additions. A scrape (on the loop, or on the
 metrics port's thread) copies the counts first, so a histogram's buckets and count always agree;
 its sum may miss an observation being made at that instant. The exposition is prometheus_client's

@@ -89,10 +89,9 @@ class Settings(BaseSettings):
     control_state_path: Path | None = None
     """JSON file holding aliases (e.g. `production`); unset: `<model_repository>/.hotserve/control.json`."""
     inline_run_max_us: float = Field(default=200.0, ge=0)
-    """A lone request of up to 8 rows to a version idle for longer than this runs on the event
-    loop instead of a worker thread when requests of its size ran faster than this lately: for
-    a model that cheap the thread hop costs more than the model. 0: every batch goes to the
-    workers."""
+    """A batch runs on the event loop instead of a worker thread when batches of its size (by
+    power-of-two bucket of rows) ran faster than this lately: for a model that cheap the thread
+    hop costs the loop more than the model. 0: every batch goes to the workers."""
     shadow_max_pending: int = Field(default=256, ge=1)
     """Shadow copies in flight (queued or running in the shadow version's batcher); beyond it a
     copy is dropped and counted, never the primary."""

@@ -9,8 +9,8 @@ for the rules and the `full` / `preferred` / `delay` / `idle` reasons). Once `cl
 stopped admission no request can join a partial batch, so it leaves at once (`delay`).
 
 Per request the hot path costs one future, one deque append/pop, and (only with a deadline)
-one timer handle; no task, no log line. A lone request to an idle version of a model cheap
-enough runs inline on the loop (`RuntimeExecutor.cheap`); other batches' results come back
+one timer handle; no task, no log line. A batch of a size the model has proven cheap for runs
+inline on the loop (`RuntimeExecutor.cheap`); other batches' results come back
 through one `call_soon_threadsafe` per batch and are handed out as row slices of the batch
 outputs; then the batch's inputs and outputs go to the optional `on_batch` observer (the drift
 sampler).
@@ -87,8 +87,6 @@ class Batcher:
         """Entries in `_queue` still marked queued (the deque also holds lazily removed ones)."""
         self._running = 0
         self._busy_s = 0.0
-        self._finished_at = 0.0
-        """When the last batch came back (`time.monotonic()`)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -314,17 +312,9 @@ class Batcher:
                 inputs = entries[0].inputs
             else:
                 inputs = {name: np.concatenate([entry.inputs[name] for entry in entries]) for name in self._input_names}
-            if (
-                reason == "idle"
-                and len(entries) == 1
-                and now - self._finished_at >= self._executor.inline_max_s
-                and self._batch_axis
-                and self._executor.cheap(rows)
-            ):
-                # Cheaper than the hop to a worker (runtime/executor.py). Only for a lone request
-                # to a version that sat idle for longer than such a run takes: under load the
-                # loop is the bottleneck and the model belongs on the workers' core. Answered
-                # next turn, so this pump is not re-entered.
+            if self._batch_axis and self._executor.cheap(rows):
+                # Cheaper for the loop than the hop to a worker (runtime/executor.py), at any
+                # load. Answered next turn, so this pump is not re-entered.
                 outputs, error, run_s = self._executor.run_inline(inputs, rows)
                 self._loop.call_soon(self._finish, entries, rows, inputs, outputs, error, run_s)
             else:
@@ -351,7 +341,6 @@ class Batcher:
         """On the loop: hand each caller its rows (or the batch's one error), refill, then observe."""
         self._running -= 1
         self._busy_s += run_s
-        self._finished_at = time.monotonic()
         self._m_inference_duration.observe(run_s)
         if error is None and self._batch_axis:
             assert outputs is not None

@@ -5,13 +5,16 @@ Each model version gets a dedicated, bounded `ThreadPoolExecutor` sized by its
 `instances` batches of a version run at once. onnxruntime releases the GIL while it computes.
 Results go back to the event loop with `loop.call_soon_threadsafe`; runtimes never see the loop.
 
-The exception, `run_inline`: a lone request to an idle version (the batcher decides), whose
-size has run in under `inline_max_s` (200 us by default) on its last runs, runs on the calling
-thread, the event loop. For a model that cheap the hop costs more than the model: two thread
-wake-ups and a self-pipe write and read per batch; on the demo MLP at one client, inline runs
-answered 1.38x the requests per second. Only runtimes that block on nothing but computation
-offer it (`inline_safe`); a run that turns out slower raises the estimate and sends that size
-back to the workers.
+The exception, `run_inline`: a batch whose size (by power-of-two bucket of rows) has run in
+under `inline_max_s` (200 us by default) lately runs on the calling thread, the event loop, at
+any load. The hop is not free for the loop: a queue put and a worker wake-up, the worker taking
+the GIL back from the loop before and after the run, a self-pipe write and read per batch. On
+the demo MLP at 64 clients that cost the loop more than the model (inline, the loop spent 88-100
+against 110-127 us per request, and answered 1.15-1.5x the requests); at one client inline
+runs answered 1.38x. Only runtimes that block on nothing but computation offer it
+(`inline_safe`). A worker's run is measured in its thread's CPU time (waiting for the GIL under
+load is not the model's cost), an inline run in wall time (what the loop paid); a run slower than
+the estimate replaces it, so a size that turns out slower goes back to the workers.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ BatchDone = Callable[[Tensors | None, BaseException | None, float], None]
 """Called on the loop thread with (outputs, error, run seconds); exactly one of the first two is set."""
 
 
-INLINE_MAX_ROWS = 8
-"""Batches up to this many rows may run inline (when their size has proven cheap)."""
 INLINE_MIN_RUNS = 4
-"""Runs of a size measured before that size may run inline."""
+"""Runs of a size bucket measured before batches of that bucket may run inline."""
 _SMOOTHING = 0.2
-"""Weight of a faster run in a size's moving average of run time (a slower one replaces it)."""
+"""Weight of a faster run in a bucket's moving average of run time (a slower one replaces it)."""
+_BUCKETS = 33
+"""Size buckets: bucket b holds batches of 2**(b-1) + 1 .. 2**b rows (b = (rows - 1).bit_length())."""
 
 
 class RuntimeExecutor:
@@ -47,9 +50,9 @@ class RuntimeExecutor:
         self._pool = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=thread_name)
         self.inline_max_s = inline_max_s if getattr(runtime, "inline_safe", False) else 0.0
         """Runs faster than this may be inline (0: none may)."""
-        self._run_s: list[float] = [0.0] * (INLINE_MAX_ROWS + 1)
-        """Moving average of run seconds by batch rows (small batches only)."""
-        self._runs: list[int] = [0] * (INLINE_MAX_ROWS + 1)
+        self._run_s: list[float] = [0.0] * _BUCKETS
+        """Moving average of run seconds by size bucket."""
+        self._runs: list[int] = [0] * _BUCKETS
 
     def submit(self, loop: asyncio.AbstractEventLoop, inputs: Tensors, on_done: BatchDone) -> None:
         """Run a batch on a worker; `on_done` is later called on `loop`. Hot path: no task, no future."""
@@ -73,8 +76,9 @@ class RuntimeExecutor:
         return await future
 
     def cheap(self, rows: int) -> bool:
-        """True when a batch of `rows` rows has run in under `inline_max_s` lately: `run_inline` it."""
-        return rows <= INLINE_MAX_ROWS and self._runs[rows] >= INLINE_MIN_RUNS and self._run_s[rows] < self.inline_max_s
+        """True when batches of about `rows` rows have run in under `inline_max_s` lately: `run_inline` it."""
+        bucket = _bucket(rows)
+        return self._runs[bucket] >= INLINE_MIN_RUNS and self._run_s[bucket] < self.inline_max_s
 
     def run_inline(self, inputs: Tensors, rows: int) -> tuple[Tensors | None, BaseException | None, float]:
         """Run a batch on the calling thread: (outputs, error, run seconds), one of the first two set."""
@@ -82,33 +86,46 @@ class RuntimeExecutor:
         try:
             outputs = self.runtime.run(inputs)
         except Exception as error:
-            return None, error, self._measured(rows, time.perf_counter() - started)
-        return outputs, None, self._measured(rows, time.perf_counter() - started)
+            run_s = time.perf_counter() - started
+            self._measured(rows, run_s)
+            return None, error, run_s
+        run_s = time.perf_counter() - started
+        self._measured(rows, run_s)
+        return outputs, None, run_s
 
-    def _measured(self, rows: int, run_s: float) -> float:
-        """Fold a run into its size's average (small sizes, and only when inline runs are on)."""
-        if self.inline_max_s and rows <= INLINE_MAX_ROWS:
+    def _measured(self, rows: int, cost_s: float) -> None:
+        """Fold a run's cost into its size bucket's average (only when inline runs are on)."""
+        if self.inline_max_s and rows:
             # Quick to distrust, slow to trust again: a slower run replaces the average, faster
             # ones pull it down gradually. (Workers and the loop may race here: a lost update
             # only loses one sample.)
-            average = self._run_s[rows]
-            self._run_s[rows] = run_s if run_s > average else average + _SMOOTHING * (run_s - average)
-            self._runs[rows] += 1
-        return run_s
+            bucket = _bucket(rows)
+            average = self._run_s[bucket]
+            self._run_s[bucket] = cost_s if cost_s > average else average + _SMOOTHING * (cost_s - average)
+            self._runs[bucket] += 1
 
     def _run(self, loop: asyncio.AbstractEventLoop, inputs: Tensors, on_done: BatchDone) -> None:
         started = time.perf_counter()
-        rows = _rows(inputs)
+        started_cpu = time.thread_time()
+        outputs: Tensors | None = None
+        failure: BaseException | None = None
         try:
             outputs = self.runtime.run(inputs)
         except BaseException as error:  # handed to the loop; the worker thread must survive
-            loop.call_soon_threadsafe(on_done, None, error, self._measured(rows, time.perf_counter() - started))
-            return
-        loop.call_soon_threadsafe(on_done, outputs, None, self._measured(rows, time.perf_counter() - started))
+            failure = error
+        run_s = time.perf_counter() - started
+        # The model's cost is the CPU it took: under load this thread also waits for the GIL
+        # (held by the loop) on its way out of the runtime, which an inline run would not.
+        self._measured(_rows(inputs), time.thread_time() - started_cpu)
+        loop.call_soon_threadsafe(on_done, outputs, failure, run_s)
 
     def shutdown(self, wait: bool) -> None:
         """Stop taking batches; `wait` blocks until running ones end (call off the loop)."""
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+
+def _bucket(rows: int) -> int:
+    return min((rows - 1).bit_length(), _BUCKETS - 1)
 
 
 def _rows(inputs: Tensors) -> int:

@@ -367,7 +367,8 @@ async def test_close_gives_up_after_its_timeout_and_answers_the_queue(make_batch
 
 
 class ThreadRecordingRuntime(EchoRuntime):
-    """An inline-safe EchoRuntime that records the thread of every run and can be made slow."""
+    """An inline-safe EchoRuntime that records the thread of every run and can be made slow
+    (computing) or made to wait (no CPU, as a worker waiting for the GIL)."""
 
     inline_safe = True
 
@@ -375,6 +376,7 @@ class ThreadRecordingRuntime(EchoRuntime):
         super().__init__()
         self.threads: list[str] = []
         self.extra_s = 0.0
+        self.wait_s = 0.0
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.threads.append(threading.current_thread().name)
@@ -382,41 +384,71 @@ class ThreadRecordingRuntime(EchoRuntime):
             deadline = time.perf_counter() + self.extra_s
             while time.perf_counter() < deadline:  # computation, as inline runs may only be
                 pass
+        if self.wait_s:
+            time.sleep(self.wait_s)
         return super().run(inputs)
 
 
 INLINE_LIMIT_S = 0.005
 
 
-async def after_idle(awaitable: Awaitable[T]) -> T:
-    """Await `awaitable` once the version has been idle for the inline limit: the passing of that
-    time is the condition under test (a lone request to a version idle that long may run inline)."""
-    await asyncio.sleep(INLINE_LIMIT_S)
-    return await guarded(awaitable)
-
-
-async def test_a_lone_request_to_an_idle_version_runs_on_the_loop_once_its_size_has_proven_cheap() -> None:
+async def test_a_batch_runs_on_the_loop_once_its_size_has_proven_cheap_and_goes_back_when_slow() -> None:
     runtime = ThreadRecordingRuntime()
     executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=INLINE_LIMIT_S)
     batcher = Batcher(fake_manifest(), executor, Metrics())
     loop_thread = threading.current_thread().name
     try:
         for request_id in range(INLINE_MIN_RUNS + 2):
-            outputs = await after_idle(batcher.submit(request(rows_of(request_id, 1), 1)))
+            outputs = await guarded(batcher.submit(request(rows_of(request_id, 1), 1)))
             np.testing.assert_array_equal(outputs["y"], rows_of(request_id, 1)["x"])
         # The first runs of a size go to the worker (measured there), then run inline.
         assert all(name != loop_thread for name in runtime.threads[:INLINE_MIN_RUNS])
         assert runtime.threads[INLINE_MIN_RUNS:] == [loop_thread, loop_thread]
 
-        # Right after a batch came back the version is not idle: the next request goes to the worker.
-        await guarded(batcher.submit(request(rows_of(80, 1), 1)))
+        # Another size bucket is measured on its own: 5-8 rows has not run yet.
+        await guarded(batcher.submit(request(rows_of(70, 6), 6)))
         assert runtime.threads[-1] != loop_thread
+        assert not executor.cheap(8) and executor.cheap(1)
 
         runtime.extra_s = 0.2  # slower than the limit: the estimate rises, the size goes back
-        await after_idle(batcher.submit(request(rows_of(90, 1), 1)))
+        await guarded(batcher.submit(request(rows_of(90, 1), 1)))
+        assert runtime.threads[-1] == loop_thread
         assert not executor.cheap(1)
-        await after_idle(batcher.submit(request(rows_of(91, 1), 1)))
+        await guarded(batcher.submit(request(rows_of(91, 1), 1)))
         assert runtime.threads[-1] != loop_thread
+    finally:
+        executor.shutdown(wait=True)
+
+
+async def test_batches_of_many_requests_run_on_the_loop_under_load() -> None:
+    runtime = ThreadRecordingRuntime()
+    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=INLINE_LIMIT_S)
+    manifest = fake_manifest(batching=BatchingPolicy(max_batch_size=8, max_queue_delay_ms=LONG_DELAY_MS))
+    batcher = Batcher(manifest, executor, Metrics())
+    loop_thread = threading.current_thread().name
+    try:
+        for round_ in range(INLINE_MIN_RUNS + 1):  # 8 requests of one row: full batches of 8 rows
+            results = await guarded(
+                asyncio.gather(*(batcher.submit(request(rows_of(round_ * 10 + i, 1), 1)) for i in range(8)))
+            )
+            for i, out in enumerate(results):
+                np.testing.assert_array_equal(out["y"], rows_of(round_ * 10 + i, 1)["x"])
+        assert runtime.batch_rows[-1] == 8
+        assert runtime.threads[-1] == loop_thread
+    finally:
+        executor.shutdown(wait=True)
+
+
+async def test_a_worker_run_is_costed_by_its_cpu_not_by_its_waiting() -> None:
+    """Under load a worker waits for the GIL on its way out of the runtime: not the model's cost."""
+    runtime = ThreadRecordingRuntime()
+    runtime.wait_s = 2 * INLINE_LIMIT_S
+    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=INLINE_LIMIT_S)
+    batcher = Batcher(fake_manifest(), executor, Metrics())
+    try:
+        for request_id in range(INLINE_MIN_RUNS):
+            await guarded(batcher.submit(request(rows_of(request_id, 1), 1)))
+        assert executor.cheap(1)
     finally:
         executor.shutdown(wait=True)
 
@@ -448,7 +480,7 @@ async def test_an_inline_run_that_fails_answers_its_callers_with_the_error() -> 
 
         runtime.run = failing  # type: ignore[method-assign]
         with pytest.raises(InferenceFailed, match="injected runtime failure"):
-            await after_idle(batcher.submit(request(rows_of(9, 1), 1)))
+            await guarded(batcher.submit(request(rows_of(9, 1), 1)))
         assert runtime.threads[-1] == threading.current_thread().name  # it did run inline
         assert batcher.running == 0
     finally:

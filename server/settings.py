@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     """How long SIGTERM waits for queued and running batches before exiting."""
     control_state_path: Path | None = None
     """JSON file holding aliases (e.g. `production`); unset: `<model_repository>/.hotserve/control.json`."""
-    inline_run_max_us: float = Field(default=200.0, ge=0)
+    inline_run_max_us: float = Field(default=500.0, ge=0)
     """A batch runs on the event loop instead of a worker thread when batches of its size (by
     power-of-two bucket of rows) ran faster than this lately: for a model that cheap the thread
     hop costs the loop more than the model. 0: every batch goes to the workers."""

@@ -6,15 +6,17 @@ Each model version gets a dedicated, bounded `ThreadPoolExecutor` sized by its
 Results go back to the event loop with `loop.call_soon_threadsafe`; runtimes never see the loop.
 
 The exception, `run_inline`: a batch whose size (by power-of-two bucket of rows) has run in
-under `inline_max_s` (200 us by default) lately runs on the calling thread, the event loop, at
+under `inline_max_s` (500 us by default) lately runs on the calling thread, the event loop, at
 any load. The hop is not free for the loop: a queue put and a worker wake-up, the worker taking
 the GIL back from the loop before and after the run, a self-pipe write and read per batch. On
-the demo MLP at 64 clients that cost the loop more than the model (inline, the loop spent 88-100
-against 110-127 us per request, and answered 1.15-1.5x the requests); at one client inline
-runs answered 1.38x. Only runtimes that block on nothing but computation offer it
+the demo MLP at 64 clients that cost the loop more than the model: inline runs answered 1.3-1.4x
+the requests per second of sending every batch to the workers, at 133 against 176 us of CPU per
+request (alternated rounds of one run); at one client, 1.38x. The default allows for load: a
+64-row batch of that MLP took ~150 us on the busy loop against 77 us on an idle machine. Only
+runtimes that block on nothing but computation offer it
 (`inline_safe`). A worker's run is measured in its thread's CPU time (waiting for the GIL under
-load is not the model's cost), an inline run in wall time (what the loop paid); a run slower than
-the estimate replaces it, so a size that turns out slower goes back to the workers.
+load is not the model's cost), an inline run in wall time (what the loop paid), into a moving
+average per bucket, so a size that turns out slower goes back to the workers.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ BatchDone = Callable[[Tensors | None, BaseException | None, float], None]
 INLINE_MIN_RUNS = 4
 """Runs of a size bucket measured before batches of that bucket may run inline."""
 _SMOOTHING = 0.2
-"""Weight of a faster run in a bucket's moving average of run time (a slower one replaces it)."""
+"""Weight of the latest run in a bucket's moving average of run time."""
 _BUCKETS = 33
 """Size buckets: bucket b holds batches of 2**(b-1) + 1 .. 2**b rows (b = (rows - 1).bit_length())."""
 
@@ -96,13 +98,15 @@ class RuntimeExecutor:
     def _measured(self, rows: int, cost_s: float) -> None:
         """Fold a run's cost into its size bucket's average (only when inline runs are on)."""
         if self.inline_max_s and rows:
-            # Quick to distrust, slow to trust again: a slower run replaces the average, faster
-            # ones pull it down gradually. (Workers and the loop may race here: a lost update
-            # only loses one sample.)
+            # A moving average, not the latest run: on a busy machine single runs take several
+            # times their usual cost (preempted, caches cold), and a bucket should not flip to the
+            # workers on each. A lasting change moves it within a few runs. (Workers and the loop
+            # may race here: a lost update only loses one sample.)
             bucket = _bucket(rows)
+            runs = self._runs[bucket]
             average = self._run_s[bucket]
-            self._run_s[bucket] = cost_s if cost_s > average else average + _SMOOTHING * (cost_s - average)
-            self._runs[bucket] += 1
+            self._run_s[bucket] = cost_s if runs == 0 else average + _SMOOTHING * (cost_s - average)
+            self._runs[bucket] = runs + 1
 
     def _run(self, loop: asyncio.AbstractEventLoop, inputs: Tensors, on_done: BatchDone) -> None:
         started = time.perf_counter()

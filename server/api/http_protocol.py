@@ -7,6 +7,11 @@ segments per answer. Here the head is held until the body's first write and goes
 validation and framing included, is uvicorn's own code: only the transport that a response's
 cycle writes to is stood in for during its two sends (uvicorn's `send` only writes and closes).
 On a bare ASGI app this took the CPU per request from 56 to 43 us at 64 clients.
+
+The inference lane goes further (`answer`): its responses are whole (a Content-Length body in one
+piece) and their headers its own, so it hands the cycle status, headers and body in one call,
+which writes them at once, without two ASGI messages through uvicorn's general `send` (header
+regexes, chunking and Content-Length accounting): 6 us a response less.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import asyncio
 from typing import Any, cast
 
 from uvicorn._types import ASGISendEvent
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 
 class _HeldHead:
@@ -92,6 +98,45 @@ class OneWriteCycle(RequestResponseCycle):
             self.transport = transport
             if not self.disconnected:
                 first.flush()  # nothing was written (a HEAD answer): the head goes alone
+
+    async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Send a whole response (`body` complete, `content-length` among `headers`) in one
+        write: what `http.response.start` then `http.response.body` would send, for a caller
+        whose header names and values are valid by construction (they are not checked again)."""
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        if self.response_started:
+            raise RuntimeError("answer() after the response started")
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        scope = self.scope
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),
+                scope["method"],
+                get_path_with_query_string(scope),
+                scope["http_version"],
+                status,
+            )
+        content = [STATUS_LINE[status]]
+        for name, value in self.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            content += (name, b": ", value, b"\r\n")
+        if not self.keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        if scope["method"] != "HEAD":
+            content.append(body)
+        self.transport.write(b"".join(content))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
 
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):

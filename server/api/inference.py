@@ -24,6 +24,7 @@ from server.api.body_limit import check_declared_length
 from server.api.context import REQUEST_ID_HEADER, SCOPE_KEY
 from server.api.deps import Edge
 from server.api.error_handlers import describe_error, error_body
+from server.api.http_protocol import OneWriteCycle
 from server.dataplane.plane import CLIENT_GONE, Call
 from server.errors import HotserveError, InvalidInput, PayloadTooLarge, ShuttingDown
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
@@ -154,18 +155,17 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
 
 
 async def _send(send: Send, request_id: str, answer: Answer) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": answer.status,
-            "headers": [
-                (b"content-type", answer.content_type),
-                (b"content-length", str(len(answer.body)).encode()),
-                (REQUEST_ID_HEADER, request_id.encode()),
-                *answer.headers,
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", answer.content_type),
+        (b"content-length", str(len(answer.body)).encode()),
+        (REQUEST_ID_HEADER, request_id.encode()),
+        *answer.headers,
+    ]
+    cycle = getattr(send, "__self__", None)
+    if type(cycle) is OneWriteCycle:  # served by `hotserve serve`: the whole answer in one call
+        await cycle.answer(answer.status, headers, answer.body)
+        return
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})
 
 

@@ -1,6 +1,7 @@
 """`OneWriteHttpToolsProtocol` on a recording transport: each answer's head and body leave in one
 write, and what needs the head alone (a HEAD answer, a stream's later chunks, `100 Continue`)
-still gets exactly the bytes stock uvicorn writes."""
+still gets exactly the bytes stock uvicorn writes; `answer` (the inference lane) writes a whole
+response at once."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from server.api.http_protocol import OneWriteHttpToolsProtocol
+from server.api.http_protocol import OneWriteCycle, OneWriteHttpToolsProtocol
 
 BODY = b'{"ok": true}'
+DATE = (b"date", b"Thu, 03 Dec 2026 12:00:00 GMT")
 
 
 class RecordingTransport(asyncio.Transport):
@@ -70,6 +72,7 @@ async def exchange(raw: bytes, asgi_app: ASGIApp = app) -> RecordingTransport:
     """Feed `raw` to a fresh connection and wait until every request's task has finished."""
     config = Config(asgi_app, lifespan="off", server_header=False, access_log=False)
     state = ServerState()
+    state.default_headers = [DATE]  # what uvicorn's server keeps there (`date`, refreshed each second)
     protocol = OneWriteHttpToolsProtocol(config, state, {}, _loop=asyncio.get_running_loop())
     transport = RecordingTransport()
     protocol.connection_made(transport)
@@ -144,3 +147,61 @@ async def test_an_answered_cycle_is_freed_by_reference_counting_alone() -> None:
         assert cycles[0]() is None  # the first request's cycle: replaced by the second, freed
     finally:
         gc.enable()
+
+
+async def answering(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers as the inference lane does: the whole response in one `answer` call."""
+    if scope["type"] != "http":
+        return
+    await receive()
+    cycle = send.__self__  # type: ignore[attr-defined]
+    assert isinstance(cycle, OneWriteCycle)
+    await cycle.answer(200, [(b"content-type", b"application/json"), (b"content-length", b"12")], BODY)
+
+
+async def test_answer_writes_status_default_headers_its_headers_and_body_at_once() -> None:
+    raw = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+    transport = await exchange(raw + raw, answering)
+
+    assert len(transport.writes) == 2  # keep-alive: both requests answered, one write each
+    for write in transport.writes:
+        head, _, body = write.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK"
+        assert lines[1:] == [b"date: " + DATE[1], b"content-type: application/json", b"content-length: 12"]
+        assert body == BODY
+
+
+async def test_answer_to_a_head_request_writes_the_head_alone() -> None:
+    transport = await exchange(b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n", answering)
+
+    assert len(transport.writes) == 1
+    assert transport.writes[0].endswith(b"content-length: 12\r\n\r\n")
+
+
+async def test_answer_honours_connection_close() -> None:
+    transport = await exchange(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", answering)
+
+    assert len(transport.writes) == 1
+    assert b"\r\nconnection: close\r\n" in transport.writes[0]
+    assert transport.writes[0].endswith(BODY)
+    assert transport.closed
+
+
+async def test_answer_after_the_response_started_is_refused() -> None:
+    refused: list[str] = []
+
+    async def started_then_answered(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        try:
+            await send.__self__.answer(200, [(b"content-length", b"0")], b"")  # type: ignore[attr-defined]
+        except RuntimeError as error:
+            refused.append(str(error))
+        await send({"type": "http.response.body", "body": b""})
+
+    transport = await exchange(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n", started_then_answered)
+
+    assert refused == ["answer() after the response started"]
+    assert len(transport.writes) == 1

@@ -21,6 +21,9 @@ from server.protocol.schema import InputSchema
 # numpy's warning about it would only be noise in the log. Cheaper than np.errstate per request.
 warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning, module=__name__)
 
+_PYTHON_SUM_MAX = 32
+"""Tensors of up to this many values are checked for finiteness by a Python sum."""
+
 _ALLOWED_KINDS: dict[str, str] = {
     "BOOL": "b",
     "FP16": "iuf",
@@ -51,16 +54,23 @@ def check_header(schema: InputSchema, datatype: Any, shape: Any, field: str) -> 
     if datatype != schema.datatype:
         raise InvalidInput(f"{field}.datatype", expected=schema.datatype, got=repr(datatype))
     expected = schema.spec.shape
-    if not isinstance(shape, list) or len(shape) != len(expected) or not all(type(d) is int and d >= 0 for d in shape):
+    valid = isinstance(shape, list) and len(shape) == len(expected)
+    if valid:
+        for dim in shape:  # a loop, not all(<generator>): this runs for every tensor of every request
+            if type(dim) is not int or dim < 0:
+                valid = False
+                break
+    if not valid:
         raise InvalidInput(
             f"{field}.shape", expected=f"{len(expected)} non-negative dims like {expected}", got=repr(shape)
         )
-    for axis, (want, got) in enumerate(zip(expected, shape)):
-        if want != -1 and want != got:
-            raise InvalidInput(f"{field}.shape", expected=str(expected), got=f"{shape} (axis {axis} is {got})")
+    for axis, want in enumerate(expected):
+        if want != -1 and want != shape[axis]:
+            raise InvalidInput(f"{field}.shape", expected=str(expected), got=f"{shape} (axis {axis} is {shape[axis]})")
     if shape[0] == 0:
         raise InvalidInput(f"{field}.shape", expected="at least one row", got=repr(shape))
-    return shape
+    dims: list[int] = shape
+    return dims
 
 
 def tensor_from_json(schema: InputSchema, shape: list[int], data: Any, field: str) -> np.ndarray:
@@ -115,10 +125,13 @@ def tensor_from_values(schema: InputSchema, shape: list[int], values: np.ndarray
 
 def check_finite(array: np.ndarray, field: str) -> None:
     """Refuse NaN/Inf in a floating-point tensor, naming the first offending row."""
-    if array.dtype.kind != "f" or array.size == 0:
+    size = array.size
+    if array.dtype.kind != "f" or size == 0:
         return
-    if math.isfinite(np.add.reduce(array, axis=None)):
-        return  # a finite sum has finite terms (the common case: one reduction, no mask)
+    # A finite sum has finite terms (the common case: one reduction, no mask). A few values are
+    # summed faster in Python than through a ufunc's machinery (0.5 against 1.0-1.7 us for 9).
+    if math.isfinite(sum(array.ravel().tolist()) if size <= _PYTHON_SUM_MAX else np.add.reduce(array, axis=None)):
+        return
     finite = np.isfinite(array)
     if not finite.all():
         bad = np.argwhere(~finite)[0]

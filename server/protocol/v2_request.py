@@ -10,7 +10,7 @@ parameter `binary_data_output`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -23,8 +23,9 @@ HEADER_LENGTH = "inference-header-content-length"
 """Request/response header of the binary extension (lower-case, as ASGI delivers headers)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestedOutput:
+class RequestedOutput(NamedTuple):
+    """One output to answer with, and whether as binary data. (Built per request and output.)"""
+
     name: str
     binary: bool
 

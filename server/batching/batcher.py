@@ -10,10 +10,10 @@ stopped admission no request can join a partial batch, so it leaves at once (`de
 
 Per request the hot path costs one future, one deque append/pop, and (only with a deadline)
 one timer handle; no task, no log line. A batch of a size the model has proven cheap for runs
-inline on the loop (`RuntimeExecutor.cheap`); other batches' results come back
-through one `call_soon_threadsafe` per batch and are handed out as row slices of the batch
-outputs; then the batch's inputs and outputs go to the optional `on_batch` observer (the drift
-sampler).
+inline on the loop (`RuntimeExecutor.cheap`) and is handed out at once; other batches' results
+come back through one `call_soon_threadsafe` per batch. Either way each caller gets a row slice
+of the batch outputs, then the batch's inputs and outputs go to the optional `on_batch` observer
+(the drift sampler).
 """
 
 from __future__ import annotations
@@ -307,17 +307,14 @@ class Batcher:
             return
         assert self._loop is not None
         self._running += 1
+        inline = False
         try:
             if len(entries) == 1:
                 inputs = entries[0].inputs
             else:
                 inputs = {name: np.concatenate([entry.inputs[name] for entry in entries]) for name in self._input_names}
-            if self._batch_axis and self._executor.cheap(rows):
-                # Cheaper for the loop than the hop to a worker (runtime/executor.py), at any
-                # load. Answered next turn, so this pump is not re-entered.
-                outputs, error, run_s = self._executor.run_inline(inputs, rows)
-                self._loop.call_soon(self._finish, entries, rows, inputs, outputs, error, run_s)
-            else:
+            inline = self._batch_axis and self._executor.cheap(rows)
+            if not inline:
                 self._executor.submit(self._loop, inputs, partial(self._finish, entries, rows, inputs))
         except Exception as error:
             # Popped entries must never be left without an answer. The surrounding _pump
@@ -328,6 +325,15 @@ class Batcher:
             return
         self._m_batches[reason].inc()
         self._m_batch_size.observe(rows)
+        if inline:
+            # Cheaper for the loop than the hop to a worker (runtime/executor.py), at any load.
+            # Answered here and now: the pump that called this goes on with the queue, as the
+            # pump of a worker's `_finish` would; no loop turn between the run and the answers.
+            outputs, failure, run_s = self._executor.run_inline(inputs, rows)
+            if self._hand_out(entries, rows, outputs, failure, run_s) is None and self._on_batch is not None:
+                assert outputs is not None
+                self._on_batch(inputs, outputs)
+            self._check_drained()
 
     def _finish(
         self,
@@ -338,7 +344,24 @@ class Batcher:
         error: BaseException | None,
         run_s: float,
     ) -> None:
-        """On the loop: hand each caller its rows (or the batch's one error), refill, then observe."""
+        """On the loop, when a worker's batch came back: hand out its rows, refill, then observe."""
+        error = self._hand_out(entries, rows, outputs, error, run_s)
+        self._pump()
+        self._check_drained()
+        if error is None and outputs is not None and self._on_batch is not None:
+            # Last: the next batch is already on a worker and every caller has its answer.
+            self._on_batch(inputs, outputs)
+
+    def _hand_out(
+        self,
+        entries: list[PendingRequest],
+        rows: int,
+        outputs: Tensors | None,
+        error: BaseException | None,
+        run_s: float,
+    ) -> BaseException | None:
+        """A batch ran: give each caller its rows, or every caller the batch's one error
+        (returned; None when the batch succeeded)."""
         self._running -= 1
         self._busy_s += run_s
         self._m_inference_duration.observe(run_s)
@@ -358,11 +381,7 @@ class Batcher:
                 if not entry.future.done():
                     entry.future.set_result({name: array[start:end] for name, array in outputs.items()})
                 start = end
-        self._pump()
-        self._check_drained()
-        if error is None and outputs is not None and self._on_batch is not None:
-            # Last: the next batch is already on a worker and every caller has its answer.
-            self._on_batch(inputs, outputs)
+        return error
 
     def _fail(self, entries: list[PendingRequest], rows: int, error: BaseException) -> None:
         """Answer every caller of one batch with the same error (InferenceFailed if foreign)."""

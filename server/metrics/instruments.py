@@ -172,21 +172,22 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.inference_duration = Histogram(
+        # Updated once per batch, on the event loop too (the batcher answers there).
+        self.inference_duration = UnlockedHistogram(
             "hotserve_inference_duration_seconds",
             "Runtime time of one batch.",
             ["model", "version"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.batch_size = Histogram(
+        self.batch_size = UnlockedHistogram(
             "hotserve_batch_size",
             "Rows per dispatched batch.",
             ["model", "version"],
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
-        self.batches = Counter(
+        self.batches = UnlockedCounter(
             "hotserve_batches",
             "Dispatched batches by why they were sent (full, preferred, delay, idle).",
             ["model", "version", "reason"],

@@ -341,27 +341,29 @@ class Metrics:
             registry=r,
         )
         # --- traffic policy, shadow, fleet control state (server/routing/, server/shadow.py)
-        self.shadow_requests = Counter(
+        # Shadow copies are counted and compared on the event loop (server/shadow.py), one per request
+        # at most: no lock per update, like the request's own instruments.
+        self.shadow_requests = UnlockedCounter(
             "hotserve_shadow_requests",
             "Copies of requests for a shadow version, by outcome "
             "(compared, dropped: shadow queue full, failed: the shadow raised).",
             ["model", "version", "outcome"],
             registry=r,
         )
-        self.shadow_agreements = Counter(
+        self.shadow_agreements = UnlockedCounter(
             "hotserve_shadow_agreements",
             "Compared shadow answers by whether they agreed with the primary's (result: agree, disagree).",
             ["model", "version", "result"],
             registry=r,
         )
-        self.shadow_abs_difference = Histogram(
+        self.shadow_abs_difference = UnlockedHistogram(
             "hotserve_shadow_abs_difference",
             "Largest absolute output difference between a shadow answer and the primary's.",
             ["model", "version"],
             buckets=ABS_DIFFERENCE_BUCKETS,
             registry=r,
         )
-        self.shadow_duration = Histogram(
+        self.shadow_duration = UnlockedHistogram(
             "hotserve_shadow_duration_seconds",
             "Time a shadow version took to answer a copy.",
             ["model", "version"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from server.contract.manifest import BatchingPolicy
 from server.evidence.summary import CopyComparisons
@@ -12,7 +13,7 @@ from server.metrics.instruments import Metrics
 from server.registry.served import ServedVersion
 from server.routing.agreement import Agreement
 from server.routing.table import ShadowRoute
-from server.shadow import ShadowRunner
+from server.shadow import ShadowRunner, _largest_difference
 from tests.fakes import EchoRuntime, FailingRuntime, ManualClock, SlowRuntime, fake_manifest, request, until
 
 HANG_GUARD_S = 30
@@ -195,3 +196,23 @@ async def test_a_copy_the_shadows_full_queue_refuses_is_dropped_not_failed() -> 
     assert shadow.leases == 0
     await runner.close()
     await shadow.close(5)
+
+
+@pytest.mark.parametrize(
+    ("expected", "got", "largest"),
+    [
+        ([0.25, 1.0, -3.0], [0.25, 1.5, -1.0], 2.0),
+        ([1.0, float("nan")], [1.25, 2.0], 0.25),  # a NaN difference is skipped while others are numbers
+        ([float("nan")], [float("nan")], float("inf")),  # nothing but NaN: no agreement can be claimed
+        ([3, 7], [1, 9], 2.0),  # integers
+        ([True, False], [True, True], 1.0),  # booleans
+    ],
+)
+def test_small_outputs_compared_in_python_give_what_numpy_gives(
+    expected: list[float], got: list[float], largest: float
+) -> None:
+    small_expected, small_got = np.array(expected), np.array(got)
+    # The same values repeated past the small-output limit take numpy's path.
+    large_expected, large_got = np.tile(small_expected, 20), np.tile(small_got, 20)
+    assert _largest_difference(small_expected, small_got) == largest
+    assert _largest_difference(large_expected, large_got) == largest

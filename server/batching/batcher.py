@@ -123,14 +123,10 @@ class Batcher:
     def submit_nowait(self, request: InferenceRequest) -> asyncio.Future[Tensors]:
         """`submit` for a caller that will not await it (shadow copies): the future of the
         request's outputs. Raises at once what admission refuses, including a request over
-        `max_batch_size` (only `submit` splits). Cancelling the future withdraws the request.
+        `max_batch_size` (only `submit` splits). Cancelling the future withdraws the request."""
+        return self._admit(request).future
 
-        Such a request never takes the idle rule: nobody waits for its answer, so it waits up to
-        `max_queue_delay_ms` for company, and copies arriving one per primary answer run a batch
-        at a time instead of a run each, on the cores the primary needs."""
-        return self._admit(request, company=True).future
-
-    def _admit(self, request: InferenceRequest, company: bool = False) -> PendingRequest:
+    def _admit(self, request: InferenceRequest) -> PendingRequest:
         if self._closing:
             raise ModelNotReady(f"model {self.name!r} version {self.version} is shutting down")
         rows = request.rows
@@ -142,7 +138,7 @@ class Batcher:
             )
         if self._queued >= self._max_queue_size:
             raise Overloaded(self.name, self.version, self._max_queue_size)
-        return self._enqueue(request, time.monotonic(), company)
+        return self._enqueue(request, time.monotonic())
 
     async def _submit_split(self, request: InferenceRequest) -> Tensors:
         """Queue an oversized request as in-order chunks of `max_batch_size` rows, then reassemble."""
@@ -172,8 +168,7 @@ class Batcher:
             raise
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
-    def _enqueue(self, request: InferenceRequest, now: float, company: bool = False) -> PendingRequest:
-        """Queue a request and pump; `company`: it waits for others even at an idle batcher."""
+    def _enqueue(self, request: InferenceRequest, now: float) -> PendingRequest:
         deadline = request.deadline
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded(0.0)
@@ -181,7 +176,7 @@ class Batcher:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         entry = PendingRequest(request, loop.create_future(), now)
-        idle_arrival = not company and self._queued == 0 and self._running < self._instances
+        idle_arrival = self._queued == 0 and self._running < self._instances
         self._queue.append(entry)
         self._queued += 1
         if idle_arrival:

@@ -113,23 +113,6 @@ async def test_requests_reaching_an_idle_batcher_in_one_loop_turn_share_its_batc
     assert batches(metrics, "idle") == 1
 
 
-async def test_requests_nobody_awaits_wait_for_company_even_at_an_idle_batcher(make_batcher: BatcherFactory) -> None:
-    """Shadow copies (`submit_nowait`) never take the idle rule: they leave as a full batch or
-    after the delay, so copies arriving one at a time do not cost a run each."""
-    runtime = EchoRuntime()
-    batcher, metrics = make_batcher(runtime, max_batch_size=4, max_queue_delay_ms=LONG_DELAY_MS)
-    futures = [batcher.submit_nowait(request(rows_of(i, 1), 1)) for i in range(3)]
-    for _ in range(20):  # loop turns: an idle arrival would have been dispatched by now
-        await asyncio.sleep(0)
-    assert runtime.batch_rows == [] and batcher.queued == 3
-    futures.append(batcher.submit_nowait(request(rows_of(3, 1), 1)))  # the batch is full: it goes
-    results = await guarded(asyncio.gather(*futures))
-    for i, out in enumerate(results):
-        np.testing.assert_array_equal(out["y"], rows_of(i, 1)["x"])
-    assert runtime.batch_rows == [4]
-    assert batches(metrics, "full") == 1 and batches(metrics, "idle") == 0
-
-
 async def test_full_batch_dispatches_before_the_delay(make_batcher: BatcherFactory) -> None:
     runtime = SlowRuntime()
     batcher, metrics = make_batcher(runtime, max_batch_size=4, max_queue_delay_ms=LONG_DELAY_MS)

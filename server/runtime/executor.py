@@ -13,10 +13,10 @@ the demo MLP at 64 clients that cost the loop more than the model: inline runs a
 the requests per second of sending every batch to the workers, at 133 against 176 us of CPU per
 request (alternated rounds of one run); at one client, 1.38x. The default allows for load: a
 64-row batch of that MLP took ~150 us on the busy loop against 77 us on an idle machine. Only
-runtimes that block on nothing but computation offer it
-(`inline_safe`). A worker's run is measured in its thread's CPU time (waiting for the GIL under
-load is not the model's cost), an inline run in wall time (what the loop paid), into a moving
-average per bucket, so a size that turns out slower goes back to the workers.
+runtimes that block on nothing but computation offer it (`inline_safe`: onnxruntime on the CPU
+provider, not a GPU session). A worker's run is measured in its thread's CPU time (waiting for the
+GIL under load is not the model's cost), an inline run in wall time (what the loop paid), into a
+moving average per bucket, so a size that turns out slower goes back to the workers.
 """
 
 from __future__ import annotations

@@ -65,8 +65,10 @@ def _tensor_spec(arg: Any) -> TensorSpec:
 class OnnxRuntime:
     """Runs whole batches through one `InferenceSession`; thread-safe for concurrent `run`."""
 
-    inline_safe = True
-    """`run` blocks on computation only, so a cheap batch may run on the event loop (executor.py)."""
+    inline_safe: bool
+    """`run` blocks on this thread's computation only (the CPU provider), so a cheap batch may run
+    on the event loop (executor.py). Not on a GPU: a run there waits for the device, which a
+    worker's CPU time (how the executor costs a run) does not see."""
 
     def __init__(
         self,
@@ -107,6 +109,7 @@ class OnnxRuntime:
         self._output_dtypes = {spec.name: NUMPY_DTYPES[spec.datatype] for spec in self.outputs}
         self._text_inputs = [spec.name for spec in self.inputs if spec.datatype == "BYTES"]
         self._iobinding = _IoBindingRunner("cuda") if self._provider == CUDA else None
+        self.inline_safe = self._provider == "CPUExecutionProvider"
         self._batch_axis = batch_axis
 
     @property

@@ -45,6 +45,7 @@ def test_unavailable_preferred_provider_is_skipped_and_the_one_in_use_reported(
 ) -> None:
     runtime = OnnxRuntime(mlp[0], ["CUDAExecutionProvider", CPU])
     assert runtime.provider == CPU
+    assert runtime.inline_safe  # on the CPU provider a run is this thread's computation only
 
 
 def test_no_usable_provider_is_a_load_failure_naming_both_lists() -> None:

@@ -68,7 +68,8 @@ def agrees(primary: Tensors, shadow: Tensors, rule: Agreement) -> tuple[bool, fl
 
 
 _PYTHON_VALUES_MAX = 32
-"""Outputs of up to this many values are compared in Python (a few us less than five ufunc calls)."""
+"""Outputs of up to this many values are compared in Python: 2.2 against 4.3 us for the demo's one
+value through numpy's casts, subtraction, abs and max."""
 
 
 def _largest_difference(expected: np.ndarray, got: np.ndarray) -> float:

@@ -85,15 +85,15 @@ class RuntimeExecutor:
     def run_inline(self, inputs: Tensors, rows: int) -> tuple[Tensors | None, BaseException | None, float]:
         """Run a batch on the calling thread: (outputs, error, run seconds), one of the first two set."""
         started = time.perf_counter()
+        outputs: Tensors | None = None
+        failure: Exception | None = None
         try:
             outputs = self.runtime.run(inputs)
         except Exception as error:
-            run_s = time.perf_counter() - started
-            self._measured(rows, run_s)
-            return None, error, run_s
+            failure = error
         run_s = time.perf_counter() - started
         self._measured(rows, run_s)
-        return outputs, None, run_s
+        return outputs, failure, run_s
 
     def _measured(self, rows: int, cost_s: float) -> None:
         """Fold a run's cost into its size bucket's average (only when inline runs are on)."""

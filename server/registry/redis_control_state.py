@@ -275,7 +275,7 @@ class RedisControlState:
             finally:
                 self._subscribed = False
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 except (RedisError, OSError):
                     pass
             await asyncio.sleep(backoff)  # retry backoff while Redis is down, not synchronisation

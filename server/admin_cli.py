@@ -125,27 +125,48 @@ ACTIONS: dict[str, Callable[[AdminClient, argparse.Namespace], Any]] = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """`--url`, `--json` and `--timeout-s`, taken before the action or after it: the action's copy
+    has no defaults (argparse.SUPPRESS), so it sets a value only when given there."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     parser.add_argument(
         "--url",
-        default=os.environ.get("HOTSERVE_URL", DEFAULT_URL),
+        default=default(os.environ.get("HOTSERVE_URL", DEFAULT_URL)),
         help=f"server base URL (env HOTSERVE_URL; default {DEFAULT_URL})",
     )
-    parser.add_argument("--json", action="store_true", help="print the server's JSON, not tables")
     parser.add_argument(
-        "--timeout-s", type=float, default=300.0, help="how long to wait for the server (a load can take a while)"
+        "--json", action="store_true", default=default(False), help="print the server's JSON, not tables"
     )
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=default(300.0),
+        help="how long to wait for the server (a load can take a while)",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _common_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, defaults=False)
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = sub.add_parser("list", help="models, their versions' state, aliases, memory")
+
+    def add_action(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    listing = add_action("list", help="models, their versions' state, aliases, memory")
     listing.add_argument("model", nargs="?")
     for name, text in [
         ("load", "load a version (it stays loaded)"),
         ("unload", "unload a version (refused while an alias names it)"),
     ]:
-        action = sub.add_parser(name, help=text)
+        action = add_action(name, help=text)
         action.add_argument("model")
         action.add_argument("version", type=_version)
-    promote = sub.add_parser("promote", help="point production (or --alias) at a version, loading it first")
+    promote = add_action("promote", help="point production (or --alias) at a version, loading it first")
     promote.add_argument("model")
     promote.add_argument("version", type=_version)
     promote.add_argument("--alias", default=PRODUCTION, help="alias to set (default production)")
@@ -176,14 +197,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     promote.add_argument(
         "--force", action="store_true", help="promote even if the evidence falls short (audited as forced)"
     )
-    unalias = sub.add_parser("unalias", help="delete an alias (not production: promote another version instead)")
+    unalias = add_action("unalias", help="delete an alias (not production: promote another version instead)")
     unalias.add_argument("model")
     unalias.add_argument("alias")
-    traffic = sub.add_parser("traffic", help="split unpinned requests: production=90 canary=10")
+    traffic = add_action("traffic", help="split unpinned requests: production=90 canary=10")
     traffic.add_argument("model")
     traffic.add_argument("weights", nargs="*", metavar="TARGET=PERCENT")
     traffic.add_argument("--clear", action="store_true", help="everything to production again")
-    shadow = sub.add_parser("shadow", help="copy a share of requests to a version, compare, never answer")
+    shadow = add_action("shadow", help="copy a share of requests to a version, compare, never answer")
     shadow.add_argument("model")
     shadow.add_argument("version", type=_version, nargs="?")
     shadow.add_argument("--share", type=float, default=1.0, help="share of requests copied (default 1)")
@@ -196,18 +217,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     shadow.add_argument("--threshold", type=float, help="decision threshold: agreement means the same side of it")
     shadow.add_argument("--off", action="store_true", help="stop shadowing")
-    evidence = sub.add_parser("evidence", help="what a candidate showed (canary answers, shadow comparisons)")
+    evidence = add_action("evidence", help="what a candidate showed (canary answers, shadow comparisons)")
     evidence.add_argument("model")
     evidence.add_argument("version", type=_version)
-    sub.add_parser("replicas", help="which routing revision each replica applied")
-    rollback = sub.add_parser("rollback", help="return production to the version it held before")
+    add_action("replicas", help="which routing revision each replica applied")
+    rollback = add_action("rollback", help="return production to the version it held before")
     rollback.add_argument("model")
-    history = sub.add_parser("history", help="the audit log of a model's changes")
+    history = add_action("history", help="the audit log of a model's changes")
     history.add_argument("model")
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--since", help="ISO 8601 time, e.g. 2026-11-24T14:00:00Z")
     history.add_argument("--until", help="ISO 8601 time")
-    sub.add_parser("rescan", help="scan the model repository for new versions")
+    add_action("rescan", help="scan the model repository for new versions")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,15 +1,20 @@
-"""Validation metrics per task (numpy only): used by training and by exporters' metric-change checks.
+"""Quality metrics per task (numpy only), defined once: training's validation, exporters'
+metric-change checks and the server's live quality (`server/quality/`) all compute these, so a
+live figure and its training figure compare.
 
 binary: auc, accuracy, log_loss. multiclass: accuracy, macro_f1, log_loss. regression: rmse, mae, r2.
+`training.metrics` re-exports them (training imports the server's contract, never the reverse).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.tasks import Task
+from server.contract.manifest import Task
 
-_EPS = 1e-7
+EPS = 1e-7
+"""Probabilities are clipped to [EPS, 1 - EPS] before a logarithm."""
+_EPS = EPS
 
 
 def roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float:

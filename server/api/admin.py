@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, PositiveInt
 from server.api.admin_body import json_body
 from server.api.deps import AdminCall, AdminDep
 from server.api.error_handlers import json_response
+from server.api.path_params import ModelName, VersionNumber
 from server.errors import InvalidInput, ModelNotReady, ReleaseNotFound
-from server.protocol.paths import parse_version
 from server.registry.audit import parse_time
 from server.registry.control_api import ModelState, Outcome, RoutingState, VersionView
 from server.registry.control_state import ShadowPolicy
@@ -75,43 +75,43 @@ async def list_models(admin: AdminDep) -> Response:
 
 
 @router.get("/models/{name}")
-async def get_model(name: str, admin: AdminDep) -> Response:
+async def get_model(name: ModelName, admin: AdminDep) -> Response:
     return json_response(model_view(await admin.controller.model(name)))
 
 
 @router.post("/models/{name}/versions/{version}/load")
-async def load_version(name: str, version: str, admin: AdminDep) -> Response:
-    outcome = await admin.controller.load(admin.caller, name, parse_version(name, version))
+async def load_version(name: ModelName, version: VersionNumber, admin: AdminDep) -> Response:
+    outcome = await admin.controller.load(admin.caller, name, version)
     return await _changed(admin, outcome)
 
 
 @router.post("/models/{name}/versions/{version}/unload")
-async def unload_version(name: str, version: str, admin: AdminDep) -> Response:
-    outcome = await admin.controller.unload(admin.caller, name, parse_version(name, version))
+async def unload_version(name: ModelName, version: VersionNumber, admin: AdminDep) -> Response:
+    outcome = await admin.controller.unload(admin.caller, name, version)
     return await _changed(admin, outcome)
 
 
 @router.put("/models/{name}/aliases/{alias}")
-async def set_alias(name: str, alias: str, request: Request, admin: AdminDep) -> Response:
+async def set_alias(name: ModelName, alias: str, request: Request, admin: AdminDep) -> Response:
     body = await json_body(request, AliasBody)
     outcome = await admin.controller.set_alias(admin.caller, name, alias, body.version)
     return await _changed(admin, outcome)
 
 
 @router.delete("/models/{name}/aliases/{alias}")
-async def delete_alias(name: str, alias: str, admin: AdminDep) -> Response:
+async def delete_alias(name: ModelName, alias: str, admin: AdminDep) -> Response:
     outcome = await admin.controller.delete_alias(admin.caller, name, alias)
     return await _changed(admin, outcome)
 
 
 @router.post("/models/{name}/rollback")
-async def rollback(name: str, admin: AdminDep) -> Response:
+async def rollback(name: ModelName, admin: AdminDep) -> Response:
     outcome = await admin.controller.rollback(admin.caller, name)
     return await _changed(admin, outcome)
 
 
 @router.post("/models/{name}/promote")
-async def promote(name: str, request: Request, admin: AdminDep) -> Response:
+async def promote(name: ModelName, request: Request, admin: AdminDep) -> Response:
     """`production` -> `version`; with requirements, only on enough evidence (or `force`, audited)."""
     body = await json_body(request, PromoteBody)
     outcome = await admin.controller.promote(admin.caller, name, body.version, body.requirements, body.force)
@@ -119,36 +119,36 @@ async def promote(name: str, request: Request, admin: AdminDep) -> Response:
 
 
 @router.put("/models/{name}/traffic")
-async def set_traffic(name: str, request: Request, admin: AdminDep) -> Response:
+async def set_traffic(name: ModelName, request: Request, admin: AdminDep) -> Response:
     body = await json_body(request, TrafficBody)
     outcome = await admin.controller.set_traffic(admin.caller, name, body.weights)
     return await _changed(admin, outcome)
 
 
 @router.delete("/models/{name}/traffic")
-async def clear_traffic(name: str, admin: AdminDep) -> Response:
+async def clear_traffic(name: ModelName, admin: AdminDep) -> Response:
     outcome = await admin.controller.clear_traffic(admin.caller, name)
     return await _changed(admin, outcome)
 
 
 @router.put("/models/{name}/shadow")
-async def set_shadow(name: str, request: Request, admin: AdminDep) -> Response:
+async def set_shadow(name: ModelName, request: Request, admin: AdminDep) -> Response:
     body = await json_body(request, ShadowPolicy)
     outcome = await admin.controller.set_shadow(admin.caller, name, body)
     return await _changed(admin, outcome)
 
 
 @router.delete("/models/{name}/shadow")
-async def clear_shadow(name: str, admin: AdminDep) -> Response:
+async def clear_shadow(name: ModelName, admin: AdminDep) -> Response:
     outcome = await admin.controller.clear_shadow(admin.caller, name)
     return await _changed(admin, outcome)
 
 
 @router.get("/models/{name}/versions/{version}/evidence")
-async def evidence(name: str, version: str, admin: AdminDep) -> Response:
+async def evidence(name: ModelName, version: VersionNumber, admin: AdminDep) -> Response:
     """What a candidate has shown on this replica since its load (canary answers, shadow comparisons)
     against production over the same window."""
-    return json_response(await admin.controller.evidence(name, parse_version(name, version)))
+    return json_response(await admin.controller.evidence(name, version))
 
 
 @router.get("/replicas")
@@ -271,7 +271,7 @@ async def repository_index(request: Request, admin: AdminDep) -> Response:
 
 
 @repository_router.post("/models/{name}/load")
-async def repository_load(name: str, request: Request, admin: AdminDep) -> Response:
+async def repository_load(name: ModelName, request: Request, admin: AdminDep) -> Response:
     """Serve the model again: its `production` version, or the newest one without an alias."""
     body = await json_body(request, RepositoryBody, empty_ok=True)
     refuse_load_overrides(body.parameters)
@@ -280,7 +280,7 @@ async def repository_load(name: str, request: Request, admin: AdminDep) -> Respo
 
 
 @repository_router.post("/models/{name}/unload")
-async def repository_unload(name: str, request: Request, admin: AdminDep) -> Response:
+async def repository_unload(name: ModelName, request: Request, admin: AdminDep) -> Response:
     """Take the model out of service (every version drains, then unloads)."""
     await json_body(request, RepositoryBody, empty_ok=True)  # `unload_dependents`: no ensembles here
     await admin.controller.unload_model(admin.caller, name)
@@ -330,7 +330,7 @@ def _releases(request: Request) -> ReleaseDriver:
 
 
 @router.post("/models/{name}/releases")
-async def create_release(name: str, request: Request, admin: AdminDep) -> Response:
+async def create_release(name: ModelName, request: Request, admin: AdminDep) -> Response:
     """Start a release (201); 404 unknown model or version, 409 one running or already serving."""
     body = await json_body(request, ReleaseBody)
     record = await _releases(request).create(admin.caller, name, body.version, body.policy)
@@ -338,7 +338,7 @@ async def create_release(name: str, request: Request, admin: AdminDep) -> Respon
 
 
 @router.get("/models/{name}/releases/current")
-async def read_release(name: str, request: Request, admin: AdminDep) -> Response:
+async def read_release(name: ModelName, request: Request, admin: AdminDep) -> Response:
     """The model's latest release: its step, the gates' figures, and `phase` (`Running`,
     `Successful`, `Failed`, `Inconclusive`), the field an external judge's success condition reads."""
     await admin.controller.model(name)
@@ -349,7 +349,7 @@ async def read_release(name: str, request: Request, admin: AdminDep) -> Response
 
 
 @router.post("/models/{name}/releases/current/abort")
-async def abort_release(name: str, request: Request, admin: AdminDep) -> Response:
+async def abort_release(name: ModelName, request: Request, admin: AdminDep) -> Response:
     """Ask the driving replica to roll the running release back (409 when none runs)."""
     await admin.controller.model(name)
     return json_response(release_view(await _releases(request).abort(admin.caller, name)))

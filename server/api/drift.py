@@ -14,23 +14,23 @@ from fastapi import APIRouter, Response
 
 from server.api.deps import Edge, EdgeDep
 from server.api.error_handlers import json_response
+from server.api.path_params import ModelName, VersionNumber
 from server.contract.provenance import utc_timestamp
 from server.monitoring.drift import DriftConfig, plan_drift
 from server.monitoring.psi import ACT_THRESHOLD, EPSILON, WATCH_THRESHOLD
 from server.monitoring.report import DriftReport, QuantityDrift
-from server.protocol.paths import parse_version
 
 router = APIRouter()
 
 
 @router.get("/v2/models/{name}/drift")
-async def model_drift(name: str, edge: EdgeDep) -> Response:
+async def model_drift(name: ModelName, edge: EdgeDep) -> Response:
     return _drift(edge, name, None)
 
 
 @router.get("/v2/models/{name}/versions/{version}/drift")
-async def version_drift(name: str, version: str, edge: EdgeDep) -> Response:
-    return _drift(edge, name, parse_version(name, version))
+async def version_drift(name: ModelName, version: VersionNumber, edge: EdgeDep) -> Response:
+    return _drift(edge, name, version)
 
 
 def _drift(edge: Edge, name: str, version: int | None) -> Response:

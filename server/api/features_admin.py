@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from server.api.admin_body import json_body
 from server.api.deps import AdminCallerDep, EdgeDep
+from server.api.path_params import ModelName, VersionNumber
 from server.contract.manifest import FeatureView
 from server.features.service import repository_views
 from server.features.store import EntityWrite
@@ -72,7 +73,9 @@ async def list_views(edge: EdgeDep, _: AdminCallerDep) -> dict[str, Any]:
 
 
 @router.post("/views/{name}/versions/{version}/rows")
-async def write_rows(name: str, version: int, request: Request, edge: EdgeDep, _: AdminCallerDep) -> RowsOut:
+async def write_rows(
+    name: ModelName, version: VersionNumber, request: Request, edge: EdgeDep, _: AdminCallerDep
+) -> RowsOut:
     body = await json_body(request, RowsIn)
     view = _view(edge, name, version)
     if view.feast is not None:

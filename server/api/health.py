@@ -14,10 +14,10 @@ from fastapi import APIRouter, Request, Response
 import server
 from server.api.deps import Edge, EdgeDep, ServedModel, state_name
 from server.api.error_handlers import json_response
+from server.api.path_params import ModelName, VersionNumber
 from server.api.request_log import note_expected
 from server.contract.manifest import ModelManifest
 from server.errors import ModelNotReady, ShuttingDown
-from server.protocol.paths import parse_version
 
 router = APIRouter()
 
@@ -45,25 +45,25 @@ async def ready(edge: EdgeDep, request: Request) -> Response:
 
 
 @router.get("/v2/models/{name}")
-async def model_metadata(name: str, edge: EdgeDep) -> Response:
+async def model_metadata(name: ModelName, edge: EdgeDep) -> Response:
     served = edge.registry.resolve(name)
     return json_response(_metadata(served, edge, name))
 
 
 @router.get("/v2/models/{name}/versions/{version}")
-async def version_metadata(name: str, version: str, edge: EdgeDep) -> Response:
-    served = edge.registry.resolve(name, parse_version(name, version))
+async def version_metadata(name: ModelName, version: VersionNumber, edge: EdgeDep) -> Response:
+    served = edge.registry.resolve(name, version)
     return json_response(_metadata(served, edge, name))
 
 
 @router.get("/v2/models/{name}/ready")
-async def model_ready(name: str, edge: EdgeDep, request: Request) -> Response:
+async def model_ready(name: ModelName, edge: EdgeDep, request: Request) -> Response:
     return _readiness(edge, request, name, None)
 
 
 @router.get("/v2/models/{name}/versions/{version}/ready")
-async def version_ready(name: str, version: str, edge: EdgeDep, request: Request) -> Response:
-    return _readiness(edge, request, name, parse_version(name, version))
+async def version_ready(name: ModelName, version: VersionNumber, edge: EdgeDep, request: Request) -> Response:
+    return _readiness(edge, request, name, version)
 
 
 def _readiness(edge: Edge, request: Request, name: str, version: int | None) -> Response:

@@ -28,7 +28,7 @@ from server.api.http_protocol import OneWriteCycle
 from server.dataplane.plane import CLIENT_GONE, Call
 from server.errors import HotserveError, InvalidInput, PayloadTooLarge, ShuttingDown
 from server.protocol.deadline import TIMEOUT_HEADER, deadline_from
-from server.protocol.paths import InferenceTarget, parse_version
+from server.protocol.paths import InferenceTarget, parse_model_name, parse_version
 from server.protocol.v1 import (
     check_records,
     encode_predictions,
@@ -102,7 +102,7 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         # Routed (and leased) before the body is read: a swap while it arrives cannot strand it.
         # A v1 request without a key may wait for its first record's entity key (`Call.pick`).
         served = call.route(
-            target.name,
+            parse_model_name(target.name),  # path parameters are parsed as FastAPI's routes parse them
             None if target.version is None else parse_version(target.name, target.version),
             None if header_key is None else header_key.decode("latin-1"),
             by_entity=target.protocol == "v1",

@@ -1,4 +1,5 @@
-"""Which inference endpoint a URL path names, and the version in it (request path, first step).
+"""Which inference endpoint a URL path names, and the model name and version in any path (request
+path, first step): the one parser of path parameters, for both HTTP lanes and gRPC's version fields.
 
 The inference routes are matched here rather than by FastAPI's router: `HotserveApp` sends
 them down the plain-ASGI fast lane (`server/api/inference.py`).
@@ -9,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from server.errors import ModelNotFound
+from server.contract.manifest import MODEL_NAME_PATTERN
+from server.errors import InvalidInput, ModelNotFound
 
 _V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _V1_PREDICT = re.compile(r"/v1/models/([^/]+)(?:/versions/([^/]+))?:predict")
@@ -34,8 +36,36 @@ def match_inference_path(path: str) -> InferenceTarget | None:
     return None
 
 
+_VERSION_NUMBER = re.compile(r"[0-9]{1,18}")
+"""A version as a URL, a gRPC field or the CLI writes it: ASCII digits (`str.isdigit` also takes
+"¹" and "٣", which `int` refuses or reads as another number), at most 18 of them (an int64; longer
+strings are refused before `int` pays for them)."""
+
+
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+
+
+def parse_model_name(name: str) -> str:
+    """The model a path names; `ModelNotFound` (404, Triton's answer for any name it does not
+    serve) when it cannot name one: the repository scan skips folders outside the model-name
+    pattern, so such a name reaches no lookup, audit entry or log field."""
+    if _MODEL_NAME.fullmatch(name) is None:
+        raise ModelNotFound(name if len(name) <= 80 else name[:80] + "...")
+    return name
+
+
 def parse_version(name: str, version: str) -> int:
-    """Versions are positive integers; anything else cannot exist (404)."""
-    if not version.isdigit() or int(version) < 1:
+    """The version number a request names: the one parser of every version string a client sends
+    (REST path parameters in both lanes, admin and drift routes, gRPC `model_version`).
+
+    Malformed (anything but 1-18 ASCII digits): `InvalidInput`, 400 / INVALID_ARGUMENT, as Triton
+    answers a version outside its `[0-9]+` route pattern, and TF Serving its `\\d+`. Well formed
+    but not a version (0): `ModelNotFound`, 404, like any version the repository does not hold.
+    """
+    if _VERSION_NUMBER.fullmatch(version) is None:
+        shown = version if len(version) <= 40 else version[:40] + "..."
+        raise InvalidInput("version", expected="a version number (a positive integer, ASCII digits)", got=repr(shown))
+    number = int(version)
+    if number < 1:
         raise ModelNotFound(name, version)
-    return int(version)
+    return number

@@ -268,8 +268,8 @@ async def test_unknown_names_are_404_and_malformed_bodies_400(admin: Admin) -> N
         ("GET", "/admin/models/nope"),
         ("POST", "/admin/models/nope/versions/1/load"),
         ("POST", "/admin/models/mlp/versions/9/load"),
-        ("POST", "/admin/models/mlp/versions/abc/unload"),
         ("POST", "/admin/models/mlp/versions/0/load"),
+        ("POST", "/admin/models/no%20such/versions/1/load"),  # a name no model can have
         ("POST", "/admin/models/nope/rollback"),
         ("POST", "/v2/repository/models/nope/load"),
         ("POST", "/v2/repository/models/nope/unload"),
@@ -277,6 +277,10 @@ async def test_unknown_names_are_404_and_malformed_bodies_400(admin: Admin) -> N
         response = await admin.call(method, path)
         assert response.status_code == 404, (path, response.text)
         assert "not found" in response.json()["error"]
+    for version in ["abc", "%C2%B3", "-1", "1" * 19]:  # "\u00b3" passes str.isdigit(): it was a 500
+        response = await admin.call("POST", f"/admin/models/mlp/versions/{version}/unload")
+        assert response.status_code == 400, (version, response.text)
+        assert response.json()["error"].startswith("version: expected a version number (a positive integer")
     unknown_version = await admin.call("PUT", "/admin/models/mlp/aliases/production", json={"version": 9})
     assert (unknown_version.status_code, unknown_version.json()) == (404, {"error": "model 'mlp' version 9 not found"})
     for body in [b"{", b"[]", b'{"version": 0}', b'{"version": "two"}', b'{"version": 2, "force": "x"}', b""]:

@@ -174,13 +174,23 @@ async def test_engine_errors_map_to_their_status_and_message(
     [
         ("/v2/models/nope/infer", "model 'nope' not found"),
         ("/v2/models/tab/versions/9/infer", "model 'tab' version 9 not found"),
-        ("/v2/models/tab/versions/latest/infer", "model 'tab' version latest not found"),
         ("/v1/models/nope:predict", "model 'nope' not found"),
+        ("/v2/models/no%20such/infer", "model 'no such' not found"),
     ],
 )
 async def test_unknown_models_and_versions_are_404(client: httpx.AsyncClient, path: str, message: str) -> None:
     response = await client.post(path, content=_v2([[1, 2]]))
     assert response.status_code == 404 and response.json() == {"error": message}
+
+
+@pytest.mark.parametrize("version", ["latest", "%C2%B9", "%D9%A3", "1.0", "9" * 19])
+async def test_a_malformed_version_in_the_fast_lane_is_400_naming_the_field(
+    client: httpx.AsyncClient, version: str
+) -> None:
+    for path in (f"/v2/models/tab/versions/{version}/infer", f"/v1/models/tab/versions/{version}:predict"):
+        response = await client.post(path, content=_v2([[1, 2]]))
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"].startswith("version: expected a version number")
 
 
 async def test_bodies_over_the_limit_are_413_declared_or_streamed(client: httpx.AsyncClient) -> None:
@@ -341,7 +351,8 @@ async def test_v1_predict_pinned_to_a_version_answers_from_that_version(client: 
     missing = await client.post("/v1/models/tab/versions/9:predict", json={"instances": [{"a": 1, "b": 2}]})
     assert missing.status_code == 404 and missing.json() == {"error": "model 'tab' version 9 not found"}
     bad = await client.post("/v1/models/tab/versions/one:predict", json={"instances": [{"a": 1, "b": 2}]})
-    assert bad.status_code == 404 and bad.json() == {"error": "model 'tab' version one not found"}
+    assert bad.status_code == 400
+    assert bad.json() == {"error": "version: expected a version number (a positive integer, ASCII digits), got 'one'"}
 
 
 async def test_a_pinned_v1_request_is_not_routed_by_its_entity(settings: Settings) -> None:

@@ -316,4 +316,4 @@ async def test_drift_route_says_why_a_version_is_not_monitored(settings: Setting
             "reason": "model.json has no drift reference: nothing monitored",
         }
         assert (await client.get("/v2/models/bare/versions/9/drift")).status_code == 404
-        assert (await client.get("/v2/models/bare/versions/x/drift")).status_code == 404
+        assert (await client.get("/v2/models/bare/versions/x/drift")).status_code == 400

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.errors import ModelNotFound
-from server.protocol.paths import InferenceTarget, match_inference_path, parse_version
+from server.errors import InvalidInput, ModelNotFound
+from server.protocol.paths import InferenceTarget, match_inference_path, parse_model_name, parse_version
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,7 @@ from server.protocol.paths import InferenceTarget, match_inference_path, parse_v
         ("/v2/models/m/versions/3/infer", InferenceTarget("v2", "m", "3")),
         ("/v1/models/m:predict", InferenceTarget("v1", "m", None)),
         ("/v1/models/m/versions/3:predict", InferenceTarget("v1", "m", "3")),  # KServe v1 / TF Serving form
-        ("/v1/models/m/versions/latest:predict", InferenceTarget("v1", "m", "latest")),  # refused 404 later
+        ("/v1/models/m/versions/latest:predict", InferenceTarget("v1", "m", "latest")),  # refused 400 later
         ("/v1/models/m/versions/:predict", None),
         ("/v1/models/m/versions/3/extra:predict", None),
         ("/v2/models/m", None),
@@ -26,8 +26,46 @@ def test_inference_paths_name_protocol_model_and_pinned_version(path: str, targe
     assert match_inference_path(path) == target
 
 
-def test_versions_are_positive_integers_or_not_found() -> None:
+def test_versions_are_numbers_in_ascii_digits() -> None:
     assert parse_version("m", "12") == 12
-    for bad in ("0", "-1", "latest", "1.5"):
-        with pytest.raises(ModelNotFound, match=f"model 'm' version {bad} not found"):
-            parse_version("m", bad)
+    assert parse_version("m", "007") == 7
+    assert parse_version("m", "9" * 18) == int("9" * 18)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "-1",
+        "+1",
+        " 1",
+        "latest",
+        "1.5",
+        "",
+        "\u00b9",  # superscript one: str.isdigit() takes it, int() refuses it (was a 500)
+        "\u0663",  # Arabic-Indic three: int() reads it as 3
+        "\uff11",  # fullwidth one
+        "9" * 19,  # past an int64
+        "1" * 5000,  # past int()'s digit limit
+    ],
+)
+def test_a_malformed_version_is_invalid_input_naming_the_field(bad: str) -> None:
+    with pytest.raises(InvalidInput, match="^version: expected a version number") as raised:
+        parse_version("m", bad)
+    assert len(str(raised.value)) < 200  # a long parameter is not echoed whole
+
+
+def test_version_zero_is_well_formed_but_not_found() -> None:
+    with pytest.raises(ModelNotFound, match="model 'm' version 0 not found"):
+        parse_version("m", "0")
+
+
+@pytest.mark.parametrize("name", ["m", "tab", "a.b-c_1", "9lives"])
+def test_model_names_of_the_repository_pattern_pass(name: str) -> None:
+    assert parse_model_name(name) == name
+
+
+@pytest.mark.parametrize("bad", ["", "-m", ".hidden", "a b", "m\n", "caf\u00e9", "a:b", "x" * 500 + "!"])
+def test_a_name_no_model_can_have_is_not_found(bad: str) -> None:
+    with pytest.raises(ModelNotFound) as raised:
+        parse_model_name(bad)
+    assert len(str(raised.value)) < 200

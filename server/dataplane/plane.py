@@ -218,7 +218,7 @@ class Call:
         else:
             self._plane.request_metrics.record(served.name, str(served.version), self.protocol, status, duration_s)
             if status != CLIENT_GONE:  # the evidence of this load of the version (guarded promotion)
-                served.evidence.answered(status, duration_s)
+                served.evidence.answered(status, duration_s, self.protocol)
         return duration_s
 
 

@@ -3,8 +3,9 @@
 `ServedVersion` opens one when it is built, so a version unloaded and loaded again records into a
 new, empty one. It is fed on the event loop only: the edge calls `answered` once per answered
 request, the shadow runner `compared` / `dropped` / `failed`, the batcher `predicted` once per
-batch; so it takes no lock. An answer costs a clock read, a division, a bisect and three list
-increments; a bucket (one list) is allocated when the clock enters a new one, not per request.
+batch; so it takes no lock. An answer costs a clock read, a division, a bisect, a dict lookup
+(its protocol's status classes) and four list increments; a bucket is allocated when the clock
+enters a new one, not per request.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from collections import deque
 from collections.abc import Callable
 
 from server.evidence.predictions import PredictionBins
-from server.evidence.summary import LATENCY_BOUNDS_S, CopyComparisons, LatencyHistogram, WindowSummary
+from server.evidence.summary import (
+    LATENCY_BOUNDS_S,
+    AnswerClasses,
+    CopyComparisons,
+    LatencyHistogram,
+    WindowSummary,
+)
 from server.evidence.windows import EvidenceWindows
 from server.request import Tensors
 
@@ -33,16 +40,19 @@ _PREDICTIONS = _FAILED + 1
 
 
 class _Bucket:
-    __slots__ = ("counts", "max_abs_difference", "slot")
+    __slots__ = ("answers", "counts", "max_abs_difference", "slot")
 
     def __init__(self, slot: int, size: int) -> None:
         self.slot = slot
         self.counts = [0] * size
         self.max_abs_difference = 0.0
+        self.answers: dict[str, list[int]] = {}
+        """Protocol -> answers below 400, 4xx, 5xx."""
 
 
 class LoadEvidence:
-    """Requests, 5xx, latency, comparisons and predictions of one load, per time bucket."""
+    """Requests (by protocol and status class), 5xx, latency, comparisons and predictions of
+    one load, per time bucket."""
 
     def __init__(
         self,
@@ -72,8 +82,9 @@ class LoadEvidence:
 
     # --- request path (on the loop) ---------------------------------------------------------
 
-    def answered(self, status: int, duration_s: float) -> None:
-        """One request routed to this load was answered with `status` after `duration_s`."""
+    def answered(self, status: int, duration_s: float, protocol: str = "") -> None:
+        """One request routed to this load over `protocol` (the label metrics give it: `v1`,
+        `v2`, `grpc`; "" unsaid) was answered with `status` after `duration_s`."""
         bucket = self._bucket
         slot = self._clock() // self._bucket_s
         if slot != bucket.slot:
@@ -82,6 +93,10 @@ class LoadEvidence:
         counts[_REQUESTS] += 1
         if status >= 500:
             counts[_ERRORS] += 1
+        classes = bucket.answers.get(protocol)
+        if classes is None:
+            classes = bucket.answers[protocol] = [0, 0, 0]
+        classes[0 if status < 400 else 1 if status < 500 else 2] += 1
         counts[_LATENCY + bisect_left(LATENCY_BOUNDS_S, duration_s)] += 1
 
     def compared(self, agreed: bool, difference: float) -> None:
@@ -133,10 +148,15 @@ class LoadEvidence:
             first, last = self._windows.span(None, None, self._clock())
         totals = [0] * self._size
         max_abs_difference = 0.0
+        answers: dict[str, list[int]] = {}
         for bucket in self._ring:
             if first <= bucket.slot <= last:
                 totals = [a + b for a, b in zip(totals, bucket.counts, strict=True)]
                 max_abs_difference = max(max_abs_difference, bucket.max_abs_difference)
+                for protocol, classes in bucket.answers.items():
+                    summed = answers.setdefault(protocol, [0, 0, 0])
+                    for index, count in enumerate(classes):
+                        summed[index] += count
         since, until = self._windows.interval(first, last)
         return WindowSummary(
             model=self.model,
@@ -146,6 +166,10 @@ class LoadEvidence:
             loads=(self.load_id,),
             requests=totals[_REQUESTS],
             errors=totals[_ERRORS],
+            by_protocol={
+                protocol: AnswerClasses(ok=ok, client_errors=client, server_errors=server)
+                for protocol, (ok, client, server) in sorted(answers.items())
+            },
             latency=LatencyHistogram(counts=tuple(totals[_LATENCY:_COMPARED])),
             comparisons=CopyComparisons(
                 compared=totals[_COMPARED],

@@ -72,6 +72,28 @@ class CopyComparisons(_Summary):
         )
 
 
+class AnswerClasses(_Summary):
+    """A version's answers on one protocol (`v1`, `v2`, `grpc`: its route), by status class."""
+
+    ok: int = 0
+    """Answered below 400 (2xx)."""
+    client_errors: int = 0
+    """4xx: a malformed request, or one the version could not take (queue full, a contract it lacks)."""
+    server_errors: int = 0
+    """5xx."""
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.client_errors + self.server_errors
+
+    def merge(self, other: AnswerClasses) -> AnswerClasses:
+        return AnswerClasses(
+            ok=self.ok + other.ok,
+            client_errors=self.client_errors + other.client_errors,
+            server_errors=self.server_errors + other.server_errors,
+        )
+
+
 class PredictionHistogram(_Summary):
     """A version's predictions on the bins of its drift reference in model.json (`drift.prediction`)."""
 
@@ -105,6 +127,8 @@ class WindowSummary(_Summary):
     """Answered requests routed to this version (every status but a client that left)."""
     errors: int = 0
     """Of them, answered with a server error (5xx)."""
+    by_protocol: dict[str, AnswerClasses] = {}
+    """The same answers by protocol and status class (a replica without it sends none)."""
     latency: LatencyHistogram = LatencyHistogram()
     """End-to-end latency of the answered requests."""
     comparisons: CopyComparisons = CopyComparisons()
@@ -127,6 +151,7 @@ class WindowSummary(_Summary):
             loads=tuple(dict.fromkeys((*self.loads, *other.loads))),
             requests=self.requests + other.requests,
             errors=self.errors + other.errors,
+            by_protocol=_merge_classes(self.by_protocol, other.by_protocol),
             latency=self.latency.merge(other.latency),
             comparisons=self.comparisons.merge(other.comparisons),
             predictions=predictions,
@@ -149,6 +174,47 @@ class Comparison(_Summary):
     candidate: WindowSummary
     baseline: WindowSummary | None
     """None when the model has no baseline (nothing serves its unpinned requests)."""
+
+
+CLIENT_ERROR_Z = 3.09
+"""One-sided 99.9%: the candidate's 4xx on a protocol beyond production's share there by more than
+this many standard deviations of sampling noise count as its errors. High because the gates look
+at a growing window every tick: a release's looks must rarely count a noise excess, and a
+candidate refusing a route exceeds it by far (the allowance is a few sqrt(n), the excess ~n)."""
+
+
+def candidate_errors(candidate: WindowSummary, baseline: WindowSummary) -> tuple[int, int]:
+    """The candidate's errors and answers over a window, against production's over the same one.
+
+    An error is an answer production would not have given to the same kind of request: every
+    5xx, and on each protocol (`v1`, `v2`, `grpc`: the route) the 4xx beyond the share of 4xx
+    production answered there. A client's malformed request is refused by both versions alike,
+    so it shows in both shares and is not counted; a candidate that refuses what production
+    answers (a v1 record it has no feature spec for) shows 4xx production does not have.
+
+    On a protocol where the candidate answered n requests, c of them 4xx, and production N,
+    b of them 4xx, production's share is q = (b + 1/2) / (N + 1) (Jeffreys-smoothed) and the
+    excess is floor(c - n q - z sqrt(n p (1 - p) (1 + n / N))), at least 0, with z =
+    `CLIENT_ERROR_Z` and p the pooled share (c + b + 1/2) / (n + N + 1): under one common 4xx
+    share, c - n q has that variance (the candidate's binomial noise plus that of production's
+    share scaled to n; pooled, as a two-proportion test's, so a low draw of b does not shrink
+    it). Two samples of one version add an error in about 1 look in 1,000 (one or two of them),
+    whatever the share of malformed requests; a candidate refusing a whole route is counted
+    nearly in full. A protocol production answered
+    nothing on with 2xx in the window gives no excess (nothing to compare with). Shadow copies
+    are judged on their failures instead (`gates.error_gate`).
+    """
+    errors = candidate.errors
+    for protocol, answers in candidate.by_protocol.items():
+        theirs = baseline.by_protocol.get(protocol)
+        if not answers.client_errors or theirs is None or not theirs.ok:
+            continue
+        n, total = answers.total, theirs.total
+        share = (theirs.client_errors + 0.5) / (total + 1)
+        pooled = (answers.client_errors + theirs.client_errors + 0.5) / (n + total + 1)
+        noise = CLIENT_ERROR_Z * math.sqrt(n * pooled * (1 - pooled) * (1 + n / total))
+        errors += max(0, math.floor(answers.client_errors - n * share - noise))
+    return errors, candidate.requests
 
 
 def histogram_quantile(q: float, cumulative: dict[float, float]) -> float | None:
@@ -177,3 +243,11 @@ def _add(left: tuple[int, ...], right: tuple[int, ...]) -> tuple[int, ...]:
     if len(left) != len(right):
         raise ValueError(f"histograms of {len(left)} and {len(right)} buckets do not merge")
     return tuple(a + b for a, b in zip(left, right, strict=True))
+
+
+def _merge_classes(left: dict[str, AnswerClasses], right: dict[str, AnswerClasses]) -> dict[str, AnswerClasses]:
+    out = dict(left)
+    for protocol, answers in right.items():
+        mine = out.get(protocol)
+        out[protocol] = answers if mine is None else mine.merge(answers)
+    return out

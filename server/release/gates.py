@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from server.evidence.summary import PredictionHistogram, WindowSummary
+from server.evidence.summary import PredictionHistogram, WindowSummary, candidate_errors
 from server.release.policy import GateBounds
 
 PSI_SMOOTHING = 0.5
@@ -60,7 +60,7 @@ def error_gate(
     if copies:
         errors, total = candidate.comparisons.failed, candidate.comparisons.failed + candidate.comparisons.compared
     else:
-        errors, total = candidate.errors, candidate.requests
+        errors, total = candidate_errors(candidate, baseline)  # 5xx, and 4xx production did not give
     samples = min(total, baseline.requests)
     base_rate = baseline.errors / baseline.requests if baseline.requests else 0.0
     bound = base_rate * bounds.max_error_ratio + bounds.error_rate_slack

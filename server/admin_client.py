@@ -45,14 +45,28 @@ class AdminClient:
         status, doc, _ = self._send(method, path, body)
         return status, doc
 
-    def _send(self, method: str, path: str, body: Any) -> tuple[int, Any, str]:
+    def post_bytes(self, path: str, data: bytes, content_type: str) -> Any:
+        """POST a body of another type (labels as CSV or Parquet); the JSON answer of a 2xx,
+        AdminError with the server's message otherwise."""
+        status, doc, text = self._send("POST", path, None, (data, content_type))
+        if not 200 <= status < 300:
+            message = str(doc.get("error", doc)) if isinstance(doc, dict) else text.strip() or "no message"
+            raise AdminError(f"{status}: {message}", doc, status)
+        return doc
+
+    def _send(
+        self, method: str, path: str, body: Any, raw: tuple[bytes, str] | None = None
+    ) -> tuple[int, Any, str]:
+        data, content_type = raw if raw is not None else (None, "application/json")
+        if body is not None:
+            data = json.dumps(body).encode()
         request = urllib.request.Request(
             self.url + path,
-            data=None if body is None else json.dumps(body).encode(),
+            data=data,
             method=method,
             headers={
                 "Authorization": f"Bearer {self._token}",
-                "Content-Type": "application/json",
+                "Content-Type": content_type,
                 "Accept": "application/json",
             },
         )

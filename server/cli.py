@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "features": ("server.features.materialize", "online feature store: materialize entity features"),
     "models": ("server.admin_cli", "load, unload, promote and roll back model versions (admin API)"),
     "release": ("server.release_cli", "progressive delivery: shadow, canary steps, gates, promote or roll back"),
+    "labels": ("server.labels_cli", "send ground truth by request id (JSON lines, CSV, Parquet); live quality"),
     "control": ("server.registry.control_cli", "control document in Redis: sign the stored routing"),
 }
 

@@ -175,6 +175,11 @@ class ControlStateUnavailable(HotserveError):
     written, Redis down): nothing was changed, and routing stays as last applied."""
 
 
+class LabelStoreUnavailable(HotserveError):
+    """The served index or the labelled pairs could not be read or written (Redis down, the
+    embedded file unwritable): no label of the batch was taken; sending it again is safe."""
+
+
 # --- execution -------------------------------------------------------------
 
 

@@ -77,6 +77,23 @@ class Settings(BaseSettings):
     `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME`/`_PASSWORD`. A secret (a URL may hold a
     password)."""
 
+    # --- labels and live quality (server/labels/, server/quality/) ---------------------------
+    label_horizon_s: float = Field(default=259_200.0, gt=0)
+    """How long an answered row can still be labelled (3 days): the served index keeps each
+    captured row this long (Redis TTL, or the embedded file's expiry); a later label is unknown.
+    Redis memory is about 200 bytes x captured rows per second x this."""
+    quality_window_s: float = Field(default=300.0, gt=0)
+    """Width of the windows of served time live quality is kept and reported in."""
+    quality_span_s: float = Field(default=3600.0, gt=0)
+    """The span the exported live quality covers (the last this many seconds of served time)."""
+    quality_max_pairs: int = Field(default=50_000, ge=1)
+    """Most labelled rows kept per model, version and window; later labels of a full window are
+    counted (`hotserve_labels_total{outcome="dropped"}`) but not kept."""
+    quality_refresh_s: float = Field(default=10.0, gt=0)
+    """How often live quality and its label-free estimate are recomputed (off the event loop)."""
+    quality_estimate_rows: int = Field(default=20_000, ge=1)
+    """Most recent served rows per version the label-free estimate is computed from."""
+
     # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest inference request body (or gRPC message) accepted; larger ones get 413 (gRPC:

@@ -23,7 +23,9 @@ ADMIN_PREFIXES = ("/admin/", "/v2/repository/")
 
 
 def is_admin_path(path: str) -> bool:
-    return path.startswith(ADMIN_PREFIXES) or path in {"/admin", "/v2/repository"}
+    """Admin routes, and the labels route (`/v2/models/{name}/labels`), which takes the same tokens."""
+    labels = path.startswith("/v2/models/") and path.endswith("/labels")
+    return labels or path.startswith(ADMIN_PREFIXES) or path in {"/admin", "/v2/repository"}
 
 
 class RouteGate:

@@ -8,7 +8,7 @@ several apps in one process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -407,6 +407,72 @@ class Metrics:
             registry=r,
         )
 
+        # --- labels and live quality (server/labels/, server/quality/): labelled figures are the
+        # fleet's (every replica reads the same pairs), estimates this replica's served rows.
+        self.labels = Counter(
+            "hotserve_labels",
+            "Labels posted, by outcome (joined: to a served row; duplicate: its row was already "
+            "labelled, counted once; unknown: no served row, or older than the label horizon; dropped: "
+            "its window's pairs were full; refused: wrong type or NaN, the batch refused).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.quality = Gauge(
+            "hotserve_quality",
+            "Live quality of a version over the last quality span, from labelled rows (training's "
+            "metric definitions): auc, log_loss, accuracy, predicted_positive_rate, observed_positive_rate, "
+            "macro_f1, rmse, mae.",
+            ["model", "version", "metric"],
+            registry=r,
+        )
+        self.quality_labels = Gauge(
+            "hotserve_quality_labels",
+            "Labelled rows the live quality figures of a version rest on (the last quality span).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.quality_estimate = Gauge(
+            "hotserve_quality_estimate",
+            "Label-free estimate (CBPE) of a classifier's quality from its own probabilities, over the "
+            "rows this replica served in the last quality span: auc, accuracy, macro_f1.",
+            ["model", "version", "metric"],
+            registry=r,
+        )
+        self.quality_estimate_error = Gauge(
+            "hotserve_quality_estimate_error",
+            "The label-free estimate of the labelled rows minus their measured figure (how far the estimate was off).",
+            ["model", "version", "metric"],
+            registry=r,
+        )
+        self.quality_reference = Gauge(
+            "hotserve_quality_reference",
+            "The training (validation) figure of a version, from model.json's lineage metrics.",
+            ["model", "version", "metric"],
+            registry=r,
+        )
+        self.served_index_errors = Counter(
+            "hotserve_served_index_errors",
+            "Captured rows the served index could not keep (Redis or its file unavailable): labels for them will be unknown.",
+            registry=r,
+        )
+
+    def record_quality(
+        self, model: str, version: int, labels: int, figures: dict[str, float], estimate_error: dict[str, float]
+    ) -> None:
+        """One version's labelled figures (any thread)."""
+        v = str(version)
+        self.quality_labels.labels(model, v).set(labels)
+        _set_only(self.quality, model, v, figures)
+        _set_only(self.quality_estimate_error, model, v, estimate_error)
+
+    def record_quality_estimate(
+        self, model: str, version: int, estimate: dict[str, float], reference: Mapping[str, float]
+    ) -> None:
+        """One version's label-free estimate and its training figures (any thread)."""
+        v = str(version)
+        _set_only(self.quality_estimate, model, v, estimate)
+        _set_only(self.quality_reference, model, v, reference)
+
     def model_found(self, model: str) -> None:
         """Create a model's failure counters at 0 when the repository scan first finds it.
 
@@ -418,3 +484,17 @@ class Metrics:
         self.release_step.labels(model).set(-1)
         for verdict in ("promoted", "rolled_back", "inconclusive", "aborted"):
             self.release_verdicts.labels(model, verdict)
+
+
+def _set_only(gauge: Gauge, model: str, version: str, values: Mapping[str, float]) -> None:
+    """Set a (model, version, metric) gauge to `values`, removing the metrics it no longer has (a
+    figure whose rows left the span is gone, not stale)."""
+    for labels in [key for key in _children(gauge) if key[:2] == (model, version) and key[2] not in values]:
+        gauge.remove(*labels)
+    for metric, value in values.items():
+        gauge.labels(model, version, metric).set(value)
+
+
+def _children(gauge: Gauge) -> list[tuple[str, ...]]:
+    with gauge._lock:  # prometheus_client has no public listing of a metric's label sets
+        return [tuple(key) for key in gauge._metrics]

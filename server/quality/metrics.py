@@ -104,14 +104,33 @@ def evaluate_regression(predictions: np.ndarray, targets: np.ndarray) -> dict[st
     y = np.asarray(targets, dtype=np.float64).ravel()
     _check_rows(p, y)
     residual = y - p
+    errors = regression_errors(p, y)
     total = float(np.sum((y - y.mean()) ** 2))
     if total == 0.0:
         raise ValueError(f"R² needs targets that vary; all {y.size} are {y[0]!r}")
-    return {
-        "rmse": float(np.sqrt(np.mean(residual**2))),
-        "mae": float(np.mean(np.abs(residual))),
-        "r2": 1.0 - float(np.sum(residual**2)) / total,
-    }
+    return {**errors, "r2": 1.0 - float(np.sum(residual**2)) / total}
+
+
+def regression_errors(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """`rmse` and `mae` of predictions against targets (defined for any targets, constant ones too)."""
+    p = np.asarray(predictions, dtype=np.float64).ravel()
+    y = np.asarray(targets, dtype=np.float64).ravel()
+    _check_rows(p, y)
+    residual = y - p
+    return {"rmse": float(np.sqrt(np.mean(residual**2))), "mae": float(np.mean(np.abs(residual)))}
+
+
+def row_losses(task: Task, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each row's loss by the task's selection metric: binary and multiclass cross-entropy (the
+    terms whose mean is `log_loss`), regression squared error (whose mean is RMSE squared)."""
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    if task == "regression":
+        return (np.asarray(scores, dtype=np.float64).ravel() - y) ** 2
+    if task == "multiclass":
+        p = np.asarray(scores, dtype=np.float64)
+        return -np.log(np.clip(p[np.arange(len(y)), y.astype(np.int64)], _EPS, 1.0))
+    p = np.clip(np.asarray(scores, dtype=np.float64).ravel(), _EPS, 1.0 - _EPS)
+    return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
 
 
 def evaluate_task(task: Task, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -45,6 +45,7 @@ from server.registry.control_state import ControlState
 from server.registry.control_store import open_control_state
 from server.registry.controller import Controller
 from server.registry.loader import read_manifest
+from server.registry.refusals import RecordedRefusals
 from server.registry.registry import ModelRegistry
 from server.release.driver import ReleaseDriver
 from server.release.registry_alias import MlflowAliases
@@ -94,8 +95,10 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         # The control-state store, like the feature store, is opened here and handed in.
         control: ControlState | None = None
         app_registry: Registry
+        # Refused documents in Redis (routing, release records, evidence): one report each.
+        refusals = RecordedRefusals(app_metrics, FileAuditLog(settings.resolved_audit_log_path), settings.replica_id)
         if registry is None:
-            control = open_control_state(settings, app_metrics)
+            control = open_control_state(settings, app_metrics, refusals)
             app_registry = ModelRegistry(settings, app_metrics, control)
         else:
             app_registry = registry
@@ -130,7 +133,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                 None
                 if controller is None or not isinstance(app_metrics.evidence, MemoryEvidenceRecorder)
                 else ReleaseDriver(
-                    open_release_store(settings),
+                    open_release_store(settings, refusals),
                     controller,
                     app_metrics.evidence,
                     FileAuditLog(settings.resolved_audit_log_path),
@@ -138,6 +141,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                     app_metrics,
                     settings.release_tick_s,
                     registry=_registry_aliases(settings),
+                    refusals=refusals,
                 )
             )
             admin_plane = app.state.admin = AdminPlane(admin_tokens, controller, releases)

@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("server.admin_cli", "load, unload, promote and roll back model versions (admin API)"),
     "release": ("server.release_cli", "progressive delivery: shadow, canary steps, gates, promote or roll back"),
     "labels": ("server.labels_cli", "send ground truth by request id (JSON lines, CSV, Parquet); live quality"),
+    "retrain": ("training.retrain.cli", "retrain production on captured rows and labels, then release it if better"),
     "control": ("server.registry.control_cli", "control document in Redis: sign the stored routing"),
 }
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server.contract.manifest import DriftReference, FeatureSpec, Lineage, MlflowRunRef, TensorSpec
+from server.contract.manifest import DriftReference, FeatureSpec, Lineage, MlflowRunRef, RetrainingLineage, TensorSpec
 from training.datasets import DatasetSpec
 from training.models import TaskModel, build_model
 from training.tabular_transform import TabularTransform
@@ -96,6 +96,8 @@ class CheckpointMetadata(BaseModel):
     preprocessing: TabularTransform | None = None
     """Fitted tabular transform; its values are also buffers of the module."""
     drift: DriftReference
+    retraining: RetrainingLineage | None = None
+    """Set by `hotserve retrain`: the capture window, rows and labels trained on, and the champion."""
 
     def lineage(self, checkpoint_dir: Path) -> Lineage:
         """This version's lineage for `model.json`, pointing at `checkpoint_dir`."""
@@ -116,6 +118,7 @@ class CheckpointMetadata(BaseModel):
                 "finished_at": self.finished_at,
                 "parent_version": self.parent_version,
                 "mlflow_run": self.mlflow_run,
+                "retraining": self.retraining,
                 "name": self.name,
                 "version": self.version,
                 "architecture_kwargs": self.architecture_kwargs,
@@ -241,6 +244,20 @@ def read_metadata(path: Path) -> CheckpointMetadata:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
         raise CheckpointError(path, f"bad {METADATA_FILENAME}: {problems}") from exc
+
+
+def record_retraining(path: Path, retraining: RetrainingLineage) -> CheckpointMetadata:
+    """Add `retraining` to a written version's metadata (`hotserve retrain` knows the holdout
+    comparison only after training); the file is replaced whole, never left half written."""
+    metadata = read_metadata(path).model_copy(update={"retraining": retraining})
+    text = (CheckpointMetadata.model_validate(metadata.model_dump()).model_dump_json(indent=2) + "\n").encode()
+    temp = path / f"{STAGING_PREFIX}{uuid.uuid4().hex}.json"
+    try:
+        _fsync_write(temp, lambda fh: fh.write(text))
+        os.replace(temp, path / METADATA_FILENAME)
+    finally:
+        temp.unlink(missing_ok=True)
+    return metadata
 
 
 def _read_payload(path: Path) -> dict[str, Any]:

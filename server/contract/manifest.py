@@ -377,6 +377,37 @@ class ImportedFrom(_Strict):
     """Set when the file came from a model registry (`hotserve import models:/NAME@ALIAS`)."""
 
 
+class RetrainingLineage(_Strict):
+    """What a `hotserve retrain` version was trained on: served rows of a capture window joined
+    with their labels, and how it compared with the version it was to replace."""
+
+    capture_sink: str
+    """Where the captured rows and labels were read (a directory or `s3://bucket/prefix`)."""
+    window_start: str
+    window_end: str
+    """The capture window asked for (ISO 8601, UTC): rows answered in [start, end)."""
+    captured_rows: int
+    """Distinct (request id, row) answered in the window with the model's features."""
+    labelled_rows: int
+    """Those with a label: the training table (train and holdout together)."""
+    labels_read: int
+    """Distinct labelled (request id, row) in the sink, matched or not."""
+    train_rows: int
+    holdout_rows: int
+    holdout_start: str
+    """Answer time of the first holdout row: the newest rows were held out."""
+    served_versions: list[int]
+    """The versions whose answered rows were used."""
+    champion_version: int
+    """The production version when retraining started: its hyperparameters were used, warm
+    start began from its checkpoint, and it was compared with this version on the holdout."""
+    warm_start: bool
+    metric: str
+    champion_holdout: dict[str, float]
+    challenger_holdout: dict[str, float]
+    """The task's metrics of both on the holdout rows (`training/metrics.py` definitions)."""
+
+
 class Lineage(_Strict):
     """Where a version came from: copied from the checkpoint's `metadata.json`, or, for an
     imported file (see `ModelManifest.imported_from`), its reference table and the metrics
@@ -400,6 +431,8 @@ class Lineage(_Strict):
     parent_version: int | None = None
     mlflow_run: MlflowRunRef | None = None
     """Set when the training run was tracked in MLflow."""
+    retraining: RetrainingLineage | None = None
+    """Set for versions `hotserve retrain` made from captured rows and labels."""
 
 
 class ExportInfo(_Strict):

@@ -1,5 +1,6 @@
 """What the control-state store reports about the stored document (control path): reachability,
-verification, refusal, restoration, turned into metrics and audit entries.
+verification, refusal, restoration, turned into metrics and audit entries (refusals through
+`refusals.py`, shared with release records and evidence).
 
 The store (`redis_control_state.py`) decides and logs; this records, so the store needs neither
 the metrics registry nor the audit log.
@@ -13,6 +14,7 @@ from typing import Protocol
 from server.metrics.instruments import Metrics
 from server.registry.audit import AuditEntry, AuditLog
 from server.registry.control_state import ControlSnapshot
+from server.registry.refusals import Refusals
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,9 @@ class ControlEvents(Protocol):
         """The stored document verified."""
         ...
 
-    def rejected(self, revision: int | None) -> None:
-        """A stored document (`revision`, when readable) did not verify and is not applied."""
+    async def rejected(self, revision: int | None, reason: str, print_: str) -> None:
+        """A stored document (`revision`, when readable; `print_` its fingerprint) did not verify
+        (`reason`) and is not applied."""
         ...
 
     async def restored(self, restored: ControlSnapshot, from_revision: int) -> None:
@@ -39,22 +42,24 @@ class ControlEvents(Protocol):
 
 
 class RecordedControlEvents:
-    """Metrics for every event; the audit log for restorations."""
+    """Metrics for every event; the audit log for restorations and (through `refusals`, rate
+    limited) refusals."""
 
-    def __init__(self, metrics: Metrics, audit: AuditLog | None, replica: str) -> None:
+    def __init__(self, metrics: Metrics, audit: AuditLog | None, replica: str, where: str, refusals: Refusals) -> None:
         self._metrics = metrics
         self._audit = audit
         self._replica = replica
+        self._where = where
+        self._refusals = refusals
 
     def up(self, up: bool) -> None:
         self._metrics.control_state_up.set(1 if up else 0)
 
     def verified(self) -> None:
-        self._metrics.control_document_verified.set(1)
+        self._refusals.verified("control", self._where)
 
-    def rejected(self, revision: int | None) -> None:
-        self._metrics.control_document_verified.set(0)
-        self._metrics.control_document_rejected.inc()
+    async def rejected(self, revision: int | None, reason: str, print_: str) -> None:
+        await self._refusals.refused("control", self._where, print_, reason, revision=revision)
 
     async def restored(self, restored: ControlSnapshot, from_revision: int) -> None:
         self._metrics.control_document_restored.inc()

@@ -1,5 +1,8 @@
 """Signing of the shared control document (control path): who may change production through Redis.
 
+The one signing code path of the fleet: release records and the replicas' release evidence
+(`server/release/store.py`) are signed and verified with the same key and this same HMAC.
+
 Anyone who can write to Redis could otherwise rewrite the routing with no token and no audit
 entry. With a key (`HOTSERVE_CONTROL_SIGNING_KEY`, or `HOTSERVE_CONTROL_SIGNING_KEY_FILE` for a
 mounted Secret; never a flag) every document a replica writes carries an HMAC-SHA256 of its bytes
@@ -26,12 +29,21 @@ class ControlSigningKeyInvalid(ValueError):
 
 
 class ControlSignatureInvalid(ControlStateUnavailable):
-    """A stored control document whose signature does not verify: it is not applied (503 to an
-    admin change; a starting replica waits, as for a store that does not answer)."""
+    """A stored document whose signature does not verify: it is not applied (503 to an admin
+    change; a starting replica waits, as for a store that does not answer). The control document
+    by default; release records and release evidence (`server/release/store.py`) say what they are."""
 
-    def __init__(self, where: str, revision: int | None, reason: str) -> None:
-        shown = "a document" if revision is None else f"revision {revision}"
-        super().__init__(f"control state {where}: {shown} {reason}; not applied, keeping the last good routing")
+    def __init__(
+        self,
+        where: str,
+        revision: int | None,
+        reason: str,
+        what: str = "control state",
+        consequence: str = "not applied, keeping the last good routing",
+        unit: str = "revision",
+    ) -> None:
+        shown = "a document" if revision is None else f"{unit} {revision}"
+        super().__init__(f"{what} {where}: {shown} {reason}; {consequence}")
         self.revision = revision
 
 

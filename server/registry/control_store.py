@@ -4,7 +4,7 @@ store: the registry never reads settings to decide where the routing lives).
 
 Redis (one routing shared by the fleet, signed when a key is configured, restored when lost)
 when `HOTSERVE_REDIS_URL` is set, else the local file. Refusals and restorations are counted in
-the metrics and restorations audited in this replica's audit log.
+the metrics and audited in this replica's audit log (refusals rate limited, `refusals.py`).
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ from server.registry.audit import FileAuditLog
 from server.registry.control_events import RecordedControlEvents
 from server.registry.control_signing import signer_for
 from server.registry.control_state import ControlState, FileControlState
+from server.registry.refusals import RecordedRefusals, Refusals
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def open_control_state(settings: Settings, metrics: Metrics) -> ControlState:
-    """The configured store. Raises ValueError for unusable Redis credentials or signing key."""
+def open_control_state(settings: Settings, metrics: Metrics, refusals: Refusals | None = None) -> ControlState:
+    """The configured store. Raises ValueError for unusable Redis credentials or signing key.
+
+    `refusals`: where refused documents are reported (shared with the release store, so one
+    document is counted once); by default this replica's audit log and `metrics`."""
     metrics.control_state_up.set(1)
-    metrics.control_document_verified.set(1)
     signer = signer_for(settings)
     access = redis_access_for(settings)
     if access is None:
@@ -40,11 +43,18 @@ def open_control_state(settings: Settings, metrics: Metrics) -> ControlState:
             "set HOTSERVE_CONTROL_SIGNING_KEY or HOTSERVE_CONTROL_SIGNING_KEY_FILE",
             access.shown,
         )
+    audit = FileAuditLog(settings.resolved_audit_log_path)
     return RedisControlState(
         access,
         key_prefix=settings.control_key_prefix,
         timeout_s=settings.control_redis_timeout_ms / 1000.0,
         reconcile_interval_s=settings.control_reconcile_interval_s,
         signer=signer,
-        events=RecordedControlEvents(metrics, FileAuditLog(settings.resolved_audit_log_path), settings.replica_id),
+        events=RecordedControlEvents(
+            metrics,
+            audit,
+            settings.replica_id,
+            f"{settings.control_key_prefix}:control",
+            refusals or RecordedRefusals(metrics, audit, settings.replica_id),
+        ),
     )

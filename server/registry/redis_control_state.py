@@ -12,7 +12,8 @@ the registry keeps serving the last routing it applied (it never falls back to "
 catches up. Redis errors become `ControlStateUnavailable` here; nothing above imports redis.
 
 Signed documents (`control_signing.py`): the hash also holds `sig`, the HMAC of `doc`; a document
-that does not verify is refused like an invalid one (never applied, counted, logged once).
+that does not verify is refused like an invalid one (never applied; counted, logged and audited
+once, through the events).
 
 A lost document (Redis restarted without persistence, or flushed) is never read as "no routing":
 a replica that has seen a document writes its last one back as the next revision (only if the
@@ -43,6 +44,7 @@ from server.redis_access import RedisAccess
 from server.registry.control_events import ControlEvents
 from server.registry.control_signing import ControlSignatureInvalid, ControlSigner
 from server.registry.control_state import ControlSnapshot, ReplicaStatus
+from server.registry.refusals import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +133,7 @@ class RedisControlState:
         if doc is None:
             return await self._missing()
         self._missing_since = None
-        snapshot = self._verified(_bytes(doc), None if signature is None else _bytes(signature))
+        snapshot = await self._verified(_bytes(doc), None if signature is None else _bytes(signature))
         last = self._last_good
         if last is not None and snapshot.revision <= last.revision and snapshot.models != last.models:
             # Gone backwards (written back by a replica that lagged, or an old backup loaded):
@@ -141,17 +143,19 @@ class RedisControlState:
             self._last_good = snapshot
         return snapshot
 
-    def _verified(self, doc: bytes, signature: bytes | None) -> ControlSnapshot:
+    async def _verified(self, doc: bytes, signature: bytes | None) -> ControlSnapshot:
         sig = signature.decode(errors="replace") if signature is not None else None
         problem = self._signer.check(self.key, doc, sig)
         if problem is not None:
             revision = _revision_of(doc)
+            refusal = ControlSignatureInvalid(self.key, revision, problem)
             if self._rejected != (doc, sig or ""):  # each refused document is reported once
                 self._rejected = (doc, sig or "")
                 if self._events is not None:
-                    self._events.rejected(revision)
-                log.error("%s", ControlSignatureInvalid(self.key, revision, problem))
-            raise ControlSignatureInvalid(self.key, revision, problem)
+                    await self._events.rejected(revision, refusal.message, fingerprint(doc, sig))
+                else:
+                    log.error("%s", refusal)
+            raise refusal
         try:
             snapshot = ControlSnapshot.model_validate_json(doc)
         except ValidationError as error:

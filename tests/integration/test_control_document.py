@@ -39,7 +39,7 @@ class Events:
         if not self.seen or self.seen[-1] != "verified":
             self.seen.append("verified")
 
-    def rejected(self, revision: int | None) -> None:
+    async def rejected(self, revision: int | None, reason: str, print_: str) -> None:
         self.seen.append(f"rejected {revision}")
 
     async def restored(self, restored: ControlSnapshot, from_revision: int) -> None:

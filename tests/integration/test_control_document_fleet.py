@@ -76,7 +76,7 @@ def start_replica(repository: Path, redis_server: RedisProcess, folder: Path, na
 
 def metric(server: ServerProcess, name: str) -> float:
     text = httpx.get(server.base_url + "/metrics", timeout=10).text
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     return float(match.group(1)) if match else -1.0
 
 
@@ -213,8 +213,11 @@ async def test_a_forged_revision_is_refused_keeps_the_routing_and_fires_the_aler
         client.hset(DOC_KEY, mapping={"doc": forged.model_dump_json(), "revision": forged.revision, "sig": "0" * 64})
         client.publish(f"{DOC_KEY}:changes", forged.revision)
 
-        poll(lambda: metric(replica, "hotserve_control_document_verified") == 0.0, "the refusal is exported")
-        assert metric(replica, "hotserve_control_document_rejected_total") == 1.0
+        poll(
+            lambda: metric(replica, 'hotserve_control_document_verified{document="control"}') == 0.0,
+            "the refusal is exported",
+        )
+        assert metric(replica, 'hotserve_control_document_rejected_total{document="control"}') == 1.0
         assert metric(replica, "hotserve_control_revision") == pinned
         answer = httpx.post(replica.base_url + "/v2/models/tab/infer", content=BODY, timeout=HANG_GUARD_S)
         assert answer.status_code == 200 and answer.json()["model_version"] == "1"
@@ -232,7 +235,10 @@ async def test_a_forged_revision_is_refused_keeps_the_routing_and_fires_the_aler
         )
         assert refused.status_code == 503 and "does not verify" in refused.json()["error"]
         client.delete(DOC_KEY)  # the remedy: the replica writes its last good routing back, signed
-        poll(lambda: metric(replica, "hotserve_control_document_verified") == 1.0, "the document is written back")
+        poll(
+            lambda: metric(replica, 'hotserve_control_document_verified{document="control"}') == 1.0,
+            "the document is written back",
+        )
         restored = ControlSnapshot.model_validate_json(client.hget(DOC_KEY, "doc") or b"")
         assert restored.alias("tab", "production") == 1 and restored.revision == pinned + 1
     finally:
@@ -242,7 +248,9 @@ async def test_a_forged_revision_is_refused_keeps_the_routing_and_fires_the_aler
 
 def _control_document_series(server: ServerProcess) -> dict[str, float]:
     text = httpx.get(server.base_url + "/metrics", timeout=10).text
-    found = re.findall(r"^(hotserve_control_document_(?:verified|rejected_total)) (\S+)$", text, re.M)
+    found = re.findall(
+        r'^(hotserve_control_document_(?:verified|rejected_total))\{document="control"\} (\S+)$', text, re.M
+    )
     return {name: float(value) for name, value in found}
 
 
@@ -268,7 +276,10 @@ def _alert_fires_on(before: dict[str, float], after: dict[str, float], folder: P
             {
                 "interval": "1m",
                 "input_series": [
-                    {"series": f"{name}{{{selector}}}", "values": f"{before[name]}x5 {after[name]}x10"}
+                    {
+                        "series": f'{name}{{{selector},document="control"}}',
+                        "values": f"{before[name]}x5 {after[name]}x10",
+                    }
                     for name in sorted(after)
                 ],
                 "alert_rule_test": [

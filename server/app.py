@@ -29,6 +29,8 @@ from server.api.deps import AdminPlane, Edge, Registry
 from server.api.error_handlers import install_error_handlers
 from server.api.request_log import RequestLog, RequestLogMiddleware
 from server.api.route_gate import RouteGate
+from server.capture.service import open_capture
+from server.capture.tap import CaptureTap
 from server.dataplane.inflight import InflightRequests
 from server.dataplane.plane import DataPlane
 from server.dataplane.request_metrics import RequestMetrics
@@ -103,6 +105,10 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         else:
             app_registry = registry
         features = await open_features(settings, app_metrics)
+        # Capture (server/capture/): a writer thread to the sink, fed by a tap on the data plane;
+        # per-model shares come from the applied control state.
+        capture = open_capture(settings, app_metrics)
+        applied = app_registry if isinstance(app_registry, ModelRegistry) else None
         plane = DataPlane(
             router=app_registry,
             features=features,
@@ -114,6 +120,9 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             ),
             inflight=InflightRequests(app_metrics),
             request_metrics=RequestMetrics(app_metrics),
+            capture=CaptureTap(
+                capture, app_metrics, settings.capture_sample, None if applied is None else (lambda: applied.applied)
+            ),
         )
         edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics, plane=plane, request_log=request_log)
         app.state.edge = edge
@@ -157,6 +166,8 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             )
         await app_registry.start()
         edge.shadow.start()
+        if capture is not None:
+            capture.start()
         if admin_plane is not None and admin_plane.releases is not None:
             admin_plane.releases.start()
         logger.info(
@@ -196,6 +207,9 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             await steps.run("shadow copies", edge.shadow.close())
             grace = edge.inflight.grace_left(settings.shutdown_grace_s)
             await steps.run("the model registry", app_registry.close(grace), grace + STEP_BOUND_S)
+            if capture is not None:  # every request has been answered: write all that was accepted
+                flush_s = max(STEP_BOUND_S, edge.inflight.grace_left(settings.shutdown_grace_s))
+                await steps.run("the capture writer", asyncio.to_thread(capture.close, flush_s), flush_s + STEP_BOUND_S)
             if control is not None:
                 await steps.run("the control store", control.close())
             await steps.run("the feature store", features.close())

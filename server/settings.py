@@ -94,6 +94,30 @@ class Settings(BaseSettings):
     quality_estimate_rows: int = Field(default=20_000, ge=1)
     """Most recent served rows per version the label-free estimate is computed from."""
 
+    # --- capture of answered requests (server/capture/) -------------------------------------
+    capture_sink: str = ""
+    """Where captured requests (and label files) are written as Parquet: a local directory, or
+    `s3://bucket/prefix` (credentials from the standard AWS_* variables, never settings); empty:
+    capture off."""
+    capture_sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of each model's answered requests captured, unless the model has its own share
+    (admin API `PUT /admin/models/{name}/capture`, kept in the control state)."""
+    capture_s3_endpoint: str = ""
+    """`http(s)://host:port` of an S3-compatible server (MinIO, Ceph) for an `s3://` sink; empty: AWS."""
+    capture_rotate_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    """A partition's staged rows become a file at this many bytes (in memory, before compression)."""
+    capture_rotate_age_s: float = Field(default=60.0, gt=0)
+    """Or when its oldest staged row is this old (seconds): also the most of capture a crash loses."""
+    capture_buffer_records: int = Field(default=200_000, ge=1)
+    """Most captured rows held in memory unwritten; beyond it (or `capture_buffer_bytes`) new ones
+    are dropped and counted, never the request slowed."""
+    capture_buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Most bytes of captured tensors held in memory unwritten."""
+    capture_shadow_wait_s: float = Field(default=2.0, ge=0)
+    """How long a captured request waits for its shadow copy's answer before it is written without."""
+    capture_retry_max_s: float = Field(default=30.0, gt=0)
+    """Longest wait between two tries of a file the sink refused (the backoff starts at 0.5 s)."""
+
     # --- limits and lifecycle
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest inference request body (or gRPC message) accepted; larger ones get 413 (gRPC:
@@ -181,6 +205,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("capture_sink")
+    @classmethod
+    def _capture_sink_form(cls, value: str) -> str:
+        if "://" in value and not value.startswith("s3://"):
+            raise ValueError("must be a local directory or s3://bucket/prefix")
+        if value.startswith("s3://") and not value.removeprefix("s3://").strip("/"):
+            raise ValueError("an s3:// sink names a bucket: s3://bucket/prefix")
+        return value
 
     @field_validator("redis_url", "feast_redis_url")
     @classmethod

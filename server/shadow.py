@@ -182,7 +182,7 @@ class ShadowRunner:
             WeakKeyDictionary()
         )
         self._children: WeakKeyDictionary[ServedVersion, _ShadowMetrics] = WeakKeyDictionary()
-        self._pending: set[asyncio.Future[Tensors] | asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Future[Tensors] | asyncio.Task[Tensors | None]] = set()
         """Copies in flight: each the shadow batcher's future of its answer (a task only for a
         copy that must be split into several batches)."""
         self._closed = False
@@ -204,18 +204,20 @@ class ShadowRunner:
 
     def offer(
         self, route: ShadowRoute, request: InferenceRequest, primary: Tensors, answered_by: ServedVersion | None = None
-    ) -> None:
+    ) -> asyncio.Future[Tensors] | asyncio.Task[Tensors | None] | None:
         """Send a copy of a request `answered_by` answered to the shadow version, or drop it (and
         count it): when too many are in flight, or, yielding to the primary, when the primary has
-        requests waiting or a full batch of copies already waits for the shadow."""
+        requests waiting or a full batch of copies already waits for the shadow. Returns the copy's
+        answer to come (the capture tap keeps it with the primary's; a task's result is None when
+        the copy failed), or None when no copy was sent."""
         served = route.served
         if self._closed or len(self._pending) >= self._max_pending or self._busy(answered_by, served):
             self._drop(served)
-            return
+            return None
         # The copy has no deadline of its own: the client already has its answer.
         copy = request._replace(deadline=None)
         lease = _Lease(served)  # held until the copy ran: a swap cannot unload it under the copy
-        pending: asyncio.Future[Tensors] | asyncio.Task[None]
+        pending: asyncio.Future[Tensors] | asyncio.Task[Tensors | None]
         if copy.rows > served.manifest.batching.max_batch_size:
             pending = asyncio.get_running_loop().create_task(self._run(route, copy, primary))
         else:
@@ -224,16 +226,17 @@ class ShadowRunner:
             except Exception as error:
                 lease.release()
                 self._refused(served, error)
-                return
+                return None
             pending.add_done_callback(partial(self._answered, route, primary, time.monotonic()))
         self._pending.add(pending)
 
-        def ended(done: asyncio.Future[Tensors] | asyncio.Task[None]) -> None:
+        def ended(done: asyncio.Future[Tensors] | asyncio.Task[Tensors | None]) -> None:
             # Also for a copy cancelled before it ran (close).
             self._pending.discard(done)
             lease.release()
 
         pending.add_done_callback(ended)
+        return pending
 
     def _busy(self, primary: ServedVersion | None, shadow: ServedVersion) -> bool:
         """Copies run on capacity the primary does not need: none while a request waits for the
@@ -305,8 +308,8 @@ class ShadowRunner:
         (children.agree if agreed else children.disagree).inc()
         children.difference.observe(largest)
 
-    async def _run(self, route: ShadowRoute, copy: InferenceRequest, primary: Tensors) -> None:
-        """A copy larger than one batch: split by the batcher's `submit`."""
+    async def _run(self, route: ShadowRoute, copy: InferenceRequest, primary: Tensors) -> Tensors | None:
+        """A copy larger than one batch: split by the batcher's `submit`; its outputs, None if it failed."""
         started = time.monotonic()
         try:
             outputs = await route.served.infer(copy)
@@ -314,5 +317,6 @@ class ShadowRunner:
             raise
         except Exception as error:
             self._refused(route.served, error)
-            return
+            return None
         self._compare(route, primary, outputs, started)
+        return outputs

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from server.api.admin_body import json_body
 from server.api.deps import AdminCall, AdminDep
@@ -144,6 +144,43 @@ async def clear_shadow(name: ModelName, admin: AdminDep) -> Response:
     return await _changed(admin, outcome)
 
 
+class CaptureBody(_Body):
+    share: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    """Share of the model's answered requests captured, on every replica (0: none)."""
+
+
+@router.get("/models/{name}/capture")
+async def read_capture(name: ModelName, request: Request, admin: AdminDep) -> Response:
+    """The model's capture share as this replica applies it, and where captures go."""
+    control = (await admin.controller.model(name)).control
+    tap = request.app.state.edge.plane.capture
+    writer = tap.writer
+    return json_response(
+        {
+            "model": name,
+            "enabled": tap.enabled,
+            "share": tap.share(name),
+            "override": control.capture,
+            "default": tap.default_share,
+            "sink": None if writer is None else writer.sink.describe(),
+        }
+    )
+
+
+@router.put("/models/{name}/capture")
+async def set_capture(name: ModelName, request: Request, admin: AdminDep) -> Response:
+    body = await json_body(request, CaptureBody)
+    outcome = await admin.controller.set_capture(admin.caller, name, body.share)
+    return await _changed(admin, outcome)
+
+
+@router.delete("/models/{name}/capture")
+async def clear_capture(name: ModelName, admin: AdminDep) -> Response:
+    """Back to the server's default share (`capture_sample`)."""
+    outcome = await admin.controller.set_capture(admin.caller, name, None)
+    return await _changed(admin, outcome)
+
+
 @router.get("/models/{name}/versions/{version}/evidence")
 async def evidence(name: ModelName, version: VersionNumber, admin: AdminDep) -> Response:
     """What a candidate has shown on this replica since its load (canary answers, shadow comparisons)
@@ -197,6 +234,7 @@ def model_view(state: ModelState) -> dict[str, Any]:
         "previous_production": state.previous_production,
         "traffic": dict(sorted(control.traffic.items())),
         "shadow": None if control.shadow is None else control.shadow.model_dump(),
+        "capture": control.capture,
         "routing": _routing_view(state.routing),
         "versions": [_version_view(v) for v in state.versions],
     }

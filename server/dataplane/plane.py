@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable
 from typing import Protocol
 
+from server.capture.tap import CaptureTap
 from server.dataplane.inflight import InflightRequests
 from server.dataplane.request_metrics import RequestMetrics
 from server.errors import HotserveError, InvalidInput, ShuttingDown
@@ -61,6 +62,7 @@ class DataPlane:
         shadow: ShadowRunner,
         inflight: InflightRequests,
         request_metrics: RequestMetrics,
+        capture: CaptureTap | None = None,
     ) -> None:
         self.router = router
         self.features = features
@@ -70,6 +72,8 @@ class DataPlane:
         self.inflight = inflight
         """Requests between admission and release; graceful shutdown drains it."""
         self.request_metrics = request_metrics
+        self.capture = capture
+        """Which answered requests are captured (`server/capture/`); None: capture off."""
 
     def call(self, protocol: str, arrived: float) -> Call:
         """Open one request's passage; `protocol` labels its metrics (`v1`, `v2`, ...),
@@ -159,19 +163,27 @@ class Call:
         return primary
 
     def infer(self, request: InferenceRequest) -> Awaitable[Tensors]:
-        """Run a decoded request on the primary's batcher; await it for the outputs. A shadow copy,
-        if drawn, is offered once the primary answered, never awaited. Raises what the batcher
+        """Run a decoded request on the primary's batcher; await it for the outputs. Once the
+        primary answered, a shadow copy, if drawn, is offered (never awaited) and the request, if
+        drawn for capture, handed to the capture tap with the copy. Raises what the batcher
         raises (Overloaded, DeadlineExceeded, InvalidInput, InferenceFailed, ModelNotReady)."""
         primary = self.primary
         if primary is None:
             raise RuntimeError("infer() before the request was routed")
-        if self._shadow is None:
+        capture = self._plane.capture
+        captured = capture is not None and capture.draws(primary.name)
+        if self._shadow is None and not captured:
             return primary.infer(request)  # the batcher's own coroutine: no frame of ours per request
-        return self._infer_and_copy(primary, self._shadow, request)
+        return self._infer_and_tap(primary, request, captured)
 
-    async def _infer_and_copy(self, primary: ServedVersion, shadow: ShadowRoute, request: InferenceRequest) -> Tensors:
+    async def _infer_and_tap(self, primary: ServedVersion, request: InferenceRequest, captured: bool) -> Tensors:
         outputs = await primary.infer(request)
-        self._plane.shadow.offer(shadow, request, outputs, primary)
+        shadow = self._shadow
+        copy = None if shadow is None else self._plane.shadow.offer(shadow, request, outputs, primary)
+        if captured and (capture := self._plane.capture) is not None:
+            capture.capture(
+                primary, self.protocol, request, outputs, None if shadow is None else shadow.served.version, copy
+            )
         return outputs
 
     async def infer_records(self, records: list[Record], deadline: float | None, request_id: str) -> Tensors:

@@ -373,6 +373,71 @@ class Metrics:
         self.traffic_weight = Gauge(
             "hotserve_traffic_weight_percent",
             "Share of unpinned requests routed to a version on this replica (after fallbacks for versions not ready).",
+        # --- capture (server/capture/): accepted on the event loop (no lock, like the request's own
+        # instruments); written, dropped and sink outcomes by the writer thread (locked instruments).
+        self.capture_accepted = UnlockedCounter(
+            "hotserve_capture_accepted_records",
+            "Captured rows accepted into the capture buffer (sampled answered requests; a request of n rows is n).",
+            ["model"],
+            registry=r,
+        )
+        self.capture_written = Counter(
+            "hotserve_capture_written_records",
+            "Rows written to the capture sink in Parquet files, by dataset (capture, labels).",
+            ["model", "dataset"],
+            registry=r,
+        )
+        self.capture_dropped = Counter(
+            "hotserve_capture_dropped_records",
+            "Captured rows (or label rows) never written, by reason (buffer_full: refused at the tap, the "
+            "buffer bound was reached: the writer or the sink fell behind; unconvertible; shutdown: the sink "
+            "did not take them before the process stopped; closed: offered after the writer stopped).",
+            ["model", "dataset", "reason"],
+            registry=r,
+        )
+        self.capture_written_bytes = Counter(
+            "hotserve_capture_written_bytes",
+            "Bytes of Parquet files written to the capture sink.",
+            ["model", "dataset"],
+            registry=r,
+        )
+        self.capture_files = Counter(
+            "hotserve_capture_files", "Parquet files written to the capture sink.", ["model", "dataset"], registry=r
+        )
+        self.capture_sink_errors = Counter(
+            "hotserve_capture_sink_errors",
+            "Files the capture sink refused or failed to store (each attempt; the file is retried).",
+            ["sink"],
+            registry=r,
+        )
+        self.capture_sink_up = Gauge(
+            "hotserve_capture_sink_up",
+            "1 while the capture sink took the last file it was given; 0 after a refusal, until one succeeds.",
+            ["sink"],
+            registry=r,
+        )
+        self.capture_put_duration = Histogram(
+            "hotserve_capture_put_duration_seconds",
+            "Time the capture sink took to store one file.",
+            ["sink"],
+            buckets=LOAD_BUCKETS_S,
+            registry=r,
+        )
+        self.capture_buffered_records = Gauge(
+            "hotserve_capture_buffered_records",
+            "Captured rows held in memory, not yet written (queued, staged, or in files the sink refused).",
+            registry=r,
+        )
+        self.capture_buffered_bytes = Gauge(
+            "hotserve_capture_buffered_bytes",
+            "What the capture buffer bound counts for the rows held (their tensors' bytes and overhead).",
+            registry=r,
+        )
+        self.capture_index_errors = Counter(
+            "hotserve_capture_index_errors",
+            "Batches of captured records the served index refused (the Parquet rows are still written).",
+            registry=r,
+        )
             ["model", "version"],
             registry=r,
         )

@@ -74,6 +74,9 @@ class ModelControl(_Frozen):
     """Weights (summing to 100) over aliases or version numbers for unpinned requests;
     empty: everything goes to `production`."""
     shadow: ShadowPolicy | None = None
+    capture: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    """Share of this model's answered requests captured (`server/capture/`), fleet-wide; None: each
+    server's `capture_sample`."""
     history: list[ProductionChange] = Field(default_factory=list)
     """Past `production` changes, oldest first, at most `HISTORY_LIMIT`."""
 

@@ -300,6 +300,24 @@ class Controller:
         self,
         caller: Caller,
         model: str,
+    async def set_capture(self, caller: Caller, model: str, share: float | None) -> Outcome:
+        """Capture `share` of `model`'s answered requests on every replica (None: each server's
+        `capture_sample`); routing does not change."""
+
+        async def run() -> Outcome:
+            change = await self._registry.commit(
+                lambda s: (
+                    None
+                    if s.model(model).capture == share
+                    else s.with_model(model, s.model(model).model_copy(update={"capture": share}))
+                )
+            )
+            return _outcome("capture", model, None, None, None, change)
+
+        return await self._run(
+            caller, "capture", model, run, detail="the server's default" if share is None else f"share {share}"
+        )
+
         version: int,
         requirements: PromotionRequirements | None = None,
         force: bool = False,

@@ -29,6 +29,9 @@ class Verdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
+    NOT_JUDGED = "not_judged"
+    """Reported, but not counted: the gate had nothing to judge and the policy lets that pass (the label
+    gate of a release without labels)."""
 
 
 class GateResult(BaseModel):
@@ -195,7 +198,7 @@ def chi_square_quantile(degrees: int, z: float) -> float:
 
 
 def combine(gates: list[GateResult]) -> Decision:
-    verdicts = {g.verdict for g in gates}
+    verdicts = {g.verdict for g in gates} - {Verdict.NOT_JUDGED}
     if Verdict.FAIL in verdicts:
         verdict = Verdict.FAIL
     elif verdicts == {Verdict.PASS}:

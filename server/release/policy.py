@@ -15,6 +15,8 @@ from typing import Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from server.release.label_bounds import LabelGateBounds
+
 
 class GateBounds(BaseModel):
     """What the candidate must show against production over the same window."""
@@ -75,6 +77,9 @@ class ReleasePolicy(BaseModel):
     on_inconclusive: Literal["rollback", "hold"] = "rollback"
     """`hold`: keep the current step's routing; `rollback`: clear weights and shadow."""
     gates: GateBounds = GateBounds()
+    labels: LabelGateBounds = LabelGateBounds()
+    """The label gate (`server/release/label_gate.py`): by default it fails a candidate clearly worse on
+    the same labelled requests and never holds a release that has no labels."""
     registry: RegistryTarget | None = None
     """When set, the verdict is recorded in the MLflow Model Registry: every released version is
     tagged with it and its evidence, and a promotion moves the alias (a rollback leaves it)."""

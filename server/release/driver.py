@@ -6,6 +6,12 @@ when the holder stopped renewing), does at most one step: apply the step's routi
 `ControlAPI`, or judge the fleet's evidence since the step started and move on, promote, roll
 back, or end inconclusive. Each transition is stored by compare-and-set, so a replica that lost
 its lease meanwhile stores nothing, and audited with the evidence bundle (JSON).
+
+A stored record is driven only if it verifies (signed with the fleet's key, `store.py`) and
+follows from its schedule and from the last record of its release this replica stored or saw
+(`transitions.py`: no step skipped, none undone, no replay); any other is refused, reported
+through `refusals.py` and left alone: what serves stays as it is. The audit names the admin token
+that started the release (signed into the record) or that asked for the event.
 """
 
 from __future__ import annotations
@@ -19,25 +25,35 @@ import uuid
 from collections.abc import Callable
 from functools import reduce
 
-from server.errors import Conflict, HotserveError, InvalidInput, ModelNotFound
+from server.errors import Conflict, ControlStateUnavailable, HotserveError, InvalidInput, ModelNotFound
 from server.evidence.recorder import MemoryEvidenceRecorder
 from server.evidence.summary import WindowSummary
 from server.evidence.windows import EvidenceWindows
 from server.metrics.instruments import Metrics
 from server.registry.audit import AuditEntry, AuditLog, Result
 from server.registry.control_api import Caller, ControlAPI
+from server.registry.control_signing import ControlSignatureInvalid
 from server.registry.control_state import PRODUCTION, ShadowPolicy
+from server.registry.refusals import RecordedRefusals, Refusals, fingerprint
 from server.release.gates import Decision, GateResult, Verdict, canary_decision, combine, shadow_decision
 from server.release.label_gate import LabelGate
 from server.release.policy import ReleasePolicy
 from server.release.record import ReleaseRecord, State, Step, StepResult
 from server.release.registry_alias import MlflowAliases
 from server.release.store import LocalReleaseStore, ReleaseStore
+from server.release.transitions import transition_problem
 
 log = logging.getLogger(__name__)
 
 ABORT_ATTEMPTS = 20
 """Compare-and-set tries of an abort against a driver storing the record every tick."""
+
+
+class ReleaseRecordRefused(ControlStateUnavailable):
+    """The stored record does not follow from the last one this replica saw (503; reported)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"release record {where} was refused (see the audit log); DEL it to start another release")
 
 
 class ReleaseDriver:
@@ -53,6 +69,7 @@ class ReleaseDriver:
         clock: Callable[[], float] = time.time,
         registry: MlflowAliases | None = None,
         labels: LabelGate | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         self._store = store
         self._controller = controller
@@ -65,6 +82,9 @@ class ReleaseDriver:
         self._clock = clock
         self._registry = registry
         self._labels = labels
+        self._refusals = refusals or RecordedRefusals(metrics, audit, replica)
+        self._known: dict[str, ReleaseRecord] = {}
+        """Per model, the last record this replica stored or trusted: a stored one must follow it."""
         self._task: asyncio.Task[None] | None = None
 
     # --- admin operations ---------------------------------------------------------------------
@@ -99,7 +119,8 @@ class ReleaseDriver:
             driver=self._replica,
         )
         record = await self._store.put(record, 0 if stored is None else stored.seq)
-        await self._entry(record, "ok", {"event": "started", "policy": policy.model_dump(mode="json")})
+        self._known[model] = record
+        await self._entry(record, "ok", {"event": "started", "policy": policy.model_dump(mode="json")}, caller.name)
         return record
 
     async def get(self, model: str) -> ReleaseRecord | None:
@@ -113,11 +134,17 @@ class ReleaseDriver:
             record = await self._store.get(model)
             if record is None or record.finished:
                 raise Conflict(f"model {model!r} has no running release")
+            if not await self._trusted(record):
+                raise ReleaseRecordRefused(self._store.location(model))
             update = {"abort_requested": True, "detail": f"abort requested by {caller.name}"}
             try:
-                return await self._store.put(record.model_copy(update=update), record.seq)
+                stored = await self._store.put(record.model_copy(update=update), record.seq)
             except Conflict:
                 continue
+            self._known[model] = stored
+            await self._entry(stored, "ok", {"event": "abort_requested"}, caller.name)
+            return stored
+
         raise Conflict(f"the release of {model!r} kept changing; abort it again")
 
     # --- the loop -----------------------------------------------------------------------------
@@ -144,7 +171,14 @@ class ReleaseDriver:
 
     async def tick(self) -> None:
         """Publish this replica's evidence, then advance each running release this replica drives."""
-        running = [r for r in [await self._store.get(m) for m in await self._store.models()] if r and not r.finished]
+        running = []
+        for model in await self._store.models():
+            try:
+                record = await self._store.get(model)
+            except ControlSignatureInvalid:
+                continue  # refused and reported by the store: nothing of it is driven
+            if record is not None and await self._trusted(record) and not record.finished:
+                running.append(record)
         if not running:
             return
         await self._publish()
@@ -314,13 +348,46 @@ class ReleaseDriver:
         await self._entry(record, result, bundle)
         log.info("release %s of %r version %d: %s (%s)", record.id, record.model, record.version, state, detail)
 
-    async def _put(self, record: ReleaseRecord, **update: object) -> ReleaseRecord:
-        return await self._store.put(record.model_copy(update={**update, "driver": self._replica}), record.seq)
+    async def _trusted(self, record: ReleaseRecord) -> bool:
+        """Whether `record` may be driven: it follows from its schedule and from the last record of
+        its release this replica saw (`transitions.py`); else it is reported and left alone."""
+        where = self._store.location(record.model)
+        problem = transition_problem(self._known.get(record.model), record)
+        if problem is not None:
+            await self._refusals.refused(
+                "release",
+                where,
+                fingerprint(record.model_dump_json()),
+                f"release record {where}: seq {record.seq} {problem}; not driven",
+                record.model,
+                record.seq,
+            )
+            return False
+        self._known[record.model] = record
+        self._refusals.verified("release", where)
+        return True
 
-    async def _entry(self, record: ReleaseRecord, result: Result, bundle: dict[str, object]) -> None:
+    async def _put(self, record: ReleaseRecord, **update: object) -> ReleaseRecord:
+        """Store the next record of `record`'s release: only a step from the one stored, and only
+        past a step that passed (anything else is a bug here, and nothing is stored)."""
+        out = record.model_copy(update={**update, "driver": self._replica})
+        problem = transition_problem(record, out.model_copy(update={"seq": record.seq + 1}))
+        if problem is None and out.step > record.step + 1:
+            problem = f"skips from step {record.step} to {out.step}"
+        if problem is not None:
+            raise RuntimeError(f"release {record.id}: not storing a record that {problem}")
+        stored = await self._store.put(out, record.seq)
+        self._known[record.model] = stored
+        return stored
+
+    async def _entry(
+        self, record: ReleaseRecord, result: Result, bundle: dict[str, object], who: str | None = None
+    ) -> None:
+        """Audit an event of `record`'s release by `who` (the admin token that asked for it), by
+        default the token that started it: from the signed, verified record, never an unsigned field."""
         entry = AuditEntry.model_validate(
             {
-                "who": record.created_by,
+                "who": who or record.created_by,
                 "action": "release",
                 "model": record.model,
                 "from": record.baseline,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -73,14 +74,25 @@ def fake_manifest(
     )
 
 
-async def until(condition: Callable[[], bool], turns: int = 20_000) -> None:
-    """Yield to the loop until `condition` holds (tasks reaching their next await); fail after
-    `turns` loop turns. Synchronises on state, never on time."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
+UNTIL_HANG_GUARD_S = 60.0
+"""How long `until` waits for a condition before failing: a guard against hangs, never a pace."""
+_YIELD_ONLY_TURNS = 1_000
+
+
+async def until(condition: Callable[[], bool], hang_guard_s: float = UNTIL_HANG_GUARD_S) -> None:
+    """Wait until `condition` holds: synchronises on state, never on time.
+
+    The first turns only yield to the loop (tasks reaching their next await); then each check
+    also lets other threads run for a millisecond, since a condition may wait on a batch in a
+    worker thread, whose progress no count of loop turns measures on a busy machine (a bound in
+    turns failed there). Fails after `hang_guard_s`, a guard against hangs only."""
+    give_up = time.monotonic() + hang_guard_s
+    turns = 0
+    while not condition():
+        if time.monotonic() > give_up:
+            raise AssertionError(f"condition never held in {hang_guard_s:g} s")
+        turns += 1
+        await asyncio.sleep(0 if turns < _YIELD_ONLY_TURNS else 0.001)
 
 
 class ManualClock:

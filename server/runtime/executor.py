@@ -44,7 +44,17 @@ _BUCKETS = 33
 class RuntimeExecutor:
     """Runs one version's batches on `instances` worker threads (or, when cheap, inline)."""
 
-    def __init__(self, runtime: Runtime, instances: int, thread_name: str, inline_max_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        instances: int,
+        thread_name: str,
+        inline_max_s: float = 0.0,
+        clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.thread_time,
+    ) -> None:
+        """`clock` (wall seconds) and `cpu_clock` (the calling thread's CPU seconds) measure runs;
+        tests pass clocks that their runtime moves, so what a run costs is what the test says."""
         if instances < 1:
             raise ValueError(f"instances must be >= 1, got {instances}")
         self.runtime = runtime
@@ -55,6 +65,8 @@ class RuntimeExecutor:
         self._run_s: list[float] = [0.0] * _BUCKETS
         """Moving average of run seconds by size bucket."""
         self._runs: list[int] = [0] * _BUCKETS
+        self._clock = clock
+        self._cpu_clock = cpu_clock
 
     def submit(self, loop: asyncio.AbstractEventLoop, inputs: Tensors, on_done: BatchDone) -> None:
         """Run a batch on a worker; `on_done` is later called on `loop`. Hot path: no task, no future."""
@@ -84,14 +96,14 @@ class RuntimeExecutor:
 
     def run_inline(self, inputs: Tensors, rows: int) -> tuple[Tensors | None, BaseException | None, float]:
         """Run a batch on the calling thread: (outputs, error, run seconds), one of the first two set."""
-        started = time.perf_counter()
+        started = self._clock()
         outputs: Tensors | None = None
         failure: Exception | None = None
         try:
             outputs = self.runtime.run(inputs)
         except Exception as error:
             failure = error
-        run_s = time.perf_counter() - started
+        run_s = self._clock() - started
         self._measured(rows, run_s)
         return outputs, failure, run_s
 
@@ -109,18 +121,18 @@ class RuntimeExecutor:
             self._runs[bucket] = runs + 1
 
     def _run(self, loop: asyncio.AbstractEventLoop, inputs: Tensors, on_done: BatchDone) -> None:
-        started = time.perf_counter()
-        started_cpu = time.thread_time()
+        started = self._clock()
+        started_cpu = self._cpu_clock()
         outputs: Tensors | None = None
         failure: BaseException | None = None
         try:
             outputs = self.runtime.run(inputs)
         except BaseException as error:  # handed to the loop; the worker thread must survive
             failure = error
-        run_s = time.perf_counter() - started
+        run_s = self._clock() - started
         # The model's cost is the CPU it took: under load this thread also waits for the GIL
         # (held by the loop) on its way out of the runtime, which an inline run would not.
-        self._measured(_rows(inputs), time.thread_time() - started_cpu)
+        self._measured(_rows(inputs), self._cpu_clock() - started_cpu)
         loop.call_soon_threadsafe(on_done, outputs, failure, run_s)
 
     def shutdown(self, wait: bool) -> None:

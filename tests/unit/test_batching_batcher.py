@@ -366,9 +366,30 @@ async def test_close_gives_up_after_its_timeout_and_answers_the_queue(make_batch
     await guarded(running)
 
 
+class RunClocks:
+    """The wall clock and per-thread CPU clocks an executor measures runs by, moved only by the
+    runtime's runs: what a run costs is what the test says, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.wall_s = 0.0
+        self.cpu_s: dict[int, float] = {}
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def cpu(self) -> float:
+        return self.cpu_s.get(threading.get_ident(), 0.0)
+
+    def spend(self, computing_s: float, waiting_s: float) -> None:
+        """A run on this thread that computed `computing_s` and waited `waiting_s` (no CPU)."""
+        self.wall_s += computing_s + waiting_s
+        ident = threading.get_ident()
+        self.cpu_s[ident] = self.cpu_s.get(ident, 0.0) + computing_s
+
+
 class ThreadRecordingRuntime(EchoRuntime):
     """An inline-safe EchoRuntime that records the thread of every run and can be made slow
-    (computing) or made to wait (no CPU, as a worker waiting for the GIL)."""
+    (computing) or made to wait (no CPU, as a worker waiting for the GIL), on `clocks`."""
 
     inline_safe = True
 
@@ -377,16 +398,19 @@ class ThreadRecordingRuntime(EchoRuntime):
         self.threads: list[str] = []
         self.extra_s = 0.0
         self.wait_s = 0.0
+        self.clocks = RunClocks()
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.threads.append(threading.current_thread().name)
-        if self.extra_s:
-            deadline = time.perf_counter() + self.extra_s
-            while time.perf_counter() < deadline:  # computation, as inline runs may only be
-                pass
-        if self.wait_s:
-            time.sleep(self.wait_s)
+        self.clocks.spend(self.extra_s, self.wait_s)
         return super().run(inputs)
+
+
+def inline_executor(runtime: ThreadRecordingRuntime) -> RuntimeExecutor:
+    """One worker, inline runs under INLINE_LIMIT_S, measured on the runtime's own clocks."""
+    return RuntimeExecutor(
+        runtime, 1, "test-inline", inline_max_s=INLINE_LIMIT_S, clock=runtime.clocks.wall, cpu_clock=runtime.clocks.cpu
+    )
 
 
 INLINE_LIMIT_S = 0.005
@@ -394,7 +418,7 @@ INLINE_LIMIT_S = 0.005
 
 async def test_a_batch_runs_on_the_loop_once_its_size_has_proven_cheap_and_goes_back_when_slow() -> None:
     runtime = ThreadRecordingRuntime()
-    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=INLINE_LIMIT_S)
+    executor = inline_executor(runtime)
     batcher = Batcher(fake_manifest(), executor, Metrics())
     loop_thread = threading.current_thread().name
     try:
@@ -422,7 +446,7 @@ async def test_a_batch_runs_on_the_loop_once_its_size_has_proven_cheap_and_goes_
 
 async def test_batches_of_many_requests_run_on_the_loop_under_load() -> None:
     runtime = ThreadRecordingRuntime()
-    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=INLINE_LIMIT_S)
+    executor = inline_executor(runtime)
     manifest = fake_manifest(batching=BatchingPolicy(max_batch_size=8, max_queue_delay_ms=LONG_DELAY_MS))
     batcher = Batcher(manifest, executor, Metrics())
     loop_thread = threading.current_thread().name
@@ -443,7 +467,7 @@ async def test_a_worker_run_is_costed_by_its_cpu_not_by_its_waiting() -> None:
     """Under load a worker waits for the GIL on its way out of the runtime: not the model's cost."""
     runtime = ThreadRecordingRuntime()
     runtime.wait_s = 2 * INLINE_LIMIT_S
-    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=INLINE_LIMIT_S)
+    executor = inline_executor(runtime)
     batcher = Batcher(fake_manifest(), executor, Metrics())
     try:
         for request_id in range(INLINE_MIN_RUNS):
@@ -467,7 +491,7 @@ async def test_runtimes_that_may_block_never_run_inline() -> None:
 
 async def test_an_inline_run_that_fails_answers_its_callers_with_the_error() -> None:
     runtime = ThreadRecordingRuntime()
-    executor = RuntimeExecutor(runtime, 1, "test-inline", inline_max_s=INLINE_LIMIT_S)
+    executor = inline_executor(runtime)
     batcher = Batcher(fake_manifest(), executor, Metrics())
     try:
         for request_id in range(INLINE_MIN_RUNS):

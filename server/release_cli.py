@@ -2,8 +2,10 @@
 
 `hotserve release MODEL VERSION [--policy FILE] [--wait]` starts one; with `--wait` it prints
 each change of step and the gates' figures until the verdict and exits 0 promoted, 1 rolled
-back (or aborted), 2 inconclusive; 3 when the server refused to start it. `hotserve release
-status MODEL` and `hotserve release abort MODEL` read and abort the model's release.
+back (or aborted), 2 inconclusive; 3 when the server refused to start it (each way the
+candidate cannot answer what production answers is printed; `--force` starts it anyway, audited).
+`hotserve release status MODEL` and `hotserve release abort MODEL` read and abort the model's
+release.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--registered-model",
         metavar="NAME",
         help="with --registry-alias: the registered model (default: the one the version was imported from)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="start even though the candidate cannot answer what production answers (inputs, outputs, "
+        "feature spec, prediction contract, drift reference); audited",
     )
     parser.add_argument("--wait", action="store_true", help="follow the release until its verdict")
     parser.add_argument("--poll-s", type=float, default=1.0, help="how often --wait reads the release")
@@ -74,11 +82,21 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"hotserve release: {error}", file=sys.stderr)
         return COULD_NOT_START
-    body = {"version": int(args.second), "policy": policy.model_dump(mode="json")}
+    body = {"version": int(args.second), "policy": policy.model_dump(mode="json"), "force": args.force}
     try:
         doc = client.call("POST", model_path(args.first, "releases"), body)
     except AdminError as error:
-        print(f"hotserve release: could not start: {error}", file=sys.stderr)
+        differences = error.doc.get("differences") if isinstance(error.doc, dict) else None
+        if differences:
+            print(
+                f"hotserve release: could not start: version {args.second} cannot answer what production answers:",
+                *(f"  - {difference}" for difference in differences),
+                "(--force starts it anyway; it is audited)",
+                sep="\n",
+                file=sys.stderr,
+            )
+        else:
+            print(f"hotserve release: could not start: {error}", file=sys.stderr)
         return COULD_NOT_START
     print(json.dumps(doc, indent=2) if args.json else progress(doc), flush=True)
     if not args.wait:
@@ -111,6 +129,11 @@ def progress(doc: dict[str, Any]) -> str:
     if doc.get("detail"):
         head += f" ({doc['detail']})"
     lines = [head]
+    lines += [f"  forced past: {difference}" for difference in doc.get("forced") or ()]
+    lines += [f"  cannot be judged: {gate}: {why}" for gate, why in sorted((doc.get("unjudgeable") or {}).items())]
+    skipped = (doc.get("policy") or {}).get("skip_gates") or ()
+    if skipped:
+        lines.append(f"  skipped by the policy: {', '.join(skipped)}")
     decision = doc.get("last_decision")
     for gate in [] if decision is None else decision["gates"]:
         measured = "-" if gate["measured"] is None else f"{gate['measured']:.4g}"

@@ -358,6 +358,8 @@ def refuse_load_overrides(parameters: Iterable[str]) -> None:
 class ReleaseBody(_Body):
     version: PositiveInt
     policy: ReleasePolicy = ReleasePolicy()
+    force: bool = False
+    """Start even though the candidate cannot answer what production answers (audited)."""
 
 
 def _releases(request: Request) -> ReleaseDriver:
@@ -369,9 +371,10 @@ def _releases(request: Request) -> ReleaseDriver:
 
 @router.post("/models/{name}/releases")
 async def create_release(name: ModelName, request: Request, admin: AdminDep) -> Response:
-    """Start a release (201); 404 unknown model or version, 409 one running or already serving."""
+    """Start a release (201); 404 unknown model or version, 409 one running, already serving, or
+    a candidate that cannot answer what production answers (`differences`; unless `force`)."""
     body = await json_body(request, ReleaseBody)
-    record = await _releases(request).create(admin.caller, name, body.version, body.policy)
+    record = await _releases(request).create(admin.caller, name, body.version, body.policy, body.force)
     return json_response(release_view(record), status=201)
 
 

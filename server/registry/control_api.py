@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from server.contract.manifest import ModelManifest
 from server.registry.audit import AuditEntry
 from server.registry.control_state import ModelControl, ReplicaStatus, ShadowPolicy
 from server.registry.promotion import PromotionRequirements
@@ -131,6 +132,10 @@ class ControlAPI(Protocol):
 
     async def evidence(self, model: str, version: int) -> Mapping[str, object]:
         """What `version` has shown against production (the figures a guarded promotion reads)."""
+        ...
+
+    async def manifest(self, model: str, version: int) -> ModelManifest:
+        """`version`'s model.json (ModelNotFound if the repository scan did not find it)."""
         ...
 
     # --- changes ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 
+from server.contract.manifest import ModelManifest
 from server.errors import Conflict, HotserveError, InvalidInput, PromotionRefused, VersionNotReady
 from server.metrics.instruments import Metrics
 from server.registry.audit import AuditEntry, AuditLog, Result
@@ -92,6 +93,9 @@ class Controller:
 
     async def evidence(self, model: str, version: int) -> Mapping[str, object]:
         return evidence_view(await self._evidence(model, version))
+
+    async def manifest(self, model: str, version: int) -> ModelManifest:
+        return await self._registry.manifest(model, version)
 
     def _model_state(self, name: str) -> ModelState:
         statuses = self._registry.versions(name)

@@ -36,7 +36,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from server.contract.manifest import ModelManifest
 from server.errors import (
+    Conflict,
     ControlConflict,
     ControlStateUnavailable,
     HotserveError,
@@ -49,7 +51,7 @@ from server.metrics.instruments import Metrics
 from server.registry.control_state import ControlSnapshot, ControlState
 from server.registry.lifecycle import Retired, VersionLifecycle
 from server.registry.reporting import RoutingReports
-from server.registry.repository import Rescan, compare_scan, scan_repository
+from server.registry.repository import Rescan, compare_scan, scan_repository, version_dir, without_repository_root
 from server.registry.served import ServedVersion
 from server.registry.versions import VersionSlot, VersionState, VersionStatus
 from server.routing.build import default_version, keep_loaded, model_routes, needs_newest, routing_table
@@ -451,6 +453,18 @@ class ModelRegistry:
     def status(self, name: str, version: int) -> VersionStatus:
         """One version's state (ModelNotFound if the scan did not find it)."""
         return self._slot(name, version).status(name, version)
+
+    async def manifest(self, name: str, version: int) -> ModelManifest:
+        """`version`'s model.json: the loaded one's, else read from the repository (ModelNotFound
+        if the scan did not find it; Conflict naming the problem if it cannot be read)."""
+        served = self._slot(name, version).served
+        if served is not None:
+            return served.manifest
+        try:
+            return await asyncio.to_thread(ModelManifest.read, version_dir(self._root, name, version))
+        except (OSError, ValueError) as error:
+            reason = without_repository_root(str(error), self._root)
+            raise Conflict(f"model {name!r} version {version}: model.json cannot be read: {reason}") from error
 
     def serving(self, name: str) -> int | None:
         """The version `name`'s unpinned requests go to by default (its `production`; a traffic

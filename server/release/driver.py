@@ -35,6 +35,7 @@ from server.registry.control_api import Caller, ControlAPI
 from server.registry.control_signing import ControlSignatureInvalid
 from server.registry.control_state import PRODUCTION, ShadowPolicy
 from server.registry.refusals import RecordedRefusals, Refusals, fingerprint
+from server.release.compatibility import judged_evidence, reported, start_check, unjudged_detail
 from server.release.gates import Decision, GateResult, Verdict, canary_decision, combine, shadow_decision
 from server.release.label_gate import LabelGate
 from server.release.policy import ReleasePolicy
@@ -89,9 +90,12 @@ class ReleaseDriver:
 
     # --- admin operations ---------------------------------------------------------------------
 
-    async def create(self, caller: Caller, model: str, version: int, policy: ReleasePolicy) -> ReleaseRecord:
-        """Start releasing `version` of `model`: 404 unknown, 409 when it already serves or a
-        release of the model is running."""
+    async def create(
+        self, caller: Caller, model: str, version: int, policy: ReleasePolicy, force: bool = False
+    ) -> ReleaseRecord:
+        """Start releasing `version` of `model`: 404 unknown, 409 when it already serves, a
+        release of the model is running, or it cannot answer what production answers (unless
+        `force`, which the record and the audit keep; `compatibility.py`)."""
         if policy.registry is not None and self._registry is None:
             raise InvalidInput(
                 "policy.registry",
@@ -108,6 +112,9 @@ class ReleaseDriver:
         stored = await self._store.get(model)
         if stored is not None and not stored.finished:
             raise Conflict(f"a release of model {model!r} (version {stored.version}) is running; abort it first")
+        production = await self._controller.manifest(model, state.serving)
+        candidate = await self._controller.manifest(model, version)
+        differences, unjudgeable = start_check(model, production, candidate, policy, force)
         record = ReleaseRecord(
             id=uuid.uuid4().hex[:12],
             model=model,
@@ -117,10 +124,15 @@ class ReleaseDriver:
             created_by=caller.name,
             created_at=self._clock(),
             driver=self._replica,
+            forced=differences,
+            unjudgeable=unjudgeable,
         )
         record = await self._store.put(record, 0 if stored is None else stored.seq)
+        started: dict[str, object] = {"event": "started", "policy": policy.model_dump(mode="json")}
+        if differences:
+            started["forced"] = list(differences)  # what the operator forced past (`force`)
         self._known[model] = record
-        await self._entry(record, "ok", {"event": "started", "policy": policy.model_dump(mode="json")}, caller.name)
+        await self._entry(record, "ok", started, caller.name)
         return record
 
     async def get(self, model: str) -> ReleaseRecord | None:
@@ -233,6 +245,10 @@ class ReleaseDriver:
         if decision.verdict is Verdict.FAIL:
             await self._finish(record, "rolled_back", f"{step.label} failed a gate", True, decision)
             return
+        if record.unjudgeable:  # nothing the traffic shows can judge it: end now, never promote
+            rollback = record.policy.on_inconclusive == "rollback"
+            await self._finish(record, "inconclusive", unjudged_detail(record), rollback, decision)
+            return
         if decision.verdict is Verdict.PASS and now - record.step_started_at >= self._bake(record, step):
             done = StepResult(step=step, started_at=record.step_started_at, ended_at=now, decision=decision)
             record = await self._put(
@@ -277,7 +293,8 @@ class ReleaseDriver:
         candidate = await self._evidence(record.model, record.version, first, last)
         baseline = await self._evidence(record.model, record.baseline, first, last)
         judge = shadow_decision if step.kind == "shadow" else canary_decision
-        return judge(candidate, baseline, record.policy.gates)
+        candidate, baseline = judged_evidence(record, candidate), judged_evidence(record, baseline)
+        return reported(record, judge(candidate, baseline, record.policy.gates))
 
     async def _load_gate(self, record: ReleaseRecord, since: float) -> GateResult | None:
         """Fails when a replica reported, since the step was applied, that the candidate failed to

@@ -83,6 +83,10 @@ class ReleasePolicy(BaseModel):
     registry: RegistryTarget | None = None
     """When set, the verdict is recorded in the MLflow Model Registry: every released version is
     tagged with it and its evidence, and a promotion moves the alias (a rollback leaves it)."""
+    skip_gates: tuple[Literal["psi"], ...] = ()
+    """Gates released without: a gate the two versions' evidence cannot judge (PSI with no
+    prediction reference on one side, or on different bins) otherwise ends the release
+    inconclusive rather than let it promote unjudged."""
 
     @model_validator(mode="after")
     def _weights(self) -> Self:

@@ -87,6 +87,12 @@ class ReleaseRecord(BaseModel):
     finished_at: float | None = None
     registry: RegistryUpdate | None = None
     """Set at the verdict when the policy names a registry alias."""
+    forced: tuple[str, ...] = ()
+    """How the candidate cannot answer what production answers, when the operator started the
+    release anyway (`force`; see `compatibility.py`)."""
+    unjudgeable: dict[str, str] = {}
+    """Gate -> why the two versions' evidence cannot judge it (found at start, not skipped by
+    the policy): the release ends inconclusive at its first decision, never promoted."""
     driver: str | None = None
     """The replica that stored this revision."""
     seq: int = 0

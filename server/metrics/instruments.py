@@ -74,6 +74,9 @@ STALENESS_BUCKETS_S = (
     7 * 86400,
     30 * 86400,
 )
+SIGNED_DOCUMENTS = ("control", "release", "evidence")
+"""What is signed with the fleet's key in Redis (`server/registry/refusals.py`): the routing, release
+records, the replicas' release evidence."""
 # A promotion of a loaded version is a reference swap (~ms); one that loads first takes seconds.
 SWAP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -370,9 +373,6 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.traffic_weight = Gauge(
-            "hotserve_traffic_weight_percent",
-            "Share of unpinned requests routed to a version on this replica (after fallbacks for versions not ready).",
         # --- capture (server/capture/): accepted on the event loop (no lock, like the request's own
         # instruments); written, dropped and sink outcomes by the writer thread (locked instruments).
         self.capture_accepted = UnlockedCounter(
@@ -438,6 +438,9 @@ class Metrics:
             "Batches of captured records the served index refused (the Parquet rows are still written).",
             registry=r,
         )
+        self.traffic_weight = Gauge(
+            "hotserve_traffic_weight_percent",
+            "Share of unpinned requests routed to a version on this replica (after fallbacks for versions not ready).",
             ["model", "version"],
             registry=r,
         )
@@ -451,15 +454,22 @@ class Metrics:
         )
         self.control_document_verified = Gauge(
             "hotserve_control_document_verified",
-            "1 while the stored control document verifies (signature, format); 0: the last one read did not "
-            "and is not applied (the last good routing keeps serving).",
+            "1 while the stored documents of a kind verify (signature, format, for a release record its step); "
+            "0: one still read did not and is not applied. document: control (the routing), release (release "
+            "records), evidence (the replicas' release evidence).",
+            ["document"],
             registry=r,
         )
         self.control_document_rejected = Counter(
             "hotserve_control_document_rejected",
-            "Stored control documents (revisions) refused because their signature did not verify.",
+            "Stored documents refused because their signature did not verify (or a release record's step does "
+            "not follow from the last one seen), each counted once; by document (control, release, evidence).",
+            ["document"],
             registry=r,
         )
+        for document in SIGNED_DOCUMENTS:  # from the start: a first refusal shows as an increase
+            self.control_document_rejected.labels(document)
+            self.control_document_verified.labels(document).set(1)
         self.control_document_restored = Counter(
             "hotserve_control_document_restored",
             "Times this replica wrote its last routing back after the control document was lost.",

@@ -56,4 +56,6 @@ def open_sink(url: str, endpoint: str | None = None) -> Sink:
     if "://" in url and not url.startswith("file://"):
         raise ValueError(f"capture sink {url!r}: expected a directory or s3://bucket/prefix")
     path = Path(url.removeprefix("file://")).resolve()
+    if not path.is_dir():
+        raise ValueError(f"capture sink {path} is not a directory")
     return Sink(fs.LocalFileSystem(), str(path), url)

@@ -123,7 +123,9 @@ def test_a_partition_becomes_a_file_when_its_oldest_row_reaches_the_rotation_age
     assert writer.held_records == 0
 
 
-def test_beyond_the_buffer_bound_new_rows_are_dropped_and_counted_never_queued(tmp_path: Path, metrics: Metrics) -> None:
+def test_beyond_the_buffer_bound_new_rows_are_dropped_and_counted_never_queued(
+    tmp_path: Path, metrics: Metrics
+) -> None:
     writer = CaptureWriter(LocalSink(tmp_path), metrics, replica="r", max_records=4)
     served = ServedVersion(MANIFEST, EchoRuntime(), metrics)
     tap = CaptureTap(writer, metrics)
@@ -132,7 +134,10 @@ def test_beyond_the_buffer_bound_new_rows_are_dropped_and_counted_never_queued(t
         tap.capture(served, "v2", request({"x": x}), {"y": x})
     assert writer.held_records == 4
     assert sample(metrics, "hotserve_capture_accepted_records_total", model="m") == 4
-    assert sample(metrics, "hotserve_capture_dropped_records_total", model="m", dataset="capture", reason="buffer_full") == 2
+    assert (
+        sample(metrics, "hotserve_capture_dropped_records_total", model="m", dataset="capture", reason="buffer_full")
+        == 2
+    )
     assert writer.close(10)
     assert rows_in(tmp_path).num_rows == 4
 
@@ -156,17 +161,23 @@ def test_an_unwritable_directory_counts_errors_holds_the_rows_and_writes_them_on
     wait_for(lambda: writer.held_records == 0 and len(files(root)) == 2)
     assert sorted(rows_in(root).column("request_id").to_pylist()) == ["a", "a", "b", "b"]
     assert sample(metrics, "hotserve_capture_sink_up", sink="local") == 1
-    assert sample(metrics, "hotserve_capture_dropped_records_total", model="m", dataset="capture", reason="shutdown") == 0
+    assert (
+        sample(metrics, "hotserve_capture_dropped_records_total", model="m", dataset="capture", reason="shutdown") == 0
+    )
 
 
-def test_rows_the_sink_never_took_by_the_end_of_a_shutdown_are_counted_dropped(tmp_path: Path, metrics: Metrics) -> None:
+def test_rows_the_sink_never_took_by_the_end_of_a_shutdown_are_counted_dropped(
+    tmp_path: Path, metrics: Metrics
+) -> None:
     root = tmp_path / "capture"
     root.write_text("not a directory")
     writer = CaptureWriter(LocalSink(root), metrics, replica="r")
     writer.start()
     writer.submit(item("a"))
     assert not writer.close(0.2)
-    assert sample(metrics, "hotserve_capture_dropped_records_total", model="m", dataset="capture", reason="shutdown") == 2
+    assert (
+        sample(metrics, "hotserve_capture_dropped_records_total", model="m", dataset="capture", reason="shutdown") == 2
+    )
     assert writer.held_records == 0
 
 
@@ -206,7 +217,10 @@ def test_label_tables_are_appended_to_their_own_partition_with_the_same_bound(tm
     assert file.parent.relative_to(tmp_path).as_posix() == "m/labels/hour=2026-01-01T00"
     assert pa.parquet.read_table(file).equals(labels)  # type: ignore[attr-defined]
     assert sample(metrics, "hotserve_capture_written_records_total", model="m", dataset="labels") == 2
-    assert sample(metrics, "hotserve_capture_dropped_records_total", model="m", dataset="labels", reason="buffer_full") == 2
+    assert (
+        sample(metrics, "hotserve_capture_dropped_records_total", model="m", dataset="labels", reason="buffer_full")
+        == 2
+    )
     assert not writer.append_table("m/labels/hour=2026-01-01T00", labels, model="m", dataset="labels")  # closed
 
 

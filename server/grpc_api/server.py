@@ -2,7 +2,8 @@
 loop of the REST server, started and stopped by the app's lifespan (`server/app.py`).
 
 Messages are bounded like REST bodies (`max_request_bytes`: a larger one is refused by gRPC with
-RESOURCE_EXHAUSTED before it reaches a handler). Graceful shutdown: `ModelInfer` calls count in the
+RESOURCE_EXHAUSTED before it reaches a handler), and a repository RPC without an accepted token
+is refused before its message is read (`admin_gate.py`). Graceful shutdown: `ModelInfer` calls count in the
 same in-flight gauge as REST requests, so SIGTERM's drain waits for both; `stop` then gives calls
 still open what is left of the grace period.
 """
@@ -14,6 +15,7 @@ import logging
 import grpc
 
 from server.api.deps import AdminPlane, Edge
+from server.grpc_api.admin_gate import AdminGate
 from server.grpc_api.services import (
     HEALTH_SERVICE,
     INFERENCE_SERVICE,
@@ -38,10 +40,16 @@ class GrpcServer:
 
     async def start(self, host: str, port: int) -> None:
         max_bytes = self._edge.settings.max_request_bytes
+        services = pb.DESCRIPTOR.services_by_name
+        repository_methods = frozenset(
+            f"/{INFERENCE_SERVICE}/{method.name}"
+            for method in services["GRPCInferenceService"].methods
+            if method.name.startswith("Repository")
+        )
         server = grpc.aio.server(
+            interceptors=[AdminGate(self._edge, self._admin, repository_methods)],
             options=[("grpc.max_receive_message_length", max_bytes), ("grpc.so_reuseport", 0)],
         )
-        services = pb.DESCRIPTOR.services_by_name
         server.add_generic_rpc_handlers(
             (
                 generic_handler(

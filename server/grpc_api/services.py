@@ -2,7 +2,7 @@
 `grpc.health.v1.Health`, registered under those standard names.
 
 Health, readiness and metadata read the registry as the REST routes do; the repository RPCs go
-through the same admin tokens (`authorization: Bearer ...` metadata) and the same controller;
+through the same admin tokens (`authorization: Bearer ...` metadata) and the same controller (the token checked before the message is read: `admin_gate.py`);
 `ModelInfer` is in `server/grpc_api/infer.py`. Every failure leaves through `status.py`'s table;
 an unexpected one is logged and answered INTERNAL, never with its text.
 """
@@ -24,6 +24,7 @@ from server.api.deps import AdminPlane, Edge, state_name
 from server.api.error_handlers import status_for
 from server.contract.manifest import TensorSpec
 from server.errors import HotserveError, ModelNotReady
+from server.grpc_api.admin_gate import ADMIN_OFF
 from server.grpc_api.calls import Context, GrpcCall
 from server.grpc_api.infer import model_infer
 from server.grpc_api.status import describe_error
@@ -141,7 +142,7 @@ class InferenceService:
             return await answer(call)
         except _AdminOff:
             status, code, trailers = 404, grpc.StatusCode.UNIMPLEMENTED, ()  # REST: no such route
-            message = "admin API off: set HOTSERVE_ADMIN_TOKENS, HOTSERVE_ADMIN_TOKENS_FILE or HOTSERVE_ADMIN_TOKEN"
+            message = ADMIN_OFF
         except HotserveError as exc:
             status = status_for(exc)
             code, message, trailers = describe_error(exc, f"gRPC {rpc}")

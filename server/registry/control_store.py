@@ -2,8 +2,9 @@
 `create_app`, which hands the store to the registry and the controller, as it opens the feature
 store: the registry never reads settings to decide where the routing lives).
 
-Redis (one routing shared by the fleet, signed when a key is configured, restored when lost)
-when `HOTSERVE_REDIS_URL` is set, else the local file. Refusals and restorations are counted in
+Redis (one routing shared by the fleet, signed when a key is configured, restored when lost,
+seeded from the local file when it never held one: `control_move.py`) when `HOTSERVE_REDIS_URL`
+is set, else the local file. Refusals and restorations are counted in
 the metrics and audited in this replica's audit log (refusals rate limited, `refusals.py`).
 """
 
@@ -15,6 +16,7 @@ from server.metrics.instruments import Metrics
 from server.redis_access import redis_access_for
 from server.registry.audit import FileAuditLog
 from server.registry.control_events import RecordedControlEvents
+from server.registry.control_move import FileSeed
 from server.registry.control_signing import signer_for
 from server.registry.control_state import ControlState, FileControlState
 from server.registry.refusals import RecordedRefusals, Refusals
@@ -50,6 +52,7 @@ def open_control_state(settings: Settings, metrics: Metrics, refusals: Refusals 
         timeout_s=settings.control_redis_timeout_ms / 1000.0,
         reconcile_interval_s=settings.control_reconcile_interval_s,
         signer=signer,
+        seed=FileSeed(settings.resolved_control_state_path, audit, settings.replica_id),
         events=RecordedControlEvents(
             metrics,
             audit,

@@ -19,7 +19,9 @@ A lost document (Redis restarted without persistence, or flushed) is never read 
 a replica that has seen a document writes its last one back as the next revision (only if the
 key is still absent, so one replica wins; audited as `restore`), and every replica adopts that.
 A replica starting with no document of its own while other replicas are live waits for them to
-write it back rather than inventing a routing; only a fleet that never stored one starts empty.
+write it back rather than inventing a routing; only a fleet that never stored one starts from a
+routing of its own: the file control state the repository used before Redis, if any (seeded,
+never over an existing document: `control_move.py`), else the empty one.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from server.errors import ControlConflict, ControlStateUnavailable
 from server.redis_access import RedisAccess
 from server.registry.control_events import ControlEvents
+from server.registry.control_move import ControlSeed
 from server.registry.control_signing import ControlSignatureInvalid, ControlSigner
 from server.registry.control_state import ControlSnapshot, ReplicaStatus
 from server.registry.refusals import fingerprint
@@ -75,6 +78,7 @@ class RedisControlState:
         on_up_change: Callable[[bool], None] | None = None,
         signer: ControlSigner | None = None,
         events: ControlEvents | None = None,
+        seed: ControlSeed | None = None,
     ) -> None:
         self.key = f"{key_prefix}:control"
         self.channel = f"{key_prefix}:control:changes"
@@ -82,6 +86,8 @@ class RedisControlState:
         self.reconcile_interval_s = reconcile_interval_s
         self._signer = signer or ControlSigner()
         self._events = events
+        self._seed_from = seed
+        """What a fleet that never stored a document starts from (`control_move.py`)."""
         self._last_good: ControlSnapshot | None = None
         """The newest document read or written here: what a lost document is restored from."""
         self._rejected: tuple[bytes, str] | None = None
@@ -192,7 +198,7 @@ class RedisControlState:
 
     async def _missing(self) -> ControlSnapshot:
         """No document in Redis: write ours back, wait for a live replica to write its back, or
-        (a fleet that never stored one) start from the empty routing."""
+        (a fleet that never stored one) carry over the file state's (`_seed`)."""
         last = self._last_good
         if last is not None:
             return await self._write_back(last, observed_revision=0)
@@ -206,7 +212,46 @@ class RedisControlState:
                 f"control state {self.key} is missing from Redis while other replicas are live; "
                 "waiting for one of them to write their routing back (a replica never invents one)"
             )
-        return ControlSnapshot()
+        return await self._seed()
+
+    async def _seed(self) -> ControlSnapshot:
+        """The routing a fleet that never stored a document starts from: the file state this
+        repository used before Redis, stored only if the key is still absent (another replica's
+        document is read instead, never overwritten); the empty routing when there is none."""
+        seed = self._seed_from
+        try:
+            snapshot = None if seed is None else await seed.read()
+        except (ValueError, ControlStateUnavailable) as error:
+            assert seed is not None
+            raise ControlStateUnavailable(
+                f"control state {self.key} is not in Redis yet and {seed.source} cannot be carried over "
+                f"({error}); fix that file, or remove it to start with no routing"
+            ) from error
+        if seed is None or snapshot is None:
+            return ControlSnapshot()
+        stored = snapshot.model_copy(update={"revision": snapshot.revision + 1})
+        doc = stored.model_dump_json()
+        try:
+            result = await self._cas(
+                keys=[self.key, self.channel],
+                args=[0, doc, stored.revision, self._signer.sign(self.key, doc.encode())],
+            )
+        except (RedisError, OSError) as error:
+            self._mark(False, error)
+            raise ControlStateUnavailable(f"control state in Redis cannot be seeded: {error}") from error
+        if int(result) != -1:
+            return await self.read()
+        self._stored_ours(stored)
+        log.warning(
+            "control state %s was not in Redis: carried over %s (revision %d) as revision %d; "
+            "the file is no longer read while HOTSERVE_REDIS_URL is set",
+            self.key,
+            seed.source,
+            snapshot.revision,
+            stored.revision,
+        )
+        await seed.seeded(stored, snapshot.revision)
+        return stored
 
     async def _others_may_restore(self) -> bool:
         """Whether a live replica holds a routing it will write back: someone else listens on the

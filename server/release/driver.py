@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -36,7 +37,15 @@ from server.registry.control_signing import ControlSignatureInvalid
 from server.registry.control_state import PRODUCTION, ShadowPolicy
 from server.registry.refusals import RecordedRefusals, Refusals, fingerprint
 from server.release.compatibility import judged_evidence, reported, start_check, unjudged_detail
-from server.release.gates import Decision, GateResult, Verdict, canary_decision, combine, shadow_decision
+from server.release.gates import (
+    Decision,
+    GateResult,
+    Verdict,
+    canary_decision,
+    combine,
+    gate_alpha,
+    shadow_decision,
+)
 from server.release.label_gate import LabelGate
 from server.release.policy import ReleasePolicy
 from server.release.record import ReleaseRecord, State, Step, StepResult
@@ -289,12 +298,15 @@ class ReleaseDriver:
             )
 
     async def _decide(self, record: ReleaseRecord, step: Step, since: float, now: float) -> Decision:
-        first, last = self._windows.span(since, now, now)
+        # From the first whole bucket after the step's routing was applied: the step's evidence
+        # alone, the same buckets for both versions (the bucket it started in is partly the last step's).
+        bucket_s = self._windows.bucket_s
+        first, last = self._windows.span(math.ceil(since / bucket_s) * bucket_s, now, now)
         candidate = await self._evidence(record.model, record.version, first, last)
         baseline = await self._evidence(record.model, record.baseline, first, last)
         judge = shadow_decision if step.kind == "shadow" else canary_decision
         candidate, baseline = judged_evidence(record, candidate), judged_evidence(record, baseline)
-        return reported(record, judge(candidate, baseline, record.policy.gates))
+        return reported(record, judge(candidate, baseline, record.policy.gates, gate_alpha(record.policy)))
 
     async def _load_gate(self, record: ReleaseRecord, since: float) -> GateResult | None:
         """Fails when a replica reported, since the step was applied, that the candidate failed to

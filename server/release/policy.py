@@ -19,22 +19,41 @@ from server.release.label_bounds import LabelGateBounds
 
 
 class GateBounds(BaseModel):
-    """What the candidate must show against production over the same window."""
+    """What the candidate must show against production over the same window.
+
+    Every gate is judged on confidence sequences on every tick of the driver (`gates.py`): with
+    `false_alarm` split over 4 gates x the steps (Bonferroni, `gates.gate_alpha`), a candidate
+    within every bound is rolled back with probability at most `false_alarm` over the whole
+    release (default schedule: 16 gate-steps, 0.000625 each). Per gate, under its null:
+    - error_rate: fails when the candidate's lower bound exceeds `max_error_ratio` x
+      production's upper bound + `error_rate_slack`: P(false fail) <= alpha per step;
+    - p99_ratio: fails when the candidate's p99 lower bound exceeds `max_p99_ratio` x
+      production's p99 upper bound (histogram edges, conservative): <= alpha per canary step;
+    - agreement: fails when its upper bound is below `min_agreement`: <= alpha per step; it also
+      passes only when its lower bound reaches it (a worse candidate passes with <= alpha);
+    - psi: fails when a lower bound of the PSI exceeds `max_psi`: <= alpha per step.
+    A regression gate (error_rate, p99_ratio, psi) passes once the step has its minimum samples
+    and no failure; with fewer it is inconclusive, never a pass.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    false_alarm: float = Field(default=0.01, gt=0.0, lt=1.0)
+    """Largest probability that a candidate within every bound is rolled back, over the whole
+    release however often its gates are looked at."""
     min_requests: PositiveInt = 200
-    """Answered requests each side needs before error and distribution gates judge."""
+    """Answered requests each side needs before the error and distribution gates can pass."""
     max_error_ratio: float = Field(default=2.0, gt=0.0)
     """Candidate error rate at most this times production's, plus `error_rate_slack`."""
     error_rate_slack: float = Field(default=0.005, ge=0.0)
     """Absolute error rate allowed above the ratio (production with no errors still allows a few)."""
     min_latency_samples: PositiveInt = 200
+    """Answers each side needs before the p99 gate can pass."""
     max_p99_ratio: float = Field(default=1.3, gt=0.0)
+    """Candidate p99 latency at most this times production's."""
     min_agreement: float = Field(default=0.99, gt=0.0, le=1.0)
-    """Lower confidence bound on the share of compared requests with the same answer."""
-    agreement_z: float = Field(default=1.645, gt=0.0)
-    """z of the Wilson bounds (1.645: one-sided 95%)."""
+    """Share of compared requests with the same answer; passes once its lower confidence bound
+    reaches it."""
     threshold: float | None = Field(default=None, allow_inf_nan=False)
     """Decision threshold: agreement means the same decision at it; None: by the models' task
     (binary: each version's recorded threshold; see `server/routing/agreement.py`)."""
@@ -42,7 +61,8 @@ class GateBounds(BaseModel):
     """Largest absolute difference still counted as agreement (target units for regression);
     None: by the models' task (regression: the recorded tolerance; multiclass: the same label)."""
     max_psi: float = Field(default=0.1, gt=0.0)
-    """Population stability index of the candidate's predictions against production's."""
+    """Population stability index of the candidate's predictions against production's (its lower
+    confidence bound must exceed it to fail)."""
 
 
 class RegistryTarget(BaseModel):

@@ -15,17 +15,12 @@ from server.registry.audit import FileAuditLog
 from server.registry.control_api import Caller, ControlAPI, Outcome
 from server.registry.control_state import ShadowPolicy
 from server.release.driver import ReleaseDriver
-from server.release.policy import GateBounds, ReleasePolicy
+from server.release.policy import ReleasePolicy
 from server.release.record import ReleaseRecord
 from server.release.store import LocalReleaseStore
 
-POLICY = ReleasePolicy(
-    shadow_bake_s=5.0,
-    canary_weights=(50,),
-    canary_bake_s=5.0,
-    deadline_s=60.0,
-    gates=GateBounds(min_requests=100, min_latency_samples=100, min_agreement=0.98),
-)
+POLICY = ReleasePolicy(shadow_bake_s=15.0, canary_weights=(50,), canary_bake_s=15.0, deadline_s=60.0)
+"""The default gates; evidence buckets are 10 s wide and the clock starts on a bucket's edge."""
 
 
 class RecordingControl:
@@ -81,7 +76,7 @@ class Harness:
         )
         await self.store.put(record, 0)
 
-    def traffic(self, canary: bool, requests: int = 300) -> None:
+    def traffic(self, canary: bool, requests: int = 2000) -> None:
         """`requests` answered by production, each copied to the candidate and agreed on; with
         `canary`, as many answered by the candidate too."""
         for _ in range(requests):
@@ -102,6 +97,7 @@ async def test_a_release_runs_its_schedule_and_promotes_once(tmp_path: Path) -> 
     await h.driver.tick()  # apply the shadow
     assert h.control.calls == [("shadow", 2)]
     h.traffic(canary=False)
+    h.clock.now += 10.0
     await h.driver.tick()  # evidence enough, bake time not yet over: stays
     assert (await h.state()).step == 0 and (await h.state()).last_decision is not None
     h.clock.now += 5.0
@@ -110,9 +106,9 @@ async def test_a_release_runs_its_schedule_and_promotes_once(tmp_path: Path) -> 
     await h.driver.tick()  # apply canary 50%
     assert h.metrics.registry.get_sample_value("hotserve_release_step", {"model": "fraud"}) == 1.0
     assert h.control.calls[-2:] == [("shadow", 2), ("traffic", {"production": 50, "2": 50})]
-    h.clock.now += 1.0
+    h.clock.now += 5.0  # the step's evidence starts at the next whole bucket
     h.traffic(canary=True)
-    h.clock.now += 5.0
+    h.clock.now += 10.0
     await h.driver.tick()  # canary passed: promote
     record = await h.state()
     assert record.state == "promoted" and [r.step.label for r in record.history] == ["shadow", "canary 50%"]

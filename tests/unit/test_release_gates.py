@@ -83,9 +83,8 @@ def test_proportion_bounds_contain_the_estimate_and_narrow_with_samples() -> Non
 
 def test_confidence_sequences_hold_at_every_look_of_a_long_stream() -> None:
     """Looked at after every draw of 5,000, a proportion's bounds at alpha = 0.05 and a p99's
-    order-statistic bounds at 0.05 miss the truth in at most ~alpha of 200 streams (Ville's
-    inequality: over all the looks at once), where a fixed-sample 95% interval looked at as often
-    misses in most."""
+    order-statistic bounds at 0.05 miss the truth in at most alpha of 200 streams (Ville's
+    inequality: over all the looks at once)."""
     rng = random.Random(7)
     missed_proportion = missed_quantile = 0
     streams = 200
@@ -102,7 +101,10 @@ def test_confidence_sequences_hold_at_every_look_of_a_long_stream() -> None:
                 quantile_missed |= not lo <= below <= hi
         missed_proportion += proportion_missed
         missed_quantile += quantile_missed
-    assert missed_proportion <= 0.05 * streams and missed_quantile <= 0.05 * streams, (missed_proportion, missed_quantile)
+    assert missed_proportion <= 0.05 * streams and missed_quantile <= 0.05 * streams, (
+        missed_proportion,
+        missed_quantile,
+    )
 
 
 def test_each_gate_gets_its_share_of_the_release_false_alarm() -> None:

@@ -25,6 +25,10 @@ fi
 # HOTSERVE_GRPC_PORT= (empty) turns it off.
 export HOTSERVE_GRPC_PORT="${HOTSERVE_GRPC_PORT-8081}"
 echo "== serving '$repo' on http://${HOTSERVE_HOST:-127.0.0.1}:${HOTSERVE_PORT:-8080}${HOTSERVE_GRPC_PORT:+ and gRPC :$HOTSERVE_GRPC_PORT}"
+# Capture what is served (docs/capture.md): Parquet under capture/, what labels join to and
+# `hotserve retrain` trains on. HOTSERVE_CAPTURE_SINK= (empty) turns it off; s3://bucket/prefix for a fleet.
+export HOTSERVE_CAPTURE_SINK="${HOTSERVE_CAPTURE_SINK-capture}"
+if [ -n "$HOTSERVE_CAPTURE_SINK" ]; then echo "== capturing answered requests to $HOTSERVE_CAPTURE_SINK"; fi
 # glibc gives an unloaded model version's memory back to the OS (server/registry/memory.py).
 export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-131072}"
 exec hotserve serve --model-repository "$repo"

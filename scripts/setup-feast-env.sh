@@ -1,13 +1,10 @@
 #!/usr/bin/env bash
-# Creates ./.venv-feast with Feast pinned, for the Feast integration test and benchmark only: the
-# server never installs Feast (it reads Feast's Redis layout itself). Reused while the pin matches.
+# Makes ./.venv-feast exactly requirements/feast.txt (Feast pinned, every file hashed; scripts/lock.sh
+# compiles it from requirements/feast.in), for the Feast integration test and benchmark only: the
+# server never installs Feast (it reads Feast's Redis layout itself). A second run only checks.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-FEAST_VERSION=0.67.0
-if [ -x .venv-feast/bin/python ] &&
-  .venv-feast/bin/python -c "import sys, feast; sys.exit(feast.__version__ != '${FEAST_VERSION}')" 2>/dev/null; then
-  exit 0
-fi
-rm -rf .venv-feast
-python3 -m venv .venv-feast
-.venv-feast/bin/python -m pip install -q --disable-pip-version-check "feast[redis]==${FEAST_VERSION}"
+uv="$(bash scripts/ensure-uv.sh)"
+venv=.venv-feast
+[ -x "$venv/bin/python" ] || "$uv" venv -q --python python3 "$venv"
+"$uv" pip sync -q --python "$venv/bin/python" --require-hashes requirements/feast.txt

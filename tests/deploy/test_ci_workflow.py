@@ -213,3 +213,29 @@ def test_the_staging_jobs_give_the_cli_its_url_and_token(monkeypatch: pytest.Mon
         [sys.executable, "-m", "server.cli", "release", "fraud", "2"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == COULD_NOT_START and "HOTSERVE_ADMIN_TOKEN" in result.stderr
+
+
+def test_every_install_in_the_workflows_comes_from_the_lock() -> None:
+    """Installs go through scripts/setup-env.sh (uv.lock) or docker/install.sh (its hashed export):
+    a bare `pip install` in a workflow would test what that day's index resolves to, not the lock."""
+    installs = []
+    for workflow in WORKFLOWS:
+        for job, step, body in _run_scripts(workflow):
+            script = _strip_comments(body["run"])
+            assert not re.search(r"\bpip3?\b[^\n]*\binstall\b", script), f"{workflow.name} {job}/{step}: pip install"
+            if re.search(r"scripts/setup-env\.sh|docker/install\.sh", script):
+                installs.append(f"{workflow.name} {job}/{step}")
+    assert installs
+
+
+def test_a_scheduled_workflow_runs_the_suite_on_the_newest_releases() -> None:
+    scheduled = []
+    for workflow in WORKFLOWS:
+        doc = _load(workflow)
+        triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` as true
+        if isinstance(triggers, dict) and triggers.get("schedule"):
+            assert all(entry.get("cron") for entry in triggers["schedule"]), workflow.name
+            scripts = [body["run"] for _, _, body in _run_scripts(workflow)]
+            if any(re.search(r"^\s*bash scripts/upgrade-lock\.sh\b", s, re.MULTILINE) for s in scripts):
+                scheduled.append(workflow.name)
+    assert scheduled, "no workflow on a schedule runs scripts/upgrade-lock.sh (the suite without the lock)"

@@ -24,6 +24,7 @@ import server
 from server.api import admin, drift, features_admin, health, inference
 from server.api import metrics as metrics_route
 from server.api.admin_auth import AdminTokens
+from server.api.body_budget import BodyBudget
 from server.api.context import begin_request, echo_request_id, end_request
 from server.api.deps import AdminPlane, Edge, Registry
 from server.api.error_handlers import install_error_handlers
@@ -124,7 +125,15 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                 capture, app_metrics, settings.capture_sample, None if applied is None else (lambda: applied.applied)
             ),
         )
-        edge = Edge(settings=settings, registry=app_registry, metrics=app_metrics, plane=plane, request_log=request_log)
+        edge = Edge(
+            settings=settings,
+            registry=app_registry,
+            metrics=app_metrics,
+            plane=plane,
+            request_log=request_log,
+            bodies=bodies,
+        )
+        app_metrics.request_body_bytes_in_flight.set_function(lambda: bodies.held_bytes)
         app.state.edge = edge
         admin_plane: AdminPlane | None = None
         if admin_tokens is not None:
@@ -215,9 +224,10 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             await steps.run("the feature store", features.close())
 
     request_log = RequestLog(settings.log_success_sample_rate)
+    bodies = BodyBudget(settings.max_body_bytes_in_flight)  # both lanes' bodies in flight
     app = HotserveApp(title="hotserve", version=server.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(RequestLogMiddleware, request_log=request_log)  # the FastAPI lane only
-    app.state.gate = RouteGate(settings.max_route_request_bytes, admin_tokens)
+    app.state.gate = RouteGate(settings.max_route_request_bytes, admin_tokens, bodies)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(drift.router)

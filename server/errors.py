@@ -135,6 +135,18 @@ class Overloaded(HotserveError):
         self.retry_after_s = retry_after_s
 
 
+class BodiesInFlightFull(HotserveError):
+    """The request bodies being read or held across every connection would pass
+    `HOTSERVE_MAX_BODY_BYTES_IN_FLIGHT` with this one; retry after `retry_after_s`."""
+
+    def __init__(self, size_bytes: int, held_bytes: int, limit_bytes: int, retry_after_s: int = 1) -> None:
+        super().__init__(
+            f"the server holds {held_bytes} bytes of request bodies; {size_bytes} more would pass its limit of "
+            f"{limit_bytes} bytes in flight: retry later"
+        )
+        self.retry_after_s = retry_after_s
+
+
 class ModelNotReady(HotserveError):
     """Not loaded yet, failed, unloading, or the server is draining."""
 

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     max_route_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest body of every other route (admin, features admin, repository extension); larger
     ones get 413 before they are read, and admin routes check the token before reading any."""
+    max_body_bytes_in_flight: int = Field(default=256 * 1024 * 1024, ge=1024)
+    """Request bodies being read or held at once, over every connection and both lanes (a declared
+    Content-Length counts in full before a byte is read); a request that would pass it gets 503
+    with `Retry-After` before its body is read. At least the largest single body allowed."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """How long SIGTERM waits for queued and running batches before exiting."""
     control_state_path: Path | None = None
@@ -241,6 +245,16 @@ class Settings(BaseSettings):
     file should rely on (the Helm chart always sets a key)."""
     control_signing_key_file: Path | None = None
     """File holding the signing key (a mounted Secret); used when `control_signing_key` is unset."""
+
+    @model_validator(mode="after")
+    def _budget_holds_one_body(self) -> Settings:
+        largest = max(self.max_request_bytes, self.max_route_request_bytes)
+        if self.max_body_bytes_in_flight < largest:
+            raise ValueError(
+                f"max_body_bytes_in_flight ({self.max_body_bytes_in_flight}) is below the largest body allowed "
+                f"({largest}): such a body could never be accepted"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -6,10 +6,11 @@ from __future__ import annotations
 from server.errors import InvalidInput, PayloadTooLarge
 
 
-def check_declared_length(declared: bytes | None, limit_bytes: int) -> None:
-    """InvalidInput for a Content-Length that is not an integer; PayloadTooLarge over `limit_bytes`."""
+def check_declared_length(declared: bytes | None, limit_bytes: int) -> int | None:
+    """The declared size (None: no Content-Length); InvalidInput for one that is not an integer,
+    PayloadTooLarge over `limit_bytes`."""
     if declared is None:
-        return
+        return None
     try:
         size = int(declared)
     except ValueError:
@@ -18,3 +19,4 @@ def check_declared_length(declared: bytes | None, limit_bytes: int) -> None:
         ) from None
     if size > limit_bytes:
         raise PayloadTooLarge(size, limit_bytes)
+    return size

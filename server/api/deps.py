@@ -13,6 +13,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 
 from server.api.admin_auth import AdminTokens
+from server.api.body_budget import BodyBudget
 from server.api.context import request_id_of
 from server.api.request_log import RequestLog
 from server.contract.manifest import ModelManifest
@@ -114,6 +115,8 @@ class Edge:
     """The inference core the fast lane decodes into and encodes out of."""
     request_log: RequestLog
     """Request events (errors, sampled successes) of the inference fast lane."""
+    bodies: BodyBudget
+    """Bytes of request bodies in flight, shared with the route gate (`body_budget.py`)."""
 
     @property
     def inflight(self) -> InflightRequests:

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.api.request_log import note_error
 from server.errors import (
+    BodiesInFlightFull,
     Conflict,
     ControlStateUnavailable,
     DeadlineExceeded,
@@ -53,6 +54,7 @@ STATUS_BY_ERROR: dict[type[BaseException], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     Overloaded: 429,
+    BodiesInFlightFull: 503,
     ModelNotReady: 503,
     FeatureStoreUnavailable: 503,
     ControlStateUnavailable: 503,
@@ -104,7 +106,7 @@ def describe_error(exc: HotserveError, where: str) -> tuple[int, str, dict[str, 
     """(status, message, extra headers) of a HotserveError; logs the server's own failures."""
     status = status_for(exc)
     headers = {}
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | BodiesInFlightFull):
         headers["Retry-After"] = str(max(1, exc.retry_after_s))
     elif isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="hotserve-admin"'

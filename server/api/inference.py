@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from starlette.types import Receive, Scope, Send
 
+from server.api.body_budget import BodyBudget
 from server.api.body_limit import check_declared_length
 from server.api.context import REQUEST_ID_HEADER, SCOPE_KEY
 from server.api.deps import Edge
@@ -96,6 +97,7 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         return
     call = edge.plane.call(target.protocol, arrived)
     answer: Answer
+    held = 0
     try:
         headers = _headers_of(scope)
         header_key = headers.get(ROUTING_KEY_HEADER)
@@ -107,7 +109,8 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
             None if header_key is None else header_key.decode("latin-1"),
             by_entity=target.protocol == "v1",
         )
-        body = await _read_body(receive, headers.get(b"content-length"), edge.settings.max_request_bytes)
+        body = await _read_body(receive, headers.get(b"content-length"), edge.settings.max_request_bytes, edge.bodies)
+        held = len(body)
         if served is None:
             served = call.pick(first_record_field(body, call.entity_field))
         if target.protocol == "v2":
@@ -135,6 +138,7 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         answer = _error_answer(exc, target)
     finally:
         call.release()
+        edge.bodies.give_back(held)
     await _send(send, request_id, answer)
     duration_s = call.finish(answer.status)
     # Label only resolved names: a client cannot mint log fields with bad names. Errors (and
@@ -174,26 +178,38 @@ def _headers_of(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
 
 
-async def _read_body(receive: Receive, declared: bytes | None, limit_bytes: int) -> bytes:
-    """The whole body; PayloadTooLarge as soon as it is known to exceed `limit_bytes`.
+async def _read_body(receive: Receive, declared: bytes | None, limit_bytes: int, budget: BodyBudget) -> bytes:
+    """The whole body, its size taken from `budget` (the caller gives `len(body)` back once
+    answered); PayloadTooLarge as soon as it is known to exceed `limit_bytes`, BodiesInFlightFull
+    when the budget cannot hold it.
 
-    A declared Content-Length over the limit is refused before reading; a body without one
-    (chunked) is counted as it arrives, including when it all comes in one message.
+    A declared Content-Length over the limit (or the budget) is refused before reading; a body
+    without one (chunked) is counted as it arrives, including when it all comes in one message.
     """
-    check_declared_length(declared, limit_bytes)
-    chunks: list[bytes] = []
-    received = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk: bytes = message.get("body", b"")
-        received += len(chunk)
-        if received > limit_bytes:
-            raise PayloadTooLarge(received, limit_bytes)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    taken = check_declared_length(declared, limit_bytes) or 0
+    budget.take(taken)
+    try:
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk: bytes = message.get("body", b"")
+            received += len(chunk)
+            if received > limit_bytes:
+                raise PayloadTooLarge(received, limit_bytes)
+            if received > taken:
+                budget.take(received - taken)
+                taken = received
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                budget.give_back(taken - received)  # shorter than declared: what it holds
+                taken = received
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except BaseException:
+        budget.give_back(taken)
+        raise
 
 
 def _text(value: bytes | None) -> str | None:

@@ -14,6 +14,7 @@ import logging
 import grpc
 
 from server.errors import (
+    BodiesInFlightFull,
     Conflict,
     ControlConflict,
     ControlStateUnavailable,
@@ -47,6 +48,7 @@ CODE_BY_ERROR: dict[type[BaseException], grpc.StatusCode] = {
     Conflict: grpc.StatusCode.FAILED_PRECONDITION,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    BodiesInFlightFull: grpc.StatusCode.UNAVAILABLE,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     FeatureStoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     ControlStateUnavailable: grpc.StatusCode.UNAVAILABLE,

@@ -200,6 +200,12 @@ class Metrics:
             "hotserve_queue_depth", "Requests waiting in the batcher queue.", ["model", "version"], registry=r
         )
         self.inflight_requests = Gauge("hotserve_inflight_requests", "Inference requests being handled.", registry=r)
+        self.request_body_bytes_in_flight = Gauge(
+            "hotserve_request_body_bytes_in_flight",
+            "Bytes of request bodies being read or held, both lanes (declared lengths counted in full); "
+            "requests beyond HOTSERVE_MAX_BODY_BYTES_IN_FLIGHT get 503.",
+            registry=r,
+        )
         self.model_loads = Counter(
             "hotserve_model_loads", "Model version loads by result (success, failure).", ["model", "result"], registry=r
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 from starlette.types import Message, Receive, Scope, Send
 
 from server.api.admin_auth import AdminTokens
+from server.api.body_budget import BodyBudget
 from server.api.route_gate import RouteGate
 from server.settings import Settings
 from tests.fakes import FakeRegistry, serving
@@ -46,7 +47,7 @@ async def _call(gate: RouteGate, path: str, headers: list[tuple[bytes, bytes]], 
 
 
 async def test_admin_routes_refuse_a_missing_or_wrong_token_before_reading_the_body() -> None:
-    gate = RouteGate(1024 * 1024, _tokens())
+    gate = RouteGate(1024 * 1024, _tokens(), BodyBudget(64 * 1024 * 1024))
     for path in ("/admin/models/m/rollback", "/admin/features/views/v/versions/1/rows", "/v2/repository/index"):
         assert await _call(gate, path, [], [b"{}"]) == (401, 0)
         assert await _call(gate, path, [(b"authorization", b"Bearer wrong-token-000000")], [b"{}"]) == (403, 0)
@@ -54,7 +55,7 @@ async def test_admin_routes_refuse_a_missing_or_wrong_token_before_reading_the_b
 
 
 async def test_bodies_over_the_limit_get_413_declared_at_once_chunked_once_past_it() -> None:
-    gate = RouteGate(1024, None)
+    gate = RouteGate(1024, None, BodyBudget(64 * 1024 * 1024))
     assert await _call(gate, "/v2/models/m", [(b"content-length", b"4096")], [b"x" * 4096]) == (413, 0)
     assert await _call(gate, "/v2/models/m", [], [b"x" * 600, b"x" * 600, b"x" * 600]) == (413, 2)
     assert await _call(gate, "/v2/models/m", [(b"content-length", b"many")], [b""]) == (400, 0)

@@ -169,15 +169,15 @@ class ControlAPI(Protocol):
 
     async def clear_shadow(self, caller: Caller, model: str) -> Outcome: ...
 
+    async def set_capture(self, caller: Caller, model: str, share: float | None) -> Outcome:
+        """Capture `share` of the model's answered requests fleet-wide (None: the server default)."""
+        ...
+
     async def load_model(self, caller: Caller, model: str) -> Outcome:
         """Bring a model (back) into service (the repository extension's load)."""
         ...
 
     async def unload_model(self, caller: Caller, model: str) -> Outcome:
-    async def set_capture(self, caller: Caller, model: str, share: float | None) -> Outcome:
-        """Capture `share` of the model's answered requests fleet-wide (None: the server default)."""
-        ...
-
         """Take a model out of service (the repository extension's unload)."""
         ...
 

@@ -176,11 +176,15 @@ def _features(production: FeatureSpec | None, candidate: FeatureSpec | None) -> 
     if production is None:
         return []
     if candidate is None:
-        source = f"view {production.view.label}" if production.view is not None else "the records alone"
+        if production.view is not None:
+            records = f"keyed by {production.entity_key!r}, joined with view {production.view.label}"
+        elif production.store_features:
+            records = f"keyed by {production.entity_key!r}"
+        else:
+            records = f"carrying {production.request_features}"
         return [
-            f"features: production answers v1 records (request features {production.request_features}, "
-            f"entity key {production.entity_key!r}, stored features from {source}); the candidate has no "
-            "feature spec, so it refuses every v1 record (400)"
+            f"features: production answers v1 records ({records}); the candidate has no feature spec, "
+            "so it refuses every v1 record (400)"
         ]
     out = []
     if candidate.store_features and candidate.entity_key != production.entity_key:

@@ -300,10 +300,6 @@ class Controller:
 
         return await self._run(caller, "shadow", model, run, detail="cleared")
 
-    async def promote(
-        self,
-        caller: Caller,
-        model: str,
     async def set_capture(self, caller: Caller, model: str, share: float | None) -> Outcome:
         """Capture `share` of `model`'s answered requests on every replica (None: each server's
         `capture_sample`); routing does not change."""
@@ -322,6 +318,10 @@ class Controller:
             caller, "capture", model, run, detail="the server's default" if share is None else f"share {share}"
         )
 
+    async def promote(
+        self,
+        caller: Caller,
+        model: str,
         version: int,
         requirements: PromotionRequirements | None = None,
         force: bool = False,

@@ -3,6 +3,8 @@
 # it may apt-get install redis-server and the deploy validation tools).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Every install comes from a lock: uv.lock for .venv, requirements/*.txt for the side environments
+# (scripts/upgrade-lock.sh runs this script on the newest releases instead).
 # `load` too: mypy checks load_tests/ against locust's own annotations; `mlflow`: tests/mlflow (with a
 # real tracking server from .venv-mlflow).
 bash scripts/setup-env.sh "train,dev,load,mlflow"

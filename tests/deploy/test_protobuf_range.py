@@ -3,9 +3,10 @@ holds back a gRPC client installed beside it.
 
 The checked-in stubs (server/protocol/proto/, scripts/generate-grpc.sh) are protobuf gencode of the
 floor of the `protobuf` range; a runtime older than its gencode refuses to load it. Each check builds
-a throwaway venv with uv (the one scripts/ensure-uv.sh puts beside the interpreter), loads the stubs
-there, round-trips a ModelInferRequest through bytes and through a real grpc.aio call: at the floors
-of both ranges, at the newest releases they allow, and in this venv (what uv.lock holds).
+a throwaway venv with uv (the one scripts/ensure-uv.sh puts beside the interpreter) from the package
+index, loads the stubs there and round-trips a ModelInferRequest through bytes and through a real
+grpc.aio call: at the floors of both ranges, at the newest releases they allow, and in this venv
+(what uv.lock holds).
 """
 
 from __future__ import annotations

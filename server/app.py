@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 import server
-from server.api import admin, drift, features_admin, health, inference
+from server.api import admin, drift, features_admin, health, inference, labels
 from server.api import metrics as metrics_route
 from server.api.admin_auth import AdminTokens
 from server.api.body_budget import BodyBudget
@@ -39,6 +39,7 @@ from server.evidence.recorder import MemoryEvidenceRecorder
 from server.evidence.windows import EvidenceWindows
 from server.features.service import open_features
 from server.grpc_api.server import GrpcServer
+from server.labels.service import open_labels
 from server.metrics.instruments import Metrics
 from server.monitoring.drift import DriftConfig
 from server.monitoring.monitor import DriftMonitor
@@ -51,6 +52,7 @@ from server.registry.loader import read_manifest
 from server.registry.refusals import RecordedRefusals
 from server.registry.registry import ModelRegistry
 from server.release.driver import ReleaseDriver
+from server.release.label_gate import LabelGate
 from server.release.registry_alias import MlflowAliases
 from server.release.store import open_release_store
 from server.settings import Settings
@@ -109,6 +111,13 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         # Capture (server/capture/): a writer thread to the sink, fed by a tap on the data plane;
         # per-model shares come from the applied control state.
         capture = open_capture(settings, app_metrics)
+        # Labels and live quality (server/labels/, server/quality/): capture's writer feeds the served
+        # index every captured row, and label files are appended through it.
+        label_service = app.state.labels = open_labels(
+            settings, app_metrics, lambda: [(s.name, s.version) for s in app_registry.statuses()], capture
+        )
+        if capture is not None:
+            capture.index = label_service.index
         applied = app_registry if isinstance(app_registry, ModelRegistry) else None
         plane = DataPlane(
             router=app_registry,
@@ -159,6 +168,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                     app_metrics,
                     settings.release_tick_s,
                     registry=_registry_aliases(settings),
+                    labels=LabelGate(label_service.intake.pairs, label_service.quality.contracts),
                     refusals=refusals,
                 )
             )
@@ -191,6 +201,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         if settings.grpc_port is not None:
             await grpc_server.start(settings.host, settings.grpc_port)
         drift_task = asyncio.create_task(app_metrics.drift.run(), name="hotserve-drift")
+        quality_task = asyncio.create_task(label_service.quality.run(), name="hotserve-quality")
         metrics_listener = (
             None
             if settings.metrics_port is None
@@ -211,6 +222,8 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
                 metrics_listener.close()
             drift_task.cancel()
             await steps.run("the drift monitor", _finished(drift_task))
+            quality_task.cancel()
+            await steps.run("live quality", _finished(quality_task))
             # Graceful shutdown already waited for in-flight requests; the registry gets
             # what is left of the grace period to finish queued batches.
             await steps.run("shadow copies", edge.shadow.close())
@@ -222,6 +235,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
             if control is not None:
                 await steps.run("the control store", control.close())
             await steps.run("the feature store", features.close())
+            await steps.run("the label stores", asyncio.to_thread(label_service.close))
 
     request_log = RequestLog(settings.log_success_sample_rate)
     bodies = BodyBudget(settings.max_body_bytes_in_flight)  # both lanes' bodies in flight
@@ -237,6 +251,7 @@ def create_app(settings: Settings, registry: Registry | None = None, metrics: Me
         app.include_router(features_admin.router)
         app.include_router(admin.router)
         app.include_router(admin.repository_router)
+        app.include_router(labels.router)
     return app
 
 

@@ -197,24 +197,17 @@ class SqliteServedIndex:
         if not keys:
             return []
         oldest = self._clock() - self._horizon_s
-        found: dict[Key, ServedEntry] = {}
+        found: list[ServedEntry | None] = []
         try:
             with self._lock:
-                for chunk in _chunks(keys, 400):
-                    placeholders = ",".join("(?, ?)" for _ in chunk)
-                    params: list[object] = [model, oldest]
-                    for rid, row in chunk:
-                        params += [rid, row]
-                    cursor = self._db.execute(
-                        "SELECT request_id, row, entry FROM served WHERE model = ? AND ts >= ? "
-                        f"AND (request_id, row) IN (VALUES {placeholders})",
-                        params,
-                    )
-                    for rid, row, entry in cursor:
-                        found[(rid, row)] = ServedEntry.decode(entry)
+                for rid, row in keys:  # point lookups on the primary key (a row-value IN scans)
+                    hit = self._db.execute(
+                        "SELECT ts, entry FROM served WHERE model = ? AND request_id = ? AND row = ?", (model, rid, row)
+                    ).fetchone()
+                    found.append(None if hit is None or hit[0] < oldest else ServedEntry.decode(hit[1]))
         except sqlite3.Error as error:
             raise LabelStoreUnavailable(f"the served index ({self.path}) cannot be read: {error}") from None
-        return [found.get((rid, row)) for rid, row in keys]
+        return found
 
     def close(self) -> None:
         with self._lock:
@@ -241,11 +234,6 @@ class ObservedIndex:
 
     def close(self) -> None:
         self.index.close()
-
-
-def _chunks(items: Sequence[Key], size: int) -> Iterable[Sequence[Key]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _failed(on_error: Callable[[int], None] | None, rows: int, error: Exception) -> None:

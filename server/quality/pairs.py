@@ -117,21 +117,26 @@ class RedisPairStore:
             for key in touched:
                 sizes.hlen(key)
             room = {key: self._max_pairs - int(n) for key, n in zip(touched, sizes.execute(), strict=True)}
-            kept: list[int] = []
-            with self._client.pipeline(transaction=False) as pipe:
-                for index, (key, pair) in enumerate(zip(keys, pairs, strict=True)):
-                    if room[key] <= 0:
-                        continue
+            fields: dict[str, dict[str, bytes]] = {key: {} for key in touched}
+            for key, pair in zip(keys, pairs, strict=True):
+                field = f"{pair.request_id}{FIELD_SEPARATOR}{pair.row}"
+                if field not in fields[key] and room[key] <= 0:
+                    continue
+                if field not in fields[key]:
                     room[key] -= 1
-                    kept.append(index)
-                    pipe.hset(key, f"{pair.request_id}{FIELD_SEPARATOR}{pair.row}", pair.encode())
+                fields[key][field] = pair.encode()
+            kept = sum(len(mapping) for mapping in fields.values())
+            with self._client.pipeline(transaction=False) as pipe:
+                written = [key for key in touched if fields[key]]
+                for key in written:  # one HSET per window: it answers how many fields were new
+                    pipe.hset(key, mapping=fields[key])  # type: ignore[arg-type]
                 for key in touched:
                     pipe.pexpire(key, self._keep_ms)
                 results = pipe.execute()
         except redis.RedisError as error:
             raise LabelStoreUnavailable(f"labelled pairs cannot be stored in Redis: {type(error).__name__}") from None
-        new = sum(int(r) for r in results[: len(kept)])
-        return AddResult(new=new, replaced=len(kept) - new, dropped=len(pairs) - len(kept))
+        new = sum(int(r) for r in results[: len(written)])
+        return AddResult(new=new, replaced=kept - new, dropped=len(pairs) - kept)
 
     def load(self, model: str, version: int, since: float, until: float) -> list[Pair]:
         try:
@@ -222,19 +227,9 @@ class SqlitePairStore:
         return AddResult(new=new, replaced=replaced, dropped=dropped)
 
     def _existing(self, model: str, keys: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
-        found: set[tuple[str, int]] = set()
-        for start in range(0, len(keys), 400):
-            chunk = keys[start : start + 400]
-            params: list[object] = [model]
-            for rid, row in chunk:
-                params += [rid, row]
-            placeholders = ",".join("(?, ?)" for _ in chunk)
-            cursor = self._db.execute(
-                f"SELECT request_id, row FROM pairs WHERE model = ? AND (request_id, row) IN (VALUES {placeholders})",
-                params,
-            )
-            found.update((rid, row) for rid, row in cursor)
-        return found
+        """The keys already stored (point lookups on the primary key: a row-value IN scans)."""
+        query = "SELECT 1 FROM pairs WHERE model = ? AND request_id = ? AND row = ?"
+        return {(rid, row) for rid, row in keys if self._db.execute(query, (model, rid, row)).fetchone()}
 
     def load(self, model: str, version: int, since: float, until: float) -> list[Pair]:
         span = windows_between(since, until, self.window_s)

@@ -44,7 +44,7 @@ class Labels:
 
 def embedded_path(settings: Settings) -> Path:
     """The SQLite file of the embedded served index and pairs."""
-    sink = str(getattr(settings, "capture_sink", "") or "")
+    sink = settings.capture_sink
     if sink and "://" not in sink:
         return Path(sink) / EMBEDDED_FILE
     return settings.resolved_control_state_path.parent / "labels.sqlite3"

@@ -226,6 +226,12 @@ async def test_a_forged_revision_is_refused_keeps_the_routing_and_fires_the_aler
             replica.log(),
         )
         _alert_fires_on(exported_before, _control_document_series(replica), tmp_path)
+        audit = [orjson.loads(line) for line in (tmp_path / "replica0" / "audit.jsonl").read_text().splitlines()]
+        refused = [e for e in audit if e["result"] == "refused"]
+        assert [(e["who"], e["action"], e["revision"]) for e in refused] == [
+            ("replica:replica0", "control", forged.revision)
+        ]  # audited once, however often the replica reads it
+        assert "does not verify" in refused[0]["detail"]
 
         refused = httpx.put(
             replica.base_url + "/admin/models/tab/aliases/canary",

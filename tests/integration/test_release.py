@@ -4,8 +4,8 @@ and the CLI following the release to its verdict with a fast schedule (seconds).
 
 Version 1 serves production; version 2 is the scorer retrained (a good candidate); version 3 is
 miscalibrated (its bias moved), so its scores shift and some decisions at the threshold flip.
-The p99 bound is loose here (a shared 2-core machine's latency noise is not what is tested; the
-p99 gate is tested in tests/unit/test_release_gates.py).
+Every release runs at the default gates (only the schedule is shortened): every gate is judged
+on confidence sequences, so this machine's latency noise is no reason to loosen a bound.
 """
 
 from __future__ import annotations
@@ -329,13 +329,7 @@ def fast_policy(deadline_s: float = 90.0) -> dict[str, Any]:
         "canary_bake_s": 1.0,
         "deadline_s": deadline_s,
         "on_inconclusive": "rollback",
-        "gates": {
-            "min_requests": 100,
-            "min_latency_samples": 100,
-            "max_p99_ratio": 10.0,
-            "min_agreement": 0.98,
-            "threshold": THRESHOLD,
-        },
+        "gates": {"threshold": THRESHOLD},
     }
 
 
@@ -385,7 +379,6 @@ def test_bad_candidates_are_each_rolled_back_by_the_gate_that_sees_their_fault(t
     times slower (the canary's p99 ratio), about 3% flipped decisions (agreement), one after the
     other on the same fleet under the same traffic."""
     policy = {**fast_policy(), "canary_weights": [50]}
-    policy["gates"] = {**policy["gates"], "min_agreement": 0.99, "max_p99_ratio": 1.5}
     expected = {"errors": "error_rate", "slow": "p99_ratio", "flips": "agreement"}
     for version, fault in BAD_CANDIDATES.items():
         code, output, seconds = traffic.release(version, policy)

@@ -23,26 +23,50 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
+import onnx
 import redis
+from onnx import TensorProto, helper, numpy_helper
 
 from load_tests.server_process import start_server
 from server.capture.record import CaptureRecord
-from server.contract.manifest import ModelManifest, PredictionContract
+from server.contract.manifest import (
+    ONNX_FILENAME,
+    Lineage,
+    ModelManifest,
+    PredictionContract,
+    TensorSpec,
+    sha256_file,
+)
 from server.labels.served_index import RedisServedIndex, SqliteServedIndex
 
 MODEL = "graded"
 
 
 def _repository(root: Path) -> Path:
-    """A model.json is all the labels path reads; the graph is the integration tests' tabular model."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
-    from onnx_models import tabular_model, write_version  # the tests' tiny ONNX builder
-
-    folder = write_version(
-        root, MODEL, 1, tabular_model(seed=7), [("features", "FP32", [-1, 4])], [("score", "FP32", [-1, 1])]
+    """A model.json is all the labels path reads; the graph is a one-layer scorer of 4 features."""
+    weights = np.random.default_rng(7).normal(size=(4, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "w"], ["logit"]), helper.make_node("Sigmoid", ["logit"], ["score"])],
+        MODEL,
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])],
+        [numpy_helper.from_array(weights, "w")],
     )
-    manifest = ModelManifest.read(folder)
-    manifest.model_copy(update={"prediction": PredictionContract(task="binary", output="score")}).write(folder)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder = root / MODEL / "1"
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / ONNX_FILENAME)
+    ModelManifest(
+        name=MODEL,
+        version=1,
+        inputs=[TensorSpec(name="features", datatype="FP32", shape=[-1, 4])],
+        outputs=[TensorSpec(name="score", datatype="FP32", shape=[-1, 1])],
+        prediction=PredictionContract(task="binary", output="score"),
+        lineage=Lineage(architecture="logistic"),
+        onnx_sha256=sha256_file(folder / ONNX_FILENAME),
+    ).write(folder)
     return root
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -86,32 +87,57 @@ class VersionLayout:
 
     def table(self, items: Sequence[Captured]) -> pa.Table:
         """The rows of `items` (all of this version) in this layout's schema; raises ValueError
-        when a request's tensors do not fit it."""
-        rows = np.array([item.rows for item in items], dtype=np.int64)
+        when a request's tensors do not fit it.
+
+        Each tensor is gathered once for all the requests (one concatenate), and every column is
+        a slice of it; a batch whose tensors cannot be concatenated (another trailing shape per
+        request) takes the per-request path. The common cases cost a few Python operations per
+        request: one-row requests need no repeat, and a batch without shadow answers gets null
+        shadow columns at once.
+        """
+        count = len(items)
+        row_counts = [item.rows for item in items]
+        rows = np.array(row_counts, dtype=np.int64)
         total = int(rows.sum())
-        owner = np.repeat(np.arange(len(items)), rows)  # the item each row comes from
-        starts = np.concatenate(([0], np.cumsum(rows)[:-1]))
+        single = total == count  # every request one row
+        owner = None if single else pa.array(np.repeat(np.arange(count), rows))
         ids = pa.array([item.request_id for item in items], pa.string())
         protocols = pa.array([item.protocol for item in items], pa.string())
-        ts_us = np.array([round(item.ts * 1_000_000) for item in items], dtype=np.int64)
-        take = pa.array(owner)
+        ts_us = np.rint(np.array([item.ts for item in items], dtype=np.float64) * 1e6).astype(np.int64)
+        if single:
+            row_numbers = np.zeros(total, np.int32)
+        else:
+            starts = np.concatenate(([0], np.cumsum(rows)[:-1]))
+            row_numbers = (np.arange(total) - np.repeat(starts, rows)).astype(np.int32)
+            ts_us = np.repeat(ts_us, rows)
         arrays: list[pa.Array] = [
-            ids.take(take),
-            pa.array((np.arange(total) - starts[owner]).astype(np.int32)),
-            pa.array(ts_us[owner], pa.timestamp("us", tz="UTC")),
-            pa.array(np.full(total, self.model, dtype=object), pa.string()),
-            pa.array(np.full(total, self.version, dtype=np.int32)),
-            protocols.take(take),
+            ids if owner is None else ids.take(owner),
+            pa.array(row_numbers),
+            pa.array(ts_us, pa.timestamp("us", tz="UTC")),
+            pa.repeat(pa.scalar(self.model, pa.string()), total),
+            pa.repeat(pa.scalar(self.version, pa.int32()), total),
+            protocols if owner is None else protocols.take(owner),
         ]
         for columns, of in ((self.inputs, _inputs), (self.outputs, _outputs)):
+            gathered: dict[str, np.ndarray | None] = {}
             for column in columns:
-                arrays.append(_array(column, [of(item).get(column.tensor) for item in items], rows))
+                tensors = [of(item).get(column.tensor) for item in items]
+                if column.tensor not in gathered:
+                    gathered[column.tensor] = _gather(tensors, total)
+                matrix = gathered[column.tensor]
+                arrays.append(_array(column, tensors, rows) if matrix is None else _from_matrix(column, matrix, total))
         answered = [item.shadow_outputs if item.shadow_state == SHADOW_ENDED else None for item in items]
+        if all(a is None for a in answered):
+            arrays.append(pa.nulls(total, pa.int32()))
+            arrays.extend(pa.nulls(total, column.type) for column in self.outputs)
+            return pa.Table.from_arrays(arrays, schema=self.schema)
         shadow_versions = np.array(
             [item.shadow_version if outputs is not None else 0 for item, outputs in zip(items, answered)],
             dtype=np.int32,
         )
-        arrays.append(pa.array(shadow_versions[owner], pa.int32(), mask=np.repeat([a is None for a in answered], rows)))
+        arrays.append(
+            pa.array(np.repeat(shadow_versions, rows), pa.int32(), mask=np.repeat([a is None for a in answered], rows))
+        )
         for column in self.outputs:
             shadow = Column(SHADOW_PREFIX + column.tensor, column.tensor, None, column.text, column.scalar)
             arrays.append(_array(shadow, [None if a is None else a.get(column.tensor) for a in answered], rows))
@@ -119,33 +145,59 @@ class VersionLayout:
 
 
 def records(table: pa.Table) -> list[CaptureRecord]:
-    """A capture table's rows as `CaptureRecord`s (for the served index)."""
-    columns = table.to_pydict()
+    """A capture table's rows as `CaptureRecord`s (for the served index): column by column into
+    Python values, then one record per row (a few microseconds a row, on the writer thread)."""
     names = table.column_names
-    ins = [(n, n.removeprefix(INPUT_PREFIX)) for n in names if n.startswith(INPUT_PREFIX)]
-    outs = [(n, n.removeprefix(OUTPUT_PREFIX)) for n in names if n.startswith(OUTPUT_PREFIX)]
-    shadows = [(n, n.removeprefix(SHADOW_PREFIX)) for n in names if n.startswith(SHADOW_PREFIX)]
+    ins = [n for n in names if n.startswith(INPUT_PREFIX)]
+    outs = [n for n in names if n.startswith(OUTPUT_PREFIX)]
+    shadows = [n for n in names if n.startswith(SHADOW_PREFIX)]
+    in_keys = [n.removeprefix(INPUT_PREFIX) for n in ins]
+    out_keys = [n.removeprefix(OUTPUT_PREFIX) for n in outs]
+    shadow_keys = [n.removeprefix(SHADOW_PREFIX) for n in shadows]
+
+    def values(name: str) -> list[Any]:
+        return table.column(name).to_pylist()  # type: ignore[no-any-return]
+
+    ts_us = table.column("ts").cast(pa.int64()).to_numpy().tolist()
+    in_rows = zip(*(values(n) for n in ins)) if ins else iter([()] * table.num_rows)
+    out_rows = zip(*(values(n) for n in outs)) if outs else iter([()] * table.num_rows)
+    shadow_versions = values("shadow_version")
+    shadow_rows = (
+        zip(*(values(n) for n in shadows))
+        if shadows and any(v is not None for v in shadow_versions)
+        else iter([()] * table.num_rows)
+    )
     result: list[CaptureRecord] = []
-    for i in range(table.num_rows):
-        shadow_version = columns["shadow_version"][i]
-        ts: datetime = columns["ts"][i]
+    for request_id, row, us, model, version, protocol, in_values, out_values, shadow_version, shadow_values in zip(
+        values("request_id"),
+        values("row"),
+        ts_us,
+        values("model"),
+        values("version"),
+        values("protocol"),
+        in_rows,
+        out_rows,
+        shadow_versions,
+        shadow_rows,
+    ):
         result.append(
             CaptureRecord(
-                request_id=columns["request_id"][i],
-                row=columns["row"][i],
-                ts=ts.astimezone(UTC),
-                model=columns["model"][i],
-                version=columns["version"][i],
-                protocol=columns["protocol"][i],
-                inputs={key: columns[name][i] for name, key in ins},
-                outputs={key: columns[name][i] for name, key in outs},
-                shadow_version=shadow_version,
-                shadow_outputs=None
-                if shadow_version is None
-                else {key: columns[name][i] for name, key in shadows if columns[name][i] is not None},
+                request_id,
+                row,
+                _EPOCH + timedelta(microseconds=us),
+                model,
+                version,
+                protocol,
+                dict(zip(in_keys, in_values)),
+                dict(zip(out_keys, out_values)),
+                shadow_version,
+                None if shadow_version is None else {k: v for k, v in zip(shadow_keys, shadow_values) if v is not None},
             )
         )
     return result
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _inputs(item: Captured) -> Tensors:
@@ -160,6 +212,37 @@ def _column(prefix: str, spec: TensorSpec, batch_axis: bool) -> Column:
     per_row = spec.shape[1:] if batch_axis else spec.shape
     scalar = all(d > 0 for d in per_row) and math.prod(per_row) == 1
     return Column(prefix + spec.name, spec.name, None, text=spec.datatype == "BYTES", scalar=scalar)
+
+
+def _gather(tensors: list[np.ndarray | None], total: int) -> np.ndarray | None:
+    """Every request's tensor as one [total rows, values per row] matrix; None when a request
+    lacks it or the requests' trailing shapes differ (the per-request path then)."""
+    present = [t for t in tensors if t is not None]
+    if len(present) != len(tensors) or not present or any(t.ndim == 0 for t in present):
+        return None
+    try:
+        joined = np.concatenate(present)
+    except ValueError:
+        return None
+    if joined.shape[0] != total:
+        return None
+    return joined.reshape(total, -1)
+
+
+def _from_matrix(column: Column, matrix: np.ndarray, total: int) -> pa.Array:
+    if column.index is not None:
+        if column.index >= matrix.shape[1]:
+            raise ValueError(f"{column.name}: {column.tensor} has {matrix.shape[1]} values per row")
+        matrix = matrix[:, column.index : column.index + 1]
+    width = matrix.shape[1]
+    if column.scalar and width != 1:
+        raise ValueError(f"{column.name}: {width} values per row where one was expected")
+    if column.text:
+        return _text_array(column, [matrix], np.array([total]))
+    if column.scalar:
+        return pa.array(matrix[:, 0].astype(np.float64, copy=False), pa.float64())
+    offsets = pa.array(np.arange(0, (total + 1) * width, width, dtype=np.int32)[: total + 1])
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel().astype(np.float64, copy=False), pa.float64()))
 
 
 def _array(column: Column, tensors: list[np.ndarray | None], rows: np.ndarray) -> pa.Array:

@@ -52,9 +52,12 @@ BASE_SCHEMA = pa.schema(
 SHADOW_VERSION = pa.field("shadow_version", pa.int32(), nullable=True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CaptureRecord:
-    """One captured row: what a version was asked and what it answered (and its shadow, if any)."""
+    """One captured row: what a version was asked and what it answered (and its shadow, if any).
+
+    Treat as immutable. Not a frozen dataclass: the writer builds one per captured row for the
+    served index, and a frozen one's `__init__` costs three times as much."""
 
     request_id: str
     """The request id the server echoed (`x-request-id`, the client's or generated)."""

@@ -119,8 +119,7 @@ def test_a_partition_becomes_a_file_when_its_oldest_row_reaches_the_rotation_age
     wait_for(lambda: writer.held_records == 2 and not writer._queue)  # staged, not written
     assert files(tmp_path) == []
     now[0] += 60
-    wait_for(lambda: len(files(tmp_path)) == 1)
-    assert writer.held_records == 0
+    wait_for(lambda: len(files(tmp_path)) == 1 and writer.held_records == 0)
 
 
 def test_beyond_the_buffer_bound_new_rows_are_dropped_and_counted_never_queued(

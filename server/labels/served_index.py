@@ -32,6 +32,7 @@ import redis
 
 from server.capture.record import CaptureRecord, CaptureValue
 from server.errors import LabelStoreUnavailable
+from server.labels.sqlite_file import SqliteFile
 
 log = logging.getLogger(__name__)
 
@@ -159,16 +160,12 @@ class SqliteServedIndex:
         on_error: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._horizon_s = horizon_s
         self._on_error = on_error
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._file = SqliteFile(path, _SCHEMA)
         self._expired_at = 0.0
 
     def put_many(self, records: Sequence[CaptureRecord]) -> None:
@@ -177,20 +174,19 @@ class SqliteServedIndex:
         rows = [(r.model, r.request_id, r.row, r.ts.timestamp(), ServedEntry.of(r).encode()) for r in records]
         try:
             with self._lock:
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO served VALUES (?, ?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
+                self._file.db.execute("BEGIN")
+                self._file.db.executemany("INSERT OR REPLACE INTO served VALUES (?, ?, ?, ?, ?)", rows)
+                self._file.db.execute("COMMIT")
                 self._expire()
         except sqlite3.Error as error:
             with self._lock:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                self._file.rollback()
             _failed(self._on_error, len(records), error)
 
     def _expire(self) -> None:
         now = self._clock()
         if now - self._expired_at >= self.EXPIRE_EVERY_S:
-            self._db.execute("DELETE FROM served WHERE ts < ?", (now - self._horizon_s,))
+            self._file.db.execute("DELETE FROM served WHERE ts < ?", (now - self._horizon_s,))
             self._expired_at = now
 
     def get_many(self, model: str, keys: Sequence[Key]) -> list[ServedEntry | None]:
@@ -201,7 +197,7 @@ class SqliteServedIndex:
         try:
             with self._lock:
                 for rid, row in keys:  # point lookups on the primary key (a row-value IN scans)
-                    hit = self._db.execute(
+                    hit = self._file.db.execute(
                         "SELECT ts, entry FROM served WHERE model = ? AND request_id = ? AND row = ?", (model, rid, row)
                     ).fetchone()
                     found.append(None if hit is None or hit[0] < oldest else ServedEntry.decode(hit[1]))
@@ -211,7 +207,7 @@ class SqliteServedIndex:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._file.close()
 
 
 class ObservedIndex:

@@ -30,6 +30,7 @@ import orjson
 import redis
 
 from server.errors import LabelStoreUnavailable
+from server.labels.sqlite_file import SqliteFile
 
 FIELD_SEPARATOR = "\x1f"
 
@@ -175,17 +176,13 @@ class SqlitePairStore:
         max_pairs: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.window_s = window_s
         self._keep_s = keep_s
         self._max_pairs = max_pairs
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._file = SqliteFile(path, _SCHEMA)
 
     def add(self, model: str, pairs: Sequence[Pair]) -> AddResult:
         if not pairs:
@@ -193,7 +190,7 @@ class SqlitePairStore:
         new = replaced = dropped = 0
         try:
             with self._lock:
-                self._db.execute("BEGIN")
+                self._file.db.execute("BEGIN")
                 existing = self._existing(model, [(p.request_id, p.row) for p in pairs])
                 counts: dict[tuple[int, int], int] = {}
                 rows = []
@@ -201,7 +198,7 @@ class SqlitePairStore:
                     window = window_of(pair.ts, self.window_s)
                     slot = (pair.version, window)
                     if slot not in counts:
-                        counts[slot] = self._db.execute(
+                        counts[slot] = self._file.db.execute(
                             "SELECT COUNT(*) FROM pairs WHERE model = ? AND version = ? AND window = ?",
                             (model, pair.version, window),
                         ).fetchone()[0]
@@ -215,27 +212,26 @@ class SqlitePairStore:
                         counts[slot] += 1
                         existing.add((pair.request_id, pair.row))
                     rows.append((model, pair.request_id, pair.row, pair.version, window, pair.encode()))
-                self._db.executemany("INSERT OR REPLACE INTO pairs VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._file.db.executemany("INSERT OR REPLACE INTO pairs VALUES (?, ?, ?, ?, ?, ?)", rows)
                 oldest = window_of(self._clock() - self._keep_s, self.window_s)
-                self._db.execute("DELETE FROM pairs WHERE model = ? AND window < ?", (model, oldest))
-                self._db.execute("COMMIT")
+                self._file.db.execute("DELETE FROM pairs WHERE model = ? AND window < ?", (model, oldest))
+                self._file.db.execute("COMMIT")
         except sqlite3.Error as error:
             with self._lock:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                self._file.rollback()
             raise LabelStoreUnavailable(f"labelled pairs cannot be stored in {self.path}: {error}") from None
         return AddResult(new=new, replaced=replaced, dropped=dropped)
 
     def _existing(self, model: str, keys: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
         """The keys already stored (point lookups on the primary key: a row-value IN scans)."""
         query = "SELECT 1 FROM pairs WHERE model = ? AND request_id = ? AND row = ?"
-        return {(rid, row) for rid, row in keys if self._db.execute(query, (model, rid, row)).fetchone()}
+        return {(rid, row) for rid, row in keys if self._file.db.execute(query, (model, rid, row)).fetchone()}
 
     def load(self, model: str, version: int, since: float, until: float) -> list[Pair]:
         span = windows_between(since, until, self.window_s)
         try:
             with self._lock:
-                rows = self._db.execute(
+                rows = self._file.db.execute(
                     "SELECT pair FROM pairs WHERE model = ? AND version = ? AND window >= ? AND window < ?",
                     (model, version, span.start, span.stop),
                 ).fetchall()
@@ -245,4 +241,4 @@ class SqlitePairStore:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._file.close()

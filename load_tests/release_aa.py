@@ -5,9 +5,10 @@ replicas sharing one Redis under steady load, at the default gates; prints each 
     python -m load_tests.release_aa --releases 3 --bake-s 5 --clients 4
 
 Two `hotserve serve` replicas (each its own copy of the repository: `fast` v1 and v2, the same
-16 -> 64 -> 1 MLP written twice from one seed, so they answer identically), a private Redis
+16 -> 64 -> 1 MLP written twice from one seed, so they answer identically, with a drift reference
+of its outputs so PSI is judged), a private Redis
 (control state and releases, signed), 1 s evidence buckets. One wrk per replica sends one-row v2
-JSON to `fast`'s unpinned route at `--clients` connections for the whole run. Release after
+JSON (1,000 different rows in turn) to `fast`'s unpinned route at `--clients` connections for the whole run. Release after
 release, the version not serving is released with the default policy, only its bake times set to
 `--bake-s` (and `deadline_s` to `--deadline-s`), so each promotion swaps production for its twin.
 Every release's verdict, its duration and, when not promoted, the failing gates are printed; the
@@ -29,6 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from load_tests.benchmark import LUA_SCRIPT
 from load_tests.server_process import ServerProcess, start_server
@@ -36,17 +38,25 @@ from load_tests.shadow_benchmark import FEATURES, MODEL, mlp
 from load_tests.soak import SIGNING_KEY, private_redis
 from server.contract.aliases import PRODUCTION
 from server.contract.manifest import ONNX_FILENAME, BatchingPolicy, Lineage, ModelManifest, TensorSpec, sha256_file
+from training.reference_stats import drift_reference, histogram
 
 TOKEN = "release-aa-admin-token-0123456789"
 POLL_S = 0.5
 
 
-def write_twins(root: Path) -> None:
-    """`fast` v1 and v2: one network, written twice."""
+def write_twins(root: Path, rows: np.ndarray) -> None:
+    """`fast` v1 and v2: one network, written twice, with a drift reference binned on its outputs
+    for `rows` (so the PSI gate is judged too)."""
+    model = mlp(1, [64])
+    outputs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": rows}
+    )[0]
+    columns = [f"x{i}" for i in range(FEATURES)]
+    drift = drift_reference(rows, columns, (histogram("y", outputs), "y"))
     for version in (1, 2):
         folder = root / MODEL / str(version)
         folder.mkdir(parents=True)
-        onnx.save(mlp(1, [64]), folder / ONNX_FILENAME)
+        onnx.save(model, folder / ONNX_FILENAME)
         ModelManifest(
             name=MODEL,
             version=version,
@@ -55,6 +65,7 @@ def write_twins(root: Path) -> None:
             batching=BatchingPolicy(max_batch_size=64, max_queue_size=256),
             lineage=Lineage(architecture="mlp"),
             onnx_sha256=sha256_file(folder / ONNX_FILENAME),
+            drift=drift,
         ).write(folder)
 
 
@@ -78,10 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         if redis_url is None:
             raise SystemExit("redis-server not found")
         work = Path(tmp)
-        write_twins(work / "repository")
-        row = np.random.default_rng(0).normal(size=FEATURES).round(4).tolist()
-        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, FEATURES], "data": row}]}
-        (work / "body.json").write_text(json.dumps(body))
+        rows = np.random.default_rng(0).normal(size=(2000, FEATURES)).astype(np.float32).round(4)
+        write_twins(work / "repository", rows)
+        bodies = [
+            json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, FEATURES], "data": row.tolist()}]})
+            for row in rows[:1000]
+        ]
+        (work / "bodies.jsonl").write_text("\n".join(bodies) + "\n")
         replicas: list[ServerProcess] = []
         loads: list[subprocess.Popen[bytes]] = []
         try:
@@ -100,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 replicas.append(start_server(work / name, work / f"{name}.log", env=env, startup_timeout_s=120))
             url = replicas[0].base_url
             admin(url, "PUT", f"/admin/models/{MODEL}/aliases/{PRODUCTION}", {"version": 1})
-            wrk_env = {**os.environ, "WRK_BODY": str(work / "body.json"), "WRK_CONTENT_TYPE": "application/json"}
+            wrk_env = {**os.environ, "WRK_BODIES": str(work / "bodies.jsonl"), "WRK_CONTENT_TYPE": "application/json"}
             for replica in replicas:
                 loads.append(
                     subprocess.Popen(

@@ -178,6 +178,22 @@ def test_one_look_at_two_samples_of_one_latency_distribution_never_fails() -> No
     assert failed == 0
 
 
+def test_an_identical_candidate_fails_no_gate_looked_at_every_tick_of_a_long_step() -> None:
+    """Two samples of one version (errors, lognormal latency, Beta(2, 5) scores, identical answers)
+    growing by 100 answers each side a tick, judged at every one of 100 ticks, 10 times over: no
+    gate fails (each gate's alpha, 0.000625, bounds its failure over all the looks of a step)."""
+    rng = random.Random(11)
+    failures = []
+    for _ in range(10):
+        candidate, production = simulated(rng, 2, 0), simulated(rng, 1, 0)
+        for _ in range(100):
+            candidate = candidate.merge(simulated(rng, 2, 100, compared=100))
+            production = production.merge(simulated(rng, 1, 100))
+            decision = canary_decision(candidate, production, BOUNDS)
+            failures += [g for g in decision.gates if g.verdict is Verdict.FAIL]
+    assert failures == []
+
+
 def test_a_policy_reads_from_yaml_with_defaults_and_refuses_bad_weights(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text("canary_weights: [10, 50]\ncanary_bake_s: 2\ngates:\n  threshold: 0.5\n")

@@ -75,8 +75,15 @@ def reported(record: ReleaseRecord, decision: Decision) -> Decision:
     return combine([*decision.gates, *unjudged])
 
 
+def blocked(record: ReleaseRecord, decision: Decision) -> bool:
+    """Whether only gates that cannot be judged keep `decision` from passing."""
+    judged = [g for g in decision.gates if g.gate not in record.unjudgeable]
+    return bool(record.unjudgeable) and combine(judged).verdict is Verdict.PASS
+
+
 def unjudged_detail(record: ReleaseRecord) -> str:
-    """Why a release with gates that cannot be judged ends without promotion."""
+    """Why a release with gates that cannot be judged ends without promotion (at the end of its
+    first step whose other gates all passed)."""
     gates = sorted(record.unjudgeable)
     return (
         f"{', '.join(gates)} cannot be judged ({'; '.join(record.unjudgeable[g] for g in gates)}); not promoted "

@@ -36,7 +36,7 @@ from server.registry.control_api import Caller, ControlAPI
 from server.registry.control_signing import ControlSignatureInvalid
 from server.registry.control_state import PRODUCTION, ShadowPolicy
 from server.registry.refusals import RecordedRefusals, Refusals, fingerprint
-from server.release.compatibility import judged_evidence, reported, start_check, unjudged_detail
+from server.release.compatibility import blocked, judged_evidence, reported, start_check, unjudged_detail
 from server.release.gates import (
     Decision,
     GateResult,
@@ -254,7 +254,8 @@ class ReleaseDriver:
         if decision.verdict is Verdict.FAIL:
             await self._finish(record, "rolled_back", f"{step.label} failed a gate", True, decision)
             return
-        if record.unjudgeable:  # nothing the traffic shows can judge it: end now, never promote
+        if blocked(record, decision) and now - record.step_started_at >= self._bake(record, step):
+            # Every other gate passed: the step would pass but for a gate no traffic can judge.
             rollback = record.policy.on_inconclusive == "rollback"
             await self._finish(record, "inconclusive", unjudged_detail(record), rollback, decision)
             return

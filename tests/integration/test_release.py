@@ -33,9 +33,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fraud_scorer import CATEGORICAL, COLUMNS, REFERENCE_ROWS, fraud_rows, scorer_model
 from load_tests.server_process import REPO_ROOT, ServerProcess, start_server
-from onnx_models import write_corrupt, write_version
+from onnx_models import write_version
 from redis_process import RedisProcess, start_redis
-from server.contract.manifest import BatchingPolicy, FeatureSpec
+from server.contract.manifest import ONNX_FILENAME, BatchingPolicy, FeatureSpec
 from training.reference_stats import drift_reference, prediction_histogram
 
 pytestmark = pytest.mark.integration
@@ -85,6 +85,13 @@ def write_scorer(
         FeatureSpec(input="features", columns=COLUMNS, request_features=COLUMNS),
         drift,
     )
+
+
+def write_corrupt_scorer(repository: Path, version: int) -> None:
+    """Production's scorer (its contract: a release starts) whose model.onnx no longer matches the
+    sha256 in its model.json, so it fails to load."""
+    write_scorer(repository, version, -3.0)
+    (repository / "fraud" / str(version) / ONNX_FILENAME).write_bytes(b"this is not an onnx model")
 
 
 BAD_CANDIDATES = {6: "errors", 7: "slow", 8: "flips"}
@@ -211,7 +218,7 @@ def started_fleet(folder: Path) -> Iterator[Fleet]:
     write_scorer(repository, 1, -3.0)
     write_scorer(repository, 2, -3.0, retrained=1)
     write_scorer(repository, 3, -1.5)
-    write_corrupt(repository, "fraud", 4)
+    write_corrupt_scorer(repository, 4)
     for version, fault in BAD_CANDIDATES.items():
         write_scorer(repository, version, -3.0, fault)
     redis_server = start_redis()
@@ -421,7 +428,7 @@ def test_a_candidate_that_fails_to_load_on_one_replica_only_is_rolled_back(traff
     """Version 5 loads on replica-a and not on replica-b (its copy is corrupt). Whichever replica
     drives, the release stops: it cannot start there, or replica-b's report fails the load gate."""
     write_scorer(traffic.folder / REPLICAS[0] / "repository", 5, -3.0)
-    write_corrupt(traffic.folder / REPLICAS[1] / "repository", "fraud", 5)
+    write_corrupt_scorer(traffic.folder / REPLICAS[1] / "repository", 5)
     for replica in range(len(REPLICAS)):
         traffic.admin("POST", "/admin/repository/rescan", replica=replica)
     code, output, seconds = traffic.release(5, fast_policy())

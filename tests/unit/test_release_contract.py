@@ -208,7 +208,19 @@ async def test_a_gate_that_cannot_be_judged_ends_the_release_unpromoted_unless_t
     record = await releases.create(Caller("oncall"), "fraud", 2, policy, force=True)
     assert set(record.unjudgeable) == {"psi"}
     await releases.tick()  # the shadow applied
-    await releases.tick()  # its first decision
+    clock.now = (clock.now // 10 + 2) * 10 + 5  # inside the step's first whole evidence bucket
+    production, candidate = recorder.loads()
+    for _ in range(100):
+        production.answered(200, 0.001, "v2")
+        candidate.compared(True, 0.0)
+    await releases.tick()  # too little evidence for the other gates: held, not ended
+    held = await releases.get("fraud")
+    assert held is not None and held.state == "running" and held.last_decision is not None
+    assert "psi" in {g.gate for g in held.last_decision.gates}
+    for _ in range(20_000):  # every other gate passes: the step would pass but for PSI
+        production.answered(200, 0.001, "v2")
+        candidate.compared(True, 0.0)
+    await releases.tick()
     ended = await releases.get("fraud")
     assert ended is not None and ended.state == "inconclusive", ended
     assert ended.detail is not None and ended.detail.startswith("psi cannot be judged (version 2 count no predictions")
@@ -221,12 +233,13 @@ async def test_a_gate_that_cannot_be_judged_ends_the_release_unpromoted_unless_t
     skipped = ReleasePolicy.model_validate({**policy.model_dump(), "skip_gates": ["psi"]})
     record = await releases.create(Caller("oncall"), "fraud", 2, skipped, force=True)
     assert record.unjudgeable == {}
-    await releases.tick()
-    production, candidate = recorder.loads()
-    for _ in range(20):
+    await releases.tick()  # the shadow applied; the evidence above is from before it
+    clock.now = (clock.now // 10 + 2) * 10 + 5  # inside the step's first whole evidence bucket
+    for _ in range(20_000):
         production.answered(200, 0.001, "v2")
         candidate.compared(True, 0.0)
     await releases.tick()
-    judged = await releases.get("fraud")  # judged without PSI, on the gates that can judge it
-    assert judged is not None and judged.state == "running" and judged.last_decision is not None, judged
-    assert {g.gate for g in judged.last_decision.gates} == {"error_rate", "agreement"}
+    judged = await releases.get("fraud")  # judged without PSI: the shadow passed
+    assert judged is not None and judged.state == "running" and judged.step == 1, judged
+    assert judged.history[0].decision is not None
+    assert "psi" not in {g.gate for g in judged.history[0].decision.gates}

@@ -25,7 +25,7 @@ from server.contract.manifest import DEFAULT_DECISION_THRESHOLD
 from training.tasks import TASKS
 
 if TYPE_CHECKING:
-    from server.contract.manifest import RegistryModelRef
+    from server.contract.manifest import ModelManifest, RegistryModelRef
 
 
 def _columns(text: str) -> tuple[str, ...]:
@@ -187,19 +187,23 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     with tempfile.TemporaryDirectory(prefix="hotserve-import-") as download:
-        source, registry = Path(args.model), None
+        source, registry, registered = Path(args.model), None, None
         if is_models_uri(args.model):
             try:
                 fetched = fetch_registered(args.model, Path(download))
             except RegistryError as exc:
                 print(f"hotserve import: error: {exc}", file=sys.stderr)
                 return cli_args.EXIT_REFUSED
-            source, registry = fetched.onnx_path, fetched.ref
+            source, registry, registered = fetched.onnx_path, fetched.ref, fetched.manifest
             print(f"fetched {args.model}: {registry.name} version {registry.version} (run {registry.run_id})")
-        return _publish(args, source, registry)
+            if fetched.problem is not None:
+                print(f"hotserve import: warning: {args.model}: {fetched.problem}", file=sys.stderr)
+        return _publish(args, source, registry, registered)
 
 
-def _publish(args: argparse.Namespace, source: Path, registry: RegistryModelRef | None) -> int:
+def _publish(
+    args: argparse.Namespace, source: Path, registry: RegistryModelRef | None, registered: ModelManifest | None
+) -> int:
     from exporters.imports.options import ImportOptions
     from exporters.imports.pipeline import ImportResult, import_model
 
@@ -218,6 +222,7 @@ def _publish(args: argparse.Namespace, source: Path, registry: RegistryModelRef 
             feast=feast_options(args),
             meta=dict(args.meta),
             registry=registry,
+            registered_manifest=registered,
             optimize=args.optimize,
             quantize=args.quantize,
             tolerance=args.tolerance,
@@ -260,4 +265,6 @@ def _publish(args: argparse.Namespace, source: Path, registry: RegistryModelRef 
         print(f"  {describe(manifest.prediction, manifest.prediction_output)}")
     for note in result.notes:
         print(f"  note: {note}")
+    for warning in result.warnings:
+        print(f"hotserve import: warning: {warning}", file=sys.stderr)
     return 0

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from exporters.errors import ExportError
 from exporters.shared.checks import FP32_TOLERANCE, INT8_TOLERANCE, MAX_AUC_DROP
 from exporters.shared.feast_options import FeastOptions
-from server.contract.manifest import MODEL_NAME_PATTERN, RegistryModelRef, Task
+from server.contract.manifest import MODEL_NAME_PATTERN, ModelManifest, RegistryModelRef, Task
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class ImportOptions:
     meta: Mapping[str, str] = field(default_factory=dict)
     registry: RegistryModelRef | None = None
     """The registry version the file was downloaded from (`hotserve import models:/...`)."""
+    registered_manifest: ModelManifest | None = None
+    """The model.json that version was registered with (`hotserve export --register`): its contract
+    is carried over where the options do not set it (`registered_contract.py`)."""
     optimize: bool = True
     quantize: Literal["int8"] | None = None
     tolerance: float = FP32_TOLERANCE

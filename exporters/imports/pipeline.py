@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from exporters.errors import ExportError, VersionExists
 from exporters.imports import graph_runs
 from exporters.imports.features import feature_spec
 from exporters.imports.options import ImportOptions
+from exporters.imports.registered_contract import carry_registered
 from exporters.imports.source_model import SourceModel, read_source
 from exporters.imports.source_parity import Candidate, CheckInputs, original_outputs, publishable_graph
 from exporters.shared import manifest_builder, parity, reference_table, signature
@@ -68,6 +69,8 @@ class ImportResult:
     source_size_bytes: int
     model_size_bytes: int
     seconds: float
+    warnings: list[str] = field(default_factory=list)
+    """What of a registry version's model.json could not be carried over (`registered_contract.py`)."""
 
 
 def import_model(source: Path, repository: Path, options: ImportOptions) -> ImportResult:
@@ -138,6 +141,7 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
             except ValidationError as exc:  # the options describe a model this is not (see _contract)
                 reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
                 raise ExportError(f"model.json: {reasons}") from exc
+            manifest, warnings = carry_registered(manifest, options, notes)
             published = publish_version(staging, manifest)
     except VersionExists as exc:  # asked for with --version, or another import took the number
         raise VersionExists(exc.version_dir, "import without --version to publish the next version") from exc
@@ -150,6 +154,7 @@ def import_model(source: Path, repository: Path, options: ImportOptions) -> Impo
         source_size_bytes=model.size_bytes,
         model_size_bytes=(published / ONNX_FILENAME).stat().st_size,
         seconds=time.monotonic() - started,
+        warnings=warnings,
     )
 
 

@@ -1,27 +1,29 @@
 """The MLflow Model Registry, both ways (the `mlflow` extra; MLflow is imported here only).
 
 Out: `hotserve export ... --register NAME` logs the published ONNX graph (the ONNX flavour,
-with its signature and an input example) to the training's MLflow run (a new run when the
-training was not tracked) and registers it as a new version of NAME, tagged with the hotserve
-model name and version.
+with its signature and an input example, and the version's whole model.json beside it as an extra
+file) to the training's MLflow run (a new run when the training was not tracked) and registers it
+as a new version of NAME, tagged with the hotserve model name and version.
 
 In: `hotserve import models:/NAME@ALIAS` (or `models:/NAME/VERSION`) resolves the registry
 version, downloads its artifacts and hands the ONNX file to the importer, with the registry
-name, version, alias and run id for the lineage. A registered model that is not ONNX is refused
-naming its flavours.
+name, version, alias and run id for the lineage, and the model.json it was registered with (the
+importer carries its contract over: `exporters/imports/registered_contract.py`). A registered model
+that is not ONNX is refused naming its flavours.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from server.contract.manifest import NUMPY_DTYPES, ModelManifest, RegistryModelRef
+from server.contract.manifest import MANIFEST_FILENAME, NUMPY_DTYPES, ModelManifest, RegistryModelRef
 from server.redaction import redacted
 from training.tracking import HTTP_RETRIES
 
@@ -50,6 +52,10 @@ class FetchedModel:
 
     onnx_path: Path
     ref: RegistryModelRef
+    manifest: ModelManifest | None = None
+    """The model.json it was registered with; None when it carries none (see `problem`)."""
+    problem: str | None = None
+    """Why a model.json it carries could not be read."""
 
 
 def is_models_uri(text: str) -> bool:
@@ -136,13 +142,16 @@ def register_version(
                 run_name=f"export {manifest.name} v{manifest.version}",
                 tags={"hotserve.model": manifest.name, "mlflow.source.name": "hotserve export"},
             ).info.run_id
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory(prefix="hotserve-register-") as folder:
+            manifest_path = Path(folder) / MANIFEST_FILENAME
+            manifest_path.write_text(manifest.model_dump_json(indent=2) + "\n")
             info = mlflow.onnx.log_model(
                 onnx.load(str(onnx_path)),
                 name=ARTIFACT_NAME,
                 signature=_signature(manifest),
                 input_example=input_example if len(input_example) > 1 else next(iter(input_example.values())),
                 registered_model_name=registered_name,
+                extra_files=[str(manifest_path)],
             )
         version = str(info.registered_model_version)
         tags = {
@@ -202,4 +211,19 @@ def fetch_registered(models_uri: str, dest: Path, tracking_uri: str | None = Non
     ref = RegistryModelRef(
         tracking_uri=redacted(uri), name=name, version=version, alias=alias, run_id=found.run_id, source=found.source
     )
-    return FetchedModel(onnx_path, ref)
+    return FetchedModel(onnx_path, ref, *_registered_manifest(local, flavors["onnx"]))
+
+
+def _registered_manifest(local: Path, flavor: dict[str, Any]) -> tuple[ModelManifest | None, str | None]:
+    """The model.json `register_version` stored among the flavour's extra files, and why not."""
+    stored = [
+        local / str(extra["path"])
+        for extra in flavor.get("extra_files") or ()
+        if isinstance(extra, dict) and Path(str(extra.get("path", ""))).name == MANIFEST_FILENAME
+    ]
+    if not stored:
+        return None, None
+    try:
+        return ModelManifest.model_validate_json(stored[0].read_bytes()), None
+    except (OSError, ValueError) as error:
+        return None, f"its {MANIFEST_FILENAME} cannot be read: {error}"

@@ -159,6 +159,44 @@ def test_import_by_registry_version_records_no_alias(
     assert (registry["name"], registry["version"], registry["alias"]) == (REGISTERED, "2", None)
 
 
+def test_a_registry_round_trip_keeps_the_whole_model_json_contract(
+    tracking: TrackingServer, registered: list[str], workdir: Path
+) -> None:
+    """Exported with --register, imported back from the registry: the feature spec, prediction
+    contract, drift reference, lineage and batching are the exported version's, and nothing warns."""
+    exported = json.loads((workdir / "repository" / "fraud" / "1" / "model.json").read_text())
+    repository = workdir / "round-trip"
+    done = hotserve("import", f"models:/{REGISTERED}/1", "--name", "fraud", "--repository", str(repository),
+                    tracking_uri=tracking.uri)  # fmt: skip
+    assert "warning" not in done.stderr, done.stderr
+    imported = json.loads((repository / "fraud" / "1" / "model.json").read_text())
+    assert exported["features"] is not None and exported["prediction"] is not None and exported["drift"] is not None
+    for field in ("inputs", "outputs", "features", "prediction", "drift", "lineage", "batching"):
+        assert imported[field] == exported[field], field
+    assert imported["imported_from"]["registry"]["version"] == "1"
+
+
+def test_a_registry_version_without_a_model_json_imports_with_a_warning_naming_what_is_lost(
+    tracking: TrackingServer, registered: list[str], workdir: Path
+) -> None:
+    """The same graph registered by MLflow's own client (no hotserve model.json beside it)."""
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    mlflow.set_tracking_uri(tracking.uri)
+    with mlflow.start_run():
+        graph = onnx.load(str(workdir / "repository" / "fraud" / "1" / "model.onnx"))
+        mlflow.onnx.log_model(graph, name="model", registered_model_name="bare-reg")
+    repository = workdir / "bare"
+    done = hotserve("import", "models:/bare-reg/1", "--name", "fraud", "--repository", str(repository),
+                    tracking_uri=tracking.uri)  # fmt: skip
+    assert "hotserve import: warning: models:/bare-reg/1 carries no hotserve model.json" in done.stderr
+    assert "features, prediction, drift not known" in done.stderr
+    imported = json.loads((repository / "fraud" / "1" / "model.json").read_text())
+    assert (imported["features"], imported["prediction"], imported["drift"]) == (None, None, None)
+
+
 def test_a_registered_model_that_is_not_onnx_is_refused_naming_its_flavours(
     tracking: TrackingServer, workdir: Path
 ) -> None:

@@ -1,8 +1,9 @@
 """`hotserve release`: start, follow, read and abort a release over the admin API (client side).
 
-`hotserve release MODEL VERSION [--policy FILE] [--wait]` starts one; with `--wait` it prints
-each change of step and the gates' figures until the verdict and exits 0 promoted, 1 rolled
-back (or aborted), 2 inconclusive; 3 when the server refused to start it (each way the
+`hotserve release MODEL VERSION [--policy FILE] [--wait]` starts one; with `--wait` it follows it
+until the verdict (on a terminal one view updated in place, elsewhere a line per change, or JSON
+lines with `--json`: `server/release_view.py`), ends with the line naming production, and exits
+0 promoted, 1 rolled back (or aborted), 2 inconclusive; 3 when the server refused to start it (each way the
 candidate cannot answer what production answers is printed; `--force` starts it anyway, audited).
 `hotserve release status MODEL` and `hotserve release abort MODEL` read and abort the model's
 release.
@@ -15,12 +16,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
 
 from server.admin_cli import DEFAULT_URL
 from server.admin_client import AdminClient, AdminError, model_path
 from server.release.policy import RegistryTarget, ReleasePolicy
+from server.release_view import LineDisplay, LiveDisplay, figure
 
 EXIT_CODES = {"promoted": 0, "rolled_back": 1, "aborted": 1, "inconclusive": 2}
 COULD_NOT_START = 3
@@ -50,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true", help="follow the release until its verdict")
     parser.add_argument("--poll-s", type=float, default=1.0, help="how often --wait reads the release")
     parser.add_argument("--url", default=os.environ.get("HOTSERVE_URL", DEFAULT_URL), help="server base URL")
-    parser.add_argument("--json", action="store_true", help="print the server's JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the server's JSON (with --wait: one document per change, a line each)",
+    )
     parser.add_argument("--timeout-s", type=float, default=60.0, help="how long one call waits for the server")
 
 
@@ -98,26 +107,34 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"hotserve release: could not start: {error}", file=sys.stderr)
         return COULD_NOT_START
-    print(json.dumps(doc, indent=2) if args.json else progress(doc), flush=True)
     if not args.wait:
+        print(json.dumps(doc, indent=2) if args.json else progress(doc), flush=True)
         return 0
-    return follow(client, args.first, doc, args.poll_s)
+    if sys.stdout.isatty() and not args.json:
+        display: LineDisplay | LiveDisplay = LiveDisplay(Console())
+    else:
+        display = LineDisplay(sys.stdout, json_lines=args.json)
+    return follow(lambda: client.call("GET", model_path(args.first, "releases", "current")), doc, args.poll_s, display)
 
 
-def follow(client: AdminClient, model: str, doc: dict[str, Any], poll_s: float) -> int:
-    """Print each new state of the release until it finishes; its exit code."""
-    shown = progress(doc)
+def follow(
+    read: Callable[[], dict[str, Any]],
+    doc: dict[str, Any],
+    poll_s: float,
+    display: LineDisplay | LiveDisplay,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Show the release (`doc`, then what `read` returns every `poll_s`) until it finishes; its exit code."""
+    display.show(doc)
     while doc["state"] == "running":
-        time.sleep(poll_s)
+        sleep(poll_s)
         try:
-            doc = client.call("GET", model_path(model, "releases", "current"))
+            doc = read()
         except AdminError as error:  # a replica restarting: the release goes on server-side
             print(f"hotserve release: {error}; retrying", file=sys.stderr)
             continue
-        line = progress(doc)
-        if line != shown:
-            print(line, flush=True)
-            shown = line
+        display.show(doc)
+    display.close(doc, progress(doc))
     return EXIT_CODES[doc["state"]]
 
 
@@ -136,9 +153,12 @@ def progress(doc: dict[str, Any]) -> str:
         lines.append(f"  skipped by the policy: {', '.join(skipped)}")
     decision = doc.get("last_decision")
     for gate in [] if decision is None else decision["gates"]:
-        measured = "-" if gate["measured"] is None else f"{gate['measured']:.4g}"
+        name = gate["gate"]
+        measured = figure(name, gate["measured"])
+        if gate.get("observed") is not None:  # the share seen, beside the confidence bound judged
+            measured = f"{figure(name, gate['observed'])} (lower bound {measured})"
         lines.append(
-            f"  {gate['gate']:<11} {gate['verdict']:<12} measured {measured} bound {gate['bound']:.4g} "
+            f"  {name:<11} {gate['verdict']:<12} measured {measured} bound {figure(name, gate['bound'])} "
             f"n={gate['samples']}  {gate['detail']}"
         )
     registry = doc.get("registry")

@@ -56,6 +56,9 @@ class GateResult(BaseModel):
     measured: float | None
     """The statistic the verdict compares with `bound` (a confidence bound, see each gate)."""
     bound: float
+    observed: float | None = None
+    """The point figure `measured` bounds (the candidate's error share, agreement share, p99
+    ratio, PSI); None before any sample, or where the gate reports none."""
     samples: int
     verdict: Verdict
     detail: str
@@ -126,6 +129,7 @@ def error_gate(
         gate="error_rate",
         measured=lower if total else None,
         bound=bound,
+        observed=errors / total if total else None,
         samples=samples,
         verdict=verdict,
         detail=detail,
@@ -165,7 +169,15 @@ def latency_gate(
         f"{samples} of {bounds.min_latency_samples} latency samples needed to pass"
     )
     return GateResult(
-        gate="p99_ratio", measured=ratio, bound=bounds.max_p99_ratio, samples=samples, verdict=verdict, detail=detail
+        gate="p99_ratio",
+        measured=ratio,
+        bound=bounds.max_p99_ratio,
+        observed=cand_p99 / base_p99
+        if cand_p99 is not None and base_p99 and math.isfinite(cand_p99 / base_p99)
+        else None,
+        samples=samples,
+        verdict=verdict,
+        detail=detail,
     )
 
 
@@ -185,6 +197,7 @@ def agreement_gate(candidate: WindowSummary, bounds: GateBounds, alpha: float = 
         gate="agreement",
         measured=lower if comparisons.compared else None,
         bound=bounds.min_agreement,
+        observed=comparisons.agreed / comparisons.compared if comparisons.compared else None,
         samples=comparisons.compared,
         verdict=verdict,
         detail=f"{comparisons.agreed}/{comparisons.compared} agreed, confidence bounds [{lower:.4f}, {upper:.4f}]",
@@ -253,6 +266,7 @@ def distribution_gate(
         gate="psi",
         measured=lower,
         bound=bounds.max_psi,
+        observed=psi(candidate.predictions, baseline.predictions),
         samples=samples,
         verdict=verdict,
         detail=f"PSI {psi(candidate.predictions, baseline.predictions):.4f} (lower bound {lower:.4f}) of the "

@@ -324,8 +324,8 @@ class CaptureWriter:
             if self.index is not None:
                 try:
                     self.index.put_many(records(table))
-                except Exception:
-                    self._metrics.capture_index_errors.inc()
+                except Exception:  # put_many counts its own failures; this is a defect's last guard
+                    self._metrics.served_index_errors.inc(rows)
                     log.exception("served index refused %d records of %s version %d", rows, *key)
 
     def _stage_table(self, entry: TableAppend, now: float) -> None:

@@ -439,11 +439,6 @@ class Metrics:
             "What the capture buffer bound counts for the rows held (their tensors' bytes and overhead).",
             registry=r,
         )
-        self.capture_index_errors = Counter(
-            "hotserve_capture_index_errors",
-            "Batches of captured records the served index refused (the Parquet rows are still written).",
-            registry=r,
-        )
         self.traffic_weight = Gauge(
             "hotserve_traffic_weight_percent",
             "Share of unpinned requests routed to a version on this replica (after fallbacks for versions not ready).",

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+UNLOADED_STATES = frozenset({"AVAILABLE", "UNLOADED", "FAILED"})
+"""Version states that hold no session: their last load's figures are history, not cost."""
+
 
 def render(action: str, doc: Any, now: float | None = None) -> str:
     """The answer to `action` as text an operator reads."""
@@ -50,7 +53,14 @@ def describe_change(change: dict[str, Any], model: dict[str, Any]) -> str:
     if action == "unalias":
         if not changed:
             return f"no change: {name} has no alias {alias} {revision}"
-        return f"deleted alias {alias} of {name} (it named {_v(before)}) {revision}"
+        said = f"deleted alias {alias} of {name} (it named {_v(before)}) {revision}"
+        state = next((v["state"] for v in model.get("versions", ()) if v["version"] == before), None)
+        if state in UNLOADED_STATES:
+            said += (
+                f"; {_v(before)} was unloaded with it: no alias, traffic weight, shadow or load kept it loaded "
+                f"(`hotserve models load {name} {before}` keeps a version loaded)"
+            )
+        return said
     if action == "load":
         if not changed:
             return f"no change: {name} {_v(after)} is already kept loaded {revision}"
@@ -187,44 +197,62 @@ def _window(since: float | None, until: float | None) -> str:
 
 def models_table(models: Sequence[dict[str, Any]]) -> str:
     """One row per version; SERVING marks the version unpinned requests go to by default
-    (production), SPLIT its effective share under a traffic split."""
+    (production), SPLIT its effective share under a traffic split. A version's load figures
+    (LOADED AT, LOAD, MEMORY, PROVIDER) show while it holds memory, not after it was unloaded;
+    the version serving without a `production` alias shows `(production)` as its alias, and a
+    note under the table says why."""
     rows = []
+    implicit = False
     for model in models:
         weights = model["routing"]["weights"] if model["traffic"] else {}
         for v in model["versions"]:
             share = weights.get(str(v["version"]))
+            aliases = list(v["aliases"])
+            if model["serving"] == v["version"] and "production" not in model.get("aliases", {}):
+                aliases.append("(production)")
+                implicit = True
+            held = v["state"] not in UNLOADED_STATES
             rows.append(
                 [
                     model["name"] + (" (unloaded)" if model["stopped"] else ""),
                     v["version"],
                     v["state"],
-                    ",".join(v["aliases"]),
+                    ",".join(aliases),
                     "*" if model["serving"] == v["version"] else "",
                     None if share is None else f"{share}%",
-                    v["loaded_at"],
-                    _seconds(v["load_duration_s"]),
-                    _mib(v["memory_bytes"]),
-                    v["provider"],
+                    v["loaded_at"] if held else None,
+                    _seconds(v["load_duration_s"]) if held else None,
+                    _mib(v["memory_bytes"]) if held else None,
+                    v["provider"] if held else None,
                     v["inflight"],
                     v["reason"],
                 ]
             )
-    return table(
-        [
-            "MODEL",
-            "VERSION",
-            "STATE",
-            "ALIASES",
-            "SERVING",
-            "SPLIT",
-            "LOADED AT",
-            "LOAD",
-            "MEMORY",
-            "PROVIDER",
-            "IN-FLIGHT",
-            "REASON",
-        ],
-        rows,
+    note = (
+        "\n(production): no production alias is set; the version serving since start-up (the newest then) takes "
+        "unpinned requests until one is promoted (`hotserve models promote MODEL VERSION`)"
+        if implicit
+        else ""
+    )
+    return (
+        table(
+            [
+                "MODEL",
+                "VERSION",
+                "STATE",
+                "ALIASES",
+                "SERVING",
+                "SPLIT",
+                "LOADED AT",
+                "LOAD",
+                "MEMORY",
+                "PROVIDER",
+                "IN-FLIGHT",
+                "REASON",
+            ],
+            rows,
+        )
+        + note
     )
 
 

@@ -47,7 +47,10 @@ async def test_each_change_is_said_as_what_it_did(admin: Admin) -> None:
         "no change: mlp v1 is not kept loaded by a load or as the previous production: nothing to unload (revision 4)"
     )
     said = await _said(admin, "unalias", "DELETE", "/aliases/canary")
-    assert said == "deleted alias canary of mlp (it named v2) (revision 5)"
+    assert said == (
+        "deleted alias canary of mlp (it named v2) (revision 5); v2 was unloaded with it: no alias, traffic weight, "
+        "shadow or load kept it loaded (`hotserve models load mlp 2` keeps a version loaded)"
+    )
     said = await _said(admin, "unalias", "DELETE", "/aliases/canary")
     assert said == "no change: mlp has no alias canary (revision 5)"
     shadow = {"version": 2, "share": 0.2, "tolerance": 1e-4, "threshold": None}
@@ -71,6 +74,31 @@ async def test_a_forced_promotion_shows_as_forced_in_the_history(admin: Admin) -
     header, row = render("history", entries).splitlines()
     assert row.split()[2:4] == ["promote", "production"]
     assert " ok (forced) " in row and "observed 0 requests" in row
+
+
+async def test_the_list_shows_load_figures_only_while_loaded_and_names_an_implicit_production(admin: Admin) -> None:
+    def rows(text: str) -> dict[str, list[str]]:
+        lines = text.splitlines()
+        header = lines[0]
+        starts = [header.index(name) for name in ("VERSION", "STATE", "ALIASES", "SERVING", "LOADED AT", "MEMORY")]
+        return {
+            line[starts[0] :].split()[0]: [line[s:].split()[0] if line[s:].strip() else "" for s in starts[1:]]
+            for line in lines[1:]
+            if line.startswith("mlp")
+        }
+
+    assert (await admin.call("POST", "/admin/models/mlp/versions/1/load")).status_code == 200
+    assert (await admin.call("POST", "/admin/models/mlp/versions/1/unload")).status_code == 200
+    shown = render("list", (await admin.call("GET", "/admin/models")).json())
+    listed = rows(shown)
+    state, aliases, serving, loaded_at, memory = listed["3"]
+    assert (state, aliases, serving) == ("READY", "(production)", "*") and loaded_at != "-" and memory != "-"
+    assert listed["1"][0] == "UNLOADED" and listed["1"][3:] == ["-", "-"]  # no LOADED AT or MEMORY once unloaded
+    assert listed["2"][0] == "AVAILABLE" and listed["2"][1] == "-"
+    assert shown.splitlines()[-1].startswith("(production): no production alias is set")
+    assert (await admin.call("POST", "/admin/models/mlp/promote", json={"version": 3})).status_code == 200
+    shown = render("list", (await admin.call("GET", "/admin/models")).json())
+    assert rows(shown)["3"][1] == "production" and "(production)" not in shown
 
 
 def test_evidence_rounds_ratios_and_never_shows_a_near_miss_as_a_round_number() -> None:

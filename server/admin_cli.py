@@ -1,7 +1,7 @@
 """`hotserve models ...`: the operator's command line over the admin API (control path, client side).
 
 `list`, `load`, `unload`, `promote MODEL VERSION`, `unalias MODEL ALIAS`, `rollback MODEL`,
-`traffic`, `shadow`, `evidence`, `replicas`, `history MODEL`, `rescan` against `--url` (or `HOTSERVE_URL`) with the token from `HOTSERVE_ADMIN_TOKEN`. Prints tables
+`traffic`, `shadow`, `capture`, `evidence`, `replicas`, `history MODEL`, `rescan` against `--url` (or `HOTSERVE_URL`) with the token from `HOTSERVE_ADMIN_TOKEN`. Prints tables
 (or the server's JSON with `--json`); any refusal exits 1 with the server's message. The
 HTTP calls go through `server/admin_client.py`.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -84,6 +85,17 @@ def _shadow(client: AdminClient, args: argparse.Namespace) -> Any:
     return client.call("PUT", model_path(args.model, "shadow"), body)
 
 
+def _capture(client: AdminClient, args: argparse.Namespace) -> Any:
+    path = model_path(args.model, "capture")
+    if args.off:
+        return client.call("PUT", path, {"share": 0.0})
+    if args.default:
+        return client.call("DELETE", path)
+    if args.share is None:
+        return client.call("GET", path)
+    return client.call("PUT", path, {"share": args.share})
+
+
 def _evidence(client: AdminClient, args: argparse.Namespace) -> Any:
     return client.call("GET", model_path(args.model, "versions", str(args.version), "evidence"))
 
@@ -120,6 +132,7 @@ ACTIONS: dict[str, Callable[[AdminClient, argparse.Namespace], Any]] = {
     "rescan": _rescan,
     "traffic": _traffic,
     "shadow": _shadow,
+    "capture": _capture,
     "evidence": _evidence,
     "replicas": _replicas,
 }
@@ -217,6 +230,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     shadow.add_argument("--threshold", type=float, help="decision threshold: agreement means the same side of it")
     shadow.add_argument("--off", action="store_true", help="stop shadowing")
+    capture = add_action("capture", help="show or set the share of a model's answered requests captured")
+    capture.add_argument("model")
+    setting = capture.add_mutually_exclusive_group()
+    setting.add_argument(
+        "share", type=_capture_share, nargs="?", help="share to capture on every replica: 0..1 or a percentage (10%%)"
+    )
+    setting.add_argument("--off", action="store_true", help="capture none of the model's requests (share 0)")
+    setting.add_argument(
+        "--default", action="store_true", help="back to each replica's default share (HOTSERVE_CAPTURE_SAMPLE)"
+    )
     evidence = add_action("evidence", help="what a candidate showed (canary answers, shadow comparisons)")
     evidence.add_argument("model")
     evidence.add_argument("version", type=_version)
@@ -252,6 +275,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(args.action, doc))
     return 0
+
+
+def _capture_share(text: str) -> float:
+    """`0.1` or `10%`, within 0..1."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share is from 0 to 1 (or 0% to 100%), got {text!r}")
+    return value
 
 
 def _version(text: str) -> int:

@@ -30,6 +30,8 @@ def render(action: str, doc: Any, now: float | None = None) -> str:
         return evidence_table(doc)
     if action == "replicas":
         return replicas_table(doc, time.time() if now is None else now)
+    if action == "capture":
+        return capture_text(doc) if "change" not in doc else describe_change(doc["change"], doc["model"])
     return f"{describe_change(doc['change'], doc['model'])}\n\n{models_table([doc['model']])}"
 
 
@@ -87,6 +89,15 @@ def describe_change(change: dict[str, Any], model: dict[str, Any]) -> str:
         if shadow is None:
             return f"shadow cleared for {name} (it was {_v(before)}) {revision}"
         return f"shadow set for {name}: {shadow_text(shadow, _agreement(model))} {revision}"
+    if action == "capture":
+        share = model.get("capture")
+        if not changed:
+            return f"no change: {name} already captures {_capture_share(share)} {revision}"
+        if share is None:
+            return f"capture of {name} back to each replica's default share (HOTSERVE_CAPTURE_SAMPLE) {revision}"
+        if share == 0:
+            return f"capture off for {name}: none of its answered requests are captured {revision}"
+        return f"capture set for {name}: {_percent(share)} of its answered requests, on every replica {revision}"
     moved = f"{_text(before)} -> {_text(after)}"
     return f"{action} {name}: {moved} {revision}" if changed else f"no change: {name} ({moved}) {revision}"
 
@@ -94,6 +105,27 @@ def describe_change(change: dict[str, Any], model: dict[str, Any]) -> str:
 def _agreement(model: dict[str, Any]) -> dict[str, Any] | None:
     agreement: dict[str, Any] | None = (model.get("routing") or {}).get("shadow_agreement")
     return agreement
+
+
+def capture_text(doc: dict[str, Any]) -> str:
+    """`GET /admin/models/{name}/capture`: the share this replica applies and where rows go."""
+    name, override = doc["model"], doc["override"]
+    if not doc["enabled"]:
+        return (
+            f"{name}: capture is off on this replica (no HOTSERVE_CAPTURE_SINK); "
+            f"where a sink is set it captures {_capture_share(override)}"
+        )
+    default = f"the default is {_percent(doc['default'])}"
+    whose = f"its own share; {default}" if override is not None else default
+    return f"{name}: captures {_percent(doc['share'])} of its answered requests ({whose}) to {doc['sink']}"
+
+
+def _capture_share(share: float | None) -> str:
+    return "each replica's default share" if share is None else f"{_percent(share)} of its answered requests"
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:g}%"
 
 
 def split_text(model: dict[str, Any]) -> str:

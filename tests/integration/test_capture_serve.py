@@ -6,6 +6,7 @@ no accepted record (rows in Parquet = rows the server accepted = rows clients go
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 from pathlib import Path
@@ -18,6 +19,7 @@ import tritonclient.grpc as grpcclient
 
 from load_tests.server_process import ServerProcess, free_port, start_server
 from onnx_models import TAB_COLUMNS, write_multi, write_tabular
+from server.cli import main as hotserve
 
 pytestmark = pytest.mark.integration
 
@@ -145,6 +147,43 @@ async def test_the_per_model_share_survives_a_restart(tmp_path: Path) -> None:
             cleared = await client.delete("/admin/models/tab/capture", headers=AUTH)
             assert cleared.json()["model"]["capture"] is None
             assert (await client.get("/admin/models/tab/capture", headers=AUTH)).json()["share"] == 1.0
+
+
+def test_the_cli_shows_sets_and_clears_a_models_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sink = tmp_path / "capture"
+    monkeypatch.setenv("HOTSERVE_ADMIN_TOKEN", TOKEN)
+    with serve(tmp_path, sink) as server:
+        url = ["--url", server.base_url]
+
+        def said(*argv: str) -> str:
+            assert hotserve(["models", "capture", *argv, *url]) == 0
+            return re.sub(r" \(revision \d+\)$", "", capsys.readouterr().out.strip())
+
+        assert said("tab") == f"tab: captures 100% of its answered requests (the default is 100%) to {sink}"
+        assert said("tab", "25%") == "capture set for tab: 25% of its answered requests, on every replica"
+        assert (
+            said("tab") == f"tab: captures 25% of its answered requests (its own share; the default is 100%) to {sink}"
+        )
+        assert said("tab", "--off") == "capture off for tab: none of its answered requests are captured"
+        state = httpx.get(f"{server.base_url}/admin/models/tab/capture", headers=AUTH, timeout=60).json()
+        assert (state["share"], state["override"]) == (0.0, 0.0)
+        assert said("tab", "--default") == (
+            "capture of tab back to each replica's default share (HOTSERVE_CAPTURE_SAMPLE)"
+        )
+        assert hotserve(["models", "capture", "tab", "--json", *url]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert (doc["share"], doc["override"], doc["sink"]) == (1.0, None, str(sink))
+
+        assert hotserve(["models", "capture", "nope", "0.5", *url]) == 1
+        assert capsys.readouterr().err.startswith("hotserve models capture: 404: ")
+        audit = httpx.get(f"{server.base_url}/admin/audit?model=tab", headers=AUTH, timeout=60).json()["entries"]
+        assert [e["detail"] for e in audit if e["action"] == "capture"] == [
+            "share 0.25",
+            "share 0.0",
+            "the server's default",
+        ]
 
 
 async def test_sigterm_under_load_loses_no_accepted_capture_record(tmp_path: Path) -> None:

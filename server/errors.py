@@ -84,7 +84,7 @@ class PromotionRefused(Conflict):
         super().__init__(
             f"model {model!r} version {version} not promoted: "
             + "; ".join(shortfalls)
-            + " (force to override; it is audited)"
+            + ' (`hotserve models promote ... --force`, or "force": true in the request, overrides it; audited)'
         )
         self.fields = {"shortfalls": shortfalls, "evidence": evidence}
 

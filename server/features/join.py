@@ -81,7 +81,8 @@ class FeatureJoin:
             if raw is None:
                 raise InvalidInput(
                     f"instances[{index}].{key_field}",
-                    detail=f"missing: the entity key stored features of view {view.label} are looked up by",
+                    detail=f"missing: each record needs this entity key, by which feature view {view.label} "
+                    f"looks up its stored features ({_few(names)})",
                 )
             try:
                 entities.append(parse_entity(view, raw))
@@ -160,3 +161,9 @@ def _outcome(exc: HotserveError) -> str:
     if isinstance(exc, FeatureValueInvalid):
         return "invalid"
     return "invalid"
+
+
+def _few(names: list[str], shown: int = 4) -> str:
+    """`a, b, c, d and 3 more`."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")

@@ -177,13 +177,36 @@ def write_server(
         except AdminError as exc:
             raise MaterializeError(f"{url}: {exc} after {written} entities") from None
         if status != 200 or not isinstance(answer, dict):
-            hint = " (set HOTSERVE_ADMIN_TOKEN to the server's admin token)" if status in (401, 403, 404) else ""
             detail = json.dumps(answer) if answer is not None else "no answer"
-            raise MaterializeError(f"{url}: HTTP {status} {detail}{hint} after {written} entities")
+            raise MaterializeError(
+                f"{url}: HTTP {status} {detail}{_refusal_hint(client, status)} after {written} entities"
+            )
         written += int(answer["written"])
         rejected += [f"entity {chunk[r['index']].entity!r}: {r['reason']}" for r in answer["rejected"]]
         progress.advance(len(chunk))
     return written, rejected
+
+
+def _refusal_hint(client: AdminClient, status: int) -> str:
+    """Why the server's admin API refused the rows, when it is about the token or the API being off.
+
+    A server without admin tokens has no /admin routes: every one is 404, `GET /admin/models`
+    included, which a server with the API on answers 401, 403 or 200."""
+    if status == 401:
+        return " (no admin token sent: set HOTSERVE_ADMIN_TOKEN to one of the server's admin tokens)"
+    if status == 403:
+        return " (HOTSERVE_ADMIN_TOKEN is not one of the server's admin tokens)"
+    if status == 404:
+        try:
+            probe, _ = client.request("GET", "/admin/models")
+        except AdminError:
+            return ""
+        if probe == 404:
+            return (
+                " (the server's admin API is off: start it with HOTSERVE_ADMIN_TOKEN, HOTSERVE_ADMIN_TOKENS or "
+                "HOTSERVE_ADMIN_TOKENS_FILE set, or fill its store at start with --feature-table TABLE)"
+            )
+    return ""
 
 
 def materialize(args: argparse.Namespace, out: TextIO | None = None) -> int:

@@ -30,11 +30,33 @@ def parse_instances(body: bytes) -> list[Any]:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput("body", expected="a JSON object", got=f"invalid JSON ({exc})") from None
-    instances = doc.get("instances") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        raise InvalidInput("body", expected='a JSON object {"instances": [...]}', got=f"a JSON {_json_kind(doc)}")
+    if "instances" not in doc:
+        keys = ", ".join(repr(k) for k in list(doc)[:5])
+        found = f"this body's keys are {keys}" if keys else "this body is {}"
+        hint = " (v2 `inputs` go to /v2/models/{name}/infer)" if "inputs" in doc else ""
+        raise InvalidInput(
+            "instances", detail=f'missing: a v1 body is {{"instances": [...]}}, one entry per record; {found}{hint}'
+        )
+    instances = doc["instances"]
     if not isinstance(instances, list) or not instances:
-        got = type(doc).__name__ if not isinstance(doc, dict) else repr(instances)
-        raise InvalidInput("instances", expected="a non-empty list", got=got)
+        got = "an empty list" if isinstance(instances, list) else f"a JSON {_json_kind(instances)}"
+        raise InvalidInput("instances", expected="a non-empty list of records", got=got)
     return instances
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def first_record_field(body: bytes, field: str) -> str | None:

@@ -420,8 +420,11 @@ class ModelRegistry:
         if slot is None:
             return ModelNotFound(name, version)
         detail = f": {slot.reason}" if slot.reason else ""
-        if slot.state is VersionState.AVAILABLE:
-            detail = " (not loaded)"
+        if slot.state in (VersionState.AVAILABLE, VersionState.UNLOADED):
+            detail = (
+                f" (not loaded): load it to serve pinned requests (`hotserve models load {name} {version}`, "
+                f"or POST /admin/models/{name}/versions/{version}/load)"
+            )
         return ModelNotReady(f"model {name!r} version {version} is {slot.state.value}{detail}")
 
     # --- state ------------------------------------------------------------------------------

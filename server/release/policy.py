@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from server.release.label_bounds import LabelGateBounds
+from server.release.policy_errors import explain
 
 
 class GateBounds(BaseModel):
@@ -123,4 +124,7 @@ class ReleasePolicy(BaseModel):
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as error:
             raise ValueError(f"cannot read release policy {path}: {error}") from error
-        return cls.model_validate(doc or {})
+        try:
+            return cls.model_validate(doc or {})
+        except ValidationError as error:
+            raise ValueError(explain(error, cls, path)) from None

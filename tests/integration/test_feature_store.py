@@ -334,3 +334,20 @@ def test_the_embedded_store_is_filled_from_a_table_at_start_up_and_by_materializ
         )
     finally:
         assert server.stop() == 0, server.log()
+
+
+def test_materialize_through_a_server_whose_admin_api_is_off_says_so(
+    server: ServerProcess, repository: Path, tmp_path: Path
+) -> None:
+    table = _table(tmp_path / "rows.csv", [("z1", 20.0, 3, NOW)])
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HOTSERVE_ADMIN_TOKEN", "a-token-the-server-does-not-have")  # it has none: its admin API is off
+        refused = _materialize(
+            repository, "", table, "--view", "cust:v1", "--event-time-column", "ts", "--server", server.base_url
+        )
+    assert refused.returncode == 1
+    assert (
+        "HTTP 404" in refused.stderr
+        and "the server's admin API is off: start it with HOTSERVE_ADMIN_TOKEN" in refused.stderr
+    )
+    assert "set HOTSERVE_ADMIN_TOKEN to" not in refused.stderr

@@ -16,6 +16,12 @@ from gated_serve import GateClient
 from load_tests.server_process import ServerProcess
 from onnx_models import TAB_COLUMNS
 
+NOT_LOADED = (
+    "model 'tab' version 1 is AVAILABLE (not loaded): load it to serve pinned requests "
+    "(`hotserve models load tab 1`, or POST /admin/models/tab/versions/1/load)"
+)
+"""What a request pinned to a version that is not loaded is answered (503)."""
+
 pytestmark = pytest.mark.integration
 
 
@@ -57,10 +63,7 @@ async def test_json_binary_and_v1_answers_match_onnxruntime_in_process(server: S
         np.testing.assert_allclose(pinned, expected[2], rtol=1e-6)
         # v1 is in the repository but not loaded: only the production version (newest) is.
         unloaded = await client.post("/v2/models/tab/versions/1/infer", content=_v2_json(features))
-        assert (unloaded.status_code, unloaded.json()) == (
-            503,
-            {"error": "model 'tab' version 1 is AVAILABLE (not loaded)"},
-        )
+        assert (unloaded.status_code, unloaded.json()) == (503, {"error": NOT_LOADED})
 
         header = orjson.dumps(
             {
@@ -109,10 +112,7 @@ async def test_v1_predict_pinned_to_a_version_as_kserve_v1_clients_send_it(
         assert pinned.status_code == 200 and pinned.json()["model_version"] == "2"
         np.testing.assert_allclose(np.asarray(pinned.json()["predictions"], dtype=np.float32), expected, rtol=1e-6)
         unloaded = await client.post("/v1/models/tab/versions/1:predict", json={"instances": records})
-        assert (unloaded.status_code, unloaded.json()) == (
-            503,
-            {"error": "model 'tab' version 1 is AVAILABLE (not loaded)"},
-        )
+        assert (unloaded.status_code, unloaded.json()) == (503, {"error": NOT_LOADED})
         unknown = await client.post("/v1/models/tab/versions/9:predict", json={"instances": records})
         assert (unknown.status_code, unknown.json()) == (404, {"error": "model 'tab' version 9 not found"})
 

@@ -100,7 +100,8 @@ async def test_a_stored_feature_the_view_does_not_let_requests_override_is_refus
     [
         (
             {"amount": 5, "hour": 2},
-            "instances[0].customer_id: missing: the entity key stored features of view cust:v1 are looked up by",
+            "instances[0].customer_id: missing: each record needs this entity key, by which feature view cust:v1 "
+            "looks up its stored features (age, count)",
         ),
         ({"customer_id": 12, "amount": 5, "hour": 2}, "instances[0].customer_id: expected a non-empty string, got 12"),
     ],

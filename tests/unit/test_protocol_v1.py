@@ -91,9 +91,14 @@ def test_non_numeric_or_non_finite_values_name_instance_and_field(value: Any, me
 @pytest.mark.parametrize(
     "body, message",
     [
-        (b"{}", "instances: expected a non-empty list, got None"),
-        (b'{"instances": []}', "instances: expected a non-empty list, got \\[\\]"),
-        (b"[]", "instances: expected a non-empty list, got list"),
+        (b"{}", 'instances: missing: a v1 body is {"instances": \\[...\\]}, one entry per record; this body is {}$'),
+        (
+            b'{"inputs": []}',
+            "instances: missing: .*; this body's keys are 'inputs' \\(v2 `inputs` go to /v2/models/{name}/infer\\)",
+        ),
+        (b'{"instances": []}', "instances: expected a non-empty list of records, got an empty list"),
+        (b'{"instances": null}', "instances: expected a non-empty list of records, got a JSON null"),
+        (b"[]", 'body: expected a JSON object {"instances": \\[...\\]}, got a JSON array'),
         (b"{", "body: expected a JSON object"),
     ],
 )

@@ -35,9 +35,16 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _text_column_advice(column: str, entity_key: str | None) -> str:
-    """What to do about a feature column holding text: features are numbers, an id is not a feature."""
+def _text_column_advice(column: str, entity_key: str | None, categorical: list[str]) -> str:
+    """What to do about a feature column holding text: features are numbers, an id is not a feature,
+    and a categorical feature holds whole-number category codes."""
     leave_out = "leave it out of the features with --features a,b,..."
+    if column in categorical:
+        return (
+            f"; a --categorical feature holds whole-number category codes (0, 1, 2, ...): replace {column}'s "
+            f"text by codes in the table (pandas: df[{column!r}] = df[{column!r}].astype('category').cat.codes), "
+            f"or {leave_out}"
+        )
     if entity_key is None:
         return f"; if it identifies entities (a customer id), give --entity-key {column}, or {leave_out}"
     return f"; {leave_out}, or encode it as numbers"
@@ -108,7 +115,8 @@ def tabular_dataset(frame: pd.DataFrame, spec: DatasetSpec, sha256: str) -> Data
         raise DatasetError(source, f"store features {store} need an entity key column (--entity-key)")
 
     inputs = np.stack(
-        [_numeric_column(frame, c, source, _text_column_advice(c, spec.entity_key)) for c in features], axis=1
+        [_numeric_column(frame, c, source, _text_column_advice(c, spec.entity_key, categorical)) for c in features],
+        axis=1,
     ).astype(np.float32)
     labels = encode_labels(frame[label], spec.task, label, source)
 

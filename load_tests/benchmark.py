@@ -35,6 +35,9 @@ from server.contract.manifest import ONNX_FILENAME, ModelManifest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "load_tests" / "results"
+CHECKPOINTS = RESULTS / "checkpoints"
+"""Where the load tests train the demo models they export: their own folder, never beside a
+repository given with --repository (a user's `checkpoints/` there would gain versions)."""
 LUA_SCRIPT = ROOT / "load_tests" / "wrk_post.lua"
 BIN = Path(sys.executable).parent
 
@@ -71,9 +74,8 @@ class Ceiling:
 # --- model repository ------------------------------------------------------------------------
 
 
-def prepare_repository(repo: Path, models: list[str]) -> None:
-    """Train + export each missing model into `repo` (needs the `train` extra)."""
-    checkpoints = repo.parent / "checkpoints"
+def prepare_repository(repo: Path, models: list[str], checkpoints: Path = CHECKPOINTS) -> None:
+    """Train (into `checkpoints`) + export each missing model into `repo` (needs the `train` extra)."""
     for name in models:
         if (repo / name).is_dir() and any((repo / name).iterdir()):
             continue

@@ -12,15 +12,15 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from load_tests.benchmark import BIN, MODELS, prepare_repository
+from load_tests.benchmark import BIN, CHECKPOINTS, MODELS, prepare_repository
 from server.contract.aliases import PRODUCTION
 from server.registry.control_state import ControlSnapshot, ModelControl
 from server.registry.repository import model_versions
 
 
-def demo_repository(repository: Path, model: str, versions: int) -> list[int]:
-    """`repository` holding at least `versions` versions of demo `model` (training and exporting
-    what is missing: needs the `train` extra); returns its versions."""
+def demo_repository(repository: Path, model: str, versions: int, checkpoints: Path = CHECKPOINTS) -> list[int]:
+    """`repository` holding at least `versions` versions of demo `model` (training into
+    `checkpoints` and exporting what is missing: needs the `train` extra); returns its versions."""
     if model not in MODELS:
         found = model_versions(repository / model)
         if not found:
@@ -29,8 +29,7 @@ def demo_repository(repository: Path, model: str, versions: int) -> list[int]:
                 f"({', '.join(MODELS)}) that could be trained"
             )
         return found
-    prepare_repository(repository, [model])
-    checkpoints = repository.parent / "checkpoints"
+    prepare_repository(repository, [model], checkpoints)
     while len(model_versions(repository / model)) < versions:
         print(f"== training and exporting another version of {model!r} into {repository}", flush=True)
         subprocess.run(

@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hotserve-gpu-check-") as tmp:
         workdir = Path(tmp)
         repository = args.repository or workdir / "repository"
-        prepare_repository(repository, models)
+        prepare_repository(repository, models, workdir / "checkpoints")  # gone with the temporary folder
         measure_serving(
             repository,
             models,

@@ -30,10 +30,11 @@ from server.evidence.summary import PredictionHistogram, WindowSummary, candidat
 from server.release.policy import GateBounds, ReleasePolicy
 from server.release.sequential import proportion_bounds, quantile_bounds
 
-GATES_PER_STEP = 4
-"""Statistical gates a step may judge (error_rate, p99_ratio, agreement, psi) among which each
-step's share of the release's false-alarm probability is split; the shadow step judges three,
-so its share is a little conservative. A new statistical gate raises this."""
+GATES_PER_STEP = 5
+"""Statistical gates a step may judge (error_rate, p99_ratio, agreement, psi, and label_loss when
+labels come: `label_gate.py`) among which each step's share of the release's false-alarm
+probability is split; the shadow step judges four at most, so its share is a little
+conservative. A new statistical gate raises this."""
 LATENCY_QUANTILE = 0.99
 PSI_SMOOTHING = 0.5
 """Added to every bin's count before shares are taken for the reported PSI (Jeffreys' prior): it
@@ -80,7 +81,7 @@ def gate_alpha(policy: ReleasePolicy) -> float:
 
 
 DEFAULT_ALPHA = gate_alpha(ReleasePolicy())
-"""`gate_alpha` of the default policy (0.01 / (4 x 4) = 0.000625)."""
+"""`gate_alpha` of the default policy (0.01 / (5 x 4) = 0.0005)."""
 
 
 def error_counts(candidate: WindowSummary, baseline: WindowSummary, copies: bool = False) -> tuple[int, int, int, int]:

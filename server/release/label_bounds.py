@@ -22,5 +22,3 @@ class LabelGateBounds(BaseModel):
     """Non-inferiority margin: the candidate passes when its mean loss per request (the task's
     selection metric: cross-entropy, squared error) is at most (1 + this) x production's on the
     same requests, and fails when it is above that with confidence."""
-    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
-    """Error probability of the confidence sequence (valid however often it is looked at)."""

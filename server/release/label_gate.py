@@ -36,7 +36,7 @@ from server.quality.contract import QualityContracts
 from server.quality.live import score_matrix
 from server.quality.metrics import row_losses
 from server.quality.pairs import Pair, PairStore
-from server.release.gates import GateResult, Verdict
+from server.release.gates import DEFAULT_ALPHA, GateResult, Verdict
 from server.release.label_bounds import LabelGateBounds
 
 GATE = "label_loss"
@@ -77,8 +77,14 @@ def paired_differences(
     return candidate_losses - (1.0 + max_loss_increase) * production_losses
 
 
-def decide(candidate_losses: np.ndarray, production_losses: np.ndarray, bounds: LabelGateBounds) -> GateResult:
-    """The gate's verdict on paired per-request losses (same requests, same order)."""
+def decide(
+    candidate_losses: np.ndarray,
+    production_losses: np.ndarray,
+    bounds: LabelGateBounds,
+    alpha: float = DEFAULT_ALPHA,
+) -> GateResult:
+    """The gate's verdict on paired per-request losses (same requests, same order); `alpha` is this
+    gate's share of the release's false-alarm probability (`gates.gate_alpha`), like every gate's."""
     n = int(candidate_losses.size)
     undecided = Verdict.INCONCLUSIVE if bounds.required else Verdict.NOT_JUDGED
     production_mean = float(production_losses.mean()) if n else math.nan
@@ -94,7 +100,7 @@ def decide(candidate_losses: np.ndarray, production_losses: np.ndarray, bounds: 
             detail=f"{n} labelled requests answered by both versions of {bounds.min_pairs} needed",
         )
     differences = paired_differences(candidate_losses, production_losses, bounds.max_loss_increase)
-    cs = confidence_sequence(differences, bounds.alpha, mixing_rho(bounds.alpha, bounds.min_pairs))
+    cs = confidence_sequence(differences, alpha, mixing_rho(alpha, bounds.min_pairs))
     if cs.lower > 0.0:
         verdict = Verdict.FAIL
     elif cs.upper <= 0.0:
@@ -104,7 +110,7 @@ def decide(candidate_losses: np.ndarray, production_losses: np.ndarray, bounds: 
     detail = (
         f"mean loss per request: candidate {float(candidate_losses.mean()):.5f}, production {production_mean:.5f} "
         f"on the same {n} labelled requests; candidate - {1 + bounds.max_loss_increase:g} x production: "
-        f"{cs.mean:.5f}, {100 * (1 - bounds.alpha):g}% confidence sequence [{cs.lower:.5f}, {cs.upper:.5f}]"
+        f"{cs.mean:.5f}, {100 * (1 - alpha):g}% confidence sequence [{cs.lower:.5f}, {cs.upper:.5f}]"
     )
     return GateResult(gate=GATE, measured=measured, bound=bound, samples=n, verdict=verdict, detail=detail)
 
@@ -144,7 +150,14 @@ class LabelGate:
         )
 
     async def judge(
-        self, model: str, candidate: int, baseline: int, since: float, until: float, bounds: LabelGateBounds
+        self,
+        model: str,
+        candidate: int,
+        baseline: int,
+        since: float,
+        until: float,
+        bounds: LabelGateBounds,
+        alpha: float = DEFAULT_ALPHA,
     ) -> GateResult:
         try:
             cand, base = await asyncio.to_thread(self.losses, model, candidate, baseline, since, until)
@@ -157,4 +170,4 @@ class LabelGate:
                 verdict=Verdict.INCONCLUSIVE if bounds.required else Verdict.NOT_JUDGED,
                 detail=f"labelled pairs unreadable: {error.message}",
             )
-        return decide(cand, base, bounds)
+        return decide(cand, base, bounds, alpha)

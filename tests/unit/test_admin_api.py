@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from server.app import create_app
 from server.metrics.instruments import Metrics
 from server.settings import Settings
-from tests.fakes import break_version, write_model_version
+from tests.fakes import UNTIL_HANG_GUARD_S, break_version, write_model_version
 
 ALICE = "alice-token-0123456789"
 CI = "ci-token-9876543210abc"
@@ -426,8 +427,8 @@ async def test_an_unwritable_control_state_refuses_the_change_and_keeps_serving(
 async def test_the_repository_poll_finds_new_versions_on_its_own(repository: Path) -> None:
     async for admin in serving_admin(settings_for(repository, repository_poll_interval_s=0.01)):
         write_model_version(repository, "mlp", 4)
-        for _ in range(2000):
-            if len((await admin.model())["versions"]) == 4:
-                break
+        give_up = time.monotonic() + UNTIL_HANG_GUARD_S  # a hang guard: the poll runs every 10 ms
+        while len((await admin.model())["versions"]) < 4:
+            assert time.monotonic() < give_up, "the repository poll never found version 4"
             await asyncio.sleep(0.005)
         assert (await admin.state(4))["state"] == "AVAILABLE"

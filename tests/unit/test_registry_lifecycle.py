@@ -19,7 +19,7 @@ from server.registry.control_store import open_control_state
 from server.registry.registry import ModelRegistry, VersionState
 from server.runtime.onnx import OnnxRuntime
 from server.settings import Settings
-from tests.fakes import break_version, request, write_model_version
+from tests.fakes import break_version, request, until, write_model_version
 
 
 def settings_for(repository: Path) -> Settings:
@@ -55,11 +55,8 @@ async def test_a_version_drains_while_a_request_holds_its_lease_then_unloads(reg
     served.lease()
     assert registry.status("mlp", 1).inflight == 1
     unload = asyncio.ensure_future(registry.apply(registry.applied.without_loaded("mlp", 1)))
-    for _ in range(100):
-        if state(registry, 1) is VersionState.DRAINING:
-            break
-        await asyncio.sleep(0)
-    assert state(registry, 1) is VersionState.DRAINING and not unload.done()
+    await until(lambda: state(registry, 1) is VersionState.DRAINING)
+    assert not unload.done()
     assert registry.status("mlp", 1).inflight == 1
     out = await served.infer(request({"x": np.ones((1, 3), np.float32)}))  # still answered by v1
     assert out["y"].shape == (1, 2)

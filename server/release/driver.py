@@ -165,7 +165,6 @@ class ReleaseDriver:
             self._known[model] = stored
             await self._entry(stored, "ok", {"event": "abort_requested"}, caller.name)
             return stored
-
         raise Conflict(f"the release of {model!r} kept changing; abort it again")
 
     # --- the loop -----------------------------------------------------------------------------
@@ -245,7 +244,13 @@ class ReleaseDriver:
             decision = combine([loaded, *decision.gates])
         if self._labels is not None:  # candidate against production on the same labelled requests
             labelled = await self._labels.judge(
-                record.model, record.version, record.baseline, record.step_started_at, now, record.policy.labels
+                record.model,
+                record.version,
+                record.baseline,
+                record.step_started_at,
+                now,
+                record.policy.labels,
+                gate_alpha(record.policy),
             )
             decision = combine([*decision.gates, labelled])
         for gate in decision.gates:

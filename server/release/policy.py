@@ -23,9 +23,9 @@ class GateBounds(BaseModel):
     """What the candidate must show against production over the same window.
 
     Every gate is judged on confidence sequences on every tick of the driver (`gates.py`): with
-    `false_alarm` split over 4 gates x the steps (Bonferroni, `gates.gate_alpha`), a candidate
-    within every bound is rolled back with probability at most `false_alarm` over the whole
-    release (default schedule: 16 gate-steps, 0.000625 each). Per gate, under its null:
+    `false_alarm` split over 5 gates (label_loss included) x the steps (Bonferroni,
+    `gates.gate_alpha`), a candidate within every bound is rolled back with probability at most
+    `false_alarm` over the whole release (default schedule: 20 gate-steps, 0.0005 each). Per gate, under its null:
     - error_rate: fails when the candidate's lower bound exceeds `max_error_ratio` x
       production's upper bound + `error_rate_slack`: P(false fail) <= alpha per step;
     - p99_ratio: fails when the candidate's p99 lower bound exceeds `max_p99_ratio` x

@@ -132,3 +132,46 @@ app.kubernetes.io/part-of: hotserve
 {{ include "hotserve.selectorLabels" . }}
 app.kubernetes.io/component: server
 {{- end }}
+
+{{/* HOTSERVE_CAPTURE_SINK, checked as the server and the pod can take it: s3://bucket/prefix, or an
+absolute directory on a writable mount (the root filesystem is read-only); "" when capture is off. */}}
+{{- define "hotserve.captureSink" -}}
+{{- $capture := .Values.capture }}
+{{- $sink := $capture.sink }}
+{{- if hasPrefix "s3://" $sink }}
+{{- if not (trimAll "/" (trimPrefix "s3://" $sink)) }}
+{{- fail "capture.sink: an s3:// sink names a bucket: s3://bucket/prefix" }}
+{{- end }}
+{{- if not (or (include "hotserve.redisEnabled" .) .Values.server.controlStatePath) }}
+{{- fail "capture.sink=s3://... without Redis keeps the label join in a file beside the control state, which the read-only model volume cannot hold: set redis (the fleet's join) or server.controlStatePath on a writable volume" }}
+{{- end }}
+{{- else if $sink }}
+{{- if contains "://" $sink }}
+{{- fail (printf "capture.sink %q: expected a local directory or s3://bucket/prefix" $sink) }}
+{{- end }}
+{{- if not (hasPrefix "/" $sink) }}
+{{- fail (printf "capture.sink %q: a local directory is an absolute path" $sink) }}
+{{- end }}
+{{- if or $capture.s3.endpoint $capture.s3.region $capture.s3.credentials.existingSecret }}
+{{- fail (printf "capture.s3 is for an s3:// capture.sink; %q is a local directory" $sink) }}
+{{- end }}
+{{- $writable := or (eq $sink "/tmp") (hasPrefix "/tmp/" $sink) }}
+{{- range .Values.extraVolumeMounts }}
+{{- $mount := trimSuffix "/" .mountPath }}
+{{- if and (not .readOnly) (or (eq $sink $mount) (hasPrefix (printf "%s/" $mount) $sink)) }}
+{{- $writable = true }}
+{{- end }}
+{{- end }}
+{{- if not $writable }}
+{{- fail (printf "capture.sink %q is not on a writable volume (the root filesystem and the model repository are read-only): mount one there (extraVolumes/extraVolumeMounts, e.g. a ReadWriteOnce claim) or use s3://bucket/prefix" $sink) }}
+{{- end }}
+{{- end }}
+{{- $sink }}
+{{- end }}
+
+{{/* Secret holding the capture sink's S3 credentials (an s3:// sink only), or "". */}}
+{{- define "hotserve.captureCredentialsSecret" -}}
+{{- if hasPrefix "s3://" .Values.capture.sink }}
+{{- .Values.capture.s3.credentials.existingSecret }}
+{{- end }}
+{{- end }}

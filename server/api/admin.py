@@ -308,7 +308,7 @@ async def repository_index(request: Request, admin: AdminDep) -> Response:
     return json_response(triton_index(await admin.controller.index(admin.caller), body.ready))
 
 
-@repository_router.post("/models/{name}/load")
+@repository_router.post("/models/{name}/load", response_class=Response, responses={200: {"description": "Loaded"}})
 async def repository_load(name: ModelName, request: Request, admin: AdminDep) -> Response:
     """Serve the model again: its `production` version, or the newest one without an alias."""
     body = await json_body(request, RepositoryBody, empty_ok=True)
@@ -317,7 +317,7 @@ async def repository_load(name: ModelName, request: Request, admin: AdminDep) ->
     return Response(status_code=200)
 
 
-@repository_router.post("/models/{name}/unload")
+@repository_router.post("/models/{name}/unload", response_class=Response, responses={200: {"description": "Unloaded"}})
 async def repository_unload(name: ModelName, request: Request, admin: AdminDep) -> Response:
     """Take the model out of service (every version drains, then unloads)."""
     await json_body(request, RepositoryBody, empty_ok=True)  # `unload_dependents`: no ensembles here

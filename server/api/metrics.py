@@ -14,7 +14,11 @@ from server.api.deps import EdgeDep
 router = APIRouter()
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    responses={200: {"description": "Prometheus text exposition", "content": {CONTENT_TYPE_LATEST: {}}}},
+    response_class=Response,
+)
 async def metrics(edge: EdgeDep) -> Response:
     return Response(generate_latest(edge.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -55,12 +55,15 @@ def decode_infer_request(body: bytes, header_length: str | None, schema: ModelSc
     if not isinstance(doc, dict):
         raise InvalidInput("body", expected="a JSON object", got=type(doc).__name__)
 
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):  # echoed in the answer: the v2 schema's string
+        raise InvalidInput("id", expected="a string", got=type(request_id).__name__)
     parameters = _optional_dict(doc.get("parameters"), "parameters")
     inputs, rows = _decode_inputs(doc.get("inputs"), binary, schema)
     binary_default = flag(parameters, "binary_data_output", "parameters.binary_data_output")
     outputs = _decode_outputs(doc.get("outputs"), binary_default, schema)
     return InferRequest(
-        id=doc.get("id"),
+        id=request_id,
         parameters=parameters,
         inputs=inputs,
         rows=rows,

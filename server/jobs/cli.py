@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_ALERTS = ("HotserveLiveQualityBelowTraining",)
+DEFAULT_ALERTS = ("HotserveQualityBelowTraining",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -91,7 +91,7 @@ def test_the_webhook_may_read_its_cronjob_and_create_jobs_in_its_namespace_only(
     assert pod["serviceAccountName"] == account["metadata"]["name"]
     args = pod["containers"][0]["args"]
     assert args[:5] == ["retrain-webhook", "--cronjob", "rel-hotserve-retrain", "--model", "fraud"]
-    assert args[args.index("--alert") + 1] == "HotserveLiveQualityBelowTraining"
+    assert args[args.index("--alert") + 1] == "HotserveQualityBelowTraining"
     env = pod["containers"][0]["env"]
     assert env == [
         {

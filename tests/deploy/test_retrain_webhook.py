@@ -34,7 +34,7 @@ class Webhook:
     kube: httpx.Client
 
     def alert(
-        self, status: str = "firing", alertname: str = "HotserveLiveQualityBelowTraining", **labels: str
+        self, status: str = "firing", alertname: str = "HotserveQualityBelowTraining", **labels: str
     ) -> httpx.Response:
         body = {
             "version": "4",
@@ -166,7 +166,7 @@ def test_a_firing_quality_alert_creates_one_job_from_the_cronjob_template(
     assert labels["hotserve.io/retrain"] == "rel-hotserve-retrain" and labels["hotserve.io/trigger"] == "alert"
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("CronJob", "rel-hotserve-retrain", True)
-    assert job["metadata"]["annotations"]["hotserve.io/alert"] == "HotserveLiveQualityBelowTraining 3f2a9c"
+    assert job["metadata"]["annotations"]["hotserve.io/alert"] == "HotserveQualityBelowTraining 3f2a9c"
     kv.validate({k: v for k, v in job.items() if k != "status"}, KUBE_VERSION, strict=True)
 
 
@@ -191,9 +191,9 @@ def test_a_finished_job_lets_the_next_alert_start_another(tmp_path: Path, cronjo
 @pytest.mark.parametrize(
     ("status", "alertname", "labels"),
     [
-        ("resolved", "HotserveLiveQualityBelowTraining", {}),
+        ("resolved", "HotserveQualityBelowTraining", {}),
         ("firing", "HotserveDriftHigh", {}),
-        ("firing", "HotserveLiveQualityBelowTraining", {"model": "other"}),
+        ("firing", "HotserveQualityBelowTraining", {"model": "other"}),
     ],
     ids=["resolved", "another-alert", "another-model"],
 )

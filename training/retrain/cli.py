@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -151,4 +152,7 @@ def run(args: argparse.Namespace) -> int:
         OSError,
     ) as error:
         print(f"hotserve retrain: error: {error}", file=sys.stderr)
+        return FAILED
+    except Exception:  # 1 would read as "rolled back": any other failure is FAILED, with its traceback
+        traceback.print_exc()
         return FAILED

@@ -251,19 +251,18 @@ def retrain(request: RetrainRequest, client: AdminClient | None, say: Callable[[
     if client is None:
         raise Refused("a release needs the server: set HOTSERVE_ADMIN_TOKEN", FAILED)
     client.call("POST", "/admin/repository/rescan")
-    args = argparse.Namespace(
-        first=request.model,
-        second=str(new_version),
-        policy=request.policy,
-        registry_alias=None,
-        registered_model=None,
-        wait=True,
-        poll_s=request.poll_s,
-        url=request.url,
-        json=False,
-        timeout_s=request.timeout_s,
-    )
-    return int(release_cli.run(args))
+    return start_release(request, new_version)
+
+
+def start_release(request: RetrainRequest, version: int) -> int:
+    """`hotserve release MODEL VERSION --wait` through its own parser and `run` (its exit code)."""
+    parser = argparse.ArgumentParser(prog="hotserve release")
+    release_cli.add_arguments(parser)
+    argv = [request.model, str(version), "--wait", "--poll-s", str(request.poll_s), "--url", request.url]
+    argv += ["--timeout-s", str(request.timeout_s)]
+    if request.policy is not None:
+        argv += ["--policy", str(request.policy)]
+    return int(release_cli.run(parser.parse_args(argv)))
 
 
 __all__ = ["FAILED", "NOT_BETTER", "TOO_FEW_ROWS", "AdminError", "Refused", "RetrainRequest", "retrain"]

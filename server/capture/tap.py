@@ -105,4 +105,7 @@ class CaptureTap:
         accepted = self._accepted.get(served.name)
         if accepted is None:
             accepted = self._accepted[served.name] = self._metrics.capture_accepted.labels(served.name)
+            # The model's drop series from its first capture on: a first drop is then an increase
+            # that rate() and the HotserveCaptureDropping alert see, not a series born non-zero.
+            self._metrics.capture_dropped.labels(served.name, CAPTURE, "buffer_full")
         accepted.inc(rows)

@@ -164,6 +164,7 @@ class CaptureWriter:
         metrics.capture_buffered_records.set_function(lambda: self.held_records)
         metrics.capture_buffered_bytes.set_function(lambda: self.held_bytes)
         metrics.capture_sink_up.labels(sink.kind).set(1)
+        metrics.capture_sink_errors.labels(sink.kind)  # from the start: a first refusal shows as an increase
 
     # --- any thread ---------------------------------------------------------------------------
 

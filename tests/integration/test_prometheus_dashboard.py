@@ -1,14 +1,19 @@
 """The chart's dashboard and alerts against a real Prometheus scraping a real `hotserve serve`.
 
 Prometheus (the Debian package's server, on 127.0.0.1) scrapes the server every second and
-evaluates the chart's rule file. The server holds two models:
+evaluates the chart's rule file. The server captures every answered request to a local sink in
+the test's folder (files rotated every half second) and holds three models:
 
 - `fraud` (drift): after the first scrape, traffic from the training distribution goes to version
   1 and a stream with `amount` tripled to version 2;
 - `scored` (control path and features): a feature-view model whose entity rows the embedded store
   loads from `HOTSERVE_FEATURE_TABLE`. Through the admin API, version 2 is promoted and version 3
   set as shadow before the first scrape; after it, v1 records look up fresh entities, a promotion
-  to the corrupt version 4 fails and one back to version 1 succeeds (load, swap, drain, unload).
+  to the corrupt version 4 fails and one back to version 1 succeeds (load, swap, drain, unload);
+- `graded` (labels and live quality): a binary model with a prediction contract and a training
+  figure; requests of several rows with our own request ids, and their labels (drawn from the
+  scores: a calibrated model, so live quality is well above the training figure) posted through
+  the labels route, before the first scrape and after it.
 
 Every series exists before the first scrape (Prometheus takes a new series' first sample as its
 start) and changes after it, so every dashboard query returns a real number, not NaN. The drift
@@ -40,7 +45,14 @@ import yaml
 from fraud_scorer import drift_report, fraud_rows, score_stream, shifted, write_fraud_repository
 from load_tests.server_process import ServerProcess, free_port
 from onnx_models import TAB_COLUMNS, tabular_model, write_corrupt, write_version
-from server.contract.manifest import BatchingPolicy, FeatureSpec, FeatureView, StoredFeature
+from server.contract.manifest import (
+    BatchingPolicy,
+    FeatureSpec,
+    FeatureView,
+    ModelManifest,
+    PredictionContract,
+    StoredFeature,
+)
 from tests.deploy.conftest import find_tool, run
 from tests.deploy.monitoring_files import DASHBOARDS, METRIC_NAME, RULE_FILES, alert_rules, load_dashboard, panel_exprs
 
@@ -53,8 +65,13 @@ SERVER_ENV = {
     "HOTSERVE_DRIFT_INTERVAL_S": "0.2",
     "HOTSERVE_DRIFT_MIN_ROWS": "1000",
     "HOTSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
-    "HOTSERVE_KEEP_PREVIOUS_LOADED": "false",
-}  # a promotion drains and unloads the old version
+    "HOTSERVE_KEEP_PREVIOUS_LOADED": "false",  # a promotion drains and unloads the old version
+    "HOTSERVE_CAPTURE_ROTATE_AGE_S": "0.5",  # files written while traffic flows, not only at exit
+    "HOTSERVE_QUALITY_REFRESH_S": "0.2",
+}
+GRADED_REQUESTS = 10
+"""`graded` requests per phase (before the first scrape, after it), each of GRADED_ROWS rows."""
+GRADED_ROWS = 20
 CUSTOMERS = 200
 """Entities in the feature table; each lookup phase asks for entities the other did not."""
 POLL_TIMEOUT_S = 90.0
@@ -183,20 +200,82 @@ def _exercise_control_path(base_url: str) -> None:
     _look_up(base_url, range(140, CUSTOMERS))
 
 
+def _write_graded(repository: Path) -> None:
+    """`graded` version 1: score = sigmoid(features @ W + b), a binary prediction contract on
+    `score`, and a training AUC (lineage) of 0.51."""
+    folder = write_version(
+        repository, "graded", 1, tabular_model(seed=7), [("features", "FP32", [-1, 4])], [("score", "FP32", [-1, 1])]
+    )
+    manifest = ModelManifest.read(folder)
+    manifest.model_copy(update={"prediction": PredictionContract(task="binary", output="score")}).write(folder)
+
+
+def _grade(base_url: str, phase: int) -> list[dict[str, Any]]:
+    """GRADED_REQUESTS requests of GRADED_ROWS rows with our own request ids; returns their labels,
+    drawn from each row's score (seeded by `phase`)."""
+    rng = np.random.default_rng(phase)
+    labels = []
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for i in range(GRADED_REQUESTS):
+            rid = f"graded-{phase}-{i}"
+            features = rng.normal(size=(GRADED_ROWS, 4)).astype(np.float32)
+            tensor = {
+                "name": "features",
+                "shape": [GRADED_ROWS, 4],
+                "datatype": "FP32",
+                "data": features.ravel().tolist(),
+            }
+            answer = client.post("/v2/models/graded/infer", json={"inputs": [tensor]}, headers={"x-request-id": rid})
+            assert answer.status_code == 200 and answer.headers["x-request-id"] == rid, answer.text
+            scores = answer.json()["outputs"][0]["data"]
+            labels += [{"request_id": rid, "row": row, "label": int(rng.random() < p)} for row, p in enumerate(scores)]
+    return labels
+
+
+def _post_labels(base_url: str, labels: list[dict[str, Any]]) -> None:
+    """Post `labels` (JSON lines) until every one joins a served row: capture's writer indexes the
+    rows off the event loop, and posting again is idempotent (a joined row counts as a duplicate)."""
+    body = "\n".join(json.dumps(label) for label in labels).encode()
+    answers: list[dict[str, Any]] = []
+
+    def all_joined() -> bool:
+        answer = httpx.post(
+            f"{base_url}/v2/models/graded/labels",
+            content=body,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/x-ndjson"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.json())
+        return bool(answers[-1]["unknown"] == 0)
+
+    poll(all_joined, lambda: f"labels still unknown: {answers[-1:]}")
+    assert answers[-1]["joined"] + answers[-1]["duplicates"] == len(labels), answers[-1]
+
+
 @pytest.fixture(scope="module")
 def stack(serve_with: Callable[..., ServerProcess], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prometheus = find_tool("prometheus")
     root = tmp_path_factory.mktemp("prometheus")
     repository = write_fraud_repository(root / "repository")
     _write_scored(repository, root / "customers.csv")
-    server = serve_with(repository, {**SERVER_ENV, "HOTSERVE_FEATURE_TABLE": str(root / "customers.csv")})
+    _write_graded(repository)
+    server = serve_with(
+        repository,
+        {
+            **SERVER_ENV,
+            "HOTSERVE_FEATURE_TABLE": str(root / "customers.csv"),
+            "HOTSERVE_CAPTURE_SINK": str(root / "capture"),
+        },
+    )
     # Every series exists before the first scrape (Prometheus takes a new counter's first sample
-    # as its start): the first 300 rows of each stream, one request per protocol, the errors, and
-    # the control path and feature lookups of `scored`.
+    # as its start): the first 300 rows of each stream, one request per protocol, the errors, the
+    # control path and feature lookups of `scored`, and `graded`'s first rows and labels.
     streams = (fraud_rows(seed=1, rows=STREAM_ROWS), shifted(fraud_rows(seed=2, rows=STREAM_ROWS), "amount", 3.0))
     _send_streams(server.base_url, streams, slice(0, PRIMING_ROWS))
     _send_errors(server.base_url)
     _prime_control_path(server.base_url)
+    _post_labels(server.base_url, _grade(server.base_url, phase=1))
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in RULE_FILES],
@@ -234,6 +313,7 @@ def stack(serve_with: Callable[..., ServerProcess], tmp_path_factory: pytest.Tem
         poll(lambda: bool(stack.query('hotserve_requests_total{job="hotserve"}')), lambda: "no first scrape")
         _send_streams(server.base_url, streams, slice(PRIMING_ROWS, None))
         _exercise_control_path(server.base_url)
+        _post_labels(server.base_url, _grade(server.base_url, phase=2))
         for version in (1, 2):
             drift_report(server.base_url, "fraud", version, STREAM_ROWS)
         yield stack

@@ -141,6 +141,22 @@ def test_beyond_the_buffer_bound_new_rows_are_dropped_and_counted_never_queued(
     assert rows_in(tmp_path).num_rows == 4
 
 
+def test_the_drop_and_sink_error_series_start_at_zero_so_a_first_drop_or_refusal_is_an_increase(
+    tmp_path: Path, metrics: Metrics
+) -> None:
+    """A counter series born non-zero is no increase to rate() or the capture alerts."""
+    writer = CaptureWriter(LocalSink(tmp_path), metrics, replica="r")
+    assert metrics.registry.get_sample_value("hotserve_capture_sink_errors_total", {"sink": "local"}) == 0
+    dropped = {"model": "m", "dataset": "capture", "reason": "buffer_full"}
+    assert metrics.registry.get_sample_value("hotserve_capture_dropped_records_total", dropped) is None
+    x = np.ones((2, 3), np.float32)
+    CaptureTap(writer, metrics).capture(
+        ServedVersion(MANIFEST, EchoRuntime(), metrics), "v2", request({"x": x}), {"y": x}
+    )
+    assert metrics.registry.get_sample_value("hotserve_capture_dropped_records_total", dropped) == 0
+    assert writer.close(10)
+
+
 def test_an_unwritable_directory_counts_errors_holds_the_rows_and_writes_them_once_it_is_writable(
     tmp_path: Path, metrics: Metrics, writers: list[CaptureWriter]
 ) -> None:

@@ -153,9 +153,12 @@ def latency_gate(
     lower, _ = quantile_bounds(cand.counts, cand.bounds_s, LATENCY_QUANTILE, alpha / 2)
     _, upper = quantile_bounds(base.counts, base.bounds_s, LATENCY_QUANTILE, alpha / 2)
     ratio = lower / upper if math.isfinite(upper) else 0.0
+    # The gate passes only where it could have failed: until both p99s are bounded (about 1,440
+    # samples a side at the default alpha), a candidate of any latency would "pass" the bound.
+    bounded = lower > 0.0 and math.isfinite(upper)
     if ratio > bounds.max_p99_ratio:
         verdict = Verdict.FAIL
-    elif samples < bounds.min_latency_samples:
+    elif samples < bounds.min_latency_samples or not bounded:
         verdict = Verdict.INCONCLUSIVE
     else:
         verdict = Verdict.PASS
@@ -168,6 +171,7 @@ def latency_gate(
     detail = (
         f"{point}candidate's p99 >= {lower * 1000:.3g} ms, production's <= {upper * 1000:.3g} ms; "
         f"{samples} of {bounds.min_latency_samples} latency samples needed to pass"
+        + ("" if bounded else "; too few samples yet to bound both p99s (no pass before they are)")
     )
     return GateResult(
         gate="p99_ratio",

@@ -54,9 +54,7 @@ class AdminClient:
             raise AdminError(f"{status}: {message}", doc, status)
         return doc
 
-    def _send(
-        self, method: str, path: str, body: Any, raw: tuple[bytes, str] | None = None
-    ) -> tuple[int, Any, str]:
+    def _send(self, method: str, path: str, body: Any, raw: tuple[bytes, str] | None = None) -> tuple[int, Any, str]:
         data, content_type = raw if raw is not None else (None, "application/json")
         if body is not None:
             data = json.dumps(body).encode()

@@ -23,7 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "release": ("server.release_cli", "progressive delivery: shadow, canary steps, gates, promote or roll back"),
     "labels": ("server.labels_cli", "send ground truth by request id (JSON lines, CSV, Parquet); live quality"),
     "retrain": ("training.retrain.cli", "retrain production on captured rows and labels, then release it if better"),
-    "retrain-webhook": ("server.jobs.cli", "Alertmanager receiver: a firing quality alert starts the retrain CronJob's Job"),
+    "retrain-webhook": (
+        "server.jobs.cli",
+        "Alertmanager receiver: a firing quality alert starts the retrain CronJob's Job",
+    ),
     "control": ("server.registry.control_cli", "control document in Redis: sign the stored routing"),
 }
 

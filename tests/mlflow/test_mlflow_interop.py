@@ -263,10 +263,11 @@ def test_a_release_moves_the_registry_alias_on_promotion_and_not_on_rollback(
         "HOTSERVE_EVIDENCE_BUCKET_S": "0.5",
         "HOTSERVE_RELEASE_TICK_S": "0.25",
     }
+    # The default gates; only the bake times are short.
     policy: dict[str, Any] = {
         "shadow_share": 1.0, "shadow_bake_s": 0.5, "canary_weights": [50], "canary_bake_s": 0.5,
         "deadline_s": 90.0, "gates": {},
-    }  # fmt: skip  (the default gates; only the bake times are short)
+    }  # fmt: skip
     with start_server(workdir / "repository", workdir / "release-serve.log", env=env) as server:
         admin = {"Authorization": f"Bearer {RELEASE_TOKEN}", "Content-Type": "application/json"}
         promote = urllib.request.Request(f"{server.base_url}/admin/models/fraud/promote", method="POST",

@@ -66,13 +66,22 @@ def _json(labels: list[dict[str, Any]]) -> bytes:
 def test_labels_join_served_rows_and_unknown_ids_are_counted_and_named(intake: LabelIntake) -> None:
     result = intake.take(
         "m",
-        _json([{"request_id": "a", "label": 1}, {"request_id": "a", "row": 1, "label": 0}, {"request_id": "zz", "label": 1}]),
+        _json(
+            [
+                {"request_id": "a", "label": 1},
+                {"request_id": "a", "row": 1, "label": 0},
+                {"request_id": "zz", "label": 1},
+            ]
+        ),
         "application/json",
     )
     assert (result.received, result.joined, result.unknown, result.duplicates) == (3, 2, 1, 0)
     assert result.unknown_ids == [{"request_id": "zz", "row": 0}]
     pairs = intake.pairs.load("m", 1, NOW - 3600, NOW + 1)
-    assert sorted((p.request_id, p.row, p.label, p.score) for p in pairs) == [("a", 0, 1.0, [0.9]), ("a", 1, 0.0, [0.2])]
+    assert sorted((p.request_id, p.row, p.label, p.score) for p in pairs) == [
+        ("a", 0, 1.0, [0.9]),
+        ("a", 1, 0.0, [0.2]),
+    ]
 
 
 def test_a_label_sent_twice_counts_once_and_the_later_wins(intake: LabelIntake) -> None:

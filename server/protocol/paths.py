@@ -43,13 +43,16 @@ strings are refused before `int` pays for them)."""
 
 
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+MAX_MODEL_NAME_LENGTH = 255
+"""A model is a folder of the repository: a name longer than a file name may be (255 bytes on
+Linux, macOS and Windows; the pattern is ASCII) names none, and would fail a path lookup."""
 
 
 def parse_model_name(name: str) -> str:
     """The model a path names; `ModelNotFound` (404, Triton's answer for any name it does not
     serve) when it cannot name one: the repository scan skips folders outside the model-name
     pattern, so such a name reaches no lookup, audit entry or log field."""
-    if _MODEL_NAME.fullmatch(name) is None:
+    if len(name) > MAX_MODEL_NAME_LENGTH or _MODEL_NAME.fullmatch(name) is None:
         raise ModelNotFound(name if len(name) <= 80 else name[:80] + "...")
     return name
 

@@ -3,9 +3,10 @@
 A real `hotserve serve` (admin token on, two small ONNX models) is fuzzed by schemathesis's CLI,
 derandomized (the same cases every run) and bounded per operation, so the run takes seconds.
 Two runs:
-- the document as served: random model names and versions in every path, bodies from the
-  documented schemas; this is how `GET /v2/models/x/versions/%C2%B9` (a digit to `str.isdigit`,
-  not to `int`) was found answering 500;
+- the document as served: random model names and versions in every path (and a list of hostile
+  ones as examples), bodies from the documented schemas; this is how
+  `GET /v2/models/x/versions/%C2%B9` (a digit to `str.isdigit`, not to `int`) was found
+  answering 500;
 - the same document with the names and versions of the read-only and inference routes pinned to
   the served models (the fuzzer's own values are then the negative cases), so inference bodies
   reach decoding, batching and the runtime of a real model. Admin routes keep random names: they
@@ -119,6 +120,28 @@ def fuzz(server: ServerProcess, document: dict[str, Any], folder: Path) -> subpr
     return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
 
 
+HOSTILE_PATH_VALUES = {
+    # digits to `str.isdigit` that `int` refuses or reads as another number, past int64, not digits
+    "version": ["\u00b9", "\u0663", "\uff11", "9" * 19, "0", "-1", "1.5", " 1"],
+    # names no model can have: a space, non-ASCII, dots, a NUL, a very long one
+    "name": ["a b", "caf\u00e9", "..", "\u0000", "m" * 300],
+}
+"""Path values the examples phase sends to every route as written in the document: random strings
+rarely hit a class of bad input (a run without these missed the "\u00b9" version, which was a 500)."""
+
+
+def with_hostile_examples(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with HOSTILE_PATH_VALUES as the examples of every `{name}` and `{version}`."""
+    hostile = copy.deepcopy(document)
+    for item in hostile["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", ()):
+                values = HOSTILE_PATH_VALUES.get(parameter["name"]) if parameter["in"] == "path" else None
+                if values is not None:
+                    parameter["examples"] = {f"hostile{i}": {"value": v} for i, v in enumerate(values)}
+    return hostile
+
+
 def pinned(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The operations whose names and versions the second run pins: read-only and inference."""
     for path, item in document["paths"].items():
@@ -164,7 +187,7 @@ def test_the_document_covers_every_route_and_the_fast_lane(document: dict[str, A
 def test_no_input_gets_a_server_error(
     run: str, server: ServerProcess, document: dict[str, Any], tmp_path: Path
 ) -> None:
-    fuzzed = document if run == "as_served" else with_served_names(document)
+    fuzzed = with_hostile_examples(document) if run == "as_served" else with_served_names(document)
     done = fuzz(server, fuzzed, tmp_path / run)
     assert done.returncode == 0, done.stdout[-20_000:] + done.stderr[-5_000:]
     assert " passed" in done.stdout and "API Operations" in done.stdout, done.stdout[-5_000:]

@@ -59,12 +59,15 @@ def test_version_zero_is_well_formed_but_not_found() -> None:
         parse_version("m", "0")
 
 
-@pytest.mark.parametrize("name", ["m", "tab", "a.b-c_1", "9lives"])
+@pytest.mark.parametrize("name", ["m", "tab", "a.b-c_1", "9lives", "m" * 255])
 def test_model_names_of_the_repository_pattern_pass(name: str) -> None:
     assert parse_model_name(name) == name
 
 
-@pytest.mark.parametrize("bad", ["", "-m", ".hidden", "a b", "m\n", "caf\u00e9", "a:b", "x" * 500 + "!"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "-m", ".hidden", "a b", "m\n", "caf\u00e9", "a:b", "x" * 500 + "!", "m" * 256],  # past a file name
+)
 def test_a_name_no_model_can_have_is_not_found(bad: str) -> None:
     with pytest.raises(ModelNotFound) as raised:
         parse_model_name(bad)

@@ -154,3 +154,19 @@ def test_holdout_is_the_newest_slice() -> None:
     assert train.tolist() == list(range(8)) and holdout.tolist() == [8, 9]
     with pytest.raises(ValueError, match="holdout fraction"):
         table.split(1.0)
+
+
+def test_an_s3_sink_is_its_bucket_and_prefix_on_the_endpoint_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOTSERVE_CAPTURE_S3_ENDPOINT", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    sink = open_sink("s3://captures/hotserve/")
+    assert sink.root == "captures/hotserve" and sink.path("fraud", "labels") == "captures/hotserve/fraud/labels"
+    assert sink.filesystem.type_name == "s3" and sink.filesystem.region == "eu-west-1"
+    with pytest.raises(ValueError, match="names a bucket"):
+        open_sink("s3:///prefix")
+    with pytest.raises(ValueError, match="expected a directory or s3://"):
+        open_sink("gs://bucket/prefix")
+    with pytest.raises(ValueError, match="no capture sink"):
+        open_sink("")

@@ -18,14 +18,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from server.admin_cli import DEFAULT_URL
 from server.admin_client import AdminClient, AdminError, model_path
 from server.release.policy import RegistryTarget, ReleasePolicy
-from server.release_view import LineDisplay, LiveDisplay, figure
+
+if TYPE_CHECKING:  # rich is imported when a release is followed, not by every `hotserve` command
+    from server.release_view import LineDisplay, LiveDisplay
 
 EXIT_CODES = {"promoted": 0, "rolled_back": 1, "aborted": 1, "inconclusive": 2}
 COULD_NOT_START = 3
@@ -110,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.wait:
         print(json.dumps(doc, indent=2) if args.json else progress(doc), flush=True)
         return 0
+    from rich.console import Console
+
+    from server.release_view import LineDisplay, LiveDisplay
+
     if sys.stdout.isatty() and not args.json:
         display: LineDisplay | LiveDisplay = LiveDisplay(Console())
     else:
@@ -140,6 +144,8 @@ def follow(
 
 def progress(doc: dict[str, Any]) -> str:
     """One block: the release, its step, and each gate's figures."""
+    from server.release_view import figure
+
     head = f"release {doc['id']} of {doc['model']} v{doc['version']} (production v{doc['baseline']}): {doc['state']}"
     if doc.get("current_step"):
         head += f", step {doc['current_step']}"

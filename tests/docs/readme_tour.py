@@ -1,10 +1,20 @@
-"""The README's tour as data: its fenced commands, in order, with the output each documents.
+"""The runnable blocks of the README and of the documentation site, as data: commands in order,
+each with the output it documents.
 
-Read from the sections a new user walks (`TOUR_SECTIONS`): every ```bash block becomes one
-`Step` per command (continuation lines joined, full-line comments dropped), and a ```python
-block whose first line is `# NAME.py: ...` becomes a step that writes that file. A comment line
-`#> TEXT` right under a command is output it documents: some line of the command's output must
-match TEXT, where `...` stands for any text.
+A fenced block says what it is in its title (`title="..."` after the language, as MkDocs
+Material renders it):
+- `title="run"`: commands that run as written, in order; each becomes one `Step` (continuation
+  lines joined, full-line comments dropped). A comment line `#> TEXT` right under a command is
+  output it documents: some line of the command's output must match TEXT, where `...` stands
+  for any text.
+- a file name (`title="train.py"`, `title="feature_repo/feature_store.yaml"`): a file the reader
+  saves; a step writes it.
+- `title="illustration"`: the shape of a command with the reader's own tables, hosts or clusters;
+  never run.
+A command block (bash, sh, console, python or no language) without one of these is unmarked,
+which `unmarked_blocks` reports. `WALK` is the order the walk reads the pages in: the README's tour
+first (it starts from an empty folder), then the pages that continue from the folder and server it
+leaves.
 """
 
 from __future__ import annotations
@@ -14,26 +24,36 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-TOUR_SECTIONS = (
-    "A short tour",
-    "Swap versions while traffic flows",
-    "Canary, shadow and one routing for the fleet",
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+DOCS = REPO / "docs"
+WALK = (
+    "README.md",
+    "docs/export-import.md",
+    "docs/serving.md",
+    "docs/features.md",
+    "docs/training.md",
+    "docs/versions.md",
+    "docs/traffic.md",
 )
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
-WRITES_FILE = re.compile(r"^# (\S+\.py): ")
+"""Pages with runnable blocks, in the order the walk runs them (one folder, one shell)."""
+FENCE = re.compile(r"^```([\w-]*)([^\n]*)\n(.*?)^```[ \t]*\n", re.MULTILINE | re.DOTALL)
+TITLE = re.compile(r'title="([^"]+)"')
+RUN, ILLUSTRATION = "run", "illustration"
+COMMAND_LANGUAGES = frozenset({"", "bash", "sh", "shell", "console", "python", "py"})
+FILE_NAME = re.compile(r"^[\w./-]+\.\w+$")
 
 
 @dataclass
 class Step:
-    """One command of the tour (or a file it writes), where it stands and what it should print."""
+    """One command of a page (or a file it has the reader save), and what it should print."""
 
-    section: str
+    page: str
     command: str
     expected: list[str] = field(default_factory=list)
     """`#> TEXT` lines documented under it."""
     file: str | None = None
-    """Set for a ```python block: the file name it is saved as; `command` holds its text."""
+    """Set for a block titled with a file name: the path it is saved as; `command` holds its text."""
 
     def matches(self, output: str) -> list[str]:
         """The documented lines no line of `output` matches."""
@@ -41,36 +61,57 @@ class Step:
         return [text for text in self.expected if not any(pattern(text).search(line) for line in lines)]
 
 
+@dataclass(frozen=True)
+class Block:
+    language: str
+    title: str | None
+    body: str
+    line: int
+    """1-based line of the opening fence."""
+
+
 def pattern(text: str) -> re.Pattern[str]:
     """`TEXT` with `...` standing for any text (and nothing else special)."""
     return re.compile(".*?".join(re.escape(part.strip()) for part in text.split("...")))
 
 
-def sections(markdown: str) -> dict[str, str]:
-    """`## heading` -> the text under it, up to the next `## ` heading."""
-    parts = re.split(r"^## (.+)$", markdown, flags=re.MULTILINE)
-    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+def blocks(markdown: str) -> list[Block]:
+    """Every fenced block of a page, with its language and title."""
+    found = []
+    for match in FENCE.finditer(markdown):
+        title = TITLE.search(match.group(2))
+        line = markdown.count("\n", 0, match.start()) + 1
+        found.append(Block(match.group(1), title.group(1) if title else None, match.group(3), line))
+    return found
 
 
-def tour_steps(markdown: str | None = None) -> list[Step]:
-    """Every step of the tour sections, in the README's order."""
-    text = README.read_text() if markdown is None else markdown
-    found = sections(text)
+def unmarked_blocks(markdown: str) -> list[Block]:
+    """Command blocks marked neither runnable, nor a file to save, nor an illustration."""
+    return [
+        b
+        for b in blocks(markdown)
+        if b.language in COMMAND_LANGUAGES
+        and not (b.title in (RUN, ILLUSTRATION) or (b.title is not None and FILE_NAME.match(b.title)))
+    ]
+
+
+def page_steps(markdown: str, page: str) -> list[Step]:
+    """The steps of one page, in its order."""
     steps: list[Step] = []
-    for name in TOUR_SECTIONS:
-        if name not in found:
-            raise ValueError(f"README.md has no section '## {name}'")
-        for language, body in FENCE.findall(found[name]):
-            if language == "python":
-                written = WRITES_FILE.match(body)
-                if written:
-                    steps.append(Step(name, body, file=written.group(1)))
-            elif language == "bash":
-                steps.extend(_commands(name, body))
+    for block in blocks(markdown):
+        if block.title == RUN:
+            steps.extend(_commands(page, block.body))
+        elif block.title is not None and FILE_NAME.match(block.title):
+            steps.append(Step(page, block.body, file=block.title))
     return steps
 
 
-def _commands(section: str, body: str) -> list[Step]:
+def tour_steps() -> list[Step]:
+    """Every step of the walked pages, in `WALK` order."""
+    return [step for page in WALK for step in page_steps((REPO / page).read_text(), page)]
+
+
+def _commands(page: str, body: str) -> list[Step]:
     """One step per command: lines ending in a backslash, or inside an open quote, continue it."""
     steps: list[Step] = []
     pending = ""
@@ -80,17 +121,17 @@ def _commands(section: str, body: str) -> list[Step]:
         if not pending:
             if stripped.startswith("#>"):
                 if not steps:
-                    raise ValueError(f"{section}: '{stripped}' documents the output of no command")
+                    raise ValueError(f"{page}: '{stripped}' documents the output of no command")
                 steps[-1].expected.append(stripped[2:].strip())
                 continue
             if not stripped or stripped.startswith("#"):
                 continue
         pending = f"{pending}\n{line}" if pending else line
         if not line.endswith("\\") and _complete(pending):
-            steps.append(Step(section, pending))
+            steps.append(Step(page, pending))
             pending = ""
     if pending:
-        raise ValueError(f"{section}: unfinished command {pending!r}")
+        raise ValueError(f"{page}: unfinished command {pending!r}")
     return steps
 
 

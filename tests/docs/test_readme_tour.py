@@ -1,12 +1,13 @@
-"""The README's tour, walked as a new user would: every fenced command of its tour sections, in
-order, in an empty folder, against real `hotserve` processes from this checkout.
+"""The README's tour and the documentation site's runnable blocks, walked as a new user would:
+every block titled `run` (and every file a block titled with a file name has the reader save), in
+`WALK` order, in one empty folder, against real `hotserve` processes from this checkout.
 
-A command the README documents must exit 0 (or, for the few that show a refusal, the status in
-`REFUSED`), a `curl` must not answer an error, and every `#> TEXT` line under a command must match
-a line of its output. Only commands that need what a test cannot have (your own table, Redis
-database 0, CUDA, several processes) are left out, each with the reason, and each must still be
-in the README. `hotserve serve` runs in the background on a free port (the README's 8080 is
-rewritten), and a later `hotserve serve` stops the earlier one, as the reader does.
+A command must exit 0 (or, for the few that show a refusal, the status in `REFUSED`), a `curl`
+must not answer an error, and every `#> TEXT` line under a command must match a line of its
+output. `hotserve serve` runs in the background on free ports (the pages' 8080 and 8081 are
+rewritten, in commands and saved files alike), as the reader's first terminal; a later `hotserve
+serve` stops the earlier one. Every command block of the README and of the site is marked run,
+file or illustration, but for the pages other issues own (`UNMARKED_PAGES`).
 """
 
 from __future__ import annotations
@@ -22,42 +23,67 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from load_tests.server_process import REPO_ROOT, free_port
-from tests.docs.readme_tour import Step, tour_steps
+from tests.docs.readme_tour import DOCS, README, WALK, Step, page_steps, tour_steps, unmarked_blocks
 
-SKIPPED = {
-    "hotserve train --dataset my.parquet": "trains on the reader's own table",
-    "hotserve train --dataset customers.csv": "trains on the reader's own table",
-    "hotserve train --dataset deliveries.parquet": "trains on the reader's own table",
-    "hotserve train --nproc 2": "the reader's own table, on two processes",
-    "torchrun ": "CUDA and four processes",
-    "HOTSERVE_REDIS_URL=redis://127.0.0.1:6379/0 hotserve features materialize customers.parquet": (
-        "the reader's own table into Redis database 0 (tests/integration/test_feature_store.py materializes)"
-    ),
-    "HOTSERVE_ADMIN_TOKEN=... hotserve features materialize demo:fraud --server": (
-        "the tour's server has no admin token yet (--feature-table filled its store; "
-        "tests/integration/test_feature_store.py materializes through a server)"
-    ),
-}
-"""Command prefix -> why the walk leaves it out."""
 REFUSED = {
-    "hotserve models unload fraud 2": 1,
-    "hotserve models promote fraud 4 --min-requests 1000": 1,
+    "hotserve models unload fraud 1": 1,
+    "hotserve models promote fraud 3 --min-requests 1000": 1,
 }
-"""Command prefix -> the exit status the README documents (a refusal)."""
+"""Command prefix -> the exit status the page documents (a refusal)."""
+UNMARKED_PAGES = {
+    "capture.md": "issue 33's page (capture), its authors mark its blocks",
+    "labels.md": "issue 33's page (labels and live quality)",
+    "loop.md": "issue 33's page (the loop)",
+    "release.md": "issue 34's page (releases)",
+}
+"""Site pages whose command blocks are not required to be marked yet, and why."""
 STEP_TIMEOUT_S = 600.0
 START_TIMEOUT_S = 180.0
 
 
-def _listed(command: str, table: dict[str, object]) -> str | None:
+def _listed(command: str, table: dict[str, int]) -> str | None:
     return next((prefix for prefix in table if command.startswith(prefix)), None)
 
 
-def test_every_left_out_or_refused_command_is_still_in_the_tour() -> None:
+def test_every_refused_command_is_still_on_a_walked_page() -> None:
     commands = [step.command for step in tour_steps() if step.file is None]
-    for prefix in [*SKIPPED, *REFUSED]:
-        assert any(c.startswith(prefix) for c in commands), f"README.md no longer has {prefix!r}: update this test"
+    for prefix in REFUSED:
+        assert any(c.startswith(prefix) for c in commands), f"no walked page has {prefix!r} any more: update this test"
+
+
+def _site_pages() -> list[str]:
+    """Every page the site's nav lists (mkdocs.yml), as paths under docs/."""
+    config = yaml.load((REPO_ROOT / "mkdocs.yml").read_text(), Loader=yaml.BaseLoader)
+
+    def pages(nav: object) -> Iterator[str]:
+        if isinstance(nav, str):
+            yield nav
+        elif isinstance(nav, list):
+            for item in nav:
+                yield from pages(item)
+        elif isinstance(nav, dict):
+            for value in nav.values():
+                yield from pages(value)
+
+    return list(pages(config["nav"]))
+
+
+def test_every_command_block_is_marked_runnable_a_file_or_an_illustration() -> None:
+    unmarked = [f"README.md:{b.line}" for b in unmarked_blocks(README.read_text())]
+    for page in _site_pages():
+        if page not in UNMARKED_PAGES:
+            unmarked += [f"docs/{page}:{b.line}" for b in unmarked_blocks((DOCS / page).read_text())]
+    assert unmarked == [], f'mark these blocks title="run", title="illustration" or title="FILE": {unmarked}'
+
+
+def test_every_walked_page_has_runnable_blocks_and_is_on_the_site() -> None:
+    on_site = {f"docs/{page}" for page in _site_pages()}
+    for page in WALK:
+        assert page == "README.md" or page in on_site, f"{page} is walked but not in mkdocs.yml's nav"
+        assert page_steps((REPO_ROOT / page).read_text(), page), f"{page} has no runnable block left"
 
 
 class Walk:
@@ -66,6 +92,7 @@ class Walk:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.port = free_port()
+        self.grpc_port = free_port()
         shims = folder / ".bin"
         shims.mkdir()
         hotserve = shims / "hotserve"
@@ -82,10 +109,16 @@ class Walk:
         self.server_log = folder / "server.log"
         self.transcript: list[str] = []
 
+    def ports(self, text: str) -> str:
+        """The pages' ports (8080 REST, 8081 gRPC) as this walk's free ones."""
+        return text.replace("8080", str(self.port)).replace("8081", str(self.grpc_port))
+
     def run(self, step: Step) -> None:
-        command = step.command.replace("8080", str(self.port))
+        command = self.ports(step.command)
         if step.file is not None:
-            (self.folder / step.file).write_text(step.command)
+            path = self.folder / step.file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(command)
             return
         if command.startswith("export "):
             self._export(command)
@@ -112,11 +145,10 @@ class Walk:
             problems.append(f"exit status {done.returncode}, the README implies {expected_status}")
         if command.startswith("curl ") and '{"error"' in output:
             problems.append("the server answered an error")
-        problems += [f"no output line matches '#> {text}'" for text in step.matches(output)]
+        expected = Step(step.page, command, [self.ports(text) for text in step.expected])
+        problems += [f"no output line matches '#> {text}'" for text in expected.matches(output)]
         if problems:
-            raise AssertionError(
-                f"{step.section}: `{step.command}`: {'; '.join(problems)}\n--- output:\n{output[-4000:]}"
-            )
+            raise AssertionError(f"{step.page}: `{step.command}`: {'; '.join(problems)}\n--- output:\n{output[-4000:]}")
 
     def _export(self, command: str) -> None:
         name = command.removeprefix("export ").split("=", 1)[0].strip()
@@ -180,11 +212,11 @@ def walk(tmp_path: Path) -> Iterator[Walk]:
 
 
 @pytest.mark.integration
-def test_the_readme_tour_runs_as_written_on_an_empty_folder(walk: Walk) -> None:
-    ran = 0
+def test_the_readme_tour_and_the_sites_runnable_blocks_run_as_written_on_an_empty_folder(walk: Walk) -> None:
+    started = time.monotonic()
+    walked: set[str] = set()
     for step in tour_steps():
-        if step.file is None and _listed(step.command, SKIPPED):
-            continue
         walk.run(step)
-        ran += 1
-    assert ran >= 30  # the walk reached the end of the tour, not a section that went missing
+        walked.add(step.page)
+    walk.transcript.append(f"(walked {len(walked)} pages in {time.monotonic() - started:.0f} s)")
+    assert walked == set(WALK)  # every page's blocks ran: none went missing

@@ -1,19 +1,18 @@
-"""How the tour walk reads the README: commands, continuations, documented output, written files."""
+"""How the walk reads a page: runnable blocks, continuations, documented output, saved files, and
+command blocks left unmarked."""
 
 from __future__ import annotations
 
-from tests.docs.readme_tour import TOUR_SECTIONS, tour_steps
+from tests.docs.readme_tour import page_steps, unmarked_blocks
 
 FENCE = "```"
-README = "\n".join(
+PAGE = "\n".join(
     [
         "# project",
-        f"## {TOUR_SECTIONS[0]}",
-        f"{FENCE}python",
-        "# make.py: writes a file",
+        f'{FENCE}python title="make.py"',
         "print('hi')",
         FENCE,
-        f"{FENCE}bash",
+        f'{FENCE}bash title="run"',
         "# a comment, not a command",
         "hotserve train     # trailing comment",
         "#> wrote checkpoints/fraud/1 (model fraud version 1, ...)",
@@ -22,27 +21,41 @@ README = "\n".join(
         "hotserve import x.onnx \\",
         "    --name y",
         FENCE,
-        *(f"## {name}\n" for name in TOUR_SECTIONS[1:]),
-        "## Deploy",
-        f"{FENCE}bash\nhelm install x\n{FENCE}",
+        f'{FENCE}yaml title="repo/feature_store.yaml"',
+        "project: rides",
+        FENCE,
+        f'{FENCE}bash title="illustration"',
+        "hotserve train --dataset my.parquet",
+        FENCE,
+        f"{FENCE}bash",
+        "helm install x",
+        FENCE,
+        f"{FENCE}json",
+        '{"not": "a command"}',
+        FENCE,
         "",
     ]
 )
 
 
-def test_commands_are_read_with_their_continuations_and_documented_output() -> None:
-    steps = tour_steps(README)
+def test_runnable_blocks_are_read_with_their_continuations_and_documented_output() -> None:
+    steps = page_steps(PAGE, "page.md")
     assert [(s.file, s.command) for s in steps] == [
-        ("make.py", "# make.py: writes a file\nprint('hi')\n"),
+        ("make.py", "print('hi')\n"),
         (None, "hotserve train     # trailing comment"),
         (None, 'curl -s localhost:8080/v1 -d \'{"a": 1,\n  "b": 2}\''),
         (None, "hotserve import x.onnx \\\n    --name y"),
-    ]  # the Deploy section is no part of the tour
+        ("repo/feature_store.yaml", "project: rides\n"),
+    ]  # the illustration and the unmarked block are not run
     assert steps[1].expected == ["wrote checkpoints/fraud/1 (model fraud version 1, ...)"]
 
 
+def test_a_command_block_without_a_title_is_unmarked() -> None:
+    assert [(b.language, b.body, b.line) for b in unmarked_blocks(PAGE)] == [("bash", "helm install x\n", 20)]
+
+
 def test_a_documented_output_line_must_match_a_line_of_what_the_command_printed() -> None:
-    step = tour_steps(README)[1]
+    step = page_steps(PAGE, "page.md")[1]
     assert step.matches("epoch 20\nwrote checkpoints/fraud/1 (model fraud version 1, binary, best epoch 20)\n") == []
     assert step.matches("wrote checkpoints/fraud/2 (model fraud version 2, binary)\n") == [
         "wrote checkpoints/fraud/1 (model fraud version 1, ...)"

@@ -9,4 +9,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 uv="$(bash scripts/ensure-uv.sh)"
 venv="${HOTSERVE_MLFLOW_VENV:-$PWD/.venv-mlflow}"
 [ -x "$venv/bin/python" ] || "$uv" venv -q --python python3 "$venv"
-"$uv" pip sync -q --python "$venv/bin/python" --require-hashes requirements/mlflow-server.txt
+"$uv" pip sync -q --compile-bytecode --python "$venv/bin/python" --require-hashes requirements/mlflow-server.txt

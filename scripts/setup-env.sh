@@ -13,7 +13,9 @@ extras="${1:-train}"
 
 uv="$(bash scripts/ensure-uv.sh)"
 export UV_PROJECT_ENVIRONMENT="$PWD/.venv"
-args=(sync --locked --inexact --no-default-groups)
+# --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (this project's machines, many
+# images) every process would otherwise compile each module it imports from source, every time.
+args=(sync --locked --inexact --no-default-groups --compile-bytecode)
 IFS=, read -r -a names <<<"$extras"
 for name in "${names[@]}"; do
   [ -n "$name" ] && args+=(--extra "$name")

@@ -7,4 +7,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 uv="$(bash scripts/ensure-uv.sh)"
 venv=.venv-feast
 [ -x "$venv/bin/python" ] || "$uv" venv -q --python python3 "$venv"
-"$uv" pip sync -q --python "$venv/bin/python" --require-hashes requirements/feast.txt
+"$uv" pip sync -q --compile-bytecode --python "$venv/bin/python" --require-hashes requirements/feast.txt

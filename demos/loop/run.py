@@ -8,6 +8,7 @@ tests/integration/test_loop.py (Redis, an S3-compatible capture sink, two replic
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,7 +55,7 @@ class LoopSettings:
     alert_looks: int = 3
     """Consecutive looks (one a second) the alert's condition must hold (Prometheus: `for: 10m`)."""
     retrain_rows: int = 6000
-    """Labelled rows since live quality fell that the retrain should find before it is started."""
+    """Labelled rows since the alert's span began that the retrain should find before it starts."""
     retrain_args: tuple[str, ...] = ()
     bake_s: float = 5.0
     """The release's shadow and canary bake times (the demo shortens these and nothing else)."""
@@ -99,9 +100,11 @@ class Loop:
 
     # --- timeline --------------------------------------------------------------------------
 
-    def event(self, text: str) -> None:
+    def event(self, text: str, mark: str | None = None) -> None:
+        """A line of the timeline; `mark` also draws it on the plot under that name."""
         now = time.time()
-        self.result.events.append((now, text.split(":")[0]))
+        if mark is not None:
+            self.result.events.append((now, mark))
         self.say(f"[{now - self.start:6.1f} s] {text}")
 
     def note(self, text: str) -> None:
@@ -157,7 +160,7 @@ class Loop:
         for i in range(self.s.replicas):
             self.servers.append(start_server(self.work / "repository", self.work / f"server-{i}.log", env=env))
         where = ", ".join(server.base_url for server in self.servers)
-        self.event(f"hotserve serve: v1 in production at {where}, capturing to {self.sink}")
+        self.event(f"hotserve serve: v1 in production at {where}, capturing to {self.sink}", "v1 serves")
 
     def stop(self) -> None:
         for server in self.servers:
@@ -219,8 +222,7 @@ class Loop:
             ticks += 1
             self._tick(client, watch, traffic, ticks % 5 == 0)
         stream.shift()
-        shifted = time.time()
-        self.event("concept shift: fraud moves to the safest merchant categories and to daytime")
+        self.event("concept shift: fraud moves to the safest merchant categories and to daytime", "concept shift")
 
         held = 0
         while held < self.s.alert_looks:
@@ -230,20 +232,24 @@ class Loop:
         alert = next(look for look in reversed(watch.looks) if look.version == "1")
         self.event(
             f"alert HotserveQualityBelowTraining: v1 live AUC {_f(alert.live)} on {alert.labels} labels, "
-            f"{_f(alert.reference)} in training (margin {ALERT_MARGIN}); its label-free estimate {_f(alert.estimate)}"
+            f"{_f(alert.reference)} in training (margin {ALERT_MARGIN}); its label-free estimate {_f(alert.estimate)}",
+            "alert",
         )
 
-        since = self._fall(client, watch, shifted)
+        since = alert.at - self.s.span_s  # the rows the alert judged, and every one since
         while True:
             labelled = sum(w[4] for w in watch.windows(client, since))
             if labelled >= self.s.retrain_rows:
                 break
             ticks += 1
             self._tick(client, watch, traffic, ticks % 5 == 0)
-        self.event(f"hotserve retrain fraud --since {_iso(since)}: {labelled} labelled rows since live quality fell")
+        self.event(
+            f"hotserve retrain fraud --since {_iso(since)}: {labelled} labelled rows since the alert's span began",
+            "retrain",
+        )
         code = self._retrain(client, watch, traffic, since)
         self.result.retrain_exit = code
-        self.event(f"retrain exited {code} ({RETRAIN_EXIT.get(code, '?')})")
+        self.event(f"retrain exited {code} ({RETRAIN_EXIT.get(code, '?')})", RETRAIN_EXIT.get(code, "?"))
         production = (
             client.get(
                 f"{self.servers[0].base_url}/admin/models/fraud", headers={"Authorization": f"Bearer {self.token}"}
@@ -266,25 +272,12 @@ class Loop:
                     look = now_serving[0]
                     self.event(f"v{production} live AUC {_f(look.live)} on {look.labels} labels: quality recovered")
         self.result.windows = watch.windows(client, self.start)
+        record = {"events": self.result.events, "windows": self.result.windows, "looks": [vars(x) for x in watch.looks]}
+        (self.work / "timeline.json").write_text(json.dumps(record))
         if self.s.plot_path is not None:
-            plot(self.s.plot_path, self.start, self.result.windows, watch.looks, self.result.events)
+            origin = self.result.events[0][0]  # served time starts when v1 serves
+            plot(self.s.plot_path, origin, self.result.windows, watch.looks, self.result.events, self.s.span_s)
             self.note(f"plot written to {self.s.plot_path}")
-
-    def _fall(self, client: httpx.Client, watch: Watch, shifted: float) -> float:
-        """When v1's live quality fell: the start of its first window after which every window is
-        below training by the alert's margin (served time)."""
-        reference = next(look.reference for look in reversed(watch.looks) if look.version == "1" and look.reference)
-        windows = sorted((w for w in watch.windows(client, self.start) if w[0] == "1"), key=lambda w: w[1])
-        since = None
-        for version, begin, _end, value, _labels in windows:
-            if reference - value > ALERT_MARGIN:
-                since = begin if since is None else since
-            else:
-                since = None
-        if since is None:
-            raise LoopError(f"no window of v1 is below training: {windows}")
-        self.note(f"v1's windows fell below training from {_iso(since)} ({since - shifted:+.0f} s from the shift)")
-        return since
 
     def _retrain(self, client: httpx.Client, watch: Watch, traffic: Traffic, since: float) -> int:
         """`hotserve retrain` as its own process (as the CronJob's or the alert's Job runs it), its
@@ -293,6 +286,7 @@ class Loop:
             sys.executable, "-m", "server.cli", "retrain", "fraud", "--sink", self.sink, "--since", _iso(since),
             "--repository", str(self.work / "repository"), "--checkpoints", str(self.work / "checkpoints"),
             "--policy", str(self.work / "policy.yaml"), "--poll-s", "0.5", "--url", self.servers[0].base_url,
+            *(f"--rescan-url={server.base_url}" for server in self.servers),
             *self.s.retrain_args,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), TOKEN_NAME: self.token, **self.s.job_env}
@@ -308,7 +302,7 @@ class Loop:
                 if line.strip():
                     self.say(f"{'':12}retrain | {line}")
                     self.result.retrain_output.append(line)
-                    if line.startswith("release ") and ": running" in line and "step" not in line:
+                    if "routing being applied" in line and "shadow (1/" in line:
                         self.result.events.append((time.time(), "release"))
             shown = len(lines)
             if finished:

@@ -49,6 +49,7 @@ def test_the_cronjob_runs_hotserve_retrain_with_the_token_from_its_secret(render
     assert container["command"] == ["hotserve"]
     assert container["args"] == [
         "retrain", "fraud", "--repository", "/models", "--checkpoints", "/checkpoints",
+        "--rescan-dns", "rel-hotserve-retrain-replicas.serving.svc:8080",
         "--policy", "/etc/hotserve/retrain/policy.yaml", "--hours", "72",
     ]  # fmt: skip
     env = {e["name"]: e for e in container["env"]}
@@ -64,6 +65,9 @@ def test_the_cronjob_runs_hotserve_retrain_with_the_token_from_its_secret(render
     claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
     assert claims["models"] == "rel-hotserve-models" and claims["checkpoints"] == "fraud-checkpoints"
     assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+    headless = next(d for d in by_kind(docs, "Service") if d["metadata"]["name"] == "rel-hotserve-retrain-replicas")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"]["app.kubernetes.io/component"] == "server"
     policy = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-retrain-policy"))
     assert "shadow_bake_s: 600" in policy["data"]["policy.yaml"]
 

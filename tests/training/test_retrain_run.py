@@ -186,3 +186,15 @@ def test_a_sink_that_is_not_one_fails_with_the_reason(
     assert "expected a directory or s3://bucket/prefix" in capsys.readouterr().err
     assert retrain(checkpoints, repository, checkpoints / "nowhere") == FAILED
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_every_address_of_a_headless_service_is_a_replica_to_rescan() -> None:
+    from training.retrain.cli import replica_urls
+
+    assert "http://127.0.0.1:8080" in replica_urls("localhost:8080")
+    assert replica_urls("127.0.0.1:9000") == ["http://127.0.0.1:9000"]
+    for bad in ("no-port", "host:http", ":8080"):
+        with pytest.raises(ValueError, match="expected HOST:PORT"):
+            replica_urls(bad)
+    with pytest.raises(ValueError, match="--rescan-dns"):
+        replica_urls("no-such-host.invalid:8080")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import traceback
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,20 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def replica_urls(target: str) -> list[str]:
+    """`http://ADDRESS:PORT` for every address `HOST` of `HOST:PORT` resolves to (every pod behind a
+    headless Service); ValueError when it resolves to none."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--rescan-dns {target!r}: expected HOST:PORT")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise ValueError(f"--rescan-dns {target!r}: {error}") from None
+    addresses = sorted({str(info[4][0]) for info in infos})
+    return [f"http://[{a}]:{port}" if ":" in a else f"http://{a}:{port}" for a in addresses]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +113,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     release.add_argument("--policy", type=Path, help="release policy YAML for `hotserve release`")
     release.add_argument("--no-release", action="store_true", help="export only; exit 0 without a release")
     release.add_argument("--url", default=os.environ.get("HOTSERVE_URL", DEFAULT_URL), help="server base URL")
+    release.add_argument(
+        "--rescan-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a replica to rescan the repository on once the version is published (repeatable; default: --url); "
+        "replicas that are not told find it at their HOTSERVE_REPOSITORY_POLL_INTERVAL_S",
+    )
+    release.add_argument(
+        "--rescan-dns",
+        metavar="HOST:PORT",
+        help="rescan every address HOST resolves to (a headless Service: every server pod), as --rescan-url",
+    )
     release.add_argument("--poll-s", type=float, default=1.0, help="how often the release is read")
     release.add_argument("--timeout-s", type=float, default=60.0, help="how long one admin call waits")
 
@@ -137,7 +165,12 @@ def run(args: argparse.Namespace) -> int:
             poll_s=args.poll_s,
             timeout_s=args.timeout_s,
         )
-        return retrain(request, client, lambda line: print(line, flush=True))
+
+        def rescan() -> list[AdminClient]:  # resolved once the version is published: pods come and go
+            urls = list(args.rescan_url) + (replica_urls(args.rescan_dns) if args.rescan_dns else [])
+            return [AdminClient(url, token, args.timeout_s) for url in urls]
+
+        return retrain(request, client, lambda line: print(line, flush=True), rescan)
     except Refused as refusal:
         print(f"hotserve retrain: {refusal}", file=sys.stderr)
         return refusal.code

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,8 +169,17 @@ def _iso(value: np.datetime64) -> str:
     return str(np.datetime_as_string(value, unit="s", timezone="UTC"))
 
 
-def retrain(request: RetrainRequest, client: AdminClient | None, say: Callable[[str], None] = print) -> int:
-    """Run one retrain and return its exit code (see the module docstring); raises Refused."""
+def retrain(
+    request: RetrainRequest,
+    client: AdminClient | None,
+    say: Callable[[str], None] = print,
+    rescan: Callable[[], Sequence[AdminClient]] = lambda: (),
+) -> int:
+    """Run one retrain and return its exit code (see the module docstring); raises Refused.
+
+    `rescan`: the replicas to tell to rescan the repository once the version is published (none:
+    `client`'s). An admin rescan reaches the replica that takes it; a replica that has not found
+    the version cannot apply a release step naming it."""
     version = request.champion
     if version is None:
         if client is None:
@@ -250,7 +259,8 @@ def retrain(request: RetrainRequest, client: AdminClient | None, say: Callable[[
         return 0
     if client is None:
         raise Refused("a release needs the server: set HOTSERVE_ADMIN_TOKEN", FAILED)
-    client.call("POST", "/admin/repository/rescan")
+    for replica in rescan() or (client,):  # each replica finds the new version before the release names it
+        replica.call("POST", "/admin/repository/rescan")
     return start_release(request, new_version)
 
 

@@ -28,7 +28,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(10, 5), dpi=110)
+    figure, axes = plt.subplots(figsize=(10, 5.6), dpi=110)
     versions = sorted({w[0] for w in windows} | {look.version for look in looks}, key=int)
     for i, version in enumerate(versions):
         colour = COLOURS[i % len(COLOURS)]
@@ -66,7 +66,7 @@ def plot(
     axes.set_xlabel("seconds since v1 started serving")
     axes.set_ylabel("AUC")
     axes.set_title("Live quality of the fraud model through a concept shift, a retrain and a release")
-    axes.legend(loc="upper left", fontsize=7, ncol=2)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=7, ncol=4, frameon=False)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

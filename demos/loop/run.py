@@ -23,7 +23,7 @@ import yaml
 
 from demos.loop.plot import plot
 from demos.loop.traffic import RowStream, Traffic
-from demos.loop.watch import ALERT_MARGIN, Look, Watch
+from demos.loop.watch import ALERT_MARGIN, ALERT_MIN_LABELS, Look, Watch
 from load_tests.server_process import REPO_ROOT, ServerProcess, start_server
 
 TOKEN_NAME = "HOTSERVE_ADMIN_TOKEN"
@@ -260,17 +260,18 @@ class Loop:
         self.result.production = production
         after = time.monotonic() + self.s.after_s
         recovered = False
-        promoted_at = time.time()
         while time.monotonic() < after:
             ticks += 1
             looks = self._tick(client, watch, traffic, ticks % 5 == 0)
-            now_serving = [look for look in looks if look.version == str(production) and look.labels >= 200]
-            if not recovered and code == 0 and now_serving and all(look.live is not None for look in now_serving):
-                fresh = watch.windows(client, promoted_at)
-                if any(w[0] == str(production) for w in fresh):
+            serving = next((look for look in looks if look.version == str(production)), None)
+            if code == 0 and not recovered and serving is not None and serving.live is not None:
+                if serving.labels >= ALERT_MIN_LABELS and not serving.below_training:
                     recovered = True
-                    look = now_serving[0]
-                    self.event(f"v{production} live AUC {_f(look.live)} on {look.labels} labels: quality recovered")
+                    self.event(
+                        f"v{production} live AUC {_f(serving.live)} on {serving.labels} labels, within {ALERT_MARGIN} "
+                        f"of its training AUC {_f(serving.reference)}: the alert's condition no longer holds",
+                        "recovered",
+                    )
         self.result.windows = watch.windows(client, self.start)
         record = {"events": self.result.events, "windows": self.result.windows, "looks": [vars(x) for x in watch.looks]}
         (self.work / "timeline.json").write_text(json.dumps(record))

@@ -118,7 +118,7 @@ def test_metadata_records_every_lineage_field(tiny_mlp: TrainConfig, tiny_fraud:
 
     lineage = clean.lineage(tmp_path / "ck" / "tiny" / "1")
     for field in Lineage.model_fields:
-        if field not in ("parent_version", "mlflow_run"):  # set only when resumed / tracked in MLflow
+        if field not in ("parent_version", "mlflow_run", "retraining"):  # resumed / tracked / retrained only
             assert getattr(lineage, field) not in (None, {}, ""), field
     assert lineage.mlflow_run is None
     assert lineage.checkpoint == str((tmp_path / "ck" / "tiny" / "1").resolve())

@@ -174,7 +174,7 @@ class SqliteServedIndex:
         rows = [(r.model, r.request_id, r.row, r.ts.timestamp(), ServedEntry.of(r).encode()) for r in records]
         try:
             with self._lock:
-                self._file.db.execute("BEGIN")
+                self._file.db.execute("BEGIN IMMEDIATE")
                 self._file.db.executemany("INSERT OR REPLACE INTO served VALUES (?, ?, ?, ?, ?)", rows)
                 self._file.db.execute("COMMIT")
                 self._expire()

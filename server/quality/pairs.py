@@ -190,7 +190,7 @@ class SqlitePairStore:
         new = replaced = dropped = 0
         try:
             with self._lock:
-                self._file.db.execute("BEGIN")
+                self._file.db.execute("BEGIN IMMEDIATE")
                 existing = self._existing(model, [(p.request_id, p.row) for p in pairs])
                 counts: dict[tuple[int, int], int] = {}
                 rows = []

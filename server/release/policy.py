@@ -48,8 +48,11 @@ class GateBounds(BaseModel):
     """Candidate error rate at most this times production's, plus `error_rate_slack`."""
     error_rate_slack: float = Field(default=0.005, ge=0.0)
     """Absolute error rate allowed above the ratio (production with no errors still allows a few)."""
-    min_latency_samples: PositiveInt = 200
-    """Answers each side needs before the p99 gate can pass."""
+    min_latency_samples: PositiveInt = 2000
+    """Answers each side needs before the p99 gate can pass. A p99 needs thousands: at the default
+    alpha both p99s are bounded only from ~1,440 answers, and at 2,000 a side the gate fails a
+    candidate whose p99 is above ~2.3x production's (lognormal tail, sigma 0.52; 1.7x at 5,000,
+    1.5x at 20,000), so passing means no regression that large."""
     max_p99_ratio: float = Field(default=1.3, gt=0.0)
     """Candidate p99 latency at most this times production's."""
     min_agreement: float = Field(default=0.99, gt=0.0, le=1.0)

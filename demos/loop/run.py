@@ -58,7 +58,10 @@ class LoopSettings:
     """Labelled rows since the alert's span began that the retrain should find before it starts."""
     retrain_args: tuple[str, ...] = ()
     bake_s: float = 5.0
-    """The release's shadow and canary bake times (the demo shortens these and nothing else)."""
+    """The release's shadow and canary bake times (the demo shortens these and the schedule)."""
+    canary_weights: tuple[int, ...] = (50,)
+    """One canary step: the p99 gate needs 2,000 answers a side, ~3 minutes at canary 5% of the
+    demo's 200 requests/s (the gates' bounds are the defaults)."""
     after_s: float = 30.0
     """Traffic after the verdict, for the new version's live figure."""
     guard_s: float = 900.0
@@ -139,7 +142,11 @@ class Loop:
                        "--checkpoints", str(checkpoints), "--quiet")  # fmt: skip
         self._hotserve("export", str(checkpoints / "fraud" / "1"), "--repository", str(repository),
                        "--decision-threshold", str(self.s.decision_threshold))  # fmt: skip
-        policy = {"shadow_bake_s": self.s.bake_s, "canary_bake_s": self.s.bake_s}
+        policy = {
+            "shadow_bake_s": self.s.bake_s,
+            "canary_bake_s": self.s.bake_s,
+            "canary_weights": list(self.s.canary_weights),
+        }
         (self.work / "policy.yaml").write_text(yaml.safe_dump(policy))
 
     def serve(self) -> None:

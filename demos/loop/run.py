@@ -55,7 +55,7 @@ class LoopSettings:
     alert_looks: int = 3
     """Consecutive looks (one a second) the alert's condition must hold (Prometheus: `for: 10m`)."""
     retrain_rows: int = 6000
-    """Labelled rows since the alert's span began that the retrain should find before it starts."""
+    """Labelled rows since the alert fired that the retrain should find before it starts."""
     retrain_args: tuple[str, ...] = ()
     bake_s: float = 5.0
     """The release's shadow and canary bake times (the demo shortens these and the schedule)."""
@@ -243,7 +243,10 @@ class Loop:
             "alert",
         )
 
-        since = alert.at - self.s.span_s  # the rows the alert judged, and every one since
+        # The rows served since the alert fired: all of them under the new pattern (the alert's own
+        # span reaches back before it and, when a noisy look fires it soon after the shift, is
+        # mostly the old pattern, which a challenger then cannot beat the champion on).
+        since = alert.at
         while True:
             labelled = sum(w[4] for w in watch.windows(client, since))
             if labelled >= self.s.retrain_rows:
@@ -251,7 +254,7 @@ class Loop:
             ticks += 1
             self._tick(client, watch, traffic, ticks % 5 == 0)
         self.event(
-            f"hotserve retrain fraud --since {_iso(since)}: {labelled} labelled rows since the alert's span began",
+            f"hotserve retrain fraud --since {_iso(since)}: {labelled} labelled rows since the alert fired",
             "retrain",
         )
         code = self._retrain(client, watch, traffic, since)

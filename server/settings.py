@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     only the monitoring namespace to it); unset: `/metrics` on the main port."""
     grpc_port: int | None = Field(default=None, ge=1, le=65535)
     """Port of the gRPC Open Inference Protocol service (same host and process as REST); unset: no gRPC."""
+    grpc_server: Literal["hotserve", "grpcio"] = "hotserve"
+    """The gRPC transport: hotserve's own HTTP/2 server on the event loop (`server/grpc_api/h2/`), or
+    grpcio's grpc.aio server (the fallback: same services, codes and limits, about half the calls/s)."""
     execution_providers: str = "CUDAExecutionProvider,CPUExecutionProvider"
     """onnxruntime providers in order of preference; unavailable ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)

@@ -9,6 +9,7 @@ request-streaming handler that aborts at once without asking for the message: th
 stay in the transport's flow-control window (64 KiB a stream) and are dropped with the stream.
 The repository RPCs' own messages are tiny (a model name, a few parameters), so once the token
 is accepted the shared message limit is harmless; inference RPCs pass through untouched.
+hotserve's own transport (`h2/`) asks `admin_refusal` from the call's HEADERS and drops its DATA.
 """
 
 from __future__ import annotations
@@ -30,8 +31,23 @@ ADMIN_OFF = "admin API off: set HOTSERVE_ADMIN_TOKENS, HOTSERVE_ADMIN_TOKENS_FIL
 Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]"
 
 
+def admin_refusal(
+    admin: AdminPlane | None, method: str, authorization: str | None
+) -> tuple[int, grpc.StatusCode, str] | None:
+    """Why a call of a repository RPC `method` is refused (REST status, code, message), or None when
+    its bearer token is accepted. Both transports ask this from the call's metadata alone."""
+    if admin is None:
+        return 404, grpc.StatusCode.UNIMPLEMENTED, ADMIN_OFF
+    try:
+        admin.tokens.identify(authorization)
+    except HotserveError as error:
+        code, message, _ = describe_error(error, f"gRPC {method}")
+        return 401 if code is grpc.StatusCode.UNAUTHENTICATED else 403, code, message
+    return None
+
+
 class AdminGate(grpc.aio.ServerInterceptor):
-    """Credentials before the message for the methods in `admin_methods` (full names)."""
+    """grpc.aio's gate: credentials before the message for the methods in `admin_methods` (full names)."""
 
     def __init__(self, edge: Edge, admin: AdminPlane | None, admin_methods: frozenset[str]) -> None:
         self._edge = edge
@@ -44,19 +60,14 @@ class AdminGate(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method not in self._methods:
             return await continuation(handler_call_details)
-        if self._admin is None:
-            return _refusal(self._edge, method, 404, grpc.StatusCode.UNIMPLEMENTED, ADMIN_OFF)
         authorization = None
         for key, value in handler_call_details.invocation_metadata or ():
             if key == "authorization" and isinstance(value, str):
                 authorization = value
-        try:
-            self._admin.tokens.identify(authorization)
-        except HotserveError as error:
-            code, message, _ = describe_error(error, f"gRPC {method}")
-            status = 401 if code is grpc.StatusCode.UNAUTHENTICATED else 403
-            return _refusal(self._edge, method, status, code, message)
-        return await continuation(handler_call_details)
+        refusal = admin_refusal(self._admin, method, authorization)
+        if refusal is None:
+            return await continuation(handler_call_details)
+        return _refusal(self._edge, method, *refusal)
 
 
 def _refusal(

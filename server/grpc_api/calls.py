@@ -8,15 +8,32 @@ the trailing metadata.
 from __future__ import annotations
 
 import time
-from typing import Any, TypeAlias
+from collections.abc import Iterable, Sequence
+from typing import NoReturn, Protocol, TypeAlias
 
 import grpc
 
 from server.api.context import incoming_request_id, new_request_id
 from server.api.deps import Edge
 
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-"""What grpc.aio hands each RPC method beside its request."""
+Metadatum: TypeAlias = tuple[str, str | bytes]
+"""One metadata entry: a lower-case key, a str value (bytes for a `-bin` key)."""
+
+
+class Context(Protocol):
+    """What an RPC method uses of its call: the part of grpc.aio's `ServicerContext` that hotserve's
+    own transport (`server/grpc_api/h2/rpc.py`'s `CallContext`) provides too."""
+
+    def invocation_metadata(self) -> Iterable[Metadatum] | None: ...
+
+    def time_remaining(self) -> float | None: ...
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[tuple[str, str]] = ()
+    ) -> NoReturn: ...
+
+    def set_trailing_metadata(self, trailing_metadata: Sequence[tuple[str, str]]) -> None: ...
+
 
 PROTOCOL = "grpc"
 """The `protocol` label of metrics and request events for requests served over gRPC."""

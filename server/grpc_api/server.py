@@ -1,11 +1,14 @@
-"""The gRPC server: a grpc.aio server on `HOTSERVE_GRPC_PORT`, in the process and on the event
-loop of the REST server, started and stopped by the app's lifespan (`server/app.py`).
+"""The gRPC server: on `HOTSERVE_GRPC_PORT`, in the process and on the event loop of the REST
+server, started and stopped by the app's lifespan (`server/app.py`).
 
-Messages are bounded like REST bodies (`max_request_bytes`: a larger one is refused by gRPC with
-RESOURCE_EXHAUSTED before it reaches a handler), and a repository RPC without an accepted token
-is refused before its message is read (`admin_gate.py`). Graceful shutdown: `ModelInfer` calls count in the
-same in-flight gauge as REST requests, so SIGTERM's drain waits for both; `stop` then gives calls
-still open what is left of the grace period.
+Two transports run the same services (`services.py`): hotserve's own HTTP/2 server (`h2/`, the
+default: one protocol object per connection on the event loop, calls that arrive together reach
+the batcher together) and grpc.aio (`HOTSERVE_GRPC_SERVER=grpcio`, the fallback). Either way
+messages are bounded like REST bodies (`max_request_bytes`: a larger one is refused with
+RESOURCE_EXHAUSTED before it is read), and a repository RPC without an accepted token is refused
+before its message is read (`admin_gate.py`). Graceful shutdown: `ModelInfer` calls count in the
+same in-flight gauge as REST requests, so SIGTERM's drain waits for both; `stop` then refuses new
+calls (GOAWAY) and gives calls still open what is left of the grace period.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import grpc
 
 from server.api.deps import AdminPlane, Edge
 from server.grpc_api.admin_gate import AdminGate
+from server.grpc_api.h2.rpc import H2Server, Route, Service
 from server.grpc_api.services import (
     HEALTH_SERVICE,
     INFERENCE_SERVICE,
     HealthService,
     InferenceService,
     generic_handler,
+    service_methods,
 )
 from server.protocol.proto import inference_pb2 as pb
 
@@ -34,38 +39,59 @@ class GrpcServer:
     def __init__(self, edge: Edge, admin: AdminPlane | None) -> None:
         self._edge = edge
         self._admin = admin
-        self._server: grpc.aio.Server | None = None
+        self._aio: grpc.aio.Server | None = None
+        self._h2: H2Server | None = None
         self.port: int | None = None
         """The bound port once started."""
 
     async def start(self, host: str, port: int) -> None:
-        max_bytes = self._edge.settings.max_request_bytes
-        services = pb.DESCRIPTOR.services_by_name
+        descriptors = pb.DESCRIPTOR.services_by_name
+        services = (
+            (INFERENCE_SERVICE, descriptors["GRPCInferenceService"], InferenceService(self._edge, self._admin)),
+            (HEALTH_SERVICE, descriptors["Health"], HealthService(self._edge)),
+        )
         repository_methods = frozenset(
             f"/{INFERENCE_SERVICE}/{method.name}"
-            for method in services["GRPCInferenceService"].methods
+            for method in descriptors["GRPCInferenceService"].methods
             if method.name.startswith("Repository")
         )
-        server = grpc.aio.server(
-            interceptors=[AdminGate(self._edge, self._admin, repository_methods)],
-            options=[("grpc.max_receive_message_length", max_bytes), ("grpc.so_reuseport", 0)],
-        )
-        server.add_generic_rpc_handlers(
-            (
-                generic_handler(
-                    INFERENCE_SERVICE, services["GRPCInferenceService"], InferenceService(self._edge, self._admin)
-                ),
-                generic_handler(HEALTH_SERVICE, services["Health"], HealthService(self._edge)),
-            )
-        )
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.port = server.add_insecure_port(address)
-        await server.start()
-        self._server = server
-        logger.info("gRPC (%s) on %s", INFERENCE_SERVICE, address)
+        transport = self._edge.settings.grpc_server
+        if transport == "grpcio":
+            server = grpc.aio.server(
+                interceptors=[AdminGate(self._edge, self._admin, repository_methods)],
+                options=[
+                    ("grpc.max_receive_message_length", self._edge.settings.max_request_bytes),
+                    ("grpc.so_reuseport", 0),
+                ],
+            )
+            server.add_generic_rpc_handlers(
+                tuple(generic_handler(name, descriptor, servicer) for name, descriptor, servicer in services)
+            )
+            self.port = server.add_insecure_port(address)
+            await server.start()
+            self._aio = server
+        else:
+            routes: dict[str, Route] = {}
+            for name, descriptor, servicer in services:
+                for method, handler, request_class, response_class in service_methods(descriptor, servicer):
+                    path = f"/{name}/{method}"
+                    routes[path] = Route(
+                        path,
+                        handler,
+                        request_class.FromString,
+                        response_class.SerializeToString,
+                        path in repository_methods,
+                    )
+            self._h2 = H2Server(Service(self._edge, self._admin, routes))
+            self.port = await self._h2.start(host, port)
+        logger.info("gRPC (%s, %s transport) on %s", INFERENCE_SERVICE, transport, address)
 
     async def stop(self, grace_s: float) -> None:
         """Refuse new calls and give open ones up to `grace_s` to finish."""
-        if self._server is not None:
-            await self._server.stop(grace_s)
-            self._server = None
+        if self._aio is not None:
+            await self._aio.stop(grace_s)
+            self._aio = None
+        if self._h2 is not None:
+            await self._h2.stop(grace_s)
+            self._h2 = None

@@ -180,20 +180,30 @@ class _AdminOff(Exception):
     """A repository RPC while no admin token is configured."""
 
 
+def service_methods(descriptor: ServiceDescriptor, servicer: object) -> list[tuple[str, Callable[..., Any], Any, Any]]:
+    """(method name, `servicer`'s coroutine, request class, response class) of each RPC the proto declares."""
+    return [
+        (
+            method.name,
+            getattr(servicer, method.name),
+            message_factory.GetMessageClass(method.input_type),
+            message_factory.GetMessageClass(method.output_type),
+        )
+        for method in descriptor.methods
+    ]
+
+
 def generic_handler(name: str, descriptor: ServiceDescriptor, servicer: object) -> grpc.GenericRpcHandler:
-    """Register `servicer`'s methods as the service `name`, with the messages the proto declares.
+    """Register `servicer`'s methods with grpc.aio as the service `name`, with the messages the proto declares.
 
     The proto's package is hotserve's own (see the .proto), so the wire name comes from here.
     """
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in descriptor.methods:
-        request_class = message_factory.GetMessageClass(method.input_type)
-        response_class = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=request_class.FromString,
-            response_serializer=response_class.SerializeToString,
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        method: grpc.unary_unary_rpc_method_handler(
+            handler, request_deserializer=request_class.FromString, response_serializer=response_class.SerializeToString
         )
+        for method, handler, request_class, response_class in service_methods(descriptor, servicer)
+    }
     return grpc.method_handlers_generic_handler(name, handlers)
 
 

@@ -1,0 +1,161 @@
+"""The gRPC calls over hotserve's HTTP/2 connections: routes, the call context, the server.
+
+A call runs the same servicer method grpc.aio runs (`services.py`) with a `CallContext`, the
+small part of grpc.aio's `ServicerContext` hotserve uses (`server/grpc_api/calls.py`'s
+`Context`): `abort` raises, and the connection answers with the status. The admin gate
+(`admin_gate.py`) refuses a repository RPC from its headers, before its message is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+
+from server.api.deps import AdminPlane, Edge
+from server.grpc_api.admin_gate import admin_refusal
+from server.grpc_api.calls import GrpcCall, Metadatum
+from server.grpc_api.h2.connection import H2Connection, Stream
+
+logger = logging.getLogger(__name__)
+
+MAX_CONCURRENT_STREAMS = 1024
+"""Calls open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are REFUSED_STREAM."""
+_INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One method: its full name, the servicer's coroutine and the messages' codecs."""
+
+    name: str
+    handler: Callable[[Any, Any], Awaitable[Any]]
+    parse: Callable[[bytes], Any]
+    serialize: Callable[[Any], bytes]
+    admin: bool
+    """A repository RPC: refused from its headers without an accepted token."""
+
+
+class Abort(Exception):
+    """`CallContext.abort`: the call ends with this status."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailers: tuple[tuple[str, str], ...]) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+        self.trailers = trailers
+
+
+class CallContext:
+    """What a servicer method sees of its call (the `Context` protocol of `calls.py`)."""
+
+    __slots__ = ("_metadata", "_deadline", "trailers")
+
+    def __init__(self, metadata: Sequence[Metadatum], deadline: float | None) -> None:
+        self._metadata = metadata
+        self._deadline = deadline
+        self.trailers: tuple[tuple[str, str], ...] = ()
+
+    def invocation_metadata(self) -> Sequence[Metadatum]:
+        return self._metadata
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[tuple[str, str]] = ()
+    ) -> NoReturn:
+        raise Abort(code, details, tuple(trailing_metadata))
+
+    def set_trailing_metadata(self, trailing_metadata: Sequence[tuple[str, str]]) -> None:
+        self.trailers = tuple(trailing_metadata)
+
+
+class Service:
+    """What every connection shares: the routes, the limits, the gate, and how a call runs."""
+
+    def __init__(self, edge: Edge, admin: AdminPlane | None, routes: dict[str, Route]) -> None:
+        self._edge = edge
+        self._admin = admin
+        self.routes = {name.encode(): route for name, route in routes.items()}
+        self.max_message_bytes = edge.settings.max_request_bytes
+        self.max_concurrent_streams = MAX_CONCURRENT_STREAMS
+        self.connections: set[H2Connection] = set()
+
+    def refuse(
+        self, route: Route, metadata: Sequence[Metadatum]
+    ) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]] | None:
+        """The admin gate on a repository RPC's headers: the refusal (logged), or None to go on."""
+        started = time.monotonic()
+        authorization = next((value for key, value in metadata if key == "authorization"), None)
+        refusal = admin_refusal(self._admin, route.name, authorization if isinstance(authorization, str) else None)
+        if refusal is None:
+            return None
+        status, code, message = refusal
+        call = GrpcCall(CallContext(metadata, None))
+        call.log_error(self._edge, route.name.rsplit("/", 1)[-1], status, message, time.monotonic() - started)
+        return code, message, call.echo
+
+    async def run(self, connection: H2Connection, stream: Stream, message: bytes) -> None:
+        """One call, from its message to its answer."""
+        route = stream.route
+        try:
+            request = route.parse(message)
+        except Exception:  # noqa: BLE001 - any undecodable message is the client's
+            connection.answer(stream, None, _INTERNAL, "Exception deserializing request!", ())
+            return
+        context = CallContext(stream.metadata, stream.deadline)
+        try:
+            payload = route.serialize(await route.handler(request, context))
+        except Abort as abort:
+            connection.answer(stream, None, abort.code.value[0], abort.details, abort.trailers)
+            return
+        except asyncio.CancelledError:
+            return  # the client reset the stream, its deadline passed (answered then) or the server stops
+        except Exception:
+            logger.exception("unhandled error in gRPC %s", route.name)
+            connection.answer(stream, None, _INTERNAL, "internal server error", ())
+            return
+        connection.answer(stream, payload, 0, "", context.trailers)
+
+
+class H2Server:
+    """hotserve's gRPC listener: one `H2Connection` per client connection, on the running loop."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; the bound port."""
+        loop = asyncio.get_running_loop()
+        service = self._service
+        self._server = await loop.create_server(lambda: H2Connection(service), host, port, reuse_address=True)
+        for sock in self._server.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+        raise RuntimeError("the gRPC listener has no TCP socket")
+
+    async def stop(self, grace_s: float) -> None:
+        """No new connections or calls (GOAWAY); open calls get up to `grace_s`, then are cancelled."""
+        if self._server is None:
+            return
+        self._server.close()
+        self._server = None
+        connections = list(self._service.connections)
+        for connection in connections:
+            connection.go_away()
+        waiting = [connection.closed for connection in connections if not connection.closed.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(0.0, grace_s))
+        for connection in list(self._service.connections):
+            connection.abort()
+        closing = [connection.closed for connection in connections if not connection.closed.done()]
+        if closing:
+            await asyncio.wait(closing, timeout=1.0)

@@ -16,6 +16,8 @@ differ slightly, so agreement depends on the tolerance) and `fast` v3, a heavy v
                HOTSERVE_SHADOW_MAX_PENDING);
   shadow 20%   v2 at share 0.2;
   slow shadow  v3 shadows v1 at share 1.0: its queue fills, copies are dropped and counted.
+The phases' order rotates between rounds. `--phases` runs a subset, e.g. `--phases none,shadow` for the 100% shadow against none alone (the
+eager server is started only for `shadow eager`).
 The primary's p50/p99 and throughput per phase, and per shadow phase the copies compared,
 dropped and failed and the agreement (from the server's metrics). Then, open loop
 (`load_tests/open_loop.py`) at `--open-loop` (default 0.5) of capacity (the rate that keeps the
@@ -51,6 +53,14 @@ MODEL = "fast"
 FEATURES = 16
 TOKEN = "shadow-benchmark-admin-token"
 OUTCOMES = ("compared", "dropped", "failed")
+PHASES: dict[str, tuple[int | None, float]] = {
+    "none": (None, 1.0),
+    "shadow": (2, 1.0),
+    "shadow eager": (2, 1.0),
+    "shadow 20%": (2, 0.2),
+    "slow shadow": (3, 1.0),
+}
+"""Closed-loop phases: the shadow version (None: no shadow) and its share."""
 
 
 @dataclass
@@ -196,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tolerance", type=float, default=0.01, help="agreement tolerance of the shadow")
     parser.add_argument("--open-loop", type=float, default=0.5, help="fraction of capacity offered open loop (0: none)")
+    parser.add_argument("--phases", default=",".join(PHASES), help="closed-loop phases to run, comma-separated")
     args = parser.parse_args(argv)
+    selected = [name.strip() for name in args.phases.split(",") if name.strip()]
+    if not selected or set(selected) - set(PHASES):
+        parser.error(f"--phases: a comma-separated subset of {','.join(PHASES)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     body = json.dumps(
@@ -217,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         write_repository(work / "repository")
         servers = {}
         try:
-            for kind, yields, ceiling in (("yielding", "true", "0.5"), ("eager", "false", "1")):
+            kinds = [("yielding", "true", "0.5")] + [("eager", "false", "1")] * ("shadow eager" in selected)
+            for kind, yields, ceiling in kinds:
                 servers[kind] = start_server(
                     work / "repository",
                     RESULTS / f"server-shadow-{kind}.log",
@@ -238,13 +253,9 @@ def main(argv: list[str] | None = None) -> int:
                 infer = f"{server.base_url}/v2/models/{MODEL}/infer"
                 run_wrk(infer, body, "application/json", None, 8, 2, work)  # warm up
             for round_ in range(1, args.rounds + 1):
-                for phase, shadow, share in [
-                    ("none", None, 1.0),
-                    ("shadow", 2, 1.0),
-                    ("shadow eager", 2, 1.0),
-                    ("shadow 20%", 2, 0.2),
-                    ("slow shadow", 3, 1.0),
-                ]:
+                turn = (round_ - 1) % len(selected)  # the order rotates between rounds
+                for phase in selected[turn:] + selected[:turn]:
+                    shadow, share = PHASES[phase]
                     url = servers["eager" if phase == "shadow eager" else "yielding"].base_url
                     infer = f"{url}/v2/models/{MODEL}/infer"
                     set_shadow(url, shadow, share, args.tolerance)
@@ -272,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.open_loop > 0:
                 url = servers["yielding"].base_url
                 set_shadow(url, None, 1.0, args.tolerance)
-                closed = statistics.median(p.requests_per_s for p in phases if p.phase == "none")
+                baseline = "none" if "none" in selected else selected[0]  # capacity with no shadow, where run
+                closed = statistics.median(p.requests_per_s for p in phases if p.phase == baseline)
                 found = calibrate(
                     f"{url}/v2/models/{MODEL}/infer",
                     body,
@@ -292,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in servers.values():
                 server.stop()
-    print("\nphase         req/s   p50 ms  p99 ms  errors  compared  dropped  agreement  (median of rounds)")
+    print(
+        "\nphase         req/s   p50 ms  p99 ms  errors  compared  dropped  agreement  compared/s  (median of rounds)"
+    )
     for name in ("none", "shadow", "shadow eager", "shadow 20%", "slow shadow", "none open", "shadow open"):
         rows = [p for p in phases if p.phase == name]
         if not rows:
@@ -302,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:12s} {statistics.median(p.requests_per_s for p in rows):7.0f} "
             f"{statistics.median(p.p50_ms for p in rows):7.2f} {statistics.median(p.p99_ms for p in rows):7.2f} "
             f"{sum(p.errors for p in rows):7d} {sum(p.compared for p in rows):9d} {sum(p.dropped for p in rows):8d} "
-            f"{statistics.median(agreement) if agreement else float('nan'):10.4f}"
+            f"{statistics.median(agreement) if agreement else float('nan'):10.4f} "
+            f"{statistics.median(p.compared for p in rows) / args.duration:10.1f}"
         )
     print()
     for line in paired_ratios(phases):

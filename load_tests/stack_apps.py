@@ -1,5 +1,5 @@
 """The two reference servers the stack benchmark measures hotserve against, on the same stack
-(uvicorn + httptools + uvloop, one process):
+(uvicorn + httptools + uvloop, one process), and the same apps on Granian:
 
 * `bare`: the limit of the stack itself. A plain ASGI app that reads the whole request body and
   answers a fixed v2 response: no decoding, no model. What is left between it and hotserve is
@@ -10,23 +10,43 @@
 
     HOTSERVE_STACK_MODEL=repo/fraud/1 HOTSERVE_PORT=8001 python -m load_tests.stack_apps plain
 
+`--server granian` runs the app on Granian (Rust, hyper; its embedded server in this process's
+uvloop, HTTP/1 only, one Rust runtime thread) instead of uvicorn: `bare`, `plain`, and
+`hotserve`, hotserve's own app built from its settings as `hotserve serve` builds it (env
+`HOTSERVE_*`), with the collector frozen after startup and its drain on SIGTERM (readiness false
+and new inference 503 at once, accepted requests answered within `shutdown_grace_s`, then Granian
+stops and the lifespan closes; a second signal stops at once). What it does not have is
+`hotserve serve`'s one-write protocol class (`server/api/http_protocol.py` is uvicorn's): the
+inference lane sends its two ASGI messages, and Granian writes the answer.
+
+    HOTSERVE_MODEL_REPOSITORY=repo python -m load_tests.stack_apps hotserve --server granian
+
 Host and port come from `HOTSERVE_HOST` and `HOTSERVE_PORT`, as for `hotserve serve`, so the
-benchmark starts all three with the same launcher (`load_tests/server_process.py`).
+benchmark starts them all with the same launcher (`load_tests/server_process.py`).
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import gc
 import json
+import logging
 import os
+import signal
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
 import uvicorn
 from fastapi import FastAPI, Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
 
 MODEL_ENV = "HOTSERVE_STACK_MODEL"
 """A version directory (`model.onnx` and `model.json`), the model the reference servers answer for."""
@@ -101,14 +121,101 @@ def _plain_app() -> FastAPI:
 plain = _plain_app()
 
 
+def hotserve_app() -> tuple[FastAPI, float]:
+    """hotserve's app as `hotserve serve` builds it (settings from `HOTSERVE_*`, its logging, the
+    allocator tuned), with the collector frozen once its lifespan has started (what
+    `DrainingServer.startup` does on uvicorn); and its shutdown grace."""
+    from server.app import create_app
+    from server.logs import configure_logging
+    from server.registry.memory import tune_allocator
+    from server.settings import Settings
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    tune_allocator()
+    app = create_app(settings)
+    started = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def frozen_after_startup(app_: Any) -> AsyncIterator[Any]:
+        async with started(app_) as state:
+            gc.collect()
+            gc.freeze()
+            yield state
+
+    app.router.lifespan_context = frozen_after_startup
+    return app, settings.shutdown_grace_s
+
+
+async def _drain_hotserve(app: FastAPI, grace_s: float, stop: Callable[[], None]) -> None:
+    """`DrainingServer`'s drain: readiness false and new inference 503 at once, then wait (within
+    the grace) for every accepted request to answer before the server stops."""
+    edge = getattr(app.state, "edge", None)
+    if edge is not None:
+        edge.inflight.begin_drain(grace_s)
+        logger.info("SIGTERM: draining %d in-flight requests (grace %.1f s)", edge.inflight.count, grace_s)
+        if not await edge.inflight.wait_idle(edge.inflight.grace_left(grace_s)):
+            logger.warning("grace period over with %d requests still in flight", edge.inflight.count)
+    stop()
+
+
+def run_granian(app: ASGIApp, host: str, port: int, drain: Callable[[Callable[[], None]], Any] | None) -> None:
+    """Serve `app` on Granian's embedded server in this process (uvloop), HTTP/1, no access log.
+
+    SIGTERM/SIGINT: with `drain`, the coroutine it makes runs first and stops the server when it
+    is done; a second signal stops it at once."""
+    import uvloop
+    from granian.constants import HTTPModes, Interfaces
+    from granian.log import LogLevels
+    from granian.server.embed import Server
+
+    async def serve() -> None:
+        server = Server(
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            http=HTTPModes.http1,
+            websockets=False,
+            log_level=LogLevels.warning,
+            log_dictconfig={"version": 1, "disable_existing_loggers": False, "loggers": {}},
+        )
+        stop = cast(Callable[[], None], server.stop)  # granian's own methods carry no annotations
+        loop = asyncio.get_running_loop()
+        draining: list[asyncio.Task[Any]] = []
+
+        def on_signal() -> None:
+            if drain is None or draining:
+                stop()
+                return
+            draining.append(loop.create_task(drain(stop)))
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await server.serve()
+
+    uvloop.run(serve())
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in ("bare", "plain"):
-        print("usage: python -m load_tests.stack_apps bare|plain", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m load_tests.stack_apps")
+    parser.add_argument("app", choices=("bare", "plain", "hotserve"))
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
+    args = parser.parse_args(argv)
+    host, port = os.environ.get("HOTSERVE_HOST", "127.0.0.1"), int(os.environ.get("HOTSERVE_PORT", "8000"))
+    if args.app == "hotserve":
+        if args.server == "uvicorn":
+            parser.error("hotserve on uvicorn is `hotserve serve`")
+        app, grace_s = hotserve_app()
+        run_granian(app, host, port, lambda stop: _drain_hotserve(app, grace_s, stop))
+        return 0
+    if args.server == "granian":
+        run_granian(bare if args.app == "bare" else plain, host, port, None)
+        return 0
     uvicorn.run(
-        f"load_tests.stack_apps:{argv[0]}",
-        host=os.environ.get("HOTSERVE_HOST", "127.0.0.1"),
-        port=int(os.environ.get("HOTSERVE_PORT", "8000")),
+        f"load_tests.stack_apps:{args.app}",
+        host=host,
+        port=port,
         loop="uvloop",
         http="httptools",
         access_log=False,

@@ -58,6 +58,8 @@ class Cell:
     p99_ms: float
     cpu_us_per_request: float
     errors: int
+    loop_us_per_request: float
+    """Of the CPU per request, its main thread's: the event loop's (all of it on uvicorn)."""
 
 
 @dataclass
@@ -99,7 +101,8 @@ def closed_loop(
         for clients in clients_list:
             for name in order:
                 server = servers[name]
-                before = cpu_seconds(server.process.pid)
+                pid = server.process.pid
+                before, loop_before = cpu_seconds(pid), cpu_seconds(pid, thread=pid)
                 stats = run_wrk(
                     f"{server.base_url}/v2/models/{MODEL}/infer",
                     body,
@@ -109,7 +112,7 @@ def closed_loop(
                     duration_s,
                     work,
                 )
-                used = cpu_seconds(server.process.pid) - before
+                used, loop_used = cpu_seconds(pid) - before, cpu_seconds(pid, thread=pid) - loop_before
                 cell = Cell(
                     name,
                     round_,
@@ -119,11 +122,12 @@ def closed_loop(
                     stats["p99_us"] / 1000,
                     used / stats["requests"] * 1e6 if stats["requests"] else 0.0,
                     wrk_errors(stats),
+                    loop_used / stats["requests"] * 1e6 if stats["requests"] else 0.0,
                 )
                 print(
                     f"   round {round_} {name:9s} c={clients:<3d} {cell.requests_per_s:8.0f} req/s  "
                     f"p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms  "
-                    f"CPU {cell.cpu_us_per_request:6.1f} us/req  errors {cell.errors}",
+                    f"CPU {cell.cpu_us_per_request:6.1f} us/req (loop {cell.loop_us_per_request:6.1f})  errors {cell.errors}",
                     flush=True,
                 )
                 cells.append(cell)

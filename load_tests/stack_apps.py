@@ -121,10 +121,10 @@ def _plain_app() -> FastAPI:
 plain = _plain_app()
 
 
-def hotserve_app() -> tuple[FastAPI, float]:
+def hotserve_app() -> tuple[FastAPI, float, bool]:
     """hotserve's app as `hotserve serve` builds it (settings from `HOTSERVE_*`, its logging, the
     allocator tuned), with the collector frozen once its lifespan has started (what
-    `DrainingServer.startup` does on uvicorn); and its shutdown grace."""
+    `DrainingServer.startup` does on uvicorn); its shutdown grace and whether to log access."""
     from server.app import create_app
     from server.logs import configure_logging
     from server.registry.memory import tune_allocator
@@ -144,7 +144,7 @@ def hotserve_app() -> tuple[FastAPI, float]:
             yield state
 
     app.router.lifespan_context = frozen_after_startup
-    return app, settings.shutdown_grace_s
+    return app, settings.shutdown_grace_s, settings.access_log
 
 
 async def _drain_hotserve(app: FastAPI, grace_s: float, stop: Callable[[], None]) -> None:
@@ -159,8 +159,11 @@ async def _drain_hotserve(app: FastAPI, grace_s: float, stop: Callable[[], None]
     stop()
 
 
-def run_granian(app: ASGIApp, host: str, port: int, drain: Callable[[Callable[[], None]], Any] | None) -> None:
-    """Serve `app` on Granian's embedded server in this process (uvloop), HTTP/1, no access log.
+def run_granian(
+    app: ASGIApp, host: str, port: int, drain: Callable[[Callable[[], None]], Any] | None, access_log: bool = False
+) -> None:
+    """Serve `app` on Granian's embedded server in this process (uvloop), HTTP/1; with
+    `access_log`, Granian's own line per request through the `granian.access` logger.
 
     SIGTERM/SIGINT: with `drain`, the coroutine it makes runs first and stops the server when it
     is done; a second signal stops it at once."""
@@ -178,6 +181,7 @@ def run_granian(app: ASGIApp, host: str, port: int, drain: Callable[[Callable[[]
             http=HTTPModes.http1,
             websockets=False,
             log_level=LogLevels.warning,
+            log_access=access_log,
             log_dictconfig={"version": 1, "disable_existing_loggers": False, "loggers": {}},
         )
         stop = cast(Callable[[], None], server.stop)  # granian's own methods carry no annotations
@@ -206,8 +210,8 @@ def main(argv: list[str]) -> int:
     if args.app == "hotserve":
         if args.server == "uvicorn":
             parser.error("hotserve on uvicorn is `hotserve serve`")
-        app, grace_s = hotserve_app()
-        run_granian(app, host, port, lambda stop: _drain_hotserve(app, grace_s, stop))
+        app, grace_s, access_log = hotserve_app()
+        run_granian(app, host, port, lambda stop: _drain_hotserve(app, grace_s, stop), access_log)
         return 0
     if args.server == "granian":
         run_granian(bare if args.app == "bare" else plain, host, port, None)

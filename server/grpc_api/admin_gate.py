@@ -15,14 +15,15 @@ hotserve's own transport (`h2/`) asks `admin_refusal` from the call's HEADERS an
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
 
 from server.api.deps import AdminPlane, Edge
 from server.errors import HotserveError
-from server.grpc_api.calls import Context, GrpcCall
+from server.grpc_api.calls import Context, GrpcCall, Metadatum
+from server.grpc_api.h2.rpc import CallContext, Gate, Refusal, Route
 from server.grpc_api.status import describe_error
 
 ADMIN_OFF = "admin API off: set HOTSERVE_ADMIN_TOKENS, HOTSERVE_ADMIN_TOKENS_FILE or HOTSERVE_ADMIN_TOKEN"
@@ -44,6 +45,24 @@ def admin_refusal(
         code, message, _ = describe_error(error, f"gRPC {method}")
         return 401 if code is grpc.StatusCode.UNAUTHENTICATED else 403, code, message
     return None
+
+
+def header_gate(edge: Edge, admin: AdminPlane | None) -> Gate:
+    """hotserve's transport's gate: asked from a repository RPC's HEADERS; a refusal is logged as
+    the request event of the call, which is answered Trailers-Only with its request id."""
+
+    def refuse(route: Route, metadata: Sequence[Metadatum]) -> Refusal | None:
+        started = time.monotonic()
+        authorization = next((value for key, value in metadata if key == "authorization"), None)
+        refusal = admin_refusal(admin, route.name, authorization if isinstance(authorization, str) else None)
+        if refusal is None:
+            return None
+        status, code, message = refusal
+        call = GrpcCall(CallContext(metadata, None))
+        call.log_error(edge, route.name.rsplit("/", 1)[-1], status, message, time.monotonic() - started)
+        return code, message, call.echo
+
+    return refuse
 
 
 class AdminGate(grpc.aio.ServerInterceptor):

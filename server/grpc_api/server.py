@@ -18,7 +18,7 @@ import logging
 import grpc
 
 from server.api.deps import AdminPlane, Edge
-from server.grpc_api.admin_gate import AdminGate
+from server.grpc_api.admin_gate import AdminGate, header_gate
 from server.grpc_api.h2.rpc import H2Server, Route, Service
 from server.grpc_api.services import (
     HEALTH_SERVICE,
@@ -83,7 +83,8 @@ class GrpcServer:
                         response_class.SerializeToString,
                         path in repository_methods,
                     )
-            self._h2 = H2Server(Service(self._edge, self._admin, routes))
+            service = Service(routes, self._edge.settings.max_request_bytes, header_gate(self._edge, self._admin))
+            self._h2 = H2Server(service)
             self.port = await self._h2.start(host, port)
         logger.info("gRPC (%s, %s transport) on %s", INFERENCE_SERVICE, transport, address)
 

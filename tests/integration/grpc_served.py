@@ -42,9 +42,10 @@ class GrpcServer:
         self.repository = repository
 
 
-def serve_grpc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer]:
+def serve_grpc(tmp_path_factory: pytest.TempPathFactory, transport: str = "hotserve") -> Iterator[GrpcServer]:
     """A server over its own repository (the repository RPCs change its control state): tab v1 + v2,
-    multi, ints, gated_tiny; stopped (and its exit code checked) when the generator closes."""
+    multi, ints, gated_tiny; stopped (and its exit code checked) when the generator closes.
+    `transport`: HOTSERVE_GRPC_SERVER (hotserve's own HTTP/2 server, or grpcio's)."""
     root = tmp_path_factory.mktemp("grpc_repository")
     write_tabular(root, 1)
     write_tabular(root, 2)
@@ -63,6 +64,7 @@ def serve_grpc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer]
             "HOTSERVE_EXECUTION_PROVIDERS": "CPUExecutionProvider",
             "HOTSERVE_INTRA_OP_THREADS": "1",
             "HOTSERVE_ADMIN_TOKEN": TOKEN,
+            "HOTSERVE_GRPC_SERVER": transport,
         },
     )
     yield GrpcServer(server, grpc_port, gate, root)

@@ -2,8 +2,9 @@
 
 A call runs the same servicer method grpc.aio runs (`services.py`) with a `CallContext`, the
 small part of grpc.aio's `ServicerContext` hotserve uses (`server/grpc_api/calls.py`'s
-`Context`): `abort` raises, and the connection answers with the status. The admin gate
-(`admin_gate.py`) refuses a repository RPC from its headers, before its message is kept.
+`Context`): `abort` raises, and the connection answers with the status. The service's gate
+(`admin_gate.py`'s `header_gate`) refuses a repository RPC from its headers, before its message
+is kept.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 
-from server.api.deps import AdminPlane, Edge
-from server.grpc_api.admin_gate import admin_refusal
-from server.grpc_api.calls import GrpcCall, Metadatum
+from server.grpc_api.calls import Metadatum
 from server.grpc_api.h2.connection import H2Connection, Stream
 
 logger = logging.getLogger(__name__)
@@ -77,30 +76,27 @@ class CallContext:
         self.trailers = tuple(trailing_metadata)
 
 
+Refusal: TypeAlias = tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]
+"""A call refused from its headers: code, message, trailing metadata."""
+Gate: TypeAlias = Callable[[Route, Sequence[Metadatum]], Refusal | None]
+"""Asked from the headers of a call to an `admin` route, before one byte of its message is kept."""
+
+
 class Service:
     """What every connection shares: the routes, the limits, the gate, and how a call runs."""
 
-    def __init__(self, edge: Edge, admin: AdminPlane | None, routes: dict[str, Route]) -> None:
-        self._edge = edge
-        self._admin = admin
+    def __init__(
+        self,
+        routes: dict[str, Route],
+        max_message_bytes: int,
+        gate: Gate,
+        max_concurrent_streams: int = MAX_CONCURRENT_STREAMS,
+    ) -> None:
         self.routes = {name.encode(): route for name, route in routes.items()}
-        self.max_message_bytes = edge.settings.max_request_bytes
-        self.max_concurrent_streams = MAX_CONCURRENT_STREAMS
+        self.max_message_bytes = max_message_bytes
+        self.refuse = gate
+        self.max_concurrent_streams = max_concurrent_streams
         self.connections: set[H2Connection] = set()
-
-    def refuse(
-        self, route: Route, metadata: Sequence[Metadatum]
-    ) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]] | None:
-        """The admin gate on a repository RPC's headers: the refusal (logged), or None to go on."""
-        started = time.monotonic()
-        authorization = next((value for key, value in metadata if key == "authorization"), None)
-        refusal = admin_refusal(self._admin, route.name, authorization if isinstance(authorization, str) else None)
-        if refusal is None:
-            return None
-        status, code, message = refusal
-        call = GrpcCall(CallContext(metadata, None))
-        call.log_error(self._edge, route.name.rsplit("/", 1)[-1], status, message, time.monotonic() - started)
-        return code, message, call.echo
 
     async def run(self, connection: H2Connection, stream: Stream, message: bytes) -> None:
         """One call, from its message to its answer."""

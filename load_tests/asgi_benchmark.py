@@ -78,7 +78,7 @@ def report_lines(
         f"MLP, v2 JSON, one row per request; wrk (`-t1`) on the servers' cores; medians of {args.rounds} "
         f"alternated rounds of {args.duration} s. Produced by:",
         "",
-        "```bash",
+        '```bash title="illustration"',
         "python -m load_tests.asgi_benchmark " + " ".join(sys.argv[1:]),
         "```",
         "",

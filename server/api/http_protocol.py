@@ -17,6 +17,7 @@ regexes, chunking and Content-Length accounting): 6 us a response less.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sized
 from typing import Any, cast
 
 from uvicorn._types import ASGISendEvent
@@ -73,6 +74,13 @@ class OneWriteCycle(RequestResponseCycle):
     """A request-response cycle whose head waits for its body."""
 
     _held: bytes = b""
+    _tasks: Sized = ()
+    """The server's running request tasks (uvicorn's `server_state.tasks`), this one's among them."""
+
+    def alone(self) -> bool:
+        """True when this request's task is the only request task its server runs: no other
+        request was read and not yet answered, so none can join its batch in this loop turn."""
+        return len(self._tasks) <= 1
 
     async def send(self, message: ASGISendEvent) -> None:
         transport = self.transport
@@ -150,3 +158,4 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         # cyclic GC: measured, ~3 kB of garbage a request and 5.8% of the loop's time collecting.)
         if type(cycle) is RequestResponseCycle:
             cycle.__class__ = OneWriteCycle
+            cast(OneWriteCycle, cycle)._tasks = self.tasks

@@ -113,10 +113,14 @@ async def handle(edge: Edge, target: InferenceTarget, scope: Scope, receive: Rec
         held = len(body)
         if served is None:
             served = call.pick(first_record_field(body, call.entity_field))
+        # One client: no other request in the server's hands, so the batcher dispatches this one
+        # at once rather than a loop turn later (InferenceRequest.alone).
+        cycle = getattr(send, "__self__", None)
+        alone = type(cycle) is OneWriteCycle and cycle.alone()
         if target.protocol == "v2":
-            answer = await _infer_v2(call, served, body, headers, arrived, request_id)
+            answer = await _infer_v2(call, served, body, headers, arrived, request_id, alone)
         else:
-            answer = await _predict_v1(call, served, body, headers, arrived, request_id)
+            answer = await _predict_v1(call, served, body, headers, arrived, request_id, alone)
     except (asyncio.CancelledError, _ClientGone) as exc:
         duration_s = call.finish(CLIENT_GONE)
         served = call.primary
@@ -217,11 +221,17 @@ def _text(value: bytes | None) -> str | None:
 
 
 async def _infer_v2(
-    call: Call, served: ServedVersion, body: bytes, headers: dict[bytes, bytes], arrived: float, request_id: str
+    call: Call,
+    served: ServedVersion,
+    body: bytes,
+    headers: dict[bytes, bytes],
+    arrived: float,
+    request_id: str,
+    alone: bool,
 ) -> Answer:
     decoded = decode_infer_request(body, _text(headers.get(_HEADER_LENGTH)), served.schema)
     deadline = deadline_from(arrived, decoded.timeout_us, _text(headers.get(_TIMEOUT)), served.default_timeout_s)
-    results = await call.infer(InferenceRequest(decoded.inputs, decoded.rows, deadline, request_id))
+    results = await call.infer(InferenceRequest(decoded.inputs, decoded.rows, deadline, request_id, alone))
     content, header_length = encode_infer_response(served.name, served.version, decoded, results)
     if header_length is None:
         return Answer(200, content)
@@ -229,7 +239,13 @@ async def _infer_v2(
 
 
 async def _predict_v1(
-    call: Call, served: ServedVersion, body: bytes, headers: dict[bytes, bytes], arrived: float, request_id: str
+    call: Call,
+    served: ServedVersion,
+    body: bytes,
+    headers: dict[bytes, bytes],
+    arrived: float,
+    request_id: str,
+    alone: bool,
 ) -> Answer:
     schema = served.schema
     deadline = deadline_from(arrived, None, _text(headers.get(_TIMEOUT)), served.default_timeout_s)
@@ -241,7 +257,7 @@ async def _predict_v1(
     spec = served.manifest.features
     if spec is None:
         input_name, tensor = raw_tensor(instances, schema)
-        results = await call.infer(InferenceRequest({input_name: tensor}, len(instances), deadline, request_id))
+        results = await call.infer(InferenceRequest({input_name: tensor}, len(instances), deadline, request_id, alone))
     else:
         if len(schema.inputs) != 1:
             raise InvalidInput(

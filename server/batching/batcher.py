@@ -113,9 +113,9 @@ class Batcher:
         """
         if request.rows > self._max_batch_size and self._allow_split and not self._closing:
             return await self._submit_split(request)
-        entry = self._admit(request)
+        entry = self._admit(request, request.alone)
         try:
-            return await entry.future
+            return await entry.future  # an entry dispatched inline is answered: no suspension
         except asyncio.CancelledError:
             self._leave(entry)
             raise
@@ -126,7 +126,7 @@ class Batcher:
         `max_batch_size` (only `submit` splits). Cancelling the future withdraws the request."""
         return self._admit(request).future
 
-    def _admit(self, request: InferenceRequest) -> PendingRequest:
+    def _admit(self, request: InferenceRequest, alone: bool = False) -> PendingRequest:
         if self._closing:
             raise ModelNotReady(f"model {self.name!r} version {self.version} is shutting down")
         rows = request.rows
@@ -138,7 +138,7 @@ class Batcher:
             )
         if self._queued >= self._max_queue_size:
             raise Overloaded(self.name, self.version, self._max_queue_size)
-        return self._enqueue(request, time.monotonic())
+        return self._enqueue(request, time.monotonic(), alone)
 
     async def _submit_split(self, request: InferenceRequest) -> Tensors:
         """Queue an oversized request as in-order chunks of `max_batch_size` rows, then reassemble."""
@@ -168,7 +168,7 @@ class Batcher:
             raise
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
-    def _enqueue(self, request: InferenceRequest, now: float) -> PendingRequest:
+    def _enqueue(self, request: InferenceRequest, now: float, alone: bool = False) -> PendingRequest:
         deadline = request.deadline
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded(0.0)
@@ -179,7 +179,13 @@ class Batcher:
         idle_arrival = self._queued == 0 and self._running < self._instances
         self._queue.append(entry)
         self._queued += 1
-        if idle_arrival:
+        if idle_arrival and alone:
+            # Nobody can join it in this turn (the transport has no other request): dispatched
+            # now, so a batch cheap enough runs inline and its caller's `await` does not suspend:
+            # no loop turn for the pump, none for the caller's wake-up, no deadline timer. Its
+            # observer runs after the caller's answer (`observe_later`).
+            self._dispatch(1, "idle", now, observe_later=True)
+        elif idle_arrival:
             # Dispatch on the next loop turn, not inline: requests whose bytes arrived in
             # the same turn (their handlers run before it) join this batch. One client pays
             # one loop turn; under load the loop stops paying a thread hop per request.
@@ -281,7 +287,10 @@ class Batcher:
 
     # --- dispatch --------------------------------------------------------------
 
-    def _dispatch(self, take: int, reason: Reason, now: float) -> None:
+    def _dispatch(self, take: int, reason: Reason, now: float, observe_later: bool = False) -> None:
+        """Send the first `take` queued requests as one batch: inline when cheap (answered before
+        this returns), else to a worker. `observe_later`: an inline batch's observer is called on
+        the next loop turn, after the callers (already answered) have written their answers."""
         queue = self._queue
         entries: list[PendingRequest] = []
         rows = 0
@@ -332,7 +341,10 @@ class Batcher:
             outputs, failure, run_s = self._executor.run_inline(inputs, rows)
             if self._hand_out(entries, rows, outputs, failure, run_s) is None and self._on_batch is not None:
                 assert outputs is not None
-                self._on_batch(inputs, outputs)
+                if observe_later:
+                    self._loop.call_soon(self._on_batch, inputs, outputs)
+                else:
+                    self._on_batch(inputs, outputs)
             self._check_drained()
 
     def _finish(

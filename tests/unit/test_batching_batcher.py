@@ -509,3 +509,67 @@ async def test_an_inline_run_that_fails_answers_its_callers_with_the_error() -> 
         assert batcher.running == 0
     finally:
         executor.shutdown(wait=True)
+
+
+async def test_a_request_alone_in_the_server_runs_inline_without_a_loop_turn_and_is_observed_after() -> None:
+    """`InferenceRequest.alone` (one client): dispatched inside `submit`, so a cheap batch is
+    answered before the caller's await could suspend; its observer runs on a later turn."""
+    runtime = ThreadRecordingRuntime()
+    executor = inline_executor(runtime)
+    observed: list[np.ndarray] = []
+    seen = asyncio.Event()
+
+    def observe(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        observed.append(outputs["y"])
+        seen.set()
+
+    batcher = Batcher(fake_manifest(), executor, Metrics(), on_batch=observe)
+    try:
+        for request_id in range(INLINE_MIN_RUNS):  # the size proves cheap on the worker first
+            await guarded(batcher.submit(request(rows_of(request_id, 1), 1)))
+        seen.clear()
+        observed.clear()
+        lone = batcher.submit(request(rows_of(7, 1), 1)._replace(alone=True))
+        with pytest.raises(StopIteration) as finished:
+            lone.send(None)  # ran to its end in one step: it never waited for the loop
+        np.testing.assert_array_equal(finished.value.value["y"], rows_of(7, 1)["x"])
+        assert runtime.threads[-1] == threading.current_thread().name
+        assert observed == []  # the caller answers first
+        await guarded(seen.wait())
+        np.testing.assert_array_equal(observed[0], rows_of(7, 1)["x"])
+    finally:
+        executor.shutdown(wait=True)
+
+
+async def test_a_request_alone_goes_to_a_worker_at_once_when_its_size_is_not_proven_cheap(
+    make_batcher: BatcherFactory,
+) -> None:
+    runtime = EchoRuntime()
+    batcher, metrics = make_batcher(runtime, max_batch_size=8, max_queue_delay_ms=LONG_DELAY_MS)
+    seen_by_next_task: list[tuple[int, int]] = []
+
+    async def probe() -> None:  # runs right after the lone request's first step, same turn
+        seen_by_next_task.append((batcher.running, batcher.queued))
+
+    lone = asyncio.create_task(batcher.submit(request(rows_of(1, 2), 2)._replace(alone=True)))
+    await guarded(asyncio.create_task(probe()))
+    out = await guarded(lone)
+    np.testing.assert_array_equal(out["y"], rows_of(1, 2)["x"])
+    assert seen_by_next_task == [(1, 0)]  # on the worker already, not waiting for a pump
+    assert runtime.batch_rows == [2]
+    assert batches(metrics, "idle") == 1
+
+
+async def test_a_request_alone_joins_the_queue_when_the_batcher_is_not_idle(make_batcher: BatcherFactory) -> None:
+    runtime = SlowRuntime()
+    batcher, metrics = make_batcher(runtime, max_batch_size=2, max_queue_delay_ms=LONG_DELAY_MS)
+    first = await occupy(batcher, 0, 1)
+    lone = asyncio.create_task(batcher.submit(request(rows_of(1, 1), 1)._replace(alone=True)))
+    second = submit(batcher, 2, 1)
+    await until(lambda: batcher.queued == 2)
+    runtime.gate.set()
+    results = await guarded(asyncio.gather(first, lone, second))
+    for out, request_id in zip(results, (0, 1, 2), strict=True):
+        np.testing.assert_array_equal(out["y"], rows_of(request_id, 1)["x"])
+    assert runtime.batch_rows == [1, 2]  # the waiting two went as one (full) batch
+    assert batches(metrics, "full") == 1

@@ -15,6 +15,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from server.api.http_protocol import OneWriteCycle, OneWriteHttpToolsProtocol
+from tests.fakes import until
 
 BODY = b'{"ok": true}'
 DATE = (b"date", b"Thu, 03 Dec 2026 12:00:00 GMT")
@@ -205,3 +206,34 @@ async def test_answer_after_the_response_started_is_refused() -> None:
 
     assert refused == ["answer() after the response started"]
     assert len(transport.writes) == 1
+
+
+async def test_a_cycle_is_alone_only_while_no_other_request_of_its_server_runs() -> None:
+    """`OneWriteCycle.alone`: the batcher's hint that no request can join this one's batch."""
+    state = ServerState()
+    seen: dict[str, bool] = {}
+    release = asyncio.Event()
+
+    async def watching(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        seen[scope["path"]] = send.__self__.alone()  # type: ignore[attr-defined]
+        if scope["path"] == "/first":
+            await release.wait()  # still running when the second request arrives
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = Config(watching, lifespan="off", server_header=False, access_log=False)
+    loop = asyncio.get_running_loop()
+    transports = []
+    for path in (b"/first", b"/second"):
+        protocol = OneWriteHttpToolsProtocol(config, state, {}, _loop=loop)
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        transports.append(transport)
+        await until(lambda: len(seen) == len(transports))
+    release.set()
+    while state.tasks:
+        await asyncio.gather(*state.tasks)
+    assert seen == {"/first": True, "/second": False}
+    assert all(len(t.writes) == 1 for t in transports)

@@ -192,8 +192,10 @@ class Batcher:
             if not self._idle_pump_scheduled:
                 self._idle_pump_scheduled = True
                 loop.call_soon(self._pump_idle)
-        else:
+        elif not self._idle_pump_scheduled:
             self._pump()
+        # else: the idle pump due later in this turn decides for everyone queued before it (under
+        # load, a decision per arrival was a scan of the queue each: quadratic in a turn's arrivals)
         if entry.queued:
             if deadline is not None:
                 entry.timer = loop.call_later(deadline - now, self._expire, entry)

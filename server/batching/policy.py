@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from server.contract.manifest import BatchingPolicy
 
@@ -56,9 +56,11 @@ class BatchConfig:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Send the first `take` queued requests now (`take` > 0), or wait until `wake_at`."""
+class Decision(NamedTuple):
+    """Send the first `take` queued requests now (`take` > 0), or wait until `wake_at`.
+
+    A NamedTuple: one is made per decision, on the request path, where a frozen dataclass's
+    `__init__` (an `object.__setattr__` per field) costs 1.6x as much."""
 
     take: int
     reason: Reason | None = None

@@ -35,7 +35,7 @@ from pydantic.fields import FieldInfo
 
 from server.api.admin_auth import AdminTokensInvalid
 from server.api.deps import Edge
-from server.api.http_protocol import OneWriteHttpToolsProtocol
+from server.api.http_protocol import DrainState, OneWriteHttpToolsProtocol
 from server.app import create_app
 from server.logs import configure_logging
 from server.registry.memory import tune_allocator
@@ -152,6 +152,8 @@ class DrainingServer(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, grace_s: float) -> None:
         super().__init__(config)
+        self._state = DrainState()
+        self.server_state = self._state
         self._app = app
         self._grace_s = grace_s
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -198,6 +200,7 @@ class DrainingServer(uvicorn.Server):
         self._loop.call_soon_threadsafe(self._start_drain, edge)
 
     def _start_drain(self, edge: Edge) -> None:
+        self._state.drain()  # every answer from now on closes its connection
         self._drain_task = asyncio.ensure_future(self._drain(edge))
 
     async def _drain(self, edge: Edge) -> None:

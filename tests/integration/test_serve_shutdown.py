@@ -49,6 +49,9 @@ async def test_sigterm_finishes_accepted_requests_refuses_new_ones_and_exits_0(d
     assert (refused.status_code, refused.json()) == (503, {"error": "server is shutting down"})
     assert [r.status_code for r in responses] == [200] * accepted
     assert all(r.json()["outputs"][0]["data"] == [7.0] for r in responses)
+    # Answers from the drain on close their connection (those under way at SIGTERM too): a
+    # keep-alive client sends its next request elsewhere, not onto a connection about to close.
+    assert [r.headers.get("connection") for r in [refused, *responses]] == ["close"] * (accepted + 1)
     assert server.process.wait(timeout=60) == 0, server.log()
     assert "draining" in server.log()
     # Refusals are what SIGTERM asked for: logged, but below ERROR, so a rolling update pages nobody.

@@ -307,6 +307,21 @@ async def test_a_header_block_in_continuation_frames_and_a_ping(served: Served) 
     await client.close()
 
 
+async def test_repeated_and_changed_header_blocks_decode_to_their_own_fields(served: Served) -> None:
+    client = await RawClient.connect(served.port)
+    values = ["a", "a", "b", "a", "a", "c" * 200, "a"]  # indexed repeats, insertions, an eviction-free change
+    async with asyncio.timeout(30):
+        for index, value in enumerate(values):
+            client.call(2 * index + 1, message(), extra=[("x-echo", value)])
+            assert (await client.answer(2 * index + 1)).trailers["x-echo"] == value
+        # A block of only a table size update: no :method or :path, a stream error.
+        client.send(wire.frame(wire.HEADERS, wire.END_HEADERS | wire.END_STREAM, 99, b"\x3f\xe1\x1f"))
+        assert (await client.answer(99)).reset == wire.PROTOCOL_ERROR
+        client.call(101, message(), extra=[("x-echo", "a")])
+        assert (await client.answer(101)).trailers["x-echo"] == "a"
+    await client.close()
+
+
 async def test_an_answer_waits_for_the_peers_stream_and_connection_windows(served: Served) -> None:
     client = await RawClient.connect(served.port, [(wire.SETTINGS_INITIAL_WINDOW_SIZE, 1000)])
     async with asyncio.timeout(30):

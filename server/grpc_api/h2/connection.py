@@ -45,6 +45,9 @@ MAX_HEADER_LIST: Final = 16_384
 a connection error (ENHANCE_YOUR_CALM), since the HPACK state cannot be kept past it."""
 MAX_HEADER_BLOCK: Final = 2 * MAX_HEADER_LIST
 """The compressed block (HEADERS and its CONTINUATIONs) kept at most while it arrives."""
+HEADER_CACHE: Final = 32
+"""Distinct header blocks remembered per connection (a client that varies a field per call, such as
+grpc-timeout, sends a new block each time: the cache is emptied when full)."""
 STREAM_WINDOW: Final = 1 << 20
 """SETTINGS_INITIAL_WINDOW_SIZE: what a client may send on one call before it is given more."""
 CONNECTION_WINDOW: Final = 1 << 24
@@ -124,6 +127,11 @@ class H2Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._decoder = hpack.Decoder()
         self._decoder.max_header_list_size = MAX_HEADER_LIST
+        self._table = self._decoder.header_table.dynamic_entries
+        self._cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        """Header blocks decoded since the dynamic table last changed (see `_decode`)."""
+        self._cached_head: tuple[bytes, bytes] | None = None
+        self._cached_length = 0
         self._buffer = bytearray()
         self._preface = True
         """Still waiting for the client's preface (then its first SETTINGS)."""
@@ -351,7 +359,7 @@ class H2Connection(asyncio.Protocol):
 
     def _on_header_block(self, stream_id: int, end_stream: bool, block: bytes) -> None:
         try:
-            headers = self._decoder.decode(block, raw=True)
+            headers = self._decode(block)
         except OversizedHeaderListError as error:
             raise ConnectionError_(wire.ENHANCE_YOUR_CALM, f"header list over {MAX_HEADER_LIST} bytes") from error
         except HPACKError as error:
@@ -371,6 +379,31 @@ class H2Connection(asyncio.Protocol):
             self._out.append(wire.rst_stream(stream_id, wire.REFUSED_STREAM))
             return
         self._open(stream_id, end_stream, headers)
+
+    def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        """HPACK-decode `block`; a block seen since the dynamic table last changed is not decoded again.
+
+        A client repeating a call sends the same bytes (its fields indexed in the table), and
+        decoding them leaves the table as it was; the table changes only by an insertion (a new
+        tuple at its head) or an eviction (a shorter table), which empties the cache.
+        """
+        entries = self._table
+        head = entries[0] if entries else None
+        length = len(entries)
+        if head is not self._cached_head or length != self._cached_length:
+            self._cache.clear()
+            self._cached_head, self._cached_length = head, length
+        else:
+            found = self._cache.get(block)
+            if found is not None:
+                return found
+        headers = cast(list[tuple[bytes, bytes]], self._decoder.decode(block, raw=True))
+        # A block that changed the table is never replayed: decoding it again would change it again.
+        if (entries[0] if entries else None) is head and len(entries) == length:
+            if len(self._cache) >= HEADER_CACHE:
+                self._cache.clear()
+            self._cache[block] = headers
+        return headers
 
     def _open(self, stream_id: int, end_stream: bool, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """A new call from its request headers: refused at once, or a stream waiting for its message."""

@@ -3,7 +3,7 @@
 Built on the event loop once a sampled request is answered: it holds the request's own input
 and output tensors (no copy, no conversion) and, when a shadow copy was sent, a slot its answer
 fills in later (`shadow_done`, a done callback on the loop). The writer thread turns batches of
-these into Arrow columns (`layout.py`) and `CaptureRecord`s.
+these into Arrow columns (`layout.py`), and the served index takes its rows from them.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from itertools import repeat
+from operator import attrgetter
 
 import numpy as np
 import pyarrow as pa
@@ -28,10 +28,8 @@ from server.capture.record import (
     OUTPUT_PREFIX,
     SHADOW_PREFIX,
     SHADOW_VERSION,
-    CaptureRecord,
 )
 from server.contract.manifest import ModelManifest, TensorSpec
-from server.request import Tensors
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +94,13 @@ class VersionLayout:
         shadow columns at once.
         """
         count = len(items)
-        row_counts = [item.rows for item in items]
-        rows = np.array(row_counts, dtype=np.int64)
+        rows = np.fromiter(map(_ROWS, items), np.int64, count)
         total = int(rows.sum())
         single = total == count  # every request one row
         owner = None if single else pa.array(np.repeat(np.arange(count), rows))
-        ids = pa.array([item.request_id for item in items], pa.string())
-        protocols = pa.array([item.protocol for item in items], pa.string())
-        ts_us = np.rint(np.array([item.ts for item in items], dtype=np.float64) * 1e6).astype(np.int64)
+        ids = pa.array(list(map(_REQUEST_ID, items)), pa.string())
+        protocols = pa.array(list(map(_PROTOCOL, items)), pa.string())
+        ts_us = np.rint(np.fromiter(map(_TS, items), np.float64, count) * 1e6).astype(np.int64)
         if single:
             row_numbers = np.zeros(total, np.int32)
         else:
@@ -118,16 +115,21 @@ class VersionLayout:
             pa.repeat(pa.scalar(self.version, pa.int32()), total),
             protocols if owner is None else protocols.take(owner),
         ]
-        for columns, of in ((self.inputs, _inputs), (self.outputs, _outputs)):
-            gathered: dict[str, np.ndarray | None] = {}
+        for columns, of in ((self.inputs, _INPUTS), (self.outputs, _OUTPUTS)):
+            gathered: dict[str, tuple[list[np.ndarray | None], np.ndarray | None]] = {}
             for column in columns:
-                tensors = [of(item).get(column.tensor) for item in items]
-                if column.tensor not in gathered:
-                    gathered[column.tensor] = _gather(tensors, total)
-                matrix = gathered[column.tensor]
+                found = gathered.get(column.tensor)
+                if found is None:
+                    tensors: list[np.ndarray | None] = list(map(dict.get, map(of, items), repeat(column.tensor)))
+                    found = gathered[column.tensor] = (tensors, _gather(tensors, total))
+                tensors, matrix = found
                 arrays.append(_array(column, tensors, rows) if matrix is None else _from_matrix(column, matrix, total))
-        answered = [item.shadow_outputs if item.shadow_state == SHADOW_ENDED else None for item in items]
-        if all(a is None for a in answered):
+        answered = (
+            [item.shadow_outputs if item.shadow_state == SHADOW_ENDED else None for item in items]
+            if SHADOW_ENDED in set(map(_SHADOW_STATE, items))
+            else None
+        )
+        if answered is None or all(a is None for a in answered):
             arrays.append(pa.nulls(total, pa.int32()))
             arrays.extend(pa.nulls(total, column.type) for column in self.outputs)
             return pa.Table.from_arrays(arrays, schema=self.schema)
@@ -144,68 +146,13 @@ class VersionLayout:
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
-def records(table: pa.Table) -> list[CaptureRecord]:
-    """A capture table's rows as `CaptureRecord`s (for the served index): column by column into
-    Python values, then one record per row (a few microseconds a row, on the writer thread)."""
-    names = table.column_names
-    ins = [n for n in names if n.startswith(INPUT_PREFIX)]
-    outs = [n for n in names if n.startswith(OUTPUT_PREFIX)]
-    shadows = [n for n in names if n.startswith(SHADOW_PREFIX)]
-    in_keys = [n.removeprefix(INPUT_PREFIX) for n in ins]
-    out_keys = [n.removeprefix(OUTPUT_PREFIX) for n in outs]
-    shadow_keys = [n.removeprefix(SHADOW_PREFIX) for n in shadows]
-
-    def values(name: str) -> list[Any]:
-        return table.column(name).to_pylist()  # type: ignore[no-any-return]
-
-    ts_us = table.column("ts").cast(pa.int64()).to_numpy().tolist()
-    in_rows = zip(*(values(n) for n in ins)) if ins else iter([()] * table.num_rows)
-    out_rows = zip(*(values(n) for n in outs)) if outs else iter([()] * table.num_rows)
-    shadow_versions = values("shadow_version")
-    shadow_rows = (
-        zip(*(values(n) for n in shadows))
-        if shadows and any(v is not None for v in shadow_versions)
-        else iter([()] * table.num_rows)
-    )
-    result: list[CaptureRecord] = []
-    for request_id, row, us, model, version, protocol, in_values, out_values, shadow_version, shadow_values in zip(
-        values("request_id"),
-        values("row"),
-        ts_us,
-        values("model"),
-        values("version"),
-        values("protocol"),
-        in_rows,
-        out_rows,
-        shadow_versions,
-        shadow_rows,
-    ):
-        result.append(
-            CaptureRecord(
-                request_id,
-                row,
-                _EPOCH + timedelta(microseconds=us),
-                model,
-                version,
-                protocol,
-                dict(zip(in_keys, in_values)),
-                dict(zip(out_keys, out_values)),
-                shadow_version,
-                None if shadow_version is None else {k: v for k, v in zip(shadow_keys, shadow_values) if v is not None},
-            )
-        )
-    return result
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _inputs(item: Captured) -> Tensors:
-    return item.inputs
-
-
-def _outputs(item: Captured) -> Tensors:
-    return item.outputs
+_ROWS = attrgetter("rows")
+_REQUEST_ID = attrgetter("request_id")
+_PROTOCOL = attrgetter("protocol")
+_TS = attrgetter("ts")
+_SHADOW_STATE = attrgetter("shadow_state")
+_INPUTS = attrgetter("inputs")
+_OUTPUTS = attrgetter("outputs")
 
 
 def _column(prefix: str, spec: TensorSpec, batch_axis: bool) -> Column:
@@ -217,12 +164,11 @@ def _column(prefix: str, spec: TensorSpec, batch_axis: bool) -> Column:
 def _gather(tensors: list[np.ndarray | None], total: int) -> np.ndarray | None:
     """Every request's tensor as one [total rows, values per row] matrix; None when a request
     lacks it or the requests' trailing shapes differ (the per-request path then)."""
-    present = [t for t in tensors if t is not None]
-    if len(present) != len(tensors) or not present or any(t.ndim == 0 for t in present):
+    if not tensors:
         return None
-    try:
-        joined = np.concatenate(present)
-    except ValueError:
+    try:  # a missing tensor (None) or a 0-d one cannot be concatenated: the per-request path
+        joined: np.ndarray = np.concatenate(tensors)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
         return None
     if joined.shape[0] != total:
         return None

@@ -1,7 +1,8 @@
-"""`CaptureRecord`: one captured row of model input and output, and its Parquet columns.
+"""`CaptureRecord`: one captured row of model input and output, and its Parquet columns;
+`ServedRows`: a batch of captured rows, column by column, as the served index reads them.
 
 The contract between capture (which writes), the served index and live quality (which read
-records as the writer thread hands them over) and retraining (which reads the Parquet files).
+`ServedRows` as the writer thread hands them over) and retraining (which reads the Parquet files).
 One record per ROW of model input: a v1 request with 3 instances gives rows 0, 1, 2; a v2
 request's batch axis likewise.
 
@@ -24,8 +25,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.types as pat
 
 CaptureValue = float | str | list[float] | list[str]
 """One row's value of one tensor: a scalar when the row is one value, else the flat list."""
@@ -56,8 +59,8 @@ SHADOW_VERSION = pa.field("shadow_version", pa.int32(), nullable=True)
 class CaptureRecord:
     """One captured row: what a version was asked and what it answered (and its shadow, if any).
 
-    Treat as immutable. Not a frozen dataclass: the writer builds one per captured row for the
-    served index, and a frozen one's `__init__` costs three times as much."""
+    Treat as immutable. For tests and tools (`records_to_table`); the server's writer builds
+    whole columns, never a record per row."""
 
     request_id: str
     """The request id the server echoed (`x-request-id`, the client's or generated)."""
@@ -79,6 +82,81 @@ class CaptureRecord:
     """The shadow version whose copy of the request ran and answered; None otherwise."""
     shadow_outputs: dict[str, CaptureValue] | None = None
     """The shadow's outputs for this row, when it answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRows:
+    """Captured rows of ONE version, column by column: what the served index and the label-free
+    estimate read of them (who asked, when, what was answered), never the inputs.
+
+    Built once per batch from the capture table (`of_table`, a few Arrow-to-list conversions, no
+    object per row); `of_records` groups `CaptureRecord`s the same way (tests, tools)."""
+
+    model: str
+    version: int
+    request_ids: Sequence[str]
+    rows: Sequence[int]
+    """Each row's index within its request."""
+    ts: Sequence[float]
+    """When answered, epoch seconds (UTC)."""
+    outputs: dict[str, Sequence[CaptureValue | None]]
+    """Every output's column (a value per row; None where the table holds null)."""
+    text_lists: frozenset[str]
+    """The outputs that are lists of text (the served index keeps neither theirs nor the shadow's)."""
+    shadow_versions: Sequence[int | None] | None = None
+    """Per row, the shadow version whose copy answered it; None when no row had a shadow answer."""
+    shadow_outputs: dict[str, Sequence[CaptureValue | None]] | None = None
+    """The shadow's output columns (null where it did not answer); with `shadow_versions`."""
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+    @classmethod
+    def of_table(cls, table: pa.Table, model: str, version: int) -> ServedRows:
+        """The rows of a capture table (`records_to_table`'s or the writer's layout)."""
+        names = table.column_names
+        text_lists = frozenset(
+            field.name.removeprefix(OUTPUT_PREFIX)
+            for field in table.schema
+            if field.name.startswith(OUTPUT_PREFIX) and pat.is_list(field.type) and pat.is_string(field.type.value_type)
+        )
+        ts = (table.column("ts").cast(pa.int64()).to_numpy() / 1e6).tolist()
+        outputs: dict[str, Sequence[CaptureValue | None]] = {
+            n.removeprefix(OUTPUT_PREFIX): _values(table.column(n)) for n in names if n.startswith(OUTPUT_PREFIX)
+        }
+        shadow = table.column("shadow_version")
+        shadow_versions: list[int | None] | None = None
+        shadow_outputs: dict[str, Sequence[CaptureValue | None]] | None = None
+        if shadow.null_count < len(shadow):
+            shadow_versions = shadow.to_pylist()
+            shadow_outputs = {
+                n.removeprefix(SHADOW_PREFIX): _values(table.column(n)) for n in names if n.startswith(SHADOW_PREFIX)
+            }
+        return cls(
+            model,
+            version,
+            table.column("request_id").to_pylist(),
+            table.column("row").to_pylist(),
+            ts,
+            outputs,
+            text_lists,
+            shadow_versions,
+            shadow_outputs,
+        )
+
+    @classmethod
+    def of_records(cls, records: Sequence[CaptureRecord]) -> list[ServedRows]:
+        """Records grouped by version (in order of first appearance), each group as columns."""
+        groups: dict[tuple[str, int], list[CaptureRecord]] = {}
+        for record in records:
+            groups.setdefault((record.model, record.version), []).append(record)
+        return [cls.of_table(records_to_table(group), *key) for key, group in groups.items()]
+
+
+def _values(column: pa.ChunkedArray) -> list[Any]:
+    if column.null_count == 0 and pat.is_floating(column.type):
+        return column.to_numpy().tolist()  # type: ignore[no-any-return]
+    return column.to_pylist()  # type: ignore[no-any-return]
 
 
 def partition_dir(model: str, version: int, ts: datetime) -> str:

@@ -2,8 +2,8 @@
 
 Off the event loop: the loop only appends references to a deque (`submit`, `append_table`); a
 daemon thread wakes every `POLL_S`, takes everything queued, converts each version's requests
-to one Arrow table (`layout.py`), hands their `CaptureRecord`s to the served index when one is
-attached (`index.put_many`), and stages the table in its partition,
+to one Arrow table (`layout.py`), hands its rows to the served index when one is attached
+(`index.put_rows`, the table's columns: no object per row), and stages the table in its partition,
 `<model>/version=<v>/hour=<YYYY-MM-DDTHH>/`. A partition's staged rows become one file when they
 reach `rotate_bytes` (Arrow bytes, before compression) or their oldest is `rotate_age_s` old;
 the file is written whole (`sink.put`: temp name and rename, or one upload). A request whose
@@ -38,17 +38,19 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import NamedTuple, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from server.capture.captured import SHADOW_PENDING, Captured
-from server.capture.layout import VersionLayout, records
-from server.capture.record import HOUR_FORMAT, CaptureRecord
+from server.capture.layout import VersionLayout
+from server.capture.record import HOUR_FORMAT, ServedRows
 from server.capture.sink import Sink
 from server.metrics.instruments import Metrics
 
@@ -61,11 +63,17 @@ CAPTURE = "capture"
 RETRY_FIRST_S = 0.5
 COMPRESSION = "zstd"
 
+_SHADOW_STATE = attrgetter("shadow_state")
+_MANIFEST = attrgetter("manifest")
+_TS = attrgetter("ts")
+_ROWS = attrgetter("rows")
+_NBYTES = attrgetter("nbytes")
+
 
 class RecordIndex(Protocol):
-    """What the writer hands every captured record to (the served index, `server/labels/`)."""
+    """What the writer hands every batch of captured rows to (the served index, `server/labels/`)."""
 
-    def put_many(self, records: Sequence[CaptureRecord]) -> None: ...
+    def put_rows(self, rows: ServedRows) -> None: ...
 
 
 class TableAppend(NamedTuple):
@@ -136,7 +144,7 @@ class CaptureWriter:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.index = index
-        """Receives every captured record (`put_many`) when set; attach before `start`."""
+        """Receives every captured row (`put_rows`) when set; attach before `start`."""
         self._clock = clock
         self._queue: deque[Captured | TableAppend] = deque()
         # Accounting of what is held, each counter written by one thread only (no lock on the loop):
@@ -260,24 +268,21 @@ class CaptureWriter:
 
     def _cycle(self, final: bool) -> None:
         now = self._clock()
-        wall = time.time()
-        ready: dict[tuple[str, int], list[Captured]] = {}
-        still_waiting: list[Captured] = []
-        for item in self._waiting:
-            self._place(item, now, wall, final, ready, still_waiting)
+        taken = self._waiting
+        self._waiting = []
         queue = self._queue
         while True:
             try:
                 entry = queue.popleft()
             except IndexError:
                 break
-            if isinstance(entry, TableAppend):
+            if type(entry) is TableAppend:
                 self._stage_table(entry, now)
             else:
-                self._place(entry, now, wall, final, ready, still_waiting)
-        self._waiting = still_waiting
-        for items in ready.values():
-            self._stage_captures(items, now)
+                taken.append(entry)  # type: ignore[arg-type]
+        if taken:
+            for items in self._ready(taken, time.time(), final):
+                self._stage_captures(items, now)
         flush = final or self._flush.is_set()
         self._flush.clear()
         for key, staged in list(self._staged.items()):
@@ -286,20 +291,24 @@ class CaptureWriter:
                 self._finish(staged)
         self._retry(final)
 
-    def _place(
-        self,
-        item: Captured,
-        now: float,
-        wall: float,
-        final: bool,
-        ready: dict[tuple[str, int], list[Captured]],
-        waiting: list[Captured],
-    ) -> None:
-        """Ready to convert, or (its shadow copy still running, within the wait) kept for later."""
-        if item.shadow_state == SHADOW_PENDING and not final and wall - item.ts < self.shadow_wait_s:
-            waiting.append(item)
-            return
-        ready.setdefault((item.manifest.name, item.manifest.version), []).append(item)
+    def _ready(self, taken: list[Captured], wall: float, final: bool) -> list[list[Captured]]:
+        """The requests ready to convert, by version; those whose shadow copy is still running
+        (within the wait) are kept for a later cycle. Whole-list checks first: the common batch
+        (no copy pending, one version) costs no Python step per request."""
+        if SHADOW_PENDING in set(map(_SHADOW_STATE, taken)) and not final:
+            ready: list[Captured] = []
+            for item in taken:
+                if item.shadow_state == SHADOW_PENDING and wall - item.ts < self.shadow_wait_s:
+                    self._waiting.append(item)
+                else:
+                    ready.append(item)
+            taken = ready
+        if len(set(map(id, map(_MANIFEST, taken)))) <= 1:
+            return [taken] if taken else []
+        by_version: dict[tuple[str, int], list[Captured]] = {}
+        for item in taken:
+            by_version.setdefault((item.manifest.name, item.manifest.version), []).append(item)
+        return list(by_version.values())
 
     def _stage_captures(self, items: list[Captured], now: float) -> None:
         manifest = items[0].manifest
@@ -307,12 +316,18 @@ class CaptureWriter:
         layout = self._layouts.get(key)
         if layout is None:
             layout = self._layouts[key] = VersionLayout.of(manifest)
-        by_hour: dict[int, list[Captured]] = {}
-        for item in items:
-            by_hour.setdefault(int(item.ts // 3600), []).append(item)
-        for hour, group in by_hour.items():
-            rows = sum(item.rows for item in group)
-            nbytes = sum(item.nbytes for item in group)
+        hours = np.fromiter(map(_TS, items), np.float64, len(items)) // 3600
+        groups: list[tuple[int, list[Captured]]]
+        if hours.min() == hours.max():
+            groups = [(int(hours[0]), items)]
+        else:
+            by_hour: dict[int, list[Captured]] = {}
+            for hour, item in zip(hours.astype(np.int64).tolist(), items):
+                by_hour.setdefault(hour, []).append(item)
+            groups = list(by_hour.items())
+        for hour, group in groups:
+            rows = sum(map(_ROWS, group))
+            nbytes = sum(map(_NBYTES, group))
             try:
                 table = layout.table(group)
             except (ValueError, pa.ArrowException) as error:
@@ -324,8 +339,8 @@ class CaptureWriter:
             self._stage(manifest.name, CAPTURE, partition, table, rows, nbytes, now)
             if self.index is not None:
                 try:
-                    self.index.put_many(records(table))
-                except Exception:  # put_many counts its own failures; this is a defect's last guard
+                    self.index.put_rows(ServedRows.of_table(table, manifest.name, manifest.version))
+                except Exception:  # put_rows counts its own failures; this is a defect's last guard
                     self._metrics.served_index_errors.inc(rows)
                     log.exception("served index refused %d records of %s version %d", rows, *key)
 

@@ -1,8 +1,9 @@
 """`ServedIndex`: what was answered to each (request id, row), kept for the label horizon so a label
 arriving later (minutes to days, at any replica) can be joined to the prediction it judges.
 
-Fed off the event loop: capture's writer thread calls `put_many` with every captured record
-(`server/capture/`). Read by label intake (`server/labels/intake.py`) in a worker thread.
+Fed off the event loop: capture's writer thread calls `put_rows` with each batch of captured rows,
+column by column (`ServedRows`, `server/capture/`); every row's entry is encoded in one pass over
+the columns and the batch written in one statement (SQLite) or one pipeline (Redis). Read by label intake (`server/labels/intake.py`) in a worker thread.
 Two stores behind one protocol, chosen from settings at the composition root:
 
 - `RedisServedIndex` (with `HOTSERVE_REDIS_URL`): one key per model, request id and row,
@@ -30,7 +31,7 @@ from typing import Protocol
 import orjson
 import redis
 
-from server.capture.record import CaptureRecord, CaptureValue
+from server.capture.record import CaptureRecord, ServedRows
 from server.errors import LabelStoreUnavailable
 from server.labels.sqlite_file import SqliteFile
 
@@ -58,20 +59,41 @@ class ServedEntry:
         version, ts, outputs, shadow_version, shadow_outputs = orjson.loads(raw)
         return cls(int(version), float(ts), outputs, shadow_version, shadow_outputs)
 
-    @classmethod
-    def of(cls, record: CaptureRecord) -> ServedEntry:
-        shadow = None if record.shadow_outputs is None else numeric(record.shadow_outputs)
-        return cls(record.version, record.ts.timestamp(), numeric(record.outputs), record.shadow_version, shadow)
+
+Entry = list[object]
+"""An entry as `ServedEntry.encode` serializes it: [version, ts, outputs, shadow version, shadow outputs]."""
 
 
-def numeric(outputs: dict[str, CaptureValue]) -> StoredOutputs:
-    """The outputs quality may read: every one but lists of text (a multiclass model that outputs
-    only its class keeps that class as text)."""
-    return {
-        name: value  # type: ignore[misc]
-        for name, value in outputs.items()
-        if not (isinstance(value, list) and value and isinstance(value[0], str))
-    }
+def entries(rows: ServedRows) -> list[Entry]:
+    """Every row's entry (the numeric and text outputs: a list-of-text output is not kept), one
+    pass over the columns."""
+    version = rows.version
+    names = [name for name in rows.outputs if name not in rows.text_lists]
+    columns = [rows.outputs[name] for name in names]
+    if rows.shadow_versions is None:
+        if len(names) == 1:
+            name = names[0]
+            return [[version, ts, {name: value}, None, None] for ts, value in zip(rows.ts, columns[0])]
+        return [[version, ts, dict(zip(names, values)), None, None] for ts, *values in zip(rows.ts, *columns)]
+    shadow = rows.shadow_outputs or {}
+    shadow_names = [name for name in shadow if name not in rows.text_lists]
+    shadow_columns = [shadow[name] for name in shadow_names]
+    result: list[Entry] = []
+    for i, (ts, shadow_version) in enumerate(zip(rows.ts, rows.shadow_versions)):
+        answered = (
+            None
+            if shadow_version is None
+            else {name: column[i] for name, column in zip(shadow_names, shadow_columns) if column[i] is not None}
+        )
+        outputs = {name: column[i] for name, column in zip(names, columns)}
+        result.append([version, ts, outputs, shadow_version, answered])
+    return result
+
+
+def encode_entries(rows: ServedRows) -> list[bytes]:
+    """Every row's entry as `ServedEntry.encode` writes it."""
+    dumps = orjson.dumps
+    return [dumps(entry) for entry in entries(rows)]
 
 
 Key = tuple[str, int]
@@ -81,9 +103,13 @@ Key = tuple[str, int]
 class ServedIndex(Protocol):
     """Served rows by (model, request id, row). Blocking: call from a worker thread, never the loop."""
 
-    def put_many(self, records: Sequence[CaptureRecord]) -> None:
-        """Keep every record for the label horizon. Never raises: a failure is counted and logged
+    def put_rows(self, rows: ServedRows) -> None:
+        """Keep every row for the label horizon. Never raises: a failure is counted and logged
         (capture's writer must go on)."""
+        ...
+
+    def put_many(self, records: Sequence[CaptureRecord]) -> None:
+        """`put_rows` of records (grouped by version)."""
         ...
 
     def get_many(self, model: str, keys: Sequence[Key]) -> list[ServedEntry | None]:
@@ -111,16 +137,21 @@ class RedisServedIndex:
     def _key(self, model: str, request_id: str, row: int) -> str:
         return f"{self._prefix}{model}:{request_id}:{row}"
 
-    def put_many(self, records: Sequence[CaptureRecord]) -> None:
-        if not records:
+    def put_rows(self, rows: ServedRows) -> None:
+        if not rows:
             return
+        prefix = f"{self._prefix}{rows.model}:"
         try:
             with self._client.pipeline(transaction=False) as pipe:
-                for r in records:
-                    pipe.set(self._key(r.model, r.request_id, r.row), ServedEntry.of(r).encode(), px=self._ttl_ms)
+                for request_id, row, entry in zip(rows.request_ids, rows.rows, encode_entries(rows)):
+                    pipe.set(f"{prefix}{request_id}:{row}", entry, px=self._ttl_ms)
                 pipe.execute()
         except redis.RedisError as error:
-            _failed(self._on_error, len(records), error)
+            _failed(self._on_error, len(rows), error)
+
+    def put_many(self, records: Sequence[CaptureRecord]) -> None:
+        for rows in ServedRows.of_records(records):
+            self.put_rows(rows)
 
     def get_many(self, model: str, keys: Sequence[Key]) -> list[ServedEntry | None]:
         if not keys:
@@ -146,6 +177,13 @@ CREATE TABLE IF NOT EXISTS served (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS served_ts ON served (ts);
 """
+_INSERT_ROWS = (
+    "INSERT OR REPLACE INTO served (model, request_id, row, ts, entry) SELECT ?, json_extract(value, '$[0]'),"
+    " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)"
+)
+"""A batch in one statement: its rows as one JSON array of [request id, row, ts, entry], which
+SQLite takes apart (the entry stored as its JSON text), so the batch costs one call and one
+release of the GIL, not a binding and a step per row."""
 
 
 class SqliteServedIndex:
@@ -168,20 +206,24 @@ class SqliteServedIndex:
         self._file = SqliteFile(path, _SCHEMA)
         self._expired_at = 0.0
 
-    def put_many(self, records: Sequence[CaptureRecord]) -> None:
-        if not records:
+    def put_rows(self, rows: ServedRows) -> None:
+        if not rows:
             return
-        rows = [(r.model, r.request_id, r.row, r.ts.timestamp(), ServedEntry.of(r).encode()) for r in records]
+        document = orjson.dumps(list(zip(rows.request_ids, rows.rows, rows.ts, entries(rows))))
         try:
             with self._lock:
                 self._file.db.execute("BEGIN IMMEDIATE")
-                self._file.db.executemany("INSERT OR REPLACE INTO served VALUES (?, ?, ?, ?, ?)", rows)
+                self._file.db.execute(_INSERT_ROWS, (rows.model, document))
                 self._file.db.execute("COMMIT")
                 self._expire()
         except sqlite3.Error as error:
             with self._lock:
                 self._file.rollback()
-            _failed(self._on_error, len(records), error)
+            _failed(self._on_error, len(rows), error)
+
+    def put_many(self, records: Sequence[CaptureRecord]) -> None:
+        for rows in ServedRows.of_records(records):
+            self.put_rows(rows)
 
     def _expire(self) -> None:
         now = self._clock()
@@ -213,17 +255,21 @@ class SqliteServedIndex:
 class ObservedIndex:
     """An index that also hands every batch to observers (the label-free quality estimate)."""
 
-    def __init__(self, index: ServedIndex, observers: Iterable[Callable[[Sequence[CaptureRecord]], None]]) -> None:
+    def __init__(self, index: ServedIndex, observers: Iterable[Callable[[ServedRows], None]]) -> None:
         self.index = index
         self._observers = list(observers)
 
-    def put_many(self, records: Sequence[CaptureRecord]) -> None:
-        self.index.put_many(records)
+    def put_rows(self, rows: ServedRows) -> None:
+        self.index.put_rows(rows)
         for observe in self._observers:
             try:
-                observe(records)
+                observe(rows)
             except Exception:  # an observer's bug must not stop capture's writer
                 log.exception("a served-row observer failed")
+
+    def put_many(self, records: Sequence[CaptureRecord]) -> None:
+        for rows in ServedRows.of_records(records):
+            self.put_rows(rows)
 
     def get_many(self, model: str, keys: Sequence[Key]) -> list[ServedEntry | None]:
         return self.index.get_many(model, keys)

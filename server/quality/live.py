@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.capture.record import CaptureRecord
+from server.capture.record import ServedRows
 from server.errors import HotserveError
 from server.metrics.instruments import Metrics
 from server.quality.contract import QualityContract, QualityContracts
@@ -117,20 +117,26 @@ class ServedScores:
         self._rows: dict[tuple[str, int], deque[tuple[float, list[float]]]] = {}
         self._lock = threading.Lock()
 
-    def observe(self, records: Sequence[CaptureRecord]) -> None:
-        for record in records:
-            contract = self._contracts.get(record.model, record.version)
-            if contract is None or contract.task == "regression":
-                continue
-            score = contract.score(record.outputs)
-            if score is None:
-                continue
-            key = (record.model, record.version)
-            with self._lock:
-                rows = self._rows.get(key)
-                if rows is None:
-                    rows = self._rows[key] = deque(maxlen=self._max_rows)
-                rows.append((record.ts.timestamp(), score))
+    def observe(self, served: ServedRows) -> None:
+        contract = self._contracts.get(served.model, served.version)
+        if contract is None or contract.task == "regression":
+            return
+        column = served.outputs.get(contract.output)
+        if column is None:
+            return
+        scored = []
+        for ts, value in zip(served.ts, column):
+            score = contract.score({contract.output: value})
+            if score is not None:
+                scored.append((ts, score))
+        if not scored:
+            return
+        key = (served.model, served.version)
+        with self._lock:
+            rows = self._rows.get(key)
+            if rows is None:
+                rows = self._rows[key] = deque(maxlen=self._max_rows)
+            rows.extend(scored)
 
     def keys(self) -> list[tuple[str, int]]:
         with self._lock:

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from server.capture.captured import Captured
-from server.capture.layout import VersionLayout, records
-from server.capture.record import CaptureRecord, records_to_table
+from server.capture.layout import VersionLayout
+from server.capture.record import CaptureRecord, ServedRows, records_to_table
 from server.contract.manifest import BatchingPolicy, FeatureSpec
 from tests.fakes import make_manifest
 
@@ -89,9 +89,10 @@ def test_a_shadow_answer_fills_its_requests_rows_and_leaves_the_others_null() ->
     assert table.column("shadow_version").to_pylist() == [4, 4, None]
     assert table.column("shadow.probability").to_pylist() == pytest.approx([0.25, 0.45, None])
     assert table.column("shadow.scores").to_pylist() == [None, None, None]
-    rows = records(table)
-    assert rows[0].shadow_outputs == {"probability": pytest.approx(0.25)}
-    assert rows[2].shadow_version is None and rows[2].shadow_outputs is None
+    served = ServedRows.of_table(table, "fraud", 3)
+    assert served.shadow_versions == [4, 4, None]
+    assert served.shadow_outputs is not None
+    assert served.shadow_outputs["probability"] == pytest.approx([0.25, 0.45, None])
 
 
 def test_text_tensors_and_multi_value_inputs_of_a_version_without_feature_spec() -> None:
@@ -134,13 +135,12 @@ def test_a_request_that_does_not_fit_the_signature_is_refused_not_written_wrong(
         VersionLayout.of(TABULAR).table([item])
 
 
-def test_records_read_back_from_a_table_are_the_contract_records_and_convert_back_to_the_same_table() -> None:
+def test_the_contract_record_of_a_row_converts_to_the_writers_table_and_both_give_the_same_served_rows() -> None:
     x = np.array([[30, 12.5, 3]], np.float32)
     table = VersionLayout.of(TABULAR).table(
         [captured("a", x, np.array([[0.75]], np.float32), np.array([[1, 2]], np.float32))]
     )
-    (record,) = records(table)
-    assert record == CaptureRecord(
+    record = CaptureRecord(
         request_id="a",
         row=0,
         ts=datetime(2026, 1, 1, 0, 0, 0, 250000, tzinfo=UTC),
@@ -154,4 +154,9 @@ def test_records_read_back_from_a_table_are_the_contract_records_and_convert_bac
     assert again.drop_columns([n for n in again.column_names if n.startswith("shadow")]).equals(
         table.drop_columns([n for n in table.column_names if n.startswith("shadow")])
     )
-    assert not math.isnan(record.outputs["probability"])  # type: ignore[arg-type]
+    served = ServedRows.of_table(table, "fraud", 3)
+    assert served == ServedRows.of_records([record])[0]
+    assert (served.request_ids, served.rows, served.ts) == (["a"], [0], [TS])
+    assert served.outputs == {"probability": [0.75], "scores": [[1.0, 2.0]]}
+    assert served.shadow_versions is None and served.shadow_outputs is None
+    assert not math.isnan(served.outputs["probability"][0])  # type: ignore[arg-type]

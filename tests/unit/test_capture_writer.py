@@ -4,7 +4,7 @@ label tables, the served index hook, and the shutdown flush (on a real local dir
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from server.capture.captured import Captured
-from server.capture.record import CaptureRecord
+from server.capture.record import ServedRows
 from server.capture.sink import LocalSink
 from server.capture.tap import CaptureTap
 from server.capture.writer import CaptureWriter
@@ -241,13 +241,13 @@ def test_label_tables_are_appended_to_their_own_partition_with_the_same_bound(tm
 
 class RecordingIndex:
     def __init__(self, fail: bool = False) -> None:
-        self.records: list[CaptureRecord] = []
+        self.batches: list[ServedRows] = []
         self.fail = fail
 
-    def put_many(self, records: Sequence[CaptureRecord]) -> None:
+    def put_rows(self, rows: ServedRows) -> None:
         if self.fail:
             raise ConnectionError("index down")
-        self.records.extend(records)
+        self.batches.append(rows)
 
 
 def test_the_served_index_gets_every_captured_record_and_its_failure_loses_no_parquet_row(
@@ -257,8 +257,9 @@ def test_the_served_index_gets_every_captured_record_and_its_failure_loses_no_pa
     writer = CaptureWriter(LocalSink(tmp_path), metrics, replica="r", index=index)
     writer.submit(item("a", rows=3))
     assert writer.close(10)
-    assert [(r.request_id, r.row) for r in index.records] == [("a", 0), ("a", 1), ("a", 2)]
-    assert index.records[1].inputs == {"a": 3.0, "b": 4.0, "c": 5.0}
+    (rows,) = index.batches
+    assert (rows.model, rows.version, rows.request_ids, rows.rows) == ("m", 2, ["a", "a", "a"], [0, 1, 2])
+    assert rows.outputs == {"y": [[0.0, 2.0, 4.0], [6.0, 8.0, 10.0], [12.0, 14.0, 16.0]]}
 
     failing = CaptureWriter(LocalSink(tmp_path / "other"), metrics, replica="r", index=RecordingIndex(fail=True))
     failing.submit(item("b"))

@@ -60,15 +60,15 @@ _CONTENTS_FIELDS: Final = tuple(dict.fromkeys(TYPED_CONTENTS.values()))
 
 def decode_model_infer(message: pb.ModelInferRequest, schema: ModelSchema) -> InferRequest:
     """Validate a ModelInferRequest against the model; InvalidInput naming the field otherwise."""
-    if not message.inputs:
+    items = message.inputs
+    count = len(items)
+    if not count:
         raise InvalidInput("inputs", expected="a non-empty list", got="an empty list")
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
-        raise InvalidInput(
-            "raw_input_contents", expected=f"{len(message.inputs)} entries, one per input", got=f"{len(raw)} entries"
-        )
+    if raw and len(raw) != count:
+        raise InvalidInput("raw_input_contents", expected=f"{count} entries, one per input", got=f"{len(raw)} entries")
     inputs = InputSet(schema)
-    for index, item in enumerate(message.inputs):
+    for index, item in enumerate(items):
         input_schema, field = inputs.spec(index, item.name)
         shape = check_header(input_schema, item.datatype, list(item.shape), field)
         if raw:
@@ -81,7 +81,8 @@ def decode_model_infer(message: pb.ModelInferRequest, schema: ModelSchema) -> In
             tensor = _from_contents(input_schema, shape, item.contents, field)
         inputs.add(input_schema, field, tensor)
     tensors, rows = inputs.finish()
-    parameters = parameter_values(message.parameters, "parameters")
+    given = message.parameters
+    parameters = parameter_values(given, "parameters") if given else None
     binary_default = bool(raw) or flag(parameters, "binary_data_output", "parameters.binary_data_output")
     return InferRequest(
         id=message.id or None,

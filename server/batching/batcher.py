@@ -2,9 +2,11 @@
 
 Request path: `ServedVersion.infer` -> `Batcher.submit` -> `runtime/executor.py`. Everything
 here runs on the event loop and is callback-driven: there is no collector task. A request
-that finds a free worker and an empty queue is dispatched inside `submit` itself; otherwise
-it waits in a deque, and the queue is re-examined when a batch finishes, when a request
-arrives, and when the delay timer fires. `policy.py` makes each decision (see its docstring
+that finds a free worker and an empty queue is dispatched on the next loop turn, with whatever
+arrived in this one (the idle pump), or, when its transport knows it is the only request in the
+server (`InferenceRequest.alone`: one client), inside `submit` itself; otherwise it waits in a
+deque, and the queue is re-examined when a batch finishes, when a request arrives, and when the
+delay timer fires. `policy.py` makes each decision (see its docstring
 for the rules and the `full` / `preferred` / `delay` / `idle` reasons). Once `close()` has
 stopped admission no request can join a partial batch, so it leaves at once (`delay`).
 

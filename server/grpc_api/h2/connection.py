@@ -30,10 +30,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final, cast
 
 import grpc
-import hpack
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 
 from server.grpc_api.h2 import wire
+from server.grpc_api.h2.hpack_decode import HpackDecoder
 
 if TYPE_CHECKING:
     from server.grpc_api.h2.rpc import Route, Service
@@ -125,13 +125,10 @@ class H2Connection(asyncio.Protocol):
         self._max_streams = service.max_concurrent_streams
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._decoder = hpack.Decoder()
-        self._decoder.max_header_list_size = MAX_HEADER_LIST
-        self._table = self._decoder.header_table.dynamic_entries
+        self._decoder = HpackDecoder(max_header_list_size=MAX_HEADER_LIST)
         self._cache: dict[bytes, list[tuple[bytes, bytes]]] = {}
         """Header blocks decoded since the dynamic table last changed (see `_decode`)."""
-        self._cached_head: tuple[bytes, bytes] | None = None
-        self._cached_length = 0
+        self._cached_version = 0
         self._buffer = bytearray()
         self._preface = True
         """Still waiting for the client's preface (then its first SETTINGS)."""
@@ -384,22 +381,20 @@ class H2Connection(asyncio.Protocol):
         """HPACK-decode `block`; a block seen since the dynamic table last changed is not decoded again.
 
         A client repeating a call sends the same bytes (its fields indexed in the table), and
-        decoding them leaves the table as it was; the table changes only by an insertion (a new
-        tuple at its head) or an eviction (a shorter table), which empties the cache.
+        decoding them leaves the table as it was. A block that changed the table is never
+        replayed: decoding it again would change it again.
         """
-        entries = self._table
-        head = entries[0] if entries else None
-        length = len(entries)
-        if head is not self._cached_head or length != self._cached_length:
+        decoder = self._decoder
+        version = decoder.version
+        if version != self._cached_version:
             self._cache.clear()
-            self._cached_head, self._cached_length = head, length
+            self._cached_version = version
         else:
             found = self._cache.get(block)
             if found is not None:
                 return found
-        headers = cast(list[tuple[bytes, bytes]], self._decoder.decode(block, raw=True))
-        # A block that changed the table is never replayed: decoding it again would change it again.
-        if (entries[0] if entries else None) is head and len(entries) == length:
+        headers = decoder.decode(block)
+        if decoder.version == version:
             if len(self._cache) >= HEADER_CACHE:
                 self._cache.clear()
             self._cache[block] = headers

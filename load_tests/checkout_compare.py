@@ -7,6 +7,11 @@ neither, and reads each server's own CPU time (utime + stime from `/proc/PID/sta
 cell. On a shared machine throughput swings between cells; CPU per request is the robust figure.
 
     python -m load_tests.checkout_compare --before 24fc9e2 --after HEAD --rounds 5 --duration 4
+    python -m load_tests.checkout_compare --before 27424c1 --after HEAD --rate 1000 --rounds 3   # open loop
+
+`--rate` drives each cell open loop instead (`load_tests/openloop.c`: that many requests per second
+whatever the answers, latency counted from when each was due): latency at a load below capacity,
+where requests often arrive alone.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from load_tests.benchmark import (
     wrk_errors,
     wrk_rate,
 )
+from load_tests.open_loop import run_open_loop
 from load_tests.server_process import ServerProcess, start_server
 from server.contract.manifest import ModelManifest
 
@@ -73,7 +79,10 @@ def measure(
     duration_s: int,
     rounds: int,
     workdir: Path,
+    rate: float = 0.0,
 ) -> list[Cell]:
+    """Alternated cells of wrk at `clients` connections, or, with `rate`, of an open loop at that
+    many requests per second (its errors: failed and unanswered requests)."""
     body, content_type, header_length = bodies(manifest, 1)[protocol]
     path = f"/v2/models/{manifest.name}/infer"
     for server in servers.values():  # warm connections, allocators and the batcher first
@@ -84,20 +93,26 @@ def measure(
         for revision in order if round_ % 2 == 0 else reversed(order):
             server = servers[revision]
             before = cpu_seconds(server.process.pid)
-            w = run_wrk(server.base_url + path, body, content_type, header_length, clients, duration_s, workdir)
+            if rate:
+                o = run_open_loop(server.base_url + path, body, content_type, header_length, rate, duration_s, workdir)
+                requests, per_s, p50_ms, p99_ms = (
+                    round(o.requests_per_s * duration_s),
+                    o.requests_per_s,
+                    o.p50_ms,
+                    o.p99_ms,
+                )
+                errors = o.failed + o.unanswered
+            else:
+                w = run_wrk(server.base_url + path, body, content_type, header_length, clients, duration_s, workdir)
+                requests, per_s, p50_ms, p99_ms = (
+                    int(w["requests"]),
+                    wrk_rate(w),
+                    w["p50_us"] / 1000,
+                    w["p99_us"] / 1000,
+                )
+                errors = wrk_errors(w)
             used = cpu_seconds(server.process.pid) - before
-            requests = int(w["requests"])
-            errors = wrk_errors(w)
-            cell = Cell(
-                revision,
-                round_,
-                requests,
-                wrk_rate(w),
-                used / max(requests, 1) * 1e6,
-                w["p50_us"] / 1000,
-                w["p99_us"] / 1000,
-                errors,
-            )
+            cell = Cell(revision, round_, requests, per_s, used / max(requests, 1) * 1e6, p50_ms, p99_ms, errors)
             print(
                 f"   round {round_} {revision:>12s}: {cell.requests_per_s:8.0f} req/s  "
                 f"{cell.cpu_ms_per_1000:6.1f} ms CPU/1000 req  p50 {cell.p50_ms:.2f} ms  p99 {cell.p99_ms:.2f} ms  "
@@ -143,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=4, help="seconds per cell")
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="requests per second, open loop, instead of wrk's closed loop"
+    )
     parser.add_argument("--protocol", choices=["json", "binary"], default="json")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads of each server")
     parser.add_argument(
@@ -167,12 +185,13 @@ def main(argv: list[str] | None = None) -> int:
                 repository = work / f"repository-{i}"  # each its own control state
                 shutil.copytree(args.repository, repository, ignore=shutil.ignore_patterns(".hotserve"))
                 servers[rev] = serve_from(paths[rev], repository, work / f"server-{i}.log", args.threads)
+            load = f"open loop at {args.rate:.0f} req/s" if args.rate else f"wrk -t1 -c{args.clients}"
             print(
-                f"== {MODEL} v2 {args.protocol}, wrk -t1 -c{args.clients}, {args.duration} s cells, "
+                f"== {MODEL} v2 {args.protocol}, {load}, {args.duration} s cells, "
                 f"{args.rounds} alternated rounds; {os.cpu_count()} cores",
                 flush=True,
             )
-            cells = measure(servers, manifest, args.protocol, args.clients, args.duration, args.rounds, work)
+            cells = measure(servers, manifest, args.protocol, args.clients, args.duration, args.rounds, work, args.rate)
         finally:
             for server in servers.values():
                 server.stop()

@@ -42,10 +42,13 @@ PROTOCOL = "grpc"
 class GrpcCall:
     """A ServicerContext's metadata read once."""
 
-    __slots__ = ("_context", "_metadata", "request_id", "echo")
+    __slots__ = ("_context", "_metadata", "request_id", "echo", "alone")
 
     def __init__(self, context: Context) -> None:
         self._context = context
+        self.alone: bool = getattr(context, "alone", False)
+        """hotserve's transport knows no other call is in its hands (`InferenceRequest.alone`);
+        grpc.aio cannot tell."""
         self._metadata: dict[str, str] = {}
         for key, value in context.invocation_metadata() or ():
             if isinstance(value, str):  # `-bin` keys carry bytes; none of ours does

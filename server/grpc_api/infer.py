@@ -55,7 +55,8 @@ async def model_infer(edge: Edge, rpc: GrpcCall, message: pb.ModelInferRequest) 
         own = rpc.deadline()
         if own is not None:
             deadline = own if deadline is None else min(deadline, own)
-        results = await call.infer(InferenceRequest(decoded.inputs, decoded.rows, deadline, rpc.request_id))
+        request = InferenceRequest(decoded.inputs, decoded.rows, deadline, rpc.request_id, rpc.alone)
+        results = await call.infer(request)
         response = encode_model_infer(served.name, served.version, decoded, results)
     except asyncio.CancelledError:
         # The client went away, or its own deadline passed and gRPC cancelled the call.

@@ -23,7 +23,7 @@ from server.grpc_api.h2.rpc import H2Server, Refusal, Route, Service
 from server.protocol.proto import inference_pb2 as pb
 
 MAX_MESSAGE = 8 << 20
-ECHO, WAIT, FAIL, ADMIN = "/t.T/Echo", "/t.T/Wait", "/t.T/Fail", "/t.T/Admin"
+ECHO, WAIT, FAIL, ADMIN, ALONE = "/t.T/Echo", "/t.T/Wait", "/t.T/Fail", "/t.T/Admin", "/t.T/Alone"
 
 
 @dataclass
@@ -48,6 +48,9 @@ class Handlers:
             raise
         return pb.ModelInferResponse(id="released")
 
+    async def alone(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+        return pb.ModelInferResponse(id=str(getattr(context, "alone")))
+
     async def fail(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         await context.abort(grpc.StatusCode.NOT_FOUND, "no model 'é' here: 100%", (("retry-after", "1"),))
 
@@ -65,6 +68,7 @@ def routes(handlers: Handlers) -> dict[str, Route]:
         WAIT: Route(WAIT, handlers.wait, parse, serialize, False),
         FAIL: Route(FAIL, handlers.fail, parse, serialize, False),
         ADMIN: Route(ADMIN, handlers.echo, parse, serialize, True),
+        ALONE: Route(ALONE, handlers.alone, parse, serialize, False),
     }
 
 
@@ -128,6 +132,8 @@ class RawClient:
         self.encoder, self.decoder = hpack.Encoder(), hpack.Decoder()
         self.goaway: tuple[int, int] | None = None
         self.updates: list[tuple[int, int]] = []
+        self.held: list[bytes] | None = None
+        """Frames kept to be sent in one write (`send` appends here while it is a list)."""
 
     @classmethod
     async def connect(cls, port: int, settings: Sequence[tuple[int, int]] = ()) -> RawClient:
@@ -136,7 +142,10 @@ class RawClient:
         return client
 
     def send(self, data: bytes) -> None:
-        self.writer.write(data)
+        if self.held is not None:
+            self.held.append(data)
+        else:
+            self.writer.write(data)
 
     def block(self, path: str = ECHO, extra: Sequence[tuple[str, str]] = (), method: str = "POST") -> bytes:
         return self.encoder.encode(
@@ -266,6 +275,20 @@ async def test_a_grpc_client_calls_with_metadata_and_messages_over_the_windows(s
             )
         assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         await served.handlers.cancelled.wait()  # the handler was cancelled, as grpc.aio does
+
+
+async def test_a_call_is_alone_unless_others_were_read_with_it(served: Served) -> None:
+    client = await RawClient.connect(served.port)
+    async with asyncio.timeout(30):
+        client.call(1, message(), path=ALONE)
+        assert (await client.answer(1)).response().id == "True"  # the batcher need not wait for company
+        client.held = []
+        client.call(3, message(), path=ALONE)
+        client.call(5, message(), path=ALONE)
+        together, client.held = b"".join(client.held), None
+        client.send(together)  # both calls in one write: read, and started, in the same turn
+        assert [(await client.answer(n)).response().id for n in (3, 5)] == ["False", "False"]
+    await client.close()
 
 
 async def test_a_compressed_message_is_inflated_and_an_unknown_encoding_is_unimplemented(served: Served) -> None:

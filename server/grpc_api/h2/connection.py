@@ -593,7 +593,10 @@ class H2Connection(asyncio.Protocol):
             if len(message) > self._max_message:
                 self._too_large(stream, len(message) + len(inflater.unconsumed_tail))
                 return
-        stream.task = self._loop.create_task(self._service.run(self, stream, message))
+        service = self._service
+        stream.task = task = self._loop.create_task(service.run(self, stream, message))
+        service.calls += 1
+        task.add_done_callback(service.ended)
 
     def _expire(self, stream: Stream) -> None:
         """The call's grpc-timeout passed: DEADLINE_EXCEEDED, and its handler cancelled."""

@@ -54,12 +54,15 @@ class Abort(Exception):
 class CallContext:
     """What a servicer method sees of its call (the `Context` protocol of `calls.py`)."""
 
-    __slots__ = ("_metadata", "_deadline", "trailers")
+    __slots__ = ("_metadata", "_deadline", "trailers", "alone")
 
-    def __init__(self, metadata: Sequence[Metadatum], deadline: float | None) -> None:
+    def __init__(self, metadata: Sequence[Metadatum], deadline: float | None, alone: bool = False) -> None:
         self._metadata = metadata
         self._deadline = deadline
         self.trailers: tuple[tuple[str, str], ...] = ()
+        self.alone = alone
+        """No other call of this server was read and not yet answered when this one started
+        (`InferenceRequest.alone`: the batcher need not wait a loop turn for company)."""
 
     def invocation_metadata(self) -> Sequence[Metadatum]:
         return self._metadata
@@ -97,6 +100,12 @@ class Service:
         self.refuse = gate
         self.max_concurrent_streams = max_concurrent_streams
         self.connections: set[H2Connection] = set()
+        self.calls = 0
+        """Calls started (their message read) and not yet ended, on every connection."""
+
+    def ended(self, task: asyncio.Task[None]) -> None:
+        """A call's task is done (answered, failed or cancelled, started or not)."""
+        self.calls -= 1
 
     async def run(self, connection: H2Connection, stream: Stream, message: bytes) -> None:
         """One call, from its message to its answer."""
@@ -106,7 +115,7 @@ class Service:
         except Exception:  # noqa: BLE001 - any undecodable message is the client's
             connection.answer(stream, None, _INTERNAL, "Exception deserializing request!", ())
             return
-        context = CallContext(stream.metadata, stream.deadline)
+        context = CallContext(stream.metadata, stream.deadline, self.calls == 1)
         try:
             payload = route.serialize(await route.handler(request, context))
         except Abort as abort:

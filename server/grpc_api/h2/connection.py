@@ -184,6 +184,10 @@ class H2Connection(asyncio.Protocol):
         except ConnectionError_ as error:
             self._fail(error.code, error.debug)
             return
+        except Exception:  # a fault of this module: the connection ends, the server goes on
+            logger.exception("HTTP/2 connection failed")
+            self._fail(wire.INTERNAL_ERROR, "internal error")
+            return
         finally:
             self._receiving = False
         if used < len(data):

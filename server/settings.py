@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     """Port of the gRPC Open Inference Protocol service (same host and process as REST); unset: no gRPC."""
     grpc_server: Literal["hotserve", "grpcio"] = "hotserve"
     """The gRPC transport: hotserve's own HTTP/2 server on the event loop (`server/grpc_api/h2/`), or
-    grpcio's grpc.aio server (the fallback: same services, codes and limits, about half the calls/s)."""
+    grpcio's grpc.aio server (the fallback: same services, codes and limits, a fifth to a half of the
+    calls/s on a 2-core machine: docs/benchmarks.md)."""
     execution_providers: str = "CUDAExecutionProvider,CPUExecutionProvider"
     """onnxruntime providers in order of preference; unavailable ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)

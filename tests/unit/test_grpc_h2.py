@@ -257,6 +257,11 @@ async def test_a_grpc_client_calls_with_metadata_and_messages_over_the_windows(s
         assert [dict(await call.trailing_metadata() or ())["x-echo"] for call in calls] == [f"m{i}" for i in range(20)]
         big = await echo(pb.ModelInferRequest(id="big", raw_input_contents=[request_bytes]))
         assert big.raw_output_contents[0] == request_bytes
+        for compression in (grpc.Compression.Gzip, grpc.Compression.Deflate):  # grpc-encoding, inflated
+            packed = await echo(
+                pb.ModelInferRequest(id="z", raw_input_contents=[bytes(50_000)]), compression=compression
+            )
+            assert packed.raw_output_contents[0] == bytes(50_000)
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await channel.unary_unary(FAIL, request_serializer=pb.ModelInferRequest.SerializeToString)(
                 pb.ModelInferRequest()

@@ -27,13 +27,27 @@ class InferenceTarget(NamedTuple):
     version: str | None
 
 
+_TARGETS: dict[str, InferenceTarget] = {}
+_MAX_TARGETS = 1024
+"""Inference paths already matched (a few per served model): a dict lookup instead of the regular
+expressions (0.05 against 1.7 us). Bounded: clients choose paths."""
+
+
 def match_inference_path(path: str) -> InferenceTarget | None:
     """The inference endpoint a path is for, or None (FastAPI handles everything else)."""
+    target = _TARGETS.get(path)
+    if target is not None:
+        return target
     if m := _V2_INFER.fullmatch(path):
-        return InferenceTarget("v2", m.group(1), m.group(2))
-    if m := _V1_PREDICT.fullmatch(path):
-        return InferenceTarget("v1", m.group(1), m.group(2))
-    return None
+        target = InferenceTarget("v2", m.group(1), m.group(2))
+    elif m := _V1_PREDICT.fullmatch(path):
+        target = InferenceTarget("v1", m.group(1), m.group(2))
+    else:
+        return None
+    if len(_TARGETS) >= _MAX_TARGETS:
+        _TARGETS.clear()
+    _TARGETS[path] = target
+    return target
 
 
 _VERSION_NUMBER = re.compile(r"[0-9]{1,18}")
@@ -52,9 +66,18 @@ def parse_model_name(name: str) -> str:
     """The model a path names; `ModelNotFound` (404, Triton's answer for any name it does not
     serve) when it cannot name one: the repository scan skips folders outside the model-name
     pattern, so such a name reaches no lookup, audit entry or log field."""
+    if name in _NAMES:
+        return name
     if len(name) > MAX_MODEL_NAME_LENGTH or _MODEL_NAME.fullmatch(name) is None:
         raise ModelNotFound(name if len(name) <= 80 else name[:80] + "...")
+    if len(_NAMES) >= _MAX_TARGETS:
+        _NAMES.clear()
+    _NAMES.add(name)
     return name
+
+
+_NAMES: set[str] = set()
+"""Model names already found well formed (bounded like `_TARGETS`)."""
 
 
 def parse_version(name: str, version: str) -> int:
@@ -65,10 +88,20 @@ def parse_version(name: str, version: str) -> int:
     answers a version outside its `[0-9]+` route pattern, and TF Serving its `\\d+`. Well formed
     but not a version (0): `ModelNotFound`, 404, like any version the repository does not hold.
     """
+    number = _VERSIONS.get(version)
+    if number is not None:
+        return number
     if _VERSION_NUMBER.fullmatch(version) is None:
         shown = version if len(version) <= 40 else version[:40] + "..."
         raise InvalidInput("version", expected="a version number (a positive integer, ASCII digits)", got=repr(shown))
     number = int(version)
     if number < 1:
         raise ModelNotFound(name, version)
+    if len(_VERSIONS) >= _MAX_TARGETS:
+        _VERSIONS.clear()
+    _VERSIONS[version] = number
     return number
+
+
+_VERSIONS: dict[str, int] = {}
+"""Version strings already parsed to a number of at least 1 (bounded like `_TARGETS`)."""

@@ -9,7 +9,9 @@ garbage. Other floating-point inputs (images, embeddings, raw tensors) pass thro
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,6 +37,20 @@ class InputSchema:
         return self.spec.datatype
 
 
+class FloatInput(NamedTuple):
+    """A floating-point input a plain JSON request may take the short path for (`v2_request`)."""
+
+    spec: InputSchema
+    dims: tuple[int, ...]
+    """The declared shape, -1 for a free axis."""
+    bound: float
+    """A flat list of Python floats whose absolute values sum to at most this converts to the
+    input's dtype without overflow: finite, so every value rule holds without a check."""
+
+
+_FLOAT_BOUNDS: dict[str, float] = {"FP32": float(np.finfo(np.float32).max), "FP64": sys.float_info.max}
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSchema:
     """Inputs by name and output names of one version."""
@@ -44,6 +60,8 @@ class ModelSchema:
     output_names: tuple[str, ...]
     batch_axis: bool
     """False: shapes are whole tensors, not rows (`BatchingPolicy.batch_axis`)."""
+    float_inputs: dict[str, FloatInput]
+    """Every input by name when all are FP32/FP64 (the short path of a JSON request); else empty."""
 
     @classmethod
     def from_manifest(cls, manifest: ModelManifest) -> ModelSchema:
@@ -52,9 +70,15 @@ class ModelSchema:
             spec.name: InputSchema(spec=spec, dtype=numpy_dtype(spec.datatype), finite=spec.name == finite_input)
             for spec in manifest.inputs
         }
+        float_inputs = {
+            name: FloatInput(spec, tuple(spec.spec.shape), _FLOAT_BOUNDS[spec.datatype])
+            for name, spec in inputs.items()
+            if spec.datatype in _FLOAT_BOUNDS and spec.spec.shape
+        }
         return cls(
             manifest=manifest,
             inputs=inputs,
             output_names=tuple(spec.name for spec in manifest.outputs),
             batch_axis=manifest.batching.batch_axis,
+            float_inputs=float_inputs if len(float_inputs) == len(inputs) else {},
         )

@@ -54,6 +54,10 @@ def decode_infer_request(body: bytes, header_length: str | None, schema: ModelSc
         raise InvalidInput("body", expected="a JSON object", got=f"invalid JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise InvalidInput("body", expected="a JSON object", got=type(doc).__name__)
+    if binary is None and schema.float_inputs:
+        short = _plain_float_request(doc, schema)
+        if short is not None:
+            return short
 
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):  # echoed in the answer: the v2 schema's string
@@ -70,6 +74,79 @@ def decode_infer_request(body: bytes, header_length: str | None, schema: ModelSc
         outputs=outputs,
         timeout_us=timeout_us(parameters),
     )
+
+
+_FLOAT_ABS = float.__abs__
+
+
+def _plain_float_request(doc: dict[str, Any], schema: ModelSchema) -> InferRequest | None:
+    """The short path of the common request: `inputs` (and maybe a string `id`) only, each input
+    a flat list of Python floats of a valid shape, summing in absolute value within the input's
+    bound (so finite after the cast). None for anything else, which then takes the full decoder:
+    what this accepts, that accepts with the same tensors, and every error message is that one's.
+
+    (About 4 us against 10 for the demo model's one-row request: no per-field dispatch, one
+    numpy conversion of the list instead of asarray + astype + a finiteness check.)"""
+    request_id = doc.get("id")
+    if len(doc) != (1 if request_id is None else 2) or (request_id is not None and type(request_id) is not str):
+        return None
+    raw_inputs = doc.get("inputs")
+    plans = schema.float_inputs
+    if type(raw_inputs) is not list or len(raw_inputs) != len(plans):
+        return None
+    tensors: dict[str, np.ndarray] = {}
+    rows = -1
+    for item in raw_inputs:
+        if type(item) is not dict or len(item) != 4:
+            return None
+        name = item.get("name")
+        if type(name) is not str or name in tensors:
+            return None
+        plan = plans.get(name)
+        shape = item.get("shape")
+        data = item.get("data")
+        if (
+            plan is None
+            or item.get("datatype") != plan.spec.datatype
+            or type(shape) is not list
+            or len(shape) != len(plan.dims)
+            or type(data) is not list
+        ):
+            return None
+        count = 1
+        for dim, want in zip(shape, plan.dims):
+            if type(dim) is not int or dim < 0 or (want != -1 and dim != want):
+                return None
+            count *= dim
+        if count == 0 or len(data) != count:
+            return None
+        try:  # float.__abs__ takes floats only: the type check and the bound in one pass
+            total = sum(map(_FLOAT_ABS, data))
+        except TypeError:
+            return None
+        if not total <= plan.bound:  # written so that NaN (no order) is refused too
+            return None
+        if rows == -1:
+            rows = shape[0]
+        elif rows != shape[0]:
+            return None
+        tensors[name] = np.array(data, plan.spec.dtype).reshape(shape)
+    # Positional: keywords cost twice the construction (0.7 against 0.3 us).
+    return InferRequest(request_id, None, tensors, rows if schema.batch_axis else 1, _default_outputs(schema), None)
+
+
+_DEFAULT_OUTPUTS: dict[tuple[str, ...], tuple[RequestedOutput, ...]] = {}
+
+
+def _default_outputs(schema: ModelSchema) -> list[RequestedOutput]:
+    """Every model output as JSON, in order (a request naming no outputs and no binary_data_output)."""
+    names = schema.output_names
+    outputs = _DEFAULT_OUTPUTS.get(names)
+    if outputs is None:
+        if len(_DEFAULT_OUTPUTS) >= 256:  # one entry per loaded version's output names: a bound, not a cache policy
+            _DEFAULT_OUTPUTS.clear()
+        outputs = _DEFAULT_OUTPUTS[names] = tuple(RequestedOutput(name, False) for name in names)
+    return list(outputs)
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryview, memoryview | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.errors import InvalidInput, ModelNotFound
+from server.protocol import paths
 from server.protocol.paths import InferenceTarget, match_inference_path, parse_model_name, parse_version
 
 
@@ -72,3 +73,25 @@ def test_a_name_no_model_can_have_is_not_found(bad: str) -> None:
     with pytest.raises(ModelNotFound) as raised:
         parse_model_name(bad)
     assert len(str(raised.value)) < 200
+
+
+def test_answers_stay_the_same_when_seen_again_and_past_the_memo_bound() -> None:
+    """Matched paths, well-formed names and parsed versions are remembered; refusals never are."""
+    for _ in range(2):
+        assert match_inference_path("/v2/models/m/versions/3/infer") == InferenceTarget("v2", "m", "3")
+        assert match_inference_path("/v2/models/m") is None
+        assert parse_model_name("m") == "m"
+        assert parse_version("m", "007") == 7
+        with pytest.raises(ModelNotFound):
+            parse_version("m", "0")
+        with pytest.raises(InvalidInput):
+            parse_version("m", "x")
+        with pytest.raises(ModelNotFound):
+            parse_model_name("bad name")
+    for i in range(paths._MAX_TARGETS + 10):  # more than the bound: the memo starts over, answers hold
+        assert match_inference_path(f"/v1/models/m{i}:predict") == InferenceTarget("v1", f"m{i}", None)
+        assert parse_model_name(f"m{i}") == f"m{i}"
+        assert parse_version("m", str(i + 1)) == i + 1
+    assert len(paths._TARGETS) <= paths._MAX_TARGETS and len(paths._NAMES) <= paths._MAX_TARGETS
+    assert len(paths._VERSIONS) <= paths._MAX_TARGETS
+    assert match_inference_path("/v2/models/m/infer") == InferenceTarget("v2", "m", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 
 from server.contract.manifest import BatchingPolicy, FeatureSpec
 from server.errors import InvalidInput
-from server.protocol.datatypes import NUMPY_DTYPES, tensor_to_bytes
+from server.protocol import v2_request, v2_response
+from server.protocol.datatypes import NUMPY_DTYPES, tensor_to_bytes, v2_datatype
 from server.protocol.schema import ModelSchema
 from server.protocol.v2_request import InferRequest, RequestedOutput, decode_infer_request
 from server.protocol.v2_response import encode_infer_response
@@ -358,3 +360,165 @@ def test_a_model_without_a_batch_axis_takes_whole_tensors_as_one_run() -> None:
     request = decode_infer_request(body, None, schema)
     assert request.rows == 1  # differing first axes are no row mismatch: there are no rows
     assert request.inputs["a"].shape == (3, 2) and request.inputs["b"].shape == (5,)
+
+
+# --- the short path of a plain float request, against the full decoder and encoder ---------------
+
+
+def _float_schemas() -> list[ModelSchema]:
+    tabular = _tabular_schema()
+    two = ModelSchema.from_manifest(
+        make_manifest("two", [("a", "FP32", [-1, 2]), ("b", "FP64", [-1])], [("y", "FP32", [-1])])
+    )
+    whole = ModelSchema.from_manifest(
+        make_manifest(
+            "whole",
+            [("a", "FP32", [3, 2])],
+            [("y", "FP32", [3, 2])],
+            batching=BatchingPolicy(enabled=False, batch_axis=False, max_batch_size=1),
+        )
+    )
+    return [tabular, two, whole]
+
+
+_BIG32 = float(np.finfo(np.float32).max)
+_SHORT_PATH_BODIES: list[dict[str, Any]] = [
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0])]},
+    {"id": "r-1", "inputs": [_tab_input([0.5, -1.0, 2.25, 3.0])]},
+    {"id": 7, "inputs": [_tab_input([0.5, -1.0, 2.25, 3.0])]},
+    {"id": None, "inputs": [_tab_input([0.5, -1.0, 2.25, 3.0])]},
+    {"inputs": [_tab_input([0.5, -1.0], shape=[1, 2])]},
+    {"inputs": [_tab_input([0.5, -1, 2.25, 3.0])]},
+    {"inputs": [_tab_input([0.5, True, 2.25, 3.0])]},
+    {"inputs": [_tab_input([1, 2, 3, 4])]},
+    {"inputs": [_tab_input([0.5, "1.0", 2.25, 3.0])]},
+    {"inputs": [_tab_input([0.5, None, 2.25, 3.0])]},
+    {"inputs": [_tab_input([[0.5, -1.0], [2.25, 3.0]])]},
+    {"inputs": [_tab_input([[0.5, -1.0, 2.25, 3.0]], shape=[1, 4])]},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25])]},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0, 1.0])]},
+    {"inputs": [_tab_input([1e39, -1.0, 2.25, 3.0])]},
+    {"inputs": [_tab_input([_BIG32, -1.0, 2.25, 3.0])]},
+    {"inputs": [_tab_input([_BIG32, _BIG32, 2.25, 3.0])]},
+    {"inputs": [_tab_input([1e308, 1e308, 2.25, 3.0])]},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0], shape=[4, 1])]},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0], shape=[2, 2.0])]},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0], shape=[True, 4])]},
+    {"inputs": [_tab_input([], shape=[0, 2])]},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0], shape=[2, -2])]},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0], shape=[2, 2, 1])]},
+    {"inputs": [{**_tab_input([0.5, -1.0, 2.25, 3.0]), "datatype": "FP64"}]},
+    {"inputs": [{**_tab_input([0.5, -1.0, 2.25, 3.0]), "name": "other"}]},
+    {"inputs": [{**_tab_input([0.5, -1.0, 2.25, 3.0]), "name": ["features"]}]},
+    {"inputs": [{**_tab_input([0.5, -1.0, 2.25, 3.0]), "parameters": {}}]},
+    {"inputs": [{**_tab_input([0.5, -1.0, 2.25, 3.0]), "data": {"a": 1.0}}]},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0]), _tab_input([0.5, -1.0, 2.25, 3.0])]},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0])], "outputs": [{"name": "score"}]},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0])], "parameters": {"timeout": 5}},
+    {"inputs": [_tab_input([0.5, -1.0, 2.25, 3.0])], "extra": 1},
+    {"inputs": []},
+    {"inputs": {"features": 1}},
+    {"inputs": [[0.5]]},
+    {"inputs": [{"name": "a", "datatype": "FP32", "shape": [3, 2], "data": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]}]},
+    {"inputs": [{"name": "a", "datatype": "FP32", "shape": [2, 2], "data": [0.5, 1.0, 1.5, 2.0]}]},
+    {
+        "inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [2, 2], "data": [0.5, 1.0, 1.5, 2.0]},
+            {"name": "b", "datatype": "FP64", "shape": [2], "data": [1e300, -2.5]},
+        ]
+    },
+    {
+        "inputs": [
+            {"name": "b", "datatype": "FP64", "shape": [1], "data": [1e300]},
+            {"name": "a", "datatype": "FP32", "shape": [2, 2], "data": [0.5, 1.0, 1.5, 2.0]},
+        ]
+    },
+    {
+        "inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 1.0]},
+            {"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 1.0]},
+        ]
+    },
+    {"inputs": [{"name": "b", "datatype": "FP64", "shape": [2], "data": [1e308, 1e308]}]},
+]
+
+
+def _decoded_or_error(body: bytes, schema: ModelSchema) -> Any:
+    try:
+        decoded = decode_infer_request(body, None, schema)
+    except InvalidInput as error:
+        return str(error)
+    tensors = {name: (t.dtype, t.shape, t.tolist()) for name, t in decoded.inputs.items()}
+    return decoded.id, decoded.parameters, tensors, decoded.rows, decoded.outputs, decoded.timeout_us
+
+
+@pytest.mark.parametrize("doc", _SHORT_PATH_BODIES)
+def test_a_plain_float_request_decodes_as_the_full_decoder_decodes_it(doc: dict[str, Any]) -> None:
+    body = orjson.dumps(doc)
+    for schema in _float_schemas():
+        assert schema.float_inputs, "every input FP32/FP64: the short path applies"
+        full = dataclasses.replace(schema, float_inputs={})  # the full decoder only
+        assert _decoded_or_error(body, schema) == _decoded_or_error(body, full)
+
+
+def test_a_plain_float_request_takes_the_short_path_and_keeps_the_rules() -> None:
+    schema = _tabular_schema()
+    doc = {"id": "r-1", "inputs": [_tab_input([0.5, -1.0, 2.25, 3.0])]}
+    short = v2_request._plain_float_request(doc, schema)
+    assert short is not None
+    assert short.inputs["features"].dtype == np.float32 and short.inputs["features"].tolist() == [
+        [0.5, -1.0],
+        [2.25, 3.0],
+    ]
+    assert short.outputs == [RequestedOutput("score", False), RequestedOutput("label", False)]
+    # Outside the short path: the full decoder answers (and its messages are the ones given).
+    for values in ([1e39, 1.0, 1.0, 1.0], [float("nan"), 1.0, 1.0, 1.0], [float("inf"), 1.0, 1.0, 1.0]):
+        assert v2_request._plain_float_request({"inputs": [_tab_input(values)]}, schema) is None
+    with pytest.raises(InvalidInput, match="finite numbers"):
+        decode_infer_request(orjson.dumps({"inputs": [_tab_input([1e39, 1.0, 1.0, 1.0])]}), None, schema)
+
+
+def test_only_models_whose_inputs_are_all_fp32_or_fp64_have_a_short_path() -> None:
+    mixed = ModelSchema.from_manifest(
+        make_manifest("m", [("a", "FP32", [-1, 1]), ("b", "INT64", [-1])], [("y", "FP32", [-1])])
+    )
+    assert mixed.float_inputs == {}
+    assert set(_float_schemas()[1].float_inputs) == {"a", "b"}
+
+
+def _full_encoding(name: str, version: int, request: InferRequest, results: dict[str, np.ndarray]) -> bytes:
+    doc: dict[str, Any] = {"model_name": name, "model_version": str(version)}
+    if request.id is not None:
+        doc["id"] = request.id
+    doc["outputs"] = [
+        {
+            "name": wanted.name,
+            "datatype": v2_datatype(results[wanted.name].dtype),
+            "shape": list(results[wanted.name].shape),
+            "data": np.ascontiguousarray(results[wanted.name]).ravel(),
+        }
+        for wanted in request.outputs
+    ]
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@pytest.mark.parametrize("request_id", [None, 'r-\u00e9"1'])
+@pytest.mark.parametrize(
+    "results",
+    [
+        {"p": np.array([0.12345678, 0.5, 1e-7], dtype=np.float32)[1:2]},
+        {"p": np.array([[0.1, 2.0], [3.5, -0.0]], dtype=np.float64)},
+        {"p": np.arange(12, dtype=np.int64).reshape(3, 4)[:, 1]},
+        {"p": np.array([True, False]), "q": np.array([[1, 2]], dtype=np.uint8)},
+        {"q": np.array([7], dtype=np.int32), "p": np.array([0.25], dtype=np.float32)},
+    ],
+)
+def test_a_json_response_of_numbers_is_the_same_bytes_as_the_full_encoding(
+    request_id: str | None, results: dict[str, np.ndarray]
+) -> None:
+    outputs = [RequestedOutput(name, False) for name in results]
+    request = InferRequest(request_id, None, {}, 1, outputs, None)
+    body, header_length = encode_infer_response("m\u00e9", 12, request, results)
+    assert header_length is None
+    assert body == _full_encoding("m\u00e9", 12, request, results)
+    assert v2_response._plain_json_response("m\u00e9", 12, request, results) == body  # the short path made it

@@ -9,7 +9,8 @@
 #                          uv.lock (scripts/setup-env.sh installs them when missing from ./.venv)
 #   promtool, prometheus -> Debian's `prometheus` package (both binaries)
 #   wrk                 -> Debian's `wrk` (load for tests/integration/test_gpu_check.py and the benchmarks)
-#   shellcheck          -> Debian's `shellcheck` (actionlint checks the workflows' `run:` scripts with it)
+#   h2load              -> Debian's `nghttp2-client` (HTTP/2 load: tests/unit/test_grpc_h2.py, grpc_benchmark)
+#   `shellcheck`        -> Debian's `shellcheck` (actionlint checks the workflows' `run:` scripts with it)
 # Environment: HOTSERVE_VENV (default: <repo>/.venv), HOTSERVE_TOOLS (default: <repo>/.tools).
 set -euo pipefail
 
@@ -138,32 +139,22 @@ install_curl() {
 ensure_venv
 install_helm
 install_locked_tools
-install_wrk() {
-    if command -v wrk >/dev/null 2>&1; then
+install_debian_tool() {
+    # $1: the command, $2: its Debian package, $3: what it is for here.
+    if command -v "$1" >/dev/null 2>&1; then
         return
     fi
     if [[ "$(id -u)" != 0 ]]; then
-        log "wrk missing and not root: run 'apt-get install -y wrk' as root"
+        log "$1 missing and not root: run 'apt-get install -y $2' as root"
         return 1
     fi
-    log "installing wrk (Debian package; the benchmarks' and the GPU check's load generator)"
-    apt_install wrk
-}
-
-install_shellcheck() {
-    if command -v shellcheck >/dev/null 2>&1; then
-        return
-    fi
-    if [[ "$(id -u)" != 0 ]]; then
-        log "shellcheck missing and not root: run 'apt-get install -y shellcheck' as root"
-        return 1
-    fi
-    log "installing shellcheck (Debian package; actionlint runs it on the workflows' scripts)"
-    apt_install shellcheck
+    log "installing $1 (Debian package $2; $3)"
+    apt_install "$2"
 }
 
 install_prometheus
-install_wrk
-install_shellcheck
+install_debian_tool wrk wrk "the benchmarks' and the GPU check's load generator"
+install_debian_tool h2load nghttp2-client "HTTP/2 load for tests/unit/test_grpc_h2.py and load_tests.grpc_benchmark"
+install_debian_tool shellcheck shellcheck "actionlint runs it on the workflows' run: scripts"
 install_curl
 log "ready: $("$TOOLS/bin/helm" version --short), $("$VENV/bin/hadolint" --version), $(prometheus --version 2>&1 | head -1)"
